@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing pyusage needs, when missing. Idempotent and
+# quiet when everything is already there. Run as root on Debian 12.
+set -euo pipefail
+
+APT_PKGS=(llvm-22-dev libclang-cpp22-dev zlib1g-dev libzstd-dev rsyslog slurm-wlm munge
+          openmpi-bin python3-mpi4py python3.11 python3-venv)
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "apt: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "rustup: rust-src (nightly)"
+  rustup component add rust-src --toolchain nightly >/dev/null 2>&1
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v bpf-linker >/dev/null 2>&1; then
+  log "cargo install bpf-linker (llvm-22), takes a few minutes"
+  LLVM_PREFIX=/usr/lib/llvm-22 LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 cargo install --quiet --locked bpf-linker \
+    --no-default-features --features llvm-22
+fi
+
+if [ -z "$(ls -A /sys/kernel/tracing 2>/dev/null)" ]; then
+  mount -t tracefs nodev /sys/kernel/tracing
+fi

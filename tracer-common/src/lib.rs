@@ -1,0 +1,246 @@
+//! Types shared by the pyusage eBPF programs (`tracer-ebpf`) and the daemon (`tracer-user`).
+//!
+//! Everything that crosses the kernel/user boundary is defined here exactly once: the
+//! configuration the loader writes into the eBPF object's globals, the per-process state kept in
+//! the kernel's process map, the counters, and the layout of every ring-buffer event. The kernel
+//! side only ever *writes* these layouts; the user side decodes them with explicit length checks
+//! (see [`user`]), never by casting raw ring-buffer bytes.
+#![no_std]
+#![deny(missing_docs)]
+
+#[cfg(feature = "user")]
+pub mod user;
+
+/// Longest module path the kernel copies (Linux `PATH_MAX`, including the NUL).
+pub const PATH_MAX: usize = 4096;
+/// Bytes of the command line copied at exec (enough for `python -m pkg.mod args…`).
+pub const ARGS_MAX: usize = 4096;
+/// Bytes of the environment block copied at exec. HPC environments with many modules loaded
+/// run to 10–20 KiB; a longer block is cut and counted in [`Counter::EnvTruncated`].
+pub const ENV_MAX: usize = 32768;
+/// Size of the per-CPU scratch buffer an event is assembled in before `bpf_ringbuf_output`.
+/// A power of two so that masking proves bounds to the verifier.
+pub const SCRATCH_SIZE: usize = 65536;
+
+/// Tag of a ring-buffer event, the first `u32` of every event.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A process exec'd a Python interpreter ([`ExecEvent`]).
+    Exec = 1,
+    /// A tracked Python process exec'd something that is not Python ([`Header`] only).
+    ExecOther = 2,
+    /// A tracked Python process forked a child process, not a thread ([`ForkEvent`]).
+    Fork = 3,
+    /// A tracked Python process (its thread-group leader) exited ([`ExitEvent`]).
+    Exit = 4,
+    /// A tracked Python process opened a module file read-only, successfully ([`OpenEvent`]).
+    Open = 5,
+    /// A process that did not exec a `python*` binary mapped `libpython` (an embedded
+    /// interpreter); laid out as [`ExecEvent`] with the library path as `filename`.
+    Promote = 6,
+}
+
+/// Common prefix of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    /// [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// Thread-group id (the process id of user space) in the initial PID namespace.
+    pub tgid: u32,
+    /// `bpf_ktime_get_boot_ns()` when the event happened (includes suspend; the daemon converts
+    /// it to wall-clock time with one offset taken at start).
+    pub ktime_ns: u64,
+}
+
+/// Fixed part of an exec/promote event. In the ring buffer it is followed by `filename`
+/// ([`PATH_MAX`] bytes), `args` ([`ARGS_MAX`] bytes) and `env_len` bytes of environment; only
+/// `*_len` bytes of each region are meaningful.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    /// Common header.
+    pub header: Header,
+    /// Parent's thread-group id (`task->real_parent->tgid`).
+    pub ppid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// Real group id.
+    pub gid: u32,
+    /// Inode number of the process's mount namespace (`in_container` when it differs from the
+    /// daemon's).
+    pub mnt_ns: u32,
+    /// Bytes of `filename`, without the NUL; 0 when it could not be read.
+    pub filename_len: u32,
+    /// Bytes of the NUL-separated argv block.
+    pub args_len: u32,
+    /// Bytes of the NUL-separated environment block.
+    pub env_len: u32,
+    /// [`EXEC_FLAG_ARGS_TRUNCATED`] | [`EXEC_FLAG_ENV_TRUNCATED`].
+    pub flags: u32,
+}
+
+/// The argv block was longer than [`ARGS_MAX`].
+pub const EXEC_FLAG_ARGS_TRUNCATED: u32 = 1;
+/// The environment block was longer than [`ENV_MAX`].
+pub const EXEC_FLAG_ENV_TRUNCATED: u32 = 2;
+
+/// Offset of the filename region in an exec event.
+pub const EXEC_FILENAME_OFF: usize = core::mem::size_of::<ExecEvent>();
+/// Offset of the argv region in an exec event.
+pub const EXEC_ARGS_OFF: usize = EXEC_FILENAME_OFF + PATH_MAX;
+/// Offset of the environment region in an exec event.
+pub const EXEC_ENV_OFF: usize = EXEC_ARGS_OFF + ARGS_MAX;
+
+/// A tracked process forked a child process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkEvent {
+    /// Common header; `tgid` is the parent.
+    pub header: Header,
+    /// The child's pid (= its tgid: threads are not reported).
+    pub child: u32,
+    /// Padding, zero.
+    pub _pad: u32,
+}
+
+/// A tracked process's thread-group leader exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    /// Common header.
+    pub header: Header,
+    /// `task->exit_code`: `code << 8` for an exit, the signal number (| 0x80 for a core dump)
+    /// for a death by signal.
+    pub exit_code: u32,
+    /// Padding, zero.
+    pub _pad: u32,
+}
+
+/// Fixed part of an open event, followed by `path_len` bytes of path (no NUL).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OpenEvent {
+    /// Common header.
+    pub header: Header,
+    /// Bytes of path that follow.
+    pub path_len: u32,
+    /// The file descriptor `openat` returned (lets tests correlate; never used as identity).
+    pub fd: u32,
+}
+
+/// Offset of the path in an open event.
+pub const OPEN_PATH_OFF: usize = core::mem::size_of::<OpenEvent>();
+
+/// State of a process in the kernel's `PROCS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcState {
+    /// One of the `STATE_*` constants.
+    pub state: u32,
+    /// For [`STATE_PROBATION`]: opens left before the process is forgotten.
+    pub budget: u32,
+}
+
+/// A Python process: its module opens are reported.
+pub const STATE_PYTHON: u32 = 1;
+/// A freshly exec'd non-Python process, watched for its first opens in case it maps
+/// `libpython` (an embedded interpreter).
+pub const STATE_PROBATION: u32 = 2;
+/// The daemon itself or one of its children: never reported.
+pub const STATE_IGNORED: u32 = 3;
+
+/// Per-CPU counters, indices into the `COUNTERS` map. Every early return that loses data
+/// increments one.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Opens by tracked processes that reached the exit tracepoint with a stashed path.
+    OpensSeen = 0,
+    /// Events successfully written to the ring buffer.
+    EventsSent = 1,
+    /// Events lost because the ring buffer was full.
+    RingFull = 2,
+    /// Paths, argv or environment that could not be read from user memory.
+    ReadFailed = 3,
+    /// Opens not stashed because the stash map was full.
+    StashFull = 4,
+    /// Processes not tracked because the process map was full.
+    ProcsFull = 5,
+    /// Python execs seen.
+    PythonExecs = 6,
+    /// Exec events whose environment was longer than [`ENV_MAX`].
+    EnvTruncated = 7,
+    /// Scratch buffer unavailable (should never happen).
+    ScratchMissing = 8,
+}
+
+/// Number of counters.
+pub const COUNTER_COUNT: u32 = 9;
+
+/// Configuration written by the loader into the eBPF object's `CONFIG` global before load.
+/// Offsets of kernel structure fields come from `/sys/kernel/btf/vmlinux`, offsets of
+/// tracepoint fields from tracefs `format` files: no CO-RE in Rust eBPF, so nothing is guessed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// The daemon's tgid: it and its descendants are never reported.
+    pub self_tgid: u32,
+    /// Opens a non-Python process is watched for `libpython` after exec.
+    pub probation_opens: u32,
+    /// `task_struct.exit_code`.
+    pub task_exit_code: u32,
+    /// `task_struct.real_parent`.
+    pub task_real_parent: u32,
+    /// `task_struct.tgid`.
+    pub task_tgid: u32,
+    /// `task_struct.pid`.
+    pub task_pid: u32,
+    /// `task_struct.mm`.
+    pub task_mm: u32,
+    /// `task_struct.nsproxy`.
+    pub task_nsproxy: u32,
+    /// `nsproxy.mnt_ns`.
+    pub nsproxy_mnt_ns: u32,
+    /// `mnt_namespace.ns.inum`.
+    pub mnt_ns_inum: u32,
+    /// `mm_struct.arg_start`.
+    pub mm_arg_start: u32,
+    /// `mm_struct.arg_end`.
+    pub mm_arg_end: u32,
+    /// `mm_struct.env_start`.
+    pub mm_env_start: u32,
+    /// `mm_struct.env_end`.
+    pub mm_env_end: u32,
+    /// `sched_process_exec`: offset of the `__data_loc char[] filename` field.
+    pub tp_exec_filename: u32,
+    /// `sys_enter_openat`: offset of `filename`.
+    pub tp_openat_filename: u32,
+    /// `sys_enter_openat`: offset of `flags`.
+    pub tp_openat_flags: u32,
+    /// `sys_enter_open`: offset of `filename`.
+    pub tp_open_filename: u32,
+    /// `sys_enter_open`: offset of `flags`.
+    pub tp_open_flags: u32,
+    /// `sys_enter_openat2`: offset of `filename`.
+    pub tp_openat2_filename: u32,
+    /// `sys_enter_openat2`: offset of `how` (a `struct open_how *`, flags first).
+    pub tp_openat2_how: u32,
+    /// `sys_exit_*`: offset of `ret`.
+    pub tp_exit_ret: u32,
+    /// `sched_process_exit`: offset of `bool group_dead`, or 0 when this kernel lacks the field
+    /// (then the thread-group leader's exit ends the process).
+    pub tp_exit_group_dead: u32,
+}
+
+/// Size checks: the kernel writes and user space reads these exact layouts.
+const _: () = {
+    assert!(core::mem::size_of::<Header>() == 16);
+    assert!(core::mem::size_of::<ExecEvent>() == 48);
+    assert!(core::mem::size_of::<ForkEvent>() == 24);
+    assert!(core::mem::size_of::<ExitEvent>() == 24);
+    assert!(core::mem::size_of::<OpenEvent>() == 24);
+    assert!(EXEC_ENV_OFF + ENV_MAX <= SCRATCH_SIZE);
+    assert!(OPEN_PATH_OFF + PATH_MAX <= SCRATCH_SIZE);
+};

@@ -1,0 +1,241 @@
+//! User-side view of the shared types: `aya::Pod` for the loader, and decoding of ring-buffer
+//! events with explicit length checks (a short or unknown record is an error, never a cast).
+extern crate std;
+
+use std::{fmt, vec::Vec};
+
+use crate::{
+    Config, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, OpenEvent, ProcState, ARGS_MAX,
+    ENV_MAX, EXEC_ARGS_OFF, EXEC_ENV_OFF, EXEC_FILENAME_OFF, OPEN_PATH_OFF, PATH_MAX,
+};
+
+// SAFETY: plain `#[repr(C)]` structs of integers with no padding holes, valid for any bits.
+unsafe impl aya::Pod for Config {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ProcState {}
+
+impl TryFrom<u32> for EventKind {
+    type Error = DecodeError;
+    fn try_from(v: u32) -> Result<Self, DecodeError> {
+        Ok(match v {
+            1 => EventKind::Exec,
+            2 => EventKind::ExecOther,
+            3 => EventKind::Fork,
+            4 => EventKind::Exit,
+            5 => EventKind::Open,
+            6 => EventKind::Promote,
+            other => return Err(DecodeError::UnknownKind(other)),
+        })
+    }
+}
+
+/// Why a ring-buffer record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than the fixed part of its kind, or a length field points past the end.
+    Short {
+        /// The kind's tag.
+        kind: u32,
+        /// Bytes received.
+        len: usize,
+    },
+    /// A tag this version does not know.
+    UnknownKind(u32),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Short { kind, len } => {
+                write!(f, "ring-buffer event of kind {kind} truncated ({len} bytes)")
+            }
+            DecodeError::UnknownKind(k) => write!(f, "unknown ring-buffer event kind {k}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A decoded kernel event, owning its bytes so it can cross a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A Python interpreter was exec'd (or, with `promoted`, an embedded one was found).
+    Exec(ExecInfo),
+    /// A tracked process exec'd a non-Python program.
+    ExecOther {
+        /// Process.
+        tgid: u32,
+        /// Boot-clock ns.
+        ktime_ns: u64,
+    },
+    /// A tracked process forked.
+    Fork {
+        /// Parent.
+        parent: u32,
+        /// Child.
+        child: u32,
+        /// Boot-clock ns.
+        ktime_ns: u64,
+    },
+    /// A tracked process ended.
+    Exit {
+        /// Process.
+        tgid: u32,
+        /// Raw `task->exit_code`.
+        exit_code: u32,
+        /// Boot-clock ns.
+        ktime_ns: u64,
+    },
+    /// A module file was opened.
+    Open {
+        /// Process.
+        tgid: u32,
+        /// Boot-clock ns.
+        ktime_ns: u64,
+        /// Raw path bytes (not necessarily UTF-8).
+        path: Vec<u8>,
+    },
+}
+
+/// Everything the kernel captured at exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecInfo {
+    /// Process.
+    pub tgid: u32,
+    /// Parent process.
+    pub ppid: u32,
+    /// Real uid.
+    pub uid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Mount namespace inode.
+    pub mnt_ns: u32,
+    /// Boot-clock ns.
+    pub ktime_ns: u64,
+    /// Path as executed (for `promoted`: the libpython path).
+    pub filename: Vec<u8>,
+    /// NUL-separated argv.
+    pub args: Vec<u8>,
+    /// NUL-separated environment.
+    pub env: Vec<u8>,
+    /// `EXEC_FLAG_*`.
+    pub flags: u32,
+    /// Found through libpython rather than the executable's name.
+    pub promoted: bool,
+}
+
+fn read<T: Copy>(buf: &[u8], kind: u32) -> Result<T, DecodeError> {
+    if buf.len() < core::mem::size_of::<T>() {
+        return Err(DecodeError::Short {
+            kind,
+            len: buf.len(),
+        });
+    }
+    // SAFETY: length checked above; `T` is a `#[repr(C)]` integer struct valid for any bits;
+    // `read_unaligned` imposes no alignment requirement on the ring-buffer bytes.
+    Ok(unsafe { core::ptr::read_unaligned(buf.as_ptr().cast::<T>()) })
+}
+
+fn region(buf: &[u8], off: usize, len: u32, max: usize, kind: u32) -> Result<Vec<u8>, DecodeError> {
+    let len = (len as usize).min(max);
+    buf.get(off..off + len)
+        .map(<[u8]>::to_vec)
+        .ok_or(DecodeError::Short {
+            kind,
+            len: buf.len(),
+        })
+}
+
+impl Event {
+    /// Decodes one ring-buffer record.
+    pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+        let h: Header = read(buf, 0)?;
+        let kind = h.kind;
+        Ok(match EventKind::try_from(kind)? {
+            EventKind::Exec | EventKind::Promote => {
+                let e: ExecEvent = read(buf, kind)?;
+                Event::Exec(ExecInfo {
+                    tgid: h.tgid,
+                    ppid: e.ppid,
+                    uid: e.uid,
+                    gid: e.gid,
+                    mnt_ns: e.mnt_ns,
+                    ktime_ns: h.ktime_ns,
+                    filename: region(buf, EXEC_FILENAME_OFF, e.filename_len, PATH_MAX, kind)?,
+                    args: region(buf, EXEC_ARGS_OFF, e.args_len, ARGS_MAX, kind)?,
+                    env: region(buf, EXEC_ENV_OFF, e.env_len, ENV_MAX, kind)?,
+                    flags: e.flags,
+                    promoted: kind == EventKind::Promote as u32,
+                })
+            }
+            EventKind::ExecOther => Event::ExecOther {
+                tgid: h.tgid,
+                ktime_ns: h.ktime_ns,
+            },
+            EventKind::Fork => {
+                let e: ForkEvent = read(buf, kind)?;
+                Event::Fork {
+                    parent: h.tgid,
+                    child: e.child,
+                    ktime_ns: h.ktime_ns,
+                }
+            }
+            EventKind::Exit => {
+                let e: ExitEvent = read(buf, kind)?;
+                Event::Exit {
+                    tgid: h.tgid,
+                    exit_code: e.exit_code,
+                    ktime_ns: h.ktime_ns,
+                }
+            }
+            EventKind::Open => {
+                let e: OpenEvent = read(buf, kind)?;
+                Event::Open {
+                    tgid: h.tgid,
+                    ktime_ns: h.ktime_ns,
+                    path: region(buf, OPEN_PATH_OFF, e.path_len, PATH_MAX, kind)?,
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+
+    fn open_bytes(path: &[u8], claimed: u32) -> Vec<u8> {
+        let mut b = vec![0u8; OPEN_PATH_OFF];
+        b[0..4].copy_from_slice(&(EventKind::Open as u32).to_ne_bytes());
+        b[4..8].copy_from_slice(&42u32.to_ne_bytes());
+        b[8..16].copy_from_slice(&7u64.to_ne_bytes());
+        b[16..20].copy_from_slice(&claimed.to_ne_bytes());
+        b.extend_from_slice(path);
+        b
+    }
+
+    #[test]
+    fn decodes_open_with_non_utf8_path() {
+        let p = b"/x/\xff\xfe/mod.py";
+        let ev = Event::decode(&open_bytes(p, p.len() as u32)).unwrap();
+        assert_eq!(
+            ev,
+            Event::Open {
+                tgid: 42,
+                ktime_ns: 7,
+                path: p.to_vec()
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_length_past_end_and_unknown_kind() {
+        let b = open_bytes(b"/a.py", 100);
+        assert!(matches!(Event::decode(&b), Err(DecodeError::Short { kind: 5, .. })));
+        let mut b = open_bytes(b"/a.py", 5);
+        b[0] = 99;
+        assert_eq!(Event::decode(&b), Err(DecodeError::UnknownKind(99)));
+        assert!(matches!(Event::decode(&[1, 0]), Err(DecodeError::Short { .. })));
+    }
+}

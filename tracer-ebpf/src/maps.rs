@@ -1,0 +1,125 @@
+//! Maps, the load-time configuration global, and the helpers every program uses to count and
+//! send.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{Config, Counter, ProcState, COUNTER_COUNT, SCRATCH_SIZE};
+
+/// Filled in by the loader (`EbpfLoader::set_global`) from BTF and tracefs before load.
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config {
+    self_tgid: 0,
+    probation_opens: 0,
+    task_exit_code: 0,
+    task_real_parent: 0,
+    task_tgid: 0,
+    task_pid: 0,
+    task_mm: 0,
+    task_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    mnt_ns_inum: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    mm_env_start: 0,
+    mm_env_end: 0,
+    tp_exec_filename: 0,
+    tp_openat_filename: 0,
+    tp_openat_flags: 0,
+    tp_open_filename: 0,
+    tp_open_flags: 0,
+    tp_openat2_filename: 0,
+    tp_openat2_how: 0,
+    tp_exit_ret: 0,
+    tp_exit_group_dead: 0,
+};
+
+/// The configuration, read so the compiler cannot constant-fold the zero initialiser.
+#[inline(always)]
+pub fn config() -> Config {
+    // SAFETY: `CONFIG` is a plain static that is only ever written by the loader before load.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// Events to the daemon. 16 MiB holds ~2,000 Python starts with full environments at once.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Tracked processes by tgid. LRU so a burst can never wedge tracking of new processes; an
+/// eviction loses at most a probation entry or a long-idle one (counted by the daemon as
+/// `exit = unknown`).
+#[map]
+pub static PROCS: LruHashMap<u32, ProcState> = LruHashMap::with_max_entries(65536, 0);
+
+/// Path pointer of an in-flight read-only open, by thread id: the path is read at syscall exit,
+/// when the page is certainly resident.
+#[map]
+pub static STASH: HashMap<u32, Stash> = HashMap::with_max_entries(16384, 0);
+
+/// Per-CPU counters indexed by [`Counter`].
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+/// One per-CPU buffer in which an event is assembled (BPF stacks are only 512 bytes).
+#[repr(C, align(8))]
+pub struct Scratch {
+    /// Raw bytes.
+    pub buf: [u8; SCRATCH_SIZE],
+}
+
+/// Event assembly buffer.
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Adds one to a counter.
+#[inline(always)]
+pub fn count(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: per-CPU slot of this map; no other program runs on this CPU concurrently
+        // with a non-sleepable tracepoint program.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Returns this CPU's scratch buffer.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut Scratch> {
+    match SCRATCH.get_ptr_mut(0) {
+        // SAFETY: the map value lives as long as the program; per-CPU, so not shared.
+        Some(p) => Some(unsafe { &mut *p }),
+        None => {
+            count(Counter::ScratchMissing);
+            None
+        }
+    }
+}
+
+/// Sends the first `len` bytes of the scratch buffer; counts success or a full ring.
+#[inline(always)]
+pub fn send(s: &Scratch, len: usize) {
+    // Mask proves `len < SCRATCH_SIZE` to the verifier; callers never exceed it.
+    let len = len & (SCRATCH_SIZE - 1);
+    match EVENTS.output::<[u8]>(&s.buf[..len], 0) {
+        Ok(()) => count(Counter::EventsSent),
+        Err(_) => count(Counter::RingFull),
+    }
+}
+
+/// Writes a plain value at `off` in the scratch buffer.
+#[inline(always)]
+pub fn put<T: Copy>(s: &mut Scratch, off: usize, v: T) {
+    if off + core::mem::size_of::<T>() <= SCRATCH_SIZE {
+        // SAFETY: bounds checked above; unaligned write into a byte buffer.
+        unsafe { core::ptr::write_unaligned(s.buf.as_mut_ptr().add(off).cast::<T>(), v) };
+    }
+}
+
+/// A stashed open: the user path pointer and whether the opener is on probation.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Stash {
+    /// User pointer to the path.
+    pub ptr: u64,
+    /// 1 for a probation process.
+    pub probation: u64,
+}

@@ -1,0 +1,197 @@
+//! `sched/sched_process_exec`: a new program image is running.
+//!
+//! ```text
+//! field:__data_loc char[] filename;	offset:8;	size:4;	signed:0;
+//! field:pid_t pid;	offset:12;	size:4;	signed:1;
+//! field:pid_t old_pid;	offset:16;	size:4;	signed:1;
+//! ```
+//! Offsets are read from the tracefs `format` at load (`Config::tp_exec_filename`).
+//!
+//! `comm` was just set from the executed file's name, so a `python*` prefix identifies the
+//! interpreter after shims (`pyenv`'s bash shim execs the real binary, which fires this again) and
+//! symlinks (`python3` → `python3.11`). The argv and environment are copied here, at exec, which
+//! is what makes job attribution race-free for a 2 ms process or one that clears its environment.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel_str, generated::bpf_probe_read_user,
+        generated::bpf_probe_read_user_str,
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+    EbpfContext,
+};
+use tracer_common::{
+    Counter, EventKind, ExecEvent, Header, ProcState, ARGS_MAX, ENV_MAX, EXEC_ARGS_OFF,
+    EXEC_ENV_OFF, EXEC_FILENAME_OFF, EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_ENV_TRUNCATED, PATH_MAX,
+    STATE_IGNORED, STATE_PROBATION, STATE_PYTHON,
+};
+
+use crate::{
+    maps::{config, count, put, scratch, send, PROCS},
+    task,
+};
+
+/// Program entry.
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    try_sched_process_exec(&ctx);
+    0
+}
+
+fn try_sched_process_exec(ctx: &TracePointContext) {
+    let cfg = config();
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the value is copied out immediately; a concurrent delete only makes it stale.
+    let prev = unsafe { PROCS.get(&tgid) }.map(|p| p.state);
+    if prev == Some(STATE_IGNORED) || tgid == cfg.self_tgid {
+        return;
+    }
+    let is_python = matches!(bpf_get_current_comm(), Ok(c) if c.starts_with(b"python"));
+    if is_python {
+        track(tgid, STATE_PYTHON, 0);
+        count(Counter::PythonExecs);
+        let loc: u32 = match unsafe { ctx.read_at(cfg.tp_exec_filename as usize) } {
+            Ok(v) => v,
+            Err(_) => {
+                count(Counter::ReadFailed);
+                0
+            }
+        };
+        let src = (ctx.as_ptr() as u64 + (loc & 0xffff) as u64) as *const u8;
+        emit_process(EventKind::Exec, Filename::Kernel(src));
+    } else {
+        if prev == Some(STATE_PYTHON) {
+            if let Some(s) = scratch() {
+                put(
+                    s,
+                    0,
+                    Header {
+                        kind: EventKind::ExecOther as u32,
+                        tgid,
+                        // SAFETY: helper with no preconditions.
+                        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+                    },
+                );
+                send(s, core::mem::size_of::<Header>());
+            }
+        }
+        if cfg.probation_opens > 0 {
+            track(tgid, STATE_PROBATION, cfg.probation_opens);
+        } else if prev.is_some() {
+            let _ = PROCS.remove(&tgid);
+        }
+    }
+}
+
+/// Inserts or replaces the state of `tgid`; counts a full map.
+#[inline(always)]
+pub fn track(tgid: u32, state: u32, budget: u32) {
+    if PROCS.insert(&tgid, &ProcState { state, budget }, 0).is_err() {
+        count(Counter::ProcsFull);
+    }
+}
+
+/// Where the program path of a process event comes from.
+pub enum Filename {
+    /// The exec tracepoint's `filename` (kernel memory).
+    Kernel(*const u8),
+    /// A user pointer (the `libpython` path an open just returned).
+    User(*const u8),
+}
+
+/// Builds and sends an [`ExecEvent`] for the current process: identity, argv and environment
+/// (from `mm->arg_*`/`env_*`), mount namespace.
+#[inline(always)]
+pub fn emit_process(kind: EventKind, filename: Filename) {
+    let cfg = config();
+    let Some(s) = scratch() else { return };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let cur = task::current();
+    let parent: u64 = task::read(cur, cfg.task_real_parent).unwrap_or(0);
+    let ppid: u32 = task::read(parent, cfg.task_tgid).unwrap_or(0);
+    let nsproxy: u64 = task::read(cur, cfg.task_nsproxy).unwrap_or(0);
+    let mnt_ns: u64 = task::read(nsproxy, cfg.nsproxy_mnt_ns).unwrap_or(0);
+    let mnt_ns_inum: u32 = task::read(mnt_ns, cfg.mnt_ns_inum).unwrap_or(0);
+    let mm: u64 = task::read(cur, cfg.task_mm).unwrap_or(0);
+    let mut flags = 0u32;
+
+    let dst = s.buf[EXEC_FILENAME_OFF..].as_mut_ptr();
+    // SAFETY: `dst` has PATH_MAX bytes of room; the helpers bound the copy by that size.
+    let n = unsafe {
+        match filename {
+            Filename::Kernel(p) => bpf_probe_read_kernel_str(dst.cast(), PATH_MAX as u32, p.cast()),
+            Filename::User(p) => bpf_probe_read_user_str(dst.cast(), PATH_MAX as u32, p.cast()),
+        }
+    };
+    let filename_len = if n > 0 {
+        (n - 1) as u32
+    } else {
+        count(Counter::ReadFailed);
+        0
+    };
+
+    let args_len = copy_user_range(
+        s.buf[EXEC_ARGS_OFF..].as_mut_ptr(),
+        task::read(mm, cfg.mm_arg_start).unwrap_or(0),
+        task::read(mm, cfg.mm_arg_end).unwrap_or(0),
+        ARGS_MAX,
+        &mut flags,
+        EXEC_FLAG_ARGS_TRUNCATED,
+    );
+    let env_len = copy_user_range(
+        s.buf[EXEC_ENV_OFF..].as_mut_ptr(),
+        task::read(mm, cfg.mm_env_start).unwrap_or(0),
+        task::read(mm, cfg.mm_env_end).unwrap_or(0),
+        ENV_MAX,
+        &mut flags,
+        EXEC_FLAG_ENV_TRUNCATED,
+    );
+    if flags & EXEC_FLAG_ENV_TRUNCATED != 0 {
+        count(Counter::EnvTruncated);
+    }
+    put(
+        s,
+        0,
+        ExecEvent {
+            header: Header {
+                kind: kind as u32,
+                tgid: (pid_tgid >> 32) as u32,
+                // SAFETY: helper with no preconditions.
+                ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+            },
+            ppid,
+            uid: uid_gid as u32,
+            gid: (uid_gid >> 32) as u32,
+            mnt_ns: mnt_ns_inum,
+            filename_len,
+            args_len,
+            env_len,
+            flags,
+        },
+    );
+    send(s, EXEC_ENV_OFF + env_len as usize);
+}
+
+/// Copies `[start, end)` of user memory (at most `max - 1` bytes) to `dst`; returns the length.
+#[inline(always)]
+fn copy_user_range(dst: *mut u8, start: u64, end: u64, max: usize, flags: &mut u32, trunc: u32) -> u32 {
+    if start == 0 || end <= start {
+        return 0;
+    }
+    let mut len = (end - start) as usize;
+    if len > max - 1 {
+        len = max - 1;
+        *flags |= trunc;
+    }
+    // Mask for the verifier: `max` is a power of two, so this keeps `len` as computed.
+    let len = len & (max - 1);
+    // SAFETY: `dst` has `max` bytes of room; the helper validates the user address.
+    let r = unsafe { bpf_probe_read_user(dst.cast(), len as u32, start as *const _) };
+    if r < 0 {
+        count(Counter::ReadFailed);
+        return 0;
+    }
+    len as u32
+}

@@ -1,0 +1,69 @@
+//! `raw_tracepoint/sched_process_fork(struct task_struct *parent, struct task_struct *child)`.
+//!
+//! The raw form is used because the formatted tracepoint carries only `child_pid`, which cannot
+//! tell a new process from a new thread; here `child->tgid` is read (offset from BTF) and threads
+//! are skipped, so the process map and the daemon only ever see processes.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use tracer_common::{EventKind, ForkEvent, Header, STATE_IGNORED, STATE_PYTHON};
+
+use crate::{
+    maps::{config, put, scratch, send, PROCS},
+    sched_process_exec::track,
+    task,
+};
+
+/// Program entry.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    try_sched_process_fork(&ctx);
+    0
+}
+
+fn try_sched_process_fork(ctx: &RawTracePointContext) {
+    let cfg = config();
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let child_task: u64 = ctx.arg(1);
+    let Some(child_tgid) = task::read::<u32>(child_task, cfg.task_tgid) else {
+        return;
+    };
+    if child_tgid == parent {
+        return; // a thread
+    }
+    if parent == cfg.self_tgid {
+        track(child_tgid, STATE_IGNORED, 0);
+        return;
+    }
+    // SAFETY: the value is copied out immediately.
+    let state = match unsafe { PROCS.get(&parent) } {
+        Some(p) => p.state,
+        None => return,
+    };
+    match state {
+        STATE_IGNORED => track(child_tgid, STATE_IGNORED, 0),
+        STATE_PYTHON => {
+            track(child_tgid, STATE_PYTHON, 0);
+            let Some(s) = scratch() else { return };
+            put(
+                s,
+                0,
+                ForkEvent {
+                    header: Header {
+                        kind: EventKind::Fork as u32,
+                        tgid: parent,
+                        // SAFETY: helper with no preconditions.
+                        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+                    },
+                    child: child_tgid,
+                    _pad: 0,
+                },
+            );
+            send(s, core::mem::size_of::<ForkEvent>());
+        }
+        // A probation process's children start their own probation at their own exec.
+        _ => {}
+    }
+}

@@ -1,0 +1,94 @@
+//! `syscalls/sys_enter_{openat,open,openat2}`: stash the path pointer of a read-only open by a
+//! tracked process, to be read at syscall exit.
+//!
+//! ```text
+//! sys_enter_openat:  filename offset:24 size:8, flags offset:32 size:8
+//! sys_enter_open:    filename offset:16 size:8, flags offset:24 size:8
+//! sys_enter_openat2: filename offset:24 size:8, how offset:32 size:8 (struct open_how *, u64 flags first)
+//! ```
+//! (As on 6.18; the loader reads the real offsets from tracefs.) The path is *not* read here:
+//! the string may not be paged in yet at entry and the open may fail. A process that is not
+//! tracked costs this one `PROCS` lookup.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::{Counter, STATE_IGNORED, STATE_PROBATION};
+
+use crate::maps::{config, count, Stash, PROCS, STASH};
+
+const O_ACCMODE: u64 = 0o3;
+const O_DIRECTORY: u64 = 0o200000;
+
+/// `openat(dfd, filename, flags, mode)`.
+#[tracepoint]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    stash(&ctx, cfg.tp_openat_filename, Flags::Direct(cfg.tp_openat_flags));
+    0
+}
+
+/// `open(filename, flags, mode)`.
+#[tracepoint]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    stash(&ctx, cfg.tp_open_filename, Flags::Direct(cfg.tp_open_flags));
+    0
+}
+
+/// `openat2(dfd, filename, how, usize)`.
+#[tracepoint]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    let cfg = config();
+    stash(&ctx, cfg.tp_openat2_filename, Flags::OpenHow(cfg.tp_openat2_how));
+    0
+}
+
+enum Flags {
+    /// Offset of an integer `flags` field.
+    Direct(u32),
+    /// Offset of a `struct open_how *` (user memory, `u64 flags` first).
+    OpenHow(u32),
+}
+
+#[inline(always)]
+fn stash(ctx: &TracePointContext, filename_off: u32, flags: Flags) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: the value is copied out immediately.
+    let state = match unsafe { PROCS.get(&tgid) } {
+        Some(p) if p.state != STATE_IGNORED => p.state,
+        _ => return,
+    };
+    // SAFETY (all reads below): offsets from the tracefs format; helpers check the addresses.
+    let flags: u64 = match flags {
+        Flags::Direct(off) => match unsafe { ctx.read_at::<u64>(off as usize) } {
+            Ok(f) => f,
+            Err(_) => return count(Counter::ReadFailed),
+        },
+        Flags::OpenHow(off) => {
+            let how = match unsafe { ctx.read_at::<u64>(off as usize) } {
+                Ok(p) => p,
+                Err(_) => return count(Counter::ReadFailed),
+            };
+            match unsafe { bpf_probe_read_user(how as *const u64) } {
+                Ok(f) => f,
+                Err(_) => return count(Counter::ReadFailed),
+            }
+        }
+    };
+    if flags & O_ACCMODE != 0 || flags & O_DIRECTORY != 0 {
+        return;
+    }
+    let Ok(ptr) = (unsafe { ctx.read_at::<u64>(filename_off as usize) }) else {
+        return count(Counter::ReadFailed);
+    };
+    let entry = Stash {
+        ptr,
+        probation: (state == STATE_PROBATION) as u64,
+    };
+    if STASH.insert(&(pid_tgid as u32), &entry, 0).is_err() {
+        count(Counter::StashFull);
+    }
+}

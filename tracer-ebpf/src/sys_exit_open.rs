@@ -1,0 +1,173 @@
+//! `syscalls/sys_exit_{openat,open,openat2}`: on success, read the stashed path and send it if
+//! it names a module file.
+//!
+//! ```text
+//! field:int __syscall_nr;	offset:8;	size:4;	signed:1;
+//! field:long ret;	offset:16;	size:8;	signed:1;
+//! ```
+//! Sent: `*.py`, `*.pyc`, `*.so` (extension modules) and `*.so.N…` (shared libraries, from which
+//! the daemon picks the BLAS backend). The daemon decides which of these belong to a package;
+//! the kernel only keeps everything else (data files, directories, sockets) off the ring buffer.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, generated::bpf_probe_read_user_str},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::{
+    Counter, EventKind, Header, OpenEvent, ProcState, OPEN_PATH_OFF, PATH_MAX, SCRATCH_SIZE,
+    STATE_PYTHON,
+};
+
+use crate::{
+    maps::{config, count, put, scratch, send, Scratch, PROCS, STASH},
+    sched_process_exec::{emit_process, Filename},
+};
+
+/// `openat` returned.
+#[tracepoint]
+pub fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    on_exit(&ctx);
+    0
+}
+
+/// `open` returned.
+#[tracepoint]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    on_exit(&ctx);
+    0
+}
+
+/// `openat2` returned.
+#[tracepoint]
+pub fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
+    on_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_exit(ctx: &TracePointContext) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: copied out before the entry is removed.
+    let Some(entry) = (unsafe { STASH.get(&tid) }).copied() else {
+        return;
+    };
+    let _ = STASH.remove(&tid);
+    // SAFETY: offset from the tracefs format.
+    let ret: i64 = match unsafe { ctx.read_at::<i64>(config().tp_exit_ret as usize) } {
+        Ok(r) => r,
+        Err(_) => return count(Counter::ReadFailed),
+    };
+    if ret < 0 {
+        return;
+    }
+    count(Counter::OpensSeen);
+    let Some(s) = scratch() else { return };
+    // SAFETY: the destination has PATH_MAX bytes of room; the helper validates the source.
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            s.buf[OPEN_PATH_OFF..].as_mut_ptr().cast(),
+            PATH_MAX as u32,
+            entry.ptr as *const _,
+        )
+    };
+    if n <= 1 {
+        return count(Counter::ReadFailed);
+    }
+    let len = ((n - 1) as usize) & (PATH_MAX - 1);
+    if entry.probation != 0 {
+        return probation(s, tgid, len, entry.ptr);
+    }
+    if !is_module_file(s, len) {
+        return;
+    }
+    put(
+        s,
+        0,
+        OpenEvent {
+            header: Header {
+                kind: EventKind::Open as u32,
+                tgid,
+                // SAFETY: helper with no preconditions.
+                ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+            },
+            path_len: len as u32,
+            fd: ret as u32,
+        },
+    );
+    send(s, OPEN_PATH_OFF + len);
+}
+
+/// A non-Python process's early open: promote it if it is `libpython*`, else spend budget.
+#[inline(always)]
+fn probation(s: &mut Scratch, tgid: u32, len: usize, ptr: u64) {
+    if basename_is_libpython(s, len) {
+        let _ = PROCS.insert(&tgid, &ProcState { state: STATE_PYTHON, budget: 0 }, 0);
+        emit_process(EventKind::Promote, Filename::User(ptr as *const u8));
+        return;
+    }
+    if let Some(p) = PROCS.get_ptr_mut(&tgid) {
+        // SAFETY: pointer to a live map value; a racing delete leaves it valid until RCU ends.
+        let left = unsafe { (*p).budget };
+        if left <= 1 {
+            let _ = PROCS.remove(&tgid);
+        } else {
+            // SAFETY: as above.
+            unsafe { (*p).budget = left - 1 };
+        }
+    }
+}
+
+/// The `k`-th byte from the end of the path (1-based), 0 past the start.
+#[inline(always)]
+fn tail(s: &Scratch, len: usize, k: usize) -> u8 {
+    if k > len {
+        return 0;
+    }
+    s.buf[(OPEN_PATH_OFF + len - k) & (SCRATCH_SIZE - 1)]
+}
+
+#[inline(always)]
+fn is_module_file(s: &Scratch, len: usize) -> bool {
+    let (a, b, c, d) = (tail(s, len, 4), tail(s, len, 3), tail(s, len, 2), tail(s, len, 1));
+    if (b, c, d) == (b'.', b'p', b'y') || (a, b, c, d) == (b'.', b'p', b'y', b'c') {
+        return true;
+    }
+    if (b, c, d) == (b'.', b's', b'o') {
+        return true;
+    }
+    // `libfoo.so.0`, `libmkl_rt.so.2`, `libopenblas.so.0.3`: ".so." in the last 16 bytes.
+    let mut k = 4;
+    while k <= 16 {
+        if tail(s, len, k) == b'.'
+            && tail(s, len, k - 1) == b's'
+            && tail(s, len, k - 2) == b'o'
+            && tail(s, len, k - 3) == b'.'
+        {
+            return true;
+        }
+        k += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn basename_is_libpython(s: &Scratch, len: usize) -> bool {
+    const NAME: &[u8; 9] = b"libpython";
+    let mut k = 10;
+    while k <= 64 {
+        if tail(s, len, k) == b'/' {
+            let mut i = 0;
+            while i < NAME.len() {
+                if tail(s, len, k - 1 - i) != NAME[i] {
+                    return false;
+                }
+                i += 1;
+            }
+            return true;
+        }
+        k += 1;
+    }
+    false
+}
