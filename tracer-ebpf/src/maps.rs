@@ -2,7 +2,8 @@
 //! send.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    helpers::bpf_get_smp_processor_id,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{Config, Counter, ProcState, COUNTER_COUNT, SCRATCH_SIZE};
 
@@ -67,9 +68,10 @@ pub struct Scratch {
     pub buf: [u8; SCRATCH_SIZE],
 }
 
-/// Event assembly buffer.
+/// Event assembly buffers, one per CPU. A plain array indexed by CPU number because per-CPU
+/// map values are limited to 32 KiB; the loader sets `max_entries` to the number of CPUs.
 #[map]
-pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
 
 /// Adds one to a counter.
 #[inline(always)]
@@ -84,8 +86,11 @@ pub fn count(c: Counter) {
 /// Returns this CPU's scratch buffer.
 #[inline(always)]
 pub fn scratch() -> Option<&'static mut Scratch> {
-    match SCRATCH.get_ptr_mut(0) {
-        // SAFETY: the map value lives as long as the program; per-CPU, so not shared.
+    // SAFETY: helper with no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    match SCRATCH.get_ptr_mut(cpu) {
+        // SAFETY: the map value lives as long as the program; indexed by this CPU, so only
+        // programs on this CPU use it.
         Some(p) => Some(unsafe { &mut *p }),
         None => {
             count(Counter::ScratchMissing);

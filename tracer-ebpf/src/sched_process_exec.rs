@@ -43,8 +43,13 @@ fn try_sched_process_exec(ctx: &TracePointContext) {
     let cfg = config();
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: the value is copied out immediately; a concurrent delete only makes it stale.
-    let prev = unsafe { PROCS.get(&tgid) }.map(|p| p.state);
-    if prev == Some(STATE_IGNORED) || tgid == cfg.self_tgid {
+    // 0 = not tracked (a plain integer: `Option` comparisons compile to reads the verifier
+    // rejects as uninitialised).
+    let prev: u32 = match unsafe { PROCS.get(&tgid) } {
+        Some(p) => p.state,
+        None => 0,
+    };
+    if prev == STATE_IGNORED || tgid == cfg.self_tgid {
         return;
     }
     let is_python = matches!(bpf_get_current_comm(), Ok(c) if c.starts_with(b"python"));
@@ -61,7 +66,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) {
         let src = (ctx.as_ptr() as u64 + (loc & 0xffff) as u64) as *const u8;
         emit_process(EventKind::Exec, Filename::Kernel(src));
     } else {
-        if prev == Some(STATE_PYTHON) {
+        if prev == STATE_PYTHON {
             if let Some(s) = scratch() {
                 put(
                     s,
@@ -78,7 +83,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) {
         }
         if cfg.probation_opens > 0 {
             track(tgid, STATE_PROBATION, cfg.probation_opens);
-        } else if prev.is_some() {
+        } else if prev != 0 {
             let _ = PROCS.remove(&tgid);
         }
     }

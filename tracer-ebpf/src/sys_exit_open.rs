@@ -9,12 +9,15 @@
 //! the daemon picks the BLAS backend). The daemon decides which of these belong to a package;
 //! the kernel only keeps everything else (data files, directories, sockets) off the ring buffer.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, generated::bpf_probe_read_user_str},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        generated::{bpf_probe_read_kernel, bpf_probe_read_user_str},
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use tracer_common::{
-    Counter, EventKind, Header, OpenEvent, ProcState, OPEN_PATH_OFF, PATH_MAX, SCRATCH_SIZE,
+    Counter, EventKind, Header, OpenEvent, ProcState, OPEN_PATH_OFF, PATH_MAX,
     STATE_PYTHON,
 };
 
@@ -119,18 +122,42 @@ fn probation(s: &mut Scratch, tgid: u32, len: usize, ptr: u64) {
     }
 }
 
-/// The `k`-th byte from the end of the path (1-based), 0 past the start.
-#[inline(always)]
-fn tail(s: &Scratch, len: usize, k: usize) -> u8 {
-    if k > len {
-        return 0;
+/// The last [`WIN`] bytes of the path, right-aligned, so suffix checks index a stack array at
+/// constant offsets (indexing the scratch buffer at `len - k` defeats the verifier's bounds
+/// tracking once LLVM strength-reduces the loop).
+const WIN: usize = 64;
+
+struct Tail {
+    win: [u8; WIN],
+    len: usize,
+}
+
+impl Tail {
+    #[inline(always)]
+    fn new(s: &Scratch, len: usize) -> Tail {
+        let mut win = [0u8; WIN];
+        // The source may start before the path when `len < WIN`; those bytes are never
+        // looked at (`at` checks `k <= len`). `bpf_probe_read_kernel` checks the address.
+        let src = (s.buf.as_ptr() as u64 + (OPEN_PATH_OFF + len) as u64 - WIN as u64) as *const u8;
+        // SAFETY: destination is a stack array of WIN bytes; the helper validates the source.
+        unsafe { bpf_probe_read_kernel(win.as_mut_ptr().cast(), WIN as u32, src.cast()) };
+        Tail { win, len }
     }
-    s.buf[(OPEN_PATH_OFF + len - k) & (SCRATCH_SIZE - 1)]
+
+    /// The `k`-th byte from the end (1-based), 0 before the path's start.
+    #[inline(always)]
+    fn at(&self, k: usize) -> u8 {
+        if k > self.len || k == 0 || k > WIN {
+            return 0;
+        }
+        self.win[WIN - k]
+    }
 }
 
 #[inline(always)]
 fn is_module_file(s: &Scratch, len: usize) -> bool {
-    let (a, b, c, d) = (tail(s, len, 4), tail(s, len, 3), tail(s, len, 2), tail(s, len, 1));
+    let t = Tail::new(s, len);
+    let (a, b, c, d) = (t.at(4), t.at(3), t.at(2), t.at(1));
     if (b, c, d) == (b'.', b'p', b'y') || (a, b, c, d) == (b'.', b'p', b'y', b'c') {
         return true;
     }
@@ -140,11 +167,7 @@ fn is_module_file(s: &Scratch, len: usize) -> bool {
     // `libfoo.so.0`, `libmkl_rt.so.2`, `libopenblas.so.0.3`: ".so." in the last 16 bytes.
     let mut k = 4;
     while k <= 16 {
-        if tail(s, len, k) == b'.'
-            && tail(s, len, k - 1) == b's'
-            && tail(s, len, k - 2) == b'o'
-            && tail(s, len, k - 3) == b'.'
-        {
+        if t.at(k) == b'.' && t.at(k - 1) == b's' && t.at(k - 2) == b'o' && t.at(k - 3) == b'.' {
             return true;
         }
         k += 1;
@@ -155,12 +178,13 @@ fn is_module_file(s: &Scratch, len: usize) -> bool {
 #[inline(always)]
 fn basename_is_libpython(s: &Scratch, len: usize) -> bool {
     const NAME: &[u8; 9] = b"libpython";
+    let t = Tail::new(s, len);
     let mut k = 10;
-    while k <= 64 {
-        if tail(s, len, k) == b'/' {
+    while k <= WIN {
+        if t.at(k) == b'/' {
             let mut i = 0;
             while i < NAME.len() {
-                if tail(s, len, k - 1 - i) != NAME[i] {
+                if t.at(k - 1 - i) != NAME[i] {
                     return false;
                 }
                 i += 1;

@@ -1,1 +1,9 @@
+//! pyusage daemon and command-line library. One module per stage of the data's path:
+//! [`loader`] (attach) → [`source`] (ring buffer) → [`proctable`] (processes) →
+//! [`resolver`] (path → package) + [`attribution`] (job, rank, user) → [`records`] →
+//! [`spool`] (durable JSON lines) → [`parquet_sink`] (rotated dataset); [`show`] reads it back.
+#![deny(missing_docs)]
 
+pub mod btf;
+pub mod loader;
+pub mod tracefs;

@@ -1,0 +1,241 @@
+//! Loads the embedded eBPF object, fills its `CONFIG` global from BTF and tracefs, and attaches
+//! every program. Attaching is all-or-nothing: a tracer with a missing program would silently
+//! under-count, so any failure is an error naming the program.
+use std::path::Path;
+
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use thiserror::Error;
+use tracer_common::{Config, Counter, COUNTER_COUNT};
+
+use crate::{
+    btf::{Btf, BtfError},
+    tracefs::{Format, TracefsError},
+};
+
+/// The eBPF object built by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+/// How many opens a freshly exec'd non-Python process is watched for a `libpython` mapping.
+/// The dynamic loader maps shared libraries within the first ~10 opens.
+pub const PROBATION_OPENS: u32 = 32;
+
+/// Why the tracer could not be attached.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// Built with `AYA_BUILD_SKIP=1`.
+    #[error("this binary was built without its eBPF object (AYA_BUILD_SKIP); rebuild without it")]
+    NoObject,
+    /// Kernel BTF problem.
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    /// Tracefs problem.
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    /// Loading the object failed (verifier, permissions).
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// One program failed to load or attach.
+    #[error("program {name}: {source}")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// Cause.
+        source: aya::programs::ProgramError,
+    },
+    /// A map is missing or of the wrong type.
+    #[error("map {name}: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// Cause.
+        source: aya::maps::MapError,
+    },
+    /// The number of possible CPUs could not be read.
+    #[error("reading {path}: {source}")]
+    Cpus {
+        /// The file.
+        path: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A map is missing from the object.
+    #[error("map {0} missing from the eBPF object")]
+    MissingMap(&'static str),
+}
+
+/// The attached tracer: keep it alive to stay attached.
+pub struct Tracer {
+    /// The loaded object (owns programs and links).
+    pub ebpf: Ebpf,
+    /// Events from the kernel.
+    pub events: RingBuf<MapData>,
+    /// Per-CPU counters.
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+/// Computes the configuration for this kernel.
+pub fn build_config(tracefs: &Path, self_tgid: u32) -> Result<Config, LoadError> {
+    let btf = Btf::from_sys_fs()?;
+    let exec = Format::read(tracefs, "sched", "sched_process_exec")?;
+    let exit = Format::read(tracefs, "sched", "sched_process_exit")?;
+    let openat = Format::read(tracefs, "syscalls", "sys_enter_openat")?;
+    let open = Format::read(tracefs, "syscalls", "sys_enter_open")?;
+    let openat2 = Format::read(tracefs, "syscalls", "sys_enter_openat2")?;
+    let exit_openat = Format::read(tracefs, "syscalls", "sys_exit_openat")?;
+    Ok(Config {
+        self_tgid,
+        probation_opens: PROBATION_OPENS,
+        task_exit_code: btf.member_offset("task_struct", "exit_code")?,
+        task_real_parent: btf.member_offset("task_struct", "real_parent")?,
+        task_tgid: btf.member_offset("task_struct", "tgid")?,
+        task_pid: btf.member_offset("task_struct", "pid")?,
+        task_mm: btf.member_offset("task_struct", "mm")?,
+        task_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
+        nsproxy_mnt_ns: btf.member_offset("nsproxy", "mnt_ns")?,
+        mnt_ns_inum: btf.member_offset("mnt_namespace", "ns.inum")?,
+        mm_arg_start: btf.member_offset("mm_struct", "arg_start")?,
+        mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
+        mm_env_start: btf.member_offset("mm_struct", "env_start")?,
+        mm_env_end: btf.member_offset("mm_struct", "env_end")?,
+        tp_exec_filename: exec.offset("filename")?,
+        tp_openat_filename: openat.offset("filename")?,
+        tp_openat_flags: openat.offset("flags")?,
+        tp_open_filename: open.offset("filename")?,
+        tp_open_flags: open.offset("flags")?,
+        tp_openat2_filename: openat2.offset("filename")?,
+        tp_openat2_how: openat2.offset("how")?,
+        tp_exit_ret: exit_openat.offset("ret")?,
+        tp_exit_group_dead: exit.optional("group_dead").unwrap_or(0),
+    })
+}
+
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sys_enter_openat", "syscalls", "sys_enter_openat"),
+    ("sys_enter_open", "syscalls", "sys_enter_open"),
+    ("sys_enter_openat2", "syscalls", "sys_enter_openat2"),
+    ("sys_exit_openat", "syscalls", "sys_exit_openat"),
+    ("sys_exit_open", "syscalls", "sys_exit_open"),
+    ("sys_exit_openat2", "syscalls", "sys_exit_openat2"),
+];
+
+fn nr_cpus() -> Result<u32, LoadError> {
+    aya::util::nr_cpus()
+        .map(|n| n as u32)
+        .map_err(|(path, source)| LoadError::Cpus { path, source })
+}
+
+/// Names of every program, for statistics.
+pub fn program_names() -> impl Iterator<Item = &'static str> {
+    TRACEPOINTS
+        .iter()
+        .map(|(n, _, _)| *n)
+        .chain(["sched_process_fork"])
+}
+
+/// Loads and attaches the tracer.
+pub fn attach(tracefs: &Path, self_tgid: u32) -> Result<Tracer, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let config = build_config(tracefs, self_tgid)?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &config, true)
+        .map_max_entries("SCRATCH", nr_cpus()?)
+        .load(OBJECT)?;
+    for &(name, category, tp) in TRACEPOINTS {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::MissingMap(name))?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })?;
+        prog.load().map_err(|source| LoadError::Program { name, source })?;
+        prog.attach(category, tp)
+            .map_err(|source| LoadError::Program { name, source })?;
+    }
+    let name = "sched_process_fork";
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::MissingMap(name))?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })?;
+    prog.load().map_err(|source| LoadError::Program { name, source })?;
+    prog.attach(name)
+        .map_err(|source| LoadError::Program { name, source })?;
+
+    let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(LoadError::MissingMap("EVENTS"))?)
+        .map_err(|source| LoadError::Map { name: "EVENTS", source })?;
+    let counters = PerCpuArray::try_from(
+        ebpf.take_map("COUNTERS")
+            .ok_or(LoadError::MissingMap("COUNTERS"))?,
+    )
+    .map_err(|source| LoadError::Map { name: "COUNTERS", source })?;
+    Ok(Tracer {
+        ebpf,
+        events,
+        counters,
+    })
+}
+
+/// Counters summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    /// See [`Counter::OpensSeen`].
+    pub opens_seen: u64,
+    /// See [`Counter::EventsSent`].
+    pub events_sent: u64,
+    /// See [`Counter::RingFull`].
+    pub ring_full: u64,
+    /// See [`Counter::ReadFailed`].
+    pub read_failed: u64,
+    /// See [`Counter::StashFull`].
+    pub stash_full: u64,
+    /// See [`Counter::ProcsFull`].
+    pub procs_full: u64,
+    /// See [`Counter::PythonExecs`].
+    pub python_execs: u64,
+    /// See [`Counter::EnvTruncated`].
+    pub env_truncated: u64,
+    /// See [`Counter::ScratchMissing`].
+    pub scratch_missing: u64,
+}
+
+impl Tracer {
+    /// Reads the counters.
+    pub fn counters(&self) -> Counters {
+        let get = |c: Counter| -> u64 {
+            debug_assert!((c as u32) < COUNTER_COUNT);
+            self.counters
+                .get(&(c as u32), 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        };
+        Counters {
+            opens_seen: get(Counter::OpensSeen),
+            events_sent: get(Counter::EventsSent),
+            ring_full: get(Counter::RingFull),
+            read_failed: get(Counter::ReadFailed),
+            stash_full: get(Counter::StashFull),
+            procs_full: get(Counter::ProcsFull),
+            python_execs: get(Counter::PythonExecs),
+            env_truncated: get(Counter::EnvTruncated),
+            scratch_missing: get(Counter::ScratchMissing),
+        }
+    }
+
+    /// `(program, run count, total run ns)` for each program; counts are only kept while
+    /// `kernel.bpf_stats_enabled` is 1.
+    pub fn program_stats(&self) -> Vec<(&'static str, u64, u64)> {
+        program_names()
+            .filter_map(|name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some((name, info.run_count(), info.run_time().as_nanos() as u64))
+            })
+            .collect()
+    }
+}
