@@ -5,5 +5,6 @@
 #![deny(missing_docs)]
 
 pub mod btf;
+pub mod resolver;
 pub mod loader;
 pub mod tracefs;
