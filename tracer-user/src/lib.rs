@@ -4,7 +4,9 @@
 //! [`spool`] (durable JSON lines) → [`parquet_sink`] (rotated dataset); [`show`] reads it back.
 #![deny(missing_docs)]
 
+pub mod attribution;
 pub mod btf;
 pub mod resolver;
 pub mod loader;
+pub mod proctable;
 pub mod tracefs;
