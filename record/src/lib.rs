@@ -172,12 +172,14 @@ mod ts_opt {
 }
 
 /// The Arrow schema of the Parquet dataset; strings dictionary-encoded by the writer.
+/// Timestamps carry the fixed offset `+00:00` (UTC) rather than the zone name `UTC`, which
+/// arrow can only resolve with the chrono-tz database compiled in.
 pub fn arrow_schema() -> Arc<Schema> {
     let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
     let ts = |n: &str, null: bool| {
         Field::new(
             n,
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
             null,
         )
     };

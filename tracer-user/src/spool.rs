@@ -1,0 +1,265 @@
+//! The durable spool: append-only JSON lines, the source of truth. Every record is written
+//! and `fsync`ed here before any other output sees it; this is also where `seq` (gap-free per
+//! host) and `record_id` (UUIDv7) are assigned, so they are assigned exactly once.
+//!
+//! Layout: `<data>/spool/<first seq, 20 digits>.jsonl` segments. The daemon appends to the
+//! newest; a closed segment is converted into Parquet and then deleted. `<data>/spool/seq` keeps
+//! the high-water mark so `seq` never goes back after every segment has been converted.
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+};
+
+use pyusage_record::Record;
+use thiserror::Error;
+
+/// Spool errors carry the file.
+#[derive(Debug, Error)]
+pub enum SpoolError {
+    /// I/O on a spool file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// A record could not be serialised (should not happen).
+    #[error("serialising a record: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The writer side of the spool.
+pub struct Spool {
+    dir: PathBuf,
+    file: File,
+    path: PathBuf,
+    bytes: u64,
+    next_seq: u64,
+    buf: Vec<u8>,
+}
+
+/// Closed segments, oldest first.
+pub fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    v.sort();
+    Ok(v)
+}
+
+/// Reads the records of a segment. A torn last line (the daemon was killed mid-write) is
+/// skipped; any other bad line is an error naming the file and line.
+pub fn read_segment(path: &Path) -> Result<Vec<Record>, String> {
+    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    let mut lines = BufReader::new(f).split(b'\n').peekable();
+    let mut n = 0;
+    while let Some(line) = lines.next() {
+        n += 1;
+        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Record>(&line) {
+            Ok(r) => out.push(r),
+            Err(_) if lines.peek().is_none() => break, // torn tail
+            Err(e) => return Err(format!("{}:{n}: {e}", path.display())),
+        }
+    }
+    Ok(out)
+}
+
+fn last_seq(path: &Path) -> Option<u64> {
+    read_segment(path).ok()?.last().map(|r| r.seq)
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Spool {
+    /// Opens the spool under `data/spool`, recovering the next `seq`, and starts a new segment.
+    pub fn open(data: &Path) -> Result<Spool, SpoolError> {
+        let dir = data.join("spool");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let hw_path = dir.join("seq");
+        let hw = fs::read_to_string(&hw_path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let segs = segments(&dir).map_err(io_err(&dir))?;
+        let mut max = hw;
+        for s in segs.iter().rev() {
+            if let Some(q) = last_seq(s) {
+                max = max.max(q);
+                break;
+            }
+        }
+        let next_seq = max + 1;
+        let (file, path) = Self::new_segment(&dir, next_seq)?;
+        Ok(Spool {
+            dir,
+            file,
+            path,
+            bytes: 0,
+            next_seq,
+            buf: Vec::new(),
+        })
+    }
+
+    fn new_segment(dir: &Path, first: u64) -> Result<(File, PathBuf), SpoolError> {
+        let path = dir.join(format!("{first:020}.jsonl"));
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok((file, path))
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes in the current segment.
+    pub fn segment_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The next sequence number.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Assigns `seq` and `record_id` to each record and makes the batch durable (one `write`
+    /// and one `fdatasync` per batch). On error nothing of the batch counts as written and the
+    /// sequence numbers are not consumed.
+    pub fn append(&mut self, records: &mut [Record]) -> Result<(), SpoolError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        let mut seq = self.next_seq;
+        for r in records.iter_mut() {
+            r.seq = seq;
+            r.record_id = uuid::Uuid::now_v7().to_string();
+            seq += 1;
+            serde_json::to_writer(&mut self.buf, r)?;
+            self.buf.push(b'\n');
+        }
+        let res = self
+            .file
+            .write_all(&self.buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = res {
+            // Drop a partial line so the segment stays parseable; the records are retried.
+            let _ = self.file.set_len(self.bytes);
+            return Err(io_err(&self.path)(e));
+        }
+        self.bytes += self.buf.len() as u64;
+        self.next_seq = seq;
+        Ok(())
+    }
+
+    /// Closes the current segment (if it has records) and starts a new one; returns every
+    /// closed segment, oldest first, for conversion.
+    pub fn rotate(&mut self) -> Result<Vec<PathBuf>, SpoolError> {
+        if self.bytes > 0 {
+            let (file, path) = Self::new_segment(&self.dir, self.next_seq)?;
+            self.file = file;
+            self.path = path;
+            self.bytes = 0;
+            fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        }
+        let current = self.path.clone();
+        Ok(segments(&self.dir)
+            .map_err(io_err(&self.dir))?
+            .into_iter()
+            .filter(|p| *p != current)
+            .collect())
+    }
+
+    /// Records that `seq` values below `next_seq` are in durable outputs, then deletes a
+    /// converted segment.
+    pub fn retire(&self, segment: &Path) -> Result<(), SpoolError> {
+        let hw = self.dir.join("seq");
+        let tmp = self.dir.join(".seq.tmp");
+        fs::write(&tmp, format!("{}\n", self.next_seq - 1)).map_err(io_err(&tmp))?;
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &hw).map_err(io_err(&hw))?;
+        fs::remove_file(segment).map_err(io_err(segment))?;
+        fsync_dir(&self.dir).map_err(io_err(&self.dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn rec(pkg: &str) -> Record {
+        serde_json::from_value(serde_json::json!({
+            "record_id": "", "seq": 0, "source": "ebpf", "host": "h", "system": null,
+            "subsystem": null, "is_compute": false, "pid": 1, "ppid": 0, "root_pid": 1,
+            "process_start": "2026-11-25T10:00:00.000001Z", "process_end": null,
+            "exit": "running", "exit_code": null, "exit_signal": null, "executable": "/p",
+            "python_version": null, "main": null, "uid": 0, "username": null,
+            "is_staff": false, "in_container": false, "container_runtime": null, "blas": null,
+            "job_id": null, "step_id": null, "rank": null, "num_nodes": 1, "qos": null,
+            "account": null, "partition": null, "package": pkg, "distribution": null,
+            "version": null, "env_kind": "unknown", "env_prefix": null, "first_path": "/x.py",
+            "n_files": 1, "first_seen": "2026-11-25T10:00:00.000002Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn seq_is_gap_free_across_restarts_and_conversion() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(d.path()).unwrap();
+        let mut batch = vec![rec("a"), rec("b")];
+        s.append(&mut batch).unwrap();
+        assert_eq!((batch[0].seq, batch[1].seq), (1, 2));
+        assert_ne!(batch[0].record_id, batch[1].record_id);
+        drop(s);
+        // Restart: continues after the last durable record.
+        let mut s = Spool::open(d.path()).unwrap();
+        let mut b2 = vec![rec("c")];
+        s.append(&mut b2).unwrap();
+        assert_eq!(b2[0].seq, 3);
+        let closed = s.rotate().unwrap();
+        assert_eq!(closed.len(), 2);
+        for c in &closed {
+            s.retire(c).unwrap();
+        }
+        drop(s);
+        let s = Spool::open(d.path()).unwrap();
+        assert_eq!(s.next_seq(), 4, "high-water mark survives conversion");
+    }
+
+    #[test]
+    fn torn_tail_is_skipped_but_corruption_is_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.jsonl");
+        let good = serde_json::to_string(&rec("a")).unwrap();
+        fs::write(&p, format!("{good}\n{}", &good[..good.len() / 2])).unwrap();
+        assert_eq!(read_segment(&p).unwrap().len(), 1);
+        fs::write(&p, format!("garbage\n{good}\n")).unwrap();
+        let e = read_segment(&p).unwrap_err();
+        assert!(e.contains("x.jsonl:1"), "{e}");
+    }
+}
