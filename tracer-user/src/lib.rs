@@ -5,6 +5,8 @@
 #![deny(missing_docs)]
 
 pub mod attribution;
+pub mod config;
+pub mod daemon;
 pub mod btf;
 pub mod resolver;
 pub mod loader;
@@ -12,5 +14,6 @@ pub mod parquet_sink;
 pub mod proctable;
 pub mod records;
 pub mod show;
+pub mod source;
 pub mod spool;
 pub mod tracefs;

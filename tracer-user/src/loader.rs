@@ -205,12 +205,20 @@ pub struct Counters {
     pub scratch_missing: u64,
 }
 
-impl Tracer {
-    /// Reads the counters.
-    pub fn counters(&self) -> Counters {
+/// Reads the per-CPU counters map.
+pub struct CounterReader(PerCpuArray<MapData, u64>);
+
+impl CounterReader {
+    /// Wraps the map.
+    pub fn new(map: PerCpuArray<MapData, u64>) -> CounterReader {
+        CounterReader(map)
+    }
+
+    /// Reads the counters, summed over CPUs.
+    pub fn read(&self) -> Counters {
         let get = |c: Counter| -> u64 {
             debug_assert!((c as u32) < COUNTER_COUNT);
-            self.counters
+            self.0
                 .get(&(c as u32), 0)
                 .map(|v| v.iter().sum())
                 .unwrap_or(0)
@@ -227,15 +235,29 @@ impl Tracer {
             scratch_missing: get(Counter::ScratchMissing),
         }
     }
+}
 
-    /// `(program, run count, total run ns)` for each program; counts are only kept while
-    /// `kernel.bpf_stats_enabled` is 1.
-    pub fn program_stats(&self) -> Vec<(&'static str, u64, u64)> {
-        program_names()
-            .filter_map(|name| {
-                let info = self.ebpf.program(name)?.info().ok()?;
-                Some((name, info.run_count(), info.run_time().as_nanos() as u64))
+/// Run statistics of one program.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ProgStat {
+    /// Program name.
+    pub name: String,
+    /// Runs counted.
+    pub run_count: u64,
+    /// Total run time, ns.
+    pub run_time_ns: u64,
+}
+
+/// Statistics of every program; counts only accumulate while `kernel.bpf_stats_enabled` is 1.
+pub fn program_stats(ebpf: &Ebpf) -> Vec<ProgStat> {
+    program_names()
+        .filter_map(|name| {
+            let info = ebpf.program(name)?.info().ok()?;
+            Some(ProgStat {
+                name: name.to_owned(),
+                run_count: info.run_count(),
+                run_time_ns: info.run_time().as_nanos() as u64,
             })
-            .collect()
-    }
+        })
+        .collect()
 }

@@ -1,12 +1,31 @@
-fn main() -> anyhow::Result<()> {
-    let mut t = pyusage::loader::attach(std::path::Path::new("/sys/kernel/tracing"), std::process::id())?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
-    while std::time::Instant::now() < deadline {
-        while let Some(item) = t.events.next() {
-            println!("{:?}", tracer_common::user::Event::decode(&item).map(|e| match e { tracer_common::user::Event::Exec(x) => format!("EXEC {} {:?} args={:?} envlen={}", x.tgid, String::from_utf8_lossy(&x.filename), String::from_utf8_lossy(&x.args), x.env.len()), other => format!("{other:?}")}));
+//! `pyusage`: one binary, thin subcommands over the library (see `cli/`).
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PYUSAGE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli::execute(args) {
+        Ok(code) => code,
+        Err(e) => {
+            // A reader that went away (`pyusage show | head`) is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("pyusage: {e:#}");
+            ExitCode::from(1)
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    println!("{:?}", t.counters());
-    Ok(())
 }

@@ -1,0 +1,70 @@
+//! `pyusage daemon`.
+use std::{path::PathBuf, process::ExitCode};
+
+use pyusage::config::Config;
+
+/// Flags override the configuration's defaults field by field.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Data directory (spool, Parquet dataset, status.json).
+    #[arg(long, short = 'd')]
+    data_dir: Option<PathBuf>,
+    /// Host name written in records.
+    #[arg(long)]
+    host: Option<String>,
+    /// Cluster name (`system`).
+    #[arg(long)]
+    system: Option<String>,
+    /// Node class (`subsystem`).
+    #[arg(long)]
+    subsystem: Option<String>,
+    /// This is a compute node.
+    #[arg(long)]
+    compute: bool,
+    /// Group whose members are staff.
+    #[arg(long)]
+    staff_group: Option<String>,
+    /// Seconds between `running` snapshots of long-lived processes.
+    #[arg(long)]
+    flush_secs: Option<u64>,
+    /// Seconds after which the spool is converted to Parquet.
+    #[arg(long)]
+    rotate_secs: Option<u64>,
+    /// Spool bytes after which it is converted to Parquet.
+    #[arg(long)]
+    rotate_bytes: Option<u64>,
+    /// Write this file (atomically, with the pid) once attached.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+impl Args {
+    fn into_config(self) -> (Config, Option<PathBuf>) {
+        let mut c = Config::default();
+        if let Some(v) = self.data_dir {
+            c.data_dir = v;
+        }
+        c.host = self.host.or(c.host);
+        c.system = self.system.or(c.system);
+        c.subsystem = self.subsystem.or(c.subsystem);
+        c.is_compute |= self.compute;
+        c.staff_group = self.staff_group.or(c.staff_group);
+        if let Some(v) = self.flush_secs {
+            c.flush_secs = v;
+        }
+        if let Some(v) = self.rotate_secs {
+            c.rotate_secs = v;
+        }
+        if let Some(v) = self.rotate_bytes {
+            c.rotate_bytes = v;
+        }
+        (c, self.ready_file)
+    }
+}
+
+/// Runs the daemon.
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let (cfg, ready) = args.into_config();
+    pyusage::daemon::run(cfg, ready)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,327 @@
+//! `pyusage daemon`: attach, drain the ring buffer on the event loop, and process events on a
+//! dedicated thread (process table → resolver → records → spool → Parquet). SIGTERM/SIGINT
+//! drain the ring buffer, write `running` records for live processes, convert the spool and
+//! exit 0.
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+use tracer_common::user::Event;
+
+use crate::{
+    config::{short_hostname, Config},
+    loader::{self, Counters, ProgStat},
+    parquet_sink,
+    proctable::{Finished, ProcFs, ProcTable},
+    records::{self, Node, Users},
+    source,
+    spool::Spool,
+};
+
+/// Messages from the event loop to the processor thread.
+pub enum Msg {
+    /// A kernel event.
+    Event(Event),
+    /// Fresh kernel counters, undecodable records, program statistics.
+    Counters(Counters, u64, Vec<ProgStat>),
+    /// Flush everything and stop.
+    Shutdown,
+}
+
+/// What `status.json` holds (read by `pyusage status` and the tests).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    /// Daemon pid.
+    pub pid: u32,
+    /// Kernel counters.
+    pub counters: Counters,
+    /// Ring-buffer records that could not be decoded.
+    pub undecodable: u64,
+    /// Live Python processes in the table.
+    pub live_processes: usize,
+    /// Records written to the spool since start.
+    pub records_spooled: u64,
+    /// Next sequence number.
+    pub next_seq: u64,
+    /// Spool errors since start.
+    pub spool_errors: u64,
+    /// Per-program BPF run statistics.
+    pub programs: Vec<ProgStat>,
+}
+
+/// Boot-clock → wall-clock offset in µs.
+fn boot_to_wall_us() -> i64 {
+    let real = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).expect("realtime clock");
+    let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).expect("boottime clock");
+    let us = |t: nix::sys::time::TimeSpec| t.tv_sec() * 1_000_000 + t.tv_nsec() / 1000;
+    us(real) - us(boot)
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn host_mnt_ns() -> u32 {
+    std::fs::metadata("/proc/self/ns/mnt").map(|m| m.ino() as u32).unwrap_or(0)
+}
+
+/// Tells a service manager and scripts that the daemon is attached and writing.
+fn signal_ready(ready_file: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(sock) = std::env::var_os("NOTIFY_SOCKET") {
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let s = UnixDatagram::unbound()?;
+        let b = sock.as_encoded_bytes();
+        let addr = if let Some(name) = b.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)?
+        } else {
+            SocketAddr::from_pathname(PathBuf::from(&sock))?
+        };
+        s.send_to_addr(b"READY=1\n", &addr).context("sd_notify READY=1")?;
+    }
+    if let Some(p) = ready_file {
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// The processor: owns the process table and the outputs.
+struct Processor {
+    cfg: Config,
+    node: Node,
+    users: Users,
+    table: ProcTable,
+    spool: Spool,
+    status: Status,
+    pending: Vec<pyusage_record::Record>,
+    last_rotate: Instant,
+    last_flush: Instant,
+    error_reported: bool,
+}
+
+impl Processor {
+    fn add(&mut self, f: Finished) {
+        let recs = records::build(&f, &self.node, &mut self.users);
+        self.pending.extend(recs);
+    }
+
+    /// Makes pending records durable; on error keeps them for the next attempt and reports
+    /// the condition once.
+    fn commit(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        match self.spool.append(&mut self.pending) {
+            Ok(()) => {
+                self.status.records_spooled += self.pending.len() as u64;
+                self.pending.clear();
+                if self.error_reported {
+                    tracing::info!("spool writable again");
+                    self.error_reported = false;
+                }
+            }
+            Err(e) => {
+                self.status.spool_errors += 1;
+                if !self.error_reported {
+                    tracing::error!("spool write failed, keeping records in memory and retrying: {e}");
+                    self.error_reported = true;
+                }
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        let segs = match self.spool.rotate() {
+            Ok(s) => s,
+            Err(e) => return tracing::error!("spool rotation: {e}"),
+        };
+        let root = self.cfg.data_dir.join("parquet");
+        for seg in segs {
+            let recs = match crate::spool::read_segment(&seg) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("cannot convert spool segment, leaving it in place: {e}");
+                    continue;
+                }
+            };
+            match parquet_sink::write(&root, &recs) {
+                Ok(_) => {
+                    if let Err(e) = self.spool.retire(&seg) {
+                        tracing::error!("retiring spool segment: {e}");
+                    }
+                }
+                Err(e) => tracing::error!("writing Parquet, segment kept: {e}"),
+            }
+        }
+        self.last_rotate = Instant::now();
+    }
+
+    fn write_status(&mut self) {
+        self.status.live_processes = self.table.len();
+        self.status.next_seq = self.spool.next_seq();
+        let p = self.cfg.data_dir.join("status.json");
+        let tmp = self.cfg.data_dir.join(".status.json.tmp");
+        if let Ok(j) = serde_json::to_vec_pretty(&self.status) {
+            if std::fs::write(&tmp, j).is_ok() {
+                let _ = std::fs::rename(&tmp, &p);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = now_us();
+        let dead = self.table.reap(|pid| Path::new(&format!("/proc/{pid}")).exists(), now);
+        for f in dead {
+            self.add(f);
+        }
+        if self.last_flush.elapsed() >= Duration::from_secs(self.cfg.flush_secs) {
+            let older = now - (self.cfg.flush_secs as i64) * 1_000_000;
+            for f in self.table.running(older) {
+                self.add(f);
+            }
+            self.last_flush = Instant::now();
+        }
+        self.commit();
+        if self.last_rotate.elapsed() >= Duration::from_secs(self.cfg.rotate_secs)
+            || self.spool.segment_bytes() >= self.cfg.rotate_bytes
+        {
+            self.rotate();
+        }
+        self.write_status();
+    }
+
+    fn run(mut self, rx: Receiver<Msg>) {
+        let facts = ProcFs;
+        let tick = Duration::from_millis(500);
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(timeout) {
+                Ok(Msg::Event(ev)) => {
+                    if let Some(f) = self.table.handle(ev, &facts) {
+                        self.add(f);
+                    }
+                    // Batch everything already queued into one durable write.
+                    while let Ok(m) = rx.try_recv() {
+                        match m {
+                            Msg::Event(ev) => {
+                                if let Some(f) = self.table.handle(ev, &facts) {
+                                    self.add(f);
+                                }
+                            }
+                            Msg::Counters(c, bad, p) => self.set_counters(c, bad, p),
+                            Msg::Shutdown => return self.shutdown(),
+                        }
+                    }
+                    self.commit();
+                }
+                Ok(Msg::Counters(c, bad, p)) => self.set_counters(c, bad, p),
+                Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return self.shutdown(),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= next_tick {
+                self.tick();
+                next_tick = Instant::now() + tick;
+            }
+        }
+    }
+
+    fn set_counters(&mut self, c: Counters, bad: u64, programs: Vec<ProgStat>) {
+        self.status.counters = c;
+        self.status.undecodable = bad;
+        self.status.programs = programs;
+    }
+
+    fn shutdown(mut self) {
+        for f in self.table.drain() {
+            self.add(f);
+        }
+        self.commit();
+        if !self.pending.is_empty() {
+            tracing::error!("{} records could not be spooled at shutdown", self.pending.len());
+        }
+        self.rotate();
+        self.write_status();
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let spool = Spool::open(&cfg.data_dir)?;
+    let node = Node {
+        host: cfg.host.clone().unwrap_or_else(short_hostname),
+        system: cfg.system.clone(),
+        subsystem: cfg.subsystem.clone(),
+        is_compute: cfg.is_compute,
+        staff_group: cfg.staff_group.clone(),
+    };
+    let mut processor = Processor {
+        users: Users::new(cfg.staff_group.clone()),
+        table: ProcTable::new(boot_to_wall_us(), host_mnt_ns()),
+        node,
+        spool,
+        status: Status {
+            pid: std::process::id(),
+            ..Default::default()
+        },
+        pending: Vec::new(),
+        last_rotate: Instant::now(),
+        last_flush: Instant::now(),
+        error_reported: false,
+        cfg: cfg.clone(),
+    };
+    // Segments left by a previous run (crash or kill) go to Parquet first.
+    processor.rotate();
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let tracer = loader::attach(&cfg.tracefs, std::process::id())
+            .context("attaching the eBPF tracer (needs root or CAP_BPF+CAP_PERFMON)")?;
+        let loader::Tracer { ebpf, events, counters } = tracer;
+        let tracer_view = loader::CounterReader::new(counters);
+        // SAFETY: the ring buffer owns its map fd for as long as it lives and `as_raw_fd`
+        // always returns that fd; the AsyncFd owns the ring buffer.
+        let mut fd = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?;
+        let (tx, rx) = mpsc::channel();
+        let worker = std::thread::Builder::new()
+            .name("processor".into())
+            .spawn(move || processor.run(rx))?;
+        signal_ready(ready_file.as_deref())?;
+        tracing::info!(data_dir = %cfg.data_dir.display(), "attached; recording Python imports");
+
+        let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
+        let mut every = tokio::time::interval(Duration::from_millis(500));
+        let mut bad = 0u64;
+        loop {
+            tokio::select! {
+                r = source::drain_when_ready(&mut fd, &tx, &mut bad) => { r.context("ring buffer")?; }
+                _ = every.tick() => {
+                    let _ = tx.send(Msg::Counters(tracer_view.read(), bad, loader::program_stats(&ebpf)));
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        // Events already in the ring buffer belong to this run.
+        source::drain(fd.get_mut(), &tx, &mut bad);
+        let _ = tx.send(Msg::Counters(tracer_view.read(), bad, loader::program_stats(&ebpf)));
+        let _ = tx.send(Msg::Shutdown);
+        drop(ebpf);
+        worker.join().map_err(|_| anyhow::anyhow!("processor thread panicked"))?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
