@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs if missing, then unit tests (no root) and the
+# end-to-end tests (root; they fail, not skip, when BPF cannot be loaded). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+./scripts/install-deps.sh
+./scripts/fixtures.sh
+cargo build --release --quiet -p tracer-user
+export PYUSAGE_BIN="$PWD/target/release/pyusage"
+cargo test --release --quiet --workspace --exclude pyusage-tests
+cargo test --release --quiet -p pyusage-tests -- --test-threads="${PYUSAGE_E2E_THREADS:-2}"

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real daemon (as root, attaching the real eBPF programs) against real
+//! Python interpreters. They fail loudly, never skip, when not root or when BPF cannot load.
+//!
+//! Every test starts its own daemon with its own data directory and asserts on the records of
+//! the processes it started (by pid), so tests can run in parallel.
+mod capture;
+mod util;
