@@ -207,3 +207,63 @@ fn non_python_processes_are_not_recorded() {
     assert!(r.of(cat).is_empty(), "cat produced records: {:?}", r.of(cat));
     assert!(r.recs.iter().all(|x| x["first_path"] != module.to_str().unwrap() || x["executable"] != "cat"));
 }
+
+#[test]
+fn embedded_interpreter_found_through_libpython() {
+    // pyenv's CPython links libpython dynamically: under a name that is not `python*` it is
+    // only recognisable by mapping libpython.
+    let d = Daemon::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let real = std::fs::canonicalize(fixtures().join("venv/bin/python")).unwrap();
+    let ldd = Command::new("ldd").arg(&real).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&ldd.stdout).contains("libpython"),
+        "fixture interpreter must be linked against libpython: {}",
+        real.display()
+    );
+    let alias = tmp.path().join("embedded-app");
+    std::os::unix::fs::symlink(&real, &alias).unwrap();
+    let (pid, out) = run(&mut python(&alias, "import json"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = d.stop();
+    let j = r.one(pid, "json");
+    assert_eq!(j["env_kind"], "stdlib");
+    assert_eq!(j["executable"], real.to_str().unwrap());
+}
+
+#[test]
+fn long_running_process_is_flushed_while_running_then_finalised() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let d = Daemon::start_with(&["--flush-secs", "1"], &[("NOTIFY_SOCKET", sock_path.as_os_str())]);
+    let mut buf = [0u8; 64];
+    let n = sock.recv(&mut buf).expect("sd_notify message");
+    assert_eq!(&buf[..n], b"READY=1\n");
+    let mut child = python(venv_python(), "import yaml, time; time.sleep(4)").spawn().unwrap();
+    let pid = child.id();
+    // Wait for a `running` snapshot to reach the spool while the process lives.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let spool = d.data().join("spool");
+    loop {
+        let text: String = std::fs::read_dir(&spool)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect();
+        if text.lines().any(|l| l.contains(&format!("\"pid\":{pid},")) && l.contains("\"exit\":\"running\"") && l.contains("\"package\":\"yaml\"")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no running snapshot for {pid}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "snapshot taken while the process still runs");
+    assert!(child.wait().unwrap().success());
+    let r = d.stop();
+    // `show` de-duplicates by key: the final record replaces the snapshots.
+    let ys: Vec<_> = r.of(pid).into_iter().filter(|x| x["package"] == "yaml").collect();
+    assert_eq!(ys.len(), 1);
+    assert_eq!((&ys[0]["exit"], &ys[0]["exit_code"]), (&"exited".into(), &0.into()));
+}

@@ -44,13 +44,21 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon and waits until it has attached.
     pub fn start() -> Daemon {
+        Daemon::start_with(&[], &[])
+    }
+
+    /// Starts the daemon with extra flags and environment.
+    pub fn start_with(extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
         // SAFETY: geteuid has no preconditions.
         assert_eq!(unsafe { libc::geteuid() }, 0, "end-to-end tests must run as root (they attach BPF)");
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("daemon.log");
         let ready = dir.path().join("ready");
         let child = Command::new(bin())
-            .args(["daemon", "--flush-secs", "3600", "--rotate-secs", "3600", "--host", "testhost"])
+            .args(["daemon", "--rotate-secs", "3600", "--host", "testhost"])
+            .args(if extra.contains(&"--flush-secs") { &[][..] } else { &["--flush-secs", "3600"][..] })
+            .args(extra)
+            .envs(env.iter().copied())
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--ready-file")
