@@ -278,7 +278,10 @@ mod tests {
     fn json_round_trip_keeps_microseconds_and_nulls() {
         let r = sample();
         let j = serde_json::to_string(&r).unwrap();
-        assert!(j.contains("\"process_start\":\"2025-11-24T16:00:00.123456Z\""), "{j}");
+        assert!(
+            j.contains("\"process_start\":\"2025-11-24T16:00:00.123456Z\""),
+            "{j}"
+        );
         assert!(j.contains("\"process_end\":null"));
         let back: Record = serde_json::from_str(&j).unwrap();
         assert_eq!(back, r);

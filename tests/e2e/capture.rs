@@ -1,10 +1,5 @@
 //! Capture core: every package a Python process imports, however it ends.
-use std::{
-    ffi::OsStr,
-    os::unix::ffi::OsStrExt,
-    path::PathBuf,
-    process::Command,
-};
+use std::{ffi::OsStr, os::unix::ffi::OsStrExt, path::PathBuf, process::Command};
 
 use crate::util::*;
 
@@ -13,7 +8,11 @@ fn venv_numpy_and_yaml_with_distribution_names_and_versions() {
     let d = Daemon::start();
     let venv = fixtures().join("venv");
     let (pid, out) = run(&mut python(venv_python(), "import numpy, yaml"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = d.stop();
     // setuptools' `distutils-precedence.pth` makes `site` import `_distutils_hack` in every venv.
     assert_eq!(r.third_party(pid), vec!["_distutils_hack", "numpy", "yaml"]);
@@ -22,11 +21,20 @@ fn venv_numpy_and_yaml_with_distribution_names_and_versions() {
     assert_eq!(np["distribution"], "numpy");
     assert_eq!(np["version"], venv_version("numpy"));
     assert_eq!(np["env_kind"], "venv");
-    assert_eq!(np["env_prefix"], venv.canonicalize().unwrap().to_str().unwrap());
+    assert_eq!(
+        np["env_prefix"],
+        venv.canonicalize().unwrap().to_str().unwrap()
+    );
     assert_eq!(np["blas"], "openblas", "numpy wheels bundle OpenBLAS");
-    assert!(np["n_files"].as_u64().unwrap() > 20, "numpy opens many module files: {np}");
+    assert!(
+        np["n_files"].as_u64().unwrap() > 20,
+        "numpy opens many module files: {np}"
+    );
     let y = r.one(pid, "yaml");
-    assert_eq!((&y["distribution"], &y["version"]), (&"PyYAML".into(), &venv_version("PyYAML").into()));
+    assert_eq!(
+        (&y["distribution"], &y["version"]),
+        (&"PyYAML".into(), &venv_version("PyYAML").into())
+    );
     assert_eq!(y["exit"], "exited");
     assert_eq!(y["exit_code"], 0);
     assert_eq!(y["main"], "-c");
@@ -37,13 +45,22 @@ fn venv_numpy_and_yaml_with_distribution_names_and_versions() {
     assert_eq!(y["job_id"], serde_json::Value::Null);
     assert_eq!(y["username"], "root");
     assert_eq!(y["in_container"], false);
-    assert!(y["executable"].as_str().unwrap().ends_with("venv/bin/python"), "{y}");
+    assert!(
+        y["executable"]
+            .as_str()
+            .unwrap()
+            .ends_with("venv/bin/python"),
+        "{y}"
+    );
     // Standard library modules are recorded too, as such.
     assert_eq!(r.one(pid, "re")["env_kind"], "stdlib");
     // Every record got a distinct record_id and a seq without gaps.
     let mut seqs: Vec<u64> = r.recs.iter().map(|x| x["seq"].as_u64().unwrap()).collect();
     seqs.sort();
-    assert_eq!(seqs, (seqs[0]..seqs[0] + seqs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        seqs,
+        (seqs[0]..seqs[0] + seqs.len() as u64).collect::<Vec<_>>()
+    );
     assert_eq!(r.status["counters"]["ring_full"], 0);
 }
 
@@ -52,17 +69,31 @@ fn pyenv_shim_and_debian_interpreter() {
     let d = Daemon::start();
     // `python3` on PATH is pyenv's bash shim, which execs the real interpreter.
     let (shim_pid, out) = run(&mut python("python3", "import json"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (deb_pid, out) = run(&mut python(DEBIAN_PYTHON, "import mpi4py, json"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = d.stop();
     let j = r.one(shim_pid, "json");
     let exe = j["executable"].as_str().unwrap();
-    assert!(exe.contains("/.pyenv/versions/") && !exe.contains("/shims/"), "real interpreter, not the shim: {exe}");
+    assert!(
+        exe.contains("/.pyenv/versions/") && !exe.contains("/shims/"),
+        "real interpreter, not the shim: {exe}"
+    );
     assert_eq!(j["python_version"], "3.11");
     let m = r.one(deb_pid, "mpi4py");
     assert_eq!(m["executable"], DEBIAN_PYTHON);
-    assert_eq!((&m["env_kind"], &m["env_prefix"]), (&"system".into(), &"/usr".into()));
+    assert_eq!(
+        (&m["env_kind"], &m["env_prefix"]),
+        (&"system".into(), &"/usr".into())
+    );
     assert_eq!(m["distribution"], "mpi4py");
     assert!(m["version"].as_str().unwrap().starts_with("3."), "{m}");
     assert_eq!(r.one(deb_pid, "json")["env_prefix"], "/usr");
@@ -71,13 +102,19 @@ fn pyenv_shim_and_debian_interpreter() {
 #[test]
 fn isolated_mode_and_multiprocessing_child() {
     let d = Daemon::start();
-    let (iso, out) = run(Command::new(venv_python()).env_clear().args(["-I", "-c", "import yaml"]));
+    let (iso, out) = run(Command::new(venv_python())
+        .env_clear()
+        .args(["-I", "-c", "import yaml"]));
     assert!(out.status.success());
     let code = "import multiprocessing as mp, os\n\
                 def child():\n    import yaml\n    print(os.getpid(), flush=True)\n\
                 p = mp.get_context('fork').Process(target=child); p.start(); p.join()\n";
     let (parent, out) = run(&mut python(venv_python(), code));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let child: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let r = d.stop();
     assert_eq!(r.third_party(iso), vec!["_distutils_hack", "yaml"]);
@@ -85,10 +122,16 @@ fn isolated_mode_and_multiprocessing_child() {
     // The child imported yaml; the parent never did.
     assert_eq!(r.third_party(child), vec!["yaml"]);
     let y = r.one(child, "yaml");
-    assert_eq!((&y["ppid"], &y["root_pid"]), (&parent.into(), &parent.into()));
+    assert_eq!(
+        (&y["ppid"], &y["root_pid"]),
+        (&parent.into(), &parent.into())
+    );
     assert_eq!(y["exit"], "exited");
     assert!(!r.third_party(parent).contains(&"yaml".to_string()));
-    assert!(r.of(parent).iter().any(|x| x["package"] == "multiprocessing"));
+    assert!(r
+        .of(parent)
+        .iter()
+        .any(|x| x["package"] == "multiprocessing"));
 }
 
 #[test]
@@ -98,27 +141,45 @@ fn sigkill_timeout_and_os_exit_are_recorded_with_their_packages() {
         venv_python(),
         "import numpy, os, signal; os.kill(os.getpid(), signal.SIGKILL)",
     ));
-    let (t_pid, out) = run(
-        Command::new("timeout")
-            .args(["-s", "TERM", "2"])
-            .arg(venv_python())
-            .args(["-c", "import yaml, time; print('go', flush=True); time.sleep(60)"]),
-    );
+    let (t_pid, out) = run(Command::new("timeout")
+        .args(["-s", "TERM", "2"])
+        .arg(venv_python())
+        .args([
+            "-c",
+            "import yaml, time; print('go', flush=True); time.sleep(60)",
+        ]));
     assert_eq!(out.status.code(), Some(124), "timeout fired");
     let (exit3, out) = run(&mut python(venv_python(), "import yaml, os; os._exit(3)"));
     assert_eq!(out.status.code(), Some(3));
-    let (segv, _) = run(&mut python(venv_python(), "import yaml, ctypes; ctypes.string_at(0)"));
+    let (segv, _) = run(&mut python(
+        venv_python(),
+        "import yaml, ctypes; ctypes.string_at(0)",
+    ));
     let r = d.stop();
     let np = r.one(killed, "numpy");
-    assert_eq!((&np["exit"], &np["exit_signal"], &np["exit_code"]), (&"signaled".into(), &"SIGKILL".into(), &serde_json::Value::Null));
+    assert_eq!(
+        (&np["exit"], &np["exit_signal"], &np["exit_code"]),
+        (
+            &"signaled".into(),
+            &"SIGKILL".into(),
+            &serde_json::Value::Null
+        )
+    );
     assert!(np["process_end"].is_string());
-    let under_timeout: Vec<_> = r.recs.iter().filter(|x| x["ppid"] == t_pid && x["package"] == "yaml").collect();
+    let under_timeout: Vec<_> = r
+        .recs
+        .iter()
+        .filter(|x| x["ppid"] == t_pid && x["package"] == "yaml")
+        .collect();
     assert_eq!(under_timeout.len(), 1, "python under timeout");
     assert_eq!(under_timeout[0]["exit_signal"], "SIGTERM");
     let y = r.one(exit3, "yaml");
     assert_eq!((&y["exit"], &y["exit_code"]), (&"exited".into(), &3.into()));
     let s = r.one(segv, "yaml");
-    assert_eq!((&s["exit"], &s["exit_signal"]), (&"signaled".into(), &"SIGSEGV".into()));
+    assert_eq!(
+        (&s["exit"], &s["exit_signal"]),
+        (&"signaled".into(), &"SIGSEGV".into())
+    );
     assert!(r.of(segv).iter().any(|x| x["package"] == "ctypes"));
 }
 
@@ -128,22 +189,44 @@ fn job_attribution_is_captured_at_exec() {
     // A very short process (no site, one stdlib import).
     let (short, out) = run(Command::new(DEBIAN_PYTHON)
         .env_clear()
-        .envs([("SLURM_JOB_ID", "4242"), ("SLURM_PROCID", "1"), ("SLURM_JOB_NUM_NODES", "8"), ("SLURM_JOB_PARTITION", "debug")])
+        .envs([
+            ("SLURM_JOB_ID", "4242"),
+            ("SLURM_PROCID", "1"),
+            ("SLURM_JOB_NUM_NODES", "8"),
+            ("SLURM_JOB_PARTITION", "debug"),
+        ])
         .args(["-S", "-c", "import json"]));
     assert!(out.status.success());
     // A process that clears its environment before importing.
-    let (cleared, out) = run(python(venv_python(), "import os\nfor k in list(os.environ): del os.environ[k]\nimport yaml")
-        .envs([("SLURM_JOB_ID", "77"), ("SLURM_STEP_ID", "0"), ("SLURM_JOB_QOS", "normal"), ("SLURM_JOB_ACCOUNT", "m1234")]));
+    let (cleared, out) = run(python(
+        venv_python(),
+        "import os\nfor k in list(os.environ): del os.environ[k]\nimport yaml",
+    )
+    .envs([
+        ("SLURM_JOB_ID", "77"),
+        ("SLURM_STEP_ID", "0"),
+        ("SLURM_JOB_QOS", "normal"),
+        ("SLURM_JOB_ACCOUNT", "m1234"),
+    ]));
     assert!(out.status.success());
     // mpirun inside a batch step: every rank has SLURM_PROCID=0; the launcher's rank wins.
-    let (ranked, out) = run(python(venv_python(), "import yaml")
-        .envs([("SLURM_JOB_ID", "9"), ("SLURM_PROCID", "0"), ("OMPI_COMM_WORLD_RANK", "3")]));
+    let (ranked, out) = run(python(venv_python(), "import yaml").envs([
+        ("SLURM_JOB_ID", "9"),
+        ("SLURM_PROCID", "0"),
+        ("OMPI_COMM_WORLD_RANK", "3"),
+    ]));
     assert!(out.status.success());
     let r = d.stop();
     let j = r.one(short, "json");
-    assert_eq!((&j["job_id"], &j["rank"], &j["num_nodes"], &j["partition"]), (&"4242".into(), &1.into(), &8.into(), &"debug".into()));
+    assert_eq!(
+        (&j["job_id"], &j["rank"], &j["num_nodes"], &j["partition"]),
+        (&"4242".into(), &1.into(), &8.into(), &"debug".into())
+    );
     let c = r.one(cleared, "yaml");
-    assert_eq!((&c["job_id"], &c["step_id"], &c["qos"], &c["account"]), (&"77".into(), &"0".into(), &"normal".into(), &"m1234".into()));
+    assert_eq!(
+        (&c["job_id"], &c["step_id"], &c["qos"], &c["account"]),
+        (&"77".into(), &"0".into(), &"normal".into(), &"m1234".into())
+    );
     assert_eq!(r.one(ranked, "yaml")["rank"], 3);
 }
 
@@ -154,7 +237,11 @@ fn odd_paths_long_paths_non_utf8_and_spaces() {
     // A venv under a path with spaces and non-ASCII letters.
     let spaced = fixtures().join("vénv with spaces");
     let (sp_pid, out) = run(&mut python(spaced.join("bin/python"), "import yaml"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A non-UTF-8 directory on PYTHONPATH.
     let mut raw = tmp.path().as_os_str().as_bytes().to_vec();
     raw.extend_from_slice(b"/caf\xe9-lib");
@@ -176,13 +263,21 @@ fn odd_paths_long_paths_non_utf8_and_spaces() {
         std::fs::write(dir.join("__init__.py"), "").unwrap();
     }
     let deepest = dir.join("__init__.py");
-    assert!(deepest.as_os_str().len() > 2850, "{}", deepest.as_os_str().len());
+    assert!(
+        deepest.as_os_str().len() > 2850,
+        "{}",
+        deepest.as_os_str().len()
+    );
     let mut pp = raw.clone();
     pp.push(b':');
     pp.extend_from_slice(deep_root.as_os_str().as_bytes());
     let (pp_pid, out) = run(python(venv_python(), &format!("import weirdmod, {dotted}"))
         .env("PYTHONPATH", OsStr::from_bytes(&pp)));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = d.stop();
     let y = r.one(sp_pid, "yaml");
     assert_eq!(y["env_kind"], "venv");
@@ -193,7 +288,10 @@ fn odd_paths_long_paths_non_utf8_and_spaces() {
     assert_eq!(w["env_prefix"], String::from_utf8_lossy(&raw).as_ref());
     let deep = r.one(pp_pid, "deeppkg");
     assert_eq!(deep["env_kind"], "pythonpath");
-    assert_eq!(deep["n_files"], 29, "every level's __init__.py, the deepest ~3 KiB long: {deep}");
+    assert_eq!(
+        deep["n_files"], 29,
+        "every level's __init__.py, the deepest ~3 KiB long: {deep}"
+    );
     assert_eq!(r.status["counters"]["read_failed"], 0);
 }
 
@@ -204,8 +302,15 @@ fn non_python_processes_are_not_recorded() {
     let (cat, out) = run(Command::new("cat").arg(&module));
     assert!(out.status.success());
     let r = d.stop();
-    assert!(r.of(cat).is_empty(), "cat produced records: {:?}", r.of(cat));
-    assert!(r.recs.iter().all(|x| x["first_path"] != module.to_str().unwrap() || x["executable"] != "cat"));
+    assert!(
+        r.of(cat).is_empty(),
+        "cat produced records: {:?}",
+        r.of(cat)
+    );
+    assert!(r
+        .recs
+        .iter()
+        .all(|x| x["first_path"] != module.to_str().unwrap() || x["executable"] != "cat"));
 }
 
 #[test]
@@ -224,7 +329,11 @@ fn embedded_interpreter_found_through_libpython() {
     let alias = tmp.path().join("embedded-app");
     std::os::unix::fs::symlink(&real, &alias).unwrap();
     let (pid, out) = run(&mut python(&alias, "import json"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = d.stop();
     let j = r.one(pid, "json");
     assert_eq!(j["env_kind"], "stdlib");
@@ -237,12 +346,18 @@ fn long_running_process_is_flushed_while_running_then_finalised() {
     let tmp = tempfile::tempdir().unwrap();
     let sock_path = tmp.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-    let d = Daemon::start_with(&["--flush-secs", "1"], &[("NOTIFY_SOCKET", sock_path.as_os_str())]);
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let d = Daemon::start_with(
+        &["--flush-secs", "1"],
+        &[("NOTIFY_SOCKET", sock_path.as_os_str())],
+    );
     let mut buf = [0u8; 64];
     let n = sock.recv(&mut buf).expect("sd_notify message");
     assert_eq!(&buf[..n], b"READY=1\n");
-    let mut child = python(venv_python(), "import yaml, time; time.sleep(4)").spawn().unwrap();
+    let mut child = python(venv_python(), "import yaml, time; time.sleep(4)")
+        .spawn()
+        .unwrap();
     let pid = child.id();
     // Wait for a `running` snapshot to reach the spool while the process lives.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -253,17 +368,34 @@ fn long_running_process_is_flushed_while_running_then_finalised() {
             .flatten()
             .filter_map(|e| std::fs::read_to_string(e.path()).ok())
             .collect();
-        if text.lines().any(|l| l.contains(&format!("\"pid\":{pid},")) && l.contains("\"exit\":\"running\"") && l.contains("\"package\":\"yaml\"")) {
+        if text.lines().any(|l| {
+            l.contains(&format!("\"pid\":{pid},"))
+                && l.contains("\"exit\":\"running\"")
+                && l.contains("\"package\":\"yaml\"")
+        }) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no running snapshot for {pid}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no running snapshot for {pid}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(child.try_wait().unwrap().is_none(), "snapshot taken while the process still runs");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "snapshot taken while the process still runs"
+    );
     assert!(child.wait().unwrap().success());
     let r = d.stop();
     // `show` de-duplicates by key: the final record replaces the snapshots.
-    let ys: Vec<_> = r.of(pid).into_iter().filter(|x| x["package"] == "yaml").collect();
+    let ys: Vec<_> = r
+        .of(pid)
+        .into_iter()
+        .filter(|x| x["package"] == "yaml")
+        .collect();
     assert_eq!(ys.len(), 1);
-    assert_eq!((&ys[0]["exit"], &ys[0]["exit_code"]), (&"exited".into(), &0.into()));
+    assert_eq!(
+        (&ys[0]["exit"], &ys[0]["exit_code"]),
+        (&"exited".into(), &0.into())
+    );
 }

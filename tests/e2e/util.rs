@@ -50,13 +50,21 @@ impl Daemon {
     /// Starts the daemon with extra flags and environment.
     pub fn start_with(extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
         // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "end-to-end tests must run as root (they attach BPF)");
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "end-to-end tests must run as root (they attach BPF)"
+        );
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("daemon.log");
         let ready = dir.path().join("ready");
         let child = Command::new(bin())
             .args(["daemon", "--rotate-secs", "3600", "--host", "testhost"])
-            .args(if extra.contains(&"--flush-secs") { &[][..] } else { &["--flush-secs", "3600"][..] })
+            .args(if extra.contains(&"--flush-secs") {
+                &[][..]
+            } else {
+                &["--flush-secs", "3600"][..]
+            })
             .args(extra)
             .envs(env.iter().copied())
             .arg("--data-dir")
@@ -67,13 +75,21 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin().display()));
-        let mut d = Daemon { child, dir: Some(dir), log };
+        let mut d = Daemon {
+            child,
+            dir: Some(dir),
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ready.exists() {
             if let Ok(Some(st)) = d.child.try_wait() {
                 panic!("daemon exited ({st}) before attaching:\n{}", d.log());
             }
-            assert!(Instant::now() < deadline, "daemon not ready after 30 s:\n{}", d.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon not ready after 30 s:\n{}",
+                d.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         d
@@ -105,7 +121,11 @@ impl Daemon {
             if let Some(st) = self.child.try_wait().unwrap() {
                 break st;
             }
-            assert!(Instant::now() < deadline, "daemon did not stop:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         assert!(status.success(), "daemon exit {status}:\n{}", self.log());
@@ -114,7 +134,11 @@ impl Daemon {
             .arg(self.data())
             .output()
             .unwrap();
-        assert!(out.status.success(), "show failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "show failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let recs = out
             .stdout
             .split(|&b| b == b'\n')
@@ -122,7 +146,11 @@ impl Daemon {
             .map(|l| serde_json::from_slice(l).unwrap())
             .collect();
         let status = self.status();
-        Records { recs, status, _dir: self.dir.take().expect("live daemon") }
+        Records {
+            recs,
+            status,
+            _dir: self.dir.take().expect("live daemon"),
+        }
     }
 }
 
@@ -152,7 +180,12 @@ impl Records {
         of.iter()
             .find(|r| r["package"] == package)
             .copied()
-            .unwrap_or_else(|| panic!("no record of {package} for pid {pid}; packages: {:?}", packages(&of)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no record of {package} for pid {pid}; packages: {:?}",
+                    packages(&of)
+                )
+            })
     }
 
     /// Non-stdlib packages of a process, sorted.
@@ -169,12 +202,18 @@ impl Records {
 }
 
 pub fn packages(rs: &[&Value]) -> Vec<String> {
-    rs.iter().map(|r| r["package"].as_str().unwrap_or("?").to_owned()).collect()
+    rs.iter()
+        .map(|r| r["package"].as_str().unwrap_or("?").to_owned())
+        .collect()
 }
 
 /// Runs a command to completion; returns its pid and output.
 pub fn run(cmd: &mut Command) -> (u32, Output) {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     (pid, child.wait_with_output().unwrap())
 }
@@ -192,7 +231,10 @@ pub fn python(exe: impl AsRef<OsStr>, code: &str) -> Command {
 /// Version of a distribution in the fixture venv.
 pub fn venv_version(dist: &str) -> String {
     let out = Command::new(venv_python())
-        .args(["-c", &format!("import importlib.metadata as m; print(m.version('{dist}'))")])
+        .args([
+            "-c",
+            &format!("import importlib.metadata as m; print(m.version('{dist}'))"),
+        ])
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_owned()

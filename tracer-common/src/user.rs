@@ -47,7 +47,10 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DecodeError::Short { kind, len } => {
-                write!(f, "ring-buffer event of kind {kind} truncated ({len} bytes)")
+                write!(
+                    f,
+                    "ring-buffer event of kind {kind} truncated ({len} bytes)"
+                )
             }
             DecodeError::UnknownKind(k) => write!(f, "unknown ring-buffer event kind {k}"),
         }
@@ -232,10 +235,16 @@ mod tests {
     #[test]
     fn rejects_length_past_end_and_unknown_kind() {
         let b = open_bytes(b"/a.py", 100);
-        assert!(matches!(Event::decode(&b), Err(DecodeError::Short { kind: 5, .. })));
+        assert!(matches!(
+            Event::decode(&b),
+            Err(DecodeError::Short { kind: 5, .. })
+        ));
         let mut b = open_bytes(b"/a.py", 5);
         b[0] = 99;
         assert_eq!(Event::decode(&b), Err(DecodeError::UnknownKind(99)));
-        assert!(matches!(Event::decode(&[1, 0]), Err(DecodeError::Short { .. })));
+        assert!(matches!(
+            Event::decode(&[1, 0]),
+            Err(DecodeError::Short { .. })
+        ));
     }
 }

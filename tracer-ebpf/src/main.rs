@@ -23,7 +23,7 @@ mod sys_enter_open;
 mod sys_exit_open;
 mod task;
 
-#[cfg(not(test))]
+#[cfg(all(not(test), target_arch = "bpf"))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     // SAFETY: the verifier rejects programs that could reach a panic, so this is never executed.

@@ -1,8 +1,8 @@
 //! Maps, the load-time configuration global, and the helpers every program uses to count and
 //! send.
 use aya_ebpf::{
-    macros::map,
     helpers::bpf_get_smp_processor_id,
+    macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{Config, Counter, ProcState, COUNTER_COUNT, SCRATCH_SIZE};

@@ -1,9 +1,9 @@
 //! `sched/sched_process_exec`: a new program image is running.
 //!
 //! ```text
-//! field:__data_loc char[] filename;	offset:8;	size:4;	signed:0;
-//! field:pid_t pid;	offset:12;	size:4;	signed:1;
-//! field:pid_t old_pid;	offset:16;	size:4;	signed:1;
+//! field:__data_loc char[] filename;    offset:8;    size:4;    signed:0;
+//! field:pid_t pid;    offset:12;    size:4;    signed:1;
+//! field:pid_t old_pid;    offset:16;    size:4;    signed:1;
 //! ```
 //! Offsets are read from the tracefs `format` at load (`Config::tp_exec_filename`).
 //!
@@ -14,8 +14,8 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel_str, generated::bpf_probe_read_user,
-        generated::bpf_probe_read_user_str,
+        bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel_str,
+        generated::bpf_probe_read_user, generated::bpf_probe_read_user_str,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -45,7 +45,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) {
     // SAFETY: the value is copied out immediately; a concurrent delete only makes it stale.
     // 0 = not tracked (a plain integer: `Option` comparisons compile to reads the verifier
     // rejects as uninitialised).
-    let prev: u32 = match unsafe { PROCS.get(&tgid) } {
+    let prev: u32 = match unsafe { PROCS.get(tgid) } {
         Some(p) => p.state,
         None => 0,
     };
@@ -84,7 +84,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) {
         if cfg.probation_opens > 0 {
             track(tgid, STATE_PROBATION, cfg.probation_opens);
         } else if prev != 0 {
-            let _ = PROCS.remove(&tgid);
+            let _ = PROCS.remove(tgid);
         }
     }
 }
@@ -92,7 +92,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) {
 /// Inserts or replaces the state of `tgid`; counts a full map.
 #[inline(always)]
 pub fn track(tgid: u32, state: u32, budget: u32) {
-    if PROCS.insert(&tgid, &ProcState { state, budget }, 0).is_err() {
+    if PROCS.insert(tgid, ProcState { state, budget }, 0).is_err() {
         count(Counter::ProcsFull);
     }
 }
@@ -181,7 +181,14 @@ pub fn emit_process(kind: EventKind, filename: Filename) {
 
 /// Copies `[start, end)` of user memory (at most `max - 1` bytes) to `dst`; returns the length.
 #[inline(always)]
-fn copy_user_range(dst: *mut u8, start: u64, end: u64, max: usize, flags: &mut u32, trunc: u32) -> u32 {
+fn copy_user_range(
+    dst: *mut u8,
+    start: u64,
+    end: u64,
+    max: usize,
+    flags: &mut u32,
+    trunc: u32,
+) -> u32 {
     if start == 0 || end <= start {
         return 0;
     }

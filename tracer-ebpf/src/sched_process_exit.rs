@@ -1,10 +1,10 @@
 //! `sched/sched_process_exit`: a task is exiting.
 //!
 //! ```text
-//! field:char comm[16];	offset:8;	size:16;	signed:0;
-//! field:pid_t pid;	offset:24;	size:4;	signed:1;
-//! field:int prio;	offset:28;	size:4;	signed:1;
-//! field:bool group_dead;	offset:32;	size:1;	signed:0;
+//! field:char comm[16];    offset:8;    size:16;    signed:0;
+//! field:pid_t pid;    offset:24;    size:4;    signed:1;
+//! field:int prio;    offset:28;    size:4;    signed:1;
+//! field:bool group_dead;    offset:32;    size:1;    signed:0;
 //! ```
 //! The tracepoint carries no exit code, but `task->exit_code` is already set when it fires
 //! (`do_exit` stores it first): read at the BTF offset. It holds `code << 8` for an exit and the
@@ -47,10 +47,10 @@ fn try_sched_process_exit(ctx: &TracePointContext) {
         return;
     }
     // SAFETY: the value is copied out immediately.
-    let Some(state) = (unsafe { PROCS.get(&tgid) }).map(|p| p.state) else {
+    let Some(state) = (unsafe { PROCS.get(tgid) }).map(|p| p.state) else {
         return;
     };
-    let _ = PROCS.remove(&tgid);
+    let _ = PROCS.remove(tgid);
     if state != STATE_PYTHON {
         return;
     }

@@ -38,7 +38,7 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) {
         return;
     }
     // SAFETY: the value is copied out immediately.
-    let state = match unsafe { PROCS.get(&parent) } {
+    let state = match unsafe { PROCS.get(parent) } {
         Some(p) => p.state,
         None => return,
     };

@@ -25,7 +25,11 @@ const O_DIRECTORY: u64 = 0o200000;
 #[tracepoint]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     let cfg = config();
-    stash(&ctx, cfg.tp_openat_filename, Flags::Direct(cfg.tp_openat_flags));
+    stash(
+        &ctx,
+        cfg.tp_openat_filename,
+        Flags::Direct(cfg.tp_openat_flags),
+    );
     0
 }
 
@@ -41,7 +45,11 @@ pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     let cfg = config();
-    stash(&ctx, cfg.tp_openat2_filename, Flags::OpenHow(cfg.tp_openat2_how));
+    stash(
+        &ctx,
+        cfg.tp_openat2_filename,
+        Flags::OpenHow(cfg.tp_openat2_how),
+    );
     0
 }
 
@@ -57,7 +65,7 @@ fn stash(ctx: &TracePointContext, filename_off: u32, flags: Flags) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the value is copied out immediately.
-    let state = match unsafe { PROCS.get(&tgid) } {
+    let state = match unsafe { PROCS.get(tgid) } {
         Some(p) if p.state != STATE_IGNORED => p.state,
         _ => return,
     };
@@ -88,7 +96,7 @@ fn stash(ctx: &TracePointContext, filename_off: u32, flags: Flags) {
         ptr,
         probation: (state == STATE_PROBATION) as u64,
     };
-    if STASH.insert(&(pid_tgid as u32), &entry, 0).is_err() {
+    if STASH.insert(pid_tgid as u32, entry, 0).is_err() {
         count(Counter::StashFull);
     }
 }

@@ -2,8 +2,8 @@
 //! it names a module file.
 //!
 //! ```text
-//! field:int __syscall_nr;	offset:8;	size:4;	signed:1;
-//! field:long ret;	offset:16;	size:8;	signed:1;
+//! field:int __syscall_nr;    offset:8;    size:4;    signed:1;
+//! field:long ret;    offset:16;    size:8;    signed:1;
 //! ```
 //! Sent: `*.py`, `*.pyc`, `*.so` (extension modules) and `*.so.N…` (shared libraries, from which
 //! the daemon picks the BLAS backend). The daemon decides which of these belong to a package;
@@ -16,14 +16,11 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tracer_common::{
-    Counter, EventKind, Header, OpenEvent, ProcState, OPEN_PATH_OFF, PATH_MAX,
-    STATE_PYTHON,
-};
+use tracer_common::{Counter, EventKind, Header, OpenEvent, OPEN_PATH_OFF, PATH_MAX, STATE_PYTHON};
 
 use crate::{
     maps::{config, count, put, scratch, send, Scratch, PROCS, STASH},
-    sched_process_exec::{emit_process, Filename},
+    sched_process_exec::{emit_process, track, Filename},
 };
 
 /// `openat` returned.
@@ -53,10 +50,10 @@ fn on_exit(ctx: &TracePointContext) {
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: copied out before the entry is removed.
-    let Some(entry) = (unsafe { STASH.get(&tid) }).copied() else {
+    let Some(entry) = (unsafe { STASH.get(tid) }).copied() else {
         return;
     };
-    let _ = STASH.remove(&tid);
+    let _ = STASH.remove(tid);
     // SAFETY: offset from the tracefs format.
     let ret: i64 = match unsafe { ctx.read_at::<i64>(config().tp_exit_ret as usize) } {
         Ok(r) => r,
@@ -106,15 +103,15 @@ fn on_exit(ctx: &TracePointContext) {
 #[inline(always)]
 fn probation(s: &mut Scratch, tgid: u32, len: usize, ptr: u64) {
     if basename_is_libpython(s, len) {
-        let _ = PROCS.insert(&tgid, &ProcState { state: STATE_PYTHON, budget: 0 }, 0);
+        track(tgid, STATE_PYTHON, 0);
         emit_process(EventKind::Promote, Filename::User(ptr as *const u8));
         return;
     }
-    if let Some(p) = PROCS.get_ptr_mut(&tgid) {
+    if let Some(p) = PROCS.get_ptr_mut(tgid) {
         // SAFETY: pointer to a live map value; a racing delete leaves it valid until RCU ends.
         let left = unsafe { (*p).budget };
         if left <= 1 {
-            let _ = PROCS.remove(&tgid);
+            let _ = PROCS.remove(tgid);
         } else {
             // SAFETY: as above.
             unsafe { (*p).budget = left - 1 };

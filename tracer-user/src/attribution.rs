@@ -175,7 +175,10 @@ pub fn python_main(args: &[u8]) -> Option<String> {
         if a.starts_with(b"-") && !a.is_empty() {
             // Combined short flags (`-IsE`) and `--` options; `-Wd` style carries its value.
             if a == b"--" {
-                return argv.get(i + 1).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned());
+                return argv
+                    .get(i + 1)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8_lossy(s).into_owned());
             }
             i += 1;
             continue;
@@ -236,7 +239,10 @@ mod tests {
         ]));
         assert_eq!(a.job_id.as_deref(), Some("99_1"));
         assert_eq!(a.rank, Some(2));
-        assert_eq!(a.pythonpath, vec![PathBuf::from("/a"), PathBuf::from("/b/c")]);
+        assert_eq!(
+            a.pythonpath,
+            vec![PathBuf::from("/a"), PathBuf::from("/b/c")]
+        );
         assert_eq!(Attribution::from_env(b"").job_id, None);
         assert_eq!(Attribution::from_env(b"SLURM_PROCID=x").rank, None);
     }
@@ -245,7 +251,10 @@ mod tests {
     fn cgroup_fallback() {
         let mut a = Attribution::default();
         a.fill_from_cgroup("12:freezer:/slurm_n1/uid_0/job_77/step_batch\n0::/\n");
-        assert_eq!((a.job_id.as_deref(), a.step_id.as_deref()), (Some("77"), Some("batch")));
+        assert_eq!(
+            (a.job_id.as_deref(), a.step_id.as_deref()),
+            (Some("77"), Some("batch"))
+        );
         let mut b = Attribution::from_env(b"SLURM_JOB_ID=5");
         b.fill_from_cgroup("4:freezer:/slurm_n1/uid_0/job_77/step_0");
         assert_eq!(b.job_id.as_deref(), Some("5"));
@@ -256,11 +265,17 @@ mod tests {
         let m = |s: &str| python_main(&s.replace(' ', "\0").into_bytes());
         assert_eq!(m("python3 -c pass").as_deref(), Some("-c"));
         assert_eq!(m("python3 -I -m pip list").as_deref(), Some("-m pip"));
-        assert_eq!(m("python3 -W ignore /x/run.py a").as_deref(), Some("/x/run.py"));
+        assert_eq!(
+            m("python3 -W ignore /x/run.py a").as_deref(),
+            Some("/x/run.py")
+        );
         assert_eq!(m("python3 -Es script.py").as_deref(), Some("script.py"));
         assert_eq!(m("python3 -mjson.tool").as_deref(), Some("-m json.tool"));
         assert_eq!(m("python3"), None);
-        assert_eq!(version_from_executable(b"/usr/bin/python3.11").as_deref(), Some("3.11"));
+        assert_eq!(
+            version_from_executable(b"/usr/bin/python3.11").as_deref(),
+            Some("3.11")
+        );
         assert_eq!(version_from_executable(b"/usr/bin/python3"), None);
     }
 }

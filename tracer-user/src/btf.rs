@@ -32,6 +32,7 @@ pub enum BtfError {
 }
 
 const KIND_INT: u32 = 1;
+#[cfg(test)]
 const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
@@ -179,7 +180,7 @@ impl Btf {
             total_bits += bits;
             id = self.resolve(member_type);
         }
-        if total_bits % 8 != 0 {
+        if !total_bits.is_multiple_of(8) {
             return Err(BtfError::Malformed("member is a bitfield"));
         }
         Ok(total_bits / 8)
@@ -246,6 +247,9 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(matches!(Btf::parse(b"not btf at all, no"), Err(BtfError::Malformed(_))));
+        assert!(matches!(
+            Btf::parse(b"not btf at all, no"),
+            Err(BtfError::Malformed(_))
+        ));
     }
 }

@@ -50,7 +50,13 @@ impl Default for Config {
 /// The short host name.
 pub fn short_hostname() -> String {
     nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().split('.').next().unwrap_or("").to_owned())
+        .map(|h| {
+            h.to_string_lossy()
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())

@@ -57,8 +57,10 @@ pub struct Status {
 
 /// Boot-clock → wall-clock offset in µs.
 fn boot_to_wall_us() -> i64 {
-    let real = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).expect("realtime clock");
-    let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).expect("boottime clock");
+    let real =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).expect("realtime clock");
+    let boot =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).expect("boottime clock");
     let us = |t: nix::sys::time::TimeSpec| t.tv_sec() * 1_000_000 + t.tv_nsec() / 1000;
     us(real) - us(boot)
 }
@@ -68,7 +70,9 @@ fn now_us() -> i64 {
 }
 
 fn host_mnt_ns() -> u32 {
-    std::fs::metadata("/proc/self/ns/mnt").map(|m| m.ino() as u32).unwrap_or(0)
+    std::fs::metadata("/proc/self/ns/mnt")
+        .map(|m| m.ino() as u32)
+        .unwrap_or(0)
 }
 
 /// Tells a service manager and scripts that the daemon is attached and writing.
@@ -83,7 +87,8 @@ fn signal_ready(ready_file: Option<&Path>) -> anyhow::Result<()> {
         } else {
             SocketAddr::from_pathname(PathBuf::from(&sock))?
         };
-        s.send_to_addr(b"READY=1\n", &addr).context("sd_notify READY=1")?;
+        s.send_to_addr(b"READY=1\n", &addr)
+            .context("sd_notify READY=1")?;
     }
     if let Some(p) = ready_file {
         let tmp = p.with_extension("tmp");
@@ -132,7 +137,9 @@ impl Processor {
             Err(e) => {
                 self.status.spool_errors += 1;
                 if !self.error_reported {
-                    tracing::error!("spool write failed, keeping records in memory and retrying: {e}");
+                    tracing::error!(
+                        "spool write failed, keeping records in memory and retrying: {e}"
+                    );
                     self.error_reported = true;
                 }
             }
@@ -179,7 +186,9 @@ impl Processor {
 
     fn tick(&mut self) {
         let now = now_us();
-        let dead = self.table.reap(|pid| Path::new(&format!("/proc/{pid}")).exists(), now);
+        let dead = self
+            .table
+            .reap(|pid| Path::new(&format!("/proc/{pid}")).exists(), now);
         for f in dead {
             self.add(f);
         }
@@ -247,7 +256,10 @@ impl Processor {
         }
         self.commit();
         if !self.pending.is_empty() {
-            tracing::error!("{} records could not be spooled at shutdown", self.pending.len());
+            tracing::error!(
+                "{} records could not be spooled at shutdown",
+                self.pending.len()
+            );
         }
         self.rotate();
         self.write_status();
@@ -284,7 +296,9 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     // Segments left by a previous run (crash or kill) go to Parquet first.
     processor.rotate();
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let tracer = loader::attach(&cfg.tracefs, std::process::id())
             .context("attaching the eBPF tracer (needs root or CAP_BPF+CAP_PERFMON)")?;

@@ -5,14 +5,14 @@
 #![deny(missing_docs)]
 
 pub mod attribution;
+pub mod btf;
 pub mod config;
 pub mod daemon;
-pub mod btf;
-pub mod resolver;
 pub mod loader;
 pub mod parquet_sink;
 pub mod proctable;
 pub mod records;
+pub mod resolver;
 pub mod show;
 pub mod source;
 pub mod spool;

@@ -154,7 +154,8 @@ pub fn attach(tracefs: &Path, self_tgid: u32) -> Result<Tracer, LoadError> {
             .ok_or(LoadError::MissingMap(name))?
             .try_into()
             .map_err(|source| LoadError::Program { name, source })?;
-        prog.load().map_err(|source| LoadError::Program { name, source })?;
+        prog.load()
+            .map_err(|source| LoadError::Program { name, source })?;
         prog.attach(category, tp)
             .map_err(|source| LoadError::Program { name, source })?;
     }
@@ -164,17 +165,27 @@ pub fn attach(tracefs: &Path, self_tgid: u32) -> Result<Tracer, LoadError> {
         .ok_or(LoadError::MissingMap(name))?
         .try_into()
         .map_err(|source| LoadError::Program { name, source })?;
-    prog.load().map_err(|source| LoadError::Program { name, source })?;
+    prog.load()
+        .map_err(|source| LoadError::Program { name, source })?;
     prog.attach(name)
         .map_err(|source| LoadError::Program { name, source })?;
 
-    let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(LoadError::MissingMap("EVENTS"))?)
-        .map_err(|source| LoadError::Map { name: "EVENTS", source })?;
+    let events = RingBuf::try_from(
+        ebpf.take_map("EVENTS")
+            .ok_or(LoadError::MissingMap("EVENTS"))?,
+    )
+    .map_err(|source| LoadError::Map {
+        name: "EVENTS",
+        source,
+    })?;
     let counters = PerCpuArray::try_from(
         ebpf.take_map("COUNTERS")
             .ok_or(LoadError::MissingMap("COUNTERS"))?,
     )
-    .map_err(|source| LoadError::Map { name: "COUNTERS", source })?;
+    .map_err(|source| LoadError::Map {
+        name: "COUNTERS",
+        source,
+    })?;
     Ok(Tracer {
         ebpf,
         events,

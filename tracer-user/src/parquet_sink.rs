@@ -71,31 +71,57 @@ fn date_of(us: i64) -> String {
 pub fn write(root: &Path, records: &[Record]) -> Result<Vec<PathBuf>, SinkError> {
     let mut by_date: BTreeMap<String, Vec<Record>> = BTreeMap::new();
     for r in records {
-        by_date.entry(date_of(r.process_start)).or_default().push(r.clone());
+        by_date
+            .entry(date_of(r.process_start))
+            .or_default()
+            .push(r.clone());
     }
     let mut written = Vec::new();
     for (date, recs) in by_date {
         let dir = root.join(format!("date={date}"));
-        fs::create_dir_all(&dir).map_err(|source| SinkError::Io { path: dir.clone(), source })?;
+        fs::create_dir_all(&dir).map_err(|source| SinkError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let first = recs.iter().map(|r| r.seq).min().unwrap_or(0);
         let name = format!("{}-{first:020}.parquet", recs[0].host);
         let path = dir.join(&name);
         let tmp = dir.join(format!(".{name}.tmp"));
-        let batch = to_batch(&recs).map_err(|source| SinkError::Arrow { path: path.clone(), source })?;
-        let file = File::create(&tmp).map_err(|source| SinkError::Io { path: tmp.clone(), source })?;
+        let batch = to_batch(&recs).map_err(|source| SinkError::Arrow {
+            path: path.clone(),
+            source,
+        })?;
+        let file = File::create(&tmp).map_err(|source| SinkError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("valid level"),
+            ))
             .set_dictionary_enabled(true)
             .build();
-        let pq = |source| SinkError::Parquet { path: tmp.clone(), source };
+        let pq = |source| SinkError::Parquet {
+            path: tmp.clone(),
+            source,
+        };
         let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq)?;
         w.write(&batch).map_err(pq)?;
         let file = w.into_inner().map_err(pq)?;
-        file.sync_all().map_err(|source| SinkError::Io { path: tmp.clone(), source })?;
-        fs::rename(&tmp, &path).map_err(|source| SinkError::Io { path: path.clone(), source })?;
+        file.sync_all().map_err(|source| SinkError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        fs::rename(&tmp, &path).map_err(|source| SinkError::Io {
+            path: path.clone(),
+            source,
+        })?;
         File::open(&dir)
             .and_then(|d| d.sync_all())
-            .map_err(|source| SinkError::Io { path: dir.clone(), source })?;
+            .map_err(|source| SinkError::Io {
+                path: dir.clone(),
+                source,
+            })?;
         written.push(path);
     }
     Ok(written)

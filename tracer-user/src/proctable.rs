@@ -12,7 +12,9 @@ use tracer_common::user::{Event, ExecInfo};
 
 use crate::{
     attribution::{python_main, version_from_executable, Attribution},
-    resolver::{classify, path_from_bytes, python_version_of, Class, ProcessView, Resolved, Resolver},
+    resolver::{
+        classify, path_from_bytes, python_version_of, Class, ProcessView, Resolved, Resolver,
+    },
 };
 
 /// One package seen in one process.
@@ -168,7 +170,11 @@ impl ProcTable {
                 let at = self.wall(ktime_ns);
                 self.finish(tgid, Ending::Unknown, at)
             }
-            Event::Fork { parent, child, ktime_ns } => {
+            Event::Fork {
+                parent,
+                child,
+                ktime_ns,
+            } => {
                 let start = self.wall(ktime_ns);
                 let at = start;
                 let stale = self.finish(child, Ending::Unknown, at);
@@ -183,11 +189,19 @@ impl ProcTable {
                 }
                 stale
             }
-            Event::Exit { tgid, exit_code, ktime_ns } => {
+            Event::Exit {
+                tgid,
+                exit_code,
+                ktime_ns,
+            } => {
                 let at = self.wall(ktime_ns);
                 self.finish(tgid, Ending::from_exit_code(exit_code), at)
             }
-            Event::Open { tgid, ktime_ns, path } => {
+            Event::Open {
+                tgid,
+                ktime_ns,
+                path,
+            } => {
                 let at = self.wall(ktime_ns);
                 self.open(tgid, &path, at);
                 None
@@ -195,7 +209,12 @@ impl ProcTable {
         }
     }
 
-    fn new_process(&self, info: ExecInfo, prev_root: Option<u32>, facts: &dyn ProcFacts) -> Process {
+    fn new_process(
+        &self,
+        info: ExecInfo,
+        prev_root: Option<u32>,
+        facts: &dyn ProcFacts,
+    ) -> Process {
         let mut attribution = Attribution::from_env(&info.env);
         if attribution.job_id.is_none() {
             if let Some(cg) = facts.cgroup(info.tgid) {
@@ -250,7 +269,9 @@ impl ProcTable {
     }
 
     fn open(&mut self, tgid: u32, raw: &[u8], at: i64) {
-        let Some(p) = self.procs.get_mut(&tgid) else { return };
+        let Some(p) = self.procs.get_mut(&tgid) else {
+            return;
+        };
         let path = path_from_bytes(raw);
         if !path.is_absolute() {
             return;
@@ -273,7 +294,9 @@ impl ProcTable {
                 } else {
                     PathBuf::from("/")
                 };
-                let resolved = self.resolver.resolve(&loc, &path, Path::new(&root), p.in_container);
+                let resolved = self
+                    .resolver
+                    .resolve(&loc, &path, Path::new(&root), p.in_container);
                 p.index.insert(loc.package.clone(), p.packages.len());
                 p.packages.push(PackageSeen {
                     resolved,

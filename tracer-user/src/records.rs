@@ -48,7 +48,7 @@ impl Users {
                     (Some(u), Some(g)) => Group::from_name(g)
                         .ok()
                         .flatten()
-                        .map(|grp| grp.gid == u.gid || grp.mem.iter().any(|m| *m == u.name))
+                        .map(|grp| grp.gid == u.gid || grp.mem.contains(&u.name))
                         .unwrap_or(false),
                     _ => false,
                 };
@@ -106,7 +106,11 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
             job_id: a.job_id.clone(),
             step_id: a.step_id.clone(),
             rank: a.rank,
-            num_nodes: if a.job_id.is_some() { a.num_nodes.unwrap_or(1) } else { 1 },
+            num_nodes: if a.job_id.is_some() {
+                a.num_nodes.unwrap_or(1)
+            } else {
+                1
+            },
             qos: a.qos.clone(),
             account: a.account.clone(),
             partition: a.partition.clone(),

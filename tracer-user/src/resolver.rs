@@ -122,23 +122,28 @@ fn blas_kind(name: &[u8]) -> Option<&'static str> {
     if !n.starts_with("lib") || !n.contains(".so") {
         return None;
     }
-    Some(if n.starts_with("libmkl_rt") || n.starts_with("libmkl_core") {
-        "mkl"
-    } else if n.contains("openblas") {
-        "openblas"
-    } else if n.starts_with("libblis") {
-        "blis"
-    } else if n.starts_with("libflexiblas") {
-        "flexiblas"
-    } else if n.starts_with("libblas.so") || n.starts_with("libcblas.so") {
-        "reference"
-    } else if n.starts_with("libatlas") || n.starts_with("libsatlas") || n.starts_with("libtatlas") {
-        "atlas"
-    } else if n.starts_with("libsci_") {
-        "libsci"
-    } else {
-        return None;
-    })
+    Some(
+        if n.starts_with("libmkl_rt") || n.starts_with("libmkl_core") {
+            "mkl"
+        } else if n.contains("openblas") {
+            "openblas"
+        } else if n.starts_with("libblis") {
+            "blis"
+        } else if n.starts_with("libflexiblas") {
+            "flexiblas"
+        } else if n.starts_with("libblas.so") || n.starts_with("libcblas.so") {
+            "reference"
+        } else if n.starts_with("libatlas")
+            || n.starts_with("libsatlas")
+            || n.starts_with("libtatlas")
+        {
+            "atlas"
+        } else if n.starts_with("libsci_") {
+            "libsci"
+        } else {
+            return None;
+        },
+    )
 }
 
 /// `pythonX.Y` (not `python3` alone).
@@ -203,16 +208,23 @@ pub fn classify(path: &Path, view: &ProcessView) -> Class {
         .iter()
         .rposition(|s| s.as_bytes() == b"site-packages" || s.as_bytes() == b"dist-packages")
     {
-        let site_dir: PathBuf = std::iter::once(OsStr::new("/")).chain(c[..=i].iter().copied()).collect();
+        let site_dir: PathBuf = std::iter::once(OsStr::new("/"))
+            .chain(c[..=i].iter().copied())
+            .collect();
         let Some(package) = top_level(&c[i + 1..]) else {
             return Class::Ignore;
         };
         // prefix: strip `lib/pythonX.Y` or `lib/python3` (Debian) and an optional `local`.
         let mut j = i;
-        if j >= 2 && c[j - 2].as_bytes().starts_with(b"lib") && c[j - 1].as_bytes().starts_with(b"python") {
+        if j >= 2
+            && c[j - 2].as_bytes().starts_with(b"lib")
+            && c[j - 1].as_bytes().starts_with(b"python")
+        {
             j -= 2;
         }
-        let prefix: PathBuf = std::iter::once(OsStr::new("/")).chain(c[..j].iter().copied()).collect();
+        let prefix: PathBuf = std::iter::once(OsStr::new("/"))
+            .chain(c[..j].iter().copied())
+            .collect();
         let user = j >= 1 && c[j - 1].as_bytes() == b".local";
         return Class::Module(Location {
             package,
@@ -222,17 +234,20 @@ pub fn classify(path: &Path, view: &ProcessView) -> Class {
         });
     }
     // The standard library: …/lib/pythonX.Y/<mod> or …/lib/pythonX.Y/lib-dynload/<ext>.
-    if let Some(i) = c
-        .windows(2)
-        .position(|w| w[0].as_bytes().starts_with(b"lib") && is_versioned_python_dir(w[1].as_bytes()))
-    {
+    if let Some(i) = c.windows(2).position(|w| {
+        w[0].as_bytes().starts_with(b"lib") && is_versioned_python_dir(w[1].as_bytes())
+    }) {
         let mut rest = &c[i + 2..];
         if rest.first().map(|s| s.as_bytes()) == Some(b"lib-dynload") {
             rest = &rest[1..];
         }
         if let Some(package) = top_level(rest) {
-            let site_dir: PathBuf = std::iter::once(OsStr::new("/")).chain(c[..i + 2].iter().copied()).collect();
-            let prefix: PathBuf = std::iter::once(OsStr::new("/")).chain(c[..i].iter().copied()).collect();
+            let site_dir: PathBuf = std::iter::once(OsStr::new("/"))
+                .chain(c[..i + 2].iter().copied())
+                .collect();
+            let prefix: PathBuf = std::iter::once(OsStr::new("/"))
+                .chain(c[..i].iter().copied())
+                .collect();
             return Class::Module(Location {
                 package,
                 site_dir,
@@ -331,7 +346,9 @@ impl DistIndex {
             let (name, version) = read_headers(&meta);
             let mut parts = stem.splitn(2, '-');
             let dir_name = parts.next().unwrap_or(stem).to_owned();
-            let dir_version = parts.next().map(|v| v.split('-').next().unwrap_or(v).to_owned());
+            let dir_version = parts
+                .next()
+                .map(|v| v.split('-').next().unwrap_or(v).to_owned());
             let name = name.unwrap_or(dir_name);
             let id = idx.dists.len();
             idx.dists.push((name.clone(), version.or(dir_version)));
@@ -348,7 +365,11 @@ impl DistIndex {
             }
             if tops.is_empty() {
                 if let Ok(t) = std::fs::read_to_string(p.join("top_level.txt")) {
-                    tops.extend(t.lines().filter(|l| !l.is_empty()).map(|l| (l.trim().to_owned(), None)));
+                    tops.extend(
+                        t.lines()
+                            .filter(|l| !l.is_empty())
+                            .map(|l| (l.trim().to_owned(), None)),
+                    );
                 }
             }
             if tops.is_empty() {
@@ -375,16 +396,26 @@ impl DistIndex {
     }
 
     fn load_conda(&mut self, dir: &Path, prefix: &Path) {
-        let Ok(rel_site) = dir.strip_prefix(prefix) else { return };
+        let Ok(rel_site) = dir.strip_prefix(prefix) else {
+            return;
+        };
         let rel_site = rel_site.to_string_lossy().into_owned() + "/";
-        let Ok(entries) = std::fs::read_dir(prefix.join("conda-meta")) else { return };
+        let Ok(entries) = std::fs::read_dir(prefix.join("conda-meta")) else {
+            return;
+        };
         for e in entries.flatten() {
             if e.path().extension() != Some(OsStr::new("json")) {
                 continue;
             }
-            let Ok(text) = std::fs::read_to_string(e.path()) else { continue };
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-            let (Some(name), version) = (v["name"].as_str(), v["version"].as_str()) else { continue };
+            let Ok(text) = std::fs::read_to_string(e.path()) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            let (Some(name), version) = (v["name"].as_str(), v["version"].as_str()) else {
+                continue;
+            };
             let tops: Vec<_> = v["files"]
                 .as_array()
                 .into_iter()
@@ -397,7 +428,8 @@ impl DistIndex {
                 continue;
             }
             let id = self.dists.len();
-            self.dists.push((name.to_owned(), version.map(str::to_owned)));
+            self.dists
+                .push((name.to_owned(), version.map(str::to_owned)));
             self.add(id, tops);
         }
     }
@@ -408,7 +440,10 @@ impl DistIndex {
         let ids = self.by_top.get(package)?;
         let id = match (ids.len(), sub) {
             (1, _) => ids[0],
-            (_, Some(sub)) => *self.by_sub.get(&(package.to_owned(), sub.to_owned())).unwrap_or(&ids[0]),
+            (_, Some(sub)) => *self
+                .by_sub
+                .get(&(package.to_owned(), sub.to_owned()))
+                .unwrap_or(&ids[0]),
             _ => ids[0],
         };
         self.dists.get(id).cloned()
@@ -447,7 +482,13 @@ impl Resolver {
     /// Resolves one module file. `root` is where the process's `/` is visible from here
     /// (`/proc/<pid>/root` for another mount namespace, `/` otherwise); `in_container` turns a
     /// system location into [`EnvKind::Container`].
-    pub fn resolve(&mut self, loc: &Location, file: &Path, root: &Path, in_container: bool) -> Resolved {
+    pub fn resolve(
+        &mut self,
+        loc: &Location,
+        file: &Path,
+        root: &Path,
+        in_container: bool,
+    ) -> Resolved {
         let host = |p: &Path| -> PathBuf {
             if root == Path::new("/") {
                 p.to_path_buf()
@@ -476,19 +517,25 @@ impl Resolver {
             (None, None)
         } else {
             let site = host(&loc.site_dir);
-            let conda = (kind == EnvKind::Conda).then(|| loc.prefix.as_deref().map(host)).flatten();
+            let conda = (kind == EnvKind::Conda)
+                .then(|| loc.prefix.as_deref().map(host))
+                .flatten();
             let mtime = std::fs::metadata(&site).and_then(|m| m.modified()).ok();
             let fresh = matches!(self.indexes.get(&site), Some(c) if c.mtime == mtime);
             if !fresh {
                 let index = Arc::new(DistIndex::load(&site, conda.as_deref()));
-                self.indexes.insert(site.clone(), CachedIndex { mtime, index });
+                self.indexes
+                    .insert(site.clone(), CachedIndex { mtime, index });
             }
             let sub = file
                 .strip_prefix(&loc.site_dir)
                 .ok()
                 .and_then(|r| r.components().nth(1))
                 .map(|c| c.as_os_str().to_string_lossy().into_owned());
-            match self.indexes[&site].index.lookup(&loc.package, sub.as_deref()) {
+            match self.indexes[&site]
+                .index
+                .lookup(&loc.package, sub.as_deref())
+            {
                 Some((d, v)) => (Some(d), v),
                 None => (None, None),
             }
@@ -498,7 +545,10 @@ impl Resolver {
             distribution,
             version,
             env_kind: kind,
-            env_prefix: loc.prefix.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            env_prefix: loc
+                .prefix
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
         }
     }
 }

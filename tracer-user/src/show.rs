@@ -27,7 +27,10 @@ pub struct Filter {
 impl Filter {
     fn keep(&self, r: &Record) -> bool {
         self.package.as_ref().is_none_or(|p| *p == r.package)
-            && self.job.as_ref().is_none_or(|j| Some(j) == r.job_id.as_ref())
+            && self
+                .job
+                .as_ref()
+                .is_none_or(|j| Some(j) == r.job_id.as_ref())
             && self.since.is_none_or(|s| r.process_start >= s)
     }
 }
@@ -69,22 +72,21 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Record>, String> {
 
 fn parquet_files(root: &Path, errors: &mut Vec<String>) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(parts) = std::fs::read_dir(root) else { return out };
+    let Ok(parts) = std::fs::read_dir(root) else {
+        return out;
+    };
     for part in parts.flatten() {
         let p = part.path();
         if !p.is_dir() || !part.file_name().to_string_lossy().starts_with("date=") {
             continue;
         }
         match std::fs::read_dir(&p) {
-            Ok(files) => out.extend(
-                files
-                    .flatten()
-                    .map(|f| f.path())
-                    .filter(|f| {
-                        f.extension().is_some_and(|e| e == "parquet")
-                            && !f.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                    }),
-            ),
+            Ok(files) => out.extend(files.flatten().map(|f| f.path()).filter(|f| {
+                f.extension().is_some_and(|e| e == "parquet")
+                    && !f
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })),
             Err(e) => errors.push(format!("{}: {e}", p.display())),
         }
     }
@@ -98,7 +100,11 @@ pub fn load(dir: &Path, filter: &Filter) -> Result<Loaded, String> {
         return Err(format!("{}: no such data directory", dir.display()));
     }
     let mut loaded = Loaded::default();
-    let pq_root = if dir.join("parquet").is_dir() { dir.join("parquet") } else { dir.to_path_buf() };
+    let pq_root = if dir.join("parquet").is_dir() {
+        dir.join("parquet")
+    } else {
+        dir.to_path_buf()
+    };
     let mut best: HashMap<(String, i32, i64, String), Record> = HashMap::new();
     let mut add = |r: Record| {
         if !filter.keep(&r) {
@@ -126,7 +132,9 @@ pub fn load(dir: &Path, filter: &Filter) -> Result<Loaded, String> {
                 }
             }
         }
-        Err(e) => loaded.errors.push(format!("{}: {e}", dir.join("spool").display())),
+        Err(e) => loaded
+            .errors
+            .push(format!("{}: {e}", dir.join("spool").display())),
     }
     loaded.records = best.into_values().collect();
     loaded.records.sort_by_key(|r| r.seq);
@@ -153,7 +161,11 @@ mod tests {
     fn parquet_round_trip_dedup_and_corrupt_file() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("parquet");
-        let written = parquet_sink::write(&root, &[rec(1, "numpy", "running"), rec(2, "yaml", "running")]).unwrap();
+        let written = parquet_sink::write(
+            &root,
+            &[rec(1, "numpy", "running"), rec(2, "yaml", "running")],
+        )
+        .unwrap();
         assert_eq!(written.len(), 1);
         assert!(written[0].ends_with("date=2026-11-25/h-00000000000000000001.parquet"));
         // The final record for numpy arrives later in the spool and replaces the snapshot.
@@ -168,13 +180,26 @@ mod tests {
         let l = load(d.path(), &Filter::default()).unwrap();
         assert_eq!(l.errors.len(), 1);
         assert!(l.errors[0].contains("bad.parquet"), "{:?}", l.errors);
-        let got: Vec<_> = l.records.iter().map(|r| (r.package.as_str(), r.exit.as_str(), r.seq)).collect();
+        let got: Vec<_> = l
+            .records
+            .iter()
+            .map(|r| (r.package.as_str(), r.exit.as_str(), r.seq))
+            .collect();
         assert_eq!(got, vec![("yaml", "running", 2), ("numpy", "signaled", 3)]);
         let back = &l.records[0];
         assert_eq!(back.process_start, rec(0, "", "").process_start);
         assert_eq!((back.rank, back.job_id.as_deref()), (Some(3), Some("7")));
-        let only = load(d.path(), &Filter { package: Some("yaml".into()), ..Default::default() }).unwrap();
+        let only = load(
+            d.path(),
+            &Filter {
+                package: Some("yaml".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(only.records.len(), 1);
-        assert!(load(&d.path().join("nope"), &Filter::default()).unwrap_err().contains("no such data directory"));
+        assert!(load(&d.path().join("nope"), &Filter::default())
+            .unwrap_err()
+            .contains("no such data directory"));
     }
 }

@@ -23,7 +23,9 @@ pub fn drain(rb: &mut RingBuf<MapData>, tx: &Sender<Msg>, bad: &mut u64) -> usiz
             Err(e) => {
                 *bad += 1;
                 if *bad == 1 {
-                    tracing::error!("undecodable ring-buffer record (further ones only counted): {e}");
+                    tracing::error!(
+                        "undecodable ring-buffer record (further ones only counted): {e}"
+                    );
                 }
             }
         }

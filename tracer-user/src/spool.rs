@@ -200,7 +200,9 @@ impl Spool {
         let hw = self.dir.join("seq");
         let tmp = self.dir.join(".seq.tmp");
         fs::write(&tmp, format!("{}\n", self.next_seq - 1)).map_err(io_err(&tmp))?;
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&tmp))?;
         fs::rename(&tmp, &hw).map_err(io_err(&hw))?;
         fs::remove_file(segment).map_err(io_err(segment))?;
         fsync_dir(&self.dir).map_err(io_err(&self.dir))

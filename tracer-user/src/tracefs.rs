@@ -86,7 +86,10 @@ impl Format {
 
     /// Offset of `field`, if present.
     pub fn optional(&self, field: &str) -> Option<u32> {
-        self.fields.iter().find(|(n, _)| n == field).map(|(_, o)| *o)
+        self.fields
+            .iter()
+            .find(|(n, _)| n == field)
+            .map(|(_, o)| *o)
     }
 }
 

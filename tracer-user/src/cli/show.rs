@@ -42,11 +42,23 @@ fn parse_since(s: &str) -> anyhow::Result<i64> {
     }
     let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .with_context(|| format!("--since {s:?}: expected RFC 3339 or YYYY-MM-DD"))?;
-    Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_micros())
+    Ok(d.and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp_micros())
 }
 
 const TABLE_COLS: &[&str] = &[
-    "process_start", "host", "pid", "exit", "job_id", "rank", "username", "package", "version", "env_kind",
+    "process_start",
+    "host",
+    "pid",
+    "exit",
+    "job_id",
+    "rank",
+    "username",
+    "package",
+    "version",
+    "env_kind",
 ];
 
 fn field(r: &Record, v: &serde_json::Value, name: &str) -> String {
@@ -133,5 +145,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     for e in &loaded.errors {
         eprintln!("pyusage: skipped {e}");
     }
-    Ok(if loaded.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if loaded.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

@@ -17,24 +17,47 @@ fn module(path: &str, v: &ProcessView) -> Location {
 #[test]
 fn site_packages_pycache_extensions_and_vendored_libs() {
     let v = view();
-    let l = module("/v/lib/python3.11/site-packages/numpy/core/__pycache__/_methods.cpython-311.pyc", &v);
+    let l = module(
+        "/v/lib/python3.11/site-packages/numpy/core/__pycache__/_methods.cpython-311.pyc",
+        &v,
+    );
     assert_eq!(l.package, "numpy");
     assert_eq!(l.site_dir, Path::new("/v/lib/python3.11/site-packages"));
     assert_eq!(l.prefix.as_deref(), Some(Path::new("/v")));
-    let l = module("/v/lib/python3.11/site-packages/_cffi_backend.cpython-311-x86_64-linux-gnu.so", &v);
+    let l = module(
+        "/v/lib/python3.11/site-packages/_cffi_backend.cpython-311-x86_64-linux-gnu.so",
+        &v,
+    );
     assert_eq!(l.package, "_cffi_backend");
-    let l = module("/v/lib/python3.11/site-packages/__pycache__/six.cpython-311.pyc", &v);
+    let l = module(
+        "/v/lib/python3.11/site-packages/__pycache__/six.cpython-311.pyc",
+        &v,
+    );
     assert_eq!(l.package, "six");
     assert_eq!(
-        classify(Path::new("/v/lib/python3.11/site-packages/scipy.libs/libgfortran-1.so"), &v),
+        classify(
+            Path::new("/v/lib/python3.11/site-packages/scipy.libs/libgfortran-1.so"),
+            &v
+        ),
         Class::Ignore
     );
     assert_eq!(
-        classify(Path::new("/v/lib/python3.11/site-packages/numpy.libs/libscipy_openblas64_-ff651d7f.so"), &v),
+        classify(
+            Path::new(
+                "/v/lib/python3.11/site-packages/numpy.libs/libscipy_openblas64_-ff651d7f.so"
+            ),
+            &v
+        ),
         Class::Blas("openblas")
     );
-    assert_eq!(classify(Path::new("/opt/intel/lib/libmkl_rt.so.2"), &v), Class::Blas("mkl"));
-    assert_eq!(classify(Path::new("/lib/x86_64-linux-gnu/libc.so.6"), &v), Class::Ignore);
+    assert_eq!(
+        classify(Path::new("/opt/intel/lib/libmkl_rt.so.2"), &v),
+        Class::Blas("mkl")
+    );
+    assert_eq!(
+        classify(Path::new("/lib/x86_64-linux-gnu/libc.so.6"), &v),
+        Class::Ignore
+    );
     assert_eq!(classify(Path::new("/etc/ld.so.cache"), &v), Class::Ignore);
 }
 
@@ -44,19 +67,37 @@ fn debian_dist_packages_user_site_and_stdlib() {
     let l = module("/usr/lib/python3/dist-packages/mpi4py/__init__.py", &v);
     assert_eq!((l.package.as_str(), l.kind), ("mpi4py", EnvKind::System));
     assert_eq!(l.prefix.as_deref(), Some(Path::new("/usr")));
-    let l = module("/home/a/.local/lib/python3.11/site-packages/rich/__init__.py", &v);
+    let l = module(
+        "/home/a/.local/lib/python3.11/site-packages/rich/__init__.py",
+        &v,
+    );
     assert_eq!((l.package.as_str(), l.kind), ("rich", EnvKind::User));
-    let l = module("/usr/lib/python3.11/json/__pycache__/decoder.cpython-311.pyc", &v);
+    let l = module(
+        "/usr/lib/python3.11/json/__pycache__/decoder.cpython-311.pyc",
+        &v,
+    );
     assert_eq!((l.package.as_str(), l.kind), ("json", EnvKind::Stdlib));
-    let l = module("/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so", &v);
+    let l = module(
+        "/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so",
+        &v,
+    );
     assert_eq!(l.package, "_ssl");
-    let l = module("/root/.pyenv/versions/3.11.7/lib/python3.11/__pycache__/os.cpython-311.pyc", &v);
+    let l = module(
+        "/root/.pyenv/versions/3.11.7/lib/python3.11/__pycache__/os.cpython-311.pyc",
+        &v,
+    );
     assert_eq!((l.package.as_str(), l.kind), ("os", EnvKind::Stdlib));
     assert_eq!(
         python_version_of(Path::new("/usr/lib/python3.11/os.py")).as_deref(),
         Some("3.11")
     );
-    assert_eq!(classify(Path::new("/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0"), &v), Class::Ignore);
+    assert_eq!(
+        classify(
+            Path::new("/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0"),
+            &v
+        ),
+        Class::Ignore
+    );
 }
 
 #[test]
@@ -69,7 +110,10 @@ fn pythonpath_script_dir_and_non_utf8() {
     assert_eq!((l.package.as_str(), l.kind), ("mylib", EnvKind::PythonPath));
     let l = module("/home/u/run/helpers.py", &v);
     assert_eq!((l.package.as_str(), l.kind), ("helpers", EnvKind::Unknown));
-    assert_eq!(classify(Path::new("/home/u/run/main.py"), &v), Class::Ignore);
+    assert_eq!(
+        classify(Path::new("/home/u/run/main.py"), &v),
+        Class::Ignore
+    );
     assert_eq!(classify(Path::new("/elsewhere/x.py"), &v), Class::Ignore);
 }
 
@@ -91,19 +135,37 @@ fn venv_dist_info_record_maps_import_name_to_distribution() {
     let venv = t.path().join("my venv é");
     let sp = venv.join("lib/python3.11/site-packages");
     write(&venv.join("pyvenv.cfg"), "home = /usr/bin\n");
-    write(&sp.join("PyYAML-6.0.1.dist-info/METADATA"), "Metadata-Version: 2.1\nName: PyYAML\nVersion: 6.0.1\n\nbody\n");
+    write(
+        &sp.join("PyYAML-6.0.1.dist-info/METADATA"),
+        "Metadata-Version: 2.1\nName: PyYAML\nVersion: 6.0.1\n\nbody\n",
+    );
     write(
         &sp.join("PyYAML-6.0.1.dist-info/RECORD"),
         "_yaml/__init__.py,sha256=x,1\nyaml/__init__.py,sha256=y,2\nPyYAML-6.0.1.dist-info/RECORD,,\n",
     );
     write(&sp.join("yaml/__init__.py"), "");
     // Two distributions sharing the `google` namespace.
-    write(&sp.join("protobuf-5.1.dist-info/METADATA"), "Name: protobuf\nVersion: 5.1\n");
-    write(&sp.join("protobuf-5.1.dist-info/RECORD"), "google/protobuf/__init__.py,,\n");
-    write(&sp.join("google_auth-2.0.dist-info/METADATA"), "Name: google-auth\nVersion: 2.0\n");
-    write(&sp.join("google_auth-2.0.dist-info/RECORD"), "google/auth/__init__.py,,\n");
+    write(
+        &sp.join("protobuf-5.1.dist-info/METADATA"),
+        "Name: protobuf\nVersion: 5.1\n",
+    );
+    write(
+        &sp.join("protobuf-5.1.dist-info/RECORD"),
+        "google/protobuf/__init__.py,,\n",
+    );
+    write(
+        &sp.join("google_auth-2.0.dist-info/METADATA"),
+        "Name: google-auth\nVersion: 2.0\n",
+    );
+    write(
+        &sp.join("google_auth-2.0.dist-info/RECORD"),
+        "google/auth/__init__.py,,\n",
+    );
     // egg-info with top_level.txt only.
-    write(&sp.join("oldpkg-0.3.egg-info/PKG-INFO"), "Name: OldPkg\nVersion: 0.3\n");
+    write(
+        &sp.join("oldpkg-0.3.egg-info/PKG-INFO"),
+        "Name: OldPkg\nVersion: 0.3\n",
+    );
     write(&sp.join("oldpkg-0.3.egg-info/top_level.txt"), "old\n");
 
     let mut r = Resolver::new();
@@ -119,20 +181,37 @@ fn venv_dist_info_record_maps_import_name_to_distribution() {
     let file = sp.join("google/auth/__init__.py");
     let loc = module(file.to_str().unwrap(), &view());
     let res = r.resolve(&loc, &file, Path::new("/"), false);
-    assert_eq!((res.package.as_str(), res.distribution.as_deref()), ("google", Some("google-auth")));
+    assert_eq!(
+        (res.package.as_str(), res.distribution.as_deref()),
+        ("google", Some("google-auth"))
+    );
 
     let file = sp.join("old/__init__.py");
     let loc = module(file.to_str().unwrap(), &view());
     let res = r.resolve(&loc, &file, Path::new("/"), false);
-    assert_eq!((res.distribution.as_deref(), res.version.as_deref()), (Some("OldPkg"), Some("0.3")));
+    assert_eq!(
+        (res.distribution.as_deref(), res.version.as_deref()),
+        (Some("OldPkg"), Some("0.3"))
+    );
 
     // A package installed after the first look is found (mtime of the site dir changed).
     std::thread::sleep(std::time::Duration::from_millis(20));
-    write(&sp.join("rich-13.0.dist-info/METADATA"), "Name: rich\nVersion: 13.0\n");
-    write(&sp.join("rich-13.0.dist-info/RECORD"), "rich/__init__.py,,\n");
+    write(
+        &sp.join("rich-13.0.dist-info/METADATA"),
+        "Name: rich\nVersion: 13.0\n",
+    );
+    write(
+        &sp.join("rich-13.0.dist-info/RECORD"),
+        "rich/__init__.py,,\n",
+    );
     let file = sp.join("rich/__init__.py");
     let loc = module(file.to_str().unwrap(), &view());
-    assert_eq!(r.resolve(&loc, &file, Path::new("/"), false).version.as_deref(), Some("13.0"));
+    assert_eq!(
+        r.resolve(&loc, &file, Path::new("/"), false)
+            .version
+            .as_deref(),
+        Some("13.0")
+    );
 }
 
 #[test]
@@ -150,7 +229,10 @@ fn conda_meta_and_container_root() {
     let loc = module(file.to_str().unwrap(), &view());
     let res = r.resolve(&loc, &file, Path::new("/"), false);
     assert_eq!(res.env_kind, EnvKind::Conda);
-    assert_eq!((res.distribution.as_deref(), res.version.as_deref()), (Some("numpy"), Some("2.1.0")));
+    assert_eq!(
+        (res.distribution.as_deref(), res.version.as_deref()),
+        (Some("numpy"), Some("2.1.0"))
+    );
 
     // Seen from a container: the same tree is the container's `/opt/sci`.
     let root = t.path().join("envs");
@@ -161,5 +243,8 @@ fn conda_meta_and_container_root() {
     assert_eq!(res.version.as_deref(), Some("2.1.0"));
     let file = Path::new("/usr/lib/python3/dist-packages/x/__init__.py");
     let loc = module(file.to_str().unwrap(), &view());
-    assert_eq!(r.resolve(&loc, file, &root, true).env_kind, EnvKind::Container);
+    assert_eq!(
+        r.resolve(&loc, file, &root, true).env_kind,
+        EnvKind::Container
+    );
 }
