@@ -14,6 +14,8 @@
 //! - [`sys_exit_open`]: on success, read the path, filter by suffix, send it.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod maps;
 mod sched_process_exec;

@@ -1,5 +1,7 @@
 //! Maps, the load-time configuration global, and the helpers every program uses to count and
 //! send.
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::{
     helpers::bpf_get_smp_processor_id,
     macros::map,
@@ -56,6 +58,43 @@ pub static PROCS: LruHashMap<u32, ProcState> = LruHashMap::with_max_entries(6553
 /// when the page is certainly resident.
 #[map]
 pub static STASH: HashMap<u32, Stash> = HashMap::with_max_entries(16384, 0);
+
+/// Number of entries in [`STASH`], maintained atomically. Lets `sys_exit_open*` return after
+/// one array read (no hash lookup) whenever no tracked process is inside an open, which is
+/// most of the time on most nodes: the exit path of a non-Python open is then nearly free.
+#[map]
+pub static INFLIGHT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Adds `delta` (wrapping, so -1 is `u64::MAX`) to [`INFLIGHT`].
+#[inline(always)]
+pub fn inflight_add(delta: u64) {
+    if let Some(p) = INFLIGHT.get_ptr_mut(0) {
+        // SAFETY: `p` points into a live, 8-byte aligned array value; an atomic add (BPF
+        // `lock xadd`) keeps concurrent CPUs consistent. `core::sync::atomic` has no RMW
+        // operations on the BPF target, hence the intrinsic.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, delta) };
+    }
+}
+
+/// Whether any open is stashed.
+#[inline(always)]
+pub fn any_inflight() -> bool {
+    match INFLIGHT.get(0) {
+        Some(v) => {
+            // SAFETY: volatile read of a live array value written atomically elsewhere.
+            unsafe { core::ptr::read_volatile(v) != 0 }
+        }
+        None => true,
+    }
+}
+
+/// Removes the stash entry of `tid`, keeping [`INFLIGHT`] in step.
+#[inline(always)]
+pub fn unstash(tid: u32) {
+    if STASH.remove(tid).is_ok() {
+        inflight_add(u64::MAX);
+    }
+}
 
 /// Per-CPU counters indexed by [`Counter`].
 #[map]

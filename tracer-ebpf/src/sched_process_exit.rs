@@ -19,7 +19,7 @@ use aya_ebpf::{
 use tracer_common::{EventKind, ExitEvent, Header, STATE_PYTHON};
 
 use crate::{
-    maps::{config, put, scratch, send, PROCS},
+    maps::{any_inflight, config, put, scratch, send, unstash, PROCS},
     task,
 };
 
@@ -35,6 +35,10 @@ fn try_sched_process_exit(ctx: &TracePointContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let pid = pid_tgid as u32;
+    // A thread killed inside an open never reaches `sys_exit_open*`: drop its stash here.
+    if any_inflight() {
+        unstash(pid);
+    }
     // The whole process is gone when the last thread exits (`group_dead`); kernels without
     // the field: when the leader exits.
     let process_done = if cfg.tp_exit_group_dead != 0 {

@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use tracer_common::{Counter, STATE_IGNORED, STATE_PROBATION};
 
-use crate::maps::{config, count, Stash, PROCS, STASH};
+use crate::maps::{config, count, inflight_add, unstash, Stash, PROCS, STASH};
 
 const O_ACCMODE: u64 = 0o3;
 const O_DIRECTORY: u64 = 0o200000;
@@ -96,7 +96,13 @@ fn stash(ctx: &TracePointContext, filename_off: u32, flags: Flags) {
         ptr,
         probation: (state == STATE_PROBATION) as u64,
     };
-    if STASH.insert(pid_tgid as u32, entry, 0).is_err() {
+    let tid = pid_tgid as u32;
+    // An entry left by an open that never returned (the thread was killed inside it) is
+    // replaced, not counted twice.
+    unstash(tid);
+    if STASH.insert(tid, entry, 0).is_err() {
         count(Counter::StashFull);
+    } else {
+        inflight_add(1);
     }
 }

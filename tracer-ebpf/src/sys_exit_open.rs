@@ -19,7 +19,7 @@ use aya_ebpf::{
 use tracer_common::{Counter, EventKind, Header, OpenEvent, OPEN_PATH_OFF, PATH_MAX, STATE_PYTHON};
 
 use crate::{
-    maps::{config, count, put, scratch, send, Scratch, PROCS, STASH},
+    maps::{any_inflight, config, count, put, scratch, send, unstash, Scratch, PROCS, STASH},
     sched_process_exec::{emit_process, track, Filename},
 };
 
@@ -49,11 +49,14 @@ fn on_exit(ctx: &TracePointContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
+    if !any_inflight() {
+        return;
+    }
     // SAFETY: copied out before the entry is removed.
     let Some(entry) = (unsafe { STASH.get(tid) }).copied() else {
         return;
     };
-    let _ = STASH.remove(tid);
+    unstash(tid);
     // SAFETY: offset from the tracefs format.
     let ret: i64 = match unsafe { ctx.read_at::<i64>(config().tp_exit_ret as usize) } {
         Ok(r) => r,

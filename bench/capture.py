@@ -1,0 +1,148 @@
+"""Capture-core benchmark: the same workloads with the daemon detached and attached,
+alternating, reporting medians and their ratio; BPF ns per program run from
+kernel.bpf_stats_enabled; drops when 256 Python processes start at once; daemon RSS and CPU.
+Standard library only. Run through bench/capture.sh (root)."""
+import argparse, json, os, resource, shutil, signal, statistics, subprocess, sys, tempfile, time
+
+IMPORTS = ("numpy, yaml, requests, six, packaging, attr, click, jinja2, pygments, tomli, "
+           "dateutil, pytz, rich, idna, certifi, urllib3, charset_normalizer, markupsafe, json, email")
+
+
+def cpu_children():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(cmd, **kw):
+    """Wall time of one run; CPU time (user+sys of the workload's processes) is collected in
+    CPU_TIMES, a steadier measure on a small, shared VM."""
+    c, t = cpu_children(), time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    wall = time.perf_counter() - t
+    CPU_TIMES.append(cpu_children() - c)
+    return wall
+
+
+CPU_TIMES = []
+
+
+class Daemon:
+    def __init__(self, binary, data):
+        self.binary, self.data, self.proc = binary, data, None
+
+    def start(self):
+        ready = os.path.join(self.data, "ready")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        self.proc = subprocess.Popen([self.binary, "daemon", "-d", os.path.join(self.data, "d"),
+                                      "--ready-file", ready, "--flush-secs", "3600"],
+                                     stderr=open(os.path.join(self.data, "log"), "a"))
+        for _ in range(600):
+            if os.path.exists(ready):
+                return
+            if self.proc.poll() is not None:
+                sys.exit("daemon failed: " + open(os.path.join(self.data, "log")).read())
+            time.sleep(0.02)
+        sys.exit("daemon not ready")
+
+    def status(self):
+        with open(os.path.join(self.data, "d", "status.json")) as f:
+            return json.load(f)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self.proc = None
+
+
+def proc_stats(pid):
+    with open(f"/proc/{pid}/status") as f:
+        st = dict(l.split(":", 1) for l in f if ":" in l)
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return st["VmRSS"].strip(), st["VmHWM"].strip(), cpu
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--venv", required=True)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--per-round", type=int, default=5)
+    a = ap.parse_args()
+    py = os.path.join(a.venv, "bin", "python")
+    tmp = tempfile.mkdtemp(prefix="pyusage-bench-")
+    d = Daemon(os.path.abspath(a.bin), tmp)
+    workloads = {
+        "python -c 'import <20 packages>'": [py, "-c", "import " + IMPORTS],
+        "non-Python open/stat (tar+find /usr/lib)": ["sh", "-c",
+            "tar -cf - /usr/lib/python3.11 2>/dev/null | cat >/dev/null; find /usr/lib -type f >/dev/null"],
+    }
+    for cmd in workloads.values():  # warm caches
+        timed(cmd)
+    times = {k: {"detached": [], "attached": []} for k in workloads}
+    cpu = {k: {"detached": [], "attached": []} for k in workloads}
+    for r in range(a.rounds):
+        for mode in ("detached", "attached"):
+            if mode == "attached":
+                d.start()
+            for _ in range(a.per_round):
+                for k, cmd in workloads.items():
+                    times[k][mode].append(timed(cmd))
+                    cpu[k][mode].append(CPU_TIMES[-1])
+            if mode == "attached":
+                d.stop()
+    print(f"# pyusage capture benchmark ({a.rounds} rounds x {a.per_round} runs per mode, medians)")
+    print(f"{'workload':42} {'wall det ms':>11} {'wall att ms':>11} {'ratio':>7} {'cpu det ms':>10} {'cpu att ms':>10} {'ratio':>7}")
+    for k in workloads:
+        det, att = statistics.median(times[k]["detached"]), statistics.median(times[k]["attached"])
+        cdet, catt = statistics.median(cpu[k]["detached"]), statistics.median(cpu[k]["attached"])
+        print(f"{k:42} {det*1e3:11.2f} {att*1e3:11.2f} {att/det:7.4f} {cdet*1e3:10.1f} {catt*1e3:10.1f} {catt/cdet:7.4f}")
+
+    # BPF cost per program run, from kernel.bpf_stats_enabled.
+    d.start()
+    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        old = f.read().strip()
+    with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+        f.write("1")
+    try:
+        time.sleep(0.6)
+        before = {p["name"]: p for p in d.status()["programs"]}
+        for _ in range(3):
+            timed(workloads["non-Python open/stat (tar+find /usr/lib)"])
+        time.sleep(1.1)
+        after = {p["name"]: p for p in d.status()["programs"]}
+        print("\n# BPF run time per program run during the non-Python workload")
+        print(f"{'program':24} {'runs':>10} {'ns/run':>8}")
+        for name in sorted(after):
+            runs = after[name]["run_count"] - before.get(name, {}).get("run_count", 0)
+            ns = after[name]["run_time_ns"] - before.get(name, {}).get("run_time_ns", 0)
+            if runs:
+                print(f"{name:24} {runs:10d} {ns/runs:8.1f}")
+    finally:
+        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+            f.write(old)
+
+    # 256 Python processes at once.
+    c0 = d.status()["counters"]
+    procs = [subprocess.Popen([py, "-c", "import yaml, json"], stdout=subprocess.DEVNULL) for _ in range(256)]
+    pids = {p.pid for p in procs}
+    for p in procs:
+        p.wait()
+    time.sleep(1.2)
+    c1 = d.status()["counters"]
+    rss, hwm, cpu = proc_stats(d.proc.pid)
+    d.stop()
+    out = subprocess.run([a.bin, "show", "--format", "jsonl", "--package", "yaml", os.path.join(tmp, "d")],
+                         check=True, capture_output=True, text=True).stdout
+    seen = {json.loads(l)["pid"] for l in out.splitlines()} & pids
+    print("\n# 256 Python processes started at once")
+    print(f"ring-buffer drops: {c1['ring_full'] - c0['ring_full']}, read failures: "
+          f"{c1['read_failed'] - c0['read_failed']}, processes with a yaml record: {len(seen)}/256")
+    print(f"\n# daemon: RSS {rss} (peak {hwm}), CPU {cpu:.2f} s over this last session")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
