@@ -8,5 +8,5 @@ export PATH="$HOME/.cargo/bin:$PATH"
 ./scripts/fixtures.sh
 cargo build --release --quiet -p tracer-user
 export PYUSAGE_BIN="$PWD/target/release/pyusage"
-cargo test --release --quiet --workspace --exclude pyusage-tests
+cargo test --release --quiet --workspace --exclude pyusage-tests --exclude tracer-ebpf
 cargo test --release --quiet -p pyusage-tests -- --test-threads="${PYUSAGE_E2E_THREADS:-2}"

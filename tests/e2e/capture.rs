@@ -399,3 +399,27 @@ fn long_running_process_is_flushed_while_running_then_finalised() {
         (&"exited".into(), &0.into())
     );
 }
+
+#[test]
+fn process_in_another_mount_namespace_is_in_container() {
+    let d = Daemon::start();
+    let (unshare, out) = run(Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .arg(venv_python())
+        .args(["-c", "import yaml"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = d.stop();
+    // unshare execs python in place: same pid, new mount namespace.
+    let y = r.one(unshare, "yaml");
+    assert_eq!(y["in_container"], true);
+    // Resolved through /proc/<pid>/root: still the venv, with its distribution.
+    assert_eq!(
+        (&y["env_kind"], &y["distribution"]),
+        (&"venv".into(), &"PyYAML".into())
+    );
+    assert_eq!(r.one(unshare, "re")["in_container"], true);
+}

@@ -62,9 +62,9 @@ pub enum LoadError {
         /// Cause.
         source: std::io::Error,
     },
-    /// A map is missing from the object.
-    #[error("map {0} missing from the eBPF object")]
-    MissingMap(&'static str),
+    /// A program or map is missing from the object.
+    #[error("{0} {1} missing from the eBPF object")]
+    Missing(&'static str, &'static str),
 }
 
 /// The attached tracer: keep it alive to stay attached.
@@ -130,6 +130,30 @@ fn nr_cpus() -> Result<u32, LoadError> {
         .map_err(|(path, source)| LoadError::Cpus { path, source })
 }
 
+fn prog_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> LoadError {
+    move |source| LoadError::Program { name, source }
+}
+
+/// The program `name`, as the type `T` it must be.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoadError::Missing("program", name))?
+        .try_into()
+        .map_err(prog_err(name))
+}
+
+/// Takes the map `name` out of the object, as the type `T` it must be.
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(LoadError::Missing("map", name))?;
+    T::try_from(map).map_err(|source| LoadError::Map { name, source })
+}
+
 /// Names of every program, for statistics.
 pub fn program_names() -> impl Iterator<Item = &'static str> {
     TRACEPOINTS
@@ -149,43 +173,16 @@ pub fn attach(tracefs: &Path, self_tgid: u32) -> Result<Tracer, LoadError> {
         .map_max_entries("SCRATCH", nr_cpus()?)
         .load(OBJECT)?;
     for &(name, category, tp) in TRACEPOINTS {
-        let prog: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::MissingMap(name))?
-            .try_into()
-            .map_err(|source| LoadError::Program { name, source })?;
-        prog.load()
-            .map_err(|source| LoadError::Program { name, source })?;
-        prog.attach(category, tp)
-            .map_err(|source| LoadError::Program { name, source })?;
+        let prog: &mut TracePoint = program(&mut ebpf, name)?;
+        prog.load().map_err(prog_err(name))?;
+        prog.attach(category, tp).map_err(prog_err(name))?;
     }
     let name = "sched_process_fork";
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(LoadError::MissingMap(name))?
-        .try_into()
-        .map_err(|source| LoadError::Program { name, source })?;
-    prog.load()
-        .map_err(|source| LoadError::Program { name, source })?;
-    prog.attach(name)
-        .map_err(|source| LoadError::Program { name, source })?;
-
-    let events = RingBuf::try_from(
-        ebpf.take_map("EVENTS")
-            .ok_or(LoadError::MissingMap("EVENTS"))?,
-    )
-    .map_err(|source| LoadError::Map {
-        name: "EVENTS",
-        source,
-    })?;
-    let counters = PerCpuArray::try_from(
-        ebpf.take_map("COUNTERS")
-            .ok_or(LoadError::MissingMap("COUNTERS"))?,
-    )
-    .map_err(|source| LoadError::Map {
-        name: "COUNTERS",
-        source,
-    })?;
+    let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
+    prog.load().map_err(prog_err(name))?;
+    prog.attach(name).map_err(prog_err(name))?;
+    let events = take_map(&mut ebpf, "EVENTS")?;
+    let counters = take_map(&mut ebpf, "COUNTERS")?;
     Ok(Tracer {
         ebpf,
         events,

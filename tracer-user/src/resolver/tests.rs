@@ -124,6 +124,12 @@ fn module_bytes(p: &[u8], v: &ProcessView) -> Location {
     }
 }
 
+/// Classifies and resolves one file on the host.
+fn resolve(r: &mut Resolver, file: &Path) -> Resolved {
+    let loc = module(file.to_str().unwrap(), &view());
+    r.resolve(&loc, file, Path::new("/"), false)
+}
+
 fn write(p: &Path, s: &str) {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     fs::write(p, s).unwrap();
@@ -169,26 +175,20 @@ fn venv_dist_info_record_maps_import_name_to_distribution() {
     write(&sp.join("oldpkg-0.3.egg-info/top_level.txt"), "old\n");
 
     let mut r = Resolver::new();
-    let file = sp.join("yaml/__pycache__/loader.cpython-311.pyc");
-    let loc = module(file.to_str().unwrap(), &view());
-    let res = r.resolve(&loc, &file, Path::new("/"), false);
+    let res = resolve(&mut r, &sp.join("yaml/__pycache__/loader.cpython-311.pyc"));
     assert_eq!(res.package, "yaml");
     assert_eq!(res.distribution.as_deref(), Some("PyYAML"));
     assert_eq!(res.version.as_deref(), Some("6.0.1"));
     assert_eq!(res.env_kind, EnvKind::Venv);
     assert_eq!(res.env_prefix.as_deref(), Some(venv.to_str().unwrap()));
 
-    let file = sp.join("google/auth/__init__.py");
-    let loc = module(file.to_str().unwrap(), &view());
-    let res = r.resolve(&loc, &file, Path::new("/"), false);
+    let res = resolve(&mut r, &sp.join("google/auth/__init__.py"));
     assert_eq!(
         (res.package.as_str(), res.distribution.as_deref()),
         ("google", Some("google-auth"))
     );
 
-    let file = sp.join("old/__init__.py");
-    let loc = module(file.to_str().unwrap(), &view());
-    let res = r.resolve(&loc, &file, Path::new("/"), false);
+    let res = resolve(&mut r, &sp.join("old/__init__.py"));
     assert_eq!(
         (res.distribution.as_deref(), res.version.as_deref()),
         (Some("OldPkg"), Some("0.3"))
@@ -225,9 +225,7 @@ fn conda_meta_and_container_root() {
         r#"{"name":"numpy","version":"2.1.0","files":["lib/python3.12/site-packages/numpy/__init__.py","bin/f2py"]}"#,
     );
     let mut r = Resolver::new();
-    let file = sp.join("numpy/__init__.py");
-    let loc = module(file.to_str().unwrap(), &view());
-    let res = r.resolve(&loc, &file, Path::new("/"), false);
+    let res = resolve(&mut r, &sp.join("numpy/__init__.py"));
     assert_eq!(res.env_kind, EnvKind::Conda);
     assert_eq!(
         (res.distribution.as_deref(), res.version.as_deref()),
