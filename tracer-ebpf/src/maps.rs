@@ -5,7 +5,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{
     helpers::bpf_get_smp_processor_id,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{Config, Counter, ProcState, COUNTER_COUNT, SCRATCH_SIZE};
 
@@ -48,11 +48,11 @@ pub fn config() -> Config {
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
-/// Tracked processes by tgid. LRU so a burst can never wedge tracking of new processes; an
-/// eviction loses at most a probation entry or a long-idle one (counted by the daemon as
-/// `exit = unknown`).
+/// Tracked processes by tgid: looked up on every open in the system, so a plain hash (an LRU
+/// map's lookup also updates its reference bits, measurably slower). Entries are removed at
+/// exit and when probation ends; a full map is counted (`Counter::ProcsFull`).
 #[map]
-pub static PROCS: LruHashMap<u32, ProcState> = LruHashMap::with_max_entries(65536, 0);
+pub static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(65536, 0);
 
 /// Path pointer of an in-flight read-only open, by thread id: the path is read at syscall exit,
 /// when the page is certainly resident.
