@@ -1,33 +1,49 @@
-//! Daemon configuration: every field with its default. The command line overrides fields in
-//! one place ([`crate::cli`]); the file form (`/etc/pyusage/config.toml`) uses the same names.
-use std::path::PathBuf;
+//! Daemon configuration: every field with its default. The file form is
+//! `/etc/pyusage/config.toml` (path overridable with `--config`); command-line flags override
+//! it field by field in one place (`cli/daemon.rs`). An invalid file is rejected at start with
+//! the field and the reason.
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::sinks::syslog::SyslogConfig;
+
+/// The default configuration file.
+pub const DEFAULT_PATH: &str = "/etc/pyusage/config.toml";
 
 /// Daemon settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Where the spool (`spool/`), the Parquet dataset (`parquet/`) and `status.json` live.
+    /// Where the spool (`spool/`), the Parquet dataset (`parquet/`), sink offsets (`sinks/`)
+    /// and `status.json` live. Default `data` (relative to the working directory).
     pub data_dir: PathBuf,
     /// Host name in records; default: the short host name.
     pub host: Option<String>,
     /// Cluster name (`system`); default: the job's `SLURM_CLUSTER_NAME`.
     pub system: Option<String>,
-    /// Node class (`subsystem`).
+    /// Node class (`subsystem`); default none.
     pub subsystem: Option<String>,
-    /// Whether this is a compute node (`is_compute`).
+    /// Whether this is a compute node (`is_compute`); default false.
     pub is_compute: bool,
-    /// Members of this group are staff (`is_staff`).
+    /// Members of this group are staff (`is_staff`); default none.
     pub staff_group: Option<String>,
-    /// Seconds between `running` snapshots of long-lived processes.
+    /// Seconds between `running` snapshots of long-lived processes; default 300.
     pub flush_secs: u64,
-    /// Close the spool segment and convert it to Parquet after this many seconds…
+    /// Close the spool segment and convert it to Parquet after this many seconds (default
+    /// 3600)…
     pub rotate_secs: u64,
-    /// …or this many bytes, whichever comes first.
+    /// …or this many bytes (default 64 MiB), whichever comes first.
     pub rotate_bytes: u64,
-    /// tracefs mount point.
+    /// Bound on the spool directory (default 1 GiB). When reached, the oldest segments that
+    /// are already in Parquet but not yet delivered to syslog are dropped from the syslog
+    /// stream (counted as `syslog_dropped` in status); records are never dropped before they
+    /// are in Parquet.
+    pub spool_max_bytes: u64,
+    /// tracefs mount point; default `/sys/kernel/tracing`.
     pub tracefs: PathBuf,
+    /// The syslog sink (off unless `[syslog] target` is set).
+    pub syslog: SyslogConfig,
 }
 
 impl Default for Config {
@@ -42,21 +58,89 @@ impl Default for Config {
             flush_secs: 300,
             rotate_secs: 3600,
             rotate_bytes: 64 << 20,
+            spool_max_bytes: 1 << 30,
             tracefs: PathBuf::from("/sys/kernel/tracing"),
+            syslog: SyslogConfig::default(),
         }
+    }
+}
+
+/// A configuration problem, with the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or type error (the message names the key and line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// toml's message.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("configuration field {field}: {why}")]
+    Invalid {
+        /// Dotted field name.
+        field: &'static str,
+        /// Why.
+        why: String,
+    },
+}
+
+impl Config {
+    /// Reads `path`; with `None`, reads [`DEFAULT_PATH`] if it exists, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::default())
+            }
+            Err(source) => return Err(ConfigError::Io { path, source }),
+        };
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges that types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, why: &str| Err(ConfigError::Invalid { field, why: why.into() });
+        if self.flush_secs == 0 {
+            return bad("flush_secs", "must be at least 1");
+        }
+        if self.rotate_secs == 0 {
+            return bad("rotate_secs", "must be at least 1");
+        }
+        if self.rotate_bytes < 4096 {
+            return bad("rotate_bytes", "must be at least 4096");
+        }
+        if self.spool_max_bytes < self.rotate_bytes.saturating_mul(2) {
+            return bad("spool_max_bytes", "must be at least twice rotate_bytes");
+        }
+        self.syslog
+            .validate()
+            .map_err(|(field, why)| ConfigError::Invalid { field, why })
     }
 }
 
 /// The short host name.
 pub fn short_hostname() -> String {
     nix::unistd::gethostname()
-        .map(|h| {
-            h.to_string_lossy()
-                .split('.')
-                .next()
-                .unwrap_or("")
-                .to_owned()
-        })
+        .map(|h| h.to_string_lossy().split('.').next().unwrap_or("").to_owned())
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
@@ -66,13 +150,37 @@ pub fn short_hostname() -> String {
 mod tests {
     use super::*;
 
+    fn load_str(s: &str) -> Result<Config, ConfigError> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, s).unwrap();
+        Config::load(Some(&p))
+    }
+
     #[test]
-    fn defaults_round_trip_and_unknown_fields_are_rejected() {
-        let c = Config::default();
-        let j = serde_json::to_string(&c).unwrap();
-        assert_eq!(serde_json::from_str::<Config>(&j).unwrap(), c);
-        assert_eq!(serde_json::from_str::<Config>("{}").unwrap(), c);
-        let e = serde_json::from_str::<Config>(r#"{"flush_sec": 5}"#).unwrap_err();
-        assert!(e.to_string().contains("flush_sec"), "{e}");
+    fn defaults_and_a_full_file() {
+        assert_eq!(load_str("").unwrap(), Config::default());
+        let c = load_str(
+            "data_dir = \"/var/lib/pyusage\"\nis_compute = true\nflush_secs = 60\n\
+             [syslog]\ntarget = \"tcp:127.0.0.1:514\"\nmax_message_bytes = 65536\n",
+        )
+        .unwrap();
+        assert!(c.is_compute);
+        assert_eq!(c.syslog.target.as_deref(), Some("tcp:127.0.0.1:514"));
+        assert_eq!(c.syslog.max_message_bytes, 65536);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = load_str("flush_sec = 5").unwrap_err().to_string();
+        assert!(e.contains("flush_sec"), "{e}");
+        let e = load_str("flush_secs = \"soon\"").unwrap_err().to_string();
+        assert!(e.contains("flush_secs"), "{e}");
+        let e = load_str("flush_secs = 0").unwrap_err().to_string();
+        assert_eq!(e, "configuration field flush_secs: must be at least 1");
+        let e = load_str("[syslog]\ntarget = \"carrier-pigeon:x\"").unwrap_err().to_string();
+        assert!(e.contains("syslog.target"), "{e}");
+        let e = Config::load(Some(Path::new("/nonexistent/c.toml"))).unwrap_err().to_string();
+        assert!(e.starts_with("/nonexistent/c.toml: "), "{e}");
     }
 }

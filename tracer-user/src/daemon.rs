@@ -3,9 +3,14 @@
 //! drain the ring buffer, write `running` records for live processes, convert the spool and
 //! exit 0.
 use std::{
+    collections::BTreeMap,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -20,6 +25,10 @@ use crate::{
     parquet_sink,
     proctable::{Finished, ProcFs, ProcTable},
     records::{self, Node, Users},
+    sinks::{
+        syslog::{SinkStatus, SyslogSink},
+        Offset,
+    },
     source,
     spool::Spool,
 };
@@ -53,6 +62,21 @@ pub struct Status {
     pub spool_errors: u64,
     /// Per-program BPF run statistics.
     pub programs: Vec<ProgStat>,
+    /// Bytes in the spool directory.
+    pub spool_bytes: u64,
+    /// Segments retired while still undelivered because the spool bound was reached.
+    pub spool_bound_hits: u64,
+    /// The syslog sink, when configured.
+    pub syslog: Option<SinkStatus>,
+}
+
+fn spool_bytes(dir: &Path) -> u64 {
+    crate::spool::segments(dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Boot-clock → wall-clock offset in µs.
@@ -111,6 +135,10 @@ struct Processor {
     last_rotate: Instant,
     last_flush: Instant,
     error_reported: bool,
+    /// Segments already in Parquet, with their last `seq`, waiting for sinks to deliver them.
+    converted: BTreeMap<PathBuf, u64>,
+    /// The syslog sink's committed offset and status, when configured.
+    sink: Option<(Arc<Offset>, Arc<Mutex<SinkStatus>>)>,
 }
 
 impl Processor {
@@ -153,6 +181,9 @@ impl Processor {
         };
         let root = self.cfg.data_dir.join("parquet");
         for seg in segs {
+            if self.converted.contains_key(&seg) {
+                continue;
+            }
             let recs = match crate::spool::read_segment(&seg) {
                 Ok(r) => r,
                 Err(e) => {
@@ -162,19 +193,47 @@ impl Processor {
             };
             match parquet_sink::write(&root, &recs) {
                 Ok(_) => {
-                    if let Err(e) = self.spool.retire(&seg) {
-                        tracing::error!("retiring spool segment: {e}");
-                    }
+                    let last = recs.iter().map(|r| r.seq).max().unwrap_or(0);
+                    self.converted.insert(seg, last);
                 }
                 Err(e) => tracing::error!("writing Parquet, segment kept: {e}"),
             }
         }
         self.last_rotate = Instant::now();
+        self.retire();
+    }
+
+    /// Deletes converted segments every sink has delivered; past the spool bound, the oldest
+    /// converted ones even if undelivered (they are safe in Parquet; the sink counts them).
+    fn retire(&mut self) {
+        let delivered = self.sink.as_ref().map(|(o, _)| o.get()).unwrap_or(u64::MAX);
+        let mut bytes = spool_bytes(self.spool.dir());
+        let done: Vec<(PathBuf, u64)> = self.converted.iter().map(|(p, l)| (p.clone(), *l)).collect();
+        for (seg, last) in done {
+            let over = bytes > self.cfg.spool_max_bytes;
+            if last > delivered && !over {
+                continue;
+            }
+            if last > delivered {
+                self.status.spool_bound_hits += 1;
+                tracing::error!("spool over its bound: retiring {} before syslog delivered it", seg.display());
+            }
+            let size = std::fs::metadata(&seg).map(|m| m.len()).unwrap_or(0);
+            match self.spool.retire(&seg) {
+                Ok(()) => {
+                    self.converted.remove(&seg);
+                    bytes = bytes.saturating_sub(size);
+                }
+                Err(e) => tracing::error!("retiring spool segment: {e}"),
+            }
+        }
     }
 
     fn write_status(&mut self) {
         self.status.live_processes = self.table.len();
         self.status.next_seq = self.spool.next_seq();
+        self.status.spool_bytes = spool_bytes(self.spool.dir());
+        self.status.syslog = self.sink.as_ref().map(|(_, s)| s.lock().expect("status lock").clone());
         let p = self.cfg.data_dir.join("status.json");
         let tmp = self.cfg.data_dir.join(".status.json.tmp");
         if let Ok(j) = serde_json::to_vec_pretty(&self.status) {
@@ -200,6 +259,9 @@ impl Processor {
             self.last_flush = Instant::now();
         }
         self.commit();
+        if !self.converted.is_empty() {
+            self.retire();
+        }
         if self.last_rotate.elapsed() >= Duration::from_secs(self.cfg.rotate_secs)
             || self.spool.segment_bytes() >= self.cfg.rotate_bytes
         {
@@ -271,6 +333,23 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let spool = Spool::open(&cfg.data_dir)?;
+    let stop_sink = Arc::new(AtomicBool::new(false));
+    let sink = match &cfg.syslog.target {
+        Some(_) => {
+            let offset = Arc::new(
+                Offset::load(&cfg.data_dir, "syslog").context("loading the syslog sink offset")?,
+            );
+            let s = SyslogSink::new(
+                cfg.syslog.clone(),
+                spool.dir().to_path_buf(),
+                offset.clone(),
+                stop_sink.clone(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            Some((s, offset))
+        }
+        None => None,
+    };
     let node = Node {
         host: cfg.host.clone().unwrap_or_else(short_hostname),
         system: cfg.system.clone(),
@@ -291,8 +370,17 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         last_rotate: Instant::now(),
         last_flush: Instant::now(),
         error_reported: false,
+        converted: BTreeMap::new(),
+        sink: sink.as_ref().map(|(s, o)| (o.clone(), s.status())),
         cfg: cfg.clone(),
     };
+    let sink_thread = sink
+        .map(|(s, _)| {
+            std::thread::Builder::new()
+                .name("syslog-sink".into())
+                .spawn(move || s.run(Duration::from_secs(5)))
+        })
+        .transpose()?;
     // Segments left by a previous run (crash or kill) go to Parquet first.
     processor.rotate();
 
@@ -335,6 +423,11 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         let _ = tx.send(Msg::Shutdown);
         drop(ebpf);
         worker.join().map_err(|_| anyhow::anyhow!("processor thread panicked"))?;
+        // The spool is complete: let the sink deliver what it can, briefly, then stop.
+        stop_sink.store(true, Ordering::Release);
+        if let Some(t) = sink_thread {
+            t.join().map_err(|_| anyhow::anyhow!("syslog sink thread panicked"))?;
+        }
         tracing::info!("stopped");
         Ok(())
     })

@@ -14,6 +14,7 @@ pub mod proctable;
 pub mod records;
 pub mod resolver;
 pub mod show;
+pub mod sinks;
 pub mod source;
 pub mod spool;
 pub mod tracefs;

@@ -3,9 +3,12 @@ use std::{path::PathBuf, process::ExitCode};
 
 use pyusage::config::Config;
 
-/// Flags override the configuration's defaults field by field.
+/// Flags override the configuration file field by field.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Configuration file [default: /etc/pyusage/config.toml if it exists].
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
     /// Data directory (spool, Parquet dataset, status.json).
     #[arg(long, short = 'd')]
     data_dir: Option<PathBuf>,
@@ -33,14 +36,26 @@ pub struct Args {
     /// Spool bytes after which it is converted to Parquet.
     #[arg(long)]
     rotate_bytes: Option<u64>,
+    /// Bound on the spool directory, bytes.
+    #[arg(long)]
+    spool_max_bytes: Option<u64>,
+    /// Syslog target: unix:PATH, udp:HOST:PORT or tcp:HOST:PORT.
+    #[arg(long)]
+    syslog: Option<String>,
+    /// Largest syslog message, bytes.
+    #[arg(long)]
+    syslog_max_bytes: Option<usize>,
+    /// Most syslog messages per second (0 = unlimited).
+    #[arg(long)]
+    syslog_rate_limit: Option<u32>,
     /// Write this file (atomically, with the pid) once attached.
     #[arg(long)]
     ready_file: Option<PathBuf>,
 }
 
 impl Args {
-    fn into_config(self) -> (Config, Option<PathBuf>) {
-        let mut c = Config::default();
+    fn into_config(self) -> anyhow::Result<(Config, Option<PathBuf>)> {
+        let mut c = Config::load(self.config.as_deref())?;
         if let Some(v) = self.data_dir {
             c.data_dir = v;
         }
@@ -58,13 +73,24 @@ impl Args {
         if let Some(v) = self.rotate_bytes {
             c.rotate_bytes = v;
         }
-        (c, self.ready_file)
+        if let Some(v) = self.spool_max_bytes {
+            c.spool_max_bytes = v;
+        }
+        c.syslog.target = self.syslog.or(c.syslog.target);
+        if let Some(v) = self.syslog_max_bytes {
+            c.syslog.max_message_bytes = v;
+        }
+        if let Some(v) = self.syslog_rate_limit {
+            c.syslog.rate_limit = v;
+        }
+        c.validate()?;
+        Ok((c, self.ready_file))
     }
 }
 
 /// Runs the daemon.
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let (cfg, ready) = args.into_config();
+    let (cfg, ready) = args.into_config()?;
     pyusage::daemon::run(cfg, ready)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,145 @@
+//! RFC 5424 message formatting, size bounding and TCP framing (pure functions).
+use pyusage_record::{format_micros, Record};
+use serde_json::Value;
+
+const SEVERITY_INFO: u8 = 6;
+/// Fields shortened first when a message is too long, longest first among these.
+const SHRINKABLE: &[&str] = &[
+    "first_path", "main", "executable", "env_prefix", "version", "distribution", "username",
+    "container_runtime", "partition", "account", "qos", "system", "subsystem", "package",
+];
+const MARK: &str = "…";
+
+/// RFC 5424 HOSTNAME/APP-NAME/PROCID: printable US-ASCII, at most `max` characters, `-` when
+/// empty.
+fn header_field(s: &str, max: usize) -> String {
+    let v: String = s
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .take(max)
+        .collect();
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v
+    }
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// One complete syslog message for `r`, at most `max` bytes: `<PRI>1 TIMESTAMP HOST pyusage
+/// PID IMPORT - {json}`. The timestamp is the record's `first_seen`, so a resend is
+/// byte-identical. Over-long string fields are cut at a UTF-8 boundary, end in `…`, and are
+/// listed in `_truncated`; the JSON stays valid and the message is never split.
+pub fn format_message(r: &Record, facility: u8, max: usize) -> Vec<u8> {
+    let pri = facility as u16 * 8 + SEVERITY_INFO as u16;
+    let header = format!(
+        "<{pri}>1 {} {} pyusage {} IMPORT - ",
+        format_micros(r.first_seen),
+        header_field(&r.host, 255),
+        header_field(&r.pid.to_string(), 128),
+    );
+    let json = serde_json::to_string(r).expect("records serialise");
+    if header.len() + json.len() <= max {
+        return [header.into_bytes(), json.into_bytes()].concat();
+    }
+    let mut v: Value = serde_json::to_value(r).expect("records serialise");
+    let mut truncated: Vec<&str> = Vec::new();
+    loop {
+        let mut obj = v.clone();
+        if !truncated.is_empty() {
+            obj["_truncated"] = Value::from(truncated.clone());
+        }
+        let json = obj.to_string();
+        let over = (header.len() + json.len()).saturating_sub(max);
+        if over == 0 {
+            return [header.into_bytes(), json.into_bytes()].concat();
+        }
+        // Shorten the longest remaining shrinkable string by what is over (plus the marker).
+        let longest = SHRINKABLE
+            .iter()
+            .filter_map(|f| v[*f].as_str().map(|s| (*f, s.len())))
+            .filter(|(_, l)| *l > MARK.len())
+            .max_by_key(|(_, l)| *l);
+        let Some((field, len)) = longest else {
+            // Nothing left to shorten (absurdly small limit): the bare header and a marker.
+            return [header.into_bytes(), br#"{"_truncated":["*"]}"#.to_vec()].concat();
+        };
+        let s = v[field].as_str().unwrap_or("").to_owned();
+        // JSON escaping can make the encoded form longer than the raw string: cut generously.
+        let keep = len.saturating_sub(over + MARK.len() + 16).min(len / 2 + len / 4);
+        v[field] = Value::from(format!("{}{MARK}", cut(&s, keep)));
+        if !truncated.contains(&field) {
+            truncated.push(field);
+        }
+    }
+}
+
+/// RFC 6587 octet-counting framing: `LEN SP MSG`.
+pub fn frame_tcp(msg: &[u8]) -> Vec<u8> {
+    let mut out = format!("{} ", msg.len()).into_bytes();
+    out.extend_from_slice(msg);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> Record {
+        serde_json::from_str(
+            r#"{"record_id":"0193","seq":5,"source":"ebpf","host":"n 1\n","system":null,"subsystem":null,"is_compute":true,"pid":42,"ppid":1,"root_pid":42,"process_start":"2026-11-25T10:00:00.000001Z","process_end":null,"exit":"exited","exit_code":0,"exit_signal":null,"executable":"/usr/bin/python3.11","python_version":"3.11","main":"-c","uid":0,"username":"root","is_staff":false,"in_container":false,"container_runtime":null,"blas":null,"job_id":null,"step_id":null,"rank":null,"num_nodes":1,"qos":null,"account":null,"partition":null,"package":"numpy","distribution":"numpy","version":"2.1","env_kind":"venv","env_prefix":"/v","first_path":"/v/x.py","n_files":1,"first_seen":"2026-11-25T10:00:00.000002Z"}"#,
+        )
+        .unwrap()
+    }
+
+    fn payload(m: &[u8]) -> Value {
+        let s = std::str::from_utf8(m).expect("valid UTF-8");
+        let i = s.find(" IMPORT - ").unwrap() + " IMPORT - ".len();
+        serde_json::from_str(&s[i..]).expect("valid JSON")
+    }
+
+    #[test]
+    fn header_and_payload() {
+        let m = format_message(&rec(), 16, 8192);
+        let s = String::from_utf8(m.clone()).unwrap();
+        assert!(s.starts_with("<134>1 2026-11-25T10:00:00.000002Z n_1_ pyusage 42 IMPORT - {"), "{s}");
+        assert_eq!(payload(&m)["package"], "numpy");
+        assert_eq!(frame_tcp(b"abc"), b"3 abc");
+    }
+
+    #[test]
+    fn hostile_strings_cannot_break_framing_or_json() {
+        let mut r = rec();
+        r.first_path = "/a\nb\"c\u{0}\u{1b}[31m\r\n<13>1 fake - - - - -/日本語🐍\u{fffd}.py".into();
+        r.package = "we\"ird\npkg".into();
+        let m = format_message(&r, 16, 8192);
+        assert!(!m.contains(&b'\n') && !m.contains(&0), "control characters are escaped");
+        let p = payload(&m);
+        assert_eq!(p["first_path"], r.first_path.as_str());
+        assert_eq!(p["package"], r.package.as_str());
+    }
+
+    #[test]
+    fn long_fields_are_truncated_at_utf8_boundaries_and_marked() {
+        let mut r = rec();
+        r.first_path = format!("/{}", "é🐍".repeat(3000));
+        r.main = Some("x".repeat(5000));
+        for max in [2048, 4096, 8192] {
+            let m = format_message(&r, 16, max);
+            assert!(m.len() <= max, "{} > {max}", m.len());
+            let p = payload(&m);
+            let t: Vec<&str> = p["_truncated"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            assert!(t.contains(&"first_path"), "{t:?}");
+            assert!(p["first_path"].as_str().unwrap().ends_with('…'));
+            assert_eq!(p["package"], "numpy");
+        }
+    }
+}
