@@ -38,6 +38,7 @@ pub const DEBIAN_PYTHON: &str = "/usr/bin/python3.11";
 pub struct Daemon {
     child: Child,
     dir: Option<tempfile::TempDir>,
+    data: PathBuf,
     log: PathBuf,
 }
 
@@ -49,15 +50,27 @@ impl Daemon {
 
     /// Starts the daemon with extra flags and environment.
     pub fn start_with(extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut d = Daemon::start_at(&data, extra, env);
+        d.dir = Some(dir);
+        d
+    }
+
+    /// Starts a daemon on an existing data directory (a restart).
+    pub fn start_at(data: &Path, extra: &[&str], env: &[(&str, &OsStr)]) -> Daemon {
         // SAFETY: geteuid has no preconditions.
         assert_eq!(
             unsafe { libc::geteuid() },
             0,
             "end-to-end tests must run as root (they attach BPF)"
         );
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("daemon.log");
-        let ready = dir.path().join("ready");
+        std::fs::create_dir_all(data).unwrap();
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = data.with_extension(format!("daemon{n}.log"));
+        let ready = data.with_extension("ready");
+        let _ = std::fs::remove_file(&ready);
         let child = Command::new(bin())
             .args(["daemon", "--rotate-secs", "3600", "--host", "testhost"])
             .args(if extra.contains(&"--flush-secs") {
@@ -68,7 +81,7 @@ impl Daemon {
             .args(extra)
             .envs(env.iter().copied())
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(data)
             .arg("--ready-file")
             .arg(&ready)
             .stdout(Stdio::null())
@@ -77,7 +90,8 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin().display()));
         let mut d = Daemon {
             child,
-            dir: Some(dir),
+            dir: None,
+            data: data.to_path_buf(),
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -102,7 +116,13 @@ impl Daemon {
 
     /// The data directory.
     pub fn data(&self) -> PathBuf {
-        self.dir.as_ref().expect("live daemon").path().join("data")
+        self.data.clone()
+    }
+
+    /// SIGKILL, no clean-up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The daemon's `status.json`.
@@ -129,27 +149,17 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         };
         assert!(status.success(), "daemon exit {status}:\n{}", self.log());
-        let out = Command::new(bin())
-            .args(["show", "--format", "jsonl"])
-            .arg(self.data())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "show failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let recs = out
-            .stdout
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap())
+        let lines = show_lines(&self.data());
+        let recs = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         let status = self.status();
         Records {
             recs,
+            lines,
             status,
-            _dir: self.dir.take().expect("live daemon"),
+            _dir: self.dir.take(),
         }
     }
 }
@@ -164,8 +174,132 @@ impl Drop for Daemon {
 /// Records read back after a daemon stopped.
 pub struct Records {
     pub recs: Vec<Value>,
+    /// The same records as `pyusage show --format jsonl` printed them.
+    pub lines: Vec<String>,
     pub status: Value,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// `pyusage show --format jsonl DIR`, one string per record.
+pub fn show_lines(data: &Path) -> Vec<String> {
+    let out = Command::new(bin())
+        .args(["show", "--format", "jsonl"])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "show failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A private rsyslog (scripts/services/rsyslog.sh) on a free loopback port and a unix socket.
+pub struct Rsyslog {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Rsyslog {
+    /// Starts rsyslog writing raw messages to `dir/out.log`.
+    pub fn start(dir: &Path) -> Rsyslog {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Rsyslog {
+            child: None,
+            dir: dir.to_path_buf(),
+            port,
+        };
+        r.restart();
+        r
+    }
+
+    /// (Re)starts on the same port and socket.
+    pub fn restart(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services/rsyslog.sh");
+        let child = Command::new(script)
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
+            || !self.dir.join("log.sock").exists()
+        {
+            assert!(Instant::now() < deadline, "rsyslog did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it (SIGTERM, like a service stop).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill with our child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.join("log.sock"));
+    }
+
+    /// Raw messages received so far.
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("out.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The JSON payloads of the pyusage messages received so far.
+    pub fn payloads(&self) -> Vec<String> {
+        self.lines()
+            .iter()
+            .filter_map(|l| {
+                l.split_once(" pyusage ")
+                    .and_then(|(_, rest)| rest.split_once(" IMPORT - "))
+            })
+            .map(|(_, json)| json.to_owned())
+            .collect()
+    }
+
+    /// Waits until every `record_id` in `ids` has arrived.
+    pub fn wait_for(&self, ids: &[String], secs: u64) -> Result<(), Vec<String>> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got: std::collections::HashSet<String> = self
+                .payloads()
+                .iter()
+                .filter_map(|p| serde_json::from_str::<Value>(p).ok())
+                .filter_map(|v| v["record_id"].as_str().map(str::to_owned))
+                .collect();
+            let missing: Vec<String> = ids.iter().filter(|i| !got.contains(*i)).cloned().collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(missing);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl Records {

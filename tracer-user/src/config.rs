@@ -118,7 +118,12 @@ impl Config {
 
     /// Checks ranges that types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field, why: &str| Err(ConfigError::Invalid { field, why: why.into() });
+        let bad = |field, why: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                why: why.into(),
+            })
+        };
         if self.flush_secs == 0 {
             return bad("flush_secs", "must be at least 1");
         }
@@ -140,7 +145,13 @@ impl Config {
 /// The short host name.
 pub fn short_hostname() -> String {
     nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().split('.').next().unwrap_or("").to_owned())
+        .map(|h| {
+            h.to_string_lossy()
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
@@ -178,9 +189,13 @@ mod tests {
         assert!(e.contains("flush_secs"), "{e}");
         let e = load_str("flush_secs = 0").unwrap_err().to_string();
         assert_eq!(e, "configuration field flush_secs: must be at least 1");
-        let e = load_str("[syslog]\ntarget = \"carrier-pigeon:x\"").unwrap_err().to_string();
+        let e = load_str("[syslog]\ntarget = \"carrier-pigeon:x\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("syslog.target"), "{e}");
-        let e = Config::load(Some(Path::new("/nonexistent/c.toml"))).unwrap_err().to_string();
+        let e = Config::load(Some(Path::new("/nonexistent/c.toml")))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("/nonexistent/c.toml: "), "{e}");
     }
 }

@@ -208,7 +208,11 @@ impl Processor {
     fn retire(&mut self) {
         let delivered = self.sink.as_ref().map(|(o, _)| o.get()).unwrap_or(u64::MAX);
         let mut bytes = spool_bytes(self.spool.dir());
-        let done: Vec<(PathBuf, u64)> = self.converted.iter().map(|(p, l)| (p.clone(), *l)).collect();
+        let done: Vec<(PathBuf, u64)> = self
+            .converted
+            .iter()
+            .map(|(p, l)| (p.clone(), *l))
+            .collect();
         for (seg, last) in done {
             let over = bytes > self.cfg.spool_max_bytes;
             if last > delivered && !over {
@@ -216,7 +220,10 @@ impl Processor {
             }
             if last > delivered {
                 self.status.spool_bound_hits += 1;
-                tracing::error!("spool over its bound: retiring {} before syslog delivered it", seg.display());
+                tracing::error!(
+                    "spool over its bound: retiring {} before syslog delivered it",
+                    seg.display()
+                );
             }
             let size = std::fs::metadata(&seg).map(|m| m.len()).unwrap_or(0);
             match self.spool.retire(&seg) {
@@ -233,7 +240,10 @@ impl Processor {
         self.status.live_processes = self.table.len();
         self.status.next_seq = self.spool.next_seq();
         self.status.spool_bytes = spool_bytes(self.spool.dir());
-        self.status.syslog = self.sink.as_ref().map(|(_, s)| s.lock().expect("status lock").clone());
+        self.status.syslog = self
+            .sink
+            .as_ref()
+            .map(|(_, s)| s.lock().expect("status lock").clone());
         let p = self.cfg.data_dir.join("status.json");
         let tmp = self.cfg.data_dir.join(".status.json.tmp");
         if let Ok(j) = serde_json::to_vec_pretty(&self.status) {
@@ -374,6 +384,8 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         sink: sink.as_ref().map(|(s, o)| (o.clone(), s.status())),
         cfg: cfg.clone(),
     };
+    let sink_status = sink.as_ref().map(|(s, _)| s.status());
+    let status_path = cfg.data_dir.join("status.json");
     let sink_thread = sink
         .map(|(s, _)| {
             std::thread::Builder::new()
@@ -427,6 +439,16 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         stop_sink.store(true, Ordering::Release);
         if let Some(t) = sink_thread {
             t.join().map_err(|_| anyhow::anyhow!("syslog sink thread panicked"))?;
+            // The processor wrote its last status before the sink's final delivery.
+            if let (Some(ss), Ok(text)) = (sink_status, std::fs::read_to_string(&status_path)) {
+                if let Ok(mut st) = serde_json::from_str::<Status>(&text) {
+                    st.syslog = Some(ss.lock().expect("status lock").clone());
+                    let tmp = status_path.with_extension("json.tmp");
+                    if std::fs::write(&tmp, serde_json::to_vec_pretty(&st)?).is_ok() {
+                        let _ = std::fs::rename(&tmp, &status_path);
+                    }
+                }
+            }
         }
         tracing::info!("stopped");
         Ok(())

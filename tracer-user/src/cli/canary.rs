@@ -41,7 +41,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&dir);
     let status = status?;
     if !status.success() {
-        eprintln!("pyusage canary: FAILED: the probe {} exited with {status}", args.python.display());
+        eprintln!(
+            "pyusage canary: FAILED: the probe {} exited with {status}",
+            args.python.display()
+        );
         return Ok(ExitCode::from(1));
     }
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
@@ -62,7 +65,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or(false),
         };
         if found {
-            println!("pyusage canary: ok: {marker} arrived after {:.1} s", started.elapsed().as_secs_f64());
+            println!(
+                "pyusage canary: ok: {marker} arrived after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
             return Ok(ExitCode::SUCCESS);
         }
         if Instant::now() >= deadline {
@@ -70,7 +76,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 Some(f) => format!("in {}", f.display()),
                 None => format!("in {}", args.dir.display()),
             };
-            let mut why = format!("the probe's record ({marker}) did not arrive {whence} within {} s", args.timeout);
+            let mut why = format!(
+                "the probe's record ({marker}) did not arrive {whence} within {} s",
+                args.timeout
+            );
             if let Ok(st) = std::fs::read_to_string(args.dir.join("status.json")) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&st) {
                     if let Some(e) = v["syslog"]["last_error"].as_str() {

@@ -24,12 +24,20 @@ pub struct Args {
 /// Prints the status; exit status 3 when the daemon is not running.
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let path = args.dir.join("status.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: no daemon status (has the daemon run here?)", path.display()))?;
-    let st: Status = serde_json::from_str(&text).with_context(|| format!("{}: unreadable", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: no daemon status (has the daemon run here?)",
+            path.display()
+        )
+    })?;
+    let st: Status =
+        serde_json::from_str(&text).with_context(|| format!("{}: unreadable", path.display()))?;
     let running = std::path::Path::new(&format!("/proc/{}", st.pid)).exists();
     let written = st.next_seq.saturating_sub(1);
-    let lag = st.syslog.as_ref().map(|s| written.saturating_sub(s.delivered_seq));
+    let lag = st
+        .syslog
+        .as_ref()
+        .map(|s| written.saturating_sub(s.delivered_seq));
     match args.format {
         Format::Json => {
             let mut v = serde_json::to_value(&st)?;
@@ -39,12 +47,21 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         }
         Format::Text => {
             let c = &st.counters;
-            println!("daemon:      {} (pid {})", if running { "attached" } else { "not running" }, st.pid);
+            println!(
+                "daemon:      {} (pid {})",
+                if running { "attached" } else { "not running" },
+                st.pid
+            );
             println!("kernel:      {} python execs, {} events sent, {} ring-full drops, {} read failures, {} map-full",
                 c.python_execs, c.events_sent, c.ring_full, c.read_failed, c.stash_full + c.procs_full);
-            println!("records:     {} spooled since start, last seq {}, {} live processes",
-                st.records_spooled, written, st.live_processes);
-            println!("spool:       {} bytes, {} write errors, {} bound hits", st.spool_bytes, st.spool_errors, st.spool_bound_hits);
+            println!(
+                "records:     {} spooled since start, last seq {}, {} live processes",
+                st.records_spooled, written, st.live_processes
+            );
+            println!(
+                "spool:       {} bytes, {} write errors, {} bound hits",
+                st.spool_bytes, st.spool_errors, st.spool_bound_hits
+            );
             match &st.syslog {
                 Some(s) => println!(
                     "syslog:      {} {}, delivered up to seq {} (lag {}), last delivery {}, {} errors{}",
@@ -60,5 +77,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if running { ExitCode::SUCCESS } else { ExitCode::from(3) })
+    Ok(if running {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }

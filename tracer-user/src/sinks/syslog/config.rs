@@ -56,7 +56,9 @@ impl Target {
             "unix" => Err(format!("{s:?}: unix socket path must be absolute")),
             "udp" => Ok(Target::Udp(addr(rest)?)),
             "tcp" => Ok(Target::Tcp(addr(rest)?)),
-            _ => Err(format!("{s:?}: expected unix:PATH, udp:HOST:PORT or tcp:HOST:PORT")),
+            _ => Err(format!(
+                "{s:?}: expected unix:PATH, udp:HOST:PORT or tcp:HOST:PORT"
+            )),
         }
     }
 }
@@ -68,7 +70,11 @@ impl SyslogConfig {
             Target::parse(t).map_err(|e| ("syslog.target", e))?;
         }
         if !(2048..=(1 << 20)).contains(&self.max_message_bytes) {
-            return Err(("syslog.max_message_bytes", "must be between 2048 and 1048576 (a record with its field names needs ~1.5 KiB)".into()));
+            return Err((
+                "syslog.max_message_bytes",
+                "must be between 2048 and 1048576 (a record with its field names needs ~1.5 KiB)"
+                    .into(),
+            ));
         }
         if self.facility > 23 {
             return Err(("syslog.facility", "must be 0..=23".into()));
@@ -83,9 +89,18 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(Target::parse("unix:/dev/log"), Ok(Target::Unix("/dev/log".into())));
-        assert_eq!(Target::parse("tcp:127.0.0.1:514"), Ok(Target::Tcp("127.0.0.1:514".into())));
-        assert_eq!(Target::parse("udp:[::1]:514"), Ok(Target::Udp("[::1]:514".into())));
+        assert_eq!(
+            Target::parse("unix:/dev/log"),
+            Ok(Target::Unix("/dev/log".into()))
+        );
+        assert_eq!(
+            Target::parse("tcp:127.0.0.1:514"),
+            Ok(Target::Tcp("127.0.0.1:514".into()))
+        );
+        assert_eq!(
+            Target::parse("udp:[::1]:514"),
+            Ok(Target::Udp("[::1]:514".into()))
+        );
         assert!(Target::parse("tcp:host").is_err());
         assert!(Target::parse("unix:rel/log").is_err());
         assert!(Target::parse("http://x").is_err());

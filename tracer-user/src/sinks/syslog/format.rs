@@ -5,8 +5,20 @@ use serde_json::Value;
 const SEVERITY_INFO: u8 = 6;
 /// Fields shortened first when a message is too long, longest first among these.
 const SHRINKABLE: &[&str] = &[
-    "first_path", "main", "executable", "env_prefix", "version", "distribution", "username",
-    "container_runtime", "partition", "account", "qos", "system", "subsystem", "package",
+    "first_path",
+    "main",
+    "executable",
+    "env_prefix",
+    "version",
+    "distribution",
+    "username",
+    "container_runtime",
+    "partition",
+    "account",
+    "qos",
+    "system",
+    "subsystem",
+    "package",
 ];
 const MARK: &str = "…";
 
@@ -74,7 +86,9 @@ pub fn format_message(r: &Record, facility: u8, max: usize) -> Vec<u8> {
         };
         let s = v[field].as_str().unwrap_or("").to_owned();
         // JSON escaping can make the encoded form longer than the raw string: cut generously.
-        let keep = len.saturating_sub(over + MARK.len() + 16).min(len / 2 + len / 4);
+        let keep = len
+            .saturating_sub(over + MARK.len() + 16)
+            .min(len / 2 + len / 4);
         v[field] = Value::from(format!("{}{MARK}", cut(&s, keep)));
         if !truncated.contains(&field) {
             truncated.push(field);
@@ -110,7 +124,10 @@ mod tests {
     fn header_and_payload() {
         let m = format_message(&rec(), 16, 8192);
         let s = String::from_utf8(m.clone()).unwrap();
-        assert!(s.starts_with("<134>1 2026-11-25T10:00:00.000002Z n_1_ pyusage 42 IMPORT - {"), "{s}");
+        assert!(
+            s.starts_with("<134>1 2026-11-25T10:00:00.000002Z n_1_ pyusage 42 IMPORT - {"),
+            "{s}"
+        );
         assert_eq!(payload(&m)["package"], "numpy");
         assert_eq!(frame_tcp(b"abc"), b"3 abc");
     }
@@ -121,7 +138,10 @@ mod tests {
         r.first_path = "/a\nb\"c\u{0}\u{1b}[31m\r\n<13>1 fake - - - - -/日本語🐍\u{fffd}.py".into();
         r.package = "we\"ird\npkg".into();
         let m = format_message(&r, 16, 8192);
-        assert!(!m.contains(&b'\n') && !m.contains(&0), "control characters are escaped");
+        assert!(
+            !m.contains(&b'\n') && !m.contains(&0),
+            "control characters are escaped"
+        );
         let p = payload(&m);
         assert_eq!(p["first_path"], r.first_path.as_str());
         assert_eq!(p["package"], r.package.as_str());
@@ -136,7 +156,12 @@ mod tests {
             let m = format_message(&r, 16, max);
             assert!(m.len() <= max, "{} > {max}", m.len());
             let p = payload(&m);
-            let t: Vec<&str> = p["_truncated"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            let t: Vec<&str> = p["_truncated"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
             assert!(t.contains(&"first_path"), "{t:?}");
             assert!(p["first_path"].as_str().unwrap().ends_with('…'));
             assert_eq!(p["package"], "numpy");

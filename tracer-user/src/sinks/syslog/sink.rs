@@ -193,7 +193,10 @@ impl SyslogSink {
             if let Some(c) = &conn {
                 let broken = c.broken();
                 if broken {
-                    self.fail("connection closed by the collector", &std::io::Error::other("peer closed"));
+                    self.fail(
+                        "connection closed by the collector",
+                        &std::io::Error::other("peer closed"),
+                    );
                     conn = None;
                     pending.clear();
                     reader.rewind(self.offset.get());
@@ -255,7 +258,9 @@ impl SyslogSink {
                     }
                     if bucket.1 >= self.cfg.rate_limit {
                         self.status.lock().expect("status lock").deferred += 1;
-                        std::thread::sleep(Duration::from_secs(1).saturating_sub(bucket.0.elapsed()));
+                        std::thread::sleep(
+                            Duration::from_secs(1).saturating_sub(bucket.0.elapsed()),
+                        );
                         bucket = (Instant::now(), 0);
                     }
                     bucket.1 += 1;

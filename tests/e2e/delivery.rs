@@ -1,0 +1,205 @@
+//! Delivery: syslog to a real rsyslog over TCP and the unix socket, nothing lost when the
+//! collector goes away or the daemon is killed, and the canary.
+use std::{collections::HashSet, process::Command, time::Duration};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn ids(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["record_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Every record arrives, and its syslog payload is byte-for-byte the spool's JSON.
+fn assert_byte_exact(r: &Records, rs: &Rsyslog) {
+    assert!(!r.lines.is_empty());
+    rs.wait_for(&ids(&r.lines), 20)
+        .unwrap_or_else(|m| panic!("{} records never arrived", m.len()));
+    let got: HashSet<String> = rs.payloads().into_iter().collect();
+    for line in &r.lines {
+        assert!(
+            got.contains(line),
+            "payload differs from the record:\n{line}"
+        );
+    }
+}
+
+#[test]
+fn syslog_over_tcp_and_unix_socket_is_byte_exact_with_non_ascii() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rs = Rsyslog::start(tmp.path());
+    let spaced = fixtures().join("vénv with spaces/bin/python");
+    for target in [
+        format!("tcp:127.0.0.1:{}", rs.port),
+        format!("unix:{}", rs.dir.join("log.sock").display()),
+    ] {
+        let d = Daemon::start_with(&["--syslog", &target], &[]);
+        let (pid, out) = run(&mut python(&spaced, "import yaml"));
+        assert!(out.status.success());
+        let r = d.stop();
+        assert!(r.one(pid, "yaml")["env_prefix"]
+            .as_str()
+            .unwrap()
+            .contains("vénv with spaces"));
+        assert_byte_exact(&r, &rs);
+        let st = &r.status["syslog"];
+        assert_eq!(st["target"], target.as_str());
+    }
+    // Header fields per RFC 5424.
+    let line = rs
+        .lines()
+        .into_iter()
+        .find(|l| l.contains(" pyusage "))
+        .unwrap();
+    assert!(line.starts_with("<134>1 "), "{line}");
+    assert!(
+        line.contains(" testhost pyusage ") && line.contains(" IMPORT - {"),
+        "{line}"
+    );
+}
+
+#[test]
+fn collector_down_for_a_while_then_back_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rs = Rsyslog::start(tmp.path());
+    let d = Daemon::start_with(&["--syslog", &format!("tcp:127.0.0.1:{}", rs.port)], &[]);
+    run(&mut python(venv_python(), "import yaml"));
+    std::thread::sleep(Duration::from_secs(2));
+    rs.stop();
+    for _ in 0..3 {
+        run(&mut python(venv_python(), "import yaml, json"));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let st = d.status();
+    assert!(
+        st["syslog"]["errors"].as_u64().unwrap() >= 1,
+        "the outage was noticed: {st}"
+    );
+    assert!(st["syslog"]["last_error"].is_string());
+    rs.restart();
+    run(&mut python(venv_python(), "import yaml"));
+    let data = d.data();
+    let spooled = show_lines(&data);
+    rs.wait_for(&ids(&spooled), 60).unwrap_or_else(|m| {
+        panic!(
+            "{} of {} records lost: {:?}",
+            m.len(),
+            spooled.len(),
+            &m[..m.len().min(3)]
+        )
+    });
+    let r = d.stop();
+    rs.wait_for(&ids(&r.lines), 20).unwrap();
+    // Duplicates are allowed (at-least-once); after de-duplication by record_id, one each.
+    let uniq: HashSet<String> = rs
+        .payloads()
+        .iter()
+        .map(|p| {
+            serde_json::from_str::<Value>(p).unwrap()["record_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(uniq, ids(&r.lines).into_iter().collect::<HashSet<_>>());
+    // The daemon logged the condition, not one line per record.
+    assert!(
+        r.status["syslog"]["last_error"].is_null(),
+        "recovered: {}",
+        r.status["syslog"]
+    );
+}
+
+#[test]
+fn daemon_sigkilled_during_a_burst_loses_nothing_spooled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = Daemon::start_at(&data, &[], &[]);
+    // A burst of processes ending over ~2 s; kill the daemon in the middle of it.
+    let children: Vec<_> = (0..40)
+        .map(|i| {
+            let code = format!("import yaml, json, time; time.sleep({})", i as f64 * 0.05);
+            python(venv_python(), &code).spawn().unwrap()
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while show_lines(&data).len() < 10 {
+        assert!(std::time::Instant::now() < deadline, "nothing spooled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.kill();
+    for mut c in children {
+        c.wait().unwrap();
+    }
+    // What reached the spool before the kill.
+    let before = show_lines(&data);
+    assert!(
+        !before.is_empty(),
+        "some records were spooled before the kill"
+    );
+    let d = Daemon::start_at(&data, &[], &[]);
+    run(&mut python(venv_python(), "import yaml"));
+    let r = d.stop();
+    let after: HashSet<&String> = r.lines.iter().collect();
+    for l in &before {
+        assert!(after.contains(l), "lost after restart: {l}");
+    }
+    let mut seqs: Vec<u64> = r.recs.iter().map(|x| x["seq"].as_u64().unwrap()).collect();
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "seq gap-free across the kill"
+    );
+}
+
+#[test]
+fn canary_passes_through_rsyslog_and_fails_with_a_reason_when_the_sink_is_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rs = Rsyslog::start(tmp.path());
+    let d = Daemon::start_with(&["--syslog", &format!("tcp:127.0.0.1:{}", rs.port)], &[]);
+    let out_log = rs.dir.join("out.log");
+    let canary = |timeout: &str| {
+        Command::new(bin())
+            .args(["canary", "--timeout", timeout, "--python"])
+            .arg(venv_python())
+            .arg("--syslog-file")
+            .arg(&out_log)
+            .arg(d.data())
+            .output()
+            .unwrap()
+    };
+    let ok = canary("30");
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    rs.stop();
+    let bad = canary("4");
+    assert_eq!(bad.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        why.contains("did not arrive") && why.contains("syslog sink error"),
+        "{why}"
+    );
+    // Status shows the sink down and lagging.
+    let st = Command::new(bin())
+        .args(["status", "--format", "json"])
+        .arg(d.data())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["running"], true);
+    assert!(v["syslog_lag"].as_u64().unwrap() >= 1, "{v}");
+    d.stop();
+}
