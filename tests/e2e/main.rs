@@ -5,4 +5,5 @@
 //! the processes it started (by pid), so tests can run in parallel.
 mod capture;
 mod delivery;
+mod security;
 mod util;

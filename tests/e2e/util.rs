@@ -119,6 +119,11 @@ impl Daemon {
         self.data.clone()
     }
 
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, no clean-up.
     pub fn kill(mut self) {
         let _ = self.child.kill();

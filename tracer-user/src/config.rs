@@ -199,3 +199,16 @@ mod tests {
         assert!(e.starts_with("/nonexistent/c.toml: "), "{e}");
     }
 }
+
+#[cfg(test)]
+mod packaging_tests {
+    use super::*;
+
+    #[test]
+    fn the_packaged_example_config_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config.toml");
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.data_dir, Path::new("/var/lib/pyusage"));
+        assert!(c.is_compute);
+    }
+}

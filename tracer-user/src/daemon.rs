@@ -340,8 +340,15 @@ impl Processor {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    // Data files 0640, directories 0750: records name users and their jobs.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o750))
+            .with_context(|| format!("chmod 0750 {}", cfg.data_dir.display()))?;
+    }
     let spool = Spool::open(&cfg.data_dir)?;
     let stop_sink = Arc::new(AtomicBool::new(false));
     let sink = match &cfg.syslog.target {
@@ -386,13 +393,7 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let sink_status = sink.as_ref().map(|(s, _)| s.status());
     let status_path = cfg.data_dir.join("status.json");
-    let sink_thread = sink
-        .map(|(s, _)| {
-            std::thread::Builder::new()
-                .name("syslog-sink".into())
-                .spawn(move || s.run(Duration::from_secs(5)))
-        })
-        .transpose()?;
+
     // Segments left by a previous run (crash or kill) go to Parquet first.
     processor.rotate();
 
@@ -409,6 +410,16 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         let mut fd = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?;
         let (tx, rx) = mpsc::channel();
+        // Capabilities are per thread: drop them before any other thread exists, so every
+        // thread the daemon runs inherits the reduced set.
+        crate::privileges::drop_after_attach().context("dropping capabilities after attaching")?;
+        let sink_thread = sink
+            .map(|(s, _)| {
+                std::thread::Builder::new()
+                    .name("syslog-sink".into())
+                    .spawn(move || s.run(Duration::from_secs(5)))
+            })
+            .transpose()?;
         let worker = std::thread::Builder::new()
             .name("processor".into())
             .spawn(move || processor.run(rx))?;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod loader;
 pub mod parquet_sink;
+pub mod privileges;
 pub mod proctable;
 pub mod records;
 pub mod resolver;
