@@ -9,4 +9,6 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --quiet -p tracer-user
 export PYUSAGE_BIN="$PWD/target/release/pyusage"
 cargo test --release --quiet --workspace --exclude pyusage-tests --exclude tracer-ebpf
+# The Slurm the end-to-end tests start (scripts/services/slurm.sh) is stopped however they end.
+trap './scripts/services/slurm.sh stop "${TMPDIR:-/tmp}/pyusage-slurm" >/dev/null 2>&1 || true' EXIT
 cargo test --release --quiet -p pyusage-tests -- --test-threads="${PYUSAGE_E2E_THREADS:-2}"

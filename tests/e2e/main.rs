@@ -6,4 +6,5 @@
 mod capture;
 mod delivery;
 mod security;
+mod slurm;
 mod util;

@@ -131,8 +131,12 @@ impl Attribution {
                 }
             }
             if let Some(j) = job {
-                if self.job_id.is_none() {
-                    self.job_id = Some(j);
+                // The environment wins; the cgroup fills gaps (batch steps carry no
+                // SLURM_STEP_ID) only when it names the same job.
+                match &self.job_id {
+                    None => self.job_id = Some(j),
+                    Some(env_job) if *env_job != j => return,
+                    Some(_) => {}
                 }
                 if self.step_id.is_none() {
                     self.step_id = step;
@@ -257,7 +261,16 @@ mod tests {
         );
         let mut b = Attribution::from_env(b"SLURM_JOB_ID=5");
         b.fill_from_cgroup("4:freezer:/slurm_n1/uid_0/job_77/step_0");
-        assert_eq!(b.job_id.as_deref(), Some("5"));
+        assert_eq!(
+            (b.job_id.as_deref(), b.step_id.as_deref()),
+            (Some("5"), None)
+        );
+        let mut c = Attribution::from_env(b"SLURM_JOB_ID=5");
+        c.fill_from_cgroup("4:freezer:/slurm_n1/uid_0/job_5/step_batch");
+        assert_eq!(
+            (c.job_id.as_deref(), c.step_id.as_deref()),
+            (Some("5"), Some("batch"))
+        );
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl ProcTable {
         facts: &dyn ProcFacts,
     ) -> Process {
         let mut attribution = Attribution::from_env(&info.env);
-        if attribution.job_id.is_none() {
+        if attribution.job_id.is_none() || attribution.step_id.is_none() {
             if let Some(cg) = facts.cgroup(info.tgid) {
                 attribution.fill_from_cgroup(&cg);
             }

@@ -1,0 +1,207 @@
+//! Real Slurm (single node: munge + slurmctld + slurmd from scripts/services/slurm.sh) and
+//! real Open MPI with Debian's mpi4py.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use crate::util::*;
+
+/// One Slurm for the whole test binary; tests that use it run one at a time.
+static SLURM: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services/slurm.sh")
+}
+
+fn with_slurm(f: impl FnOnce(&Path)) {
+    let mut g = SLURM.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = g.get_or_insert_with(|| {
+        // A fixed place: `slurm.sh start` is idempotent, `scripts/test.sh` stops it at the end.
+        let d = std::env::temp_dir().join("pyusage-slurm");
+        let st = Command::new(script())
+            .arg("start")
+            .arg(&d)
+            .status()
+            .unwrap();
+        assert!(st.success(), "starting Slurm failed");
+        d
+    });
+    f(&dir.join("slurm.conf"));
+}
+
+fn slurm(conf: &Path, prog: &str) -> Command {
+    let mut c = Command::new(prog);
+    c.env("SLURM_CONF", conf);
+    c
+}
+
+fn job_state(conf: &Path, job: &str) -> String {
+    let out = slurm(conf, "squeue")
+        .args(["-h", "-j", job, "-o", "%T"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn wait_state(conf: &Path, job: &str, want: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while job_state(conf, job) != want {
+        assert!(
+            Instant::now() < deadline,
+            "job {job} never {want:?} (now {:?})",
+            job_state(conf, job)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn submit(conf: &Path, wrap: &str) -> String {
+    let out = slurm(conf, "sbatch")
+        .args(["--parsable", "-o", "/dev/null", "--wrap", wrap])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn srun_steps_time_limit_and_sigkill_are_attributed() {
+    with_slurm(|conf| {
+        let d = Daemon::start();
+        let py = venv_python();
+        // srun -n2 with an account: ranks 0 and 1 of one step.
+        let out = slurm(conf, "srun")
+            .args(["-n2", "--account=acct1"])
+            .arg(&py)
+            .args(["-c", "import yaml"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A batch job killed at its time limit.
+        let timed = submit(
+            conf,
+            &format!("{} -c 'import yaml, time; time.sleep(600)'", py.display()),
+        );
+        wait_state(conf, &timed, "RUNNING", 30);
+        std::thread::sleep(Duration::from_secs(1));
+        let st = slurm(conf, "scontrol")
+            .args(["update", &format!("JobId={timed}"), "TimeLimit=0"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        // A step killed with SIGKILL.
+        let killed = submit(
+            conf,
+            &format!(
+                "srun {} -c 'import yaml, time; time.sleep(600)'",
+                py.display()
+            ),
+        );
+        wait_state(conf, &killed, "RUNNING", 30);
+        std::thread::sleep(Duration::from_secs(2));
+        let st = slurm(conf, "scancel")
+            .args(["--signal=KILL", &format!("{killed}.0")])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        wait_state(conf, &timed, "", 90);
+        wait_state(conf, &killed, "", 60);
+        let r = d.stop();
+
+        let srun: Vec<_> = r
+            .recs
+            .iter()
+            .filter(|x| x["package"] == "yaml" && x["account"] == "acct1")
+            .collect();
+        let mut ranks: Vec<i64> = srun.iter().map(|x| x["rank"].as_i64().unwrap()).collect();
+        ranks.sort();
+        assert_eq!(ranks, vec![0, 1]);
+        for x in &srun {
+            assert_eq!(
+                (&x["step_id"], &x["num_nodes"], &x["partition"]),
+                (&"0".into(), &1.into(), &"debug".into())
+            );
+            assert_eq!(
+                (&x["system"], &x["qos"]),
+                (&"pytest".into(), &"normal".into())
+            );
+            assert!(x["job_id"].is_string());
+        }
+        let t: Vec<_> = r
+            .recs
+            .iter()
+            .filter(|x| x["job_id"] == timed.as_str() && x["package"] == "yaml")
+            .collect();
+        assert_eq!(t.len(), 1, "time-limited job's python");
+        assert_eq!(
+            t[0]["step_id"], "batch",
+            "from the cgroup path: batch steps have no SLURM_STEP_ID"
+        );
+        assert_eq!(t[0]["exit"], "signaled", "{}", t[0]);
+        assert!(["SIGTERM", "SIGKILL"].contains(&t[0]["exit_signal"].as_str().unwrap()));
+        let k: Vec<_> = r
+            .recs
+            .iter()
+            .filter(|x| x["job_id"] == killed.as_str() && x["package"] == "yaml")
+            .collect();
+        assert_eq!(k.len(), 1);
+        assert_eq!(
+            (&k[0]["exit"], &k[0]["exit_signal"], &k[0]["step_id"]),
+            (&"signaled".into(), &"SIGKILL".into(), &"0".into())
+        );
+    });
+}
+
+#[test]
+fn mpirun_ranks_from_the_launcher() {
+    let d = Daemon::start();
+    let out = Command::new("mpirun")
+        .args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-np",
+            "4",
+            DEBIAN_PYTHON,
+            "-c",
+        ])
+        .arg("from mpi4py import MPI; MPI.COMM_WORLD.Barrier()")
+        .env("OMPI_MCA_plm", "isolated")
+        .env("OMPI_MCA_btl", "self,vader")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = d.stop();
+    let mut ranks: Vec<i64> = r
+        .recs
+        .iter()
+        .filter(|x| x["package"] == "mpi4py")
+        .map(|x| x["rank"].as_i64().unwrap())
+        .collect();
+    ranks.sort();
+    assert_eq!(ranks, vec![0, 1, 2, 3]);
+    assert!(r
+        .recs
+        .iter()
+        .filter(|x| x["package"] == "mpi4py")
+        .all(|x| x["env_kind"] == "system"));
+}
