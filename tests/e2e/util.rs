@@ -68,7 +68,8 @@ impl Daemon {
         std::fs::create_dir_all(data).unwrap();
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = data.with_extension(format!("daemon{n}.log"));
+        // Outside the data directory: a test may fill that file system.
+        let log = std::env::temp_dir().join(format!("pyusage-e2e-{}-{n}.log", std::process::id()));
         let ready = data.with_extension("ready");
         let _ = std::fs::remove_file(&ready);
         let child = Command::new(bin())
@@ -164,6 +165,7 @@ impl Daemon {
             recs,
             lines,
             status,
+            log: self.log(),
             _dir: self.dir.take(),
         }
     }
@@ -182,6 +184,8 @@ pub struct Records {
     /// The same records as `pyusage show --format jsonl` printed them.
     pub lines: Vec<String>,
     pub status: Value,
+    /// The daemon's log.
+    pub log: String,
     _dir: Option<tempfile::TempDir>,
 }
 
