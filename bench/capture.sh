@@ -17,4 +17,5 @@ if [ ! -f "$B/.venv-done" ]; then
   "$B/venv/bin/python" -m compileall -q "$B/venv/lib" >/dev/null || true
   touch "$B/.venv-done"
 fi
+[ "${1:-}" = "--prepare-only" ] && exit 0
 exec "$B/venv/bin/python" bench/capture.py --bin target/release/pyusage --venv "$B/venv" --rounds "${1:-5}"

@@ -75,6 +75,10 @@ pub struct Record {
     pub step_id: Option<String>,
     /// MPI rank.
     pub rank: Option<i32>,
+    /// Under `--ranks per-node`: how many ranks of this job step on this node imported the
+    /// package (this record stands for all of them); null otherwise.
+    #[serde(default)]
+    pub n_ranks: Option<u32>,
     /// Nodes in the job; 1 outside a job.
     pub num_nodes: u32,
     /// Slurm QOS.
@@ -211,6 +215,7 @@ pub fn arrow_schema() -> Arc<Schema> {
         s("job_id", true),
         s("step_id", true),
         Field::new("rank", DataType::Int32, true),
+        Field::new("n_ranks", DataType::UInt32, true),
         Field::new("num_nodes", DataType::UInt32, false),
         s("qos", true),
         s("account", true),
@@ -259,6 +264,7 @@ mod tests {
             job_id: None,
             step_id: None,
             rank: None,
+            n_ranks: None,
             num_nodes: 1,
             qos: None,
             account: None,

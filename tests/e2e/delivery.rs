@@ -209,7 +209,11 @@ fn full_disk_keeps_records_in_memory_and_catches_up() {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("small");
     std::fs::create_dir_all(&mnt).unwrap();
-    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&mnt).status().unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
     assert!(st.success(), "mounting a small tmpfs");
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
@@ -227,23 +231,43 @@ fn full_disk_keeps_records_in_memory_and_catches_up() {
     }
     // Fill the file system.
     let filler = mnt.join("filler");
-    let _ = Command::new("dd").arg("if=/dev/zero").arg(format!("of={}", filler.display())).args(["bs=64k", "status=none"]).status();
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .args(["bs=64k", "status=none"])
+        .status();
     let (full_pid, _) = run(&mut python(venv_python(), "import yaml"));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !d.log().contains("spool write failed") {
-        assert!(std::time::Instant::now() < deadline, "the full disk was not noticed:\n{}", d.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the full disk was not noticed:\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2)); // several retries while still full
     std::fs::remove_file(&filler).unwrap();
     let (later_pid, _) = run(&mut python(venv_python(), "import json"));
     let r = d.stop();
-    assert_eq!(r.one(full_pid, "yaml")["exit"], "exited", "record made while the disk was full survives");
+    assert_eq!(
+        r.one(full_pid, "yaml")["exit"],
+        "exited",
+        "record made while the disk was full survives"
+    );
     r.one(later_pid, "json");
     let mut seqs: Vec<u64> = r.recs.iter().map(|x| x["seq"].as_u64().unwrap()).collect();
     seqs.sort();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no seq consumed by failed writes");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "no seq consumed by failed writes"
+    );
     // One error line for the condition, not one per record or per retry.
     assert_eq!(r.log.matches("spool write failed").count(), 1, "{}", r.log);
-    assert!(r.status["spool_errors"].as_u64().unwrap() >= 2, "retried: {}", r.status);
+    assert!(
+        r.status["spool_errors"].as_u64().unwrap() >= 2,
+        "retried: {}",
+        r.status
+    );
 }

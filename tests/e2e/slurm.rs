@@ -168,9 +168,9 @@ fn srun_steps_time_limit_and_sigkill_are_attributed() {
     });
 }
 
-#[test]
-fn mpirun_ranks_from_the_launcher() {
-    let d = Daemon::start();
+/// `mpirun -np 4` with Debian's mpi4py, as inside a batch job (SLURM_JOB_ID set, every rank
+/// with SLURM_PROCID=0).
+fn mpirun4(job: &str) {
     let out = Command::new("mpirun")
         .args([
             "--allow-run-as-root",
@@ -182,7 +182,10 @@ fn mpirun_ranks_from_the_launcher() {
         ])
         .arg("from mpi4py import MPI; MPI.COMM_WORLD.Barrier()")
         .env("OMPI_MCA_plm", "isolated")
+        .env("OMPI_MCA_ras", "^slurm")
         .env("OMPI_MCA_btl", "self,vader")
+        .env("SLURM_JOB_ID", job)
+        .env("SLURM_PROCID", "0")
         .output()
         .unwrap();
     assert!(
@@ -190,18 +193,44 @@ fn mpirun_ranks_from_the_launcher() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r = d.stop();
-    let mut ranks: Vec<i64> = r
-        .recs
+}
+
+fn mpi4py_records<'a>(r: &'a Records, job: &str) -> Vec<&'a serde_json::Value> {
+    r.recs
         .iter()
-        .filter(|x| x["package"] == "mpi4py")
+        .filter(|x| x["package"] == "mpi4py" && x["job_id"] == job)
+        .collect()
+}
+
+#[test]
+fn mpirun_ranks_and_rank_policies() {
+    // --ranks all (default): ranks 0-3 from OMPI_COMM_WORLD_RANK, not SLURM_PROCID.
+    let d = Daemon::start();
+    mpirun4("603");
+    let r = d.stop();
+    let mut ranks: Vec<i64> = mpi4py_records(&r, "603")
+        .iter()
         .map(|x| x["rank"].as_i64().unwrap())
         .collect();
     ranks.sort();
     assert_eq!(ranks, vec![0, 1, 2, 3]);
-    assert!(r
-        .recs
+    assert!(mpi4py_records(&r, "603")
         .iter()
-        .filter(|x| x["package"] == "mpi4py")
         .all(|x| x["env_kind"] == "system"));
+    // --ranks per-node: one record per (job, step, package) with the count of ranks.
+    let d = Daemon::start_with(&["--ranks", "per-node", "--rank-window-secs", "1"], &[]);
+    mpirun4("601");
+    std::thread::sleep(Duration::from_secs(3));
+    let r = d.stop();
+    let m = mpi4py_records(&r, "601");
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!((&m[0]["n_ranks"], &m[0]["rank"]), (&4.into(), &0.into()));
+    assert!(r.status["rank_duplicates"].as_u64().unwrap() >= 3);
+    // --ranks first: the first rank's record only.
+    let d = Daemon::start_with(&["--ranks", "first"], &[]);
+    mpirun4("602");
+    let r = d.stop();
+    let m = mpi4py_records(&r, "602");
+    assert_eq!(m.len(), 1);
+    assert!(m[0]["n_ranks"].is_null());
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sinks::syslog::SyslogConfig;
+use crate::{ranks::RankPolicy, sinks::syslog::SyslogConfig};
 
 /// The default configuration file.
 pub const DEFAULT_PATH: &str = "/etc/pyusage/config.toml";
@@ -42,6 +42,11 @@ pub struct Config {
     pub spool_max_bytes: u64,
     /// tracefs mount point; default `/sys/kernel/tracing`.
     pub tracefs: PathBuf,
+    /// Records of MPI ranks: `all` (default), `first` or `per-node` (see `ranks.rs`).
+    pub ranks: RankPolicy,
+    /// Under `per-node`: seconds after the last rank of a job step ended before its aggregate
+    /// record is written; default 10.
+    pub rank_window_secs: u64,
     /// The syslog sink (off unless `[syslog] target` is set).
     pub syslog: SyslogConfig,
 }
@@ -60,6 +65,8 @@ impl Default for Config {
             rotate_bytes: 64 << 20,
             spool_max_bytes: 1 << 30,
             tracefs: PathBuf::from("/sys/kernel/tracing"),
+            ranks: RankPolicy::All,
+            rank_window_secs: 10,
             syslog: SyslogConfig::default(),
         }
     }

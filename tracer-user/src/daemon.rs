@@ -24,6 +24,7 @@ use crate::{
     loader::{self, Counters, ProgStat},
     parquet_sink,
     proctable::{Finished, ProcFs, ProcTable},
+    ranks::Ranks,
     records::{self, Node, Users},
     sinks::{
         syslog::{SinkStatus, SyslogSink},
@@ -68,6 +69,8 @@ pub struct Status {
     pub spool_bound_hits: u64,
     /// The syslog sink, when configured.
     pub syslog: Option<SinkStatus>,
+    /// Rank records folded into another rank's (`--ranks first|per-node`).
+    pub rank_duplicates: u64,
 }
 
 fn spool_bytes(dir: &Path) -> u64 {
@@ -139,11 +142,13 @@ struct Processor {
     converted: BTreeMap<PathBuf, u64>,
     /// The syslog sink's committed offset and status, when configured.
     sink: Option<(Arc<Offset>, Arc<Mutex<SinkStatus>>)>,
+    ranks: Ranks,
 }
 
 impl Processor {
     fn add(&mut self, f: Finished) {
         let recs = records::build(&f, &self.node, &mut self.users);
+        let recs = self.ranks.apply(recs, Instant::now());
         self.pending.extend(recs);
     }
 
@@ -268,6 +273,9 @@ impl Processor {
             }
             self.last_flush = Instant::now();
         }
+        let expired = self.ranks.expire(Some(Instant::now()));
+        self.pending.extend(expired);
+        self.status.rank_duplicates = self.ranks.duplicates;
         self.commit();
         if !self.converted.is_empty() {
             self.retire();
@@ -326,6 +334,9 @@ impl Processor {
         for f in self.table.drain() {
             self.add(f);
         }
+        let held = self.ranks.expire(None);
+        self.pending.extend(held);
+        self.status.rank_duplicates = self.ranks.duplicates;
         self.commit();
         if !self.pending.is_empty() {
             tracing::error!(
@@ -388,6 +399,7 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         last_flush: Instant::now(),
         error_reported: false,
         converted: BTreeMap::new(),
+        ranks: Ranks::new(cfg.ranks, Duration::from_secs(cfg.rank_window_secs)),
         sink: sink.as_ref().map(|(s, o)| (o.clone(), s.status())),
         cfg: cfg.clone(),
     };

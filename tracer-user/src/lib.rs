@@ -12,6 +12,7 @@ pub mod loader;
 pub mod parquet_sink;
 pub mod privileges;
 pub mod proctable;
+pub mod ranks;
 pub mod records;
 pub mod resolver;
 pub mod show;

@@ -106,6 +106,7 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
             job_id: a.job_id.clone(),
             step_id: a.step_id.clone(),
             rank: a.rank,
+            n_ranks: None,
             num_nodes: if a.job_id.is_some() {
                 a.num_nodes.unwrap_or(1)
             } else {

@@ -48,6 +48,13 @@ pub struct Args {
     /// Most syslog messages per second (0 = unlimited).
     #[arg(long)]
     syslog_rate_limit: Option<u32>,
+    /// Records of MPI ranks: every rank, the first per job step and package, or one per node
+    /// with a count of ranks.
+    #[arg(long, value_enum)]
+    ranks: Option<pyusage::ranks::RankPolicy>,
+    /// Seconds after the last rank ended before a per-node aggregate is written.
+    #[arg(long)]
+    rank_window_secs: Option<u64>,
     /// Write this file (atomically, with the pid) once attached.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -77,6 +84,12 @@ impl Args {
             c.spool_max_bytes = v;
         }
         c.syslog.target = self.syslog.or(c.syslog.target);
+        if let Some(v) = self.ranks {
+            c.ranks = v;
+        }
+        if let Some(v) = self.rank_window_secs {
+            c.rank_window_secs = v;
+        }
         if let Some(v) = self.syslog_max_bytes {
             c.syslog.max_message_bytes = v;
         }
