@@ -44,8 +44,13 @@ def start_daemon(binary, data, port, ready):
 
 
 def status(data):
-    with open(os.path.join(data, "status.json")) as f:
-        return json.load(f)
+    for _ in range(100):
+        try:
+            with open(os.path.join(data, "status.json")) as f:
+                return json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError):
+            time.sleep(0.05)
+    sys.exit("no status.json")
 
 
 def main():
@@ -121,4 +126,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        # Never leave a daemon or rsyslog of this run behind.
+        subprocess.run(["pkill", "-f", "pyusage-delivery-"], check=False)

@@ -73,12 +73,14 @@ impl Daemon {
         let ready = data.with_extension("ready");
         let _ = std::fs::remove_file(&ready);
         let child = Command::new(bin())
-            .args(["daemon", "--rotate-secs", "3600", "--host", "testhost"])
-            .args(if extra.contains(&"--flush-secs") {
-                &[][..]
-            } else {
-                &["--flush-secs", "3600"][..]
-            })
+            .args(["daemon", "--host", "testhost"])
+            // Long defaults unless the test sets its own.
+            .args(
+                ["--flush-secs", "--rotate-secs"]
+                    .iter()
+                    .filter(|f| !extra.contains(f))
+                    .flat_map(|f| [*f, "3600"]),
+            )
             .args(extra)
             .envs(env.iter().copied())
             .arg("--data-dir")

@@ -432,6 +432,8 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
                     .spawn(move || s.run(Duration::from_secs(5)))
             })
             .transpose()?;
+        // A status exists before anyone is told the daemon is ready.
+        processor.write_status();
         let worker = std::thread::Builder::new()
             .name("processor".into())
             .spawn(move || processor.run(rx))?;

@@ -335,15 +335,22 @@ impl Reader {
                 return Ok(out);
             }
             let seg = self.seg.clone().expect("located");
-            let data = match fs::read(&seg) {
-                Ok(d) => d,
+            // Read only what follows the cursor: segments grow to tens of MiB.
+            let mut data = Vec::new();
+            match File::open(&seg) {
+                Ok(mut f) => {
+                    use std::io::{Read, Seek, SeekFrom};
+                    f.seek(SeekFrom::Start(self.pos))?;
+                    f.read_to_end(&mut data)?;
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     self.seg = None;
                     continue;
                 }
                 Err(e) => return Err(e),
-            };
-            let start = (self.pos as usize).min(data.len());
+            }
+            let base = self.pos as usize;
+            let start = 0;
             let complete = data[start..]
                 .iter()
                 .rposition(|&b| b == b'\n')
@@ -366,7 +373,7 @@ impl Reader {
                     }
                 }
             }
-            self.pos = at as u64;
+            self.pos = (base + at) as u64;
             if out.len() >= max {
                 return Ok(out);
             }

@@ -214,7 +214,7 @@ impl SyslogSink {
                     self.commit(s);
                 }
             }
-            let batch = match reader.next_batch(256) {
+            let batch = match reader.next_batch(2048) {
                 Ok(b) => b,
                 Err(e) => {
                     self.fail("reading the spool", &e);
