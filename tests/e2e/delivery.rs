@@ -337,3 +337,134 @@ fn spool_bound_retires_converted_segments_and_counts_them() {
     assert!(seqs.len() > 30);
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
 }
+
+/// Reads RFC 6587 octet-counted frames from a byte stream; returns complete messages.
+fn octet_frames(mut b: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(sp) = b.iter().position(|&c| c == b' ') {
+        let Ok(n) = std::str::from_utf8(&b[..sp])
+            .unwrap_or("x")
+            .parse::<usize>()
+        else {
+            break;
+        };
+        if b.len() < sp + 1 + n {
+            break;
+        }
+        out.push(b[sp + 1..sp + 1 + n].to_vec());
+        b = &b[sp + 1 + n..];
+    }
+    out
+}
+
+#[test]
+fn slow_collector_that_stalls_then_trickles_gets_everything() {
+    use std::{
+        io::Read,
+        net::TcpListener,
+        sync::{Arc, Mutex},
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        // Each connection: stall 7 s (past the daemon's 5 s write timeout) on the first one,
+        // then read slowly, 2 KiB every 10 ms.
+        let mut first = true;
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let stall = std::mem::replace(&mut first, false);
+            let idx = {
+                let mut v = sink.lock().unwrap();
+                v.push(Vec::new());
+                v.len() - 1
+            };
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                if stall {
+                    std::thread::sleep(Duration::from_secs(7));
+                }
+                let mut buf = [0u8; 2048];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap()[idx].extend_from_slice(&buf[..n]);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+        }
+    });
+    let d = Daemon::start_with(&["--syslog", &format!("tcp:127.0.0.1:{port}")], &[]);
+    for _ in 0..4 {
+        run(&mut python(venv_python(), "import yaml, json, email"));
+    }
+    let spooled = show_lines(&d.data());
+    let want: HashSet<String> = ids(&spooled).into_iter().collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got: HashSet<String> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|s| octet_frames(s))
+            .filter_map(|m| {
+                let s = String::from_utf8(m).ok()?;
+                let json = s.split_once(" IMPORT - ")?.1.to_owned();
+                Some(
+                    serde_json::from_str::<Value>(&json).ok()?["record_id"]
+                        .as_str()?
+                        .to_owned(),
+                )
+            })
+            .collect();
+        if want.is_subset(&got) || std::time::Instant::now() >= deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let missing = want.difference(&got).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} records never reached the slow collector",
+        want.len()
+    );
+    let r = d.stop();
+    let last = r
+        .recs
+        .iter()
+        .map(|x| x["seq"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        r.status["syslog"]["delivered_seq"].as_u64().unwrap() >= last,
+        "{}",
+        r.status["syslog"]
+    );
+}
+
+#[test]
+fn rate_limit_defers_and_counts_but_never_drops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rs = Rsyslog::start(tmp.path());
+    let target = format!("unix:{}", rs.dir.join("log.sock").display());
+    let d = Daemon::start_with(&["--syslog", &target, "--syslog-rate-limit", "20"], &[]);
+    let t0 = std::time::Instant::now();
+    for _ in 0..3 {
+        run(&mut python(venv_python(), "import yaml, json, email"));
+    }
+    std::thread::sleep(Duration::from_millis(500)); // the last exit reaches the spool
+    let spooled = show_lines(&d.data());
+    assert!(spooled.len() > 50, "{} records", spooled.len());
+    rs.wait_for(&ids(&spooled), 30)
+        .unwrap_or_else(|m| panic!("{} dropped", m.len()));
+    assert!(t0.elapsed() >= Duration::from_secs(2), "paced at 20/s");
+    let r = d.stop();
+    assert!(
+        r.status["syslog"]["deferred"].as_u64().unwrap() >= 1,
+        "{}",
+        r.status["syslog"]
+    );
+}
