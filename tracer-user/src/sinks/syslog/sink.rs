@@ -173,6 +173,24 @@ impl SyslogSink {
         }
     }
 
+    /// Sleeps up to `d`, waking early once a stop was requested, so a backoff of up to 30 s
+    /// never delays the daemon's shutdown.
+    fn nap(&self, d: Duration) {
+        let until = Instant::now() + d;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+            if self.stop.load(Ordering::Acquire) {
+                // Shutting down: at most one more short pause per retry.
+                std::thread::sleep(left.min(Duration::from_millis(100)));
+                return;
+            }
+        }
+    }
+
     /// Runs until `stop` is set; on stop, keeps trying to deliver what is spooled for up to
     /// `drain` before returning.
     pub fn run(self, drain: Duration) {
@@ -218,7 +236,7 @@ impl SyslogSink {
                 Ok(b) => b,
                 Err(e) => {
                     self.fail("reading the spool", &e);
-                    std::thread::sleep(backoff);
+                    self.nap(backoff);
                     continue;
                 }
             };
@@ -230,7 +248,7 @@ impl SyslogSink {
                 if stop_at.is_some() && pending.is_empty() {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                self.nap(Duration::from_millis(100));
                 continue;
             }
             if conn.is_none() {
@@ -243,7 +261,7 @@ impl SyslogSink {
                     Err(e) => {
                         self.fail("connecting", &e);
                         reader.rewind(self.offset.get());
-                        std::thread::sleep(backoff);
+                        self.nap(backoff);
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;
                     }
@@ -277,7 +295,7 @@ impl SyslogSink {
                 conn = None;
                 pending.clear();
                 reader.rewind(self.offset.get());
-                std::thread::sleep(backoff);
+                self.nap(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
