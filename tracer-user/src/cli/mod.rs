@@ -3,10 +3,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod analyze;
 mod canary;
 mod daemon;
 mod show;
 mod status;
+mod synth;
 
 /// pyusage: which Python packages the jobs on this node really import.
 #[derive(Debug, Parser)]
@@ -26,6 +28,10 @@ enum Command {
     Status(status::Args),
     /// Run a Python probe and wait for its record to come back.
     Canary(canary::Args),
+    /// Write a synthetic dataset in the record schema.
+    Synth(synth::Args),
+    /// Analyse a dataset (CPU; top-N packages and job sizes so far), as JSON.
+    Analyze(analyze::Args),
 }
 
 /// Runs the chosen subcommand.
@@ -35,5 +41,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show(a) => show::execute(a),
         Command::Status(a) => status::execute(a),
         Command::Canary(a) => canary::execute(a),
+        Command::Synth(a) => synth::execute(a),
+        Command::Analyze(a) => analyze::execute(a),
     }
 }
