@@ -124,3 +124,152 @@ mod tests {
         assert_eq!(job_sizes(&t, f), BTreeMap::from([(1, 1), (2, 1)]));
     }
 }
+
+/// Distinct (job, package) pairs, each package 0/1 per job: the input of figs. 5–7.
+fn job_packages(
+    t: &Table,
+    keep: &impl Fn(usize) -> bool,
+) -> (HashSet<(u32, u32)>, BTreeMap<u32, u32>) {
+    let mut pairs = HashSet::new();
+    let mut nodes = BTreeMap::new();
+    for row in 0..t.len() {
+        if t.job[row] == NO_JOB || !t.is_compute[row] || !keep(row) {
+            continue;
+        }
+        pairs.insert((t.job[row], t.package[row]));
+        nodes.insert(t.job[row], t.num_nodes[row]);
+    }
+    (pairs, nodes)
+}
+
+/// Package × job-size 2D histogram (paper fig. 5), de-duplicated by (job, package): for each
+/// package, jobs using it by node count.
+pub fn package_by_job_size(
+    t: &Table,
+    keep: impl Fn(usize) -> bool,
+) -> BTreeMap<String, BTreeMap<u32, u64>> {
+    let (pairs, nodes) = job_packages(t, &keep);
+    let mut out: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
+    for (job, pkg) in pairs {
+        *out.entry(t.packages.name(pkg).to_owned())
+            .or_default()
+            .entry(nodes[&job])
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+/// Integer inputs of the Pearson correlation between packages within jobs: the number of jobs
+/// `n`, jobs per package, and jobs per pair of packages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoOccurrence {
+    /// Package names, in id order of the matrices.
+    pub packages: Vec<String>,
+    /// Jobs considered.
+    pub jobs: u64,
+    /// Jobs using package i.
+    pub single: Vec<u64>,
+    /// Jobs using both i and j (symmetric, row-major `packages.len()²`).
+    pub pair: Vec<u64>,
+}
+
+/// Co-occurrence counts of packages within jobs (the integer part of paper fig. 6).
+pub fn co_occurrence(t: &Table, keep: impl Fn(usize) -> bool) -> CoOccurrence {
+    let (pairs, nodes) = job_packages(t, &keep);
+    let n = t.packages.len();
+    let mut by_job: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for (job, pkg) in pairs {
+        by_job.entry(job).or_default().push(pkg);
+    }
+    let mut single = vec![0u64; n];
+    let mut pair = vec![0u64; n * n];
+    for pkgs in by_job.values() {
+        for &a in pkgs {
+            single[a as usize] += 1;
+            for &b in pkgs {
+                pair[a as usize * n + b as usize] += 1;
+            }
+        }
+    }
+    CoOccurrence {
+        packages: (0..n as u32)
+            .map(|i| t.packages.name(i).to_owned())
+            .collect(),
+        jobs: nodes.len() as u64,
+        single,
+        pair,
+    }
+}
+
+/// Pearson correlation of two 0/1 variables over `n` jobs from integer counts — the one
+/// floating-point function every back end shares, so their outputs are bit-identical.
+/// `None` when either variable is constant (correlation undefined).
+pub fn pearson(n: u64, a: u64, b: u64, ab: u64) -> Option<f64> {
+    let (n, a, b, ab) = (n as f64, a as f64, b as f64, ab as f64);
+    let cov = n * ab - a * b;
+    let var = (n * a - a * a) * (n * b - b * b);
+    (var > 0.0).then(|| cov / var.sqrt())
+}
+
+impl CoOccurrence {
+    /// The correlation matrix (row-major), `None` where undefined.
+    pub fn correlations(&self) -> Vec<Option<f64>> {
+        let n = self.packages.len();
+        (0..n * n)
+            .map(|k| {
+                pearson(
+                    self.jobs,
+                    self.single[k / n],
+                    self.single[k % n],
+                    self.pair[k],
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod correlation_tests {
+    use super::*;
+    use crate::synth::{generate, Params};
+
+    #[test]
+    fn pearson_matches_hand_values() {
+        // 4 jobs: A in {1,2}, B in {1,2}: perfectly correlated.
+        assert_eq!(pearson(4, 2, 2, 2), Some(1.0));
+        // A in {1,2}, B in {3,4}: anti-correlated.
+        assert_eq!(pearson(4, 2, 2, 0), Some(-1.0));
+        // A in {1,2}, B in {1,3}: independent.
+        assert_eq!(pearson(4, 2, 2, 1), Some(0.0));
+        // A in every job: undefined.
+        assert_eq!(pearson(4, 4, 2, 2), None);
+        // A in {1,2,3}, B in {1}: r = (4*1-3*1)/sqrt((12-9)*(4-1)) = 1/3.
+        assert!((pearson(4, 3, 1, 1).unwrap() - 1.0 / 3.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn synthetic_correlations_show_the_planted_ones() {
+        let recs = generate(Params {
+            rows: 60_000,
+            seed: 11,
+            users: 500,
+        });
+        let t = Table::from_records(&recs);
+        let co = co_occurrence(&t, |_| true);
+        let n = co.packages.len();
+        let idx = |p: &str| co.packages.iter().position(|x| x == p).unwrap();
+        let r = co.correlations();
+        let xd = r[idx("xarray") * n + idx("dask")].unwrap();
+        let xs = r[idx("xarray") * n + idx("seaborn")].unwrap();
+        assert!(xd > 0.5, "xarray→dask planted: {xd}");
+        assert!(xs.abs() < 0.1, "unrelated: {xs}");
+        assert_eq!(r[idx("numpy") * n + idx("numpy")], Some(1.0));
+        let hist = package_by_job_size(&t, |_| true);
+        let mpi_big: u64 = hist["mpi4py"]
+            .iter()
+            .filter(|(k, _)| **k >= 1024)
+            .map(|(_, v)| v)
+            .sum();
+        assert!(mpi_big >= 1, "thousand-node jobs are mpi4py jobs");
+    }
+}
