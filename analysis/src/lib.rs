@@ -5,5 +5,6 @@
 #![deny(missing_docs)]
 
 pub mod counts;
+pub mod report;
 pub mod synth;
 pub mod table;

@@ -66,6 +66,14 @@ impl Interner {
 /// No job.
 pub const NO_JOB: u32 = u32::MAX;
 
+/// `year * 12 + (month - 1)` of a µs timestamp (UTC).
+pub fn month_of(us: i64) -> u32 {
+    use chrono::Datelike;
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.year().max(0) as u32 * 12 + t.month0())
+        .unwrap_or(0)
+}
+
 /// The fields of one record the analyses use.
 struct Row<'a> {
     package: &'a str,
@@ -102,6 +110,8 @@ pub struct Table {
     pub is_staff: Vec<bool>,
     /// Compute node.
     pub is_compute: Vec<bool>,
+    /// Month of `process_start`, as `year * 12 + (month - 1)` (UTC).
+    pub month: Vec<u32>,
     processes: HashMap<(u32, i32, i64), u32>,
     hosts: Interner,
 }
@@ -121,6 +131,7 @@ impl Table {
         self.num_nodes.push(r.nodes);
         self.is_staff.push(r.staff);
         self.is_compute.push(r.compute);
+        self.month.push(month_of(r.start));
     }
 
     /// Rows.

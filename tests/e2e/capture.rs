@@ -62,6 +62,27 @@ fn venv_numpy_and_yaml_with_distribution_names_and_versions() {
         (seqs[0]..seqs[0] + seqs.len() as u64).collect::<Vec<_>>()
     );
     assert_eq!(r.status["counters"]["ring_full"], 0);
+    // The analysis reads the daemon's own dataset.
+    let out = Command::new(bin())
+        .args(["analyze", "--period", "all", "--top", "1000"])
+        .arg(&r.data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = &a["periods"]["all"][0];
+    let by_process = all["top_packages_by_process"].as_array().unwrap();
+    assert!(
+        by_process
+            .iter()
+            .any(|c| c["package"] == "numpy" && c["count"].as_u64() >= Some(1)),
+        "{all}"
+    );
+    assert_eq!(a["rows"].as_u64().unwrap(), r.recs.len() as u64);
 }
 
 #[test]

@@ -168,6 +168,7 @@ impl Daemon {
             lines,
             status,
             log: self.log(),
+            data: self.data(),
             _dir: self.dir.take(),
         }
     }
@@ -188,6 +189,8 @@ pub struct Records {
     pub status: Value,
     /// The daemon's log.
     pub log: String,
+    /// The data directory (kept until the records are dropped).
+    pub data: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
 
