@@ -1,8 +1,8 @@
 //! Integer counting kernels over a [`Table`] (the CPU back end). Pure functions: the same
 //! inputs give the same counts on every back end; floats are derived from counts elsewhere.
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::table::{Table, NO_JOB};
+use crate::table::{Table, NONE, NO_JOB};
 
 /// What "distinct" means for a top-N count (paper fig. 3 de-duplicates by user).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -271,5 +271,201 @@ mod correlation_tests {
             .map(|(_, v)| v)
             .sum();
         assert!(mpi_big >= 1, "thousand-node jobs are mpi4py jobs");
+    }
+}
+
+/// `part / whole` — the one place a share is computed from integer counts, so every back end
+/// prints the same digits. `None` for an empty whole.
+pub fn share(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+/// Versions in use: for each package, distinct users per version (and of the package).
+pub fn versions(
+    t: &Table,
+    keep: impl Fn(usize) -> bool,
+) -> BTreeMap<String, (u64, BTreeMap<String, u64>)> {
+    let mut by_version: HashSet<(u32, u32, u32)> = HashSet::new();
+    let mut by_package: HashSet<(u32, u32)> = HashSet::new();
+    for row in 0..t.len() {
+        if !keep(row) || t.version[row] == NONE {
+            continue;
+        }
+        by_version.insert((t.package[row], t.version[row], t.user[row]));
+        by_package.insert((t.package[row], t.user[row]));
+    }
+    let mut out: BTreeMap<String, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    for (p, _) in by_package {
+        out.entry(t.packages.name(p).to_owned()).or_default().0 += 1;
+    }
+    for (p, v, _) in by_version {
+        *out.entry(t.packages.name(p).to_owned())
+            .or_default()
+            .1
+            .entry(t.versions.name(v).to_owned())
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+/// Environment kinds: distinct processes importing a non-stdlib package from each kind.
+pub fn env_kinds(t: &Table, keep: impl Fn(usize) -> bool) -> BTreeMap<String, u64> {
+    let mut seen: HashSet<(u32, u32)> = HashSet::new();
+    for row in 0..t.len() {
+        if keep(row) && t.env_kinds.name(t.env_kind[row]) != "stdlib" {
+            seen.insert((t.env_kind[row], t.process[row]));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (k, _) in seen {
+        *out.entry(t.env_kinds.name(k).to_owned()).or_insert(0) += 1;
+    }
+    out
+}
+
+/// BLAS backends among jobs that use numpy or scipy: distinct jobs per backend (`unknown` when
+/// no BLAS library was seen in the job's numpy/scipy processes).
+pub fn blas_in_numpy_jobs(t: &Table, keep: impl Fn(usize) -> bool) -> BTreeMap<String, u64> {
+    let wanted: Vec<u32> = ["numpy", "scipy"]
+        .iter()
+        .filter_map(|p| (0..t.packages.len() as u32).find(|&i| t.packages.name(i) == *p))
+        .collect();
+    let mut job_blas: BTreeMap<u32, Option<u32>> = BTreeMap::new();
+    for row in 0..t.len() {
+        if !keep(row) || t.job[row] == NO_JOB || !wanted.contains(&t.package[row]) {
+            continue;
+        }
+        let e = job_blas.entry(t.job[row]).or_insert(None);
+        if e.is_none() && t.blas[row] != NONE {
+            *e = Some(t.blas[row]);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for b in job_blas.values() {
+        let name = b
+            .map(|b| t.blases.name(b).to_owned())
+            .unwrap_or_else(|| "unknown".into());
+        *out.entry(name).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Per package: distinct processes, and those that ended by a signal — what atexit-based
+/// tools never saw.
+pub fn signaled(t: &Table, keep: impl Fn(usize) -> bool) -> BTreeMap<String, (u64, u64)> {
+    let mut seen: HashSet<(u32, u32, bool)> = HashSet::new();
+    for row in 0..t.len() {
+        if keep(row) {
+            seen.insert((t.package[row], t.process[row], t.signaled[row]));
+        }
+    }
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (p, _, sig) in seen {
+        let e = out.entry(t.packages.name(p).to_owned()).or_default();
+        e.0 += 1;
+        e.1 += sig as u64;
+    }
+    out
+}
+
+/// Distinct users per month for the given packages: the per-month trend of the top packages.
+pub fn monthly_users(
+    t: &Table,
+    packages: &[String],
+    keep: impl Fn(usize) -> bool,
+) -> BTreeMap<String, BTreeMap<u32, u64>> {
+    let ids: HashMap<u32, &String> = packages
+        .iter()
+        .filter_map(|p| {
+            (0..t.packages.len() as u32)
+                .find(|&i| t.packages.name(i) == p)
+                .map(|i| (i, p))
+        })
+        .collect();
+    let mut seen: HashSet<(u32, u32, u32)> = HashSet::new();
+    for row in 0..t.len() {
+        if keep(row) && ids.contains_key(&t.package[row]) {
+            seen.insert((t.package[row], t.month[row], t.user[row]));
+        }
+    }
+    let mut out: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
+    for (p, m, _) in seen {
+        *out.entry(ids[&p].to_string())
+            .or_default()
+            .entry(m)
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod beyond_tests {
+    use super::*;
+    use crate::synth::{generate, Params};
+
+    #[test]
+    fn hand_checked_beyond_the_paper_tables() {
+        let mut rs = generate(Params {
+            rows: 4,
+            seed: 1,
+            users: 3,
+        });
+        // Two users of numpy: alice with 1.0 (job 1, openblas, signaled), bob with 2.0 (job 2, no BLAS seen).
+        let spec = [
+            (
+                "numpy",
+                "alice",
+                "1",
+                10,
+                Some("1.0"),
+                Some("openblas"),
+                "signaled",
+                "conda",
+            ),
+            (
+                "scipy",
+                "alice",
+                "1",
+                10,
+                Some("1.1"),
+                None,
+                "signaled",
+                "conda",
+            ),
+            ("numpy", "bob", "2", 20, Some("2.0"), None, "exited", "venv"),
+            ("json", "bob", "2", 20, None, None, "exited", "stdlib"),
+        ];
+        for (r, (pkg, user, job, pid, ver, blas, exit, env)) in rs.iter_mut().zip(spec) {
+            r.package = pkg.into();
+            r.username = Some(user.into());
+            r.job_id = Some(job.into());
+            r.pid = pid;
+            r.process_start = 0;
+            r.host = "h".into();
+            r.version = ver.map(str::to_owned);
+            r.blas = blas.map(str::to_owned);
+            r.exit = exit.into();
+            r.env_kind = env.into();
+        }
+        let t = Table::from_records(&rs);
+        let v = versions(&t, |_| true);
+        assert_eq!(
+            v["numpy"],
+            (2, BTreeMap::from([("1.0".into(), 1), ("2.0".into(), 1)]))
+        );
+        assert_eq!(share(v["numpy"].1["1.0"], v["numpy"].0), Some(0.5));
+        assert_eq!(
+            env_kinds(&t, |_| true),
+            BTreeMap::from([("conda".into(), 1), ("venv".into(), 1)])
+        );
+        assert_eq!(
+            blas_in_numpy_jobs(&t, |_| true),
+            BTreeMap::from([("openblas".into(), 1), ("unknown".into(), 1)])
+        );
+        let s = signaled(&t, |_| true);
+        assert_eq!((s["numpy"], s["json"]), ((2, 1), (1, 0)));
+        let m = monthly_users(&t, &["numpy".to_string()], |_| true);
+        assert_eq!(m["numpy"].values().sum::<u64>(), 2);
+        assert_eq!(share(1, 0), None);
     }
 }

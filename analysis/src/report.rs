@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
-    counts::{co_occurrence, job_sizes, package_by_job_size, top_packages, Dedup},
+    counts::{
+        blas_in_numpy_jobs, co_occurrence, env_kinds, job_sizes, monthly_users,
+        package_by_job_size, share, signaled, top_packages, versions, Dedup,
+    },
     table::Table,
 };
 
@@ -78,6 +81,44 @@ pub struct PeriodReport {
     pub correlation: Correlation,
     /// Fig. 7: for each chosen package, the others by correlation, strongest first.
     pub correlation_slices: BTreeMap<String, Vec<(String, f64)>>,
+    /// For the top packages by user: users per version and their share of the package's users.
+    pub versions: BTreeMap<String, Vec<Share>>,
+    /// Processes importing non-stdlib packages, by environment kind.
+    pub env_kinds: Vec<Share>,
+    /// Jobs using numpy or scipy, by BLAS backend.
+    pub blas_in_numpy_jobs: Vec<Share>,
+    /// For the top packages by process: processes that ended by a signal.
+    pub signaled: Vec<Share>,
+    /// For the top packages by user: distinct users per month.
+    pub monthly_users: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// A count, its whole and the share derived from both (by [`share`], shared by back ends).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Share {
+    /// What is counted (a version, an environment kind, a BLAS, a package).
+    pub key: String,
+    /// Count.
+    pub count: u64,
+    /// Of how many.
+    pub of: u64,
+    /// `count / of`.
+    pub share: Option<f64>,
+}
+
+fn shares(m: BTreeMap<String, u64>) -> Vec<Share> {
+    let of = m.values().sum();
+    let mut v: Vec<Share> = m
+        .into_iter()
+        .map(|(key, count)| Share {
+            key,
+            count,
+            of,
+            share: share(count, of),
+        })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+    v
 }
 
 /// Packages whose 1D correlation slices are reported (paper fig. 7).
@@ -140,11 +181,60 @@ fn period(t: &Table, label: String, top: usize, f: &dyn Fn(usize) -> bool) -> Pe
             (p.to_string(), v)
         })
         .collect();
+    let top_users = counts(Dedup::User);
+    let top_user_names: Vec<String> = top_users.iter().map(|c| c.package.clone()).collect();
+    let top_procs = counts(Dedup::Process);
+    let mut vers = versions(t, f);
+    let versions = top_user_names
+        .iter()
+        .filter_map(|p| vers.remove(p).map(|(of, by)| (p.clone(), by, of)))
+        .map(|(p, by, of)| {
+            let mut v: Vec<Share> = by
+                .into_iter()
+                .map(|(key, count)| Share {
+                    key,
+                    count,
+                    of,
+                    share: share(count, of),
+                })
+                .collect();
+            v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+            (p, v)
+        })
+        .collect();
+    let sig = signaled(t, f);
+    let signaled = top_procs
+        .iter()
+        .filter_map(|c| {
+            sig.get(&c.package).map(|&(of, count)| Share {
+                key: c.package.clone(),
+                count,
+                of,
+                share: share(count, of),
+            })
+        })
+        .collect();
+    let monthly_users = monthly_users(t, &top_user_names, f)
+        .into_iter()
+        .map(|(p, m)| {
+            (
+                p,
+                m.into_iter()
+                    .map(|(k, v)| (bucket(PeriodKind::Month, k).1, v))
+                    .collect(),
+            )
+        })
+        .collect();
     PeriodReport {
+        versions,
+        env_kinds: shares(env_kinds(t, f)),
+        blas_in_numpy_jobs: shares(blas_in_numpy_jobs(t, f)),
+        signaled,
+        monthly_users,
         period: label,
         rows: (0..t.len()).filter(|&i| f(i)).count() as u64,
-        top_packages_by_user: counts(Dedup::User),
-        top_packages_by_process: counts(Dedup::Process),
+        top_packages_by_user: top_users,
+        top_packages_by_process: top_procs,
         top_packages_by_job: top_by_job,
         job_sizes: job_sizes(t, f),
         package_by_job_size: package_by_job_size(t, f),
@@ -199,5 +289,21 @@ mod tests {
             }
         }
         assert_eq!(bucket(PeriodKind::Month, 2026 * 12 + 11).1, "2026-12");
+        // Beyond the paper: the synthetic MKL share (users with uid % 6 == 0) shows up.
+        let blas = &year.blas_in_numpy_jobs;
+        let mkl = blas.iter().find(|s| s.key == "mkl").unwrap().share.unwrap();
+        assert!((0.08..0.30).contains(&mkl), "mkl share {mkl}");
+        let sig = year
+            .signaled
+            .iter()
+            .find(|s| s.key == "numpy")
+            .unwrap()
+            .share
+            .unwrap();
+        assert!(
+            (0.02..0.10).contains(&sig),
+            "5% of synthetic processes are killed: {sig}"
+        );
+        assert_eq!(year.monthly_users["numpy"].len(), 12);
     }
 }

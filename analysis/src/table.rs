@@ -65,6 +65,8 @@ impl Interner {
 
 /// No job.
 pub const NO_JOB: u32 = u32::MAX;
+/// No value (version, BLAS).
+pub const NONE: u32 = u32::MAX;
 
 /// `year * 12 + (month - 1)` of a µs timestamp (UTC).
 pub fn month_of(us: i64) -> u32 {
@@ -85,6 +87,10 @@ struct Row<'a> {
     nodes: u32,
     staff: bool,
     compute: bool,
+    version: Option<&'a str>,
+    env_kind: &'a str,
+    blas: Option<&'a str>,
+    signaled: bool,
 }
 
 /// One row per record, integer columns only.
@@ -96,6 +102,12 @@ pub struct Table {
     pub users: Interner,
     /// Job ids.
     pub jobs: Interner,
+    /// Versions.
+    pub versions: Interner,
+    /// Environment kinds.
+    pub env_kinds: Interner,
+    /// BLAS backends.
+    pub blases: Interner,
     /// Package id per row.
     pub package: Vec<u32>,
     /// User id per row.
@@ -112,6 +124,14 @@ pub struct Table {
     pub is_compute: Vec<bool>,
     /// Month of `process_start`, as `year * 12 + (month - 1)` (UTC).
     pub month: Vec<u32>,
+    /// Version id per row, [`NONE`] when unknown.
+    pub version: Vec<u32>,
+    /// Environment kind id per row.
+    pub env_kind: Vec<u32>,
+    /// BLAS id per row, [`NONE`] when none was seen.
+    pub blas: Vec<u32>,
+    /// The process ended by a signal.
+    pub signaled: Vec<bool>,
     processes: HashMap<(u32, i32, i64), u32>,
     hosts: Interner,
 }
@@ -132,6 +152,13 @@ impl Table {
         self.is_staff.push(r.staff);
         self.is_compute.push(r.compute);
         self.month.push(month_of(r.start));
+        let v = r.version.map(|v| self.versions.id(v)).unwrap_or(NONE);
+        self.version.push(v);
+        let e = self.env_kinds.id(r.env_kind);
+        self.env_kind.push(e);
+        let b = r.blas.map(|b| self.blases.id(b)).unwrap_or(NONE);
+        self.blas.push(b);
+        self.signaled.push(r.signaled);
     }
 
     /// Rows.
@@ -162,6 +189,10 @@ impl Table {
                 nodes: r.num_nodes,
                 staff: r.is_staff,
                 compute: r.is_compute,
+                version: r.version.as_deref(),
+                env_kind: &r.env_kind,
+                blas: r.blas.as_deref(),
+                signaled: r.exit == "signaled",
             });
         }
         t
@@ -198,6 +229,10 @@ impl Table {
         files.sort();
         let mut t = Table::default();
         const COLS: &[&str] = &[
+            "version",
+            "env_kind",
+            "blas",
+            "exit",
             "package",
             "username",
             "uid",
@@ -237,6 +272,10 @@ impl Table {
         let nodes = col::<UInt32Array>(b, "num_nodes")?;
         let staff = col::<BooleanArray>(b, "is_staff")?;
         let compute = col::<BooleanArray>(b, "is_compute")?;
+        let version = col::<StringArray>(b, "version")?;
+        let env_kind = col::<StringArray>(b, "env_kind")?;
+        let blas = col::<StringArray>(b, "blas")?;
+        let exit = col::<StringArray>(b, "exit")?;
         for i in 0..b.num_rows() {
             let user = if username.is_null(i) {
                 format!("uid:{}", uid.value(i))
@@ -254,6 +293,10 @@ impl Table {
                 nodes: nodes.value(i),
                 staff: staff.value(i),
                 compute: compute.value(i),
+                version: (!version.is_null(i)).then(|| version.value(i)),
+                env_kind: env_kind.value(i),
+                blas: (!blas.is_null(i)).then(|| blas.value(i)),
+                signaled: exit.value(i) == "signaled",
             });
         }
         Ok(())
