@@ -260,13 +260,15 @@ impl Processor {
 
     fn tick(&mut self) {
         let now = now_us();
-        let dead = self
-            .table
-            .reap(|pid| Path::new(&format!("/proc/{pid}")).exists(), now);
-        for f in dead {
-            self.add(f);
-        }
         if self.last_flush.elapsed() >= Duration::from_secs(self.cfg.flush_secs) {
+            // Processes whose exit event was lost (ring buffer full) are ended here; checked
+            // once per flush interval, not per tick: one stat per live process.
+            let dead = self
+                .table
+                .reap(|pid| Path::new(&format!("/proc/{pid}")).exists(), now);
+            for f in dead {
+                self.add(f);
+            }
             let older = now - (self.cfg.flush_secs as i64) * 1_000_000;
             for f in self.table.running(older) {
                 self.add(f);
