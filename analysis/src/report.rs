@@ -106,8 +106,9 @@ pub struct Share {
     pub share: Option<f64>,
 }
 
-fn shares(m: BTreeMap<String, u64>) -> Vec<Share> {
-    let of = m.values().sum();
+/// Shares of `of` (the sum of the counts when `None`), largest first.
+fn shares(m: BTreeMap<String, u64>, of: Option<u64>) -> Vec<Share> {
+    let of = of.unwrap_or_else(|| m.values().sum());
     let mut v: Vec<Share> = m
         .into_iter()
         .map(|(key, count)| Share {
@@ -187,19 +188,9 @@ fn period(t: &Table, label: String, top: usize, f: &dyn Fn(usize) -> bool) -> Pe
     let mut vers = versions(t, f);
     let versions = top_user_names
         .iter()
-        .filter_map(|p| vers.remove(p).map(|(of, by)| (p.clone(), by, of)))
-        .map(|(p, by, of)| {
-            let mut v: Vec<Share> = by
-                .into_iter()
-                .map(|(key, count)| Share {
-                    key,
-                    count,
-                    of,
-                    share: share(count, of),
-                })
-                .collect();
-            v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
-            (p, v)
+        .filter_map(|p| {
+            vers.remove(p)
+                .map(|(of, by)| (p.clone(), shares(by, Some(of))))
         })
         .collect();
     let sig = signaled(t, f);
@@ -227,8 +218,8 @@ fn period(t: &Table, label: String, top: usize, f: &dyn Fn(usize) -> bool) -> Pe
         .collect();
     PeriodReport {
         versions,
-        env_kinds: shares(env_kinds(t, f)),
-        blas_in_numpy_jobs: shares(blas_in_numpy_jobs(t, f)),
+        env_kinds: shares(env_kinds(t, f), None),
+        blas_in_numpy_jobs: shares(blas_in_numpy_jobs(t, f), None),
         signaled,
         monthly_users,
         period: label,

@@ -63,15 +63,10 @@ fn venv_numpy_and_yaml_with_distribution_names_and_versions() {
     );
     assert_eq!(r.status["counters"]["ring_full"], 0);
     // The analysis reads the daemon's own dataset.
-    let out = Command::new(bin())
-        .args(["analyze", "--period", "all", "--top", "1000"])
-        .arg(&r.data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_ok(
+        Command::new(bin())
+            .args(["analyze", "--period", "all", "--top", "1000"])
+            .arg(&r.data),
     );
     let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let all = &a["periods"]["all"][0];

@@ -59,15 +59,8 @@ fn wait_state(conf: &Path, job: &str, want: &str, secs: u64) {
 }
 
 fn submit(conf: &Path, wrap: &str) -> String {
-    let out = slurm(conf, "sbatch")
-        .args(["--parsable", "-o", "/dev/null", "--wrap", wrap])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        output_ok(slurm(conf, "sbatch").args(["--parsable", "-o", "/dev/null", "--wrap", wrap]));
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .split(';')
@@ -82,16 +75,11 @@ fn srun_steps_time_limit_and_sigkill_are_attributed() {
         let d = Daemon::start();
         let py = venv_python();
         // srun -n2 with an account: ranks 0 and 1 of one step.
-        let out = slurm(conf, "srun")
-            .args(["-n2", "--account=acct1"])
-            .arg(&py)
-            .args(["-c", "import yaml"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        output_ok(
+            slurm(conf, "srun")
+                .args(["-n2", "--account=acct1"])
+                .arg(&py)
+                .args(["-c", "import yaml"]),
         );
         // A batch job killed at its time limit.
         let timed = submit(
