@@ -1,204 +1,197 @@
-//! Integer counting kernels over a [`Table`] (the CPU back end). Pure functions: the same
-//! inputs give the same counts on every back end; floats are derived from counts elsewhere.
-use std::collections::{BTreeMap, HashMap, HashSet};
+//! Stage 2's output, the contract between the back ends and the report: integer counts in
+//! dense arrays, per period. Both back ends fill [`KindCounts`] with the same definitions
+//! (below, per field); every floating-point number is derived from these counts afterwards by
+//! [`pearson`] and [`share`], the only float code, shared — so back ends that agree on counts
+//! print identical bytes.
+use serde::Serialize;
 
-use crate::table::{Table, NONE, NO_JOB};
+use crate::scan::{Interner, NODE_BINS};
 
-/// What "distinct" means for a top-N count (paper fig. 3 de-duplicates by user).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Period granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum Dedup {
-    /// Distinct users per package.
-    User,
-    /// Distinct jobs per package.
-    Job,
-    /// Distinct processes per package.
-    Process,
+pub enum PeriodKind {
+    /// Calendar months.
+    Month,
+    /// Calendar quarters.
+    Quarter,
+    /// Calendar years.
+    Year,
+    /// The whole range.
+    All,
 }
 
-/// Default filters of the paper: staff excluded; job-based figures only on compute nodes.
-pub fn paper_filter(t: &Table, row: usize) -> bool {
-    !t.is_staff[row]
-}
+impl PeriodKind {
+    /// Every granularity, finest first.
+    pub const ALL: [PeriodKind; 4] = [
+        PeriodKind::Month,
+        PeriodKind::Quarter,
+        PeriodKind::Year,
+        PeriodKind::All,
+    ];
 
-/// `(package, count)`, count descending, then name ascending (a total order, so output is
-/// identical whatever the back end's iteration order).
-pub fn top_packages(t: &Table, by: Dedup, keep: impl Fn(usize) -> bool) -> Vec<(String, u64)> {
-    let mut pairs: HashSet<(u32, u32)> = HashSet::new();
-    for row in 0..t.len() {
-        if !keep(row) {
-            continue;
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeriodKind::Month => "month",
+            PeriodKind::Quarter => "quarter",
+            PeriodKind::Year => "year",
+            PeriodKind::All => "all",
         }
-        let key = match by {
-            Dedup::User => t.user[row],
-            Dedup::Job if t.job[row] == NO_JOB => continue,
-            Dedup::Job => t.job[row],
-            Dedup::Process => t.process[row],
+    }
+
+    /// The bucket of a month (`year * 12 + month0`).
+    pub fn bucket(self, month: u16) -> u32 {
+        let (y, m0) = (month as u32 / 12, month as u32 % 12);
+        match self {
+            PeriodKind::Month => month as u32,
+            PeriodKind::Quarter => y * 4 + m0 / 3,
+            PeriodKind::Year => y,
+            PeriodKind::All => 0,
+        }
+    }
+
+    /// The label of a bucket: `2026-03`, `2026-Q1`, `2026` or `all`.
+    pub fn label(self, bucket: u32) -> String {
+        match self {
+            PeriodKind::Month => format!("{}-{:02}", bucket / 12, bucket % 12 + 1),
+            PeriodKind::Quarter => format!("{}-Q{}", bucket / 4, bucket % 4 + 1),
+            PeriodKind::Year => format!("{bucket}"),
+            PeriodKind::All => "all".into(),
+        }
+    }
+
+    /// The buckets (sorted) of the months present, and each month's bucket index, as a
+    /// lookup table indexed by `month - months[0]`.
+    pub fn layout(self, months: &[u16]) -> (Vec<u32>, Vec<u32>) {
+        let mut buckets: Vec<u32> = months.iter().map(|&m| self.bucket(m)).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        let (lo, hi) = match (months.first(), months.last()) {
+            (Some(&lo), Some(&hi)) => (lo, hi),
+            _ => return (buckets, Vec::new()),
         };
-        pairs.insert((t.package[row], key));
+        let lut = (lo..=hi)
+            .map(|m| {
+                buckets
+                    .binary_search(&self.bucket(m))
+                    .map(|i| i as u32)
+                    .unwrap_or(u32::MAX)
+            })
+            .collect();
+        (buckets, lut)
     }
-    let mut counts = vec![0u64; t.packages.len()];
-    for (p, _) in pairs {
-        counts[p as usize] += 1;
+}
+
+/// Most packages in the pair-count rows of one bucket (one bit each in a 64-bit job mask).
+pub const MAX_PAIR_ROWS: usize = 64;
+
+/// Packages whose 1D correlation slices are reported (paper fig. 7).
+pub const SLICES: &[&str] = &["mpi4py", "multiprocessing", "dask"];
+
+/// Sizes of the dense arrays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    /// Buckets.
+    pub buckets: usize,
+    /// Packages.
+    pub packages: usize,
+    /// (package, version) pairs.
+    pub versions: usize,
+    /// Environment kinds.
+    pub env_kinds: usize,
+    /// BLAS backends.
+    pub blases: usize,
+}
+
+/// The integer counts of one period granularity. `[b][x]` is stored at `b * width + x`. All
+/// counts are over the rows kept by the filter; "job rows" are those also kept for job-based
+/// tables (`KEEP_JOB`) that belong to a job.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KindCounts {
+    /// Bucket values (see [`PeriodKind::bucket`]), sorted.
+    pub buckets: Vec<u32>,
+    /// `[b]`: kept rows.
+    pub rows: Vec<u64>,
+    /// `[b][package]`: distinct users (fig. 3).
+    pub by_user: Vec<u64>,
+    /// `[b][package]`: distinct jobs, over all kept rows in a job.
+    pub by_job: Vec<u64>,
+    /// `[b][package]`: distinct processes.
+    pub by_process: Vec<u64>,
+    /// `[b][package]`: distinct processes that ended by a signal.
+    pub signaled: Vec<u64>,
+    /// `[b][package]`: distinct users among rows with a known version.
+    pub versioned_users: Vec<u64>,
+    /// `[b][version]`: distinct users per (package, version).
+    pub version_users: Vec<u64>,
+    /// `[b][env kind]`: distinct processes per environment kind, `stdlib` rows excluded.
+    pub env_kinds: Vec<u64>,
+    /// `[b]`: distinct jobs among job rows.
+    pub jobs: Vec<u64>,
+    /// `[b][nodes]` (`MAX_NODES` wide): distinct jobs among job rows by node count (fig. 4).
+    pub job_sizes: Vec<u64>,
+    /// `[b][package]`: distinct jobs among job rows (the correlations' marginals).
+    pub job_packages: Vec<u64>,
+    /// `[b][package][node bin]`: distinct jobs among job rows (fig. 5).
+    pub package_sizes: Vec<u64>,
+    /// `[b][0 = none seen | 1 + blas]`: distinct jobs with numpy/scipy rows, by the BLAS
+    /// backends seen in them (a job with two counts under both).
+    pub blas: Vec<u64>,
+    /// `[b]`: the packages of the pair-count rows, from [`pair_rows`].
+    pub pair_rows: Vec<Vec<u32>>,
+    /// `[b][row < MAX_PAIR_ROWS][package]`: distinct jobs among job rows using both.
+    pub pairs: Vec<u64>,
+}
+
+impl KindCounts {
+    /// Zeroed arrays for `d`.
+    pub fn zeroed(buckets: Vec<u32>, d: Dims) -> KindCounts {
+        let b = d.buckets;
+        let z = |n: usize| vec![0u64; b * n];
+        KindCounts {
+            buckets,
+            rows: z(1),
+            by_user: z(d.packages),
+            by_job: z(d.packages),
+            by_process: z(d.packages),
+            signaled: z(d.packages),
+            versioned_users: z(d.packages),
+            version_users: z(d.versions),
+            env_kinds: z(d.env_kinds),
+            jobs: z(1),
+            job_sizes: z(crate::scan::MAX_NODES as usize),
+            job_packages: z(d.packages),
+            package_sizes: z(d.packages * NODE_BINS as usize),
+            blas: z(d.blases + 1),
+            pair_rows: vec![Vec::new(); b],
+            pairs: z(MAX_PAIR_ROWS * d.packages),
+        }
     }
-    let mut out: Vec<(String, u64)> = counts
-        .into_iter()
-        .enumerate()
-        .filter(|(_, c)| *c > 0)
-        .map(|(p, c)| (t.packages.name(p as u32).to_owned(), c))
+}
+
+/// The packages whose pairs are counted in bucket `b`: the `top` packages by jobs (count
+/// descending, then name, a total order) followed by the [`SLICES`] packages present. Shared
+/// by both back ends, so they count the same pairs.
+pub fn pair_rows(job_packages: &[u64], packages: &Interner, top: usize) -> Vec<u32> {
+    let mut ids: Vec<u32> = (0..job_packages.len() as u32)
+        .filter(|&p| job_packages[p as usize] > 0)
         .collect();
-    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    out
-}
-
-/// Job-size histogram (paper fig. 4): distinct jobs by node count, compute nodes only.
-pub fn job_sizes(t: &Table, keep: impl Fn(usize) -> bool) -> BTreeMap<u32, u64> {
-    let mut seen = HashSet::new();
-    let mut hist = BTreeMap::new();
-    for row in 0..t.len() {
-        if t.job[row] == NO_JOB || !t.is_compute[row] || !keep(row) {
-            continue;
-        }
-        if seen.insert(t.job[row]) {
-            *hist.entry(t.num_nodes[row]).or_insert(0) += 1;
-        }
-    }
-    hist
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::synth::{generate, Params};
-
-    fn t() -> Table {
-        let mut rs = generate(Params {
-            rows: 8,
-            seed: 1,
-            users: 3,
-        });
-        // Hand-made: 3 users, 2 jobs, 4 processes.
-        let spec = [
-            ("numpy", "alice", Some("1"), 10, 2),
-            ("numpy", "alice", Some("1"), 11, 2), // second rank of job 1
-            ("scipy", "alice", Some("1"), 10, 2),
-            ("numpy", "bob", Some("2"), 20, 1),
-            ("yaml", "bob", None, 21, 1),
-            ("numpy", "staff1", Some("3"), 30, 8),
-        ];
-        rs.truncate(spec.len());
-        for (r, (pkg, user, job, pid, nodes)) in rs.iter_mut().zip(spec) {
-            r.package = pkg.into();
-            r.username = Some(user.into());
-            r.is_staff = user.starts_with("staff");
-            r.job_id = job.map(str::to_owned);
-            r.pid = pid;
-            r.process_start = 0;
-            r.host = "h".into();
-            r.num_nodes = nodes;
-            r.is_compute = true;
-        }
-        Table::from_records(&rs)
-    }
-
-    #[test]
-    fn hand_computed_top_n_and_job_sizes() {
-        let t = t();
-        let f = |row| paper_filter(&t, row);
-        assert_eq!(
-            top_packages(&t, Dedup::User, f),
-            vec![("numpy".into(), 2), ("scipy".into(), 1), ("yaml".into(), 1)]
-        );
-        assert_eq!(
-            top_packages(&t, Dedup::Job, f),
-            vec![("numpy".into(), 2), ("scipy".into(), 1)]
-        );
-        assert_eq!(
-            top_packages(&t, Dedup::Process, f),
-            vec![("numpy".into(), 3), ("scipy".into(), 1), ("yaml".into(), 1)]
-        );
-        assert_eq!(
-            top_packages(&t, Dedup::User, |_| true)[0],
-            ("numpy".into(), 3)
-        );
-        assert_eq!(job_sizes(&t, f), BTreeMap::from([(1, 1), (2, 1)]));
-    }
-}
-
-/// Distinct (job, package) pairs, each package 0/1 per job: the input of figs. 5–7.
-fn job_packages(
-    t: &Table,
-    keep: &impl Fn(usize) -> bool,
-) -> (HashSet<(u32, u32)>, BTreeMap<u32, u32>) {
-    let mut pairs = HashSet::new();
-    let mut nodes = BTreeMap::new();
-    for row in 0..t.len() {
-        if t.job[row] == NO_JOB || !t.is_compute[row] || !keep(row) {
-            continue;
-        }
-        pairs.insert((t.job[row], t.package[row]));
-        nodes.insert(t.job[row], t.num_nodes[row]);
-    }
-    (pairs, nodes)
-}
-
-/// Package × job-size 2D histogram (paper fig. 5), de-duplicated by (job, package): for each
-/// package, jobs using it by node count.
-pub fn package_by_job_size(
-    t: &Table,
-    keep: impl Fn(usize) -> bool,
-) -> BTreeMap<String, BTreeMap<u32, u64>> {
-    let (pairs, nodes) = job_packages(t, &keep);
-    let mut out: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
-    for (job, pkg) in pairs {
-        *out.entry(t.packages.name(pkg).to_owned())
-            .or_default()
-            .entry(nodes[&job])
-            .or_insert(0) += 1;
-    }
-    out
-}
-
-/// Integer inputs of the Pearson correlation between packages within jobs: the number of jobs
-/// `n`, jobs per package, and jobs per pair of packages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CoOccurrence {
-    /// Package names, in id order of the matrices.
-    pub packages: Vec<String>,
-    /// Jobs considered.
-    pub jobs: u64,
-    /// Jobs using package i.
-    pub single: Vec<u64>,
-    /// Jobs using both i and j (symmetric, row-major `packages.len()²`).
-    pub pair: Vec<u64>,
-}
-
-/// Co-occurrence counts of packages within jobs (the integer part of paper fig. 6).
-pub fn co_occurrence(t: &Table, keep: impl Fn(usize) -> bool) -> CoOccurrence {
-    let (pairs, nodes) = job_packages(t, &keep);
-    let n = t.packages.len();
-    let mut by_job: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for (job, pkg) in pairs {
-        by_job.entry(job).or_default().push(pkg);
-    }
-    let mut single = vec![0u64; n];
-    let mut pair = vec![0u64; n * n];
-    for pkgs in by_job.values() {
-        for &a in pkgs {
-            single[a as usize] += 1;
-            for &b in pkgs {
-                pair[a as usize * n + b as usize] += 1;
+    ids.sort_by(|&a, &b| {
+        job_packages[b as usize]
+            .cmp(&job_packages[a as usize])
+            .then_with(|| packages.name(a).cmp(packages.name(b)))
+    });
+    let mut rows: Vec<u32> = ids.iter().copied().take(top).collect();
+    for s in SLICES {
+        if let Some(p) = packages.get(s) {
+            if job_packages.get(p as usize).is_some_and(|&c| c > 0) && !rows.contains(&p) {
+                rows.push(p);
             }
         }
     }
-    CoOccurrence {
-        packages: (0..n as u32)
-            .map(|i| t.packages.name(i).to_owned())
-            .collect(),
-        jobs: nodes.len() as u64,
-        single,
-        pair,
-    }
+    rows.truncate(MAX_PAIR_ROWS);
+    rows
 }
 
 /// Pearson correlation of two 0/1 variables over `n` jobs from integer counts — the one
@@ -211,27 +204,15 @@ pub fn pearson(n: u64, a: u64, b: u64, ab: u64) -> Option<f64> {
     (var > 0.0).then(|| cov / var.sqrt())
 }
 
-impl CoOccurrence {
-    /// The correlation matrix (row-major), `None` where undefined.
-    pub fn correlations(&self) -> Vec<Option<f64>> {
-        let n = self.packages.len();
-        (0..n * n)
-            .map(|k| {
-                pearson(
-                    self.jobs,
-                    self.single[k / n],
-                    self.single[k % n],
-                    self.pair[k],
-                )
-            })
-            .collect()
-    }
+/// `part / whole` — the one place a share is computed from integer counts, so every back end
+/// prints the same digits. `None` for an empty whole.
+pub fn share(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
 }
 
 #[cfg(test)]
-mod correlation_tests {
+mod tests {
     use super::*;
-    use crate::synth::{generate, Params};
 
     #[test]
     fn pearson_matches_hand_values() {
@@ -245,227 +226,24 @@ mod correlation_tests {
         assert_eq!(pearson(4, 4, 2, 2), None);
         // A in {1,2,3}, B in {1}: r = (4*1-3*1)/sqrt((12-9)*(4-1)) = 1/3.
         assert!((pearson(4, 3, 1, 1).unwrap() - 1.0 / 3.0).abs() < 1e-15);
-    }
-
-    #[test]
-    fn synthetic_correlations_show_the_planted_ones() {
-        let recs = generate(Params {
-            rows: 60_000,
-            seed: 11,
-            users: 500,
-        });
-        let t = Table::from_records(&recs);
-        let co = co_occurrence(&t, |_| true);
-        let n = co.packages.len();
-        let idx = |p: &str| co.packages.iter().position(|x| x == p).unwrap();
-        let r = co.correlations();
-        let xd = r[idx("xarray") * n + idx("dask")].unwrap();
-        let xs = r[idx("xarray") * n + idx("seaborn")].unwrap();
-        assert!(xd > 0.5, "xarray→dask planted: {xd}");
-        assert!(xs.abs() < 0.1, "unrelated: {xs}");
-        assert_eq!(r[idx("numpy") * n + idx("numpy")], Some(1.0));
-        let hist = package_by_job_size(&t, |_| true);
-        let mpi_big: u64 = hist["mpi4py"]
-            .iter()
-            .filter(|(k, _)| **k >= 1024)
-            .map(|(_, v)| v)
-            .sum();
-        assert!(mpi_big >= 1, "thousand-node jobs are mpi4py jobs");
-    }
-}
-
-/// `part / whole` — the one place a share is computed from integer counts, so every back end
-/// prints the same digits. `None` for an empty whole.
-pub fn share(part: u64, whole: u64) -> Option<f64> {
-    (whole > 0).then(|| part as f64 / whole as f64)
-}
-
-/// Versions in use: for each package, distinct users per version (and of the package).
-pub fn versions(
-    t: &Table,
-    keep: impl Fn(usize) -> bool,
-) -> BTreeMap<String, (u64, BTreeMap<String, u64>)> {
-    let mut by_version: HashSet<(u32, u32, u32)> = HashSet::new();
-    let mut by_package: HashSet<(u32, u32)> = HashSet::new();
-    for row in 0..t.len() {
-        if !keep(row) || t.version[row] == NONE {
-            continue;
-        }
-        by_version.insert((t.package[row], t.version[row], t.user[row]));
-        by_package.insert((t.package[row], t.user[row]));
-    }
-    let mut out: BTreeMap<String, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
-    for (p, _) in by_package {
-        out.entry(t.packages.name(p).to_owned()).or_default().0 += 1;
-    }
-    for (p, v, _) in by_version {
-        *out.entry(t.packages.name(p).to_owned())
-            .or_default()
-            .1
-            .entry(t.versions.name(v).to_owned())
-            .or_insert(0) += 1;
-    }
-    out
-}
-
-/// Environment kinds: distinct processes importing a non-stdlib package from each kind.
-pub fn env_kinds(t: &Table, keep: impl Fn(usize) -> bool) -> BTreeMap<String, u64> {
-    let mut seen: HashSet<(u32, u32)> = HashSet::new();
-    for row in 0..t.len() {
-        if keep(row) && t.env_kinds.name(t.env_kind[row]) != "stdlib" {
-            seen.insert((t.env_kind[row], t.process[row]));
-        }
-    }
-    let mut out = BTreeMap::new();
-    for (k, _) in seen {
-        *out.entry(t.env_kinds.name(k).to_owned()).or_insert(0) += 1;
-    }
-    out
-}
-
-/// BLAS backends among jobs that use numpy or scipy: distinct jobs per backend (`unknown` when
-/// no BLAS library was seen in the job's numpy/scipy processes).
-pub fn blas_in_numpy_jobs(t: &Table, keep: impl Fn(usize) -> bool) -> BTreeMap<String, u64> {
-    let wanted: Vec<u32> = ["numpy", "scipy"]
-        .iter()
-        .filter_map(|p| (0..t.packages.len() as u32).find(|&i| t.packages.name(i) == *p))
-        .collect();
-    let mut job_blas: BTreeMap<u32, Option<u32>> = BTreeMap::new();
-    for row in 0..t.len() {
-        if !keep(row) || t.job[row] == NO_JOB || !wanted.contains(&t.package[row]) {
-            continue;
-        }
-        let e = job_blas.entry(t.job[row]).or_insert(None);
-        if e.is_none() && t.blas[row] != NONE {
-            *e = Some(t.blas[row]);
-        }
-    }
-    let mut out = BTreeMap::new();
-    for b in job_blas.values() {
-        let name = b
-            .map(|b| t.blases.name(b).to_owned())
-            .unwrap_or_else(|| "unknown".into());
-        *out.entry(name).or_insert(0) += 1;
-    }
-    out
-}
-
-/// Per package: distinct processes, and those that ended by a signal — what atexit-based
-/// tools never saw.
-pub fn signaled(t: &Table, keep: impl Fn(usize) -> bool) -> BTreeMap<String, (u64, u64)> {
-    let mut seen: HashSet<(u32, u32, bool)> = HashSet::new();
-    for row in 0..t.len() {
-        if keep(row) {
-            seen.insert((t.package[row], t.process[row], t.signaled[row]));
-        }
-    }
-    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for (p, _, sig) in seen {
-        let e = out.entry(t.packages.name(p).to_owned()).or_default();
-        e.0 += 1;
-        e.1 += sig as u64;
-    }
-    out
-}
-
-/// Distinct users per month for the given packages: the per-month trend of the top packages.
-pub fn monthly_users(
-    t: &Table,
-    packages: &[String],
-    keep: impl Fn(usize) -> bool,
-) -> BTreeMap<String, BTreeMap<u32, u64>> {
-    let ids: HashMap<u32, &String> = packages
-        .iter()
-        .filter_map(|p| {
-            (0..t.packages.len() as u32)
-                .find(|&i| t.packages.name(i) == p)
-                .map(|i| (i, p))
-        })
-        .collect();
-    let mut seen: HashSet<(u32, u32, u32)> = HashSet::new();
-    for row in 0..t.len() {
-        if keep(row) && ids.contains_key(&t.package[row]) {
-            seen.insert((t.package[row], t.month[row], t.user[row]));
-        }
-    }
-    let mut out: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
-    for (p, m, _) in seen {
-        *out.entry(ids[&p].to_string())
-            .or_default()
-            .entry(m)
-            .or_insert(0) += 1;
-    }
-    out
-}
-
-#[cfg(test)]
-mod beyond_tests {
-    use super::*;
-    use crate::synth::{generate, Params};
-
-    #[test]
-    fn hand_checked_beyond_the_paper_tables() {
-        let mut rs = generate(Params {
-            rows: 4,
-            seed: 1,
-            users: 3,
-        });
-        // Two users of numpy: alice with 1.0 (job 1, openblas, signaled), bob with 2.0 (job 2, no BLAS seen).
-        let spec = [
-            (
-                "numpy",
-                "alice",
-                "1",
-                10,
-                Some("1.0"),
-                Some("openblas"),
-                "signaled",
-                "conda",
-            ),
-            (
-                "scipy",
-                "alice",
-                "1",
-                10,
-                Some("1.1"),
-                None,
-                "signaled",
-                "conda",
-            ),
-            ("numpy", "bob", "2", 20, Some("2.0"), None, "exited", "venv"),
-            ("json", "bob", "2", 20, None, None, "exited", "stdlib"),
-        ];
-        for (r, (pkg, user, job, pid, ver, blas, exit, env)) in rs.iter_mut().zip(spec) {
-            r.package = pkg.into();
-            r.username = Some(user.into());
-            r.job_id = Some(job.into());
-            r.pid = pid;
-            r.process_start = 0;
-            r.host = "h".into();
-            r.version = ver.map(str::to_owned);
-            r.blas = blas.map(str::to_owned);
-            r.exit = exit.into();
-            r.env_kind = env.into();
-        }
-        let t = Table::from_records(&rs);
-        let v = versions(&t, |_| true);
-        assert_eq!(
-            v["numpy"],
-            (2, BTreeMap::from([("1.0".into(), 1), ("2.0".into(), 1)]))
-        );
-        assert_eq!(share(v["numpy"].1["1.0"], v["numpy"].0), Some(0.5));
-        assert_eq!(
-            env_kinds(&t, |_| true),
-            BTreeMap::from([("conda".into(), 1), ("venv".into(), 1)])
-        );
-        assert_eq!(
-            blas_in_numpy_jobs(&t, |_| true),
-            BTreeMap::from([("openblas".into(), 1), ("unknown".into(), 1)])
-        );
-        let s = signaled(&t, |_| true);
-        assert_eq!((s["numpy"], s["json"]), ((2, 1), (1, 0)));
-        let m = monthly_users(&t, &["numpy".to_string()], |_| true);
-        assert_eq!(m["numpy"].values().sum::<u64>(), 2);
+        assert_eq!(share(1, 4), Some(0.25));
         assert_eq!(share(1, 0), None);
+    }
+
+    #[test]
+    fn period_layout_and_labels() {
+        let m = |y: u16, mo: u16| y * 12 + mo - 1;
+        let months = [m(2025, 12), m(2026, 1), m(2026, 4)];
+        let (b, lut) = PeriodKind::Quarter.layout(&months);
+        assert_eq!(
+            b.iter()
+                .map(|&x| PeriodKind::Quarter.label(x))
+                .collect::<Vec<_>>(),
+            ["2025-Q4", "2026-Q1", "2026-Q2"]
+        );
+        assert_eq!(lut.len(), 5);
+        assert_eq!((lut[0], lut[1], lut[4]), (0, 1, 2));
+        assert_eq!(PeriodKind::Month.label(m(2026, 12) as u32), "2026-12");
+        assert_eq!(PeriodKind::All.layout(&months).0, [0]);
     }
 }

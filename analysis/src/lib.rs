@@ -1,10 +1,17 @@
-//! Analysis of the pyusage dataset (issue 4, in progress): synthetic data in the record
-//! schema ([`synth`]), the dataset loaded into integer columns with global ids ([`table`]),
-//! and integer counting kernels ([`counts`]). Every floating-point number is derived from these
-//! integer counts by shared code, so back ends that agree on counts agree on everything.
+//! Analysis of the pyusage Parquet dataset: the paper's figures and more, on the CPU or a GPU
+//! with identical output. One module per stage of the data's path:
+//! [`scan`] (Parquet → integer chunks with global ids, filtered by [`filter`]) →
+//! a [`backend`] ([`cpu`] or [`gpu`]) → integer [`counts`] → [`report`] tables (the only
+//! floats) → [`export`] (JSON, CSV) and [`html`]. [`synth`] writes realistic test data.
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod counts;
+pub mod cpu;
+pub mod export;
+pub mod filter;
+pub mod gpu;
+pub mod html;
 pub mod report;
+pub mod scan;
 pub mod synth;
-pub mod table;

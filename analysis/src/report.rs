@@ -1,42 +1,16 @@
-//! Every table of one analysis run, for every period requested (all permutations in one run,
-//! as the paper did), as plain serialisable data. The CLI prints it; the HTML report (to come)
-//! renders it.
-use std::collections::BTreeMap;
+//! Stage 3: the counts of every period → the report's tables, as plain serialisable data
+//! (JSON, CSV and HTML render it). All floats come from [`pearson`] and [`share`]; every list
+//! has a total order (count descending, then name), so both back ends print identical bytes.
+use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::Serialize;
 
 use crate::{
-    counts::{
-        blas_in_numpy_jobs, co_occurrence, env_kinds, job_sizes, monthly_users,
-        package_by_job_size, share, signaled, top_packages, versions, Dedup,
-    },
-    table::Table,
+    backend::{select, Device},
+    counts::{pearson, share, KindCounts, PeriodKind, MAX_PAIR_ROWS, SLICES},
+    filter::Filter,
+    scan::{scan, Interner, Names, ScanError, Selection, MAX_NODES, NODE_BINS},
 };
-
-/// Period granularity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum PeriodKind {
-    /// Calendar months.
-    Month,
-    /// Calendar quarters.
-    Quarter,
-    /// Calendar years.
-    Year,
-    /// The whole range.
-    All,
-}
-
-/// The label and bucket of a month (`year * 12 + month0`) for a granularity.
-pub fn bucket(kind: PeriodKind, month: u32) -> (u32, String) {
-    let (y, m0) = (month / 12, month % 12);
-    match kind {
-        PeriodKind::Month => (month, format!("{y}-{:02}", m0 + 1)),
-        PeriodKind::Quarter => (y * 4 + m0 / 3, format!("{y}-Q{}", m0 / 3 + 1)),
-        PeriodKind::Year => (y, format!("{y}")),
-        PeriodKind::All => (0, "all".into()),
-    }
-}
 
 /// A package and a count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -75,7 +49,8 @@ pub struct PeriodReport {
     pub top_packages_by_process: Vec<Count>,
     /// Fig. 4: jobs by node count.
     pub job_sizes: BTreeMap<u32, u64>,
-    /// Fig. 5: package → node count → jobs.
+    /// Fig. 5: package → node-count bin → jobs; a bin is named by its largest node count
+    /// (`4` holds jobs of 3–4 nodes, `2^k` holds (2^(k-1), 2^k]).
     pub package_by_job_size: BTreeMap<String, BTreeMap<u32, u64>>,
     /// Fig. 6.
     pub correlation: Correlation,
@@ -122,179 +97,344 @@ fn shares(m: BTreeMap<String, u64>, of: Option<u64>) -> Vec<Share> {
     v
 }
 
-/// Packages whose 1D correlation slices are reported (paper fig. 7).
-pub const SLICES: &[&str] = &["mpi4py", "multiprocessing", "dask"];
-
-/// Computes every table for each period of `kind` present in `t`, rows kept by `keep`.
-pub fn run(
-    t: &Table,
-    kind: PeriodKind,
-    top: usize,
-    keep: impl Fn(usize) -> bool + Sync,
-) -> Vec<PeriodReport> {
-    let mut buckets: BTreeMap<u32, String> = BTreeMap::new();
-    for &m in &t.month {
-        let (b, label) = bucket(kind, m);
-        buckets.entry(b).or_insert(label);
-    }
-    buckets
-        .into_iter()
-        .map(|(b, label)| {
-            let f = |row: usize| bucket(kind, t.month[row]).0 == b && keep(row);
-            period(t, label, top, &f)
-        })
-        .collect()
+/// What was analysed and how: the report's header.
+#[derive(Debug, Clone, Serialize)]
+pub struct Header {
+    /// Dataset root.
+    pub dataset: PathBuf,
+    /// Back end that computed the counts.
+    pub backend: String,
+    /// Rows kept by the filters.
+    pub rows: u64,
+    /// `--from`/`--to`.
+    pub range: (Option<String>, Option<String>),
+    /// Filters, in words.
+    pub filters: BTreeMap<String, String>,
+    /// Packages per top list.
+    pub top: usize,
 }
 
-fn period(t: &Table, label: String, top: usize, f: &dyn Fn(usize) -> bool) -> PeriodReport {
-    let counts = |by| -> Vec<Count> {
-        top_packages(t, by, f)
-            .into_iter()
-            .take(top)
-            .map(|(package, count)| Count { package, count })
-            .collect()
-    };
-    let co = co_occurrence(t, f);
-    let r = co.correlations();
-    let n = co.packages.len();
-    let idx = |p: &str| co.packages.iter().position(|x| x == p);
-    let top_by_job = counts(Dedup::Job);
-    let names: Vec<String> = top_by_job.iter().map(|c| c.package.clone()).collect();
-    let matrix = names
+/// The whole analysis: header and the tables of each period of each granularity requested.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    /// Header.
+    #[serde(flatten)]
+    pub header: Header,
+    /// Granularity → periods.
+    pub periods: BTreeMap<String, Vec<PeriodReport>>,
+}
+
+/// Failures of a run.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    /// Reading the dataset.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// The back end.
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+    /// Nothing to analyse.
+    #[error("no records under {0} (after date range and filters)")]
+    Empty(PathBuf),
+}
+
+/// Options of a run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// What to read.
+    pub selection: Selection,
+    /// Back end.
+    pub device: Device,
+    /// Granularities (the month counts are always computed: they feed the monthly trends).
+    pub kinds: Vec<PeriodKind>,
+    /// Packages per top list (≤ 60, so pair rows fit a 64-bit job mask).
+    pub top: usize,
+}
+
+/// Runs the analysis. `note` receives one-line messages (the CPU fallback); `progress` is
+/// told the number of partitions, then once per partition read.
+pub fn analyze(
+    o: &Options,
+    note: &dyn Fn(&str),
+    progress: &(dyn Fn(Option<u64>) + Sync),
+) -> Result<Analysis, AnalyzeError> {
+    let (backend, fallback) = select(o.device)?;
+    if let Some(line) = fallback {
+        note(&line);
+    }
+    let names = Names::default();
+    progress(Some(crate::scan::partitions(&o.selection)?.len() as u64));
+    scan(&o.selection, &names, &|c| backend.add(c), &|| {
+        progress(None)
+    })?;
+    let backend_name = backend.name();
+    let mut kinds = vec![PeriodKind::Month];
+    kinds.extend(o.kinds.iter().filter(|&&k| k != PeriodKind::Month));
+    let top = o.top.clamp(1, MAX_PAIR_ROWS - SLICES.len());
+    let counts = backend.finish(&names, &kinds, top)?;
+    let months = &counts[0].1;
+    let rows: u64 = months.rows.iter().sum();
+    if rows == 0 {
+        return Err(AnalyzeError::Empty(o.selection.root.clone()));
+    }
+    let n = Names2::new(&names);
+    let periods = counts
         .iter()
-        .map(|p| {
-            names
+        .filter(|(k, _)| o.kinds.contains(k))
+        .map(|(kind, k)| {
+            let reports = (0..k.buckets.len())
+                .map(|b| period(&n, *kind, k, b, months, top))
+                .collect();
+            (kind.name().to_owned(), reports)
+        })
+        .collect();
+    let mut filters = BTreeMap::new();
+    match &o.selection.filter {
+        None => {
+            filters.insert("all tables".into(), Filter::PAPER.into());
+            filters.insert(
+                "job-based tables (job sizes, package x job size, correlations)".into(),
+                "is_compute == true, in a job".into(),
+            );
+        }
+        Some(f) => {
+            filters.insert("all tables (--filter)".into(), f.to_string());
+            filters.insert("job-based tables".into(), "in a job".into());
+        }
+    }
+    Ok(Analysis {
+        header: Header {
+            dataset: o.selection.root.clone(),
+            backend: backend_name,
+            rows,
+            range: (o.selection.from.clone(), o.selection.to.clone()),
+            filters,
+            top: o.top,
+        },
+        periods,
+    })
+}
+
+/// Names out of their locks, with the (package, version) pairs split.
+struct Names2 {
+    packages: Vec<String>,
+    versions: Vec<(String, String)>,
+    env_kinds: Vec<String>,
+    blases: Vec<String>,
+}
+
+impl Names2 {
+    fn package_id(&self, name: &str) -> usize {
+        self.packages
+            .iter()
+            .position(|x| x == name)
+            .expect("a known package")
+    }
+
+    fn new(n: &Names) -> Names2 {
+        let all = |i: &std::sync::Mutex<Interner>| {
+            let i = i.lock().expect("lock");
+            (0..i.len() as u32)
+                .map(|x| i.name(x).to_owned())
+                .collect::<Vec<_>>()
+        };
+        Names2 {
+            packages: all(&n.packages),
+            versions: all(&n.versions)
+                .into_iter()
+                .map(|pv| {
+                    let (p, v) = pv.split_once('\0').unwrap_or((&pv, ""));
+                    (p.to_owned(), v.to_owned())
+                })
+                .collect(),
+            env_kinds: all(&n.env_kinds),
+            blases: all(&n.blases),
+        }
+    }
+}
+
+/// `(name, count)` of the non-zero entries, count descending then name.
+fn ranked(names: &[String], counts: &[u64]) -> Vec<Count> {
+    let mut v: Vec<Count> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(i, &c)| Count {
+            package: names[i].clone(),
+            count: c,
+        })
+        .collect();
+    v.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.package.cmp(&b.package))
+    });
+    v
+}
+
+fn period(
+    n: &Names2,
+    kind: PeriodKind,
+    k: &KindCounts,
+    b: usize,
+    months: &KindCounts,
+    top: usize,
+) -> PeriodReport {
+    let np = n.packages.len();
+    let row = |v: &[u64], w: usize| v[b * w..(b + 1) * w].to_vec();
+    let by = |v: &[u64]| {
+        let mut r = ranked(&n.packages, &row(v, np));
+        r.truncate(top);
+        r
+    };
+    let top_by_user = by(&k.by_user);
+    let top_by_process = by(&k.by_process);
+    let singles = row(&k.job_packages, np);
+    let jobs = k.jobs[b];
+    let pair_rows = &k.pair_rows[b];
+    let pair = |r: usize, q: usize| k.pairs[(b * MAX_PAIR_ROWS + r) * np + q];
+    let corr =
+        |r: usize, q: usize| pearson(jobs, singles[pair_rows[r] as usize], singles[q], pair(r, q));
+    // Fig. 6: the top packages by job (job-based filter) are the first pair rows; the
+    // slice packages follow them when they are not among the top.
+    let shown: Vec<usize> = (0..pair_rows.len().min(top)).collect();
+    let matrix = shown
+        .iter()
+        .map(|&r| {
+            shown
                 .iter()
-                .map(|q| r[idx(p).expect("known") * n + idx(q).expect("known")])
+                .map(|&c| corr(r, pair_rows[c] as usize))
                 .collect()
         })
         .collect();
     let correlation_slices = SLICES
         .iter()
-        .filter_map(|p| idx(p).map(|i| (p, i)))
-        .map(|(p, i)| {
-            let mut v: Vec<(String, f64)> = (0..n)
-                .filter(|&j| j != i)
-                .filter_map(|j| r[i * n + j].map(|c| (co.packages[j].clone(), c)))
+        .filter_map(|s| {
+            let r = pair_rows
+                .iter()
+                .position(|&p| n.packages[p as usize] == *s)?;
+            let mut v: Vec<(String, f64)> = (0..np)
+                .filter(|&q| q != pair_rows[r] as usize && singles[q] > 0)
+                .filter_map(|q| corr(r, q).map(|c| (n.packages[q].clone(), c)))
                 .collect();
             v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             v.truncate(top);
-            (p.to_string(), v)
+            Some((s.to_string(), v))
         })
         .collect();
-    let top_users = counts(Dedup::User);
-    let top_user_names: Vec<String> = top_users.iter().map(|c| c.package.clone()).collect();
-    let top_procs = counts(Dedup::Process);
-    let mut vers = versions(t, f);
-    let versions = top_user_names
+    let versions = top_by_user
         .iter()
-        .filter_map(|p| {
-            vers.remove(p)
-                .map(|(of, by)| (p.clone(), shares(by, Some(of))))
+        .map(|c| {
+            let p = n.package_id(&c.package);
+            let of = k.versioned_users[b * np + p];
+            let by: BTreeMap<String, u64> = n
+                .versions
+                .iter()
+                .enumerate()
+                .filter(|(v, (pk, _))| {
+                    *pk == c.package && k.version_users[b * n.versions.len() + v] > 0
+                })
+                .map(|(v, (_, ver))| (ver.clone(), k.version_users[b * n.versions.len() + v]))
+                .collect();
+            (c.package.clone(), shares(by, Some(of)))
         })
+        .filter(|(_, v)| !v.is_empty())
         .collect();
-    let sig = signaled(t, f);
-    let signaled = top_procs
+    let signaled = top_by_process
         .iter()
-        .filter_map(|c| {
-            sig.get(&c.package).map(|&(of, count)| Share {
+        .map(|c| {
+            let p = n.package_id(&c.package);
+            let count = k.signaled[b * np + p];
+            Share {
                 key: c.package.clone(),
                 count,
-                of,
-                share: share(count, of),
-            })
+                of: c.count,
+                share: share(count, c.count),
+            }
         })
         .collect();
-    let monthly_users = monthly_users(t, &top_user_names, f)
-        .into_iter()
-        .map(|(p, m)| {
-            (
-                p,
-                m.into_iter()
-                    .map(|(k, v)| (bucket(PeriodKind::Month, k).1, v))
-                    .collect(),
-            )
+    let env_kinds = shares(
+        n.env_kinds
+            .iter()
+            .enumerate()
+            .map(|(e, name)| (name.clone(), k.env_kinds[b * n.env_kinds.len() + e]))
+            .filter(|(_, c)| *c > 0)
+            .collect(),
+        None,
+    );
+    let w = n.blases.len() + 1;
+    let blas_in_numpy_jobs = shares(
+        (0..w)
+            .map(|x| {
+                let name = if x == 0 {
+                    "unknown".to_owned()
+                } else {
+                    n.blases[x - 1].clone()
+                };
+                (name, k.blas[b * w + x])
+            })
+            .filter(|(_, c)| *c > 0)
+            .collect(),
+        None,
+    );
+    // Per-month trend: the month counts of this period's months.
+    let bucket = k.buckets[b];
+    let in_period: Vec<usize> = (0..months.buckets.len())
+        .filter(|&m| kind.bucket(months.buckets[m] as u16) == bucket)
+        .collect();
+    let monthly_users = top_by_user
+        .iter()
+        .map(|c| {
+            let p = n.package_id(&c.package);
+            let per: BTreeMap<String, u64> = in_period
+                .iter()
+                .map(|&m| {
+                    (
+                        PeriodKind::Month.label(months.buckets[m]),
+                        months.by_user[m * np + p],
+                    )
+                })
+                .collect();
+            (c.package.clone(), per)
+        })
+        .collect();
+    let job_sizes = (0..MAX_NODES as usize)
+        .filter(|&x| k.job_sizes[b * MAX_NODES as usize + x] > 0)
+        .map(|x| (x as u32, k.job_sizes[b * MAX_NODES as usize + x]))
+        .collect();
+    let nb = NODE_BINS as usize;
+    let package_by_job_size = (0..np)
+        .filter(|&p| singles[p] > 0)
+        .map(|p| {
+            let bins = (0..nb)
+                .filter(|&x| k.package_sizes[(b * np + p) * nb + x] > 0)
+                .map(|x| (1u32 << x, k.package_sizes[(b * np + p) * nb + x]))
+                .collect();
+            (n.packages[p].clone(), bins)
         })
         .collect();
     PeriodReport {
-        versions,
-        env_kinds: shares(env_kinds(t, f), None),
-        blas_in_numpy_jobs: shares(blas_in_numpy_jobs(t, f), None),
-        signaled,
-        monthly_users,
-        period: label,
-        rows: (0..t.len()).filter(|&i| f(i)).count() as u64,
-        top_packages_by_user: top_users,
-        top_packages_by_process: top_procs,
-        top_packages_by_job: top_by_job,
-        job_sizes: job_sizes(t, f),
-        package_by_job_size: package_by_job_size(t, f),
+        period: kind.label(bucket),
+        rows: k.rows[b],
+        top_packages_by_job: by(&k.by_job),
+        top_packages_by_user: top_by_user,
+        top_packages_by_process: top_by_process,
+        job_sizes,
+        package_by_job_size,
         correlation: Correlation {
-            jobs: co.jobs,
-            packages: names,
+            jobs,
+            packages: shown
+                .iter()
+                .map(|&r| n.packages[pair_rows[r] as usize].clone())
+                .collect(),
             matrix,
             clip_view: [0.6, 0.8],
         },
         correlation_slices,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::synth::{generate, Params};
-
-    #[test]
-    fn periods_partition_the_rows() {
-        let t = Table::from_records(&generate(Params {
-            rows: 30_000,
-            seed: 2,
-            users: 300,
-        }));
-        let all = run(&t, PeriodKind::All, 10, |_| true);
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].rows, t.len() as u64);
-        let months = run(&t, PeriodKind::Month, 10, |_| true);
-        assert_eq!(months.len(), 12);
-        assert_eq!(months.iter().map(|p| p.rows).sum::<u64>(), t.len() as u64);
-        assert_eq!(months[0].period, "2026-01");
-        let quarters = run(&t, PeriodKind::Quarter, 10, |_| true);
-        assert_eq!(
-            quarters
-                .iter()
-                .map(|q| q.period.as_str())
-                .collect::<Vec<_>>(),
-            ["2026-Q1", "2026-Q2", "2026-Q3", "2026-Q4"]
-        );
-        // Distinct users per package in a quarter never exceed the year's.
-        let year = &run(&t, PeriodKind::Year, 10, |_| true)[0];
-        for q in &quarters {
-            for c in &q.top_packages_by_user {
-                let y = year
-                    .top_packages_by_user
-                    .iter()
-                    .find(|x| x.package == c.package)
-                    .map(|x| x.count)
-                    .unwrap_or(u64::MAX);
-                assert!(c.count <= y);
-            }
-        }
-        assert_eq!(bucket(PeriodKind::Month, 2026 * 12 + 11).1, "2026-12");
-        // Beyond the paper: the synthetic MKL share (users with uid % 6 == 0) shows up.
-        let blas = &year.blas_in_numpy_jobs;
-        let mkl = blas.iter().find(|s| s.key == "mkl").unwrap().share.unwrap();
-        assert!((0.08..0.30).contains(&mkl), "mkl share {mkl}");
-        let sig = year
-            .signaled
-            .iter()
-            .find(|s| s.key == "numpy")
-            .unwrap()
-            .share
-            .unwrap();
-        assert!(
-            (0.02..0.10).contains(&sig),
-            "5% of synthetic processes are killed: {sig}"
-        );
-        assert_eq!(year.monthly_users["numpy"].len(), 12);
+        versions,
+        env_kinds,
+        blas_in_numpy_jobs,
+        signaled,
+        monthly_users,
     }
 }

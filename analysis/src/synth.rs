@@ -71,33 +71,81 @@ fn node_count(rng: &mut ChaCha8Rng) -> u32 {
 
 /// Zipf-like package index (exponent ~1.1) among [`PACKAGES`].
 fn package(rng: &mut ChaCha8Rng) -> usize {
-    let weights: f64 = (1..=PACKAGES.len()).map(|k| (k as f64).powf(-1.1)).sum();
-    let mut x = rng.random::<f64>() * weights;
-    for k in 1..=PACKAGES.len() {
-        x -= (k as f64).powf(-1.1);
-        if x <= 0.0 {
-            return k - 1;
-        }
-    }
-    PACKAGES.len() - 1
+    static CUMULATIVE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let cum = CUMULATIVE.get_or_init(|| {
+        let mut acc = 0.0;
+        (1..=PACKAGES.len())
+            .map(|k| {
+                acc += (k as f64).powf(-1.1);
+                acc
+            })
+            .collect()
+    });
+    let x = rng.random::<f64>() * cum[cum.len() - 1];
+    cum.iter()
+        .position(|&c| x <= c)
+        .unwrap_or(PACKAGES.len() - 1)
 }
 
-/// Generates the records, process by process.
+/// The records, job by job, as a stream: a 100 M-row dataset is written in bounded memory.
+/// Jobs start in time order over the year (with up to an hour of jitter), so consecutive
+/// records fall into the same few `date=` partitions and files stay large.
+pub struct Synth {
+    p: Params,
+    rng: ChaCha8Rng,
+    emitted: usize,
+    job: u64,
+    pid: i32,
+    pending: std::collections::VecDeque<Record>,
+}
+
+/// The records of `p` as an iterator.
+pub fn stream(p: Params) -> Synth {
+    Synth {
+        p,
+        rng: ChaCha8Rng::seed_from_u64(p.seed),
+        emitted: 0,
+        job: 1_000_000,
+        pid: 1000,
+        pending: Default::default(),
+    }
+}
+
+/// Generates all records in memory (tests, small inputs).
 pub fn generate(p: Params) -> Vec<Record> {
-    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
-    let mut out = Vec::with_capacity(p.rows);
-    let mut job = 1_000_000u64;
-    let mut pid = 1000i32;
-    while out.len() < p.rows {
-        job += 1;
+    stream(p).collect()
+}
+
+impl Iterator for Synth {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        if self.emitted >= self.p.rows {
+            return None;
+        }
+        if self.pending.is_empty() {
+            self.next_job();
+        }
+        self.emitted += 1;
+        self.pending.pop_front()
+    }
+}
+
+impl Synth {
+    /// Queues the records of one job: its ranks × its packages.
+    fn next_job(&mut self) {
+        let (p, rng) = (self.p, &mut self.rng);
+        self.job += 1;
+        let job = self.job;
         let user = rng.random_range(0..p.users.max(1));
-        let nodes = node_count(&mut rng);
-        let start = YEAR_START_US + rng.random_range(0..12 * MONTH_US);
+        let nodes = node_count(rng);
+        let progress = self.emitted as f64 / p.rows.max(1) as f64;
+        let start = YEAR_START_US
+            + (progress * (12 * MONTH_US) as f64) as i64
+            + rng.random_range(0..3_600_000_000);
         let ranks = (nodes as usize).min(4);
         // The job's package set, with correlations.
-        let mut pkgs: Vec<usize> = (0..rng.random_range(1..6))
-            .map(|_| package(&mut rng))
-            .collect();
+        let mut pkgs: Vec<usize> = (0..rng.random_range(1..6)).map(|_| package(rng)).collect();
         if nodes >= 1024 {
             pkgs.push(4); // the thousand-node jobs are mpi4py jobs
         }
@@ -110,14 +158,16 @@ pub fn generate(p: Params) -> Vec<Record> {
         pkgs.sort_unstable();
         pkgs.dedup();
         for rank in 0..ranks {
-            pid += 1;
+            self.pid += 1;
+            let pid = self.pid;
             let killed = rng.random::<f64>() < 0.05;
             for &k in &pkgs {
                 let (name, dist) = PACKAGES[k];
                 let version = format!("{}.{}", 1 + k % 3, rng.random_range(0..4));
-                out.push(Record {
-                    record_id: format!("synth-{}-{}", p.seed, out.len()),
-                    seq: out.len() as u64 + 1,
+                let n = self.emitted + self.pending.len();
+                self.pending.push_back(Record {
+                    record_id: format!("synth-{}-{n}", p.seed),
+                    seq: n as u64 + 1,
                     source: "ebpf".into(),
                     host: format!("nid{:06}", rank),
                     system: Some("synth".into()),
@@ -157,13 +207,9 @@ pub fn generate(p: Params) -> Vec<Record> {
                     n_files: 1 + (k as u32 % 7),
                     first_seen: start + 1_000_000,
                 });
-                if out.len() >= p.rows {
-                    return out;
-                }
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use serde::{Deserialize, Serialize};
 
+pub mod dataset;
+
 /// Microseconds since the Unix epoch, UTC. Serialised as RFC 3339 with microseconds
 /// (`2026-11-25T13:04:08.123456Z`), which Arrow's JSON decoder reads as `Timestamp(µs, UTC)`.
 pub type Micros = i64;

@@ -9,7 +9,8 @@ pub mod btf;
 pub mod config;
 pub mod daemon;
 pub mod loader;
-pub mod parquet_sink;
+/// The daemon writes the dataset with the record crate's writer (one layout, one writer).
+pub use pyusage_record::dataset as parquet_sink;
 pub mod privileges;
 pub mod proctable;
 pub mod ranks;

@@ -1,14 +1,30 @@
-//! `pyusage analyze` (CPU, JSON; in progress): for every period requested, top-N packages by
-//! user, job and process (paper fig. 3), job sizes (fig. 4), package × job size (fig. 5),
-//! Pearson correlations within jobs among the top packages (fig. 6) and 1D slices for mpi4py,
-//! multiprocessing, dask (fig. 7), with the paper's default filters, printed as JSON.
-use std::{io::Write, path::PathBuf, process::ExitCode};
+//! `pyusage analyze`: the paper's figures and more from the Parquet dataset, for every period
+//! requested, on the CPU or a GPU, as a self-contained HTML report plus JSON and CSV of every
+//! table (`--out`), or JSON on stdout.
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Mutex};
 
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
 use pyusage_analysis::{
-    counts::paper_filter,
-    report::{run, PeriodKind},
-    table::Table,
+    backend::Device,
+    counts::PeriodKind,
+    export,
+    filter::Filter,
+    html,
+    report::{analyze, Options},
+    scan::Selection,
 };
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `report.html`: self-contained, inline SVG figures.
+    Html,
+    /// `report.json` (stdout without `--out`).
+    Json,
+    /// One CSV per table.
+    Csv,
+}
 
 /// Arguments.
 #[derive(Debug, clap::Args)]
@@ -24,54 +40,112 @@ pub struct Args {
     /// Period granularities, repeatable [default: month, quarter, year and all].
     #[arg(long, value_enum)]
     period: Vec<PeriodKind>,
+    /// Which records count, e.g. `is_staff == false and partition != debug` (replaces the
+    /// paper's defaults: staff excluded; compute nodes only for job-based tables).
+    #[arg(long)]
+    filter: Option<String>,
+    /// Back end.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: Device,
+    /// Report directory; without it, JSON goes to stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Formats written to --out, repeatable [default: html, json and csv].
+    #[arg(long, value_enum)]
+    format: Vec<Format>,
     /// Packages in each top list.
-    #[arg(long, default_value_t = 20)]
-    top: usize,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=60))]
+    top: u16,
 }
 
-/// Prints the analysis as JSON.
+/// Runs the analysis and writes the report.
 pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
     let root = if a.dir.join("parquet").is_dir() {
         a.dir.join("parquet")
     } else {
         a.dir.clone()
     };
-    let t = Table::load(&root, a.from.as_deref(), a.to.as_deref())?;
+    let filter = a.filter.as_deref().map(Filter::parse).transpose()?;
     let kinds = if a.period.is_empty() {
-        vec![
-            PeriodKind::Month,
-            PeriodKind::Quarter,
-            PeriodKind::Year,
-            PeriodKind::All,
-        ]
+        PeriodKind::ALL.to_vec()
     } else {
         a.period.clone()
     };
-    let by_kind: serde_json::Map<String, serde_json::Value> = kinds
-        .iter()
-        .map(|&k| {
-            let reports = run(&t, k, a.top, |row| paper_filter(&t, row));
-            let key = serde_json::to_value(k)
-                .expect("serialises")
-                .as_str()
-                .expect("a string")
-                .to_owned();
-            (key, serde_json::to_value(reports).expect("serialises"))
-        })
-        .collect();
-    let out = serde_json::json!({
-        "dataset": root,
-        "rows": t.len(),
-        "range": {"from": a.from, "to": a.to},
-        "backend": "cpu",
-        "filters": {
-            "all tables": "is_staff == false",
-            "job-based tables (job sizes, package x job size, correlations)": "is_compute == true, in a job"
+    let o = Options {
+        selection: Selection {
+            root,
+            from: a.from.clone(),
+            to: a.to.clone(),
+            filter,
         },
-        "periods": by_kind,
-    });
-    let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut stdout, &out)?;
-    writeln!(stdout)?;
+        device: a.device,
+        kinds,
+        top: a.top as usize,
+    };
+    // A bar on a terminal only; indicatif draws nothing when stderr is not a TTY.
+    let bar = Mutex::new(None::<ProgressBar>);
+    let progress = |total: Option<u64>| {
+        let mut b = bar.lock().expect("bar");
+        match total {
+            Some(n) if std::io::stderr().is_terminal() => {
+                let p = ProgressBar::new(n).with_style(
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:40}] {pos}/{len} partitions, {eta} left",
+                    )
+                    .expect("template")
+                    .progress_chars("=> "),
+                );
+                p.set_message("reading");
+                *b = Some(p);
+            }
+            Some(_) => {}
+            None => {
+                if let Some(p) = b.as_ref() {
+                    p.inc(1);
+                }
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    let analysis = analyze(&o, &|line| eprintln!("pyusage analyze: {line}"), &progress)?;
+    if let Some(p) = bar.lock().expect("bar").take() {
+        p.finish_and_clear();
+    }
+    let Some(out) = &a.out else {
+        export::write_json(&analysis, std::io::stdout().lock())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let formats = if a.format.is_empty() {
+        vec![Format::Html, Format::Json, Format::Csv]
+    } else {
+        a.format.clone()
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut written = Vec::new();
+    for f in formats {
+        match f {
+            Format::Json => {
+                let p = out.join("report.json");
+                let file = std::fs::File::create(&p).with_context(|| p.display().to_string())?;
+                export::write_json(&analysis, std::io::BufWriter::new(file))?;
+                written.push(p);
+            }
+            Format::Csv => written.extend(export::write_csv(&analysis, out)?),
+            Format::Html => {
+                let p = out.join("report.html");
+                let page = html::render(&analysis).map_err(anyhow::Error::msg)?;
+                std::fs::write(&p, page).with_context(|| p.display().to_string())?;
+                written.push(p);
+            }
+        }
+    }
+    eprintln!(
+        "pyusage analyze: {} records on {} in {:.2} s; wrote {} files under {}",
+        analysis.header.rows,
+        analysis.header.backend,
+        started.elapsed().as_secs_f64(),
+        written.len(),
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,8 @@
-//! `pyusage synth`: a deterministic synthetic dataset in the record schema.
+//! `pyusage synth`: a deterministic synthetic dataset in the record schema, streamed to
+//! Parquet one million records at a time (a 100 M-record dataset fits in bounded memory).
 use std::{path::PathBuf, process::ExitCode};
 
-use pyusage_analysis::synth::{generate, Params};
+use pyusage_analysis::synth::{stream, Params};
 
 /// Arguments.
 #[derive(Debug, clap::Args)]
@@ -22,14 +23,20 @@ pub struct Args {
 
 /// Writes the dataset.
 pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
-    let records = generate(Params {
+    let mut records = stream(Params {
         rows: a.rows,
         seed: a.seed,
         users: a.users,
     });
-    for chunk in records.chunks(200_000) {
-        pyusage::parquet_sink::write(&a.out, chunk)?;
+    let mut n = 0;
+    loop {
+        let chunk: Vec<_> = records.by_ref().take(1_000_000).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        n += chunk.len();
+        pyusage::parquet_sink::write(&a.out, &chunk)?;
     }
-    println!("wrote {} records under {}", records.len(), a.out.display());
+    println!("wrote {n} records under {}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,4 @@
-//! Closed spool segments → the Hive-partitioned Parquet dataset
+//! The Parquet dataset: records → the Hive-partitioned layout
 //! `<root>/date=YYYY-MM-DD/<host>-<first seq>.parquet` (zstd, dictionary-encoded strings).
 //!
 //! A file is written as `.<name>.tmp`, fsynced and renamed into place, so readers never see a
@@ -10,13 +10,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::{arrow_schema, Record};
 use arrow_array::RecordBatch;
 use parquet::{
     arrow::ArrowWriter,
     basic::{Compression, ZstdLevel},
     file::properties::WriterProperties,
 };
-use pyusage_record::{arrow_schema, Record};
 use thiserror::Error;
 
 /// Errors name the file.
@@ -125,42 +125,4 @@ pub fn write(root: &Path, records: &[Record]) -> Result<Vec<PathBuf>, SinkError>
         written.push(path);
     }
     Ok(written)
-}
-
-#[cfg(test)]
-mod tests {
-    use pyusage_analysis::{
-        counts::{job_sizes, top_packages, Dedup},
-        synth::{generate, Params},
-        table::Table,
-    };
-
-    /// The Parquet path (projection, several files and partitions, global ids) gives the same
-    /// counts as the in-memory table of the same records.
-    #[test]
-    fn synthetic_dataset_round_trips_through_parquet_with_identical_counts() {
-        let recs = generate(Params {
-            rows: 20_000,
-            seed: 3,
-            users: 300,
-        });
-        let d = tempfile::tempdir().unwrap();
-        for chunk in recs.chunks(7_000) {
-            super::write(d.path(), chunk).unwrap();
-        }
-        let disk = Table::load(d.path(), None, None).unwrap();
-        let mem = Table::from_records(&recs);
-        assert_eq!(disk.len(), mem.len());
-        for by in [Dedup::User, Dedup::Job, Dedup::Process] {
-            assert_eq!(
-                top_packages(&disk, by, |_| true),
-                top_packages(&mem, by, |_| true),
-                "{by:?}"
-            );
-        }
-        assert_eq!(job_sizes(&disk, |_| true), job_sizes(&mem, |_| true));
-        // Partition pruning: a range keeps only its dates.
-        let some = Table::load(d.path(), Some("2026-03-01"), Some("2026-05-31")).unwrap();
-        assert!(!some.is_empty() && some.len() < disk.len());
-    }
 }

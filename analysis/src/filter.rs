@@ -1,0 +1,235 @@
+//! `--filter`: which records the analysis keeps. A small expression language, so a user can
+//! reproduce the paper's defaults or override them without a query engine:
+//!
+//! ```text
+//! expr := conj ("or" conj)*        conj := cmp ("and" cmp)*
+//! cmp  := FIELD ("==" | "!=") VALUE       VALUE := word | "quoted" | 'quoted' | null
+//! ```
+//! `and` binds tighter than `or` (`&&` and `||` are accepted too); no parentheses. Fields are
+//! record fields ([`FIELDS`]); booleans compare with `true`/`false`, numbers with their decimal
+//! text, and `null` matches a missing value.
+use std::fmt;
+
+/// The record fields a filter may use.
+pub const FIELDS: &[&str] = &[
+    "is_staff",
+    "is_compute",
+    "in_container",
+    "package",
+    "username",
+    "uid",
+    "host",
+    "system",
+    "subsystem",
+    "source",
+    "exit",
+    "exit_signal",
+    "env_kind",
+    "python_version",
+    "job_id",
+    "account",
+    "partition",
+    "qos",
+    "distribution",
+    "version",
+    "blas",
+    "num_nodes",
+];
+
+/// `==` or `!=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Equal.
+    Eq,
+    /// Not equal.
+    Ne,
+}
+
+/// One comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmp {
+    /// Field name (one of [`FIELDS`]).
+    pub field: String,
+    /// Operator.
+    pub op: Op,
+    /// Value; `None` is `null`.
+    pub value: Option<String>,
+}
+
+impl Cmp {
+    /// Whether a row whose field has `value` passes.
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        (value == self.value.as_deref()) == (self.op == Op::Eq)
+    }
+}
+
+/// A disjunction of conjunctions of comparisons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// `or` of `and`s.
+    pub any: Vec<Vec<Cmp>>,
+    text: String,
+}
+
+/// A filter that does not parse, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--filter {text:?}: {reason}")]
+pub struct FilterError {
+    text: String,
+    reason: String,
+}
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn tokens(s: &str) -> Result<Vec<(String, bool)>, String> {
+    let mut out = Vec::new();
+    let mut it = s.chars().peekable();
+    while let Some(&c) = it.peek() {
+        if c.is_whitespace() {
+            it.next();
+        } else if c == '"' || c == '\'' {
+            it.next();
+            let mut v = String::new();
+            loop {
+                match it.next() {
+                    Some(q) if q == c => break,
+                    Some(x) => v.push(x),
+                    None => return Err(format!("unterminated {c}quote")),
+                }
+            }
+            out.push((v, true));
+        } else if "=!&|".contains(c) {
+            let mut op = String::new();
+            while let Some(&x) = it.peek() {
+                if !"=!&|".contains(x) {
+                    break;
+                }
+                op.push(x);
+                it.next();
+            }
+            out.push((op, false));
+        } else {
+            let mut w = String::new();
+            while let Some(&x) = it.peek() {
+                if x.is_whitespace() || "=!&|\"'".contains(x) {
+                    break;
+                }
+                w.push(x);
+                it.next();
+            }
+            out.push((w, false));
+        }
+    }
+    Ok(out)
+}
+
+impl Filter {
+    /// The paper's default for every table: staff excluded.
+    pub const PAPER: &'static str = "is_staff == false";
+
+    /// Parses `text`.
+    pub fn parse(text: &str) -> Result<Filter, FilterError> {
+        let err = |reason: String| FilterError {
+            text: text.to_owned(),
+            reason,
+        };
+        let toks = tokens(text).map_err(err)?;
+        let mut any = vec![Vec::new()];
+        let mut i = 0;
+        loop {
+            let (field, quoted) = toks
+                .get(i)
+                .ok_or_else(|| err("expected a field name".into()))?;
+            if *quoted || !FIELDS.contains(&field.as_str()) {
+                return Err(err(format!(
+                    "unknown field {field:?}; fields: {}",
+                    FIELDS.join(", ")
+                )));
+            }
+            let op = match toks.get(i + 1).map(|t| t.0.as_str()) {
+                Some("==") | Some("=") => Op::Eq,
+                Some("!=") => Op::Ne,
+                other => {
+                    return Err(err(format!(
+                        "expected == or != after {field}, got {other:?}"
+                    )))
+                }
+            };
+            let (value, quoted) = toks
+                .get(i + 2)
+                .ok_or_else(|| err(format!("expected a value after {field}")))?;
+            let value = (*quoted || value != "null").then(|| value.clone());
+            any.last_mut().expect("one").push(Cmp {
+                field: field.clone(),
+                op,
+                value,
+            });
+            i += 3;
+            match toks.get(i).map(|t| (t.0.as_str(), t.1)) {
+                None => break,
+                Some(("and" | "&&", false)) => {}
+                Some(("or" | "||", false)) => any.push(Vec::new()),
+                Some((t, _)) => return Err(err(format!("expected and/or, got {t:?}"))),
+            }
+            i += 1;
+        }
+        Ok(Filter {
+            any,
+            text: text.to_owned(),
+        })
+    }
+
+    /// Fields the filter reads.
+    pub fn fields(&self) -> Vec<&str> {
+        let mut f: Vec<&str> = self
+            .any
+            .iter()
+            .flatten()
+            .map(|c| c.field.as_str())
+            .collect();
+        f.sort_unstable();
+        f.dedup();
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_precedence_quotes_and_null() {
+        let f = Filter::parse("is_staff == false and package != 'my pkg' or blas == null").unwrap();
+        assert_eq!(f.any.len(), 2);
+        assert_eq!(f.any[0].len(), 2);
+        assert_eq!(f.any[0][1].value.as_deref(), Some("my pkg"));
+        assert_eq!(f.any[1][0].value, None);
+        assert!(f.any[1][0].matches(None) && !f.any[1][0].matches(Some("mkl")));
+        assert!(f.any[0][1].matches(Some("numpy")) && !f.any[0][1].matches(Some("my pkg")));
+        assert_eq!(f.fields(), ["blas", "is_staff", "package"]);
+        assert_eq!(
+            f.to_string(),
+            "is_staff == false and package != 'my pkg' or blas == null"
+        );
+        let g = Filter::parse("exit==signaled&&num_nodes!=1").unwrap();
+        assert_eq!(g.any[0].len(), 2);
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        for (text, needle) in [
+            ("colour == red", "unknown field \"colour\""),
+            ("package ~ numpy", "expected == or !="),
+            ("package ==", "expected a value"),
+            ("package == numpy but", "expected and/or"),
+            ("package == 'numpy", "unterminated"),
+        ] {
+            let e = Filter::parse(text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+}
