@@ -2,25 +2,31 @@
 # Python fixtures for the end-to-end tests, under target/fixtures (idempotent, quiet when done):
 # - venv/               pyenv's Python 3.11 venv with numpy and PyYAML from PyPI
 # - vénv with spaces/   a second venv (path with spaces and non-ASCII letters) with PyYAML
+# - tools/              DuckDB, for the independent check of `pyusage analyze` (test helper only)
 # Wheels are cached in target/fixtures/wheels so a re-creation needs no network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 F=target/fixtures
 PY=${PYUSAGE_TEST_PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}
 PKGS=(numpy PyYAML)
+TOOLS=("duckdb>=1.1,<2")
 mkdir -p "$F/wheels"
-stamp="$F/.done-$(basename "$PY")-v2"
+stamp="$F/.done-$(basename "$PY")-v3"
 [ -f "$stamp" ] && exit 0
 echo "fixtures: creating venvs with ${PKGS[*]} (first time only)" >&2
 if ! ls "$F"/wheels/numpy-*.whl >/dev/null 2>&1 || ! ls "$F"/wheels/[Pp]y[Yy][Aa][Mm][Ll]-*.whl >/dev/null 2>&1; then
   "$PY" -m pip download -q -d "$F/wheels" "${PKGS[@]}"
 fi
-for v in "$F/venv" "$F/vénv with spaces"; do
+if ! ls "$F"/wheels/duckdb-*.whl >/dev/null 2>&1; then
+  "$PY" -m pip download -q -d "$F/wheels" "${TOOLS[@]}"
+fi
+for v in "$F/venv" "$F/vénv with spaces" "$F/tools"; do
   rm -rf "$v"
   "$PY" -m venv "$v"
 done
 "$F/venv/bin/python" -m pip install -q --no-index --find-links "$F/wheels" "${PKGS[@]}"
 "$F/vénv with spaces/bin/python" -m pip install -q --no-index --find-links "$F/wheels" PyYAML
+"$F/tools/bin/python" -m pip install -q --no-index --find-links "$F/wheels" "${TOOLS[@]}"
 # Byte-compile so imports open __pycache__/*.pyc even though PYTHONDONTWRITEBYTECODE is set.
 for v in "$F/venv" "$F/vénv with spaces"; do
   "$v/bin/python" -m compileall -q "$v/lib" >/dev/null || true

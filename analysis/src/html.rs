@@ -48,66 +48,68 @@ fn svg(
     Ok(buf)
 }
 
-/// Vertical bars with category labels; `log` for heavy-tailed counts.
-fn bars(title: &str, xdesc: &str, ydesc: &str, items: &[(String, u64)], log: bool) -> Res<String> {
+/// The category name of a segment (`names[i]`, first at the top for horizontal charts).
+fn seg_label(names: &[String], v: &SegmentValue<usize>, flip: bool) -> String {
+    match v {
+        SegmentValue::CenterOf(i) if *i < names.len() => {
+            names[if flip { names.len() - 1 - i } else { *i }].clone()
+        }
+        _ => String::new(),
+    }
+}
+
+/// Horizontal bars, first item on top; `log` for heavy-tailed counts.
+fn bars(title: &str, ydesc: &str, xdesc: &str, items: &[(String, f64)], log: bool) -> Res<String> {
     let n = items.len().max(1);
-    let max = items.iter().map(|x| x.1).max().unwrap_or(1).max(1);
-    svg(900, 420, |root| {
+    let names: Vec<String> = items.iter().map(|x| x.0.clone()).collect();
+    let max = items.iter().map(|x| x.1).fold(1e-9, f64::max);
+    let min = items.iter().map(|x| x.1).fold(0.0, f64::min);
+    let h = 90 + 22 * n as u32;
+    svg(900, h, |root| {
         let mut b = ChartBuilder::on(root);
         b.caption(title, ("sans-serif", 18))
             .margin(12)
-            .x_label_area_size(110)
-            .y_label_area_size(70);
-        let label = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
-                items.get(*i).map(|x| x.0.clone()).unwrap_or_default()
-            }
-            SegmentValue::Last => String::new(),
-        };
-        let style = ("sans-serif", 12)
-            .into_font()
-            .transform(FontTransform::Rotate90);
-        let data = items.iter().enumerate().map(|(i, x)| (i, x.1));
+            .x_label_area_size(45)
+            .y_label_area_size(170);
+        let y = |i: usize| SegmentValue::Exact(n - 1 - i);
+        let y1 = |i: usize| SegmentValue::Exact(n - i);
+        let fmt = |v: &SegmentValue<usize>| seg_label(&names, v, true);
+        let color = BLUE.mix(0.7).filled();
+        macro_rules! draw {
+            ($c:expr, $lo:expr) => {{
+                let mut c = $c;
+                c.configure_mesh()
+                    .disable_y_mesh()
+                    .y_labels(n)
+                    .y_label_formatter(&fmt)
+                    .x_desc(xdesc)
+                    .y_desc(ydesc)
+                    .draw()
+                    .map_err(e)?;
+                c.draw_series(items.iter().enumerate().filter(|(_, x)| x.1 != 0.0).map(
+                    |(i, x)| {
+                        let mut r = Rectangle::new([($lo, y(i)), (x.1, y1(i))], color);
+                        r.set_margin(3, 3, 0, 0);
+                        r
+                    },
+                ))
+                .map_err(e)?;
+            }};
+        }
+        let segs = (0..n).into_segmented();
         if log {
-            let mut c = b
-                .build_cartesian_2d((0..n).into_segmented(), (1u64..max * 2).log_scale())
-                .map_err(e)?;
-            c.configure_mesh()
-                .disable_x_mesh()
-                .x_labels(n)
-                .x_label_formatter(&label)
-                .x_label_style(style)
-                .x_desc(xdesc)
-                .y_desc(ydesc)
-                .draw()
-                .map_err(e)?;
-            c.draw_series(data.filter(|x| x.1 > 0).map(|(i, v)| {
-                Rectangle::new(
-                    [(SegmentValue::Exact(i), 1), (SegmentValue::Exact(i + 1), v)],
-                    BLUE.mix(0.7).filled(),
-                )
-            }))
-            .map_err(e)?;
+            draw!(
+                b.build_cartesian_2d((1.0..max * 2.0).log_scale(), segs)
+                    .map_err(e)?,
+                1.0
+            );
         } else {
-            let mut c = b
-                .build_cartesian_2d((0..n).into_segmented(), 0u64..max + max / 10 + 1)
-                .map_err(e)?;
-            c.configure_mesh()
-                .disable_x_mesh()
-                .x_labels(n)
-                .x_label_formatter(&label)
-                .x_label_style(style)
-                .x_desc(xdesc)
-                .y_desc(ydesc)
-                .draw()
-                .map_err(e)?;
-            c.draw_series(
-                Histogram::vertical(&c)
-                    .style(BLUE.mix(0.7).filled())
-                    .margin(3)
-                    .data(data),
-            )
-            .map_err(e)?;
+            let pad = (max - min) * 0.08;
+            draw!(
+                b.build_cartesian_2d(min - pad.min(-min)..max + pad, segs)
+                    .map_err(e)?,
+                0.0
+            );
         }
         Ok(())
     })
@@ -123,33 +125,24 @@ fn heatmap(
     text: &dyn Fn(f64) -> String,
 ) -> Res<String> {
     let (nr, nc) = (rows.len().max(1), cols.len().max(1));
-    let cell = (640 / nc.max(nr)).clamp(14, 48) as u32;
-    let w = 160 + cell * nc as u32 + 40;
-    let h = 120 + cell * nr as u32 + 40;
+    let cell = (700 / nc.max(nr)).clamp(16, 48) as u32;
+    let w = 190 + cell * nc as u32 + 30;
+    let h = 110 + cell * nr as u32;
     svg(w, h, |root| {
         let mut c = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 18))
+            .caption(title, ("sans-serif", 16))
             .margin(10)
-            .x_label_area_size(100)
-            .y_label_area_size(140)
-            .build_cartesian_2d(0..nc, 0..nr)
+            .x_label_area_size(40)
+            .y_label_area_size(170)
+            .build_cartesian_2d((0..nc).into_segmented(), (0..nr).into_segmented())
             .map_err(e)?;
         c.configure_mesh()
             .disable_mesh()
-            .x_labels(nc + 1)
-            .y_labels(nr + 1)
-            .x_label_formatter(&|i| cols.get(*i).cloned().unwrap_or_default())
-            .y_label_formatter(&|i| {
-                rows.get(nr - 1 - (*i).min(nr - 1))
-                    .filter(|_| *i < nr)
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .x_label_style(
-                ("sans-serif", 11)
-                    .into_font()
-                    .transform(FontTransform::Rotate90),
-            )
+            .x_labels(nc)
+            .y_labels(nr)
+            .x_label_formatter(&|v| seg_label(cols, v, false))
+            .y_label_formatter(&|v| seg_label(rows, v, true))
+            .x_label_style(("sans-serif", 11))
             .y_label_style(("sans-serif", 11))
             .draw()
             .map_err(e)?;
@@ -159,8 +152,14 @@ fn heatmap(
                 cells.push((r, q, value(r, q)));
             }
         }
-        c.draw_series(cells.iter().map(|&(r, q, v)| {
+        let at = |q: usize, r: usize| {
             let y = nr - 1 - r;
+            [
+                (SegmentValue::Exact(q), SegmentValue::Exact(y)),
+                (SegmentValue::Exact(q + 1), SegmentValue::Exact(y + 1)),
+            ]
+        };
+        c.draw_series(cells.iter().map(|&(r, q, v)| {
             let color = match v {
                 None => RGBColor(235, 235, 235),
                 Some(v) => {
@@ -168,7 +167,7 @@ fn heatmap(
                     RGBColor(255 - (t * 200.0) as u8, 255 - (t * 120.0) as u8, 255)
                 }
             };
-            Rectangle::new([(q, y), (q + 1, y + 1)], color.filled())
+            Rectangle::new(at(q, r), color.filled())
         }))
         .map_err(e)?;
         if cell >= 26 {
@@ -176,9 +175,11 @@ fn heatmap(
                 .pos(Pos::new(HPos::Center, VPos::Center));
             for &(r, q, v) in &cells {
                 if let Some(v) = v {
-                    let (x, y) = c.backend_coord(&(q, nr - 1 - r));
-                    let at = (x + cell as i32 / 2, y - cell as i32 / 2);
-                    root.draw_text(&text(v), &style, at).map_err(e)?;
+                    let [lo, hi] = at(q, r);
+                    let (x0, y0) = c.backend_coord(&lo);
+                    let (x1, y1) = c.backend_coord(&hi);
+                    root.draw_text(&text(v), &style, ((x0 + x1) / 2, (y0 + y1) / 2))
+                        .map_err(e)?;
                 }
             }
         }
@@ -315,7 +316,7 @@ fn figures(out: &mut String, r: &PeriodReport, subtitle: &str) -> Res<()> {
     };
     let items = |l: &[Count]| {
         l.iter()
-            .map(|c| (c.package.clone(), c.count))
+            .map(|c| (c.package.clone(), c.count as f64))
             .collect::<Vec<_>>()
     };
     fig(
@@ -340,7 +341,10 @@ fn figures(out: &mut String, r: &PeriodReport, subtitle: &str) -> Res<()> {
     for (&n, &c) in &r.job_sizes {
         *bins.entry(n.max(1).next_power_of_two()).or_insert(0u64) += c;
     }
-    let sizes: Vec<(String, u64)> = bins.iter().map(|(&n, &c)| (bin_label(n), c)).collect();
+    let sizes: Vec<(String, f64)> = bins
+        .iter()
+        .map(|(&n, &c)| (bin_label(n), c as f64))
+        .collect();
     fig(
         out,
         bars(
@@ -393,6 +397,13 @@ fn figures(out: &mut String, r: &PeriodReport, subtitle: &str) -> Res<()> {
     );
     let c = &r.correlation;
     let v6 = |row: usize, col: usize| c.matrix[row][col];
+    let numbered: Vec<String> = c
+        .packages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{} {p}", i + 1))
+        .collect();
+    let numbers: Vec<String> = (1..=c.packages.len()).map(|i| i.to_string()).collect();
     fig(
         out,
         heatmap(
@@ -400,8 +411,8 @@ fn figures(out: &mut String, r: &PeriodReport, subtitle: &str) -> Res<()> {
                 "Pearson correlation of packages within jobs, clipped to {}–{} (fig. 6)",
                 c.clip_view[0], c.clip_view[1]
             ),
-            &c.packages,
-            &c.packages,
+            &numbered,
+            &numbers,
             &v6,
             (c.clip_view[0], c.clip_view[1]),
             &|v| format!("{v:.2}"),
@@ -409,17 +420,13 @@ fn figures(out: &mut String, r: &PeriodReport, subtitle: &str) -> Res<()> {
         &format!("{subtitle}; {} jobs", c.jobs),
     );
     for (p, list) in &r.correlation_slices {
-        let items: Vec<(String, u64)> = list
-            .iter()
-            .take(15)
-            .map(|(q, v)| (format!("{q} ({v:.2})"), (v.max(0.0) * 1000.0) as u64))
-            .collect();
+        let items: Vec<(String, f64)> = list.iter().take(15).cloned().collect();
         fig(
             out,
             bars(
                 &format!("Correlation with {p} (fig. 7)"),
-                "Package (Pearson r)",
-                "r × 1000",
+                "Package",
+                "Pearson r",
                 &items,
                 false,
             )?,

@@ -65,7 +65,9 @@ fn venv_numpy_and_yaml_with_distribution_names_and_versions() {
     // The analysis reads the daemon's own dataset.
     let out = output_ok(
         Command::new(bin())
-            .args(["analyze", "--period", "all", "--top", "1000"])
+            .args([
+                "analyze", "--period", "all", "--top", "60", "--device", "cpu",
+            ])
             .arg(&r.data),
     );
     let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -78,6 +80,26 @@ fn venv_numpy_and_yaml_with_distribution_names_and_versions() {
         "{all}"
     );
     assert_eq!(a["rows"].as_u64().unwrap(), r.recs.len() as u64);
+    // And the full report: one self-contained HTML file plus JSON and CSV of every table.
+    let report = tempfile::tempdir().unwrap();
+    let out = output_ok(
+        Command::new(bin())
+            .arg("analyze")
+            .arg(&r.data)
+            .arg("--out")
+            .arg(report.path()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wrote 13 files"), "{stderr}");
+    let html = std::fs::read_to_string(report.path().join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("numpy"));
+    assert!(
+        !html.contains("<script") && !html.contains("<link") && !html.contains(" src="),
+        "self-contained"
+    );
+    let csv = std::fs::read_to_string(report.path().join("top_packages.csv")).unwrap();
+    assert!(csv.starts_with("granularity,period,by,rank,package,count\n"));
+    assert!(csv.contains(",numpy,"), "{csv}");
 }
 
 #[test]

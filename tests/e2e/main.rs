@@ -3,6 +3,7 @@
 //!
 //! Every test starts its own daemon with its own data directory and asserts on the records of
 //! the processes it started (by pid), so tests can run in parallel.
+mod analyze;
 mod capture;
 mod delivery;
 mod security;
