@@ -87,28 +87,47 @@ fn package(rng: &mut ChaCha8Rng) -> usize {
         .unwrap_or(PACKAGES.len() - 1)
 }
 
-/// The records, job by job, as a stream: a 100 M-row dataset is written in bounded memory.
-/// Jobs start in time order over the year (with up to an hour of jitter), so consecutive
-/// records fall into the same few `date=` partitions and files stay large.
+/// Rows per independently seeded block: blocks can be generated in parallel and still give
+/// the same dataset for a seed.
+pub const BLOCK: usize = 1_000_000;
+
+/// The records of one block, job by job. Jobs start in time order over the year (with up to an
+/// hour of jitter), so consecutive records fall into the same few `date=` partitions and files
+/// stay large.
 pub struct Synth {
     p: Params,
     rng: ChaCha8Rng,
     emitted: usize,
+    end: usize,
     job: u64,
     pid: i32,
     pending: std::collections::VecDeque<Record>,
 }
 
-/// The records of `p` as an iterator.
-pub fn stream(p: Params) -> Synth {
+/// Number of blocks of `p`.
+pub fn blocks(p: Params) -> usize {
+    p.rows.div_ceil(BLOCK)
+}
+
+/// Block `k` of `p`: rows `[k * BLOCK, (k + 1) * BLOCK)`, with its own random stream and its
+/// own ranges of job ids and pids.
+pub fn block(p: Params, k: usize) -> Synth {
+    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+    rng.set_stream(k as u64);
     Synth {
         p,
-        rng: ChaCha8Rng::seed_from_u64(p.seed),
-        emitted: 0,
-        job: 1_000_000,
-        pid: 1000,
+        rng,
+        emitted: k * BLOCK,
+        end: ((k + 1) * BLOCK).min(p.rows),
+        job: 1_000_000 + (k * BLOCK) as u64,
+        pid: 1000 + (k * BLOCK) as i32,
         pending: Default::default(),
     }
+}
+
+/// All records of `p`, block after block, in bounded memory.
+pub fn stream(p: Params) -> impl Iterator<Item = Record> {
+    (0..blocks(p)).flat_map(move |k| block(p, k))
 }
 
 /// Generates all records in memory (tests, small inputs).
@@ -120,7 +139,7 @@ impl Iterator for Synth {
     type Item = Record;
 
     fn next(&mut self) -> Option<Record> {
-        if self.emitted >= self.p.rows {
+        if self.emitted >= self.end {
             return None;
         }
         if self.pending.is_empty() {

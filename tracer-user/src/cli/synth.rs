@@ -1,8 +1,9 @@
-//! `pyusage synth`: a deterministic synthetic dataset in the record schema, streamed to
-//! Parquet one million records at a time (a 100 M-record dataset fits in bounded memory).
+//! `pyusage synth`: a deterministic synthetic dataset in the record schema, written to Parquet
+//! one block of a million records at a time, blocks in parallel (bounded memory, all cores).
 use std::{path::PathBuf, process::ExitCode};
 
-use pyusage_analysis::synth::{stream, Params};
+use pyusage_analysis::synth::{block, blocks, Params};
+use rayon::prelude::*;
 
 /// Arguments.
 #[derive(Debug, clap::Args)]
@@ -23,20 +24,16 @@ pub struct Args {
 
 /// Writes the dataset.
 pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
-    let mut records = stream(Params {
+    let p = Params {
         rows: a.rows,
         seed: a.seed,
         users: a.users,
-    });
-    let mut n = 0;
-    loop {
-        let chunk: Vec<_> = records.by_ref().take(1_000_000).collect();
-        if chunk.is_empty() {
-            break;
-        }
-        n += chunk.len();
-        pyusage::parquet_sink::write(&a.out, &chunk)?;
-    }
+    };
+    (0..blocks(p)).into_par_iter().try_for_each(|k| {
+        let records: Vec<_> = block(p, k).collect();
+        pyusage::parquet_sink::write(&a.out, &records).map(|_| ())
+    })?;
+    let n = a.rows;
     println!("wrote {n} records under {}", a.out.display());
     Ok(ExitCode::SUCCESS)
 }
