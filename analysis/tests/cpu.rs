@@ -442,6 +442,23 @@ fn periods_pruning_and_planted_structure() {
         "5% of processes are killed: {sig}"
     );
     assert_eq!(year.monthly_users["numpy"].len(), 12);
+    // The HTML report: every figure, titled, with the filters; nothing external.
+    let html = pyusage_analysis::html::render(&a).unwrap();
+    for title in [
+        "(fig. 3)",
+        "(fig. 4)",
+        "(fig. 5)",
+        "(fig. 6)",
+        "Correlation with dask (fig. 7)",
+        "Correlation with mpi4py (fig. 7)",
+        "Users per month",
+        "is_staff == false",
+        "Tables by quarter",
+    ] {
+        assert!(html.contains(title), "{title}");
+    }
+    assert_eq!(html.matches("<svg").count(), 7);
+    assert!(!html.contains("<script") && !html.contains(" src="));
     // Pruning: a date range keeps only its partitions.
     let some = run(
         d.path(),
