@@ -135,6 +135,11 @@ impl Backend for Gpu {
         let mut months: Vec<u16> = s.month.iter().map(|&m| m as u16).collect();
         months.sort_unstable();
         months.dedup();
+        if months.is_empty() {
+            // Nothing kept: no device work (and no zero-sized allocations).
+            let empty = |&kind| (kind, KindCounts::zeroed(Vec::new(), d));
+            return Ok(kinds.iter().map(empty).collect());
+        }
         let dev = Device::new(&self.ctx, &self.ptx, &s).map_err(gpu_err)?;
         let mut out = Vec::new();
         for &kind in kinds {

@@ -86,7 +86,7 @@ fn venv_numpy_and_yaml_with_distribution_names_and_versions() {
         Command::new(bin())
             .arg("analyze")
             .arg(&r.data)
-            .arg("--out")
+            .args(["--top", "60", "--out"])
             .arg(report.path()),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
