@@ -26,7 +26,7 @@ measure() { # name, command...: prints "name wall_s peak_MiB"
     read -r wall kb < <(tail -1 "$t")
     echo "$name $wall $((kb / 1024))"
   else  # e.g. killed for memory: say so, keep going
-    echo "$name failed($(tail -1 "$t.err" | tr ' ' '_' | cut -c1-60)) -"
+    echo "$name failed($(grep -ho 'signal [0-9]*\|exit status [0-9]*' "$t" "$t.err" | head -1 | tr ' ' '_')) -"
   fi
   rm -f "$t" "$t.err"
 }
