@@ -50,12 +50,17 @@ fn sort_dedup<T: Ord + Send>(v: &mut Vec<T>) {
     v.dedup();
 }
 
-/// Sorts and de-duplicates `v` once it has doubled since the last time.
-fn compact<T: Ord + Send>(v: &mut Vec<T>, at: &mut usize) {
-    if v.len() > (*at).max(1 << 20) * 2 {
-        sort_dedup(v);
-        *at = v.len();
-    }
+/// `v`, sorted and de-duplicated.
+fn sorted<T: Ord + Send>(v: Option<Vec<T>>) -> Option<Vec<T>> {
+    v.map(|mut v| {
+        sort_dedup(&mut v);
+        v
+    })
+}
+
+/// Takes `v` out for sorting and de-duplication once it has doubled since the last time.
+fn due<T>(v: &mut Vec<T>, at: usize) -> Option<Vec<T>> {
+    (v.len() > at.max(1 << 20) * 2).then(|| std::mem::take(v))
 }
 
 impl Backend for Cpu {
@@ -137,9 +142,28 @@ impl Backend for Cpu {
         su.extend(u);
         sj.extend(j);
         sb.extend(b);
-        compact(su, &mut compact_at[0]);
-        compact(sj, &mut compact_at[1]);
-        compact(sb, &mut compact_at[2]);
+        let due = (
+            due(su, compact_at[0]),
+            due(sj, compact_at[1]),
+            due(sb, compact_at[2]),
+        );
+        drop(s);
+        // Sort outside the lock: a rayon thread waiting inside a parallel sort may steal
+        // another partition's `add`, which must be able to take the lock.
+        let (u, j, b) = (sorted(due.0), sorted(due.1), sorted(due.2));
+        let mut s = self.state.lock().expect("cpu state");
+        if let Some(u) = u {
+            s.compact_at[0] = u.len();
+            s.u.extend(u);
+        }
+        if let Some(j) = j {
+            s.compact_at[1] = j.len();
+            s.j.extend(j);
+        }
+        if let Some(b) = b {
+            s.compact_at[2] = b.len();
+            s.b.extend(b);
+        }
     }
 
     fn finish(
