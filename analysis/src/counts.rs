@@ -104,6 +104,20 @@ pub struct Dims {
     pub blases: usize,
 }
 
+impl Dims {
+    /// The sizes of `names` for `buckets` buckets.
+    pub fn of(names: &crate::scan::Names, buckets: usize) -> Dims {
+        let len = |i: &std::sync::Mutex<Interner>| i.lock().expect("interner lock").len();
+        Dims {
+            buckets,
+            packages: len(&names.packages),
+            versions: len(&names.versions),
+            env_kinds: len(&names.env_kinds),
+            blases: len(&names.blases),
+        }
+    }
+}
+
 /// The integer counts of one period granularity. `[b][x]` is stored at `b * width + x`. All
 /// counts are over the rows kept by the filter; "job rows" are those also kept for job-based
 /// tables (`KEEP_JOB`) that belong to a job.

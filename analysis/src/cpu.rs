@@ -177,14 +177,10 @@ impl Backend for Cpu {
         sort_dedup(&mut s.j);
         sort_dedup(&mut s.b);
         let months: Vec<u16> = s.months.iter().copied().collect();
+        // Sizes first: `Dims::of` takes the interner locks that `packages` then holds.
+        let base = Dims::of(names, 0);
+        let dims = |buckets| Dims { buckets, ..base };
         let packages = names.packages.lock().expect("lock");
-        let dims = |buckets| Dims {
-            buckets,
-            packages: packages.len(),
-            versions: names.versions.lock().expect("lock").len(),
-            env_kinds: names.env_kinds.lock().expect("lock").len(),
-            blases: names.blases.lock().expect("lock").len(),
-        };
         let mut out = Vec::new();
         for &kind in kinds {
             let (buckets, lut) = kind.layout(&months);

@@ -114,14 +114,8 @@ impl Backend for Gpu {
         top: usize,
     ) -> Result<Vec<(PeriodKind, KindCounts)>, BackendError> {
         let s = self.staging.into_inner().expect("staging");
+        let d = Dims::of(names, 0);
         let packages = names.packages.lock().expect("lock");
-        let d = Dims {
-            buckets: 0,
-            packages: packages.len(),
-            versions: names.versions.lock().expect("lock").len(),
-            env_kinds: names.env_kinds.lock().expect("lock").len(),
-            blases: names.blases.lock().expect("lock").len(),
-        };
         let wide = (d.packages * NODE_BINS as usize)
             .max(d.versions)
             .max(MAX_NODES as usize);

@@ -235,6 +235,14 @@ fn lines(title: &str, ydesc: &str, xs: &[String], series: &[(String, Vec<u64>)])
     })
 }
 
+/// The distinct values, sorted.
+fn distinct<T: Ord>(it: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = it.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 fn counts_table(out: &mut String, title: &str, what: &str, list: &[Count]) {
     let _ = write!(
         out,
@@ -358,16 +366,11 @@ fn figures(out: &mut String, r: &PeriodReport, subtitle: &str) -> Res<()> {
     );
     // Fig. 5: the top packages by job × node bins, log-coloured.
     let pk: Vec<String> = r.correlation.packages.clone();
-    let all_bins: Vec<u32> = {
-        let mut v: Vec<u32> = r
-            .package_by_job_size
+    let all_bins = distinct(
+        r.package_by_job_size
             .values()
-            .flat_map(|m| m.keys().copied())
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    };
+            .flat_map(|m| m.keys().copied()),
+    );
     let cols: Vec<String> = all_bins.iter().map(|&n| bin_label(n)).collect();
     let max = r
         .package_by_job_size
@@ -433,16 +436,7 @@ fn figures(out: &mut String, r: &PeriodReport, subtitle: &str) -> Res<()> {
             subtitle,
         );
     }
-    let months: Vec<String> = {
-        let mut m: Vec<String> = r
-            .monthly_users
-            .values()
-            .flat_map(|x| x.keys().cloned())
-            .collect();
-        m.sort();
-        m.dedup();
-        m
-    };
+    let months = distinct(r.monthly_users.values().flat_map(|x| x.keys().cloned()));
     if months.len() > 1 {
         let series: Vec<(String, Vec<u64>)> = r
             .top_packages_by_user

@@ -163,10 +163,10 @@ pub fn analyze(
         note(&line);
     }
     let names = Names::default();
-    progress(Some(crate::scan::partitions(&o.selection)?.len() as u64));
-    scan(&o.selection, &names, &|c| backend.add(c), &|| {
-        progress(None)
-    })?;
+    let parts = crate::scan::partitions(&o.selection)?;
+    progress(Some(parts.len() as u64));
+    let sink = |c| backend.add(c);
+    scan(&o.selection, &parts, &names, &sink, &|| progress(None))?;
     let backend_name = backend.name();
     let mut kinds = vec![PeriodKind::Month];
     kinds.extend(o.kinds.iter().filter(|&&k| k != PeriodKind::Month));

@@ -229,15 +229,15 @@ pub fn partitions(sel: &Selection) -> Result<Vec<(String, Vec<PathBuf>)>, ScanEr
     Ok(out)
 }
 
-/// Reads every selected partition in parallel and hands each chunk to `sink` (from the
-/// worker threads); `progress` is called once per partition done.
+/// Reads the partitions `parts` (from [`partitions`]) in parallel and hands each chunk to
+/// `sink` (from the worker threads); `progress` is called once per partition done.
 pub fn scan(
     sel: &Selection,
+    parts: &[(String, Vec<PathBuf>)],
     names: &Names,
     sink: &(dyn Fn(Chunk) + Sync),
     progress: &(dyn Fn() + Sync),
 ) -> Result<(), ScanError> {
-    let parts = partitions(sel)?;
     parts.par_iter().try_for_each(|(_, files)| {
         let mut chunk = Chunk::default();
         let mut procs = FxHashMap::default();
