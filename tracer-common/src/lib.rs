@@ -36,9 +36,15 @@ pub enum EventKind {
     Exit = 4,
     /// A tracked Python process opened a module file read-only, successfully ([`OpenEvent`]).
     Open = 5,
-    /// A process that did not exec a `python*` binary mapped `libpython` (an embedded
-    /// interpreter); laid out as [`ExecEvent`] with the library path as `filename`.
+    /// A process in probation showed it is a CPython interpreter (it mapped `libpython`, or
+    /// tried a file only the interpreter's start-up or import system opens: `pyvenv.cfg`, a
+    /// `._pth` file, a `.pyc`, `encodings/__init__.py`); laid out as [`ExecEvent`] with the
+    /// path passed to `execve` (`AT_EXECFN`) as `filename`.
     Promote = 6,
+    /// A tracked Python process mapped a file descriptor executable (`mmap(PROT_EXEC)`): how
+    /// the dynamic loader maps an extension module, and what a plain read never does
+    /// ([`MapExecEvent`]).
+    MapExec = 7,
 }
 
 /// Common prefix of every event.
@@ -118,7 +124,8 @@ pub struct ExitEvent {
     pub _pad: u32,
 }
 
-/// Fixed part of an open event, followed by `path_len` bytes of path (no NUL).
+/// Fixed part of an open event, followed by `path_len` bytes of path (no NUL) exactly as the
+/// process passed it (it may be relative to `dfd`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OpenEvent {
@@ -126,8 +133,25 @@ pub struct OpenEvent {
     pub header: Header,
     /// Bytes of path that follow.
     pub path_len: u32,
-    /// The file descriptor `openat` returned (lets tests correlate; never used as identity).
-    pub fd: u32,
+    /// What the open returned: the file descriptor, or `-errno` for a failed attempt (only
+    /// `.pyc` attempts are sent when they fail: the import system's bytecode probe).
+    pub ret: i32,
+    /// Thread id: the import system's probe-then-read sequence is per thread.
+    pub tid: u32,
+    /// The directory fd a relative path is relative to (`AT_FDCWD` = -100 for `open`).
+    pub dfd: i32,
+}
+
+/// A tracked process mapped `fd` with `PROT_EXEC`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MapExecEvent {
+    /// Common header.
+    pub header: Header,
+    /// Thread id.
+    pub tid: u32,
+    /// The mapped file descriptor.
+    pub fd: i32,
 }
 
 /// Offset of the path in an open event.
@@ -145,9 +169,14 @@ pub struct ProcState {
 
 /// A Python process: its module opens are reported.
 pub const STATE_PYTHON: u32 = 1;
-/// A freshly exec'd non-Python process, watched for its first opens in case it maps
-/// `libpython` (an embedded interpreter).
+/// A freshly exec'd process, not yet known to be Python: its first open attempts are watched
+/// for what only a CPython interpreter opens (see [`EventKind::Promote`]).
 pub const STATE_PROBATION: u32 = 2;
+
+/// Probation budget units a successful open costs (a failed attempt costs one): the dynamic
+/// loader may fail hundreds of opens along a long `LD_LIBRARY_PATH` before the interpreter
+/// starts, while a program that opens many files successfully is soon known not to be Python.
+pub const PROBATION_OPEN_COST: u32 = 64;
 /// The daemon itself or one of its children: never reported.
 pub const STATE_IGNORED: u32 = 3;
 
@@ -174,10 +203,12 @@ pub enum Counter {
     EnvTruncated = 7,
     /// Scratch buffer unavailable (should never happen).
     ScratchMissing = 8,
+    /// Processes that ended probation without showing they are Python.
+    ProbationExpired = 9,
 }
 
 /// Number of counters.
-pub const COUNTER_COUNT: u32 = 9;
+pub const COUNTER_COUNT: u32 = 10;
 
 /// Configuration written by the loader into the eBPF object's `CONFIG` global before load.
 /// Offsets of kernel structure fields come from `/sys/kernel/btf/vmlinux`, offsets of
@@ -187,7 +218,7 @@ pub const COUNTER_COUNT: u32 = 9;
 pub struct Config {
     /// The daemon's tgid: it and its descendants are never reported.
     pub self_tgid: u32,
-    /// Opens a non-Python process is watched for `libpython` after exec.
+    /// Probation budget of a freshly exec'd process (see [`PROBATION_OPEN_COST`]).
     pub probation_opens: u32,
     /// `task_struct.exit_code`.
     pub task_exit_code: u32,
@@ -213,8 +244,8 @@ pub struct Config {
     pub mm_env_start: u32,
     /// `mm_struct.env_end`.
     pub mm_env_end: u32,
-    /// `sched_process_exec`: offset of the `__data_loc char[] filename` field.
-    pub tp_exec_filename: u32,
+    /// `sys_enter_openat`: offset of `dfd`.
+    pub tp_openat_dfd: u32,
     /// `sys_enter_openat`: offset of `filename`.
     pub tp_openat_filename: u32,
     /// `sys_enter_openat`: offset of `flags`.
@@ -223,12 +254,18 @@ pub struct Config {
     pub tp_open_filename: u32,
     /// `sys_enter_open`: offset of `flags`.
     pub tp_open_flags: u32,
+    /// `sys_enter_openat2`: offset of `dfd`.
+    pub tp_openat2_dfd: u32,
     /// `sys_enter_openat2`: offset of `filename`.
     pub tp_openat2_filename: u32,
     /// `sys_enter_openat2`: offset of `how` (a `struct open_how *`, flags first).
     pub tp_openat2_how: u32,
     /// `sys_exit_*`: offset of `ret`.
     pub tp_exit_ret: u32,
+    /// `sys_enter_mmap`: offset of `prot`.
+    pub tp_mmap_prot: u32,
+    /// `sys_enter_mmap`: offset of `fd`.
+    pub tp_mmap_fd: u32,
     /// `sched_process_exit`: offset of `bool group_dead`, or 0 when this kernel lacks the field
     /// (then the thread-group leader's exit ends the process).
     pub tp_exit_group_dead: u32,
@@ -240,7 +277,8 @@ const _: () = {
     assert!(core::mem::size_of::<ExecEvent>() == 48);
     assert!(core::mem::size_of::<ForkEvent>() == 24);
     assert!(core::mem::size_of::<ExitEvent>() == 24);
-    assert!(core::mem::size_of::<OpenEvent>() == 24);
+    assert!(core::mem::size_of::<OpenEvent>() == 32);
+    assert!(core::mem::size_of::<MapExecEvent>() == 24);
     assert!(EXEC_ENV_OFF + ENV_MAX <= SCRATCH_SIZE);
     assert!(OPEN_PATH_OFF + PATH_MAX <= SCRATCH_SIZE);
 };

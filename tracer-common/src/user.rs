@@ -5,7 +5,7 @@ extern crate std;
 use std::{fmt, vec::Vec};
 
 use crate::{
-    Config, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, OpenEvent, ProcState, ARGS_MAX,
+    Config, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, MapExecEvent, OpenEvent, ProcState, ARGS_MAX,
     ENV_MAX, EXEC_ARGS_OFF, EXEC_ENV_OFF, EXEC_FILENAME_OFF, OPEN_PATH_OFF, PATH_MAX,
 };
 
@@ -24,6 +24,7 @@ impl TryFrom<u32> for EventKind {
             4 => EventKind::Exit,
             5 => EventKind::Open,
             6 => EventKind::Promote,
+            7 => EventKind::MapExec,
             other => return Err(DecodeError::UnknownKind(other)),
         })
     }
@@ -89,15 +90,36 @@ pub enum Event {
         /// Boot-clock ns.
         ktime_ns: u64,
     },
-    /// A module file was opened.
-    Open {
+    /// A module file was opened, or a bytecode file was tried and not found.
+    Open(OpenInfo),
+    /// A file descriptor was mapped executable.
+    MapExec {
         /// Process.
         tgid: u32,
+        /// Thread.
+        tid: u32,
+        /// The descriptor.
+        fd: i32,
         /// Boot-clock ns.
         ktime_ns: u64,
-        /// Raw path bytes (not necessarily UTF-8).
-        path: Vec<u8>,
     },
+}
+
+/// One open (or failed bytecode probe) of a Python process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenInfo {
+    /// Process.
+    pub tgid: u32,
+    /// Thread.
+    pub tid: u32,
+    /// Boot-clock ns.
+    pub ktime_ns: u64,
+    /// The descriptor, or `-errno` for a failed attempt.
+    pub ret: i32,
+    /// Directory fd a relative `path` is relative to (`-100` = the current directory).
+    pub dfd: i32,
+    /// Raw path bytes as passed (not necessarily UTF-8, possibly relative).
+    pub path: Vec<u8>,
 }
 
 /// Everything the kernel captured at exec.
@@ -115,7 +137,7 @@ pub struct ExecInfo {
     pub mnt_ns: u32,
     /// Boot-clock ns.
     pub ktime_ns: u64,
-    /// Path as executed (for `promoted`: the libpython path).
+    /// Path as passed to `execve` (`AT_EXECFN`): the interpreter, or the script of a `#!` exec.
     pub filename: Vec<u8>,
     /// NUL-separated argv.
     pub args: Vec<u8>,
@@ -123,7 +145,8 @@ pub struct ExecInfo {
     pub env: Vec<u8>,
     /// `EXEC_FLAG_*`.
     pub flags: u32,
-    /// Found through libpython rather than the executable's name.
+    /// Found by what it opened (every live Python process is; `false` only for processes
+    /// seeded from `/proc` at daemon start).
     pub promoted: bool,
 }
 
@@ -193,10 +216,22 @@ impl Event {
             }
             EventKind::Open => {
                 let e: OpenEvent = read(buf, kind)?;
-                Event::Open {
+                Event::Open(OpenInfo {
                     tgid: h.tgid,
+                    tid: e.tid,
                     ktime_ns: h.ktime_ns,
+                    ret: e.ret,
+                    dfd: e.dfd,
                     path: region(buf, OPEN_PATH_OFF, e.path_len, PATH_MAX, kind)?,
+                })
+            }
+            EventKind::MapExec => {
+                let e: MapExecEvent = read(buf, kind)?;
+                Event::MapExec {
+                    tgid: h.tgid,
+                    tid: e.tid,
+                    fd: e.fd,
+                    ktime_ns: h.ktime_ns,
                 }
             }
         })
@@ -214,6 +249,9 @@ mod tests {
         b[4..8].copy_from_slice(&42u32.to_ne_bytes());
         b[8..16].copy_from_slice(&7u64.to_ne_bytes());
         b[16..20].copy_from_slice(&claimed.to_ne_bytes());
+        b[20..24].copy_from_slice(&(-2i32).to_ne_bytes());
+        b[24..28].copy_from_slice(&43u32.to_ne_bytes());
+        b[28..32].copy_from_slice(&(-100i32).to_ne_bytes());
         b.extend_from_slice(path);
         b
     }
@@ -224,11 +262,14 @@ mod tests {
         let ev = Event::decode(&open_bytes(p, p.len() as u32)).unwrap();
         assert_eq!(
             ev,
-            Event::Open {
+            Event::Open(OpenInfo {
                 tgid: 42,
+                tid: 43,
                 ktime_ns: 7,
+                ret: -2,
+                dfd: -100,
                 path: p.to_vec()
-            }
+            })
         );
     }
 

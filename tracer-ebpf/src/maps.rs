@@ -26,14 +26,17 @@ static CONFIG: Config = Config {
     mm_arg_end: 0,
     mm_env_start: 0,
     mm_env_end: 0,
-    tp_exec_filename: 0,
+    tp_openat_dfd: 0,
     tp_openat_filename: 0,
     tp_openat_flags: 0,
     tp_open_filename: 0,
     tp_open_flags: 0,
+    tp_openat2_dfd: 0,
     tp_openat2_filename: 0,
     tp_openat2_how: 0,
     tp_exit_ret: 0,
+    tp_mmap_prot: 0,
+    tp_mmap_fd: 0,
     tp_exit_group_dead: 0,
 };
 
@@ -158,12 +161,15 @@ pub fn put<T: Copy>(s: &mut Scratch, off: usize, v: T) {
     }
 }
 
-/// A stashed open: the user path pointer and whether the opener is on probation.
+/// A stashed open: the user path pointer, the directory fd it is relative to, and whether the
+/// opener is on probation.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Stash {
     /// User pointer to the path.
     pub ptr: u64,
     /// 1 for a probation process.
-    pub probation: u64,
+    pub probation: u32,
+    /// `dfd` of `openat`/`openat2`; `AT_FDCWD` for `open`.
+    pub dfd: i32,
 }

@@ -1,25 +1,19 @@
 //! `sched/sched_process_exec`: a new program image is running.
 //!
-//! ```text
-//! field:__data_loc char[] filename;    offset:8;    size:4;    signed:0;
-//! field:pid_t pid;    offset:12;    size:4;    signed:1;
-//! field:pid_t old_pid;    offset:16;    size:4;    signed:1;
-//! ```
-//! Offsets are read from the tracefs `format` at load (`Config::tp_exec_filename`).
-//!
-//! `comm` was just set from the executed file's name, so a `python*` prefix identifies the
-//! interpreter after shims (`pyenv`'s bash shim execs the real binary, which fires this again) and
-//! symlinks (`python3` → `python3.11`). The argv and environment are copied here, at exec, which
-//! is what makes job attribution race-free for a 2 ms process or one that clears its environment.
+//! Nothing is decided here from the program's name: a console script is named after the script,
+//! a copied or symlinked interpreter after the link, and `python-config` is a shell script. Every
+//! new image starts on probation (`STATE_PROBATION`); `sys_exit_open*` promotes it when it tries
+//! to open what only a CPython interpreter opens at start-up, and only then is its argv and
+//! environment copied (from `mm->arg_*`/`env_*`, which still hold the exec-time strings: the
+//! interpreter has run no Python code yet). A tracked Python process that execs again is
+//! reported as [`EventKind::ExecOther`] and starts over on probation.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel_str,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
         generated::bpf_probe_read_user, generated::bpf_probe_read_user_str,
     },
     macros::tracepoint,
     programs::TracePointContext,
-    EbpfContext,
 };
 use tracer_common::{
     Counter, EventKind, ExecEvent, Header, ProcState, ARGS_MAX, ENV_MAX, EXEC_ARGS_OFF,
@@ -39,7 +33,7 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
-fn try_sched_process_exec(ctx: &TracePointContext) {
+fn try_sched_process_exec(_ctx: &TracePointContext) {
     let cfg = config();
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: the value is copied out immediately; a concurrent delete only makes it stale.
@@ -52,41 +46,22 @@ fn try_sched_process_exec(ctx: &TracePointContext) {
     if prev == STATE_IGNORED || tgid == cfg.self_tgid {
         return;
     }
-    let is_python = matches!(bpf_get_current_comm(), Ok(c) if c.starts_with(b"python"));
-    if is_python {
-        track(tgid, STATE_PYTHON, 0);
-        count(Counter::PythonExecs);
-        let loc: u32 = match unsafe { ctx.read_at(cfg.tp_exec_filename as usize) } {
-            Ok(v) => v,
-            Err(_) => {
-                count(Counter::ReadFailed);
-                0
-            }
-        };
-        let src = (ctx.as_ptr() as u64 + (loc & 0xffff) as u64) as *const u8;
-        emit_process(EventKind::Exec, Filename::Kernel(src));
-    } else {
-        if prev == STATE_PYTHON {
-            if let Some(s) = scratch() {
-                put(
-                    s,
-                    0,
-                    Header {
-                        kind: EventKind::ExecOther as u32,
-                        tgid,
-                        // SAFETY: helper with no preconditions.
-                        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
-                    },
-                );
-                send(s, core::mem::size_of::<Header>());
-            }
-        }
-        if cfg.probation_opens > 0 {
-            track(tgid, STATE_PROBATION, cfg.probation_opens);
-        } else if prev != 0 {
-            let _ = PROCS.remove(tgid);
+    if prev == STATE_PYTHON {
+        if let Some(s) = scratch() {
+            put(
+                s,
+                0,
+                Header {
+                    kind: EventKind::ExecOther as u32,
+                    tgid,
+                    // SAFETY: helper with no preconditions.
+                    ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+                },
+            );
+            send(s, core::mem::size_of::<Header>());
         }
     }
+    track(tgid, STATE_PROBATION, cfg.probation_opens);
 }
 
 /// Inserts or replaces the state of `tgid`; counts a full map.
@@ -97,18 +72,12 @@ pub fn track(tgid: u32, state: u32, budget: u32) {
     }
 }
 
-/// Where the program path of a process event comes from.
-pub enum Filename {
-    /// The exec tracepoint's `filename` (kernel memory).
-    Kernel(*const u8),
-    /// A user pointer (the `libpython` path an open just returned).
-    User(*const u8),
-}
-
-/// Builds and sends an [`ExecEvent`] for the current process: identity, argv and environment
-/// (from `mm->arg_*`/`env_*`), mount namespace.
+/// Builds and sends an [`ExecEvent`] for the current process: identity, the path passed to
+/// `execve` (`AT_EXECFN`: the kernel copies it to the top of the new stack, right after the
+/// environment strings, so it starts at `mm->env_end`), argv and environment (from
+/// `mm->arg_*`/`env_*`), mount namespace.
 #[inline(always)]
-pub fn emit_process(kind: EventKind, filename: Filename) {
+pub fn emit_process(kind: EventKind) {
     let cfg = config();
     let Some(s) = scratch() else { return };
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -123,13 +92,10 @@ pub fn emit_process(kind: EventKind, filename: Filename) {
     let mut flags = 0u32;
 
     let dst = s.buf[EXEC_FILENAME_OFF..].as_mut_ptr();
-    // SAFETY: `dst` has PATH_MAX bytes of room; the helpers bound the copy by that size.
-    let n = unsafe {
-        match filename {
-            Filename::Kernel(p) => bpf_probe_read_kernel_str(dst.cast(), PATH_MAX as u32, p.cast()),
-            Filename::User(p) => bpf_probe_read_user_str(dst.cast(), PATH_MAX as u32, p.cast()),
-        }
-    };
+    let execfn: u64 = task::read(mm, cfg.mm_env_end).unwrap_or(0);
+    // SAFETY: `dst` has PATH_MAX bytes of room; the helper bounds the copy by that size and
+    // validates the user address.
+    let n = unsafe { bpf_probe_read_user_str(dst.cast(), PATH_MAX as u32, execfn as *const _) };
     let filename_len = if n > 0 {
         (n - 1) as u32
     } else {

@@ -1,5 +1,5 @@
-//! `syscalls/sys_enter_{openat,open,openat2}`: stash the path pointer of a read-only open by a
-//! tracked process, to be read at syscall exit.
+//! `syscalls/sys_enter_{openat,open,openat2}`: stash the path pointer (and directory fd) of a
+//! read-only open by a tracked or probation process, to be read at syscall exit.
 //!
 //! ```text
 //! sys_enter_openat:  filename offset:24 size:8, flags offset:32 size:8
@@ -20,6 +20,7 @@ use crate::maps::{config, count, inflight_add, unstash, Stash, PROCS, STASH};
 
 const O_ACCMODE: u64 = 0o3;
 const O_DIRECTORY: u64 = 0o200000;
+const AT_FDCWD: i32 = -100;
 
 /// `openat(dfd, filename, flags, mode)`.
 #[tracepoint]
@@ -27,6 +28,7 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     let cfg = config();
     stash(
         &ctx,
+        Some(cfg.tp_openat_dfd),
         cfg.tp_openat_filename,
         Flags::Direct(cfg.tp_openat_flags),
     );
@@ -37,7 +39,12 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
     let cfg = config();
-    stash(&ctx, cfg.tp_open_filename, Flags::Direct(cfg.tp_open_flags));
+    stash(
+        &ctx,
+        None,
+        cfg.tp_open_filename,
+        Flags::Direct(cfg.tp_open_flags),
+    );
     0
 }
 
@@ -47,6 +54,7 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     let cfg = config();
     stash(
         &ctx,
+        Some(cfg.tp_openat2_dfd),
         cfg.tp_openat2_filename,
         Flags::OpenHow(cfg.tp_openat2_how),
     );
@@ -61,7 +69,7 @@ enum Flags {
 }
 
 #[inline(always)]
-fn stash(ctx: &TracePointContext, filename_off: u32, flags: Flags) {
+fn stash(ctx: &TracePointContext, dfd_off: Option<u32>, filename_off: u32, flags: Flags) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: the value is copied out immediately.
@@ -92,9 +100,18 @@ fn stash(ctx: &TracePointContext, filename_off: u32, flags: Flags) {
     let Ok(ptr) = (unsafe { ctx.read_at::<u64>(filename_off as usize) }) else {
         return count(Counter::ReadFailed);
     };
+    let dfd: i32 = match dfd_off {
+        // SAFETY: offset from the tracefs format (an `int` stored in a `long` slot).
+        Some(off) => match unsafe { ctx.read_at::<i64>(off as usize) } {
+            Ok(d) => d as i32,
+            Err(_) => return count(Counter::ReadFailed),
+        },
+        None => AT_FDCWD,
+    };
     let entry = Stash {
         ptr,
-        probation: (state == STATE_PROBATION) as u64,
+        probation: (state == STATE_PROBATION) as u32,
+        dfd,
     };
     let tid = pid_tgid as u32;
     // An entry left by an open that never returned (the thread was killed inside it) is

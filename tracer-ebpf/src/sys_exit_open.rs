@@ -1,13 +1,15 @@
-//! `syscalls/sys_exit_{openat,open,openat2}`: on success, read the stashed path and send it if
-//! it names a module file.
+//! `syscalls/sys_exit_{openat,open,openat2}`: read the stashed path, promote a probation process
+//! that turns out to be Python, and send a Python process's module-file opens.
 //!
 //! ```text
 //! field:int __syscall_nr;    offset:8;    size:4;    signed:1;
 //! field:long ret;    offset:16;    size:8;    signed:1;
 //! ```
-//! Sent: `*.py`, `*.pyc`, `*.so` (extension modules) and `*.so.N…` (shared libraries, from which
-//! the daemon picks the BLAS backend). The daemon decides which of these belong to a package;
-//! the kernel only keeps everything else (data files, directories, sockets) off the ring buffer.
+//! Sent for a Python process: successful opens of `*.py`, `*.pyc`, `*.so`, `*.so.N…` (from which
+//! the daemon also picks the BLAS backend) and archives (`*.zip`, `*.egg`, `*.pyz`, `*.whl`), and
+//! *failed* attempts of `*.pyc`: the import system tries the cached bytecode before it reads a
+//! source file, which is how the daemon tells an import from a plain read. The kernel only keeps
+//! everything else (data files, directories, sockets) off the ring buffer.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
@@ -16,11 +18,14 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tracer_common::{Counter, EventKind, Header, OpenEvent, OPEN_PATH_OFF, PATH_MAX, STATE_PYTHON};
+use tracer_common::{
+    Counter, EventKind, Header, OpenEvent, OPEN_PATH_OFF, PATH_MAX, PROBATION_OPEN_COST,
+    STATE_PYTHON,
+};
 
 use crate::{
     maps::{any_inflight, config, count, put, scratch, send, unstash, Scratch, PROCS, STASH},
-    sched_process_exec::{emit_process, track, Filename},
+    sched_process_exec::{emit_process, track},
 };
 
 /// `openat` returned.
@@ -62,27 +67,30 @@ fn on_exit(ctx: &TracePointContext) {
         Ok(r) => r,
         Err(_) => return count(Counter::ReadFailed),
     };
-    if ret < 0 {
-        return;
-    }
-    count(Counter::OpensSeen);
     let Some(s) = scratch() else { return };
-    // SAFETY: the destination has PATH_MAX bytes of room; the helper validates the source.
-    let n = unsafe {
-        bpf_probe_read_user_str(
-            s.buf[OPEN_PATH_OFF..].as_mut_ptr().cast(),
-            PATH_MAX as u32,
-            entry.ptr as *const _,
-        )
+    let Some(len) = read_path(s, entry.ptr, ret) else {
+        return;
     };
-    if n <= 1 {
-        return count(Counter::ReadFailed);
-    }
-    let len = ((n - 1) as usize) & (PATH_MAX - 1);
+    let mut len = len;
     if entry.probation != 0 {
-        return probation(s, tgid, len, entry.ptr);
+        if !is_python_marker(s, len) {
+            return spend_probation(tgid, ret >= 0);
+        }
+        track(tgid, STATE_PYTHON, 0);
+        count(Counter::PythonExecs);
+        emit_process(EventKind::Promote);
+        // `emit_process` assembled its event in the same scratch buffer: read the path again.
+        match read_path(s, entry.ptr, ret) {
+            Some(l) => len = l,
+            None => return,
+        }
     }
-    if !is_module_file(s, len) {
+    if ret >= 0 {
+        count(Counter::OpensSeen);
+        if !is_module_file(s, len) && !is_archive(s, len) {
+            return;
+        }
+    } else if !ends_with(&Tail::new(s, len), b".pyc") {
         return;
     }
     put(
@@ -96,30 +104,63 @@ fn on_exit(ctx: &TracePointContext) {
                 ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
             },
             path_len: len as u32,
-            fd: ret as u32,
+            ret: ret as i32,
+            tid,
+            dfd: entry.dfd,
         },
     );
     send(s, OPEN_PATH_OFF + len);
 }
 
-/// A non-Python process's early open: promote it if it is `libpython*`, else spend budget.
+/// Reads the user path into the scratch buffer; its length, or `None` (counted when the open
+/// succeeded: a failed open may have been given a bad pointer).
 #[inline(always)]
-fn probation(s: &mut Scratch, tgid: u32, len: usize, ptr: u64) {
-    if basename_is_libpython(s, len) {
-        track(tgid, STATE_PYTHON, 0);
-        emit_process(EventKind::Promote, Filename::User(ptr as *const u8));
-        return;
+fn read_path(s: &mut Scratch, ptr: u64, ret: i64) -> Option<usize> {
+    // SAFETY: the destination has PATH_MAX bytes of room; the helper validates the source.
+    let n = unsafe {
+        bpf_probe_read_user_str(
+            s.buf[OPEN_PATH_OFF..].as_mut_ptr().cast(),
+            PATH_MAX as u32,
+            ptr as *const _,
+        )
+    };
+    if n <= 1 {
+        if ret >= 0 {
+            count(Counter::ReadFailed);
+        }
+        return None;
     }
+    Some(((n - 1) as usize) & (PATH_MAX - 1))
+}
+
+/// A probation process's open that showed nothing: spend budget, forget it when spent.
+#[inline(always)]
+fn spend_probation(tgid: u32, success: bool) {
+    let cost = if success { PROBATION_OPEN_COST } else { 1 };
     if let Some(p) = PROCS.get_ptr_mut(tgid) {
         // SAFETY: pointer to a live map value; a racing delete leaves it valid until RCU ends.
         let left = unsafe { (*p).budget };
-        if left <= 1 {
+        if left <= cost {
             let _ = PROCS.remove(tgid);
+            count(Counter::ProbationExpired);
         } else {
             // SAFETY: as above.
-            unsafe { (*p).budget = left - 1 };
+            unsafe { (*p).budget = left - cost };
         }
     }
+}
+
+/// What only a CPython interpreter opens before it runs any Python code: `libpython*` (a shared
+/// or embedded interpreter), `pyvenv.cfg` and `<exe>._pth` (path configuration, probed by every
+/// CPython 3 at start-up, even under `-I`/`-S`/`-E`), or a `.pyc` (the import system's first
+/// bytecode probe: `encodings` in CPython 3, `site` in CPython 2).
+#[inline(always)]
+fn is_python_marker(s: &Scratch, len: usize) -> bool {
+    let t = Tail::new(s, len);
+    basename_is_libpython(&t)
+        || ends_with(&t, b".pyc")
+        || ends_with(&t, b"/pyvenv.cfg")
+        || ends_with(&t, b"._pth")
 }
 
 /// The last [`WIN`] bytes of the path, right-aligned, so suffix checks index a stack array at
@@ -154,6 +195,26 @@ impl Tail {
     }
 }
 
+/// Whether the path ends with `pat` (at most [`WIN`] bytes).
+#[inline(always)]
+fn ends_with<const N: usize>(t: &Tail, pat: &[u8; N]) -> bool {
+    let mut i = 0;
+    while i < N {
+        if t.at(N - i) != pat[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Archives an interpreter imports from (`sys.path` entries, eggs, zipapps).
+#[inline(always)]
+fn is_archive(s: &Scratch, len: usize) -> bool {
+    let t = Tail::new(s, len);
+    ends_with(&t, b".zip") || ends_with(&t, b".egg") || ends_with(&t, b".pyz") || ends_with(&t, b".whl")
+}
+
 #[inline(always)]
 fn is_module_file(s: &Scratch, len: usize) -> bool {
     let t = Tail::new(s, len);
@@ -176,9 +237,8 @@ fn is_module_file(s: &Scratch, len: usize) -> bool {
 }
 
 #[inline(always)]
-fn basename_is_libpython(s: &Scratch, len: usize) -> bool {
+fn basename_is_libpython(t: &Tail) -> bool {
     const NAME: &[u8; 9] = b"libpython";
-    let t = Tail::new(s, len);
     let mut k = 10;
     while k <= WIN {
         if t.at(k) == b'/' {

@@ -71,6 +71,9 @@ pub struct Status {
     pub syslog: Option<SinkStatus>,
     /// Rank records folded into another rank's (`--ranks first|per-node`).
     pub rank_duplicates: u64,
+    /// Module opens seen and not recorded, by reason (reads, compilation, …).
+    #[serde(default)]
+    pub fidelity: crate::proctable::Fidelity,
 }
 
 fn spool_bytes(dir: &Path) -> u64 {
@@ -243,6 +246,7 @@ impl Processor {
 
     fn write_status(&mut self) {
         self.status.live_processes = self.table.len();
+        self.status.fidelity = self.table.fidelity();
         self.status.next_seq = self.spool.next_seq();
         self.status.spool_bytes = spool_bytes(self.spool.dir());
         self.status.syslog = self

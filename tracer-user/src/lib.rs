@@ -8,6 +8,7 @@ pub mod attribution;
 pub mod btf;
 pub mod config;
 pub mod daemon;
+pub mod imports;
 pub mod loader;
 /// The daemon writes the dataset with the record crate's writer (one layout, one writer).
 pub use pyusage_record::dataset as parquet_sink;

@@ -19,9 +19,10 @@ use crate::{
 /// The eBPF object built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
-/// How many opens a freshly exec'd non-Python process is watched for a `libpython` mapping.
-/// The dynamic loader maps shared libraries within the first ~10 opens.
-pub const PROBATION_OPENS: u32 = 32;
+/// Probation budget of a freshly exec'd process: 64 successful opens, or 4,096 failed attempts
+/// (a long `LD_LIBRARY_PATH` makes the dynamic loader fail many), before it is forgotten.
+/// CPython tries `pyvenv.cfg` after ~10 successful opens (the loader's and the locale's).
+pub const PROBATION_OPENS: u32 = 64 * tracer_common::PROBATION_OPEN_COST;
 
 /// Why the tracer could not be attached.
 #[derive(Debug, Error)]
@@ -80,12 +81,12 @@ pub struct Tracer {
 /// Computes the configuration for this kernel.
 pub fn build_config(tracefs: &Path, self_tgid: u32) -> Result<Config, LoadError> {
     let btf = Btf::from_sys_fs()?;
-    let exec = Format::read(tracefs, "sched", "sched_process_exec")?;
     let exit = Format::read(tracefs, "sched", "sched_process_exit")?;
     let openat = Format::read(tracefs, "syscalls", "sys_enter_openat")?;
     let open = Format::read(tracefs, "syscalls", "sys_enter_open")?;
     let openat2 = Format::read(tracefs, "syscalls", "sys_enter_openat2")?;
     let exit_openat = Format::read(tracefs, "syscalls", "sys_exit_openat")?;
+    let mmap = Format::read(tracefs, "syscalls", "sys_enter_mmap")?;
     Ok(Config {
         self_tgid,
         probation_opens: PROBATION_OPENS,
@@ -101,14 +102,17 @@ pub fn build_config(tracefs: &Path, self_tgid: u32) -> Result<Config, LoadError>
         mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
         mm_env_start: btf.member_offset("mm_struct", "env_start")?,
         mm_env_end: btf.member_offset("mm_struct", "env_end")?,
-        tp_exec_filename: exec.offset("filename")?,
+        tp_openat_dfd: openat.offset("dfd")?,
         tp_openat_filename: openat.offset("filename")?,
         tp_openat_flags: openat.offset("flags")?,
         tp_open_filename: open.offset("filename")?,
         tp_open_flags: open.offset("flags")?,
+        tp_openat2_dfd: openat2.offset("dfd")?,
         tp_openat2_filename: openat2.offset("filename")?,
         tp_openat2_how: openat2.offset("how")?,
         tp_exit_ret: exit_openat.offset("ret")?,
+        tp_mmap_prot: mmap.offset("prot")?,
+        tp_mmap_fd: mmap.offset("fd")?,
         tp_exit_group_dead: exit.optional("group_dead").unwrap_or(0),
     })
 }
@@ -122,6 +126,7 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_exit_openat", "syscalls", "sys_exit_openat"),
     ("sys_exit_open", "syscalls", "sys_exit_open"),
     ("sys_exit_openat2", "syscalls", "sys_exit_openat2"),
+    ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
 ];
 
 fn nr_cpus() -> Result<u32, LoadError> {
@@ -211,6 +216,9 @@ pub struct Counters {
     pub env_truncated: u64,
     /// See [`Counter::ScratchMissing`].
     pub scratch_missing: u64,
+    /// See [`Counter::ProbationExpired`].
+    #[serde(default)]
+    pub probation_expired: u64,
 }
 
 /// Reads the per-CPU counters map.
@@ -241,6 +249,7 @@ impl CounterReader {
             python_execs: get(Counter::PythonExecs),
             env_truncated: get(Counter::EnvTruncated),
             scratch_missing: get(Counter::ScratchMissing),
+            probation_expired: get(Counter::ProbationExpired),
         }
     }
 }

@@ -1,21 +1,48 @@
 //! The process table: Python processes keyed by pid, built only from exec/fork/exit events
 //! in ring-buffer order (never from lazy `/proc` look-ups, which race with PID reuse: the exit
 //! of a pid always precedes the fork that reuses it). Each process collects the packages its
-//! module opens resolve to; when it ends, it is handed back as a [`Finished`] process.
+//! *imports* resolve to; when it ends, it is handed back as a [`Finished`] process.
+//!
+//! An open is an import only when it carries the import system's signature (see
+//! [`crate::imports`]); plain reads of module files are counted in [`Fidelity`], never recorded.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
 };
 
-use tracer_common::user::{Event, ExecInfo};
+use serde::{Deserialize, Serialize};
+use tracer_common::user::{Event, ExecInfo, OpenInfo};
 
 use crate::{
     attribution::{python_main, version_from_executable, Attribution},
+    imports::{self, Step, ThreadImports},
     resolver::{
-        classify, path_from_bytes, python_version_of, Class, ProcessView, Resolved, Resolver,
+        classify, classify_unplaced, path_from_bytes, python_version_of, Class, ProcessView,
+        Resolved, Resolver,
     },
 };
+
+/// What the table saw that it did not record, so a centre can see what capture cannot tell
+/// apart (reported in `status.json` as `fidelity`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fidelity {
+    /// Module sources opened without the import system's bytecode probe first: reads
+    /// (linters, `inspect`, `linecache`, documentation tools), not imports.
+    pub reads_not_imports: u64,
+    /// Import-like opens after the process imported `py_compile` (`compileall`, `pip`,
+    /// `zipfile.PyZipFile`): compiling and importing open the same files in the same order, so
+    /// these are not recorded.
+    pub compile_ambiguous: u64,
+    /// Extension modules opened but never mapped executable (read as data, not loaded).
+    pub so_not_mapped: u64,
+    /// Relative opens whose directory could no longer be read from `/proc` (process gone).
+    pub relative_unresolved: u64,
+    /// Archives opened only once by a process (`zipfile` reads, not `zipimport`).
+    pub archive_single_opens: u64,
+    /// Python processes seeded from `/proc` at daemon start.
+    pub seeded_processes: u64,
+}
 
 /// One package seen in one process.
 #[derive(Debug, Clone)]
@@ -57,9 +84,22 @@ pub struct Process {
     pub blas: Option<&'static str>,
     /// Packages in order of first open.
     pub packages: Vec<PackageSeen>,
+    /// Seeded from `/proc` at daemon start rather than seen starting.
+    pub seeded: bool,
     /// Resolver view (PYTHONPATH, script).
     view: Arc<ProcessView>,
     index: HashMap<String, usize>,
+    /// Per-thread import-signature state.
+    threads: HashMap<u32, ThreadImports>,
+    /// Shared objects opened and not yet mapped executable, by descriptor.
+    pending_so: HashMap<i32, (PathBuf, i64)>,
+    /// Directories whose `__init__` this process imported: the package structure that says
+    /// where a top-level package starts outside any known layout.
+    init_dirs: HashSet<PathBuf>,
+    /// Opens per archive (`zipimport` opens its archive once per module it loads).
+    archives: HashMap<PathBuf, u32>,
+    /// The process imported `py_compile`: later import-like opens may be compilation.
+    compiling: bool,
 }
 
 /// How a process ended.
@@ -106,6 +146,10 @@ pub trait ProcFacts {
     fn cwd(&self, pid: u32) -> Option<PathBuf>;
     /// `/proc/<pid>/cgroup` text.
     fn cgroup(&self, pid: u32) -> Option<String>;
+    /// The path of directory descriptor `fd` of a live process (for `openat(dirfd, rel)`).
+    fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf>;
+    /// The program a live process runs (`/proc/<pid>/exe`).
+    fn exe(&self, pid: u32) -> Option<PathBuf>;
 }
 
 /// Reads facts from `/proc`.
@@ -118,12 +162,25 @@ impl ProcFacts for ProcFs {
     fn cgroup(&self, pid: u32) -> Option<String> {
         std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
     }
+    fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf> {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()
+    }
+    fn exe(&self, pid: u32) -> Option<PathBuf> {
+        std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+    }
 }
+
+/// `AT_FDCWD`.
+const AT_FDCWD: i32 = -100;
 
 /// The table.
 pub struct ProcTable {
     procs: HashMap<u32, Process>,
+    /// Root pid of Python processes whose image was just replaced by an exec, until the new
+    /// image shows it is Python (or the pid is reaped).
+    replaced: HashMap<u32, u32>,
     resolver: Resolver,
+    fidelity: Fidelity,
     /// Add to boot-clock ns / 1000 to get wall-clock µs.
     boot_to_wall_us: i64,
     host_mnt_ns: u32,
@@ -135,7 +192,9 @@ impl ProcTable {
     pub fn new(boot_to_wall_us: i64, host_mnt_ns: u32) -> ProcTable {
         ProcTable {
             procs: HashMap::new(),
+            replaced: HashMap::new(),
             resolver: Resolver::new(),
+            fidelity: Fidelity::default(),
             boot_to_wall_us,
             host_mnt_ns,
         }
@@ -155,6 +214,11 @@ impl ProcTable {
         self.procs.is_empty()
     }
 
+    /// What was seen and not recorded.
+    pub fn fidelity(&self) -> Fidelity {
+        self.fidelity
+    }
+
     /// Applies one event; returns processes that ended.
     pub fn handle(&mut self, ev: Event, facts: &dyn ProcFacts) -> Option<Finished> {
         match ev {
@@ -162,13 +226,21 @@ impl ProcTable {
                 let tgid = info.tgid;
                 let at = self.wall(info.ktime_ns);
                 let prev = self.finish(tgid, Ending::Unknown, at);
-                let p = self.new_process(info, prev.as_ref().map(|f| f.process.root_pid), facts);
+                let prev_root = prev
+                    .as_ref()
+                    .map(|f| f.process.root_pid)
+                    .or_else(|| self.replaced.remove(&tgid));
+                let p = self.new_process(info, prev_root, facts);
                 self.procs.insert(tgid, p);
                 prev
             }
             Event::ExecOther { tgid, ktime_ns } => {
                 let at = self.wall(ktime_ns);
-                self.finish(tgid, Ending::Unknown, at)
+                let f = self.finish(tgid, Ending::Unknown, at);
+                if let Some(f) = &f {
+                    self.replaced.insert(tgid, f.process.root_pid);
+                }
+                f
             }
             Event::Fork {
                 parent,
@@ -185,6 +257,8 @@ impl ProcTable {
                     p.start = start;
                     p.packages.clear();
                     p.index.clear();
+                    p.threads.clear();
+                    p.seeded = false;
                     self.procs.insert(child, p);
                 }
                 stale
@@ -197,13 +271,15 @@ impl ProcTable {
                 let at = self.wall(ktime_ns);
                 self.finish(tgid, Ending::from_exit_code(exit_code), at)
             }
-            Event::Open {
-                tgid,
-                ktime_ns,
-                path,
+            Event::Open(o) => {
+                self.open(o, facts);
+                None
+            }
+            Event::MapExec {
+                tgid, fd, ktime_ns, ..
             } => {
                 let at = self.wall(ktime_ns);
-                self.open(tgid, &path, at);
+                self.map_exec(tgid, fd, at);
                 None
             }
         }
@@ -221,21 +297,17 @@ impl ProcTable {
                 attribution.fill_from_cgroup(&cg);
             }
         }
-        let executable = if info.promoted {
-            // The libpython path was captured; the program is `/proc/<pid>/exe` if still there.
-            std::fs::read_link(format!("/proc/{}/exe", info.tgid))
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_else(|_| String::from_utf8_lossy(&info.filename).into_owned())
-        } else {
-            String::from_utf8_lossy(&info.filename).into_owned()
-        };
+        let executable = executable(&info, facts);
         let mut main = python_main(&info.args);
         let script = main.as_deref().filter(|m| !m.starts_with('-')).map(|m| {
             let p = PathBuf::from(m);
             if p.is_absolute() {
                 p
             } else {
-                facts.cwd(info.tgid).map(|c| c.join(&p)).unwrap_or(p)
+                facts
+                    .cwd(info.tgid)
+                    .map(|c| without_dots(&c.join(&p)))
+                    .unwrap_or(p)
             }
         });
         if let Some(s) = &script {
@@ -244,8 +316,9 @@ impl ProcTable {
         let root_pid = prev_root
             .or_else(|| self.procs.get(&info.ppid).map(|p| p.root_pid))
             .unwrap_or(info.tgid);
-        let python_version = version_from_executable(&info.filename)
-            .or_else(|| python_version_of(&path_from_bytes(&info.filename)));
+        let python_version = version_from_executable(executable.as_bytes())
+            .or_else(|| version_from_executable(&info.filename))
+            .or_else(|| python_version_of(Path::new(&executable)));
         let view = Arc::new(ProcessView {
             pythonpath: attribution.pythonpath.clone(),
             script,
@@ -263,53 +336,139 @@ impl ProcTable {
             attribution: Arc::new(attribution),
             blas: None,
             packages: Vec::new(),
+            seeded: !info.promoted,
             view,
             index: HashMap::new(),
+            threads: HashMap::new(),
+            pending_so: HashMap::new(),
+            init_dirs: HashSet::new(),
+            archives: HashMap::new(),
+            compiling: false,
         }
     }
 
-    fn open(&mut self, tgid: u32, raw: &[u8], at: i64) {
+    /// One open (or failed bytecode probe): fed to the process's import-signature state.
+    fn open(&mut self, o: OpenInfo, facts: &dyn ProcFacts) {
+        let at = self.wall(o.ktime_ns);
+        let Some(p) = self.procs.get_mut(&o.tgid) else {
+            return;
+        };
+        let rel = path_from_bytes(&o.path);
+        let path = if rel.is_absolute() {
+            rel
+        } else {
+            let base = if o.dfd == AT_FDCWD {
+                facts.cwd(o.tgid)
+            } else {
+                facts.fd_path(o.tgid, o.dfd)
+            };
+            match base {
+                Some(b) => without_dots(&b.join(rel)),
+                None => {
+                    self.fidelity.relative_unresolved += 1;
+                    return;
+                }
+            }
+        };
+        let name = path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b"");
+        if o.ret >= 0 {
+            if let Some(b) = crate::resolver::blas_kind(name) {
+                p.blas.get_or_insert(b);
+                return;
+            }
+            if imports::is_shared_object(name) {
+                if p.pending_so.insert(o.ret, (path, at)).is_some() {
+                    self.fidelity.so_not_mapped += 1;
+                }
+                return;
+            }
+            if imports::is_archive(name) {
+                let n = p.archives.entry(path.clone()).or_insert(0);
+                *n += 1;
+                // `zipimport` opens the archive to read its directory, then again for every
+                // module it loads: a second open is the first import from it.
+                if *n == 2 {
+                    Self::import(&mut self.resolver, p, &path, at);
+                }
+                return;
+            }
+        }
+        let thread = p.threads.entry(o.tid).or_default();
+        let steps = thread.feed(path, o.ret >= 0);
+        for step in steps {
+            match step {
+                Step::Import(file) => {
+                    if p.compiling {
+                        self.fidelity.compile_ambiguous += 1;
+                    } else {
+                        Self::import(&mut self.resolver, p, &file, at);
+                    }
+                }
+                Step::Read => self.fidelity.reads_not_imports += 1,
+            }
+        }
+    }
+
+    /// A descriptor was mapped executable: the shared object last opened on it was loaded.
+    fn map_exec(&mut self, tgid: u32, fd: i32, at: i64) {
         let Some(p) = self.procs.get_mut(&tgid) else {
             return;
         };
-        let path = path_from_bytes(raw);
-        if !path.is_absolute() {
-            return;
-        }
-        match classify(&path, &p.view) {
-            Class::Ignore => {}
-            Class::Blas(b) => {
-                p.blas.get_or_insert(b);
-            }
-            Class::Module(loc) => {
-                if p.python_version.is_none() {
-                    p.python_version = python_version_of(&path);
-                }
-                if let Some(&i) = p.index.get(&loc.package) {
-                    p.packages[i].n_files += 1;
-                    return;
-                }
-                let root = if p.in_container {
-                    PathBuf::from(format!("/proc/{tgid}/root"))
-                } else {
-                    PathBuf::from("/")
-                };
-                let resolved = self
-                    .resolver
-                    .resolve(&loc, &path, Path::new(&root), p.in_container);
-                p.index.insert(loc.package.clone(), p.packages.len());
-                p.packages.push(PackageSeen {
-                    resolved,
-                    first_path: String::from_utf8_lossy(raw).into_owned(),
-                    n_files: 1,
-                    first_seen: at,
-                });
-            }
+        if let Some((path, opened)) = p.pending_so.remove(&fd) {
+            Self::import(&mut self.resolver, p, &path, opened.min(at));
         }
     }
 
+    /// Records one imported module file of a process.
+    fn import(resolver: &mut Resolver, p: &mut Process, path: &Path, at: i64) {
+        let class = match classify(path, &p.view) {
+            Class::Unplaced => classify_unplaced(path, &p.init_dirs),
+            c => c,
+        };
+        if let Some(dir) = imports::init_dir(path) {
+            p.init_dirs.insert(dir);
+        }
+        let Class::Module(loc) = class else {
+            return;
+        };
+        if loc.package == "py_compile" && loc.kind == crate::resolver::EnvKind::Stdlib {
+            p.compiling = true;
+        }
+        if p.python_version.is_none() {
+            p.python_version = python_version_of(path);
+        }
+        if let Some(&i) = p.index.get(&loc.package) {
+            p.packages[i].n_files += 1;
+            return;
+        }
+        let root = if p.in_container {
+            PathBuf::from(format!("/proc/{}/root", p.pid))
+        } else {
+            PathBuf::from("/")
+        };
+        let resolved = resolver.resolve(&loc, path, Path::new(&root), p.in_container);
+        p.index.insert(loc.package.clone(), p.packages.len());
+        p.packages.push(PackageSeen {
+            resolved,
+            first_path: path.to_string_lossy().into_owned(),
+            n_files: 1,
+            first_seen: at,
+        });
+    }
+
+    /// Counts what a process left unresolved when it ends.
+    fn settle(&mut self, p: &Process) {
+        self.fidelity.so_not_mapped += p.pending_so.len() as u64;
+        self.fidelity.archive_single_opens +=
+            p.archives.values().filter(|&&n| n == 1).count() as u64;
+        self.fidelity.reads_not_imports +=
+            p.threads.values().filter(|t| t.pending_read()).count() as u64;
+    }
+
     fn finish(&mut self, pid: u32, ending: Ending, at: i64) -> Option<Finished> {
-        self.procs.remove(&pid).map(|process| Finished {
+        let process = self.procs.remove(&pid)?;
+        self.settle(&process);
+        Some(Finished {
             process,
             ending,
             end: Some(at),
@@ -333,6 +492,7 @@ impl ProcTable {
     /// Ends processes for which `alive` says no (their exit event was lost, e.g. an LRU
     /// eviction in the kernel map); they are reported with [`Ending::Unknown`].
     pub fn reap(&mut self, alive: impl Fn(u32) -> bool, now: i64) -> Vec<Finished> {
+        self.replaced.retain(|&p, _| alive(p));
         let dead: Vec<u32> = self.procs.keys().copied().filter(|&p| !alive(p)).collect();
         dead.into_iter()
             .filter_map(|pid| self.finish(pid, Ending::Unknown, now))
@@ -350,6 +510,41 @@ impl ProcTable {
             })
             .collect()
     }
+}
+
+/// The interpreter a new process runs, as `sys.executable` would name it: for a `#!` script
+/// the kernel put the interpreter in `argv[0]` and the script (the path passed to `execve`)
+/// after it; a program run from a descriptor (`fexecve`, a `memfd`) is named by
+/// `/proc/<pid>/exe`; anything else is the path as executed, made absolute.
+fn executable(info: &ExecInfo, facts: &dyn ProcFacts) -> String {
+    let argv: Vec<&[u8]> = info.args.split(|&b| b == 0).collect();
+    let file = info.filename.as_slice();
+    let shebang = argv.len() >= 2
+        && argv[0].starts_with(b"/")
+        && argv[0] != file
+        && (argv[1] == file || argv.get(2).is_some_and(|a| *a == file));
+    if shebang {
+        return String::from_utf8_lossy(argv[0]).into_owned();
+    }
+    if file.is_empty() || file.starts_with(b"/dev/fd/") || file.starts_with(b"/proc/") {
+        if let Some(exe) = facts.exe(info.tgid) {
+            return exe.to_string_lossy().into_owned();
+        }
+    }
+    let path = path_from_bytes(file);
+    if path.is_relative() {
+        if let Some(cwd) = facts.cwd(info.tgid) {
+            return without_dots(&cwd.join(path)).to_string_lossy().into_owned();
+        }
+    }
+    String::from_utf8_lossy(file).into_owned()
+}
+
+/// `a/./b` → `a/b` (lexically; `..` is kept: it may cross a symbolic link).
+fn without_dots(p: &Path) -> PathBuf {
+    p.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
 }
 
 #[cfg(test)]

@@ -57,6 +57,10 @@ pub enum Class {
     Module(Location),
     /// A BLAS/LAPACK library (`mkl`, `openblas`, …).
     Blas(&'static str),
+    /// A module file outside every layout known from its path alone (a `sys.path` entry added
+    /// at run time, a `.pth` or editable install, a plugin directory, a container's `/opt/app`):
+    /// placed by [`classify_unplaced`] from the process's own package structure.
+    Unplaced,
     /// Not a module of any package (shared libraries, the main script, data).
     Ignore,
 }
@@ -117,7 +121,8 @@ fn is_module_suffix(name: &[u8]) -> bool {
     name.ends_with(b".py") || name.ends_with(b".pyc") || name.ends_with(b".so")
 }
 
-fn blas_kind(name: &[u8]) -> Option<&'static str> {
+/// The BLAS family of a shared library's file name, if it is one.
+pub fn blas_kind(name: &[u8]) -> Option<&'static str> {
     let n = String::from_utf8_lossy(name).to_ascii_lowercase();
     if !n.starts_with("lib") || !n.contains(".so") {
         return None;
@@ -185,7 +190,9 @@ fn top_level(rest: &[&OsStr]) -> Option<String> {
         }
         first
     };
-    if name.is_empty() || name.contains(&b'.') || name.contains(&b'-') {
+    // Import names need not be identifiers (`_sysconfigdata__x86_64-linux-gnu`), but never
+    // contain a dot.
+    if name.is_empty() || name.contains(&b'.') {
         return None;
     }
     Some(String::from_utf8_lossy(name).into_owned())
@@ -199,6 +206,9 @@ pub fn classify(path: &Path, view: &ProcessView) -> Class {
     };
     if let Some(b) = blas_kind(name) {
         return Class::Blas(b);
+    }
+    if crate::imports::is_archive(name) {
+        return Class::Unplaced;
     }
     if !is_module_suffix(name) {
         return Class::Ignore;
@@ -261,6 +271,7 @@ pub fn classify(path: &Path, view: &ProcessView) -> Class {
         return Class::Ignore;
     }
     let script_dir = view.script.as_deref().and_then(Path::parent);
+
     for (dir, kind) in view
         .pythonpath
         .iter()
@@ -279,7 +290,77 @@ pub fn classify(path: &Path, view: &ProcessView) -> Class {
             }
         }
     }
-    Class::Ignore
+    Class::Unplaced
+}
+
+/// Places a module file outside every known layout by the package structure the process itself
+/// imported: the top-level package is the outermost directory of an unbroken chain of
+/// directories whose `__init__` it imported (`init_dirs`), and the directory above it is the
+/// `sys.path` entry. A module whose own directory is not such a package is top-level itself.
+/// Archives are named by their file name. Shared objects count only when their name is an
+/// extension module's (`*.cpython-*.so`, `*.abi3.so`, `*module.so`, or a plain `name.so`
+/// that is not a `lib*` library).
+pub fn classify_unplaced(path: &Path, init_dirs: &std::collections::HashSet<PathBuf>) -> Class {
+    let Some(name) = path.file_name().map(OsStr::as_bytes) else {
+        return Class::Ignore;
+    };
+    let Some(mut dir) = path.parent() else {
+        return Class::Ignore;
+    };
+    if crate::imports::is_archive(name) {
+        return Class::Module(Location {
+            package: String::from_utf8_lossy(name).into_owned(),
+            site_dir: dir.to_path_buf(),
+            kind: EnvKind::Unknown,
+            prefix: Some(dir.to_path_buf()),
+        });
+    }
+    if name.ends_with(b".so") {
+        let s = String::from_utf8_lossy(name);
+        let extension = s.contains(".cpython-")
+            || s.contains(".abi3.")
+            || s.contains(".pypy")
+            || s.ends_with("module.so")
+            || (!s.starts_with("lib") && s.matches('.').count() == 1);
+        if !extension {
+            return Class::Ignore;
+        }
+    } else if !is_module_suffix(name) {
+        return Class::Ignore;
+    }
+    if dir.file_name().map(OsStr::as_bytes) == Some(b"__pycache__") {
+        match dir.parent() {
+            Some(d) => dir = d,
+            None => return Class::Ignore,
+        }
+    }
+    let stem = module_stem(name);
+    let (mut top, package_dir) = if stem == b"__init__" || init_dirs.contains(dir) {
+        (dir.to_path_buf(), true)
+    } else {
+        (dir.join(OsStr::from_bytes(stem)), false)
+    };
+    if package_dir {
+        while let Some(parent) = top.parent() {
+            if !init_dirs.contains(parent) {
+                break;
+            }
+            top = parent.to_path_buf();
+        }
+    }
+    let (Some(package), Some(site_dir)) = (top.file_name(), top.parent()) else {
+        return Class::Ignore;
+    };
+    let package = package.as_bytes();
+    if package.is_empty() || package.contains(&b'.') {
+        return Class::Ignore;
+    }
+    Class::Module(Location {
+        package: String::from_utf8_lossy(package).into_owned(),
+        site_dir: site_dir.to_path_buf(),
+        kind: EnvKind::Unknown,
+        prefix: Some(site_dir.to_path_buf()),
+    })
 }
 
 /// Distributions installed in one site directory.

@@ -9,6 +9,12 @@ impl ProcFacts for NoFacts {
     fn cgroup(&self, _: u32) -> Option<String> {
         None
     }
+    fn fd_path(&self, _: u32, fd: i32) -> Option<PathBuf> {
+        (fd == 7).then(|| "/opt/app".into())
+    }
+    fn exe(&self, _: u32) -> Option<PathBuf> {
+        Some("/memfd:py (deleted)".into())
+    }
 }
 
 fn exec(tgid: u32, ppid: u32, file: &str, args: &str, env: &str, t: u64) -> Event {
@@ -23,15 +29,45 @@ fn exec(tgid: u32, ppid: u32, file: &str, args: &str, env: &str, t: u64) -> Even
         args: args.replace(' ', "\0").into_bytes(),
         env: env.replace(' ', "\0").into_bytes(),
         flags: 0,
-        promoted: false,
+        promoted: true,
     })
 }
 
-fn open(tgid: u32, path: &str, t: u64) -> Event {
-    Event::Open {
+fn open_ret(tgid: u32, path: &str, t: u64, ret: i32) -> Event {
+    Event::Open(OpenInfo {
         tgid,
+        tid: tgid,
         ktime_ns: t,
+        ret,
+        dfd: -100,
         path: path.as_bytes().to_vec(),
+    })
+}
+
+/// A plain open (a read when it is a source file).
+fn open(tgid: u32, path: &str, t: u64) -> Event {
+    open_ret(tgid, path, t, 3)
+}
+
+/// What the import system does to import `path`: a source after a failed probe of its bytecode,
+/// an extension module opened then mapped executable, anything else opened.
+fn imp(t: &mut ProcTable, tgid: u32, path: &str, time: u64, f: &dyn ProcFacts) {
+    if let Some(src) = path.strip_suffix(".py") {
+        let (dir, stem) = src.rsplit_once('/').unwrap();
+        let probe = format!("{dir}/__pycache__/{stem}.cpython-311.pyc");
+        assert!(t.handle(open_ret(tgid, &probe, time, -2), f).is_none());
+        assert!(t.handle(open(tgid, path, time), f).is_none());
+    } else if path.ends_with(".so") {
+        assert!(t.handle(open_ret(tgid, path, time, 9), f).is_none());
+        let map = Event::MapExec {
+            tgid,
+            tid: tgid,
+            fd: 9,
+            ktime_ns: time,
+        };
+        assert!(t.handle(map, f).is_none());
+    } else {
+        assert!(t.handle(open(tgid, path, time), f).is_none());
     }
 }
 
@@ -56,10 +92,10 @@ fn sigkilled_process_keeps_packages_and_signal() {
             f
         )
         .is_none());
-    t.handle(open(10, NP, 2000), f);
-    t.handle(open(10, NP2, 3000), f);
-    t.handle(open(10, JSON, 4000), f);
-    t.handle(open(10, "/lib/x86_64-linux-gnu/libc.so.6", 4500), f);
+    imp(&mut t, 10, NP, 2000, f);
+    imp(&mut t, 10, NP2, 3000, f);
+    imp(&mut t, 10, JSON, 4000, f);
+    imp(&mut t, 10, "/lib/x86_64-linux-gnu/libc.so.6", 4500, f);
     t.handle(
         open(
             10,
@@ -100,7 +136,7 @@ fn fork_child_gets_own_packages_and_root() {
     let mut t = ProcTable::new(0, 1);
     let f = &NoFacts;
     t.handle(exec(10, 1, "/usr/bin/python3", "python3 -c x", "", 1000), f);
-    t.handle(open(10, JSON, 1500), f);
+    imp(&mut t, 10, JSON, 1500, f);
     t.handle(
         Event::Fork {
             parent: 10,
@@ -109,7 +145,7 @@ fn fork_child_gets_own_packages_and_root() {
         },
         f,
     );
-    t.handle(open(11, NP, 3000), f);
+    imp(&mut t, 11, NP, 3000, f);
     let child = t
         .handle(
             Event::Exit {
@@ -183,4 +219,126 @@ fn exit_code_decoding() {
     assert_eq!(Ending::from_exit_code(9), Ending::Signaled(9));
     assert_eq!(Ending::from_exit_code(11 | 0x80), Ending::Signaled(11));
     assert_eq!(Ending::from_exit_code(u32::MAX), Ending::Unknown);
+}
+
+fn exit(t: &mut ProcTable, tgid: u32, f: &dyn ProcFacts) -> Finished {
+    t.handle(
+        Event::Exit {
+            tgid,
+            exit_code: 0,
+            ktime_ns: 99_000,
+        },
+        f,
+    )
+    .expect("process was tracked")
+}
+
+fn names(f: &Finished) -> Vec<&str> {
+    f.process
+        .packages
+        .iter()
+        .map(|p| p.resolved.package.as_str())
+        .collect()
+}
+
+#[test]
+fn reads_and_unmapped_shared_objects_are_not_imports() {
+    let mut t = ProcTable::new(0, 1);
+    let f = &NoFacts;
+    t.handle(exec(20, 1, "/usr/bin/python3.11", "python3 lint.py", "", 1), f);
+    imp(&mut t, 20, JSON, 2, f);
+    // A linter reading sources: no bytecode probe before them.
+    for m in ["csv", "email/__init__", "decimal"] {
+        t.handle(open(20, &format!("/usr/lib/python3.11/{m}.py"), 3), f);
+    }
+    // An extension module read as data: opened, never mapped.
+    t.handle(
+        open_ret(20, "/usr/lib/python3.11/lib-dynload/_csv.cpython-311-x86_64-linux-gnu.so", 4, 5),
+        f,
+    );
+    let fin = exit(&mut t, 20, f);
+    assert_eq!(names(&fin), vec!["json"]);
+    let fid = t.fidelity();
+    assert_eq!(fid.reads_not_imports, 3);
+    assert_eq!(fid.so_not_mapped, 1);
+}
+
+#[test]
+fn run_time_sys_path_relative_opens_and_archives() {
+    let mut t = ProcTable::new(0, 1);
+    let f = &NoFacts;
+    t.handle(exec(21, 1, "/usr/bin/python3.11", "python3 -c x", "", 1), f);
+    imp(&mut t, 21, "/x/plug/mypkg/__init__.py", 2, f);
+    imp(&mut t, 21, "/x/plug/mypkg/sub/__init__.py", 3, f);
+    imp(&mut t, 21, "/x/plug/mypkg/sub/m.py", 4, f);
+    // `openat(dirfd, "mod.py")` with a descriptor of /opt/app (NoFacts: fd 7), and a path
+    // relative to the current directory (/work).
+    for (dfd, rel) in [(7, "mod"), (-100, "local")] {
+        let probe = Event::Open(OpenInfo {
+            tgid: 21,
+            tid: 21,
+            ktime_ns: 5,
+            ret: -2,
+            dfd,
+            path: format!("__pycache__/{rel}.cpython-311.pyc").into_bytes(),
+        });
+        t.handle(probe, f);
+        let src = Event::Open(OpenInfo {
+            tgid: 21,
+            tid: 21,
+            ktime_ns: 5,
+            ret: 4,
+            dfd,
+            path: format!("{rel}.py").into_bytes(),
+        });
+        t.handle(src, f);
+    }
+    // zipimport: the archive opened for its directory, then per module.
+    t.handle(open(21, "/x/deps.zip", 6), f);
+    t.handle(open(21, "/x/deps.zip", 7), f);
+    t.handle(open(21, "/x/data.zip", 8), f);
+    let fin = exit(&mut t, 21, f);
+    assert_eq!(names(&fin), vec!["mypkg", "mod", "local", "deps.zip"]);
+    let m = &fin.process.packages[0];
+    assert_eq!(m.n_files, 3);
+    assert_eq!(m.resolved.env_prefix.as_deref(), Some("/x/plug"));
+    assert_eq!(fin.process.packages[1].first_path, "/opt/app/mod.py");
+    assert_eq!(fin.process.packages[2].first_path, "/work/local.py");
+    assert_eq!(t.fidelity().archive_single_opens, 1);
+}
+
+#[test]
+fn console_script_memfd_and_reexec_keep_interpreter_script_and_root() {
+    let mut t = ProcTable::new(0, 1);
+    let f = &NoFacts;
+    // `./run_sim` with `#!/v/bin/python -u`: the kernel runs `/v/bin/python -u ./run_sim --n 3`.
+    t.handle(
+        exec(30, 1, "./run_sim", "/v/bin/python -u ./run_sim --n 3", "", 1),
+        f,
+    );
+    imp(&mut t, 30, JSON, 2, f);
+    // It execs a shell, which execs Python again (promoted from probation).
+    let fin = t
+        .handle(Event::ExecOther { tgid: 30, ktime_ns: 3 }, f)
+        .unwrap();
+    assert_eq!(fin.process.executable, "/v/bin/python");
+    assert_eq!(fin.process.main.as_deref(), Some("/work/run_sim"));
+    assert_eq!(fin.ending, Ending::Unknown);
+    t.handle(exec(30, 1, "/dev/fd/3", "python3 -c pass", "", 4), f);
+    imp(&mut t, 30, JSON, 5, f);
+    let fin = exit(&mut t, 30, f);
+    assert_eq!(fin.process.executable, "/memfd:py (deleted)");
+    assert_eq!(fin.process.root_pid, 30);
+}
+
+#[test]
+fn imports_after_py_compile_are_counted_as_ambiguous() {
+    let mut t = ProcTable::new(0, 1);
+    let f = &NoFacts;
+    t.handle(exec(40, 1, "/usr/bin/python3.11", "python3 -m compileall v", "", 1), f);
+    imp(&mut t, 40, "/usr/lib/python3.11/py_compile.py", 2, f);
+    imp(&mut t, 40, NP, 3, f);
+    let fin = exit(&mut t, 40, f);
+    assert_eq!(names(&fin), vec!["py_compile"]);
+    assert_eq!(t.fidelity().compile_ambiguous, 1);
 }

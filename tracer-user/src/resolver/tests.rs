@@ -114,7 +114,8 @@ fn pythonpath_script_dir_and_non_utf8() {
         classify(Path::new("/home/u/run/main.py"), &v),
         Class::Ignore
     );
-    assert_eq!(classify(Path::new("/elsewhere/x.py"), &v), Class::Ignore);
+    assert_eq!(classify(Path::new("/elsewhere/x.py"), &v), Class::Unplaced);
+    assert_eq!(classify(Path::new("/elsewhere/x.txt"), &v), Class::Ignore);
 }
 
 fn module_bytes(p: &[u8], v: &ProcessView) -> Location {
@@ -244,5 +245,35 @@ fn conda_meta_and_container_root() {
     assert_eq!(
         r.resolve(&loc, file, &root, true).env_kind,
         EnvKind::Container
+    );
+}
+
+#[test]
+fn unplaced_modules_follow_the_imported_package_chain() {
+    let inits: std::collections::HashSet<PathBuf> =
+        ["/x/plug/mypkg", "/x/plug/mypkg/sub"].iter().map(PathBuf::from).collect();
+    let place = |p: &str| match classify_unplaced(Path::new(p), &inits) {
+        Class::Module(l) => (l.package, l.site_dir),
+        other => panic!("{p}: {other:?}"),
+    };
+    assert_eq!(place("/x/plug/mypkg/sub/m.py"), ("mypkg".into(), "/x/plug".into()));
+    assert_eq!(
+        place("/x/plug/mypkg/sub/__pycache__/m.cpython-311.pyc"),
+        ("mypkg".into(), "/x/plug".into())
+    );
+    assert_eq!(place("/x/plug/mypkg/__init__.py"), ("mypkg".into(), "/x/plug".into()));
+    assert_eq!(place("/x/plug/single.py"), ("single".into(), "/x/plug".into()));
+    assert_eq!(
+        place("/x/plug/_ext.cpython-311-x86_64-linux-gnu.so"),
+        ("_ext".into(), "/x/plug".into())
+    );
+    assert_eq!(place("/x/deps.zip"), ("deps.zip".into(), "/x".into()));
+    assert_eq!(
+        classify_unplaced(Path::new("/opt/lib/libfoo.so"), &inits),
+        Class::Ignore
+    );
+    assert_eq!(
+        place("/usr/lib/python3/dist-packages/../x/_sysconfigdata__x86_64-linux-gnu.py").0,
+        "_sysconfigdata__x86_64-linux-gnu"
     );
 }

@@ -1,0 +1,199 @@
+//! Telling an import from a read, from the opens a thread makes.
+//!
+//! CPython's import system tries a module's cached bytecode before it reads the source:
+//! `D/__pycache__/S.<tag>.pyc` (CPython 3) or `D/S.pyc` right after `D/S.py` (CPython 2). A
+//! plain read (`open("x.py")`, `inspect.getsource`, `linecache`, linters, documentation tools)
+//! opens the source alone. So, per thread:
+//! - a `.pyc` opened successfully is an import (bytecode is only ever loaded to run it);
+//! - a `.py` opened right after a probe of its own bytecode is an import (CPython 3; a stale
+//!   `.pyc` was already counted and is not counted again);
+//! - a `.py` followed by a probe of its own `.pyc` is an import (CPython 2);
+//! - any other `.py` is a read.
+//!
+//! Extension modules are recognised elsewhere, by being mapped executable (see
+//! `sys_enter_mmap`).
+use std::path::{Path, PathBuf};
+
+/// What one open meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// This module file was imported.
+    Import(PathBuf),
+    /// A module source was read without being imported.
+    Read,
+}
+
+/// The last open of one thread that the next may complete.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadImports {
+    last: Option<Last>,
+}
+
+#[derive(Debug, Clone)]
+enum Last {
+    /// A bytecode probe for the source path it names; `true` when it succeeded (and was counted).
+    Probe(PathBuf, bool),
+    /// A source opened with no probe before it.
+    Source(PathBuf),
+}
+
+impl ThreadImports {
+    /// Feeds one open of this thread: `path` absolute, `ok` whether it succeeded (only `.pyc`
+    /// attempts are reported when they fail).
+    pub fn feed(&mut self, path: PathBuf, ok: bool) -> Vec<Step> {
+        let mut out = Vec::new();
+        let name = path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b"");
+        if name.ends_with(b".pyc") {
+            let source = source_of_bytecode(&path);
+            match self.last.take() {
+                // CPython 2: the source was opened first, then its bytecode tried.
+                Some(Last::Source(s)) if Some(&s) == source.as_ref() => {
+                    out.push(Step::Import(if ok { path.clone() } else { s }));
+                    return out;
+                }
+                Some(Last::Source(_)) => out.push(Step::Read),
+                _ => {}
+            }
+            if ok {
+                out.push(Step::Import(path));
+            }
+            if let Some(s) = source {
+                self.last = Some(Last::Probe(s, ok));
+            }
+            return out;
+        }
+        if !ok || !name.ends_with(b".py") {
+            return out;
+        }
+        match self.last.take() {
+            Some(Last::Probe(s, counted)) if s == path => {
+                if !counted {
+                    out.push(Step::Import(path));
+                }
+            }
+            Some(Last::Source(_)) => {
+                out.push(Step::Read);
+                self.last = Some(Last::Source(path));
+            }
+            _ => self.last = Some(Last::Source(path)),
+        }
+        out
+    }
+
+    /// Whether a source read is still waiting for a probe that would make it an import (at
+    /// process end it was a read).
+    pub fn pending_read(&self) -> bool {
+        matches!(self.last, Some(Last::Source(_)))
+    }
+}
+
+/// The source a bytecode file caches: `D/__pycache__/S.<tag>[.opt-N].pyc` → `D/S.py`;
+/// `D/S.pyc` → `D/S.py`.
+pub fn source_of_bytecode(pyc: &Path) -> Option<PathBuf> {
+    let name = pyc.file_name()?.as_encoded_bytes();
+    let dir = pyc.parent()?;
+    if dir.file_name().map(|n| n.as_encoded_bytes()) == Some(b"__pycache__") {
+        let stem_end = name.iter().position(|&c| c == b'.')?;
+        let stem = std::str::from_utf8(&name[..stem_end]).ok()?;
+        Some(dir.parent()?.join(format!("{stem}.py")))
+    } else {
+        let stem = name.strip_suffix(b".pyc")?;
+        let mut s = stem.to_vec();
+        s.extend_from_slice(b".py");
+        Some(dir.join(crate::resolver::path_from_bytes(&s)))
+    }
+}
+
+/// Directory of a package whose `__init__` this module file is.
+pub fn init_dir(file: &Path) -> Option<PathBuf> {
+    let name = file.file_name()?.as_encoded_bytes();
+    if !name.starts_with(b"__init__.") {
+        return None;
+    }
+    let dir = file.parent()?;
+    if dir.file_name().map(|n| n.as_encoded_bytes()) == Some(b"__pycache__") {
+        dir.parent().map(Path::to_path_buf)
+    } else {
+        Some(dir.to_path_buf())
+    }
+}
+
+/// `*.so`: an extension module or a shared library, loaded only if mapped executable.
+pub fn is_shared_object(name: &[u8]) -> bool {
+    name.ends_with(b".so")
+}
+
+/// Archives on `sys.path` (`.zip`, `.egg`), zipapps (`.pyz`) and wheels.
+pub fn is_archive(name: &[u8]) -> bool {
+    [&b".zip"[..], b".egg", b".pyz", b".whl"]
+        .iter()
+        .any(|s| name.ends_with(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(t: &mut ThreadImports, p: &str, ok: bool) -> Vec<Step> {
+        t.feed(PathBuf::from(p), ok)
+    }
+
+    #[test]
+    fn probe_then_source_is_an_import_plain_read_is_not() {
+        let mut t = ThreadImports::default();
+        assert!(feed(&mut t, "/a/__pycache__/m.cpython-311.pyc", false).is_empty());
+        assert_eq!(
+            feed(&mut t, "/a/m.py", true),
+            vec![Step::Import("/a/m.py".into())]
+        );
+        assert!(feed(&mut t, "/a/n.py", true).is_empty());
+        assert_eq!(feed(&mut t, "/a/o.py", true), vec![Step::Read]);
+        assert!(t.pending_read());
+    }
+
+    #[test]
+    fn bytecode_counts_once_even_when_stale() {
+        let mut t = ThreadImports::default();
+        let pyc = "/a/__pycache__/m.cpython-311.opt-1.pyc";
+        assert_eq!(feed(&mut t, pyc, true), vec![Step::Import(pyc.into())]);
+        assert!(feed(&mut t, "/a/m.py", true).is_empty());
+        assert!(!t.pending_read());
+    }
+
+    #[test]
+    fn python2_source_then_bytecode() {
+        let mut t = ThreadImports::default();
+        assert!(feed(&mut t, "/l/site.py", true).is_empty());
+        assert_eq!(
+            feed(&mut t, "/l/site.pyc", true),
+            vec![Step::Import("/l/site.pyc".into())]
+        );
+        assert!(feed(&mut t, "/l/os.py", true).is_empty());
+        assert_eq!(
+            feed(&mut t, "/l/os.pyc", false),
+            vec![Step::Import("/l/os.py".into())]
+        );
+    }
+
+    #[test]
+    fn a_probe_for_another_module_does_not_make_a_read_an_import() {
+        let mut t = ThreadImports::default();
+        feed(&mut t, "/a/__pycache__/x.cpython-311.pyc", false);
+        assert!(feed(&mut t, "/a/y.py", true).is_empty());
+        assert_eq!(feed(&mut t, "/a/__pycache__/z.cpython-311.pyc", false), vec![Step::Read]);
+    }
+
+    #[test]
+    fn bytecode_and_init_paths() {
+        assert_eq!(
+            source_of_bytecode(Path::new("/d/__pycache__/_sysconfigdata__x86_64-linux-gnu.cpython-311.pyc")),
+            Some("/d/_sysconfigdata__x86_64-linux-gnu.py".into())
+        );
+        assert_eq!(
+            init_dir(Path::new("/d/p/__pycache__/__init__.cpython-311.pyc")),
+            Some("/d/p".into())
+        );
+        assert_eq!(init_dir(Path::new("/d/p/__init__.py")), Some("/d/p".into()));
+        assert_eq!(init_dir(Path::new("/d/p/m.py")), None);
+    }
+}
