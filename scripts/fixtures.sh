@@ -3,6 +3,7 @@
 # - venv/               pyenv's Python 3.11 venv with numpy and PyYAML from PyPI
 # - vénv with spaces/   a second venv (path with spaces and non-ASCII letters) with PyYAML
 # - tools/              DuckDB, for the independent check of `pyusage analyze` (test helper only)
+# - wheels/             also setuptools and wheel, for the editable-install tests (`pip install -e`)
 # Wheels are cached in target/fixtures/wheels so a re-creation needs no network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,12 +11,16 @@ F=target/fixtures
 PY=${PYUSAGE_TEST_PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}
 PKGS=(numpy PyYAML)
 TOOLS=("duckdb>=1.1,<2")
+BUILD=("setuptools>=70" wheel)
 mkdir -p "$F/wheels"
-stamp="$F/.done-$(basename "$PY")-v3"
+stamp="$F/.done-$(basename "$PY")-v4"
 [ -f "$stamp" ] && exit 0
 echo "fixtures: creating venvs with ${PKGS[*]} (first time only)" >&2
 if ! ls "$F"/wheels/numpy-*.whl >/dev/null 2>&1 || ! ls "$F"/wheels/[Pp]y[Yy][Aa][Mm][Ll]-*.whl >/dev/null 2>&1; then
   "$PY" -m pip download -q -d "$F/wheels" "${PKGS[@]}"
+fi
+if ! ls "$F"/wheels/wheel-*.whl >/dev/null 2>&1 || ! ls "$F"/wheels/setuptools-*.whl >/dev/null 2>&1; then
+  "$PY" -m pip download -q -d "$F/wheels" "${BUILD[@]}"
 fi
 if ! ls "$F"/wheels/duckdb-*.whl >/dev/null 2>&1; then
   "$PY" -m pip download -q -d "$F/wheels" "${TOOLS[@]}"

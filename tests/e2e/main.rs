@@ -6,6 +6,7 @@
 mod analyze;
 mod capture;
 mod delivery;
+mod fidelity;
 mod security;
 mod slurm;
 mod util;

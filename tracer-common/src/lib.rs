@@ -140,7 +140,15 @@ pub struct OpenEvent {
     pub tid: u32,
     /// The directory fd a relative path is relative to (`AT_FDCWD` = -100 for `open`).
     pub dfd: i32,
+    /// [`OPEN_FLAG_WRITE`].
+    pub flags: u32,
+    /// Padding, zero.
+    pub _pad: u32,
 }
+
+/// The file was opened for writing: only bytecode files (`*.pyc`, `*.pyc.<n>` temporaries) are
+/// sent so, as the sign that a module source just read was compiled, not imported.
+pub const OPEN_FLAG_WRITE: u32 = 1;
 
 /// A tracked process mapped `fd` with `PROT_EXEC`.
 #[repr(C)]
@@ -277,7 +285,7 @@ const _: () = {
     assert!(core::mem::size_of::<ExecEvent>() == 48);
     assert!(core::mem::size_of::<ForkEvent>() == 24);
     assert!(core::mem::size_of::<ExitEvent>() == 24);
-    assert!(core::mem::size_of::<OpenEvent>() == 32);
+    assert!(core::mem::size_of::<OpenEvent>() == 40);
     assert!(core::mem::size_of::<MapExecEvent>() == 24);
     assert!(EXEC_ENV_OFF + ENV_MAX <= SCRATCH_SIZE);
     assert!(OPEN_PATH_OFF + PATH_MAX <= SCRATCH_SIZE);

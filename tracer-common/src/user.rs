@@ -5,8 +5,8 @@ extern crate std;
 use std::{fmt, vec::Vec};
 
 use crate::{
-    Config, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, MapExecEvent, OpenEvent, ProcState, ARGS_MAX,
-    ENV_MAX, EXEC_ARGS_OFF, EXEC_ENV_OFF, EXEC_FILENAME_OFF, OPEN_PATH_OFF, PATH_MAX,
+    Config, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, MapExecEvent, OpenEvent, ProcState,
+    ARGS_MAX, ENV_MAX, EXEC_ARGS_OFF, EXEC_ENV_OFF, EXEC_FILENAME_OFF, OPEN_PATH_OFF, PATH_MAX,
 };
 
 // SAFETY: plain `#[repr(C)]` structs of integers with no padding holes, valid for any bits.
@@ -118,6 +118,8 @@ pub struct OpenInfo {
     pub ret: i32,
     /// Directory fd a relative `path` is relative to (`-100` = the current directory).
     pub dfd: i32,
+    /// Opened for writing (a bytecode file being written).
+    pub write: bool,
     /// Raw path bytes as passed (not necessarily UTF-8, possibly relative).
     pub path: Vec<u8>,
 }
@@ -222,6 +224,7 @@ impl Event {
                     ktime_ns: h.ktime_ns,
                     ret: e.ret,
                     dfd: e.dfd,
+                    write: e.flags & crate::OPEN_FLAG_WRITE != 0,
                     path: region(buf, OPEN_PATH_OFF, e.path_len, PATH_MAX, kind)?,
                 })
             }
@@ -252,6 +255,7 @@ mod tests {
         b[20..24].copy_from_slice(&(-2i32).to_ne_bytes());
         b[24..28].copy_from_slice(&43u32.to_ne_bytes());
         b[28..32].copy_from_slice(&(-100i32).to_ne_bytes());
+        b[32..36].copy_from_slice(&1u32.to_ne_bytes());
         b.extend_from_slice(path);
         b
     }
@@ -268,6 +272,7 @@ mod tests {
                 ktime_ns: 7,
                 ret: -2,
                 dfd: -100,
+                write: true,
                 path: p.to_vec()
             })
         );

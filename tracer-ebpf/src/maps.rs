@@ -161,6 +161,11 @@ pub fn put<T: Copy>(s: &mut Scratch, off: usize, v: T) {
     }
 }
 
+/// The opener is on probation.
+pub const STASH_PROBATION: u32 = 1;
+/// The open is for writing (Python processes only).
+pub const STASH_WRITE: u32 = 2;
+
 /// A stashed open: the user path pointer, the directory fd it is relative to, and whether the
 /// opener is on probation.
 #[repr(C)]
@@ -168,8 +173,8 @@ pub fn put<T: Copy>(s: &mut Scratch, off: usize, v: T) {
 pub struct Stash {
     /// User pointer to the path.
     pub ptr: u64,
-    /// 1 for a probation process.
-    pub probation: u32,
+    /// [`STASH_PROBATION`] | [`STASH_WRITE`].
+    pub flags: u32,
     /// `dfd` of `openat`/`openat2`; `AT_FDCWD` for `open`.
     pub dfd: i32,
 }

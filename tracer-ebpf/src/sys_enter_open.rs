@@ -14,9 +14,11 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tracer_common::{Counter, STATE_IGNORED, STATE_PROBATION};
+use tracer_common::{Counter, STATE_IGNORED, STATE_PROBATION, STATE_PYTHON};
 
-use crate::maps::{config, count, inflight_add, unstash, Stash, PROCS, STASH};
+use crate::maps::{
+    config, count, inflight_add, unstash, Stash, PROCS, STASH, STASH_PROBATION, STASH_WRITE,
+};
 
 const O_ACCMODE: u64 = 0o3;
 const O_DIRECTORY: u64 = 0o200000;
@@ -94,7 +96,10 @@ fn stash(ctx: &TracePointContext, dfd_off: Option<u32>, filename_off: u32, flags
             }
         }
     };
-    if flags & O_ACCMODE != 0 || flags & O_DIRECTORY != 0 {
+    // Writes matter only for a Python process (a bytecode file written after its source was
+    // read: compilation, not import); directories never.
+    let write = flags & O_ACCMODE != 0;
+    if flags & O_DIRECTORY != 0 || (write && state != STATE_PYTHON) {
         return;
     }
     let Ok(ptr) = (unsafe { ctx.read_at::<u64>(filename_off as usize) }) else {
@@ -110,7 +115,11 @@ fn stash(ctx: &TracePointContext, dfd_off: Option<u32>, filename_off: u32, flags
     };
     let entry = Stash {
         ptr,
-        probation: (state == STATE_PROBATION) as u32,
+        flags: if state == STATE_PROBATION {
+            STASH_PROBATION
+        } else {
+            0
+        } | if write { STASH_WRITE } else { 0 },
         dfd,
     };
     let tid = pid_tgid as u32;

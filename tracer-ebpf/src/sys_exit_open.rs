@@ -19,12 +19,15 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    Counter, EventKind, Header, OpenEvent, OPEN_PATH_OFF, PATH_MAX, PROBATION_OPEN_COST,
-    STATE_PYTHON,
+    Counter, EventKind, Header, OpenEvent, OPEN_FLAG_WRITE, OPEN_PATH_OFF, PATH_MAX,
+    PROBATION_OPEN_COST, STATE_PYTHON,
 };
 
 use crate::{
-    maps::{any_inflight, config, count, put, scratch, send, unstash, Scratch, PROCS, STASH},
+    maps::{
+        any_inflight, config, count, put, scratch, send, unstash, Scratch, PROCS, STASH,
+        STASH_PROBATION, STASH_WRITE,
+    },
     sched_process_exec::{emit_process, track},
 };
 
@@ -72,7 +75,7 @@ fn on_exit(ctx: &TracePointContext) {
         return;
     };
     let mut len = len;
-    if entry.probation != 0 {
+    if entry.flags & STASH_PROBATION != 0 {
         if !is_python_marker(s, len) {
             return spend_probation(tgid, ret >= 0);
         }
@@ -85,7 +88,12 @@ fn on_exit(ctx: &TracePointContext) {
             None => return,
         }
     }
-    if ret >= 0 {
+    let write = entry.flags & STASH_WRITE != 0;
+    if write {
+        if ret < 0 || !is_bytecode_output(s, len) {
+            return;
+        }
+    } else if ret >= 0 {
         count(Counter::OpensSeen);
         if !is_module_file(s, len) && !is_archive(s, len) {
             return;
@@ -107,6 +115,8 @@ fn on_exit(ctx: &TracePointContext) {
             ret: ret as i32,
             tid,
             dfd: entry.dfd,
+            flags: if write { OPEN_FLAG_WRITE } else { 0 },
+            _pad: 0,
         },
     );
     send(s, OPEN_PATH_OFF + len);
@@ -208,11 +218,37 @@ fn ends_with<const N: usize>(t: &Tail, pat: &[u8; N]) -> bool {
     true
 }
 
+/// A bytecode file being written: `*.pyc`, or the `*.pyc.<n>` temporary `importlib` and
+/// `py_compile` write and rename into place.
+#[inline(always)]
+fn is_bytecode_output(s: &Scratch, len: usize) -> bool {
+    let t = Tail::new(s, len);
+    if ends_with(&t, b".pyc") {
+        return true;
+    }
+    let mut k = 6;
+    while k <= 32 {
+        if t.at(k) == b'.'
+            && t.at(k - 1) == b'p'
+            && t.at(k - 2) == b'y'
+            && t.at(k - 3) == b'c'
+            && t.at(k - 4) == b'.'
+        {
+            return true;
+        }
+        k += 1;
+    }
+    false
+}
+
 /// Archives an interpreter imports from (`sys.path` entries, eggs, zipapps).
 #[inline(always)]
 fn is_archive(s: &Scratch, len: usize) -> bool {
     let t = Tail::new(s, len);
-    ends_with(&t, b".zip") || ends_with(&t, b".egg") || ends_with(&t, b".pyz") || ends_with(&t, b".whl")
+    ends_with(&t, b".zip")
+        || ends_with(&t, b".egg")
+        || ends_with(&t, b".pyz")
+        || ends_with(&t, b".whl")
 }
 
 #[inline(always)]

@@ -421,7 +421,18 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     rt.block_on(async move {
         let tracer = loader::attach(&cfg.tracefs, std::process::id())
             .context("attaching the eBPF tracer (needs root or CAP_BPF+CAP_PERFMON)")?;
-        let loader::Tracer { ebpf, events, counters } = tracer;
+        let loader::Tracer { mut ebpf, events, counters } = tracer;
+        // Python processes already running: tracked from now on, with what /proc shows of
+        // their imports so far.
+        let seeded = crate::seed::scan(std::process::id());
+        loader::track_python(&mut ebpf, seeded.iter().map(|s| s.info.tgid))
+            .context("tracking already-running Python processes")?;
+        if !seeded.is_empty() {
+            tracing::info!(processes = seeded.len(), "seeded running Python processes from /proc");
+        }
+        for s in seeded {
+            processor.table.seed(s, &ProcFs);
+        }
         let tracer_view = loader::CounterReader::new(counters);
         // SAFETY: the ring buffer owns its map fd for as long as it lives and `as_raw_fd`
         // always returns that fd; the AsyncFd owns the ring buffer.

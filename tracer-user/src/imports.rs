@@ -8,7 +8,10 @@
 //! - a `.py` opened right after a probe of its own bytecode is an import (CPython 3; a stale
 //!   `.pyc` was already counted and is not counted again);
 //! - a `.py` followed by a probe of its own `.pyc` is an import (CPython 2);
-//! - any other `.py` is a read.
+//! - any other `.py` is a read;
+//! - in a process that imported `py_compile`, a source read as if imported and followed at
+//!   once by a write of its bytecode was compiled (`compileall`, `pip install`), not imported:
+//!   the decision waits for the thread's next open.
 //!
 //! Extension modules are recognised elsewhere, by being mapped executable (see
 //! `sys_enter_mmap`).
@@ -21,12 +24,16 @@ pub enum Step {
     Import(PathBuf),
     /// A module source was read without being imported.
     Read,
+    /// A module source was compiled to bytecode, not imported.
+    Compiled,
 }
 
 /// The last open of one thread that the next may complete.
 #[derive(Debug, Clone, Default)]
 pub struct ThreadImports {
     last: Option<Last>,
+    /// An import that a write of its bytecode would turn into a compilation.
+    tentative: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -39,10 +46,28 @@ enum Last {
 
 impl ThreadImports {
     /// Feeds one open of this thread: `path` absolute, `ok` whether it succeeded (only `.pyc`
-    /// attempts are reported when they fail).
-    pub fn feed(&mut self, path: PathBuf, ok: bool) -> Vec<Step> {
+    /// attempts are reported when they fail), `write` whether it was a bytecode write,
+    /// `compiling` whether the process has imported `py_compile`.
+    pub fn feed(&mut self, path: PathBuf, ok: bool, write: bool, compiling: bool) -> Vec<Step> {
         let mut out = Vec::new();
-        let name = path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b"");
+        if write {
+            if let Some(t) = self.tentative.take() {
+                let written = written_bytecode_source(&path);
+                out.push(if written.as_ref() == Some(&t) {
+                    Step::Compiled
+                } else {
+                    Step::Import(t)
+                });
+            }
+            return out;
+        }
+        if let Some(t) = self.tentative.take() {
+            out.push(Step::Import(t));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or(b"");
         if name.ends_with(b".pyc") {
             let source = source_of_bytecode(&path);
             match self.last.take() {
@@ -68,7 +93,11 @@ impl ThreadImports {
         match self.last.take() {
             Some(Last::Probe(s, counted)) if s == path => {
                 if !counted {
-                    out.push(Step::Import(path));
+                    if compiling {
+                        self.tentative = Some(path);
+                    } else {
+                        out.push(Step::Import(path));
+                    }
                 }
             }
             Some(Last::Source(_)) => {
@@ -78,6 +107,11 @@ impl ThreadImports {
             _ => self.last = Some(Last::Source(path)),
         }
         out
+    }
+
+    /// The import still waiting for the thread's next open (at process end it was one).
+    pub fn flush(&mut self) -> Option<PathBuf> {
+        self.tentative.take()
     }
 
     /// Whether a source read is still waiting for a probe that would make it an import (at
@@ -102,6 +136,13 @@ pub fn source_of_bytecode(pyc: &Path) -> Option<PathBuf> {
         s.extend_from_slice(b".py");
         Some(dir.join(crate::resolver::path_from_bytes(&s)))
     }
+}
+
+/// The source whose bytecode is being written: `D/__pycache__/S.<tag>.pyc[.<n>]` → `D/S.py`.
+fn written_bytecode_source(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.as_encoded_bytes();
+    let end = name.windows(4).rposition(|w| w == b".pyc")? + 4;
+    source_of_bytecode(&path.with_file_name(crate::resolver::path_from_bytes(&name[..end])))
 }
 
 /// Directory of a package whose `__init__` this module file is.
@@ -135,7 +176,37 @@ mod tests {
     use super::*;
 
     fn feed(t: &mut ThreadImports, p: &str, ok: bool) -> Vec<Step> {
-        t.feed(PathBuf::from(p), ok)
+        t.feed(PathBuf::from(p), ok, false, false)
+    }
+
+    #[test]
+    fn a_source_read_then_its_bytecode_written_was_compiled_once_py_compile_is_loaded() {
+        let mut t = ThreadImports::default();
+        let probe = |t: &mut ThreadImports, m: &str| {
+            t.feed(
+                format!("/a/__pycache__/{m}.cpython-311.pyc").into(),
+                false,
+                false,
+                true,
+            )
+        };
+        assert!(probe(&mut t, "m").is_empty());
+        assert!(t.feed("/a/m.py".into(), true, false, true).is_empty());
+        assert_eq!(
+            t.feed(
+                "/a/__pycache__/m.cpython-311.pyc.1403".into(),
+                true,
+                true,
+                true
+            ),
+            vec![Step::Compiled]
+        );
+        // Imported (its own next import follows), not compiled.
+        assert!(probe(&mut t, "n").is_empty());
+        assert!(t.feed("/a/n.py".into(), true, false, true).is_empty());
+        assert_eq!(probe(&mut t, "o"), vec![Step::Import("/a/n.py".into())]);
+        assert!(t.feed("/a/o.py".into(), true, false, true).is_empty());
+        assert_eq!(t.flush(), Some("/a/o.py".into()));
     }
 
     #[test]
@@ -180,13 +251,18 @@ mod tests {
         let mut t = ThreadImports::default();
         feed(&mut t, "/a/__pycache__/x.cpython-311.pyc", false);
         assert!(feed(&mut t, "/a/y.py", true).is_empty());
-        assert_eq!(feed(&mut t, "/a/__pycache__/z.cpython-311.pyc", false), vec![Step::Read]);
+        assert_eq!(
+            feed(&mut t, "/a/__pycache__/z.cpython-311.pyc", false),
+            vec![Step::Read]
+        );
     }
 
     #[test]
     fn bytecode_and_init_paths() {
         assert_eq!(
-            source_of_bytecode(Path::new("/d/__pycache__/_sysconfigdata__x86_64-linux-gnu.cpython-311.pyc")),
+            source_of_bytecode(Path::new(
+                "/d/__pycache__/_sysconfigdata__x86_64-linux-gnu.cpython-311.pyc"
+            )),
             Some("/d/_sysconfigdata__x86_64-linux-gnu.py".into())
         );
         assert_eq!(

@@ -8,6 +8,7 @@ pub mod attribution;
 pub mod btf;
 pub mod config;
 pub mod daemon;
+pub mod elf;
 pub mod imports;
 pub mod loader;
 /// The daemon writes the dataset with the record crate's writer (one layout, one writer).
@@ -17,6 +18,7 @@ pub mod proctable;
 pub mod ranks;
 pub mod records;
 pub mod resolver;
+pub mod seed;
 pub mod show;
 pub mod sinks;
 pub mod source;

@@ -195,6 +195,25 @@ pub fn attach(tracefs: &Path, self_tgid: u32) -> Result<Tracer, LoadError> {
     })
 }
 
+/// Marks already-running processes as Python in the kernel's process map, so their opens,
+/// forks and exit are reported from now on (see [`crate::seed`]).
+pub fn track_python(ebpf: &mut Ebpf, pids: impl IntoIterator<Item = u32>) -> Result<(), LoadError> {
+    let name = "PROCS";
+    let map = ebpf.map_mut(name).ok_or(LoadError::Missing("map", name))?;
+    let mut procs: aya::maps::HashMap<_, u32, tracer_common::ProcState> =
+        aya::maps::HashMap::try_from(map).map_err(|source| LoadError::Map { name, source })?;
+    let python = tracer_common::ProcState {
+        state: tracer_common::STATE_PYTHON,
+        budget: 0,
+    };
+    for pid in pids {
+        procs
+            .insert(pid, python, 0)
+            .map_err(|source| LoadError::Map { name, source })?;
+    }
+    Ok(())
+}
+
 /// Counters summed over CPUs.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Counters {

@@ -30,9 +30,12 @@ pub struct Fidelity {
     /// Module sources opened without the import system's bytecode probe first: reads
     /// (linters, `inspect`, `linecache`, documentation tools), not imports.
     pub reads_not_imports: u64,
-    /// Import-like opens after the process imported `py_compile` (`compileall`, `pip`,
-    /// `zipfile.PyZipFile`): compiling and importing open the same files in the same order, so
-    /// these are not recorded.
+    /// Module sources compiled, not imported: read as if imported, then their bytecode written
+    /// at once, by a process that had imported `py_compile` (`pip install`, `compileall`).
+    pub compiled_not_imported: u64,
+    /// Import-like opens by `python -m compileall` / `-m py_compile` once `py_compile` is
+    /// loaded: checking that bytecode is fresh opens it just as importing it does, so these
+    /// are not recorded.
     pub compile_ambiguous: u64,
     /// Extension modules opened but never mapped executable (read as data, not loaded).
     pub so_not_mapped: u64,
@@ -100,6 +103,57 @@ pub struct Process {
     archives: HashMap<PathBuf, u32>,
     /// The process imported `py_compile`: later import-like opens may be compilation.
     compiling: bool,
+    /// For `python -m compileall` / `-m py_compile`: the trees it was asked to compile (empty:
+    /// all of `sys.path`), whose import-like opens are ambiguous once `py_compile` is loaded.
+    compile_targets: Option<Vec<PathBuf>>,
+    /// Site directories it imported from, with their environment (for editable installs).
+    sites: Vec<(PathBuf, Resolved)>,
+}
+
+impl Process {
+    /// Whether `file` is in what this `compileall`/`py_compile` process was asked to compile.
+    fn compiles(&self, file: &Path) -> bool {
+        match &self.compile_targets {
+            None => false,
+            Some(t) if t.is_empty() => true,
+            Some(t) => t.iter().any(|d| file.starts_with(d)),
+        }
+    }
+}
+
+/// The paths `python -m compileall|py_compile [options] PATH…` compiles, absolute; `None` for
+/// any other command line.
+fn compile_targets(args: &[u8], cwd: Option<&Path>) -> Option<Vec<PathBuf>> {
+    let argv: Vec<&[u8]> = args.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
+    let m = argv.iter().position(|a| *a == b"-m")?;
+    if !matches!(
+        argv.get(m + 1).copied(),
+        Some(b"compileall" | b"py_compile")
+    ) {
+        return None;
+    }
+    // compileall's options that take a value.
+    const VALUED: [&[u8]; 9] = [
+        b"-d", b"-s", b"-p", b"-x", b"-i", b"-j", b"-r", b"-o", b"-e",
+    ];
+    let mut out = Vec::new();
+    let mut i = m + 2;
+    while i < argv.len() {
+        let a = argv[i];
+        if VALUED.contains(&a) || a == b"--invalidation-mode" {
+            i += 2;
+            continue;
+        }
+        if !a.starts_with(b"-") {
+            let p = path_from_bytes(a);
+            out.push(match cwd {
+                Some(c) if p.is_relative() => without_dots(&c.join(p)),
+                _ => p,
+            });
+        }
+        i += 1;
+    }
+    Some(out)
 }
 
 /// How a process ended.
@@ -170,6 +224,12 @@ impl ProcFacts for ProcFs {
     }
 }
 
+/// What resolving imports reads from files, cached across processes.
+struct Shared {
+    resolver: Resolver,
+    elf: crate::elf::ElfCache,
+}
+
 /// `AT_FDCWD`.
 const AT_FDCWD: i32 = -100;
 
@@ -179,7 +239,7 @@ pub struct ProcTable {
     /// Root pid of Python processes whose image was just replaced by an exec, until the new
     /// image shows it is Python (or the pid is reaped).
     replaced: HashMap<u32, u32>,
-    resolver: Resolver,
+    shared: Shared,
     fidelity: Fidelity,
     /// Add to boot-clock ns / 1000 to get wall-clock µs.
     boot_to_wall_us: i64,
@@ -193,7 +253,10 @@ impl ProcTable {
         ProcTable {
             procs: HashMap::new(),
             replaced: HashMap::new(),
-            resolver: Resolver::new(),
+            shared: Shared {
+                resolver: Resolver::new(),
+                elf: crate::elf::ElfCache::new(),
+            },
             fidelity: Fidelity::default(),
             boot_to_wall_us,
             host_mnt_ns,
@@ -313,6 +376,7 @@ impl ProcTable {
         if let Some(s) = &script {
             main = Some(s.to_string_lossy().into_owned());
         }
+        let compile_targets = compile_targets(&info.args, facts.cwd(info.tgid).as_deref());
         let root_pid = prev_root
             .or_else(|| self.procs.get(&info.ppid).map(|p| p.root_pid))
             .unwrap_or(info.tgid);
@@ -344,6 +408,8 @@ impl ProcTable {
             init_dirs: HashSet::new(),
             archives: HashMap::new(),
             compiling: false,
+            compile_targets,
+            sites: Vec::new(),
         }
     }
 
@@ -370,7 +436,10 @@ impl ProcTable {
                 }
             }
         };
-        let name = path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b"");
+        let name = path
+            .file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or(b"");
         if o.ret >= 0 {
             if let Some(b) = crate::resolver::blas_kind(name) {
                 p.blas.get_or_insert(b);
@@ -388,23 +457,39 @@ impl ProcTable {
                 // `zipimport` opens the archive to read its directory, then again for every
                 // module it loads: a second open is the first import from it.
                 if *n == 2 {
-                    Self::import(&mut self.resolver, p, &path, at);
+                    Self::import(&mut self.shared, p, &path, at);
                 }
                 return;
             }
         }
         let thread = p.threads.entry(o.tid).or_default();
-        let steps = thread.feed(path, o.ret >= 0);
+        let steps = thread.feed(path, o.ret >= 0, o.write, p.compiling);
         for step in steps {
             match step {
-                Step::Import(file) => {
-                    if p.compiling {
-                        self.fidelity.compile_ambiguous += 1;
-                    } else {
-                        Self::import(&mut self.resolver, p, &file, at);
-                    }
+                Step::Import(file) if p.compiling && p.compiles(&file) => {
+                    self.fidelity.compile_ambiguous += 1;
                 }
+                Step::Import(file) => Self::import(&mut self.shared, p, &file, at),
                 Step::Read => self.fidelity.reads_not_imports += 1,
+                Step::Compiled => self.fidelity.compiled_not_imported += 1,
+            }
+        }
+    }
+
+    /// Adds a process that was running before the daemon started, with what it had loaded.
+    pub fn seed(&mut self, s: crate::seed::Seeded, facts: &dyn ProcFacts) {
+        let at = self.wall(s.info.ktime_ns);
+        let tgid = s.info.tgid;
+        let p = self.new_process(s.info, None, facts);
+        self.procs.insert(tgid, p);
+        self.fidelity.seeded_processes += 1;
+        let p = self.procs.get_mut(&tgid).expect("just inserted");
+        for f in s.files {
+            let name = f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b"");
+            if let Some(b) = crate::resolver::blas_kind(name) {
+                p.blas.get_or_insert(b);
+            } else {
+                Self::import(&mut self.shared, p, &f, at);
             }
         }
     }
@@ -415,15 +500,28 @@ impl ProcTable {
             return;
         };
         if let Some((path, opened)) = p.pending_so.remove(&fd) {
-            Self::import(&mut self.resolver, p, &path, opened.min(at));
+            Self::import(&mut self.shared, p, &path, opened.min(at));
         }
     }
 
     /// Records one imported module file of a process.
-    fn import(resolver: &mut Resolver, p: &mut Process, path: &Path, at: i64) {
-        let class = match classify(path, &p.view) {
-            Class::Unplaced => classify_unplaced(path, &p.init_dirs),
-            c => c,
+    fn import(ctx: &mut Shared, p: &mut Process, path: &Path, at: i64) {
+        let Shared { resolver, elf } = ctx;
+        let (class, unplaced) = match classify(path, &p.view) {
+            Class::Unplaced => {
+                let is_extension = |so: &Path, stem: &str| {
+                    let host = if p.in_container {
+                        PathBuf::from(format!("/proc/{}/root", p.pid))
+                            .join(so.strip_prefix("/").unwrap_or(so))
+                    } else {
+                        so.to_path_buf()
+                    };
+                    elf.exports(&host, &format!("PyInit_{stem}"))
+                        || elf.exports(&host, &format!("init{stem}"))
+                };
+                (classify_unplaced(path, &p.init_dirs, is_extension), true)
+            }
+            c => (c, false),
         };
         if let Some(dir) = imports::init_dir(path) {
             p.init_dirs.insert(dir);
@@ -446,7 +544,21 @@ impl ProcTable {
         } else {
             PathBuf::from("/")
         };
-        let resolved = resolver.resolve(&loc, path, Path::new(&root), p.in_container);
+        let mut resolved = resolver.resolve(&loc, path, Path::new(&root), p.in_container);
+        if unplaced {
+            use crate::resolver::EnvKind;
+            let sites: Vec<(PathBuf, Resolved)> = p
+                .sites
+                .iter()
+                .filter(|(_, r)| !matches!(r.env_kind, EnvKind::Stdlib | EnvKind::Unknown))
+                .cloned()
+                .collect();
+            if let Some(r) = resolver.editable(&loc.package, &sites, Path::new(&root)) {
+                resolved = r;
+            }
+        } else if !p.sites.iter().any(|(s, _)| *s == loc.site_dir) {
+            p.sites.push((loc.site_dir.clone(), resolved.clone()));
+        }
         p.index.insert(loc.package.clone(), p.packages.len());
         p.packages.push(PackageSeen {
             resolved,
@@ -466,7 +578,19 @@ impl ProcTable {
     }
 
     fn finish(&mut self, pid: u32, ending: Ending, at: i64) -> Option<Finished> {
-        let process = self.procs.remove(&pid)?;
+        let mut process = self.procs.remove(&pid)?;
+        let held: Vec<PathBuf> = process
+            .threads
+            .values_mut()
+            .filter_map(ThreadImports::flush)
+            .collect();
+        for file in held {
+            if process.compiling && process.compiles(&file) {
+                self.fidelity.compile_ambiguous += 1;
+            } else {
+                Self::import(&mut self.shared, &mut process, &file, at);
+            }
+        }
         self.settle(&process);
         Some(Finished {
             process,

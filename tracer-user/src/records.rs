@@ -81,7 +81,7 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
         .map(|s| Record {
             record_id: String::new(),
             seq: 0,
-            source: "ebpf".into(),
+            source: if p.seeded { "ebpf-seeded" } else { "ebpf" }.into(),
             host: node.host.clone(),
             system: node.system.clone().or_else(|| a.cluster.clone()),
             subsystem: node.subsystem.clone(),

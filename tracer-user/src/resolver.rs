@@ -297,10 +297,14 @@ pub fn classify(path: &Path, view: &ProcessView) -> Class {
 /// imported: the top-level package is the outermost directory of an unbroken chain of
 /// directories whose `__init__` it imported (`init_dirs`), and the directory above it is the
 /// `sys.path` entry. A module whose own directory is not such a package is top-level itself.
-/// Archives are named by their file name. Shared objects count only when their name is an
-/// extension module's (`*.cpython-*.so`, `*.abi3.so`, `*module.so`, or a plain `name.so`
-/// that is not a `lib*` library).
-pub fn classify_unplaced(path: &Path, init_dirs: &std::collections::HashSet<PathBuf>) -> Class {
+/// Archives are named by their file name. A shared object counts when its name carries an
+/// extension module's tag (`*.cpython-*.so`, `*.abi3.so`, `*.pypy*.so`, CPython 2's
+/// `*module.so`) or when `is_extension` (the caller's look at its ELF symbols) says it is one.
+pub fn classify_unplaced(
+    path: &Path,
+    init_dirs: &std::collections::HashSet<PathBuf>,
+    is_extension: impl FnOnce(&Path, &str) -> bool,
+) -> Class {
     let Some(name) = path.file_name().map(OsStr::as_bytes) else {
         return Class::Ignore;
     };
@@ -317,12 +321,12 @@ pub fn classify_unplaced(path: &Path, init_dirs: &std::collections::HashSet<Path
     }
     if name.ends_with(b".so") {
         let s = String::from_utf8_lossy(name);
-        let extension = s.contains(".cpython-")
+        let tagged = s.contains(".cpython-")
             || s.contains(".abi3.")
             || s.contains(".pypy")
-            || s.ends_with("module.so")
-            || (!s.starts_with("lib") && s.matches('.').count() == 1);
-        if !extension {
+            || s.ends_with("module.so");
+        let stem = String::from_utf8_lossy(module_stem(name)).into_owned();
+        if !tagged && !is_extension(path, &stem) {
             return Class::Ignore;
         }
     } else if !is_module_suffix(name) {
@@ -372,6 +376,10 @@ pub struct DistIndex {
     by_top: HashMap<String, Vec<usize>>,
     /// (top-level, second component) → distribution, to split namespace packages.
     by_sub: HashMap<(String, String), usize>,
+    /// Top-level names a distribution declares in `top_level.txt` though its files live
+    /// elsewhere: editable installs (`pip install -e`), whose RECORD lists only a `.pth` or an
+    /// `__editable__` finder.
+    declared: HashMap<String, usize>,
 }
 
 fn normalize(name: &str) -> String {
@@ -444,14 +452,20 @@ impl DistIndex {
                     tops.extend(record_top(line.trim_start_matches("../")));
                 }
             }
+            let declared: Vec<String> = std::fs::read_to_string(p.join("top_level.txt"))
+                .map(|t| {
+                    t.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for d in &declared {
+                idx.declared.entry(d.clone()).or_insert(id);
+            }
             if tops.is_empty() {
-                if let Ok(t) = std::fs::read_to_string(p.join("top_level.txt")) {
-                    tops.extend(
-                        t.lines()
-                            .filter(|l| !l.is_empty())
-                            .map(|l| (l.trim().to_owned(), None)),
-                    );
-                }
+                tops.extend(declared.into_iter().map(|l| (l, None)));
             }
             if tops.is_empty() {
                 tops.push((normalize(&name), None));
@@ -513,6 +527,11 @@ impl DistIndex {
                 .push((name.to_owned(), version.map(str::to_owned)));
             self.add(id, tops);
         }
+    }
+
+    /// The distribution declaring `package` in its `top_level.txt` (an editable install).
+    pub fn declared(&self, package: &str) -> Option<(String, Option<String>)> {
+        self.dists.get(*self.declared.get(package)?).cloned()
     }
 
     /// The distribution owning `package` (using the module's path below the site directory to
@@ -631,6 +650,34 @@ impl Resolver {
                 .as_ref()
                 .map(|p| p.to_string_lossy().into_owned()),
         }
+    }
+}
+
+impl Resolver {
+    /// For a module outside every known layout: the distribution that declares it in one of the
+    /// site directories the process already imported from (an editable install), with that
+    /// directory's environment. `sites` are (site directory, resolved environment) pairs.
+    pub fn editable(
+        &self,
+        package: &str,
+        sites: &[(PathBuf, Resolved)],
+        root: &Path,
+    ) -> Option<Resolved> {
+        sites.iter().find_map(|(site, env)| {
+            let host = if root == Path::new("/") {
+                site.clone()
+            } else {
+                root.join(site.strip_prefix("/").unwrap_or(site))
+            };
+            let (d, v) = self.indexes.get(&host)?.index.declared(package)?;
+            Some(Resolved {
+                package: package.to_owned(),
+                distribution: Some(d),
+                version: v,
+                env_kind: env.env_kind,
+                env_prefix: env.env_prefix.clone(),
+            })
+        })
     }
 }
 

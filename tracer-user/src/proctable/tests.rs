@@ -40,6 +40,7 @@ fn open_ret(tgid: u32, path: &str, t: u64, ret: i32) -> Event {
         ktime_ns: t,
         ret,
         dfd: -100,
+        write: false,
         path: path.as_bytes().to_vec(),
     })
 }
@@ -245,7 +246,10 @@ fn names(f: &Finished) -> Vec<&str> {
 fn reads_and_unmapped_shared_objects_are_not_imports() {
     let mut t = ProcTable::new(0, 1);
     let f = &NoFacts;
-    t.handle(exec(20, 1, "/usr/bin/python3.11", "python3 lint.py", "", 1), f);
+    t.handle(
+        exec(20, 1, "/usr/bin/python3.11", "python3 lint.py", "", 1),
+        f,
+    );
     imp(&mut t, 20, JSON, 2, f);
     // A linter reading sources: no bytecode probe before them.
     for m in ["csv", "email/__init__", "decimal"] {
@@ -253,7 +257,12 @@ fn reads_and_unmapped_shared_objects_are_not_imports() {
     }
     // An extension module read as data: opened, never mapped.
     t.handle(
-        open_ret(20, "/usr/lib/python3.11/lib-dynload/_csv.cpython-311-x86_64-linux-gnu.so", 4, 5),
+        open_ret(
+            20,
+            "/usr/lib/python3.11/lib-dynload/_csv.cpython-311-x86_64-linux-gnu.so",
+            4,
+            5,
+        ),
         f,
     );
     let fin = exit(&mut t, 20, f);
@@ -280,6 +289,7 @@ fn run_time_sys_path_relative_opens_and_archives() {
             ktime_ns: 5,
             ret: -2,
             dfd,
+            write: false,
             path: format!("__pycache__/{rel}.cpython-311.pyc").into_bytes(),
         });
         t.handle(probe, f);
@@ -289,6 +299,7 @@ fn run_time_sys_path_relative_opens_and_archives() {
             ktime_ns: 5,
             ret: 4,
             dfd,
+            write: false,
             path: format!("{rel}.py").into_bytes(),
         });
         t.handle(src, f);
@@ -313,13 +324,26 @@ fn console_script_memfd_and_reexec_keep_interpreter_script_and_root() {
     let f = &NoFacts;
     // `./run_sim` with `#!/v/bin/python -u`: the kernel runs `/v/bin/python -u ./run_sim --n 3`.
     t.handle(
-        exec(30, 1, "./run_sim", "/v/bin/python -u ./run_sim --n 3", "", 1),
+        exec(
+            30,
+            1,
+            "./run_sim",
+            "/v/bin/python -u ./run_sim --n 3",
+            "",
+            1,
+        ),
         f,
     );
     imp(&mut t, 30, JSON, 2, f);
     // It execs a shell, which execs Python again (promoted from probation).
     let fin = t
-        .handle(Event::ExecOther { tgid: 30, ktime_ns: 3 }, f)
+        .handle(
+            Event::ExecOther {
+                tgid: 30,
+                ktime_ns: 3,
+            },
+            f,
+        )
         .unwrap();
     assert_eq!(fin.process.executable, "/v/bin/python");
     assert_eq!(fin.process.main.as_deref(), Some("/work/run_sim"));
@@ -335,10 +359,55 @@ fn console_script_memfd_and_reexec_keep_interpreter_script_and_root() {
 fn imports_after_py_compile_are_counted_as_ambiguous() {
     let mut t = ProcTable::new(0, 1);
     let f = &NoFacts;
-    t.handle(exec(40, 1, "/usr/bin/python3.11", "python3 -m compileall v", "", 1), f);
+    // `-q` takes no value, `-x` does; `../v` is relative to the cwd (/work).
+    let args = "python3 -m compileall -q -x skip ../v";
+    t.handle(exec(40, 1, "/usr/bin/python3.11", args, "", 1), f);
     imp(&mut t, 40, "/usr/lib/python3.11/py_compile.py", 2, f);
-    imp(&mut t, 40, NP, 3, f);
+    // Bytecode of the tree it compiles: checked or loaded, it cannot tell; outside it: imported.
+    imp(
+        &mut t,
+        40,
+        "/work/../v/lib/python3.11/site-packages/numpy/__pycache__/x.cpython-311.pyc",
+        3,
+        f,
+    );
+    imp(&mut t, 40, JSON, 4, f);
     let fin = exit(&mut t, 40, f);
-    assert_eq!(names(&fin), vec!["py_compile"]);
+    assert_eq!(names(&fin), vec!["py_compile", "json"]);
     assert_eq!(t.fidelity().compile_ambiguous, 1);
+}
+
+#[test]
+fn sources_compiled_by_an_installer_are_not_imports() {
+    let mut t = ProcTable::new(0, 1);
+    let f = &NoFacts;
+    t.handle(
+        exec(
+            41,
+            1,
+            "/v/bin/python",
+            "/v/bin/python /v/bin/pip install x",
+            "",
+            1,
+        ),
+        f,
+    );
+    imp(&mut t, 41, "/usr/lib/python3.11/py_compile.py", 2, f);
+    // pip compiles what it installed: the source read after a probe, then its bytecode written.
+    let src = "/v/lib/python3.11/site-packages/x/__init__.py";
+    imp(&mut t, 41, src, 3, f);
+    let mut w = open(
+        41,
+        "/v/lib/python3.11/site-packages/x/__pycache__/__init__.cpython-311.pyc.140",
+        4,
+    );
+    if let Event::Open(o) = &mut w {
+        o.write = true;
+    }
+    t.handle(w, f);
+    // Then imports something for real.
+    imp(&mut t, 41, JSON, 5, f);
+    let fin = exit(&mut t, 41, f);
+    assert_eq!(names(&fin), vec!["py_compile", "json"]);
+    assert_eq!(t.fidelity().compiled_not_imported, 1);
 }

@@ -250,28 +250,48 @@ fn conda_meta_and_container_root() {
 
 #[test]
 fn unplaced_modules_follow_the_imported_package_chain() {
-    let inits: std::collections::HashSet<PathBuf> =
-        ["/x/plug/mypkg", "/x/plug/mypkg/sub"].iter().map(PathBuf::from).collect();
-    let place = |p: &str| match classify_unplaced(Path::new(p), &inits) {
+    let inits: std::collections::HashSet<PathBuf> = ["/x/plug/mypkg", "/x/plug/mypkg/sub"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    let ext = |_: &Path, stem: &str| stem == "plainext";
+    let place = |p: &str| match classify_unplaced(Path::new(p), &inits, ext) {
         Class::Module(l) => (l.package, l.site_dir),
         other => panic!("{p}: {other:?}"),
     };
-    assert_eq!(place("/x/plug/mypkg/sub/m.py"), ("mypkg".into(), "/x/plug".into()));
+    assert_eq!(
+        place("/x/plug/mypkg/sub/m.py"),
+        ("mypkg".into(), "/x/plug".into())
+    );
     assert_eq!(
         place("/x/plug/mypkg/sub/__pycache__/m.cpython-311.pyc"),
         ("mypkg".into(), "/x/plug".into())
     );
-    assert_eq!(place("/x/plug/mypkg/__init__.py"), ("mypkg".into(), "/x/plug".into()));
-    assert_eq!(place("/x/plug/single.py"), ("single".into(), "/x/plug".into()));
+    assert_eq!(
+        place("/x/plug/mypkg/__init__.py"),
+        ("mypkg".into(), "/x/plug".into())
+    );
+    assert_eq!(
+        place("/x/plug/single.py"),
+        ("single".into(), "/x/plug".into())
+    );
     assert_eq!(
         place("/x/plug/_ext.cpython-311-x86_64-linux-gnu.so"),
         ("_ext".into(), "/x/plug".into())
     );
     assert_eq!(place("/x/deps.zip"), ("deps.zip".into(), "/x".into()));
     assert_eq!(
-        classify_unplaced(Path::new("/opt/lib/libfoo.so"), &inits),
-        Class::Ignore
+        place("/x/plug/plainext.so"),
+        ("plainext".into(), "/x/plug".into())
     );
+    // An MPI plugin or an OpenSSL provider: a plain name, but no PyInit_ symbol.
+    for p in [
+        "/opt/lib/libfoo.so",
+        "/usr/lib/openmpi/mca_btl_tcp.so",
+        "/usr/lib/ossl-modules/legacy.so",
+    ] {
+        assert_eq!(classify_unplaced(Path::new(p), &inits, ext), Class::Ignore);
+    }
     assert_eq!(
         place("/usr/lib/python3/dist-packages/../x/_sysconfigdata__x86_64-linux-gnu.py").0,
         "_sysconfigdata__x86_64-linux-gnu"
