@@ -197,7 +197,32 @@ fn imports_are_recorded_wherever_the_module_lives() {
     )));
     ok(&out);
     let _ = std::fs::remove_dir(&mnt);
+    // Bytecode kept under PYTHONPYCACHEPREFIX: written by a first run, loaded by a second.
+    std::fs::create_dir_all(t.join("pre")).unwrap();
+    std::fs::write(t.join("pre/premod.py"), "").unwrap();
+    let prefixed = || {
+        let mut c = python(
+            venv_python(),
+            "import sys; sys.path.insert(0, sys.argv[1]); import premod",
+        );
+        c.arg(t.join("pre"))
+            .env("PYTHONPYCACHEPREFIX", t.join("pyc"));
+        run(&mut c)
+    };
+    let (pre1, out) = prefixed();
+    ok(&out);
+    let (pre2, out) = prefixed();
+    ok(&out);
+    assert!(t
+        .join("pyc")
+        .join(t.strip_prefix("/").unwrap())
+        .join("pre")
+        .exists());
     let r = d.stop();
+    for pid in [pre1, pre2] {
+        let p = r.one(pid, "premod");
+        assert_eq!(p["env_prefix"], t.join("pre").to_str().unwrap(), "{p}");
+    }
 
     let p = r.one(pid, "myplug");
     assert_eq!(p["n_files"], 3, "{p}");

@@ -28,6 +28,9 @@ pub struct Attribution {
     pub cluster: Option<String>,
     /// `PYTHONPATH` entries (for the resolver).
     pub pythonpath: Vec<PathBuf>,
+    /// `PYTHONPYCACHEPREFIX`: where bytecode lives instead of `__pycache__` (for the import
+    /// signature).
+    pub pycache_prefix: Option<PathBuf>,
     /// Container runtime detected from its variables.
     pub container_runtime: Option<String>,
 }
@@ -88,6 +91,10 @@ impl Attribution {
                     .collect()
             })
             .unwrap_or_default();
+        let pycache_prefix = vars
+            .get(&b"PYTHONPYCACHEPREFIX"[..])
+            .filter(|v| v.starts_with(b"/"))
+            .map(|v| crate::resolver::path_from_bytes(v));
         let container_runtime = RUNTIME_VARS
             .iter()
             .find(|(k, _)| vars.contains_key(k.as_bytes()))
@@ -113,6 +120,7 @@ impl Attribution {
             partition: get("SLURM_JOB_PARTITION"),
             cluster: get("SLURM_CLUSTER_NAME"),
             pythonpath,
+            pycache_prefix,
             container_runtime,
         }
     }

@@ -47,12 +47,20 @@ enum Last {
 impl ThreadImports {
     /// Feeds one open of this thread: `path` absolute, `ok` whether it succeeded (only `.pyc`
     /// attempts are reported when they fail), `write` whether it was a bytecode write,
-    /// `compiling` whether the process has imported `py_compile`.
-    pub fn feed(&mut self, path: PathBuf, ok: bool, write: bool, compiling: bool) -> Vec<Step> {
+    /// `compiling` whether the process has imported `py_compile`, `prefix` its
+    /// `PYTHONPYCACHEPREFIX`.
+    pub fn feed(
+        &mut self,
+        path: PathBuf,
+        ok: bool,
+        write: bool,
+        compiling: bool,
+        prefix: Option<&Path>,
+    ) -> Vec<Step> {
         let mut out = Vec::new();
         if write {
             if let Some(t) = self.tentative.take() {
-                let written = written_bytecode_source(&path);
+                let written = written_bytecode_source(&path, prefix);
                 out.push(if written.as_ref() == Some(&t) {
                     Step::Compiled
                 } else {
@@ -69,7 +77,7 @@ impl ThreadImports {
             .map(|n| n.as_encoded_bytes())
             .unwrap_or(b"");
         if name.ends_with(b".pyc") {
-            let source = source_of_bytecode(&path);
+            let source = source_of_bytecode(&path, prefix);
             match self.last.take() {
                 // CPython 2: the source was opened first, then its bytecode tried.
                 Some(Last::Source(s)) if Some(&s) == source.as_ref() => {
@@ -122,10 +130,15 @@ impl ThreadImports {
 }
 
 /// The source a bytecode file caches: `D/__pycache__/S.<tag>[.opt-N].pyc` → `D/S.py`;
-/// `D/S.pyc` → `D/S.py`.
-pub fn source_of_bytecode(pyc: &Path) -> Option<PathBuf> {
+/// `<prefix>/D/S.<tag>.pyc` → `/D/S.py` under a `PYTHONPYCACHEPREFIX`; `D/S.pyc` → `D/S.py`.
+pub fn source_of_bytecode(pyc: &Path, prefix: Option<&Path>) -> Option<PathBuf> {
     let name = pyc.file_name()?.as_encoded_bytes();
     let dir = pyc.parent()?;
+    if let Some(rel) = prefix.and_then(|p| dir.strip_prefix(p).ok()) {
+        let stem_end = name.iter().position(|&c| c == b'.')?;
+        let stem = std::str::from_utf8(&name[..stem_end]).ok()?;
+        return Some(Path::new("/").join(rel).join(format!("{stem}.py")));
+    }
     if dir.file_name().map(|n| n.as_encoded_bytes()) == Some(b"__pycache__") {
         let stem_end = name.iter().position(|&c| c == b'.')?;
         let stem = std::str::from_utf8(&name[..stem_end]).ok()?;
@@ -139,10 +152,13 @@ pub fn source_of_bytecode(pyc: &Path) -> Option<PathBuf> {
 }
 
 /// The source whose bytecode is being written: `D/__pycache__/S.<tag>.pyc[.<n>]` → `D/S.py`.
-fn written_bytecode_source(path: &Path) -> Option<PathBuf> {
+fn written_bytecode_source(path: &Path, prefix: Option<&Path>) -> Option<PathBuf> {
     let name = path.file_name()?.as_encoded_bytes();
     let end = name.windows(4).rposition(|w| w == b".pyc")? + 4;
-    source_of_bytecode(&path.with_file_name(crate::resolver::path_from_bytes(&name[..end])))
+    source_of_bytecode(
+        &path.with_file_name(crate::resolver::path_from_bytes(&name[..end])),
+        prefix,
+    )
 }
 
 /// Directory of a package whose `__init__` this module file is.
@@ -176,7 +192,7 @@ mod tests {
     use super::*;
 
     fn feed(t: &mut ThreadImports, p: &str, ok: bool) -> Vec<Step> {
-        t.feed(PathBuf::from(p), ok, false, false)
+        t.feed(PathBuf::from(p), ok, false, false, None)
     }
 
     #[test]
@@ -188,24 +204,26 @@ mod tests {
                 false,
                 false,
                 true,
+                None,
             )
         };
         assert!(probe(&mut t, "m").is_empty());
-        assert!(t.feed("/a/m.py".into(), true, false, true).is_empty());
+        assert!(t.feed("/a/m.py".into(), true, false, true, None).is_empty());
         assert_eq!(
             t.feed(
                 "/a/__pycache__/m.cpython-311.pyc.1403".into(),
                 true,
                 true,
-                true
+                true,
+                None
             ),
             vec![Step::Compiled]
         );
         // Imported (its own next import follows), not compiled.
         assert!(probe(&mut t, "n").is_empty());
-        assert!(t.feed("/a/n.py".into(), true, false, true).is_empty());
+        assert!(t.feed("/a/n.py".into(), true, false, true, None).is_empty());
         assert_eq!(probe(&mut t, "o"), vec![Step::Import("/a/n.py".into())]);
-        assert!(t.feed("/a/o.py".into(), true, false, true).is_empty());
+        assert!(t.feed("/a/o.py".into(), true, false, true, None).is_empty());
         assert_eq!(t.flush(), Some("/a/o.py".into()));
     }
 
@@ -258,11 +276,28 @@ mod tests {
     }
 
     #[test]
+    fn pycache_prefix_pairs_bytecode_with_its_source() {
+        let mut t = ThreadImports::default();
+        let pre = Some(Path::new("/scratch/pyc"));
+        let probe = "/scratch/pyc/home/u/m.cpython-311.pyc";
+        assert!(t.feed(probe.into(), false, false, false, pre).is_empty());
+        assert_eq!(
+            t.feed("/home/u/m.py".into(), true, false, false, pre),
+            vec![Step::Import("/home/u/m.py".into())]
+        );
+        assert_eq!(
+            source_of_bytecode(Path::new(probe), pre),
+            Some("/home/u/m.py".into())
+        );
+    }
+
+    #[test]
     fn bytecode_and_init_paths() {
         assert_eq!(
-            source_of_bytecode(Path::new(
-                "/d/__pycache__/_sysconfigdata__x86_64-linux-gnu.cpython-311.pyc"
-            )),
+            source_of_bytecode(
+                Path::new("/d/__pycache__/_sysconfigdata__x86_64-linux-gnu.cpython-311.pyc"),
+                None
+            ),
             Some("/d/_sysconfigdata__x86_64-linux-gnu.py".into())
         );
         assert_eq!(

@@ -383,9 +383,14 @@ impl ProcTable {
         let python_version = version_from_executable(executable.as_bytes())
             .or_else(|| version_from_executable(&info.filename))
             .or_else(|| python_version_of(Path::new(&executable)));
+        let pycache_prefix = attribution
+            .pycache_prefix
+            .clone()
+            .or_else(|| x_option(&info.args, b"pycache_prefix="));
         let view = Arc::new(ProcessView {
             pythonpath: attribution.pythonpath.clone(),
             script,
+            pycache_prefix,
         });
         Process {
             pid: info.tgid,
@@ -463,7 +468,8 @@ impl ProcTable {
             }
         }
         let thread = p.threads.entry(o.tid).or_default();
-        let steps = thread.feed(path, o.ret >= 0, o.write, p.compiling);
+        let prefix = p.view.pycache_prefix.as_deref();
+        let steps = thread.feed(path, o.ret >= 0, o.write, p.compiling, prefix);
         for step in steps {
             match step {
                 Step::Import(file) if p.compiling && p.compiles(&file) => {
@@ -505,8 +511,15 @@ impl ProcTable {
     }
 
     /// Records one imported module file of a process.
-    fn import(ctx: &mut Shared, p: &mut Process, path: &Path, at: i64) {
+    fn import(ctx: &mut Shared, p: &mut Process, file: &Path, at: i64) {
         let Shared { resolver, elf } = ctx;
+        // Bytecode under a PYTHONPYCACHEPREFIX is placed where its source is.
+        let source = p.view.pycache_prefix.as_deref().and_then(|pre| {
+            file.starts_with(pre)
+                .then(|| imports::source_of_bytecode(file, Some(pre)))
+                .flatten()
+        });
+        let path = source.as_deref().unwrap_or(file);
         let (class, unplaced) = match classify(path, &p.view) {
             Class::Unplaced => {
                 let is_extension = |so: &Path, stem: &str| {
@@ -562,7 +575,7 @@ impl ProcTable {
         p.index.insert(loc.package.clone(), p.packages.len());
         p.packages.push(PackageSeen {
             resolved,
-            first_path: path.to_string_lossy().into_owned(),
+            first_path: file.to_string_lossy().into_owned(),
             n_files: 1,
             first_seen: at,
         });
@@ -662,6 +675,29 @@ fn executable(info: &ExecInfo, facts: &dyn ProcFacts) -> String {
         }
     }
     String::from_utf8_lossy(file).into_owned()
+}
+
+/// The value of `-X <key>value` on a Python command line (before the script or `-c`/`-m`).
+fn x_option(args: &[u8], key: &[u8]) -> Option<PathBuf> {
+    let argv: Vec<&[u8]> = args.split(|&b| b == 0).collect();
+    let mut i = 1;
+    while i < argv.len() {
+        let a = argv[i];
+        let value = if a == b"-X" {
+            i += 1;
+            argv.get(i).copied()
+        } else {
+            a.strip_prefix(b"-X")
+        };
+        if let Some(v) = value.and_then(|v| v.strip_prefix(key)) {
+            return Some(path_from_bytes(v));
+        }
+        if !a.starts_with(b"-") || a == b"-c" || a == b"-m" {
+            return None;
+        }
+        i += 1;
+    }
+    None
 }
 
 /// `a/./b` → `a/b` (lexically; `..` is kept: it may cross a symbolic link).

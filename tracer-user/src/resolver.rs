@@ -85,6 +85,9 @@ pub struct ProcessView {
     pub pythonpath: Vec<PathBuf>,
     /// The main script (its directory is `sys.path[0]`).
     pub script: Option<PathBuf>,
+    /// `PYTHONPYCACHEPREFIX` or `-X pycache_prefix=`: bytecode of `/D/S.py` is
+    /// `<prefix>/D/S.<tag>.pyc`.
+    pub pycache_prefix: Option<PathBuf>,
 }
 
 /// Fully resolved package of one module file.

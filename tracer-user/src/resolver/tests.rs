@@ -105,6 +105,7 @@ fn pythonpath_script_dir_and_non_utf8() {
     let v = ProcessView {
         pythonpath: vec![path_from_bytes(b"/data/\xffweird")],
         script: Some("/home/u/run/main.py".into()),
+        pycache_prefix: None,
     };
     let l = module_bytes(b"/data/\xffweird/mylib/__init__.py", &v);
     assert_eq!((l.package.as_str(), l.kind), ("mylib", EnvKind::PythonPath));
