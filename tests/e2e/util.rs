@@ -330,8 +330,11 @@ impl Records {
             .copied()
             .unwrap_or_else(|| {
                 panic!(
-                    "no record of {package} for pid {pid}; packages: {:?}",
-                    packages(&of)
+                    "no record of {package} for pid {pid}; packages: {:?}; counters: {}; \
+                     fidelity: {}",
+                    packages(&of),
+                    self.status["counters"],
+                    self.status["fidelity"]
                 )
             })
     }

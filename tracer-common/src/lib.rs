@@ -91,6 +91,8 @@ pub struct ExecEvent {
 pub const EXEC_FLAG_ARGS_TRUNCATED: u32 = 1;
 /// The environment block was longer than [`ENV_MAX`].
 pub const EXEC_FLAG_ENV_TRUNCATED: u32 = 2;
+/// Promoted because it opened `libpython*` (the library need not be mapped yet).
+pub const EXEC_FLAG_LIBPYTHON: u32 = 4;
 
 /// Offset of the filename region in an exec event.
 pub const EXEC_FILENAME_OFF: usize = core::mem::size_of::<ExecEvent>();

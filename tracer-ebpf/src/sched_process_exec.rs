@@ -77,7 +77,7 @@ pub fn track(tgid: u32, state: u32, budget: u32) {
 /// environment strings, so it starts at `mm->env_end`), argv and environment (from
 /// `mm->arg_*`/`env_*`), mount namespace.
 #[inline(always)]
-pub fn emit_process(kind: EventKind) {
+pub fn emit_process(kind: EventKind, extra_flags: u32) {
     let cfg = config();
     let Some(s) = scratch() else { return };
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -89,7 +89,7 @@ pub fn emit_process(kind: EventKind) {
     let mnt_ns: u64 = task::read(nsproxy, cfg.nsproxy_mnt_ns).unwrap_or(0);
     let mnt_ns_inum: u32 = task::read(mnt_ns, cfg.mnt_ns_inum).unwrap_or(0);
     let mm: u64 = task::read(cur, cfg.task_mm).unwrap_or(0);
-    let mut flags = 0u32;
+    let mut flags = extra_flags;
 
     let dst = s.buf[EXEC_FILENAME_OFF..].as_mut_ptr();
     let execfn: u64 = task::read(mm, cfg.mm_env_end).unwrap_or(0);

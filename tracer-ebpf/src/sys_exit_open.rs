@@ -19,8 +19,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    Counter, EventKind, Header, OpenEvent, OPEN_FLAG_WRITE, OPEN_PATH_OFF, PATH_MAX,
-    PROBATION_OPEN_COST, STATE_PYTHON,
+    Counter, EventKind, Header, OpenEvent, EXEC_FLAG_LIBPYTHON, OPEN_FLAG_WRITE, OPEN_PATH_OFF,
+    PATH_MAX, PROBATION_OPEN_COST, STATE_PYTHON,
 };
 
 use crate::{
@@ -76,12 +76,16 @@ fn on_exit(ctx: &TracePointContext) {
     };
     let mut len = len;
     if entry.flags & STASH_PROBATION != 0 {
-        if !is_python_marker(s, len) {
+        let libpython = basename_is_libpython(&Tail::new(s, len));
+        if !libpython && !is_python_marker(s, len, ret < 0) {
             return spend_probation(tgid, ret >= 0);
         }
         track(tgid, STATE_PYTHON, 0);
         count(Counter::PythonExecs);
-        emit_process(EventKind::Promote);
+        emit_process(
+            EventKind::Promote,
+            if libpython { EXEC_FLAG_LIBPYTHON } else { 0 },
+        );
         // `emit_process` assembled its event in the same scratch buffer: read the path again.
         match read_path(s, entry.ptr, ret) {
             Some(l) => len = l,
@@ -160,17 +164,21 @@ fn spend_probation(tgid: u32, success: bool) {
     }
 }
 
-/// What only a CPython interpreter opens before it runs any Python code: `libpython*` (a shared
-/// or embedded interpreter), `pyvenv.cfg` and `<exe>._pth` (path configuration, probed by every
-/// CPython 3 at start-up, even under `-I`/`-S`/`-E`), or a `.pyc` (the import system's first
-/// bytecode probe: `encodings` in CPython 3, `site` in CPython 2).
+/// Besides `libpython*` (a shared or embedded interpreter, checked by the caller), what only a
+/// CPython interpreter opens before it runs any Python code: a *failed* attempt at `pyvenv.cfg` next to the executable or
+/// `<exe>._pth` (path configuration, probed by every CPython 3 at start-up, even under
+/// `-I`/`-S`/`-E`), at a `.pyc` (a bytecode probe) or at `<name>module.so` (CPython 2's
+/// extension probe). Only failures count: a program reading a Python tree (`cat`, `tar`,
+/// `grep -r`) opens files that exist. The daemon still checks that a process promoted so is an
+/// interpreter (its program defines or calls `Py_Initialize`, or it maps `libpython`).
 #[inline(always)]
-fn is_python_marker(s: &Scratch, len: usize) -> bool {
+fn is_python_marker(s: &Scratch, len: usize, failed: bool) -> bool {
     let t = Tail::new(s, len);
-    basename_is_libpython(&t)
-        || ends_with(&t, b".pyc")
-        || ends_with(&t, b"/pyvenv.cfg")
-        || ends_with(&t, b"._pth")
+    failed
+        && (ends_with(&t, b".pyc")
+            || ends_with(&t, b"/pyvenv.cfg")
+            || ends_with(&t, b"._pth")
+            || ends_with(&t, b"module.so"))
 }
 
 /// The last [`WIN`] bytes of the path, right-aligned, so suffix checks index a stack array at

@@ -23,7 +23,8 @@ impl ElfCache {
     }
 
     /// Whether `path` defines the dynamic symbol `name` (only CPython entry points are kept:
-    /// `Py_Initialize`, `PyInit_*`, `init*`). Not a regular file, unreadable, too large or
+    /// `PyInit_*`, `init*`; `Py_Initialize` stands for defining or calling any embedding entry
+    /// point). Not a regular file, unreadable, too large or
     /// not ELF: `false`. Opened non-blocking, so a FIFO cannot stall the caller.
     pub fn exports(&mut self, path: &Path, name: &str) -> bool {
         let Ok(file) = std::fs::OpenOptions::new()
@@ -53,21 +54,52 @@ impl ElfCache {
     }
 }
 
+/// CPython's embedding entry points: a program that defines one is an interpreter, one that
+/// calls one (an undefined symbol, resolved in `libpython`) runs one.
+const EMBEDDING: [&str; 5] = [
+    "Py_Initialize",
+    "Py_InitializeEx",
+    "Py_InitializeFromConfig",
+    "Py_BytesMain",
+    "Py_Main",
+];
+
+/// Defined `PyInit_*`/`init*` names, plus `Py_Initialize` when the file defines or calls any of
+/// [`EMBEDDING`].
 fn entry_points(data: &[u8]) -> HashSet<String> {
     let Ok(file) = object::File::parse(data) else {
         return HashSet::new();
     };
-    file.dynamic_symbols()
-        .filter(|s| s.is_definition())
-        .filter_map(|s| s.name().ok())
-        .filter(|n| *n == "Py_Initialize" || n.starts_with("PyInit_") || n.starts_with("init"))
-        .map(str::to_owned)
-        .collect()
+    let mut out = HashSet::new();
+    for s in file.dynamic_symbols() {
+        let Ok(n) = s.name() else { continue };
+        if EMBEDDING.contains(&n) {
+            out.insert("Py_Initialize".to_owned());
+        } else if s.is_definition() && (n.starts_with("PyInit_") || n.starts_with("init")) {
+            out.insert(n.to_owned());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pyenv_python_calls_libpython() {
+        let exe = std::fs::read_dir("/root/.pyenv/versions")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("bin/python3"))
+            .find(|p| p.exists())
+            .unwrap();
+        assert!(
+            ElfCache::new().exports(&exe, "Py_Initialize"),
+            "{}",
+            exe.display()
+        );
+    }
 
     #[test]
     fn libc_is_neither_an_interpreter_nor_an_extension() {

@@ -45,6 +45,9 @@ pub struct Fidelity {
     pub archive_single_opens: u64,
     /// Python processes seeded from `/proc` at daemon start.
     pub seeded_processes: u64,
+    /// Processes the kernel promoted (they tried a file CPython tries) whose program and
+    /// libraries turned out not to be an interpreter: not recorded.
+    pub promotions_not_python: u64,
 }
 
 /// One package seen in one process.
@@ -204,6 +207,9 @@ pub trait ProcFacts {
     fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf>;
     /// The program a live process runs (`/proc/<pid>/exe`).
     fn exe(&self, pid: u32) -> Option<PathBuf>;
+    /// Whether a live process is a CPython interpreter (its program or a mapped `libpython`
+    /// exports `Py_Initialize`); `None` when it can no longer be read (it exited).
+    fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool>;
 }
 
 /// Reads facts from `/proc`.
@@ -222,6 +228,30 @@ impl ProcFacts for ProcFs {
     fn exe(&self, pid: u32) -> Option<PathBuf> {
         std::fs::read_link(format!("/proc/{pid}/exe")).ok()
     }
+    fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool> {
+        is_interpreter(Path::new(&format!("/proc/{pid}")), elf)
+    }
+}
+
+/// Whether the process at `/proc/<pid>` (`base`) is a CPython interpreter: its program defines
+/// or calls CPython's embedding entry points, or it maps a `libpython*` that defines them.
+/// `None` when `/proc` no longer has it.
+pub fn is_interpreter(base: &Path, elf: &mut crate::elf::ElfCache) -> Option<bool> {
+    let maps = std::fs::read_to_string(base.join("maps")).ok()?;
+    if elf.exports(&base.join("exe"), "Py_Initialize") {
+        return Some(true);
+    }
+    let root = base.join("root");
+    let found = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| {
+            Path::new(p)
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"libpython"))
+        })
+        .any(|p| elf.exports(&root.join(p.trim_start_matches('/')), "Py_Initialize"));
+    Some(found)
 }
 
 /// What resolving imports reads from files, cached across processes.
@@ -289,6 +319,12 @@ impl ProcTable {
                 let tgid = info.tgid;
                 let at = self.wall(info.ktime_ns);
                 let prev = self.finish(tgid, Ending::Unknown, at);
+                let by_libpython = info.flags & tracer_common::EXEC_FLAG_LIBPYTHON != 0;
+                if !by_libpython && facts.is_interpreter(tgid, &mut self.shared.elf) == Some(false)
+                {
+                    self.fidelity.promotions_not_python += 1;
+                    return prev;
+                }
                 let prev_root = prev
                     .as_ref()
                     .map(|f| f.process.root_pid)

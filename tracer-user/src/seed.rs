@@ -8,10 +8,7 @@
 //! imported before the daemon started is what `/proc` still shows: extension modules and
 //! `libpython` in `/proc/<pid>/maps`, module files open in `/proc/<pid>/fd`. Its records carry
 //! `source = "ebpf-seeded"`.
-use std::{
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-};
+use std::{os::unix::fs::MetadataExt, path::PathBuf};
 
 use tracer_common::user::ExecInfo;
 
@@ -75,16 +72,8 @@ fn inspect(pid: u32, self_pid: u32, elf: &mut ElfCache) -> Option<Seeded> {
         .filter(|p| p.starts_with('/'))
         .map(PathBuf::from)
         .collect();
-    let root = base.join("root");
-    let in_root = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
     let exe = std::fs::read_link(base.join("exe")).ok()?;
-    let python = elf.exports(&base.join("exe"), "Py_Initialize")
-        || mapped.iter().any(|p| {
-            p.file_name()
-                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"libpython"))
-                && elf.exports(&in_root(p), "Py_Initialize")
-        });
-    if !python {
+    if crate::proctable::is_interpreter(&base, elf) != Some(true) {
         return None;
     }
     let status = std::fs::read_to_string(base.join("status")).unwrap_or_default();

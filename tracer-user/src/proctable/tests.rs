@@ -15,6 +15,10 @@ impl ProcFacts for NoFacts {
     fn exe(&self, _: u32) -> Option<PathBuf> {
         Some("/memfd:py (deleted)".into())
     }
+    fn is_interpreter(&self, pid: u32, _: &mut crate::elf::ElfCache) -> Option<bool> {
+        // pid 666 is `cat` reading a Python tree.
+        Some(pid != 666)
+    }
 }
 
 fn exec(tgid: u32, ppid: u32, file: &str, args: &str, env: &str, t: u64) -> Event {
@@ -410,4 +414,23 @@ fn sources_compiled_by_an_installer_are_not_imports() {
     let fin = exit(&mut t, 41, f);
     assert_eq!(names(&fin), vec!["py_compile", "json"]);
     assert_eq!(t.fidelity().compiled_not_imported, 1);
+}
+
+#[test]
+fn a_promoted_process_that_is_not_an_interpreter_is_dropped() {
+    let mut t = ProcTable::new(0, 1);
+    let f = &NoFacts;
+    assert!(t
+        .handle(exec(666, 1, "/bin/cat", "cat a.pyc", "", 1), f)
+        .is_none());
+    t.handle(
+        open(
+            666,
+            "/v/lib/python3.11/site-packages/x/__pycache__/y.cpython-311.pyc",
+            2,
+        ),
+        f,
+    );
+    assert!(t.is_empty());
+    assert_eq!(t.fidelity().promotions_not_python, 1);
 }
