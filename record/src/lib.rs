@@ -132,11 +132,45 @@ impl Record {
     }
 }
 
-/// Formats µs since the epoch as RFC 3339 UTC with microseconds.
+/// Formats µs since the epoch as RFC 3339 UTC with microseconds
+/// (`2026-11-25T13:04:08.123456Z`). Written out by hand: every record carries two or three
+/// timestamps, and a `format()` string is parsed anew on each call.
 pub fn format_micros(us: Micros) -> String {
-    chrono::DateTime::from_timestamp_micros(us)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
-        .unwrap_or_else(|| us.to_string())
+    use chrono::{Datelike, Timelike};
+    let Some(t) = chrono::DateTime::from_timestamp_micros(us) else {
+        return us.to_string();
+    };
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    }
+    let mut b = [0u8; 27];
+    let mut put = |at: usize, v: u32, width: usize| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            b[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year as u32, 4);
+    put(5, t.month(), 2);
+    put(8, t.day(), 2);
+    put(11, t.hour(), 2);
+    put(14, t.minute(), 2);
+    put(17, t.second(), 2);
+    put(20, us.rem_euclid(1_000_000) as u32, 6);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ] {
+        b[at] = c;
+    }
+    String::from_utf8(b.to_vec()).expect("ASCII digits and separators")
 }
 
 /// Parses RFC 3339 (any offset) to µs since the epoch.
@@ -293,6 +327,26 @@ mod tests {
         assert!(j.contains("\"process_end\":null"));
         let back: Record = serde_json::from_str(&j).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn timestamps_format_like_chrono_before_and_after_the_epoch() {
+        for us in [
+            0,
+            1,
+            999_999,
+            1_764_000_000_223_456,
+            -1,
+            -1_000_001,
+            253_402_300_799_999_999,
+        ] {
+            let t = chrono::DateTime::from_timestamp_micros(us).unwrap();
+            assert_eq!(
+                format_micros(us),
+                t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                "{us}"
+            );
+        }
     }
 
     #[test]

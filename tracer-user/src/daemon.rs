@@ -34,10 +34,13 @@ use crate::{
     spool::Spool,
 };
 
+/// How often `status.json` is rewritten (and at shutdown).
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+
 /// Messages from the event loop to the processor thread.
 pub enum Msg {
-    /// A kernel event.
-    Event(Event),
+    /// Kernel events, in ring-buffer order.
+    Events(Vec<Event>),
     /// Fresh kernel counters, undecodable records, program statistics.
     Counters(Counters, u64, Vec<ProgStat>),
     /// Flush everything and stop.
@@ -140,6 +143,7 @@ struct Processor {
     pending: Vec<pyusage_record::Record>,
     last_rotate: Instant,
     last_flush: Instant,
+    last_status: Instant,
     error_reported: bool,
     /// Segments already in Parquet, with their last `seq`, waiting for sinks to deliver them.
     converted: BTreeMap<PathBuf, u64>,
@@ -291,7 +295,11 @@ impl Processor {
         {
             self.rotate();
         }
-        self.write_status();
+        // Every 2 s: rewriting it on every tick cost a measurable share of the daemon's CPU.
+        if self.last_status.elapsed() >= STATUS_EVERY {
+            self.write_status();
+            self.last_status = Instant::now();
+        }
     }
 
     fn run(mut self, rx: Receiver<Msg>) {
@@ -301,18 +309,12 @@ impl Processor {
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(timeout) {
-                Ok(Msg::Event(ev)) => {
-                    if let Some(f) = self.table.handle(ev, &facts) {
-                        self.add(f);
-                    }
+                Ok(Msg::Events(evs)) => {
+                    self.handle(evs, &facts);
                     // Batch everything already queued into one durable write.
                     while let Ok(m) = rx.try_recv() {
                         match m {
-                            Msg::Event(ev) => {
-                                if let Some(f) = self.table.handle(ev, &facts) {
-                                    self.add(f);
-                                }
-                            }
+                            Msg::Events(evs) => self.handle(evs, &facts),
                             Msg::Counters(c, bad, p) => self.set_counters(c, bad, p),
                             Msg::Shutdown => return self.shutdown(),
                         }
@@ -326,6 +328,14 @@ impl Processor {
             if Instant::now() >= next_tick {
                 self.tick();
                 next_tick = Instant::now() + tick;
+            }
+        }
+    }
+
+    fn handle(&mut self, evs: Vec<Event>, facts: &ProcFs) {
+        for ev in evs {
+            if let Some(f) = self.table.handle(ev, facts) {
+                self.add(f);
             }
         }
     }
@@ -403,6 +413,7 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         pending: Vec::new(),
         last_rotate: Instant::now(),
         last_flush: Instant::now(),
+        last_status: Instant::now(),
         error_reported: false,
         converted: BTreeMap::new(),
         ranks: Ranks::new(cfg.ranks, Duration::from_secs(cfg.rank_window_secs)),

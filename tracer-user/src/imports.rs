@@ -15,7 +15,10 @@
 //!
 //! Extension modules are recognised elsewhere, by being mapped executable (see
 //! `sys_enter_mmap`).
-use std::path::{Path, PathBuf};
+use std::{
+    os::unix::ffi::{OsStrExt, OsStringExt},
+    path::{Path, PathBuf},
+};
 
 /// What one open meant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,20 +137,30 @@ impl ThreadImports {
 pub fn source_of_bytecode(pyc: &Path, prefix: Option<&Path>) -> Option<PathBuf> {
     let name = pyc.file_name()?.as_encoded_bytes();
     let dir = pyc.parent()?;
+    // Built as bytes in one allocation: this runs for every bytecode file a process opens.
+    let source = |dir: &[u8], stem: &[u8]| {
+        let mut b = Vec::with_capacity(dir.len() + stem.len() + 4);
+        b.extend_from_slice(dir);
+        if !dir.ends_with(b"/") {
+            b.push(b'/');
+        }
+        b.extend_from_slice(stem);
+        b.extend_from_slice(b".py");
+        PathBuf::from(std::ffi::OsString::from_vec(b))
+    };
+    let tagged_stem = || name.iter().position(|&c| c == b'.').map(|e| &name[..e]);
     if let Some(rel) = prefix.and_then(|p| dir.strip_prefix(p).ok()) {
-        let stem_end = name.iter().position(|&c| c == b'.')?;
-        let stem = std::str::from_utf8(&name[..stem_end]).ok()?;
-        return Some(Path::new("/").join(rel).join(format!("{stem}.py")));
+        let mut d = b"/".to_vec();
+        d.extend_from_slice(rel.as_os_str().as_bytes());
+        return Some(source(&d, tagged_stem()?));
     }
     if dir.file_name().map(|n| n.as_encoded_bytes()) == Some(b"__pycache__") {
-        let stem_end = name.iter().position(|&c| c == b'.')?;
-        let stem = std::str::from_utf8(&name[..stem_end]).ok()?;
-        Some(dir.parent()?.join(format!("{stem}.py")))
+        Some(source(dir.parent()?.as_os_str().as_bytes(), tagged_stem()?))
     } else {
-        let stem = name.strip_suffix(b".pyc")?;
-        let mut s = stem.to_vec();
-        s.extend_from_slice(b".py");
-        Some(dir.join(crate::resolver::path_from_bytes(&s)))
+        Some(source(
+            dir.as_os_str().as_bytes(),
+            name.strip_suffix(b".pyc")?,
+        ))
     }
 }
 
@@ -159,6 +172,16 @@ fn written_bytecode_source(path: &Path, prefix: Option<&Path>) -> Option<PathBuf
         &path.with_file_name(crate::resolver::path_from_bytes(&name[..end])),
         prefix,
     )
+}
+
+/// The directory a module file belongs to (its `__pycache__`'s parent for bytecode).
+pub fn module_dir(file: &Path) -> Option<&Path> {
+    let dir = file.parent()?;
+    if dir.file_name().map(|n| n.as_encoded_bytes()) == Some(b"__pycache__") {
+        dir.parent()
+    } else {
+        Some(dir)
+    }
 }
 
 /// Directory of a package whose `__init__` this module file is.

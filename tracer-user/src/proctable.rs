@@ -6,10 +6,14 @@
 //! An open is an import only when it carries the import system's signature (see
 //! [`crate::imports`]); plain reads of module files are counted in [`Fidelity`], never recorded.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
+    ffi::OsString,
+    os::unix::ffi::OsStringExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
+
+use ahash::AHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 use tracer_common::user::{Event, ExecInfo, OpenInfo};
@@ -111,6 +115,10 @@ pub struct Process {
     compile_targets: Option<Vec<PathBuf>>,
     /// Site directories it imported from, with their environment (for editable installs).
     sites: Vec<(PathBuf, Resolved)>,
+    /// Package directories below a site directory → index in `packages`: every further module
+    /// file in one is counted without being classified again (most of a process's imports).
+    /// Keyed by the bytes: `Path`'s own hash walks components.
+    dirs: HashMap<OsString, usize>,
 }
 
 impl Process {
@@ -357,6 +365,7 @@ impl ProcTable {
                     p.packages.clear();
                     p.index.clear();
                     p.threads.clear();
+                    p.dirs.clear();
                     p.seeded = false;
                     self.procs.insert(child, p);
                 }
@@ -451,6 +460,7 @@ impl ProcTable {
             compiling: false,
             compile_targets,
             sites: Vec::new(),
+            dirs: HashMap::new(),
         }
     }
 
@@ -460,7 +470,7 @@ impl ProcTable {
         let Some(p) = self.procs.get_mut(&o.tgid) else {
             return;
         };
-        let rel = path_from_bytes(&o.path);
+        let rel = PathBuf::from(OsString::from_vec(o.path));
         let path = if rel.is_absolute() {
             rel
         } else {
@@ -556,6 +566,14 @@ impl ProcTable {
                 .flatten()
         });
         let path = source.as_deref().unwrap_or(file);
+        if let Some(dir) = imports::init_dir(path) {
+            p.init_dirs.insert(dir);
+        }
+        let module_dir = imports::module_dir(path);
+        if let Some(&i) = module_dir.and_then(|d| p.dirs.get(d.as_os_str())) {
+            p.packages[i].n_files += 1;
+            return;
+        }
         let (class, unplaced) = match classify(path, &p.view) {
             Class::Unplaced => {
                 let is_extension = |so: &Path, stem: &str| {
@@ -572,9 +590,6 @@ impl ProcTable {
             }
             c => (c, false),
         };
-        if let Some(dir) = imports::init_dir(path) {
-            p.init_dirs.insert(dir);
-        }
         let Class::Module(loc) = class else {
             return;
         };
@@ -584,8 +599,17 @@ impl ProcTable {
         if p.python_version.is_none() {
             p.python_version = python_version_of(path);
         }
+        // Only directories inside the package's own tree (not `lib-dynload`, not the site
+        // directory itself, whose files are each their own top-level module).
+        let cache_dir = |p: &mut Process, i: usize| {
+            let own = loc.site_dir.join(&loc.package);
+            if let Some(d) = module_dir.filter(|d| d.starts_with(&own)) {
+                p.dirs.insert(d.as_os_str().to_owned(), i);
+            }
+        };
         if let Some(&i) = p.index.get(&loc.package) {
             p.packages[i].n_files += 1;
+            cache_dir(p, i);
             return;
         }
         let root = if p.in_container {
@@ -608,7 +632,9 @@ impl ProcTable {
         } else if !p.sites.iter().any(|(s, _)| *s == loc.site_dir) {
             p.sites.push((loc.site_dir.clone(), resolved.clone()));
         }
-        p.index.insert(loc.package.clone(), p.packages.len());
+        let i = p.packages.len();
+        cache_dir(p, i);
+        p.index.insert(loc.package.clone(), i);
         p.packages.push(PackageSeen {
             resolved,
             first_path: file.to_string_lossy().into_owned(),

@@ -126,6 +126,10 @@ fn is_module_suffix(name: &[u8]) -> bool {
 
 /// The BLAS family of a shared library's file name, if it is one.
 pub fn blas_kind(name: &[u8]) -> Option<&'static str> {
+    // Called for every module file: most are not `lib*.so*`, and need no allocation.
+    if name.len() < 3 || !name[..3].eq_ignore_ascii_case(b"lib") {
+        return None;
+    }
     let n = String::from_utf8_lossy(name).to_ascii_lowercase();
     if !n.starts_with("lib") || !n.contains(".so") {
         return None;

@@ -45,6 +45,37 @@ pub struct Spool {
     bytes: u64,
     next_seq: u64,
     buf: Vec<u8>,
+    ids: RecordIds,
+}
+
+/// UUIDv7 record ids without a system call each: a 48-bit millisecond timestamp, then a random
+/// base drawn once per spool plus a counter in its low 56 bits (RFC 9562 §6.2, monotonic
+/// random). Unique within a run by the counter, across runs and hosts by the base.
+struct RecordIds {
+    base: [u8; 10],
+    counter: u64,
+}
+
+impl RecordIds {
+    fn new() -> RecordIds {
+        let mut base = [0u8; 10];
+        // The random part of one system-drawn UUIDv7 (74 random bits).
+        base.copy_from_slice(&uuid::Uuid::now_v7().as_bytes()[6..]);
+        RecordIds { base, counter: 0 }
+    }
+
+    fn next(&mut self) -> String {
+        self.counter += 1;
+        let mut b = self.base;
+        let low = u64::from_be_bytes([0, b[3], b[4], b[5], b[6], b[7], b[8], b[9]])
+            .wrapping_add(self.counter)
+            & ((1 << 56) - 1);
+        b[3..10].copy_from_slice(&low.to_be_bytes()[1..]);
+        let ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        uuid::Builder::from_unix_timestamp_millis(ms, &b)
+            .into_uuid()
+            .to_string()
+    }
 }
 
 /// Closed segments, oldest first.
@@ -118,6 +149,7 @@ impl Spool {
             bytes: 0,
             next_seq,
             buf: Vec::new(),
+            ids: RecordIds::new(),
         })
     }
 
@@ -157,7 +189,7 @@ impl Spool {
         let mut seq = self.next_seq;
         for r in records.iter_mut() {
             r.seq = seq;
-            r.record_id = uuid::Uuid::now_v7().to_string();
+            r.record_id = self.ids.next();
             seq += 1;
             serde_json::to_writer(&mut self.buf, r)?;
             self.buf.push(b'\n');
@@ -421,5 +453,23 @@ mod reader_tests {
         let got: Vec<u64> = late.next_batch(10).unwrap().iter().map(|r| r.seq).collect();
         assert_eq!(got, vec![6, 7]);
         assert_eq!(late.skipped, 3);
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::RecordIds;
+
+    #[test]
+    fn record_ids_are_distinct_version_7() {
+        let mut ids = RecordIds::new();
+        let v: Vec<String> = (0..10_000).map(|_| ids.next()).collect();
+        let set: std::collections::HashSet<&String> = v.iter().collect();
+        assert_eq!(set.len(), v.len());
+        for id in &v[..10] {
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(u.get_version_num(), 7, "{id}");
+        }
+        assert_ne!(RecordIds::new().next()[14..], ids.next()[14..]);
     }
 }

@@ -434,3 +434,26 @@ fn a_promoted_process_that_is_not_an_interpreter_is_dropped() {
     assert!(t.is_empty());
     assert_eq!(t.fidelity().promotions_not_python, 1);
 }
+
+#[test]
+fn files_of_one_directory_count_for_its_package_only_inside_the_package() {
+    let mut t = ProcTable::new(0, 1);
+    let f = &NoFacts;
+    t.handle(exec(50, 1, "/usr/bin/python3.11", "python3 -c x", "", 1), f);
+    let dynload = "/usr/lib/python3.11/lib-dynload";
+    for m in ["_json", "_struct", "_csv"] {
+        imp(
+            &mut t,
+            50,
+            &format!("{dynload}/{m}.cpython-311-x86_64-linux-gnu.so"),
+            2,
+            f,
+        );
+    }
+    imp(&mut t, 50, JSON, 3, f);
+    imp(&mut t, 50, "/usr/lib/python3.11/json/decoder.py", 4, f);
+    imp(&mut t, 50, "/usr/lib/python3.11/json/scanner.py", 5, f);
+    let fin = exit(&mut t, 50, f);
+    assert_eq!(names(&fin), vec!["_json", "_struct", "_csv", "json"]);
+    assert_eq!(fin.process.packages[3].n_files, 3);
+}
