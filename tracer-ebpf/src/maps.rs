@@ -141,12 +141,29 @@ pub fn scratch() -> Option<&'static mut Scratch> {
     }
 }
 
+/// Whether sending an event wakes the daemon.
+#[derive(Clone, Copy)]
+pub enum Wake {
+    /// Wake it now: a new Python process, whose `/proc` entry the daemon reads while it lives.
+    Now,
+    /// Do not: the daemon drains the ring on a timer anyway, and a wake-up per open would cost
+    /// it a context switch per module file.
+    Later,
+}
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
 /// Sends the first `len` bytes of the scratch buffer; counts success or a full ring.
 #[inline(always)]
-pub fn send(s: &Scratch, len: usize) {
+pub fn send(s: &Scratch, len: usize, wake: Wake) {
     // Mask proves `len < SCRATCH_SIZE` to the verifier; callers never exceed it.
     let len = len & (SCRATCH_SIZE - 1);
-    match EVENTS.output::<[u8]>(&s.buf[..len], 0) {
+    let flags = match wake {
+        Wake::Now => BPF_RB_FORCE_WAKEUP,
+        Wake::Later => BPF_RB_NO_WAKEUP,
+    };
+    match EVENTS.output::<[u8]>(&s.buf[..len], flags) {
         Ok(()) => count(Counter::EventsSent),
         Err(_) => count(Counter::RingFull),
     }

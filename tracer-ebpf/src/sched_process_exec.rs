@@ -22,7 +22,7 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{config, count, put, scratch, send, PROCS},
+    maps::{config, count, put, scratch, send, Wake, PROCS},
     task,
 };
 
@@ -58,7 +58,7 @@ fn try_sched_process_exec(_ctx: &TracePointContext) {
                     ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
                 },
             );
-            send(s, core::mem::size_of::<Header>());
+            send(s, core::mem::size_of::<Header>(), Wake::Later);
         }
     }
     track(tgid, STATE_PROBATION, cfg.probation_opens);
@@ -142,7 +142,7 @@ pub fn emit_process(kind: EventKind, extra_flags: u32) {
             flags,
         },
     );
-    send(s, EXEC_ENV_OFF + env_len as usize);
+    send(s, EXEC_ENV_OFF + env_len as usize, Wake::Now);
 }
 
 /// Copies `[start, end)` of user memory (at most `max - 1` bytes) to `dst`; returns the length.

@@ -19,7 +19,7 @@ use aya_ebpf::{
 use tracer_common::{EventKind, ExitEvent, Header, STATE_PYTHON};
 
 use crate::{
-    maps::{any_inflight, config, put, scratch, send, unstash, PROCS},
+    maps::{any_inflight, config, put, scratch, send, unstash, Wake, PROCS},
     task,
 };
 
@@ -75,5 +75,5 @@ fn try_sched_process_exit(ctx: &TracePointContext) {
             _pad: 0,
         },
     );
-    send(s, core::mem::size_of::<ExitEvent>());
+    send(s, core::mem::size_of::<ExitEvent>(), Wake::Later);
 }

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use tracer_common::{EventKind, ForkEvent, Header, STATE_IGNORED, STATE_PYTHON};
 
 use crate::{
-    maps::{config, put, scratch, send, PROCS},
+    maps::{config, put, scratch, send, Wake, PROCS},
     sched_process_exec::track,
     task,
 };
@@ -61,7 +61,7 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) {
                     _pad: 0,
                 },
             );
-            send(s, core::mem::size_of::<ForkEvent>());
+            send(s, core::mem::size_of::<ForkEvent>(), Wake::Later);
         }
         // A probation process's children start their own probation at their own exec.
         _ => {}

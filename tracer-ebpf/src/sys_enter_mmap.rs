@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use tracer_common::{Counter, EventKind, Header, MapExecEvent, STATE_PYTHON};
 
-use crate::maps::{config, count, put, scratch, send, PROCS};
+use crate::maps::{config, count, put, scratch, send, Wake, PROCS};
 
 const PROT_EXEC: u64 = 4;
 
@@ -63,5 +63,5 @@ fn try_sys_enter_mmap(ctx: &TracePointContext) {
             fd,
         },
     );
-    send(s, core::mem::size_of::<MapExecEvent>());
+    send(s, core::mem::size_of::<MapExecEvent>(), Wake::Later);
 }

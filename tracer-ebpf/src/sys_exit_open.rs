@@ -25,7 +25,7 @@ use tracer_common::{
 
 use crate::{
     maps::{
-        any_inflight, config, count, put, scratch, send, unstash, Scratch, PROCS, STASH,
+        any_inflight, config, count, put, scratch, send, unstash, Scratch, Wake, PROCS, STASH,
         STASH_PROBATION, STASH_WRITE,
     },
     sched_process_exec::{emit_process, track},
@@ -123,7 +123,7 @@ fn on_exit(ctx: &TracePointContext) {
             _pad: 0,
         },
     );
-    send(s, OPEN_PATH_OFF + len);
+    send(s, OPEN_PATH_OFF + len, Wake::Later);
 }
 
 /// Reads the user path into the scratch buffer; its length, or `None` (counted when the open

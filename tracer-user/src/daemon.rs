@@ -471,10 +471,12 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut every = tokio::time::interval(Duration::from_millis(500));
+        let mut drain_tick = tokio::time::interval(source::DRAIN_EVERY);
         let mut bad = 0u64;
         loop {
             tokio::select! {
                 r = source::drain_when_ready(&mut fd, &tx, &mut bad) => { r.context("ring buffer")?; }
+                _ = drain_tick.tick() => { source::drain(fd.get_mut(), &tx, &mut bad); }
                 _ = every.tick() => {
                     let _ = tx.send(Msg::Counters(tracer_view.read(), bad, loader::program_stats(&ebpf)));
                 }

@@ -19,10 +19,12 @@ use crate::{
 /// The eBPF object built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
-/// Probation budget of a freshly exec'd process: 64 successful opens, or 4,096 failed attempts
+/// Probation budget of a freshly exec'd process: 32 successful opens, or 2,048 failed attempts
 /// (a long `LD_LIBRARY_PATH` makes the dynamic loader fail many), before it is forgotten.
-/// CPython tries `pyvenv.cfg` after ~10 successful opens (the loader's and the locale's).
-pub const PROBATION_OPENS: u32 = 64 * tracer_common::PROBATION_OPEN_COST;
+/// CPython shows itself after at most 8 successful opens here (Debian's static 3.11: the
+/// locale's; a shared build at its first, `libpython`); the rest is room for `LD_PRELOAD`ed
+/// monitoring libraries.
+pub const PROBATION_OPENS: u32 = 32 * tracer_common::PROBATION_OPEN_COST;
 
 /// Why the tracer could not be attached.
 #[derive(Debug, Error)]

@@ -8,7 +8,7 @@
 use std::{
     collections::HashSet,
     ffi::OsString,
-    os::unix::ffi::OsStringExt,
+    os::unix::{ffi::OsStringExt, fs::OpenOptionsExt, io::AsRawFd},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -23,7 +23,7 @@ use crate::{
     imports::{self, Step, ThreadImports},
     resolver::{
         classify, classify_unplaced, path_from_bytes, python_version_of, Class, ProcessView,
-        Resolved, Resolver,
+        Resolved, Resolver, Root,
     },
 };
 
@@ -88,6 +88,12 @@ pub struct Process {
     pub uid: u32,
     /// In another mount namespace than the daemon's.
     pub in_container: bool,
+    /// Its mount namespace (inode).
+    mnt_ns: u32,
+    /// Its working directory when first seen.
+    cwd: Option<PathBuf>,
+    /// For another mount namespace: its root directory, opened (`O_PATH`) when first seen.
+    root_dir: Option<Arc<std::fs::File>>,
     /// Job attribution captured at exec.
     pub attribution: Arc<Attribution>,
     /// BLAS backend seen.
@@ -122,6 +128,23 @@ pub struct Process {
 }
 
 impl Process {
+    /// Where this process's files are read from: its root directory, held open from when it
+    /// was first seen (so a short-lived container process's files stay readable after it
+    /// exits), for another mount namespace.
+    fn root(&self) -> Root {
+        if !self.in_container {
+            return Root::host();
+        }
+        let dir = match &self.root_dir {
+            Some(f) => PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())),
+            None => PathBuf::from(format!("/proc/{}/root", self.pid)),
+        };
+        Root {
+            dir,
+            ns: self.mnt_ns,
+        }
+    }
+
     /// Whether `file` is in what this `compileall`/`py_compile` process was asked to compile.
     fn compiles(&self, file: &Path) -> bool {
         match &self.compile_targets {
@@ -421,7 +444,9 @@ impl ProcTable {
         if let Some(s) = &script {
             main = Some(s.to_string_lossy().into_owned());
         }
-        let compile_targets = compile_targets(&info.args, facts.cwd(info.tgid).as_deref());
+        let cwd = facts.cwd(info.tgid);
+        let compile_targets = compile_targets(&info.args, cwd.as_deref());
+        let in_container = info.mnt_ns != 0 && info.mnt_ns != self.host_mnt_ns;
         let root_pid = prev_root
             .or_else(|| self.procs.get(&info.ppid).map(|p| p.root_pid))
             .unwrap_or(info.tgid);
@@ -446,7 +471,19 @@ impl ProcTable {
             python_version,
             main,
             uid: info.uid,
-            in_container: info.mnt_ns != 0 && info.mnt_ns != self.host_mnt_ns,
+            in_container,
+            mnt_ns: info.mnt_ns,
+            cwd,
+            root_dir: in_container
+                .then(|| {
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                        .open(format!("/proc/{}/root", info.tgid))
+                        .ok()
+                })
+                .flatten()
+                .map(Arc::new),
             attribution: Arc::new(attribution),
             blas: None,
             packages: Vec::new(),
@@ -475,7 +512,8 @@ impl ProcTable {
             rel
         } else {
             let base = if o.dfd == AT_FDCWD {
-                facts.cwd(o.tgid)
+                // Live, else as it was at exec (a process that already exited).
+                facts.cwd(o.tgid).or_else(|| p.cwd.clone())
             } else {
                 facts.fd_path(o.tgid, o.dfd)
             };
@@ -576,13 +614,9 @@ impl ProcTable {
         }
         let (class, unplaced) = match classify(path, &p.view) {
             Class::Unplaced => {
+                let root = p.root();
                 let is_extension = |so: &Path, stem: &str| {
-                    let host = if p.in_container {
-                        PathBuf::from(format!("/proc/{}/root", p.pid))
-                            .join(so.strip_prefix("/").unwrap_or(so))
-                    } else {
-                        so.to_path_buf()
-                    };
+                    let host = root.dir.join(so.strip_prefix("/").unwrap_or(so));
                     elf.exports(&host, &format!("PyInit_{stem}"))
                         || elf.exports(&host, &format!("init{stem}"))
                 };
@@ -612,12 +646,8 @@ impl ProcTable {
             cache_dir(p, i);
             return;
         }
-        let root = if p.in_container {
-            PathBuf::from(format!("/proc/{}/root", p.pid))
-        } else {
-            PathBuf::from("/")
-        };
-        let mut resolved = resolver.resolve(&loc, path, Path::new(&root), p.in_container);
+        let root = p.root();
+        let mut resolved = resolver.resolve(&loc, path, &root, p.in_container);
         if unplaced {
             use crate::resolver::EnvKind;
             let sites: Vec<(PathBuf, Resolved)> = p
@@ -626,7 +656,7 @@ impl ProcTable {
                 .filter(|(_, r)| !matches!(r.env_kind, EnvKind::Stdlib | EnvKind::Unknown))
                 .cloned()
                 .collect();
-            if let Some(r) = resolver.editable(&loc.package, &sites, Path::new(&root)) {
+            if let Some(r) = resolver.editable(&loc.package, &sites, &root) {
                 resolved = r;
             }
         } else if !p.sites.iter().any(|(s, _)| *s == loc.site_dir) {

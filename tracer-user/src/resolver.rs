@@ -573,11 +573,41 @@ struct CachedIndex {
     index: Arc<DistIndex>,
 }
 
-/// Resolves locations to packages with distributions, caching per site directory.
+/// Where a process's files are read from, and the cache namespace they belong to.
+#[derive(Debug, Clone)]
+pub struct Root {
+    /// The process's `/` as seen from here: `/`, or a directory descriptor of its root taken
+    /// while it was alive (`/proc/self/fd/<n>`: readable after it exits), or `/proc/<pid>/root`.
+    pub dir: PathBuf,
+    /// Its mount namespace (0: the daemon's): caches are per namespace, never per descriptor
+    /// or pid, which are reused.
+    pub ns: u32,
+}
+
+impl Root {
+    /// The daemon's own file system.
+    pub fn host() -> Root {
+        Root {
+            dir: PathBuf::from("/"),
+            ns: 0,
+        }
+    }
+
+    fn read_path(&self, p: &Path) -> PathBuf {
+        if self.dir == Path::new("/") {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p.strip_prefix("/").unwrap_or(p))
+        }
+    }
+}
+
+/// Resolves locations to packages with distributions, caching per (mount namespace, site
+/// directory).
 #[derive(Default)]
 pub struct Resolver {
-    indexes: HashMap<PathBuf, CachedIndex>,
-    kinds: HashMap<PathBuf, EnvKind>,
+    indexes: HashMap<(u32, PathBuf), CachedIndex>,
+    kinds: HashMap<(u32, PathBuf), EnvKind>,
 }
 
 impl Resolver {
@@ -586,27 +616,22 @@ impl Resolver {
         Resolver::default()
     }
 
-    /// Resolves one module file. `root` is where the process's `/` is visible from here
-    /// (`/proc/<pid>/root` for another mount namespace, `/` otherwise); `in_container` turns a
-    /// system location into [`EnvKind::Container`].
+    /// Resolves one module file of a process whose files are read through `root`;
+    /// `in_container` turns a system location into [`EnvKind::Container`].
     pub fn resolve(
         &mut self,
         loc: &Location,
         file: &Path,
-        root: &Path,
+        root: &Root,
         in_container: bool,
     ) -> Resolved {
-        let host = |p: &Path| -> PathBuf {
-            if root == Path::new("/") {
-                p.to_path_buf()
-            } else {
-                root.join(p.strip_prefix("/").unwrap_or(p))
-            }
-        };
+        let host = |p: &Path| root.read_path(p);
         let mut kind = loc.kind;
         if kind == EnvKind::System {
             if let Some(prefix) = &loc.prefix {
-                kind = *self.kinds.entry(host(prefix)).or_insert_with_key(|p| {
+                let key = (root.ns, prefix.clone());
+                kind = *self.kinds.entry(key).or_insert_with(|| {
+                    let p = host(prefix);
                     if p.join("pyvenv.cfg").is_file() {
                         EnvKind::Venv
                     } else if p.join("conda-meta").is_dir() {
@@ -624,22 +649,23 @@ impl Resolver {
             (None, None)
         } else {
             let site = host(&loc.site_dir);
+            let key = (root.ns, loc.site_dir.clone());
             let conda = (kind == EnvKind::Conda)
                 .then(|| loc.prefix.as_deref().map(host))
                 .flatten();
             let mtime = std::fs::metadata(&site).and_then(|m| m.modified()).ok();
-            let fresh = matches!(self.indexes.get(&site), Some(c) if c.mtime == mtime);
+            let fresh = matches!(self.indexes.get(&key), Some(c) if c.mtime == mtime);
             if !fresh {
                 let index = Arc::new(DistIndex::load(&site, conda.as_deref()));
                 self.indexes
-                    .insert(site.clone(), CachedIndex { mtime, index });
+                    .insert(key.clone(), CachedIndex { mtime, index });
             }
             let sub = file
                 .strip_prefix(&loc.site_dir)
                 .ok()
                 .and_then(|r| r.components().nth(1))
                 .map(|c| c.as_os_str().to_string_lossy().into_owned());
-            match self.indexes[&site]
+            match self.indexes[&key]
                 .index
                 .lookup(&loc.package, sub.as_deref())
             {
@@ -668,15 +694,11 @@ impl Resolver {
         &self,
         package: &str,
         sites: &[(PathBuf, Resolved)],
-        root: &Path,
+        root: &Root,
     ) -> Option<Resolved> {
         sites.iter().find_map(|(site, env)| {
-            let host = if root == Path::new("/") {
-                site.clone()
-            } else {
-                root.join(site.strip_prefix("/").unwrap_or(site))
-            };
-            let (d, v) = self.indexes.get(&host)?.index.declared(package)?;
+            let key = (root.ns, site.clone());
+            let (d, v) = self.indexes.get(&key)?.index.declared(package)?;
             Some(Resolved {
                 package: package.to_owned(),
                 distribution: Some(d),

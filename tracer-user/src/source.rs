@@ -2,12 +2,12 @@
 //! hands them to the processor thread without ever touching the file system, so a slow file
 //! system can delay records but never make the kernel drop events.
 //!
-//! It drains in batches: once woken it waits [`BATCH_DELAY`] before reading. The kernel wakes
-//! the reader only when a record lands in an empty ring, so a reader that drained at once would
-//! be woken (and would wake the processor thread) for nearly every one of the ~400 events of a
-//! Python start; a few milliseconds of delay turn that into one wake-up and one channel message
-//! per batch. The ring (16 MiB) holds far more than the events of that delay, and records are
-//! only produced when a process ends, so the delay costs no latency anyone sees.
+//! It drains in batches. The kernel wakes the reader at once only for a new Python process
+//! (whose `/proc` entry the processor reads while the process lives); opens, mappings, forks
+//! and exits are written without a wake-up and read every [`DRAIN_EVERY`] (or with the next
+//! wake-up). Woken per event, the reader and the processor thread paid a context switch per
+//! module file, most of the daemon's CPU. The ring (16 MiB) holds far more than the events of
+//! that interval, and records are produced when a process ends, so the delay is invisible.
 use std::{sync::mpsc::Sender, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
@@ -16,8 +16,8 @@ use tracer_common::user::Event;
 
 use crate::daemon::Msg;
 
-/// How long the drain waits after a wake-up before reading, to take events in batches.
-pub const BATCH_DELAY: Duration = Duration::from_millis(200);
+/// How often the ring is drained without a wake-up.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(200);
 
 /// Drains everything currently in the ring buffer as one batch; returns how many records were
 /// read.
@@ -51,7 +51,6 @@ pub async fn drain_when_ready(
     bad: &mut u64,
 ) -> std::io::Result<usize> {
     let mut guard = fd.readable_mut().await?;
-    tokio::time::sleep(BATCH_DELAY).await;
     let n = drain(guard.get_inner_mut(), tx, bad);
     guard.clear_ready();
     Ok(n)

@@ -129,7 +129,7 @@ fn module_bytes(p: &[u8], v: &ProcessView) -> Location {
 /// Classifies and resolves one file on the host.
 fn resolve(r: &mut Resolver, file: &Path) -> Resolved {
     let loc = module(file.to_str().unwrap(), &view());
-    r.resolve(&loc, file, Path::new("/"), false)
+    r.resolve(&loc, file, &Root::host(), false)
 }
 
 fn write(p: &Path, s: &str) {
@@ -209,7 +209,7 @@ fn venv_dist_info_record_maps_import_name_to_distribution() {
     let file = sp.join("rich/__init__.py");
     let loc = module(file.to_str().unwrap(), &view());
     assert_eq!(
-        r.resolve(&loc, &file, Path::new("/"), false)
+        r.resolve(&loc, &file, &Root::host(), false)
             .version
             .as_deref(),
         Some("13.0")
@@ -235,7 +235,10 @@ fn conda_meta_and_container_root() {
     );
 
     // Seen from a container: the same tree is the container's `/opt/sci`.
-    let root = t.path().join("envs");
+    let root = Root {
+        dir: t.path().join("envs"),
+        ns: 4026531999,
+    };
     let file = Path::new("/sci/lib/python3.12/site-packages/numpy/__init__.py");
     let loc = module(file.to_str().unwrap(), &view());
     let res = r.resolve(&loc, file, &root, true);
