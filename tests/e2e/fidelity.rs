@@ -90,6 +90,27 @@ fn interpreters_are_recognised_by_what_they_open_not_their_name() {
     );
     let (fake_pid, out) = run(&mut Command::new(&fake));
     ok(&out);
+    // A reader of a Python tree, libpython included: it opens what an interpreter opens, but
+    // never fails a probe or maps the library.
+    let lib = std::fs::read_dir(pyenv("3.11", "python3.11").parent().unwrap().join("../lib"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("libpython3.11.so")
+        })
+        .expect("pyenv's shared libpython");
+    let pycs = venv.join("lib/python3.11/site-packages/yaml/__pycache__");
+    let (cat_pid, out) = run(Command::new("sh").arg("-c").arg(format!(
+        "exec cat {} {}/*.pyc {}/pyvenv.cfg > /dev/null",
+        lib.display(),
+        pycs.display(),
+        venv.display()
+    )));
+    ok(&out);
     let r = d.stop();
 
     let sim_yaml = r.one(sim_pid, "yaml");
@@ -124,6 +145,7 @@ fn interpreters_are_recognised_by_what_they_open_not_their_name() {
         "{uuid}"
     );
     assert!(r.of(fake_pid).is_empty(), "{:?}", packages(&r.of(fake_pid)));
+    assert!(r.of(cat_pid).is_empty(), "{:?}", packages(&r.of(cat_pid)));
     assert!(
         r.recs
             .iter()

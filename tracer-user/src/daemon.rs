@@ -283,6 +283,7 @@ impl Processor {
             }
             self.last_flush = Instant::now();
         }
+        self.table.verify(now_us(), &ProcFs);
         let expired = self.ranks.expire(Some(Instant::now()));
         self.pending.extend(expired);
         self.status.rank_duplicates = self.ranks.duplicates;
@@ -338,6 +339,7 @@ impl Processor {
                 self.add(f);
             }
         }
+        self.table.verify(now_us(), facts);
     }
 
     fn set_counters(&mut self, c: Counters, bad: u64, programs: Vec<ProgStat>) {

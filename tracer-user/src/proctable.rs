@@ -102,6 +102,11 @@ pub struct Process {
     pub packages: Vec<PackageSeen>,
     /// Seeded from `/proc` at daemon start rather than seen starting.
     pub seeded: bool,
+    /// Known to be an interpreter. A process promoted for opening `libpython` is not, until it
+    /// maps it executable (the descriptor is `libpython_fd`) or `/proc` shows it: one that only
+    /// read the library (`cat`) ends without records.
+    verified: bool,
+    libpython_fd: Option<i32>,
     /// Resolver view (PYTHONPATH, script).
     view: Arc<ProcessView>,
     index: HashMap<String, usize>,
@@ -291,6 +296,9 @@ struct Shared {
     elf: crate::elf::ElfCache,
 }
 
+/// How long after its promotion a process that opened `libpython` is checked for mapping it.
+pub const VERIFY_AFTER_US: i64 = 100_000;
+
 /// `AT_FDCWD`.
 const AT_FDCWD: i32 = -100;
 
@@ -300,6 +308,8 @@ pub struct ProcTable {
     /// Root pid of Python processes whose image was just replaced by an exec, until the new
     /// image shows it is Python (or the pid is reaped).
     replaced: HashMap<u32, u32>,
+    /// Processes promoted for opening `libpython`, with their start, until checked.
+    unverified: Vec<(u32, i64)>,
     shared: Shared,
     fidelity: Fidelity,
     /// Add to boot-clock ns / 1000 to get wall-clock µs.
@@ -314,6 +324,7 @@ impl ProcTable {
         ProcTable {
             procs: HashMap::new(),
             replaced: HashMap::new(),
+            unverified: Vec::new(),
             shared: Shared {
                 resolver: Resolver::new(),
                 elf: crate::elf::ElfCache::new(),
@@ -361,6 +372,11 @@ impl ProcTable {
                     .map(|f| f.process.root_pid)
                     .or_else(|| self.replaced.remove(&tgid));
                 let p = self.new_process(info, prev_root, facts);
+                if by_libpython {
+                    // It opened libpython; whether it maps it (an interpreter) or only reads
+                    // it (`cat`) shows a little later.
+                    self.unverified.push((tgid, p.start));
+                }
                 self.procs.insert(tgid, p);
                 prev
             }
@@ -488,6 +504,8 @@ impl ProcTable {
             blas: None,
             packages: Vec::new(),
             seeded: !info.promoted,
+            verified: info.flags & tracer_common::EXEC_FLAG_LIBPYTHON == 0,
+            libpython_fd: None,
             view,
             index: HashMap::new(),
             threads: HashMap::new(),
@@ -530,6 +548,10 @@ impl ProcTable {
             .map(|n| n.as_encoded_bytes())
             .unwrap_or(b"");
         if o.ret >= 0 {
+            if !p.verified && name.starts_with(b"libpython") {
+                p.libpython_fd = Some(o.ret);
+                return;
+            }
             if let Some(b) = crate::resolver::blas_kind(name) {
                 p.blas.get_or_insert(b);
                 return;
@@ -566,6 +588,42 @@ impl ProcTable {
         }
     }
 
+    /// Checks processes promoted for opening `libpython` at least [`VERIFY_AFTER_US`] ago: one
+    /// that neither calls CPython's entry points nor maps a `libpython` that defines them (a
+    /// program that read the library as data) is dropped without records. A process that has
+    /// exited can no longer be checked and is kept.
+    pub fn verify(&mut self, now: i64, facts: &dyn ProcFacts) {
+        let due: Vec<(u32, i64)> = self
+            .unverified
+            .iter()
+            .copied()
+            .filter(|&(_, start)| now - start >= VERIFY_AFTER_US)
+            .collect();
+        self.unverified
+            .retain(|&(_, start)| now - start < VERIFY_AFTER_US);
+        for (pid, start) in due {
+            if !self
+                .procs
+                .get(&pid)
+                .is_some_and(|p| p.start == start && !p.verified)
+            {
+                continue;
+            }
+            match facts.is_interpreter(pid, &mut self.shared.elf) {
+                Some(false) => {
+                    self.procs.remove(&pid);
+                    self.fidelity.promotions_not_python += 1;
+                }
+                Some(true) => {
+                    if let Some(p) = self.procs.get_mut(&pid) {
+                        p.verified = true;
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
     /// Adds a process that was running before the daemon started, with what it had loaded.
     pub fn seed(&mut self, s: crate::seed::Seeded, facts: &dyn ProcFacts) {
         let at = self.wall(s.info.ktime_ns);
@@ -589,6 +647,11 @@ impl ProcTable {
         let Some(p) = self.procs.get_mut(&tgid) else {
             return;
         };
+        if p.libpython_fd == Some(fd) {
+            p.verified = true;
+            p.libpython_fd = None;
+            return;
+        }
         if let Some((path, opened)) = p.pending_so.remove(&fd) {
             Self::import(&mut self.shared, p, &path, opened.min(at));
         }
@@ -684,6 +747,11 @@ impl ProcTable {
 
     fn finish(&mut self, pid: u32, ending: Ending, at: i64) -> Option<Finished> {
         let mut process = self.procs.remove(&pid)?;
+        if !process.verified {
+            // Opened libpython, never mapped it, and nothing else showed it is Python.
+            self.fidelity.promotions_not_python += 1;
+            return None;
+        }
         let held: Vec<PathBuf> = process
             .threads
             .values_mut()
@@ -709,7 +777,7 @@ impl ProcTable {
     pub fn running(&self, older_than: i64) -> Vec<Finished> {
         self.procs
             .values()
-            .filter(|p| p.start < older_than && !p.packages.is_empty())
+            .filter(|p| p.start < older_than && p.verified && !p.packages.is_empty())
             .map(|p| Finished {
                 process: p.clone(),
                 ending: Ending::Running,
@@ -722,6 +790,7 @@ impl ProcTable {
     /// eviction in the kernel map); they are reported with [`Ending::Unknown`].
     pub fn reap(&mut self, alive: impl Fn(u32) -> bool, now: i64) -> Vec<Finished> {
         self.replaced.retain(|&p, _| alive(p));
+        self.unverified.retain(|&(p, _)| alive(p));
         let dead: Vec<u32> = self.procs.keys().copied().filter(|&p| !alive(p)).collect();
         dead.into_iter()
             .filter_map(|pid| self.finish(pid, Ending::Unknown, now))

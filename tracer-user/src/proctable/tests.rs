@@ -457,3 +457,57 @@ fn files_of_one_directory_count_for_its_package_only_inside_the_package() {
     assert_eq!(names(&fin), vec!["_json", "_struct", "_csv", "json"]);
     assert_eq!(fin.process.packages[3].n_files, 3);
 }
+
+#[test]
+fn a_reader_of_libpython_is_dropped_once_checked() {
+    let mut t = ProcTable::new(0, 1);
+    let f = &NoFacts;
+    let mut e = exec(
+        666,
+        1,
+        "/bin/cat",
+        "cat libpython3.11.so.1.0 x.pyc",
+        "",
+        1_000,
+    );
+    if let Event::Exec(i) = &mut e {
+        i.flags = tracer_common::EXEC_FLAG_LIBPYTHON;
+    }
+    assert!(t.handle(e, f).is_none());
+    let pyc = "/v/lib/python3.11/site-packages/x/__pycache__/y.cpython-311.pyc";
+    imp(&mut t, 666, pyc, 2_000, f);
+    t.verify(50, f);
+    assert_eq!(t.len(), 1, "checked only 100 ms after its promotion");
+    t.verify(VERIFY_AFTER_US + 1, f);
+    assert!(t.is_empty());
+    assert_eq!(t.fidelity().promotions_not_python, 1);
+    // One that exits before it can be checked: no records either, unless it mapped libpython.
+    for (pid, maps) in [(667, false), (668, true)] {
+        let mut e = exec(pid, 1, "/bin/x", "x", "", 1_000);
+        if let Event::Exec(i) = &mut e {
+            i.flags = tracer_common::EXEC_FLAG_LIBPYTHON;
+        }
+        t.handle(e, f);
+        let lib = "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0";
+        t.handle(open_ret(pid, lib, 1_500, 4), f);
+        if maps {
+            let m = Event::MapExec {
+                tgid: pid,
+                tid: pid,
+                fd: 4,
+                ktime_ns: 1_600,
+            };
+            t.handle(m, f);
+        }
+        imp(&mut t, pid, pyc, 2_000, f);
+        let fin = t.handle(
+            Event::Exit {
+                tgid: pid,
+                exit_code: 0,
+                ktime_ns: 3_000,
+            },
+            f,
+        );
+        assert_eq!(fin.is_some(), maps, "pid {pid}");
+    }
+}
