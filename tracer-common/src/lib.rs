@@ -207,7 +207,7 @@ pub enum Counter {
     StashFull = 4,
     /// Processes not tracked because the process map was full.
     ProcsFull = 5,
-    /// Python execs seen.
+    /// Processes promoted to Python (by what they opened).
     PythonExecs = 6,
     /// Exec events whose environment was longer than [`ENV_MAX`].
     EnvTruncated = 7,
