@@ -273,10 +273,11 @@ impl ProcFacts for ProcFs {
 /// or calls CPython's embedding entry points, or it maps a `libpython*` that defines them.
 /// `None` when `/proc` no longer has it.
 pub fn is_interpreter(base: &Path, elf: &mut crate::elf::ElfCache) -> Option<bool> {
-    let maps = std::fs::read_to_string(base.join("maps")).ok()?;
+    // The program first: it settles most interpreters without reading `maps`.
     if elf.exports(&base.join("exe"), "Py_Initialize") {
         return Some(true);
     }
+    let maps = std::fs::read_to_string(base.join("maps")).ok()?;
     let root = base.join("root");
     let found = maps
         .lines()
