@@ -111,8 +111,37 @@ fn interpreters_are_recognised_by_what_they_open_not_their_name() {
         venv.display()
     )));
     ok(&out);
+    // An unprivileged user trying to hide: renamed, empty environment, `-I`, a copied
+    // interpreter under a non-Python name in a directory of its own.
+    let hide = tempfile::Builder::new()
+        .prefix("hide")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(hide.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let disguised = hide.path().join("kworker");
+    std::fs::copy(DEBIAN_PYTHON, &disguised).unwrap();
+    let (nobody_pid, out) = run(Command::new("setpriv")
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(&disguised)
+        .args([
+            "-I",
+            "-c",
+            "import ctypes; ctypes.CDLL(None).prctl(15, b'kworker/0:1', 0, 0, 0); import tarfile",
+        ])
+        .env_clear());
+    ok(&out);
     let r = d.stop();
 
+    let hidden = r.one(nobody_pid, "tarfile");
+    assert_eq!(hidden["uid"], 65534);
+    assert_eq!(hidden["executable"], disguised.to_str().unwrap());
     let sim_yaml = r.one(sim_pid, "yaml");
     assert_eq!(
         sim_yaml["executable"],

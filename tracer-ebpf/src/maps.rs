@@ -3,11 +3,11 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    helpers::bpf_get_smp_processor_id,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{Config, Counter, ProcState, COUNTER_COUNT, SCRATCH_SIZE};
+use tracer_common::{Config, Counter, EventKind, Header, ProcState, COUNTER_COUNT, SCRATCH_SIZE};
 
 /// Filled in by the loader (`EbpfLoader::set_global`) from BTF and tracefs before load.
 #[unsafe(no_mangle)]
@@ -166,6 +166,17 @@ pub fn send(s: &Scratch, len: usize, wake: Wake) {
     match EVENTS.output::<[u8]>(&s.buf[..len], flags) {
         Ok(()) => count(Counter::EventsSent),
         Err(_) => count(Counter::RingFull),
+    }
+}
+
+/// The common prefix of an event of `kind` about process `tgid`, stamped now.
+#[inline(always)]
+pub fn header(kind: EventKind, tgid: u32) -> Header {
+    Header {
+        kind: kind as u32,
+        tgid,
+        // SAFETY: helper with no preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
     }
 }
 

@@ -9,8 +9,8 @@
 //! reported as [`EventKind::ExecOther`] and starts over on probation.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-        generated::bpf_probe_read_user, generated::bpf_probe_read_user_str,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_probe_read_user,
+        generated::bpf_probe_read_user_str,
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -22,7 +22,7 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{config, count, put, scratch, send, Wake, PROCS},
+    maps::{config, count, header, put, scratch, send, Wake, PROCS},
     task,
 };
 
@@ -48,16 +48,7 @@ fn try_sched_process_exec(_ctx: &TracePointContext) {
     }
     if prev == STATE_PYTHON {
         if let Some(s) = scratch() {
-            put(
-                s,
-                0,
-                Header {
-                    kind: EventKind::ExecOther as u32,
-                    tgid,
-                    // SAFETY: helper with no preconditions.
-                    ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
-                },
-            );
+            put(s, 0, header(EventKind::ExecOther, tgid));
             send(s, core::mem::size_of::<Header>(), Wake::Later);
         }
     }
@@ -126,12 +117,7 @@ pub fn emit_process(kind: EventKind, extra_flags: u32) {
         s,
         0,
         ExecEvent {
-            header: Header {
-                kind: kind as u32,
-                tgid: (pid_tgid >> 32) as u32,
-                // SAFETY: helper with no preconditions.
-                ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
-            },
+            header: header(kind, (pid_tgid >> 32) as u32),
             ppid,
             uid: uid_gid as u32,
             gid: (uid_gid >> 32) as u32,

@@ -12,14 +12,12 @@
 //! with the packages it had imported. `signal_deliver` is useless for this: every fatal signal
 //! reaches the group as SIGKILL there.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use tracer_common::{EventKind, ExitEvent, Header, STATE_PYTHON};
+use tracer_common::{EventKind, ExitEvent, STATE_PYTHON};
 
 use crate::{
-    maps::{any_inflight, config, put, scratch, send, unstash, Wake, PROCS},
+    maps::{any_inflight, config, header, put, scratch, send, unstash, Wake, PROCS},
     task,
 };
 
@@ -65,12 +63,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) {
         s,
         0,
         ExitEvent {
-            header: Header {
-                kind: EventKind::Exit as u32,
-                tgid,
-                // SAFETY: helper with no preconditions.
-                ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
-            },
+            header: header(EventKind::Exit, tgid),
             exit_code,
             _pad: 0,
         },

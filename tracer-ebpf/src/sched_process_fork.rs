@@ -4,14 +4,12 @@
 //! tell a new process from a new thread; here `child->tgid` is read (offset from BTF) and threads
 //! are skipped, so the process map and the daemon only ever see processes.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
 };
-use tracer_common::{EventKind, ForkEvent, Header, STATE_IGNORED, STATE_PYTHON};
+use tracer_common::{EventKind, ForkEvent, STATE_IGNORED, STATE_PYTHON};
 
 use crate::{
-    maps::{config, put, scratch, send, Wake, PROCS},
+    maps::{config, header, put, scratch, send, Wake, PROCS},
     sched_process_exec::track,
     task,
 };
@@ -51,12 +49,7 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) {
                 s,
                 0,
                 ForkEvent {
-                    header: Header {
-                        kind: EventKind::Fork as u32,
-                        tgid: parent,
-                        // SAFETY: helper with no preconditions.
-                        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
-                    },
+                    header: header(EventKind::Fork, parent),
                     child: child_tgid,
                     _pad: 0,
                 },

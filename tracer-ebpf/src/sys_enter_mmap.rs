@@ -8,13 +8,11 @@
 //! just opened; reading a `.so` as data never does. The daemon pairs the descriptor with the
 //! process's last open that returned it. A process that is not Python costs one `PROCS` lookup.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use tracer_common::{Counter, EventKind, Header, MapExecEvent, STATE_PYTHON};
+use tracer_common::{Counter, EventKind, MapExecEvent, STATE_PYTHON};
 
-use crate::maps::{config, count, put, scratch, send, Wake, PROCS};
+use crate::maps::{config, count, header, put, scratch, send, Wake, PROCS};
 
 const PROT_EXEC: u64 = 4;
 
@@ -53,12 +51,7 @@ fn try_sys_enter_mmap(ctx: &TracePointContext) {
         s,
         0,
         MapExecEvent {
-            header: Header {
-                kind: EventKind::MapExec as u32,
-                tgid,
-                // SAFETY: helper with no preconditions.
-                ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
-            },
+            header: header(EventKind::MapExec, tgid),
             tid: pid_tgid as u32,
             fd,
         },

@@ -12,21 +12,21 @@
 //! everything else (data files, directories, sockets) off the ring buffer.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        bpf_get_current_pid_tgid,
         generated::{bpf_probe_read_kernel, bpf_probe_read_user_str},
     },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use tracer_common::{
-    Counter, EventKind, Header, OpenEvent, EXEC_FLAG_LIBPYTHON, OPEN_FLAG_WRITE, OPEN_PATH_OFF,
-    PATH_MAX, PROBATION_OPEN_COST, STATE_PYTHON,
+    Counter, EventKind, OpenEvent, EXEC_FLAG_LIBPYTHON, OPEN_FLAG_WRITE, OPEN_PATH_OFF, PATH_MAX,
+    PROBATION_OPEN_COST, STATE_PYTHON,
 };
 
 use crate::{
     maps::{
-        any_inflight, config, count, put, scratch, send, unstash, Scratch, Wake, PROCS, STASH,
-        STASH_PROBATION, STASH_WRITE,
+        any_inflight, config, count, header, put, scratch, send, unstash, Scratch, Wake, PROCS,
+        STASH, STASH_PROBATION, STASH_WRITE,
     },
     sched_process_exec::{emit_process, track},
 };
@@ -109,12 +109,7 @@ fn on_exit(ctx: &TracePointContext) {
         s,
         0,
         OpenEvent {
-            header: Header {
-                kind: EventKind::Open as u32,
-                tgid,
-                // SAFETY: helper with no preconditions.
-                ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
-            },
+            header: header(EventKind::Open, tgid),
             path_len: len as u32,
             ret: ret as i32,
             tid,
