@@ -8,7 +8,11 @@
 use std::{
     collections::HashSet,
     ffi::OsString,
-    os::unix::{ffi::OsStringExt, fs::OpenOptionsExt, io::AsRawFd},
+    os::unix::{
+        ffi::{OsStrExt, OsStringExt},
+        fs::OpenOptionsExt,
+        io::AsRawFd,
+    },
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -700,8 +704,7 @@ impl ProcTable {
         // Only directories inside the package's own tree (not `lib-dynload`, not the site
         // directory itself, whose files are each their own top-level module).
         let cache_dir = |p: &mut Process, i: usize| {
-            let own = loc.site_dir.join(&loc.package);
-            if let Some(d) = module_dir.filter(|d| d.starts_with(&own)) {
+            if let Some(d) = module_dir.filter(|d| in_package(d, &loc.site_dir, &loc.package)) {
                 p.dirs.insert(d.as_os_str().to_owned(), i);
             }
         };
@@ -860,6 +863,18 @@ fn x_option(args: &[u8], key: &[u8]) -> Option<PathBuf> {
         i += 1;
     }
     None
+}
+
+/// Whether `dir` is `site/package` or below it. On bytes, without building `site/package`:
+/// this runs for every module file a process imports.
+fn in_package(dir: &Path, site: &Path, package: &str) -> bool {
+    let site = site.as_os_str().as_bytes();
+    dir.as_os_str()
+        .as_bytes()
+        .strip_prefix(site.strip_suffix(b"/").unwrap_or(site))
+        .and_then(|r| r.strip_prefix(b"/"))
+        .and_then(|r| r.strip_prefix(package.as_bytes()))
+        .is_some_and(|r| r.is_empty() || r[0] == b'/')
 }
 
 /// `a/./b` → `a/b` (lexically; `..` is kept: it may cross a symbolic link).

@@ -511,3 +511,33 @@ fn a_reader_of_libpython_is_dropped_once_checked() {
         assert_eq!(fin.is_some(), maps, "pid {pid}");
     }
 }
+
+#[test]
+fn in_package_is_the_package_directory_or_below_it() {
+    let site = Path::new("/v/lib/python3.11/site-packages");
+    assert!(super::in_package(
+        Path::new("/v/lib/python3.11/site-packages/numpy"),
+        site,
+        "numpy"
+    ));
+    assert!(super::in_package(
+        Path::new("/v/lib/python3.11/site-packages/numpy/core"),
+        site,
+        "numpy"
+    ));
+    assert!(!super::in_package(
+        Path::new("/v/lib/python3.11/site-packages/numpyx"),
+        site,
+        "numpy"
+    ));
+    assert!(!super::in_package(
+        Path::new("/v/lib/python3.11/site-packages"),
+        site,
+        "numpy"
+    ));
+    assert!(super::in_package(
+        Path::new("/s/p/q"),
+        Path::new("/s/"),
+        "p"
+    ));
+}
