@@ -211,6 +211,7 @@ impl Synth {
                     blas: (k < 2).then(|| if user % 6 == 0 { "mkl" } else { "openblas" }.into()),
                     job_id: Some(job.to_string()),
                     step_id: Some("0".into()),
+                    job_source: Some("cgroup".into()),
                     rank: Some(rank as i32),
                     n_ranks: None,
                     num_nodes: nodes,

@@ -75,6 +75,11 @@ pub struct Record {
     pub job_id: Option<String>,
     /// Slurm step.
     pub step_id: Option<String>,
+    /// Where `job_id` and `step_id` came from: `cgroup` (the scheduler's cgroup, which the
+    /// user cannot change) or `env` (the environment, outside Slurm's cgroups); null without
+    /// a job.
+    #[serde(default)]
+    pub job_source: Option<String>,
     /// MPI rank.
     pub rank: Option<i32>,
     /// Under `--ranks per-node`: how many ranks of this job step on this node imported the
@@ -250,6 +255,7 @@ pub fn arrow_schema() -> Arc<Schema> {
         s("blas", true),
         s("job_id", true),
         s("step_id", true),
+        s("job_source", true),
         Field::new("rank", DataType::Int32, true),
         Field::new("n_ranks", DataType::UInt32, true),
         Field::new("num_nodes", DataType::UInt32, false),
@@ -299,6 +305,7 @@ mod tests {
             blas: None,
             job_id: None,
             step_id: None,
+            job_source: None,
             rank: None,
             n_ranks: None,
             num_nodes: 1,

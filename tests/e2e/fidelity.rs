@@ -120,16 +120,7 @@ fn interpreters_are_recognised_by_what_they_open_not_their_name() {
     std::fs::set_permissions(hide.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let disguised = hide.path().join("kworker");
     std::fs::copy(DEBIAN_PYTHON, &disguised).unwrap();
-    let (nobody_pid, out) = run(Command::new("setpriv")
-        .args([
-            "--reuid",
-            "nobody",
-            "--regid",
-            "nogroup",
-            "--clear-groups",
-            "--",
-        ])
-        .arg(&disguised)
+    let (nobody_pid, out) = run(as_nobody(&disguised)
         .args([
             "-I",
             "-c",

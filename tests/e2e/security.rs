@@ -56,10 +56,209 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
-        if p.is_dir() {
+        // Not into symbolic links (some tests plant links to root's files).
+        if e.file_type().unwrap().is_dir() {
             out.extend(walk(&p));
         }
         out.push(p);
     }
     out
+}
+
+/// Runs `code` with Debian's Python as `nobody`, with `sys.path[0] = site` and `env`.
+fn python_as_nobody(site: &std::path::Path, code: &str, env: &[(&str, &str)]) -> u32 {
+    let mut c = as_nobody(DEBIAN_PYTHON);
+    c.args([
+        "-I",
+        "-B",
+        "-c",
+        &format!(
+            "import sys; sys.path.insert(0, {:?}); {code}",
+            site.to_str().unwrap()
+        ),
+    ])
+    .env_clear();
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let (pid, out) = run(&mut c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pid
+}
+
+/// An ordinary user's environment with a FIFO for `METADATA`, a `RECORD` linking to
+/// `/dev/zero`, a `*.dist-info` linking into root's private environment, a `METADATA`
+/// linking to `/etc/shadow`, and terminal escapes and a spreadsheet formula in its version,
+/// job id and account: the daemon neither blocks, nor reads through the links, nor lets the
+/// escapes reach an administrator's terminal or the formula a spreadsheet; another user's
+/// records keep coming.
+#[test]
+fn an_ordinary_users_hostile_metadata_neither_stalls_nor_leaks_nor_injects() {
+    use std::os::unix::fs::{lchown, symlink};
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Root's private environment.
+    let private = t.path().join("private");
+    let secret = private.join("lib/python3.11/site-packages/leak-6.6.dist-info");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("METADATA"), "Name: secret-dist\nVersion: 6.6\n").unwrap();
+    std::fs::write(secret.join("RECORD"), "leak/__init__.py,,\n").unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // The user's.
+    let env = t.path().join("u");
+    let site = env.join("lib/python3.11/site-packages");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(env.join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+    for p in ["stall", "leak", "shadow", "esc"] {
+        std::fs::create_dir_all(site.join(p)).unwrap();
+        std::fs::write(site.join(p).join("__init__.py"), "").unwrap();
+    }
+    let stall = site.join("stall-1.0.dist-info");
+    std::fs::create_dir_all(&stall).unwrap();
+    let fifo = std::ffi::CString::new(stall.join("METADATA").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    symlink("/dev/zero", stall.join("RECORD")).unwrap();
+    symlink(&secret, site.join("leak-6.6.dist-info")).unwrap();
+    let shadow = site.join("shadow-1.0.dist-info");
+    std::fs::create_dir_all(&shadow).unwrap();
+    symlink("/etc/shadow", shadow.join("METADATA")).unwrap();
+    let esc = site.join("esc-1.0.dist-info");
+    std::fs::create_dir_all(&esc).unwrap();
+    std::fs::write(
+        esc.join("METADATA"),
+        "Name: esc\nVersion: 1.0\u{1b}]0;pwned\u{7}\u{1b}[2J\n",
+    )
+    .unwrap();
+    std::fs::write(esc.join("RECORD"), "esc/__init__.py,,\n").unwrap();
+    // Never through the links (they point at root's files).
+    for e in walk(&env).into_iter().chain([env.clone()]) {
+        lchown(&e, Some(65534), Some(65534)).unwrap();
+    }
+
+    let d = Daemon::start();
+    let started = std::time::Instant::now();
+    let pid = python_as_nobody(
+        &site,
+        "import stall, leak, shadow, esc",
+        &[
+            ("SLURM_JOB_ID", "\u{1b}]0;job\u{7}"),
+            ("SLURM_JOB_ACCOUNT", "=HYPERLINK(\"http://x\")"),
+        ],
+    );
+    let (root_pid, out) = run(&mut python(venv_python(), "import yaml"));
+    assert!(out.status.success());
+    let data = d.data();
+    let r = d.stop();
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    r.one(root_pid, "yaml");
+    let stall = r.one(pid, "stall");
+    assert_eq!(
+        (&stall["distribution"], &stall["version"]),
+        (&"stall".into(), &"1.0".into()),
+        "from the directory name only"
+    );
+    let leak = r.one(pid, "leak");
+    assert!(
+        leak["distribution"].is_null() && leak["version"].is_null(),
+        "read through the link into a private environment: {leak}"
+    );
+    assert_eq!(r.one(pid, "shadow")["distribution"], "shadow");
+    let m = &r.status["metadata"];
+    assert!(m["symlink"].as_u64().unwrap() >= 3, "{m}");
+    assert!(m["not_regular"].as_u64().unwrap() >= 1, "{m}");
+    assert_eq!(
+        r.one(pid, "esc")["version"],
+        "1.0\u{1b}]0;pwned\u{7}\u{1b}[2J",
+        "kept exactly in the data"
+    );
+
+    let show = |fmt: &str| {
+        let out = std::process::Command::new(bin())
+            .args(["show", "--format", fmt])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    for fmt in ["table", "csv"] {
+        let o = show(fmt);
+        assert!(
+            !o.iter().any(|&b| b == 0x1b || b == 0x07 || b == 0x9b),
+            "{fmt}: a control character reached the terminal"
+        );
+    }
+    let csv = String::from_utf8(show("csv")).unwrap();
+    assert!(csv.contains("\"'=HYPERLINK(\"\"http://x\"\")\""), "{csv}");
+    assert!(csv.contains("\\u{1b}]0;job\\u{7}"), "{csv}");
+}
+
+/// A user's FUSE mount that answers that user only (tests/e2e/hung_fuse.py): the resolver's
+/// read of its metadata hangs forever, and yet that user's record and another user's are
+/// produced while it hangs, the missed deadline is counted, and the daemon stops cleanly.
+#[test]
+fn a_hung_fuse_mount_does_not_stall_anyone_elses_records() {
+    use std::io::BufRead;
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/hung_fuse.py");
+    let mut server = std::process::Command::new(DEBIAN_PYTHON)
+        .arg(&script)
+        .arg(&mnt)
+        .arg("65534")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "the FUSE server did not mount");
+    let stop_server = |server: &mut std::process::Child| {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+        server.wait().unwrap();
+    };
+
+    let d = Daemon::start();
+    let site = mnt.join("lib/python3.11/site-packages");
+    let pid = python_as_nobody(&site, "import hung", &[]);
+    let (root_pid, out) = run(&mut python(venv_python(), "import yaml"));
+    assert!(out.status.success());
+    // The resolver is stuck on the mount from here on; records must still come.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = (false, false);
+    while std::time::Instant::now() < deadline && seen != (true, true) {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        for l in show_lines(&d.data()) {
+            let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            if v["pid"] == pid && v["package"] == "hung" {
+                seen.0 = true;
+            }
+            if v["pid"] == root_pid && v["package"] == "yaml" {
+                seen.1 = true;
+            }
+        }
+    }
+    let status = d.status();
+    stop_server(&mut server);
+    assert_eq!(
+        seen,
+        (true, true),
+        "records stalled behind a hung mount; status {status}"
+    );
+    let r = d.stop();
+    assert!(
+        r.status["metadata"]["deadline_missed"].as_u64().unwrap() >= 1,
+        "{}",
+        r.status["metadata"]
+    );
+    assert!(r.one(pid, "hung")["version"].is_null());
 }

@@ -222,3 +222,58 @@ fn mpirun_ranks_and_rank_policies() {
     assert_eq!(m.len(), 1);
     assert!(m[0]["n_ranks"].is_null());
 }
+
+/// A process in a real job step that claims another job through its environment is recorded
+/// under the job its cgroup names, with the forged job's variables dropped; outside Slurm the
+/// environment is the (marked) fallback.
+#[test]
+fn the_environment_cannot_move_a_process_into_another_job() {
+    with_slurm(|conf| {
+        let d = Daemon::start();
+        let py = venv_python();
+        let out = output_ok(
+            slurm(conf, "srun")
+                .args(["-n1", "--account=acct1", "sh", "-c"])
+                .arg(format!(
+                "echo $SLURM_JOB_ID; SLURM_JOB_ID=999999 SLURM_JOB_ACCOUNT=stolen SLURM_PROCID=-1 \
+                 exec {} -c 'import yaml'",
+                py.display()
+            )),
+        );
+        let real = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let (pid, _) = run(python(&py, "import yaml").env("SLURM_JOB_ID", "555"));
+        let r = d.stop();
+        let forged: Vec<_> = r
+            .recs
+            .iter()
+            .filter(|x| x["package"] == "yaml" && x["job_id"] == "999999")
+            .collect();
+        assert!(forged.is_empty(), "a record in the forged job: {forged:?}");
+        let mine: Vec<_> = r
+            .recs
+            .iter()
+            .filter(|x| x["package"] == "yaml" && x["job_id"] == real.as_str())
+            .collect();
+        assert_eq!(mine.len(), 1, "{:?}", r.recs);
+        assert_eq!(
+            (
+                &mine[0]["job_source"],
+                &mine[0]["step_id"],
+                &mine[0]["account"],
+                &mine[0]["rank"]
+            ),
+            (
+                &"cgroup".into(),
+                &"0".into(),
+                &serde_json::Value::Null,
+                &serde_json::Value::Null
+            )
+        );
+        assert!(r.status["fidelity"]["job_env_rejected"].as_u64().unwrap() >= 1);
+        let outside = r.one(pid, "yaml");
+        assert_eq!(
+            (&outside["job_id"], &outside["job_source"]),
+            (&"555".into(), &"env".into())
+        );
+    });
+}

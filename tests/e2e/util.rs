@@ -403,3 +403,19 @@ pub fn output_ok(cmd: &mut Command) -> Output {
     );
     out
 }
+
+/// `program` run as `nobody:nogroup` with no supplementary groups (`setpriv`): an ordinary,
+/// unprivileged user.
+pub fn as_nobody(program: impl AsRef<OsStr>) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid",
+        "nobody",
+        "--regid",
+        "nogroup",
+        "--clear-groups",
+        "--",
+    ])
+    .arg(program);
+    c
+}

@@ -3,8 +3,14 @@
 //! here, before anything is stored.
 //!
 //! Capturing at exec (not from `/proc/<pid>/environ` later) is what makes this right for a
-//! process that lives 2 ms or clears its own environment. The cgroup path
-//! (`…/job_<id>/step_<n>`) is a fallback for a process whose environment lacks the job.
+//! process that lives 2 ms or clears its own environment.
+//!
+//! The environment is the user's to write, so the job and step come from the scheduler's
+//! cgroup whenever the process is in one, anchored where slurmstepd creates it (a user's
+//! delegated subtree below the step cannot name another job). The environment is a fallback
+//! outside Slurm's cgroups; when it names another job than the cgroup, every job field taken
+//! from it (rank, QOS, account, partition, node count) is dropped as forged. `job_source` says
+//! which one a record's job came from.
 use std::path::PathBuf;
 
 /// The job-related facts of one process.
@@ -33,6 +39,29 @@ pub struct Attribution {
     pub pycache_prefix: Option<PathBuf>,
     /// Container runtime detected from its variables.
     pub container_runtime: Option<String>,
+    /// Where `job_id` came from: [`JOB_FROM_CGROUP`] or [`JOB_FROM_ENV`].
+    pub job_source: Option<&'static str>,
+    /// `SLURM_JOB_ID` as the environment gave it (an array task's own job id), to compare
+    /// with the cgroup's.
+    env_job: Option<String>,
+}
+
+/// `job_source` of a job read from the scheduler's cgroup.
+pub const JOB_FROM_CGROUP: &str = "cgroup";
+/// `job_source` of a job read from the environment (no Slurm cgroup).
+pub const JOB_FROM_ENV: &str = "env";
+/// The largest rank accepted from the environment (MPI worlds are far smaller).
+pub const MAX_RANK: i32 = 16_777_215;
+
+/// What [`Attribution::apply_cgroup`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupJob {
+    /// Not in a Slurm job's cgroup: the environment, if any, stands.
+    None,
+    /// The cgroup's job; the environment agreed or named none.
+    Confirmed,
+    /// The environment named another job: its job fields were dropped.
+    EnvForged,
 }
 
 /// Rank variables in priority order: under `mpirun` inside a batch step every rank has
@@ -79,9 +108,11 @@ impl Attribution {
             (Some(a), Some(t)) => Some(format!("{a}_{t}")),
             _ => get("SLURM_JOB_ID").or_else(|| get("SLURM_JOBID")),
         };
-        let rank = RANK_VARS
-            .iter()
-            .find_map(|k| get(k).and_then(|v| v.parse::<i32>().ok()));
+        let rank = RANK_VARS.iter().find_map(|k| {
+            get(k)
+                .and_then(|v| v.parse::<i32>().ok())
+                .filter(|r| (0..=MAX_RANK).contains(r))
+        });
         let pythonpath = vars
             .get(&b"PYTHONPATH"[..])
             .map(|v| {
@@ -104,6 +135,7 @@ impl Attribution {
                 Some("docker") => Some("docker".into()),
                 _ => None,
             });
+        let job_source = job_id.is_some().then_some(JOB_FROM_ENV);
         Attribution {
             step_id: if job_id.is_some() {
                 get("SLURM_STEP_ID").or_else(|| get("SLURM_STEPID"))
@@ -122,37 +154,73 @@ impl Attribution {
             pythonpath,
             pycache_prefix,
             container_runtime,
+            job_source,
+            env_job: get("SLURM_JOB_ID").or_else(|| get("SLURM_JOBID")),
         }
     }
 
-    /// Fills a missing job or step from a `/proc/<pid>/cgroup` text (`…/job_<id>/step_<n>`).
-    pub fn fill_from_cgroup(&mut self, cgroup: &str) {
-        for line in cgroup.lines() {
-            let path = line.rsplit(':').next().unwrap_or("");
-            let mut job = None;
-            let mut step = None;
-            for part in path.split('/') {
-                if let Some(j) = part.strip_prefix("job_") {
-                    job = Some(j.to_owned());
-                } else if let Some(s) = part.strip_prefix("step_") {
-                    step = Some(s.to_owned());
-                }
-            }
-            if let Some(j) = job {
-                // The environment wins; the cgroup fills gaps (batch steps carry no
-                // SLURM_STEP_ID) only when it names the same job.
-                match &self.job_id {
-                    None => self.job_id = Some(j),
-                    Some(env_job) if *env_job != j => return,
-                    Some(_) => {}
-                }
-                if self.step_id.is_none() {
-                    self.step_id = step;
-                }
-                return;
-            }
+    /// Applies the scheduler's cgroup (`/proc/<pid>/cgroup` text): in a Slurm job's cgroup,
+    /// the job and step are the cgroup's. The array form (`<array>_<task>`) and the other job
+    /// variables are kept only when the environment's `SLURM_JOB_ID` is that same job.
+    pub fn apply_cgroup(&mut self, cgroup: &str) -> CgroupJob {
+        let Some((job, step)) = slurm_cgroup(cgroup) else {
+            return CgroupJob::None;
+        };
+        let verdict = match &self.env_job {
+            Some(e) if *e == job => CgroupJob::Confirmed,
+            None => CgroupJob::Confirmed,
+            Some(_) => CgroupJob::EnvForged,
+        };
+        if verdict == CgroupJob::EnvForged || self.env_job.is_none() {
+            self.job_id = Some(job);
+            self.rank = None;
+            self.num_nodes = None;
+            self.qos = None;
+            self.account = None;
+            self.partition = None;
         }
+        if step.is_some() {
+            self.step_id = step;
+        }
+        self.job_source = Some(JOB_FROM_CGROUP);
+        verdict
     }
+}
+
+/// The (job, step) of a Slurm job-step cgroup, anchored where slurmstepd puts it:
+/// - cgroup v1 (`proctrack/cgroup`): `N:ctrl:/slurm[_<node>]/uid_<uid>/job_<id>/step_<s>…`;
+/// - cgroup v2: `0::/[…/]slurmstepd.scope/job_<id>/step_<s>/…` within the first three levels
+///   (`/system.slice/slurmstepd.scope`, `<node>_slurmstepd.scope` for multiple slurmd).
+///
+/// Only the components right after the anchor count, so a `job_<n>` directory a user creates
+/// in the subtree Slurm delegates to it (below the step) is ignored. Job ids are digits.
+fn slurm_cgroup(cgroup: &str) -> Option<(String, Option<String>)> {
+    cgroup.lines().find_map(|line| {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        let c: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let at = if ctrls.is_empty() {
+            c.iter()
+                .take(3)
+                .position(|c| *c == "slurmstepd.scope" || c.ends_with("_slurmstepd.scope"))?
+                + 1
+        } else {
+            let slurm = c.first()?;
+            (*slurm == "slurm" || slurm.starts_with("slurm_")).then_some(())?;
+            c.get(1)?.strip_prefix("uid_")?.parse::<u32>().ok()?;
+            2
+        };
+        let job = c.get(at)?.strip_prefix("job_")?;
+        if job.is_empty() || !job.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let step = c
+            .get(at + 1)
+            .and_then(|s| s.strip_prefix("step_"))
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .map(str::to_owned);
+        Some((job.to_owned(), step))
+    })
 }
 
 /// What a Python command line runs: the script path, `-c`, `-m <module>`, or `-` (stdin).
@@ -260,24 +328,86 @@ mod tests {
     }
 
     #[test]
-    fn cgroup_fallback() {
+    fn the_cgroup_job_wins_over_the_environment() {
         let mut a = Attribution::default();
-        a.fill_from_cgroup("12:freezer:/slurm_n1/uid_0/job_77/step_batch\n0::/\n");
+        let v1 = "12:freezer:/slurm_n1/uid_0/job_77/step_batch\n0::/\n";
+        assert_eq!(a.apply_cgroup(v1), CgroupJob::Confirmed);
         assert_eq!(
-            (a.job_id.as_deref(), a.step_id.as_deref()),
-            (Some("77"), Some("batch"))
+            (a.job_id.as_deref(), a.step_id.as_deref(), a.job_source),
+            (Some("77"), Some("batch"), Some(JOB_FROM_CGROUP))
         );
-        let mut b = Attribution::from_env(b"SLURM_JOB_ID=5");
-        b.fill_from_cgroup("4:freezer:/slurm_n1/uid_0/job_77/step_0");
+        // Another job in the environment: forged, its job fields dropped.
+        let mut b = Attribution::from_env(&env(&[
+            "SLURM_JOB_ID=5",
+            "SLURM_STEP_ID=3",
+            "SLURM_PROCID=2",
+            "SLURM_JOB_ACCOUNT=x",
+        ]));
+        assert_eq!(b.job_source, Some(JOB_FROM_ENV));
         assert_eq!(
-            (b.job_id.as_deref(), b.step_id.as_deref()),
-            (Some("5"), None)
+            b.apply_cgroup("4:freezer:/slurm_n1/uid_0/job_77/step_0"),
+            CgroupJob::EnvForged
         );
-        let mut c = Attribution::from_env(b"SLURM_JOB_ID=5");
-        c.fill_from_cgroup("4:freezer:/slurm_n1/uid_0/job_5/step_batch");
         assert_eq!(
-            (c.job_id.as_deref(), c.step_id.as_deref()),
-            (Some("5"), Some("batch"))
+            (
+                b.job_id.as_deref(),
+                b.step_id.as_deref(),
+                b.rank,
+                b.account.as_deref()
+            ),
+            (Some("77"), Some("0"), None, None)
+        );
+        // The same job: the array form and the job variables stay.
+        let mut c = Attribution::from_env(&env(&[
+            "SLURM_JOB_ID=78",
+            "SLURM_ARRAY_JOB_ID=70",
+            "SLURM_ARRAY_TASK_ID=8",
+            "SLURM_PROCID=1",
+        ]));
+        let v2 = "0::/system.slice/slurmstepd.scope/job_78/step_batch/user/task_0";
+        assert_eq!(c.apply_cgroup(v2), CgroupJob::Confirmed);
+        assert_eq!(
+            (c.job_id.as_deref(), c.step_id.as_deref(), c.rank),
+            (Some("70_8"), Some("batch"), Some(1))
+        );
+        // Outside Slurm's cgroups the environment stands.
+        let mut d = Attribution::from_env(b"SLURM_JOB_ID=5");
+        assert_eq!(
+            d.apply_cgroup("0::/user.slice/user-1000.slice/session-3.scope"),
+            CgroupJob::None
+        );
+        assert_eq!(
+            (d.job_id.as_deref(), d.job_source),
+            (Some("5"), Some(JOB_FROM_ENV))
+        );
+    }
+
+    #[test]
+    fn a_job_directory_outside_the_anchor_is_not_a_job() {
+        for cg in [
+            // In the user's delegated subtree below a real step.
+            "0::/user.slice/user-1000.slice/a/b/c/slurmstepd.scope/job_99/step_0",
+            "0::/home/job_99/step_0",
+            "4:freezer:/user/uid_1000/job_99/step_0",
+            "4:freezer:/slurm/uid_x/job_99/step_0",
+            "4:freezer:/slurm/uid_1/job_9x/step_0",
+        ] {
+            assert_eq!(slurm_cgroup(cg), None, "{cg}");
+        }
+        // The real job, even with a job_ directory in the delegated part below it.
+        assert_eq!(
+            slurm_cgroup("0::/system.slice/slurmstepd.scope/job_12/step_0/user/job_99/x"),
+            Some(("12".into(), Some("0".into())))
+        );
+    }
+
+    #[test]
+    fn negative_and_absurd_ranks_are_rejected() {
+        assert_eq!(Attribution::from_env(b"SLURM_PROCID=-1").rank, None);
+        assert_eq!(Attribution::from_env(b"PMI_RANK=2147483647").rank, None);
+        assert_eq!(
+            Attribution::from_env(b"PMI_RANK=-1\0SLURM_PROCID=4").rank,
+            Some(4)
         );
     }
 

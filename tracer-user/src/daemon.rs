@@ -43,8 +43,9 @@ const COMMIT_RECORDS: usize = 4096;
 pub enum Msg {
     /// Kernel events, in ring-buffer order.
     Events(Vec<Event>),
-    /// Fresh kernel counters, undecodable records, program statistics.
-    Counters(Counters, u64, Vec<ProgStat>),
+    /// Fresh kernel counters, undecodable records, times the queue was full, program
+    /// statistics.
+    Counters(Counters, u64, u64, Vec<ProgStat>),
     /// Flush everything and stop.
     Shutdown,
 }
@@ -58,6 +59,15 @@ pub struct Status {
     pub counters: Counters,
     /// Ring-buffer records that could not be decoded.
     pub undecodable: u64,
+    /// Times the bounded queue between the ring-buffer reader and the processor was full (the
+    /// processor was behind; the ring held the events meanwhile, and `ring_full` counts what
+    /// it could not).
+    #[serde(default)]
+    pub queue_full: u64,
+    /// Users' metadata files refused or cut, by cause (links, special files, size, permission,
+    /// deadline).
+    #[serde(default)]
+    pub metadata: crate::untrusted::RefusalCounts,
     /// Live Python processes in the table.
     pub live_processes: usize,
     /// Records written to the spool since start.
@@ -104,8 +114,13 @@ fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// The host's mount namespace: PID 1's, not the daemon's own (a service manager's
+/// `PrivateTmp=`/`ProtectSystem=` gives the daemon a namespace of its own, which would mark
+/// every process `in_container`).
 fn host_mnt_ns() -> u32 {
-    std::fs::metadata("/proc/self/ns/mnt")
+    ["/proc/1/ns/mnt", "/proc/self/ns/mnt"]
+        .iter()
+        .find_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.ino() as u32)
         .unwrap_or(0)
 }
@@ -126,10 +141,23 @@ fn signal_ready(ready_file: Option<&Path>) -> anyhow::Result<()> {
             .context("sd_notify READY=1")?;
     }
     if let Some(p) = ready_file {
-        let tmp = p.with_extension("tmp");
-        std::fs::write(&tmp, format!("{}\n", std::process::id()))
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display()))?;
+        // The directory may be writable by others (`/tmp`, `/run/user`): a predictable
+        // temporary name would let them plant a symbolic link that root then writes through.
+        // A random name created with O_EXCL, renamed over the target (replacing, never
+        // following, whatever is there).
+        use std::io::Write;
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".pyusage-ready")
+            .tempfile_in(dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        writeln!(tmp, "{}", std::process::id())
+            .with_context(|| format!("writing {}", tmp.path().display()))?;
+        tmp.persist(p)
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
 }
@@ -253,6 +281,7 @@ impl Processor {
     fn write_status(&mut self) {
         self.status.live_processes = self.table.len();
         self.status.fidelity = self.table.fidelity();
+        self.status.metadata = self.table.refusals();
         self.status.next_seq = self.spool.next_seq();
         self.status.spool_bytes = spool_bytes(self.spool.dir());
         self.status.syslog = self
@@ -318,7 +347,7 @@ impl Processor {
                     while let Ok(m) = rx.try_recv() {
                         match m {
                             Msg::Events(evs) => self.handle(evs, &facts),
-                            Msg::Counters(c, bad, p) => self.set_counters(c, bad, p),
+                            Msg::Counters(c, bad, full, p) => self.set_counters(c, bad, full, p),
                             Msg::Shutdown => return self.shutdown(),
                         }
                     }
@@ -329,7 +358,7 @@ impl Processor {
                         self.commit();
                     }
                 }
-                Ok(Msg::Counters(c, bad, p)) => self.set_counters(c, bad, p),
+                Ok(Msg::Counters(c, bad, full, p)) => self.set_counters(c, bad, full, p),
                 Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return self.shutdown(),
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -349,9 +378,10 @@ impl Processor {
         self.table.verify(now_us(), facts);
     }
 
-    fn set_counters(&mut self, c: Counters, bad: u64, programs: Vec<ProgStat>) {
+    fn set_counters(&mut self, c: Counters, bad: u64, queue_full: u64, programs: Vec<ProgStat>) {
         self.status.counters = c;
         self.status.undecodable = bad;
+        self.status.queue_full = queue_full;
         self.status.programs = programs;
     }
 
@@ -458,7 +488,7 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         // always returns that fd; the AsyncFd owns the ring buffer.
         let mut fd = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(source::QUEUE_BATCHES);
         // Capabilities are per thread: drop them before any other thread exists, so every
         // thread the daemon runs inherits the reduced set.
         crate::privileges::drop_after_attach().context("dropping capabilities after attaching")?;
@@ -481,21 +511,34 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut every = tokio::time::interval(Duration::from_millis(500));
         let mut drain_tick = tokio::time::interval(source::DRAIN_EVERY);
-        let mut bad = 0u64;
+        let mut src = source::Source::default();
         loop {
+            let blocked = src.blocked();
             tokio::select! {
-                r = source::drain_when_ready(&mut fd, &tx, &mut bad) => { r.context("ring buffer")?; }
-                _ = drain_tick.tick() => { source::drain(fd.get_mut(), &tx, &mut bad); }
+                // Not while a batch waits for room: the fd stays readable, and the ring is
+                // left to fill (the kernel counts what it drops).
+                r = src.drain_when_ready(&mut fd, &tx), if !blocked => { r.context("ring buffer")?; }
+                _ = drain_tick.tick() => { src.drain(fd.get_mut(), &tx); }
                 _ = every.tick() => {
-                    let _ = tx.send(Msg::Counters(tracer_view.read(), bad, loader::program_stats(&ebpf)));
+                    // Dropped when the queue is full; the next one follows in 500 ms.
+                    let _ = tx.try_send(Msg::Counters(tracer_view.read(), src.undecodable, src.queue_full, loader::program_stats(&ebpf)));
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
         }
-        // Events already in the ring buffer belong to this run.
-        source::drain(fd.get_mut(), &tx, &mut bad);
-        let _ = tx.send(Msg::Counters(tracer_view.read(), bad, loader::program_stats(&ebpf)));
+        // Events already in the ring buffer belong to this run (the processor is still
+        // taking batches, so waiting for room ends).
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            let n = src.drain(fd.get_mut(), &tx);
+            if src.blocked() {
+                std::thread::sleep(Duration::from_millis(10));
+            } else if n == 0 {
+                break;
+            }
+        }
+        let _ = tx.send(Msg::Counters(tracer_view.read(), src.undecodable, src.queue_full, loader::program_stats(&ebpf)));
         let _ = tx.send(Msg::Shutdown);
         drop(ebpf);
         worker.join().map_err(|_| anyhow::anyhow!("processor thread panicked"))?;

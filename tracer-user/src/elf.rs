@@ -4,54 +4,114 @@ use std::{
     collections::{HashMap, HashSet},
     io::Read,
     os::unix::fs::{MetadataExt, OpenOptionsExt},
-    path::Path,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use object::{Object, ObjectSymbol};
 
+use crate::workers::Workers;
+
 /// Largest file read (interpreters and `libpython` are tens of MiB).
 const MAX_BYTES: u64 = 256 << 20;
+/// Files remembered at most (the cache starts over past it).
+const MAX_CACHED: usize = 4096;
+/// How long the record path waits for one file's answer.
+const DEADLINE: Duration = Duration::from_millis(300);
 
-/// The CPython entry points an ELF file defines, cached by (device, inode, mtime).
-#[derive(Default)]
-pub struct ElfCache(HashMap<(u64, u64, i64), HashSet<String>>);
+type Cache = Arc<Mutex<HashMap<(u64, u64, i64), Arc<HashSet<String>>>>>;
+/// A question's number and the file's entry points.
+type Answer = (u64, Arc<HashSet<String>>);
+
+/// The CPython entry points ELF files define, cached by (device, inode, mtime). The files are
+/// the users' (a program in a home directory, a `.so` on a FUSE mount): they are opened and
+/// read by worker threads ([`Workers`]), and a file not answered within [`DEADLINE`] counts as
+/// defining nothing.
+pub struct ElfCache {
+    workers: Workers<(u64, PathBuf), Answer>,
+    next: u64,
+    /// Files not answered within the deadline.
+    pub deadline_missed: u64,
+}
+
+impl Default for ElfCache {
+    fn default() -> Self {
+        ElfCache::new()
+    }
+}
 
 impl ElfCache {
-    /// A new, empty cache.
+    /// A new, empty cache with its threads.
     pub fn new() -> ElfCache {
-        ElfCache::default()
+        let cache: Cache = Default::default();
+        ElfCache {
+            workers: Workers::new("elf", 2, 64, move |(id, path): (u64, PathBuf)| {
+                (id, read_entry_points(&path, &cache))
+            }),
+            next: 0,
+            deadline_missed: 0,
+        }
     }
 
     /// Whether `path` defines the dynamic symbol `name` (only CPython entry points are kept:
     /// `PyInit_*`, `init*`; `Py_Initialize` stands for defining or calling any embedding entry
-    /// point). Not a regular file, unreadable, too large or
-    /// not ELF: `false`. Opened non-blocking, so a FIFO cannot stall the caller.
+    /// point). Not a regular file, unreadable, too large, not ELF or not answered in time:
+    /// `false`.
     pub fn exports(&mut self, path: &Path, name: &str) -> bool {
-        let Ok(file) = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-        else {
-            return false;
-        };
-        let Ok(meta) = file.metadata() else {
-            return false;
-        };
-        if !meta.is_file() || meta.len() > MAX_BYTES {
+        if self.workers.stuck(DEADLINE) {
+            self.deadline_missed += 1;
             return false;
         }
-        let key = (meta.dev(), meta.ino(), meta.mtime());
-        self.0
-            .entry(key)
-            .or_insert_with(|| {
-                let mut data = Vec::with_capacity(meta.len() as usize);
-                match file.take(MAX_BYTES).read_to_end(&mut data) {
-                    Ok(_) => entry_points(&data),
-                    Err(_) => HashSet::new(),
-                }
-            })
-            .contains(name)
+        self.next += 1;
+        let id = self.next;
+        if self.workers.submit((id, path.to_path_buf())).is_err() {
+            self.deadline_missed += 1;
+            return false;
+        }
+        let until = Instant::now() + DEADLINE;
+        // Answers to earlier, timed-out questions may come first: skipped.
+        while let Some((got, set)) = self.workers.recv_until(until) {
+            if got == id {
+                return set.contains(name);
+            }
+        }
+        self.deadline_missed += 1;
+        false
     }
+}
+
+/// Opens `path` without blocking on a special file, and parses it unless cached.
+fn read_entry_points(path: &Path, cache: &Cache) -> Arc<HashSet<String>> {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    else {
+        return Arc::default();
+    };
+    let Ok(meta) = file.metadata() else {
+        return Arc::default();
+    };
+    if !meta.is_file() || meta.len() > MAX_BYTES {
+        return Arc::default();
+    }
+    let key = (meta.dev(), meta.ino(), meta.mtime());
+    if let Some(set) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return set;
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    let set = Arc::new(match file.take(MAX_BYTES).read_to_end(&mut data) {
+        Ok(_) => entry_points(&data),
+        Err(_) => HashSet::new(),
+    });
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= MAX_CACHED {
+            c.clear();
+        }
+        c.insert(key, set.clone());
+    }
+    set
 }
 
 /// CPython's embedding entry points: a program that defines one is an interpreter, one that

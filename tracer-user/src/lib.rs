@@ -24,3 +24,5 @@ pub mod sinks;
 pub mod source;
 pub mod spool;
 pub mod tracefs;
+pub mod untrusted;
+pub mod workers;

@@ -23,12 +23,13 @@ use serde::{Deserialize, Serialize};
 use tracer_common::user::{Event, ExecInfo, OpenInfo};
 
 use crate::{
-    attribution::{python_main, version_from_executable, Attribution},
+    attribution::{python_main, version_from_executable, Attribution, CgroupJob},
     imports::{self, Step, ThreadImports},
     resolver::{
         classify, classify_unplaced, path_from_bytes, python_version_of, Class, ProcessView,
         Resolved, Resolver, Root,
     },
+    untrusted::Creds,
 };
 
 /// What the table saw that it did not record, so a centre can see what capture cannot tell
@@ -56,6 +57,9 @@ pub struct Fidelity {
     /// Processes the kernel promoted (they tried a file CPython tries) whose program and
     /// libraries turned out not to be an interpreter: not recorded.
     pub promotions_not_python: u64,
+    /// Processes whose environment named another Slurm job than their cgroup: the cgroup's job
+    /// was recorded and the environment's job variables dropped.
+    pub job_env_rejected: u64,
 }
 
 /// One package seen in one process.
@@ -90,6 +94,8 @@ pub struct Process {
     pub main: Option<String>,
     /// Real uid.
     pub uid: u32,
+    /// Its user's uid and groups: the metadata it could read is all that is used for it.
+    creds: Creds,
     /// In another mount namespace than the daemon's.
     pub in_container: bool,
     /// Its mount namespace (inode).
@@ -247,6 +253,11 @@ pub trait ProcFacts {
     fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf>;
     /// The program a live process runs (`/proc/<pid>/exe`).
     fn exe(&self, pid: u32) -> Option<PathBuf>;
+    /// Supplementary groups of a live process (`Groups:` of `/proc/<pid>/status`), for
+    /// deciding what metadata its user could read.
+    fn groups(&self, _pid: u32) -> Vec<u32> {
+        Vec::new()
+    }
     /// Whether a live process is a CPython interpreter (its program or a mapped `libpython`
     /// exports `Py_Initialize`); `None` when it can no longer be read (it exited).
     fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool>;
@@ -267,6 +278,20 @@ impl ProcFacts for ProcFs {
     }
     fn exe(&self, pid: u32) -> Option<PathBuf> {
         std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+    }
+    fn groups(&self, pid: u32) -> Vec<u32> {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return Vec::new();
+        };
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .map(|g| {
+                g.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
     fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool> {
         is_interpreter(Path::new(&format!("/proc/{pid}")), elf)
@@ -354,6 +379,13 @@ impl ProcTable {
         self.procs.is_empty()
     }
 
+    /// Users' metadata refused or cut, by cause.
+    pub fn refusals(&self) -> crate::untrusted::RefusalCounts {
+        let mut c = self.shared.resolver.refusals.snapshot();
+        c.elf_deadline_missed = self.shared.elf.deadline_missed;
+        c
+    }
+
     /// What was seen and not recorded.
     pub fn fidelity(&self) -> Fidelity {
         self.fidelity
@@ -438,15 +470,15 @@ impl ProcTable {
     }
 
     fn new_process(
-        &self,
+        &mut self,
         info: ExecInfo,
         prev_root: Option<u32>,
         facts: &dyn ProcFacts,
     ) -> Process {
         let mut attribution = Attribution::from_env(&info.env);
-        if attribution.job_id.is_none() || attribution.step_id.is_none() {
-            if let Some(cg) = facts.cgroup(info.tgid) {
-                attribution.fill_from_cgroup(&cg);
+        if let Some(cg) = facts.cgroup(info.tgid) {
+            if attribution.apply_cgroup(&cg) == CgroupJob::EnvForged {
+                self.fidelity.job_env_rejected += 1;
             }
         }
         let executable = executable(&info, facts);
@@ -492,6 +524,12 @@ impl ProcTable {
             python_version,
             main,
             uid: info.uid,
+            creds: Creds {
+                uid: info.uid,
+                gids: std::iter::once(info.gid)
+                    .chain(facts.groups(info.tgid))
+                    .collect(),
+            },
             in_container,
             mnt_ns: info.mnt_ns,
             cwd,
@@ -714,7 +752,7 @@ impl ProcTable {
             return;
         }
         let root = p.root();
-        let mut resolved = resolver.resolve(&loc, path, &root, p.in_container);
+        let mut resolved = resolver.resolve(&loc, path, &root, p.in_container, &p.creds);
         if unplaced {
             use crate::resolver::EnvKind;
             let sites: Vec<(PathBuf, Resolved)> = p
@@ -723,7 +761,7 @@ impl ProcTable {
                 .filter(|(_, r)| !matches!(r.env_kind, EnvKind::Stdlib | EnvKind::Unknown))
                 .cloned()
                 .collect();
-            if let Some(r) = resolver.editable(&loc.package, &sites, &root) {
+            if let Some(r) = resolver.editable(&loc.package, &sites, &root, &p.creds) {
                 resolved = r;
             }
         } else if !p.sites.iter().any(|(s, _)| *s == loc.site_dir) {

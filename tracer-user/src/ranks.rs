@@ -3,9 +3,9 @@
 //! package still produces a record.
 //!
 //! - `all`: every rank's record (default).
-//! - `first`: the first record of each (job, step, package) on this node; the rest are
+//! - `first`: the first record of each (uid, job, step, package) on this node; the rest are
 //!   counted (`rank_duplicates` in status).
-//! - `per-node`: one record per (job, step, package) on this node, the lowest rank's, with
+//! - `per-node`: one record per (uid, job, step, package) on this node, the lowest rank's, with
 //!   `n_ranks` = ranks that imported it; emitted `window` after the last of them ended (and at
 //!   shutdown).
 //!
@@ -41,7 +41,9 @@ pub enum RankPolicy {
     PerNode,
 }
 
-type Key = (String, Option<String>, String);
+/// (uid, job, step, package): the uid too, so that one user's processes with a forged rank in
+/// another user's job cannot stand for, or hide, that user's ranks.
+type Key = (u32, String, Option<String>, String);
 
 struct Held {
     record: Record,
@@ -91,7 +93,7 @@ impl Ranks {
                 self.duplicates += 1;
                 continue;
             }
-            let key = (job, r.step_id.clone(), r.package.clone());
+            let key = (r.uid, job, r.step_id.clone(), r.package.clone());
             match self.policy {
                 RankPolicy::All => unreachable!("handled above"),
                 RankPolicy::First => {
@@ -194,6 +196,22 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].rank, out[0].n_ranks), (Some(0), Some(3)));
         assert_eq!(p.duplicates, 3);
+    }
+
+    #[test]
+    fn another_users_forged_rank_neither_stands_for_nor_hides_a_users_ranks() {
+        let t0 = Instant::now();
+        for policy in [RankPolicy::First, RankPolicy::PerNode] {
+            let mut p = Ranks::new(policy, Duration::ZERO);
+            let mut attacker = rec(Some(0), "numpy", Some("7"));
+            attacker.uid = 666;
+            let victim = rec(Some(0), "numpy", Some("7"));
+            let mut out = p.apply(vec![attacker, victim], t0);
+            out.extend(p.expire(None));
+            let mut uids: Vec<u32> = out.iter().map(|r| r.uid).collect();
+            uids.sort();
+            assert_eq!(uids, vec![0, 666], "{policy:?}");
+        }
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
             blas: p.blas.map(str::to_owned),
             job_id: a.job_id.clone(),
             step_id: a.step_id.clone(),
+            job_source: a.job_source.map(str::to_owned),
             rank: a.rank,
             n_ranks: None,
             num_nodes: if a.job_id.is_some() {

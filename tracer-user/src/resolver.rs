@@ -3,14 +3,24 @@
 //! Classification of a path is pure string work ([`classify`]); only the distribution lookup
 //! reads files (`*.dist-info/RECORD`, `top_level.txt`, `*.egg-info`, `conda-meta/*.json`,
 //! `pyvenv.cfg`), once per site directory, cached and re-read when the directory's mtime
-//! changes. Paths of processes in another mount namespace are read through `/proc/<pid>/root`.
+//! changes (checked at most once a second). Paths of processes in another mount namespace
+//! are read through `/proc/<pid>/root`.
+//!
+//! Those files are the users': they are read on worker threads, with a deadline for the
+//! record path, bounded, never through links or into special files, and used for a process
+//! only if its user could have read them ([`untrusted`]).
 use std::{
     collections::HashMap,
     ffi::OsStr,
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
     sync::Arc,
-    time::SystemTime,
+    time::{Duration, Instant, SystemTime},
+};
+
+use crate::{
+    untrusted::{self, Creds, FileMode, Refusals},
+    workers::Workers,
 };
 
 /// Where a package was found.
@@ -377,8 +387,11 @@ pub fn classify_unplaced(
 /// Distributions installed in one site directory.
 #[derive(Debug, Default)]
 pub struct DistIndex {
-    /// (name, version) of each distribution.
-    dists: Vec<(String, Option<String>)>,
+    /// (name, version) of each distribution, with the mode of the file (or directory) they
+    /// were read from, checked against the reading process's credentials.
+    dists: Vec<(String, Option<String>, FileMode)>,
+    /// The site directory's own mode (listing it is what found the distributions).
+    site_mode: FileMode,
     /// Top-level name → distributions that install files under it.
     by_top: HashMap<String, Vec<usize>>,
     /// (top-level, second component) → distribution, to split namespace packages.
@@ -398,9 +411,18 @@ fn normalize(name: &str) -> String {
         .collect()
 }
 
-fn read_headers(path: &Path) -> (Option<String>, Option<String>) {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return (None, None);
+/// Bytes read of one metadata file at most (headers come first; RECORD lists of the largest
+/// distributions are a few hundred KiB).
+const MAX_FILE: usize = 4 << 20;
+/// Entries looked at per directory scan at most.
+const MAX_ENTRIES: usize = 20_000;
+
+fn read_headers(
+    path: &Path,
+    count: &Refusals,
+) -> (Option<String>, Option<String>, Option<FileMode>) {
+    let Some((text, mode)) = untrusted::read_text(path, 64 << 10, count) else {
+        return (None, None, None);
     };
     let (mut name, mut version) = (None, None);
     for line in text.lines() {
@@ -413,17 +435,25 @@ fn read_headers(path: &Path) -> (Option<String>, Option<String>) {
             version = Some(v.trim().to_owned());
         }
     }
-    (name, version)
+    (name, version, Some(mode))
 }
 
 impl DistIndex {
     /// Reads the `*.dist-info` / `*.egg-info` entries of `dir` (and `conda-meta` of `prefix`).
-    pub fn load(dir: &Path, conda_prefix: Option<&Path>) -> DistIndex {
+    pub fn load(dir: &Path, conda_prefix: Option<&Path>, count: &Refusals) -> DistIndex {
         let mut idx = DistIndex::default();
+        let Some(site_mode) = untrusted::dir_mode(dir, count) else {
+            return idx;
+        };
+        idx.site_mode = site_mode;
         let Ok(entries) = std::fs::read_dir(dir) else {
             return idx;
         };
-        for e in entries.flatten() {
+        for (i, e) in entries.flatten().enumerate() {
+            if i == MAX_ENTRIES {
+                Refusals::bump(&count.truncated);
+                break;
+            }
             let fname = e.file_name();
             let fname = fname.to_string_lossy();
             let (stem, is_dist) = if let Some(s) = fname.strip_suffix(".dist-info") {
@@ -434,12 +464,24 @@ impl DistIndex {
                 continue;
             };
             let p = e.path();
-            let meta = if p.is_dir() {
+            // Never through a link: `x.dist-info -> /home/other/env/…/y.dist-info`.
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_symlink() {
+                Refusals::bump(&count.symlink);
+                continue;
+            }
+            let is_dir = ft.is_dir();
+            let meta = if is_dir {
                 p.join(if is_dist { "METADATA" } else { "PKG-INFO" })
             } else {
                 p.clone() // Debian ships some .egg-info as a single PKG-INFO file
             };
-            let (name, version) = read_headers(&meta);
+            let (name, version, mode) = read_headers(&meta, count);
+            let Some(mode) =
+                mode.or_else(|| is_dir.then(|| untrusted::dir_mode(&p, count)).flatten())
+            else {
+                continue;
+            };
             let mut parts = stem.splitn(2, '-');
             let dir_name = parts.next().unwrap_or(stem).to_owned();
             let dir_version = parts
@@ -447,19 +489,26 @@ impl DistIndex {
                 .map(|v| v.split('-').next().unwrap_or(v).to_owned());
             let name = name.unwrap_or(dir_name);
             let id = idx.dists.len();
-            idx.dists.push((name.clone(), version.or(dir_version)));
+            idx.dists
+                .push((name.clone(), version.or(dir_version), mode));
             let mut tops: Vec<(String, Option<String>)> = Vec::new();
-            if let Ok(record) = std::fs::read_to_string(p.join("RECORD")) {
+            let read = |f: &str| {
+                is_dir
+                    .then(|| untrusted::read_text(&p.join(f), MAX_FILE, count))
+                    .flatten()
+                    .map(|(t, _)| t)
+            };
+            if let Some(record) = read("RECORD") {
                 for line in record.lines() {
                     let file = line.split(',').next().unwrap_or("");
                     tops.extend(record_top(file));
                 }
-            } else if let Ok(files) = std::fs::read_to_string(p.join("installed-files.txt")) {
+            } else if let Some(files) = read("installed-files.txt") {
                 for line in files.lines() {
                     tops.extend(record_top(line.trim_start_matches("../")));
                 }
             }
-            let declared: Vec<String> = std::fs::read_to_string(p.join("top_level.txt"))
+            let declared: Vec<String> = read("top_level.txt")
                 .map(|t| {
                     t.lines()
                         .map(str::trim)
@@ -480,7 +529,7 @@ impl DistIndex {
             idx.add(id, tops);
         }
         if let Some(prefix) = conda_prefix {
-            idx.load_conda(dir, prefix);
+            idx.load_conda(dir, prefix, count);
         }
         idx
     }
@@ -497,19 +546,27 @@ impl DistIndex {
         }
     }
 
-    fn load_conda(&mut self, dir: &Path, prefix: &Path) {
+    fn load_conda(&mut self, dir: &Path, prefix: &Path, count: &Refusals) {
         let Ok(rel_site) = dir.strip_prefix(prefix) else {
             return;
         };
         let rel_site = rel_site.to_string_lossy().into_owned() + "/";
-        let Ok(entries) = std::fs::read_dir(prefix.join("conda-meta")) else {
+        let meta_dir = prefix.join("conda-meta");
+        if untrusted::dir_mode(&meta_dir, count).is_none() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(&meta_dir) else {
             return;
         };
-        for e in entries.flatten() {
+        for (i, e) in entries.flatten().enumerate() {
+            if i == MAX_ENTRIES {
+                Refusals::bump(&count.truncated);
+                break;
+            }
             if e.path().extension() != Some(OsStr::new("json")) {
                 continue;
             }
-            let Ok(text) = std::fs::read_to_string(e.path()) else {
+            let Some((text, mode)) = untrusted::read_text(&e.path(), MAX_FILE, count) else {
                 continue;
             };
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
@@ -531,20 +588,36 @@ impl DistIndex {
             }
             let id = self.dists.len();
             self.dists
-                .push((name.to_owned(), version.map(str::to_owned)));
+                .push((name.to_owned(), version.map(str::to_owned), mode));
             self.add(id, tops);
         }
     }
 
     /// The distribution declaring `package` in its `top_level.txt` (an editable install).
-    pub fn declared(&self, package: &str) -> Option<(String, Option<String>)> {
-        self.dists.get(*self.declared.get(package)?).cloned()
+    pub fn declared(&self, package: &str, creds: &Creds) -> Found {
+        match self.declared.get(package) {
+            Some(&id) => self.permitted(id, creds),
+            None => Found::None,
+        }
+    }
+
+    /// Distribution `id`, if the process's user could have read what it came from.
+    fn permitted(&self, id: usize, creds: &Creds) -> Found {
+        match self.dists.get(id) {
+            Some((n, v, mode)) if creds.may_read(&self.site_mode) && creds.may_read(mode) => {
+                Found::Dist(n.clone(), v.clone())
+            }
+            Some(_) => Found::NotPermitted,
+            None => Found::None,
+        }
     }
 
     /// The distribution owning `package` (using the module's path below the site directory to
     /// split namespace packages shared by several distributions).
-    pub fn lookup(&self, package: &str, sub: Option<&str>) -> Option<(String, Option<String>)> {
-        let ids = self.by_top.get(package)?;
+    pub fn lookup(&self, package: &str, sub: Option<&str>, creds: &Creds) -> Found {
+        let Some(ids) = self.by_top.get(package) else {
+            return Found::None;
+        };
         let id = match (ids.len(), sub) {
             (1, _) => ids[0],
             (_, Some(sub)) => *self
@@ -553,8 +626,19 @@ impl DistIndex {
                 .unwrap_or(&ids[0]),
             _ => ids[0],
         };
-        self.dists.get(id).cloned()
+        self.permitted(id, creds)
     }
+}
+
+/// A distribution lookup's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// (name, version).
+    Dist(String, Option<String>),
+    /// Known, but from files the process's user could not read: not used.
+    NotPermitted,
+    /// No distribution owns it.
+    None,
 }
 
 /// Top-level (and second component) of one RECORD path, if it is a module.
@@ -566,11 +650,6 @@ fn record_top(file: &str) -> Option<(String, Option<String>)> {
     let top = top_level(&parts)?;
     let sub = (parts.len() > 2).then(|| parts[1].to_string_lossy().into_owned());
     Some((top, sub))
-}
-
-struct CachedIndex {
-    mtime: Option<SystemTime>,
-    index: Arc<DistIndex>,
 }
 
 /// Where a process's files are read from, and the cache namespace they belong to.
@@ -602,77 +681,184 @@ impl Root {
     }
 }
 
+/// A site directory's metadata as a worker read it.
+struct CachedIndex {
+    index: Arc<DistIndex>,
+    /// The prefix's kind, for a location classified `System` (a venv or conda prefix).
+    kind: EnvKind,
+    mtime: Option<SystemTime>,
+    /// When it was read or last found unchanged.
+    checked: Instant,
+}
+
+/// (mount namespace, site directory as the process names it).
+type Key = (u32, PathBuf);
+
+/// Work for the resolver's threads: read one site directory's metadata.
+struct Job {
+    key: Key,
+    /// The site directory and prefix as readable from here (through the process's root).
+    site: PathBuf,
+    prefix: Option<PathBuf>,
+    kind: EnvKind,
+    known_mtime: Option<SystemTime>,
+}
+
+enum Outcome {
+    Read(CachedIndex),
+    /// The directory's mtime had not changed.
+    Unchanged,
+}
+
+/// Threads reading metadata (see [`Workers`]).
+const WORKERS: usize = 4;
+/// Jobs queued for the workers at most (past it a job is dropped and counted).
+const JOBS_QUEUED: usize = 256;
+/// How long the record path waits for one site directory's metadata.
+pub const DEADLINE: Duration = Duration::from_millis(300);
+/// A site directory read longer ago than this is checked for changes (its mtime) again.
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
+/// Site directories remembered at most (the oldest checked is forgotten first).
+const MAX_INDEXES: usize = 4096;
+
 /// Resolves locations to packages with distributions, caching per (mount namespace, site
-/// directory).
-#[derive(Default)]
+/// directory). Every read of a user's files happens on worker threads (see [`untrusted`]).
 pub struct Resolver {
-    indexes: HashMap<(u32, PathBuf), CachedIndex>,
-    kinds: HashMap<(u32, PathBuf), EnvKind>,
+    indexes: HashMap<Key, CachedIndex>,
+    /// Jobs in flight, since when.
+    pending: HashMap<Key, Instant>,
+    workers: Workers<Job, (Key, Outcome)>,
+    /// Refusals by cause, shared with the workers.
+    pub refusals: Arc<Refusals>,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver::new()
+    }
 }
 
 impl Resolver {
-    /// A new, empty resolver.
+    /// A resolver with its worker threads.
     pub fn new() -> Resolver {
-        Resolver::default()
+        let refusals = Arc::new(Refusals::default());
+        let count = refusals.clone();
+        Resolver {
+            indexes: HashMap::new(),
+            pending: HashMap::new(),
+            workers: Workers::new("resolver", WORKERS, JOBS_QUEUED, move |job: Job| {
+                (job.key.clone(), read_site(job, &count))
+            }),
+            refusals,
+        }
     }
 
-    /// Resolves one module file of a process whose files are read through `root`;
-    /// `in_container` turns a system location into [`EnvKind::Container`].
+    fn take(&mut self, (key, outcome): (Key, Outcome)) {
+        self.pending.remove(&key);
+        match outcome {
+            Outcome::Read(c) => {
+                if self.indexes.len() >= MAX_INDEXES && !self.indexes.contains_key(&key) {
+                    if let Some(old) = self
+                        .indexes
+                        .iter()
+                        .min_by_key(|(_, c)| c.checked)
+                        .map(|(k, _)| k.clone())
+                    {
+                        self.indexes.remove(&old);
+                    }
+                }
+                self.indexes.insert(key, c);
+            }
+            Outcome::Unchanged => {
+                if let Some(c) = self.indexes.get_mut(&key) {
+                    c.checked = Instant::now();
+                }
+            }
+        }
+    }
+
+    /// The site directory's metadata: cached, or read by a worker within the deadline.
+    fn index(&mut self, loc: &Location, root: &Root) -> Option<&CachedIndex> {
+        while let Some(r) = self.workers.try_recv() {
+            self.take(r);
+        }
+        let key = (root.ns, loc.site_dir.clone());
+        let stale = self
+            .indexes
+            .get(&key)
+            .is_none_or(|c| c.checked.elapsed() >= RECHECK_AFTER);
+        if stale {
+            let since = match self.pending.get(&key) {
+                Some(&t) => t,
+                None => {
+                    let job = Job {
+                        key: key.clone(),
+                        site: root.read_path(&loc.site_dir),
+                        prefix: loc.prefix.as_deref().map(|p| root.read_path(p)),
+                        kind: loc.kind,
+                        known_mtime: self.indexes.get(&key).and_then(|c| c.mtime),
+                    };
+                    if self.workers.submit(job).is_err() {
+                        Refusals::bump(&self.refusals.queue_full);
+                        return self.indexes.get(&key);
+                    }
+                    let t = Instant::now();
+                    self.pending.insert(key.clone(), t);
+                    t
+                }
+            };
+            // Wait only what is left of the job's own deadline, and not at all while every
+            // worker is stuck: a hung file system costs the record path one deadline, not
+            // one per process.
+            let until = if self.workers.stuck(DEADLINE) {
+                since
+            } else {
+                since + DEADLINE
+            };
+            while self.pending.contains_key(&key) {
+                match self.workers.recv_until(until) {
+                    Some(r) => self.take(r),
+                    None => {
+                        Refusals::bump(&self.refusals.deadline_missed);
+                        break;
+                    }
+                }
+            }
+        }
+        self.indexes.get(&key)
+    }
+
+    /// Resolves one module file of a process whose files are read through `root`, with what
+    /// its user (`creds`) could read; `in_container` turns a system location into
+    /// [`EnvKind::Container`].
     pub fn resolve(
         &mut self,
         loc: &Location,
         file: &Path,
         root: &Root,
         in_container: bool,
+        creds: &Creds,
     ) -> Resolved {
-        let host = |p: &Path| root.read_path(p);
-        let mut kind = loc.kind;
-        if kind == EnvKind::System {
-            if let Some(prefix) = &loc.prefix {
-                let key = (root.ns, prefix.clone());
-                kind = *self.kinds.entry(key).or_insert_with(|| {
-                    let p = host(prefix);
-                    if p.join("pyvenv.cfg").is_file() {
-                        EnvKind::Venv
-                    } else if p.join("conda-meta").is_dir() {
-                        EnvKind::Conda
-                    } else {
-                        EnvKind::System
-                    }
-                });
-            }
-            if kind == EnvKind::System && in_container {
-                kind = EnvKind::Container;
+        let (mut kind, mut distribution, mut version) = (loc.kind, None, None);
+        if kind != EnvKind::Stdlib {
+            let refusals = self.refusals.clone();
+            if let Some(c) = self.index(loc, root) {
+                kind = c.kind;
+                let sub = file
+                    .strip_prefix(&loc.site_dir)
+                    .ok()
+                    .and_then(|r| r.components().nth(1))
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned());
+                match c.index.lookup(&loc.package, sub.as_deref(), creds) {
+                    Found::Dist(d, v) => (distribution, version) = (Some(d), v),
+                    Found::NotPermitted => Refusals::bump(&refusals.not_permitted),
+                    Found::None => {}
+                }
             }
         }
-        let (distribution, version) = if kind == EnvKind::Stdlib {
-            (None, None)
-        } else {
-            let site = host(&loc.site_dir);
-            let key = (root.ns, loc.site_dir.clone());
-            let conda = (kind == EnvKind::Conda)
-                .then(|| loc.prefix.as_deref().map(host))
-                .flatten();
-            let mtime = std::fs::metadata(&site).and_then(|m| m.modified()).ok();
-            let fresh = matches!(self.indexes.get(&key), Some(c) if c.mtime == mtime);
-            if !fresh {
-                let index = Arc::new(DistIndex::load(&site, conda.as_deref()));
-                self.indexes
-                    .insert(key.clone(), CachedIndex { mtime, index });
-            }
-            let sub = file
-                .strip_prefix(&loc.site_dir)
-                .ok()
-                .and_then(|r| r.components().nth(1))
-                .map(|c| c.as_os_str().to_string_lossy().into_owned());
-            match self.indexes[&key]
-                .index
-                .lookup(&loc.package, sub.as_deref())
-            {
-                Some((d, v)) => (Some(d), v),
-                None => (None, None),
-            }
-        };
+        if kind == EnvKind::System && in_container {
+            kind = EnvKind::Container;
+        }
         Resolved {
             package: loc.package.clone(),
             distribution,
@@ -684,9 +870,7 @@ impl Resolver {
                 .map(|p| p.to_string_lossy().into_owned()),
         }
     }
-}
 
-impl Resolver {
     /// For a module outside every known layout: the distribution that declares it in one of the
     /// site directories the process already imported from (an editable install), with that
     /// directory's environment. `sites` are (site directory, resolved environment) pairs.
@@ -695,10 +879,13 @@ impl Resolver {
         package: &str,
         sites: &[(PathBuf, Resolved)],
         root: &Root,
+        creds: &Creds,
     ) -> Option<Resolved> {
         sites.iter().find_map(|(site, env)| {
             let key = (root.ns, site.clone());
-            let (d, v) = self.indexes.get(&key)?.index.declared(package)?;
+            let Found::Dist(d, v) = self.indexes.get(&key)?.index.declared(package, creds) else {
+                return None;
+            };
             Some(Resolved {
                 package: package.to_owned(),
                 distribution: Some(d),
@@ -708,6 +895,46 @@ impl Resolver {
             })
         })
     }
+}
+
+/// A worker's job: the prefix's kind (for a `System` location) and the site directory's
+/// distributions, unless its mtime is the one already known.
+fn read_site(job: Job, count: &Refusals) -> Outcome {
+    let mtime = std::fs::metadata(&job.site).and_then(|m| m.modified()).ok();
+    if mtime.is_some() && mtime == job.known_mtime {
+        return Outcome::Unchanged;
+    }
+    let mut kind = job.kind;
+    if kind == EnvKind::System {
+        if let Some(p) = &job.prefix {
+            // Existence only, never through a link.
+            let is = |name: &str, dir: bool| {
+                std::fs::symlink_metadata(p.join(name)).is_ok_and(|m| {
+                    if dir {
+                        m.is_dir()
+                    } else {
+                        m.is_file()
+                    }
+                })
+            };
+            kind = if is("pyvenv.cfg", false) {
+                EnvKind::Venv
+            } else if is("conda-meta", true) {
+                EnvKind::Conda
+            } else {
+                EnvKind::System
+            };
+        }
+    }
+    let conda = (kind == EnvKind::Conda)
+        .then_some(job.prefix.as_deref())
+        .flatten();
+    Outcome::Read(CachedIndex {
+        index: Arc::new(DistIndex::load(&job.site, conda, count)),
+        kind,
+        mtime,
+        checked: Instant::now(),
+    })
 }
 
 /// Builds a path from raw bytes (paths need not be UTF-8).

@@ -8,7 +8,15 @@
 //! wake-up). Woken per event, the reader and the processor thread paid a context switch per
 //! module file, most of the daemon's CPU. The ring (16 MiB) holds far more than the events of
 //! that interval, and records are produced when a process ends, so the delay is invisible.
-use std::{sync::mpsc::Sender, time::Duration};
+//!
+//! The queue to the processor is bounded ([`QUEUE_BATCHES`] batches of at most [`BATCH_MAX`]
+//! events). When the processor falls behind (a slow file system, a flood), the drain keeps
+//! its one batch in hand and stops reading the ring: the kernel then counts what the ring
+//! cannot hold (`ring_full`), and the daemon's memory stays bounded whatever users do.
+use std::{
+    sync::mpsc::{SyncSender, TrySendError},
+    time::Duration,
+};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
@@ -18,41 +26,91 @@ use crate::daemon::Msg;
 
 /// How often the ring is drained without a wake-up.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(200);
+/// Batches the queue to the processor holds.
+pub const QUEUE_BATCHES: usize = 64;
+/// Events per batch at most.
+pub const BATCH_MAX: usize = 4096;
 
-/// Drains everything currently in the ring buffer as one batch; returns how many records were
-/// read.
-pub fn drain(rb: &mut RingBuf<MapData>, tx: &Sender<Msg>, bad: &mut u64) -> usize {
-    let mut n = 0;
-    // A Python start is a few hundred events: growing from empty cost a tenth of this thread.
-    let mut batch = Vec::with_capacity(512);
-    while let Some(item) = rb.next() {
-        n += 1;
-        match Event::decode(&item) {
-            Ok(ev) => batch.push(ev),
-            Err(e) => {
-                *bad += 1;
-                if *bad == 1 {
-                    tracing::error!(
-                        "undecodable ring-buffer record (further ones only counted): {e}"
-                    );
+/// The ring-buffer reader's state.
+#[derive(Debug, Default)]
+pub struct Source {
+    /// A batch the full queue did not take yet; nothing more is read until it goes.
+    held: Option<Vec<Event>>,
+    /// Records that did not decode.
+    pub undecodable: u64,
+    /// Times the queue to the processor was found full.
+    pub queue_full: u64,
+}
+
+impl Source {
+    /// Whether a batch waits for room in the queue (the ring is not read meanwhile).
+    pub fn blocked(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Hands the held batch, then what is in the ring, to the processor in batches, until the
+    /// ring is empty or the queue is full; returns how many records were read.
+    pub fn drain(&mut self, rb: &mut RingBuf<MapData>, tx: &SyncSender<Msg>) -> usize {
+        if !self.offer(tx) {
+            return 0;
+        }
+        let mut n = 0;
+        loop {
+            // A Python start is a few hundred events: growing from empty cost a tenth of
+            // this thread.
+            let mut batch = Vec::with_capacity(512);
+            while batch.len() < BATCH_MAX {
+                let Some(item) = rb.next() else { break };
+                n += 1;
+                match Event::decode(&item) {
+                    Ok(ev) => batch.push(ev),
+                    Err(e) => {
+                        self.undecodable += 1;
+                        if self.undecodable == 1 {
+                            tracing::error!(
+                                "undecodable ring-buffer record (further ones only counted): {e}"
+                            );
+                        }
+                    }
                 }
+            }
+            if batch.is_empty() {
+                return n;
+            }
+            let full = batch.len() == BATCH_MAX;
+            self.held = Some(batch);
+            if !self.offer(tx) || !full {
+                return n;
             }
         }
     }
-    if !batch.is_empty() {
-        let _ = tx.send(Msg::Events(batch));
-    }
-    n
-}
 
-/// Waits until the ring buffer is readable, then drains it.
-pub async fn drain_when_ready(
-    fd: &mut AsyncFd<RingBuf<MapData>>,
-    tx: &Sender<Msg>,
-    bad: &mut u64,
-) -> std::io::Result<usize> {
-    let mut guard = fd.readable_mut().await?;
-    let n = drain(guard.get_inner_mut(), tx, bad);
-    guard.clear_ready();
-    Ok(n)
+    /// Tries to queue the held batch; `false` while the queue is full.
+    fn offer(&mut self, tx: &SyncSender<Msg>) -> bool {
+        let Some(batch) = self.held.take() else {
+            return true;
+        };
+        match tx.try_send(Msg::Events(batch)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(Msg::Events(b))) => {
+                self.queue_full += 1;
+                self.held = Some(b);
+                false
+            }
+            // The processor is gone (shutting down): nothing to hand over.
+            Err(_) => true,
+        }
+    }
+
+    /// Waits until the ring buffer is readable, then drains it.
+    pub async fn drain_when_ready(
+        &mut self,
+        fd: &mut AsyncFd<RingBuf<MapData>>,
+        tx: &SyncSender<Msg>,
+    ) -> std::io::Result<usize> {
+        let mut guard = fd.readable_mut().await?;
+        let n = self.drain(guard.get_inner_mut(), tx);
+        guard.clear_ready();
+        Ok(n)
+    }
 }

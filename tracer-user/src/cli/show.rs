@@ -61,22 +61,65 @@ const TABLE_COLS: &[&str] = &[
     "env_kind",
 ];
 
-fn field(r: &Record, v: &serde_json::Value, name: &str) -> String {
+/// One field for the table or CSV. Strings are the users' (job ids, paths, versions, names):
+/// control characters (ESC/CSI/OSC sequences, C1 codes) and bidirectional overrides are shown
+/// as `\u{..}` escapes so that nothing reaches the administrator's terminal as a command; the
+/// `jsonl` format keeps them exactly, JSON-escaped.
+fn field(r: &Record, v: &serde_json::Value, name: &str) -> Cell {
     if name == "process_start" {
-        return format_micros(r.process_start);
+        return Cell::Other(format_micros(r.process_start));
     }
     match &v[name] {
-        serde_json::Value::Null => String::new(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+        serde_json::Value::Null => Cell::Other(String::new()),
+        serde_json::Value::String(s) => Cell::Text(terminal_safe(s)),
+        other => Cell::Other(other.to_string()),
     }
 }
 
-fn csv_escape(s: &str) -> String {
+/// A field's text: user-controlled strings apart from numbers and times (the CSV formula
+/// guard applies to the former only, so `-1` stays a number).
+enum Cell {
+    Text(String),
+    Other(String),
+}
+
+impl Cell {
+    fn text(self) -> String {
+        match self {
+            Cell::Text(s) | Cell::Other(s) => s,
+        }
+    }
+}
+
+/// `s` with every character a terminal could interpret escaped.
+pub fn terminal_safe(s: &str) -> String {
+    let hostile =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(hostile) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if hostile(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// RFC 4180 quoting, and the OWASP formula guard: a string cell a spreadsheet would evaluate
+/// (`=`, `+`, `-`, `@`, tab, CR first) is prefixed with `'`.
+fn csv_cell(c: Cell) -> String {
+    let s = match c {
+        Cell::Text(s) if s.starts_with(['=', '+', '-', '@', '\t', '\r']) => format!("'{s}"),
+        c => c.text(),
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_owned()
+        s
     }
 }
 
@@ -105,7 +148,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", names.join(","))?;
             for r in &loaded.records {
                 let v = serde_json::to_value(r)?;
-                let row: Vec<String> = names.iter().map(|n| csv_escape(&field(r, &v, n))).collect();
+                let row: Vec<String> = names.iter().map(|n| csv_cell(field(r, &v, n))).collect();
                 writeln!(out, "{}", row.join(","))?;
             }
         }
@@ -115,7 +158,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|r| {
                     let v = serde_json::to_value(r).expect("record serialises");
-                    TABLE_COLS.iter().map(|c| field(r, &v, c)).collect()
+                    TABLE_COLS.iter().map(|c| field(r, &v, c).text()).collect()
                 })
                 .collect();
             let mut w: Vec<usize> = TABLE_COLS.iter().map(|c| c.len()).collect();
@@ -143,11 +186,32 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     for e in &loaded.errors {
-        eprintln!("pyusage: skipped {e}");
+        eprintln!("pyusage: skipped {}", terminal_safe(e));
     }
     Ok(if loaded.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_sequences_are_escaped_and_formulas_guarded() {
+        let osc = "\u{1b}]0;pwned\u{7}\u{9b}31m\u{202e}x";
+        let safe = terminal_safe(osc);
+        assert!(!safe.chars().any(|c| c.is_control()), "{safe}");
+        assert_eq!(safe, "\\u{1b}]0;pwned\\u{7}\\u{9b}31m\\u{202e}x");
+        assert_eq!(terminal_safe("numpy 2.1 é"), "numpy 2.1 é");
+        assert_eq!(
+            csv_cell(Cell::Text("=HYPERLINK(\"x\")".into())),
+            "\"'=HYPERLINK(\"\"x\"\")\""
+        );
+        assert_eq!(csv_cell(Cell::Text("@SUM(A1)".into())), "'@SUM(A1)");
+        assert_eq!(csv_cell(Cell::Other("-1".into())), "-1");
+        assert_eq!(csv_cell(Cell::Text("a,b".into())), "\"a,b\"");
+    }
 }

@@ -129,7 +129,7 @@ fn module_bytes(p: &[u8], v: &ProcessView) -> Location {
 /// Classifies and resolves one file on the host.
 fn resolve(r: &mut Resolver, file: &Path) -> Resolved {
     let loc = module(file.to_str().unwrap(), &view());
-    r.resolve(&loc, file, &Root::host(), false)
+    r.resolve(&loc, file, &Root::host(), false, &Creds::default())
 }
 
 fn write(p: &Path, s: &str) {
@@ -196,8 +196,8 @@ fn venv_dist_info_record_maps_import_name_to_distribution() {
         (Some("OldPkg"), Some("0.3"))
     );
 
-    // A package installed after the first look is found (mtime of the site dir changed).
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // A package installed after the first look is found (mtime of the site dir changed,
+    // looked at again once the cached index is older than RECHECK_AFTER).
     write(
         &sp.join("rich-13.0.dist-info/METADATA"),
         "Name: rich\nVersion: 13.0\n",
@@ -206,10 +206,11 @@ fn venv_dist_info_record_maps_import_name_to_distribution() {
         &sp.join("rich-13.0.dist-info/RECORD"),
         "rich/__init__.py,,\n",
     );
+    std::thread::sleep(RECHECK_AFTER + std::time::Duration::from_millis(50));
     let file = sp.join("rich/__init__.py");
     let loc = module(file.to_str().unwrap(), &view());
     assert_eq!(
-        r.resolve(&loc, &file, &Root::host(), false)
+        r.resolve(&loc, &file, &Root::host(), false, &Creds::default())
             .version
             .as_deref(),
         Some("13.0")
@@ -241,13 +242,14 @@ fn conda_meta_and_container_root() {
     };
     let file = Path::new("/sci/lib/python3.12/site-packages/numpy/__init__.py");
     let loc = module(file.to_str().unwrap(), &view());
-    let res = r.resolve(&loc, file, &root, true);
+    let res = r.resolve(&loc, file, &root, true, &Creds::default());
     assert_eq!(res.env_kind, EnvKind::Conda);
     assert_eq!(res.version.as_deref(), Some("2.1.0"));
     let file = Path::new("/usr/lib/python3/dist-packages/x/__init__.py");
     let loc = module(file.to_str().unwrap(), &view());
     assert_eq!(
-        r.resolve(&loc, file, &root, true).env_kind,
+        r.resolve(&loc, file, &root, true, &Creds::default())
+            .env_kind,
         EnvKind::Container
     );
 }
@@ -299,5 +301,92 @@ fn unplaced_modules_follow_the_imported_package_chain() {
     assert_eq!(
         place("/usr/lib/python3/dist-packages/../x/_sysconfigdata__x86_64-linux-gnu.py").0,
         "_sysconfigdata__x86_64-linux-gnu"
+    );
+}
+
+/// A user's site directory with a FIFO for METADATA, a RECORD linking to /dev/zero, a
+/// dist-info linking into another user's environment and a metadata file only its owner may
+/// read: nothing blocks, nothing is read through a link, and the private metadata is used for
+/// its owner only.
+#[test]
+fn hostile_metadata_neither_blocks_nor_leaks() {
+    let t = tempfile::tempdir().unwrap();
+    let t = t.path();
+    let venv = t.join("v");
+    let sp = venv.join("lib/python3.11/site-packages");
+    write(&venv.join("pyvenv.cfg"), "home = /usr/bin\n");
+    fs::create_dir_all(sp.join("fifo-1.0.dist-info")).unwrap();
+    nix::unistd::mkfifo(
+        &sp.join("fifo-1.0.dist-info/METADATA"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/dev/zero", sp.join("fifo-1.0.dist-info/RECORD")).unwrap();
+    let other = t.join("other/x-9.9.dist-info");
+    write(&other.join("METADATA"), "Name: secret-dist\nVersion: 9.9\n");
+    write(&other.join("RECORD"), "x/__init__.py,,\n");
+    std::os::unix::fs::symlink(&other, sp.join("x-9.9.dist-info")).unwrap();
+    write(
+        &sp.join("priv-2.0.dist-info/METADATA"),
+        "Name: priv\nVersion: 2.0\n",
+    );
+    write(
+        &sp.join("priv-2.0.dist-info/RECORD"),
+        "priv/__init__.py,,\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(
+        sp.join("priv-2.0.dist-info/METADATA"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(
+        sp.join("priv-2.0.dist-info/METADATA"),
+        Some(4242),
+        Some(4242),
+    )
+    .unwrap();
+
+    let mut r = Resolver::new();
+    let started = std::time::Instant::now();
+    let with = |r: &mut Resolver, rel: &str, creds: &Creds| {
+        let file = sp.join(rel);
+        let loc = module(file.to_str().unwrap(), &view());
+        r.resolve(&loc, &file, &Root::host(), false, creds)
+    };
+    let other_user = Creds {
+        uid: 1000,
+        gids: vec![1000],
+    };
+    let x = with(&mut r, "x/__init__.py", &Creds::default());
+    assert_eq!(
+        (x.package.as_str(), x.distribution),
+        ("x", None),
+        "not through the link"
+    );
+    let f = with(&mut r, "fifo/__init__.py", &Creds::default());
+    assert_eq!(
+        f.version.as_deref(),
+        Some("1.0"),
+        "from the directory name only"
+    );
+    assert!(
+        started.elapsed() < DEADLINE,
+        "nothing blocked: {:?}",
+        started.elapsed()
+    );
+    let owner = Creds {
+        uid: 4242,
+        gids: vec![4242],
+    };
+    assert_eq!(
+        with(&mut r, "priv/__init__.py", &owner).version.as_deref(),
+        Some("2.0")
+    );
+    assert_eq!(with(&mut r, "priv/__init__.py", &other_user).version, None);
+    let c = r.refusals.snapshot();
+    assert!(
+        c.symlink >= 2 && c.not_regular >= 1 && c.not_permitted >= 1,
+        "{c:?}"
     );
 }

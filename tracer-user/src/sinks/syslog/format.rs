@@ -3,23 +3,8 @@ use pyusage_record::{format_micros, Record};
 use serde_json::Value;
 
 const SEVERITY_INFO: u8 = 6;
-/// Fields shortened first when a message is too long, longest first among these.
-const SHRINKABLE: &[&str] = &[
-    "first_path",
-    "main",
-    "executable",
-    "env_prefix",
-    "version",
-    "distribution",
-    "username",
-    "container_runtime",
-    "partition",
-    "account",
-    "qos",
-    "system",
-    "subsystem",
-    "package",
-];
+/// Fields never shortened: the de-duplication key a consumer needs intact (ours, 36 bytes).
+const KEEP_WHOLE: &[&str] = &["record_id"];
 const MARK: &str = "…";
 
 /// RFC 5424 HOSTNAME/APP-NAME/PROCID: printable US-ASCII, at most `max` characters, `-` when
@@ -63,7 +48,7 @@ pub fn format_message(r: &Record, facility: u8, max: usize) -> Vec<u8> {
         return [header.into_bytes(), json.into_bytes()].concat();
     }
     let mut v: Value = serde_json::to_value(r).expect("records serialise");
-    let mut truncated: Vec<&str> = Vec::new();
+    let mut truncated: Vec<String> = Vec::new();
     loop {
         let mut obj = v.clone();
         if !truncated.is_empty() {
@@ -75,21 +60,25 @@ pub fn format_message(r: &Record, facility: u8, max: usize) -> Vec<u8> {
             return [header.into_bytes(), json.into_bytes()].concat();
         }
         // Shorten the longest remaining shrinkable string by what is over (plus the marker).
-        let longest = SHRINKABLE
-            .iter()
-            .filter_map(|f| v[*f].as_str().map(|s| (*f, s.len())))
+        // Every string field can be cut (a 30 KiB `SLURM_JOB_ID` is the user's to choose).
+        let longest = v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !KEEP_WHOLE.contains(&k.as_str()))
+            .filter_map(|(k, x)| x.as_str().map(|s| (k.clone(), s.len())))
             .filter(|(_, l)| *l > MARK.len())
             .max_by_key(|(_, l)| *l);
         let Some((field, len)) = longest else {
             // Nothing left to shorten (absurdly small limit): the bare header and a marker.
             return [header.into_bytes(), br#"{"_truncated":["*"]}"#.to_vec()].concat();
         };
-        let s = v[field].as_str().unwrap_or("").to_owned();
+        let s = v[&field].as_str().unwrap_or("").to_owned();
         // JSON escaping can make the encoded form longer than the raw string: cut generously.
         let keep = len
             .saturating_sub(over + MARK.len() + 16)
             .min(len / 2 + len / 4);
-        v[field] = Value::from(format!("{}{MARK}", cut(&s, keep)));
+        v[&field] = Value::from(format!("{}{MARK}", cut(&s, keep)));
         if !truncated.contains(&field) {
             truncated.push(field);
         }
@@ -166,5 +155,23 @@ mod tests {
             assert!(p["first_path"].as_str().unwrap().ends_with('…'));
             assert_eq!(p["package"], "numpy");
         }
+    }
+
+    #[test]
+    fn a_huge_job_id_is_cut_not_the_whole_record() {
+        let mut r = rec();
+        r.job_id = Some("9".repeat(30 * 1024));
+        r.exit_signal = Some("\u{1b}".repeat(3000));
+        let m = format_message(&r, 16, 2048);
+        assert!(m.len() <= 2048, "{}", m.len());
+        let p = payload(&m);
+        assert_eq!(p["package"], "numpy", "{p}");
+        assert_eq!(p["record_id"], "0193");
+        assert!(p["job_id"].as_str().unwrap().ends_with('…'));
+        let t = p["_truncated"].as_array().unwrap();
+        assert!(
+            t.contains(&"job_id".into()) && t.contains(&"exit_signal".into()),
+            "{t:?}"
+        );
     }
 }
