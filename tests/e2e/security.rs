@@ -262,3 +262,90 @@ fn a_hung_fuse_mount_does_not_stall_anyone_elses_records() {
     );
     assert!(r.one(pid, "hung")["version"].is_null());
 }
+
+/// One user floods every kernel-side resource at once: hundreds of threads blocked in `open()`
+/// on a FIFO (the map of opens in flight) and more idle processes than the process map holds
+/// (probation entries); a second one loops opening a bytecode file (the ring buffer). A third
+/// user's Python processes started meanwhile are all recorded, and each refusal is counted by
+/// cause. The daemon runs with small maps (`--kernel-procs 1024 --kernel-ring-mib 1`: 256 opens
+/// in flight, 64 probation entries and 32 opens per uid, 128 KiB per uid and drain once the
+/// ring is half full) so that the floods overflow them quickly.
+#[test]
+fn one_users_floods_do_not_blind_the_kernel_side_for_another() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fifo = t.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let pyc = t.path().join("__pycache__/m.cpython-311.pyc");
+    std::fs::create_dir_all(pyc.parent().unwrap()).unwrap();
+    std::fs::write(&pyc, b"x").unwrap();
+
+    let d = Daemon::start_with(&["--kernel-procs", "1024", "--kernel-ring-mib", "1"], &[]);
+    let spawn = |uid: &str, code: String| {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid",
+            uid,
+            "--regid",
+            uid,
+            "--clear-groups",
+            "--",
+            DEBIAN_PYTHON,
+        ])
+        .args(["-I", "-c", &code])
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        c.spawn().unwrap()
+    };
+    let blocked = format!(
+        "import threading, time\n\
+         def f():\n    open({:?}).close()\n\
+         for _ in range(400): threading.Thread(target=f, daemon=True).start()\n\
+         time.sleep(120)",
+        fifo.to_str().unwrap()
+    );
+    let looping = format!(
+        "import time\nend = time.time() + 120\n\
+         while time.time() < end: open({:?}, 'rb').close()",
+        pyc.to_str().unwrap()
+    );
+    let mut floods = vec![spawn("65534", blocked), spawn("4242", looping)];
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = as_nobody("sh")
+        .args([
+            "-c",
+            "for i in $(seq 1200); do sleep 120 >/dev/null 2>&1 & done; echo started",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "started");
+
+    let mut victims = Vec::new();
+    for _ in 0..10 {
+        let (pid, out) = run(&mut python(venv_python(), "import yaml"));
+        assert!(out.status.success());
+        victims.push(pid);
+    }
+    for f in &mut floods {
+        let _ = f.kill();
+        let _ = f.wait();
+    }
+    let _ = std::process::Command::new("pkill")
+        .args(["-KILL", "-u", "65534", "-x", "sleep"])
+        .status();
+    let r = d.stop();
+    for pid in victims {
+        r.one(pid, "yaml");
+    }
+    let c = &r.status["counters"];
+    eprintln!("counters: {c}");
+    assert!(c["probation_quota"].as_u64().unwrap() >= 1000, "{c}");
+    assert!(c["stash_quota"].as_u64().unwrap() >= 300, "{c}");
+    assert!(c["ring_share"].as_u64().unwrap() > 0, "{c}");
+    assert_eq!(c["procs_full"], 0, "{c}");
+    assert_eq!(c["stash_full"], 0, "{c}");
+}

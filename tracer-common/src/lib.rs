@@ -175,7 +175,32 @@ pub struct ProcState {
     pub state: u32,
     /// For [`STATE_PROBATION`]: opens left before the process is forgotten.
     pub budget: u32,
+    /// The uid charged for a probation entry (see [`UidUse::probation`]).
+    pub uid: u32,
+    /// Padding.
+    pub _pad: u32,
 }
+
+/// What one uid holds of the kernel's shared resources, in the `UIDS` map. No uid other than
+/// root may hold more than its share, so no ordinary user can fill a map or the ring buffer
+/// and make another user's processes go unrecorded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UidUse {
+    /// Entries on probation in `PROCS` (at most [`Config::probation_per_uid`]).
+    pub probation: u64,
+    /// Opens in flight in `STASH` (at most [`Config::stash_per_uid`]).
+    pub stash: u64,
+    /// The drain epoch `ring_bytes` counts in (the daemon advances `EPOCH` after each drain).
+    pub epoch: u64,
+    /// Bytes written to the ring buffer in `epoch`; once the ring is half full, a uid past
+    /// [`Config::ring_share`] has its events dropped (counted) instead of filling it.
+    pub ring_bytes: u64,
+}
+
+/// Size of the kernel's ring buffer of events (16 MiB holds ~2,000 Python starts with full
+/// environments at once).
+pub const RING_BYTES: u32 = 16 * 1024 * 1024;
 
 /// A Python process: its module opens are reported.
 pub const STATE_PYTHON: u32 = 1;
@@ -215,10 +240,17 @@ pub enum Counter {
     ScratchMissing = 8,
     /// Processes that ended probation without showing they are Python.
     ProbationExpired = 9,
+    /// Execs not watched because their uid already had its share of probation entries.
+    ProbationQuota = 10,
+    /// Opens not watched because their uid already had its share of opens in flight.
+    StashQuota = 11,
+    /// Events dropped because the ring buffer was half full and their uid had written its
+    /// share since the last drain.
+    RingShare = 12,
 }
 
 /// Number of counters.
-pub const COUNTER_COUNT: u32 = 10;
+pub const COUNTER_COUNT: u32 = 13;
 
 /// Configuration written by the loader into the eBPF object's `CONFIG` global before load.
 /// Offsets of kernel structure fields come from `/sys/kernel/btf/vmlinux`, offsets of
@@ -230,6 +262,14 @@ pub struct Config {
     pub self_tgid: u32,
     /// Probation budget of a freshly exec'd process (see [`PROBATION_OPEN_COST`]).
     pub probation_opens: u32,
+    /// Probation entries one non-root uid may hold.
+    pub probation_per_uid: u32,
+    /// Opens in flight one non-root uid may have stashed.
+    pub stash_per_uid: u32,
+    /// Bytes one non-root uid may write to the ring buffer per drain once it is half full.
+    pub ring_share: u32,
+    /// The ring buffer's size in bytes.
+    pub ring_bytes: u32,
     /// `task_struct.exit_code`.
     pub task_exit_code: u32,
     /// `task_struct.real_parent`.

@@ -3,17 +3,23 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
+    helpers::{bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{Config, Counter, EventKind, Header, ProcState, COUNTER_COUNT, SCRATCH_SIZE};
+use tracer_common::{
+    Config, Counter, EventKind, Header, ProcState, UidUse, COUNTER_COUNT, SCRATCH_SIZE,
+};
 
 /// Filled in by the loader (`EbpfLoader::set_global`) from BTF and tracefs before load.
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config {
     self_tgid: 0,
     probation_opens: 0,
+    probation_per_uid: 0,
+    stash_per_uid: 0,
+    ring_share: 0,
+    ring_bytes: 0,
     task_exit_code: 0,
     task_real_parent: 0,
     task_tgid: 0,
@@ -47,18 +53,104 @@ pub fn config() -> Config {
     unsafe { core::ptr::read_volatile(&CONFIG) }
 }
 
-/// Events to the daemon. 16 MiB holds ~2,000 Python starts with full environments at once.
+/// Events to the daemon.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(tracer_common::RING_BYTES, 0);
 
 /// Tracked processes by tgid: looked up on every open in the system, so a plain hash (an LRU
 /// map's lookup also updates its reference bits, measurably slower). Entries are removed at
-/// exit and when probation ends; a full map is counted (`Counter::ProcsFull`).
+/// exit and when probation ends; a full map is counted (`Counter::ProcsFull`). Probation
+/// entries are charged to their uid ([`UIDS`]), so one user's idle processes cannot fill it.
 #[map]
 pub static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(65536, 0);
 
+/// What each uid holds of `PROCS`, `STASH` and the ring buffer ([`UidUse`]).
+#[map]
+pub static UIDS: HashMap<u32, UidUse> = HashMap::with_max_entries(65536, 0);
+
+/// The daemon's drain count: it advances it after every drain of the ring buffer, which
+/// starts a new accounting period for [`UidUse::ring_bytes`].
+#[map]
+pub static EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+const BPF_NOEXIST: u64 = 1;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// This uid's entry in [`UIDS`], created on first use.
+#[inline(always)]
+pub fn uid_use(uid: u32) -> Option<*mut UidUse> {
+    if let Some(p) = UIDS.get_ptr_mut(uid) {
+        return Some(p);
+    }
+    let _ = UIDS.insert(uid, UidUse::default(), BPF_NOEXIST);
+    UIDS.get_ptr_mut(uid)
+}
+
+/// Which per-uid count a quota applies to.
+#[derive(Clone, Copy)]
+pub enum Quota {
+    /// [`UidUse::probation`].
+    Probation,
+    /// [`UidUse::stash`].
+    Stash,
+}
+
+#[inline(always)]
+fn quota_slot(u: *mut UidUse, q: Quota) -> *mut u64 {
+    // SAFETY: `u` points to a live map value; only a field address is taken.
+    unsafe {
+        match q {
+            Quota::Probation => core::ptr::addr_of_mut!((*u).probation),
+            Quota::Stash => core::ptr::addr_of_mut!((*u).stash),
+        }
+    }
+}
+
+/// Charges one unit of `q` to `uid`; `false` (nothing charged) when it already holds
+/// `limit`. Root is never limited. The check and the add are not one atomic step: CPUs racing
+/// may overshoot by a few, which is harmless.
+#[inline(always)]
+pub fn quota_take(uid: u32, q: Quota, limit: u32) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let Some(u) = uid_use(uid) else {
+        return true;
+    };
+    let slot = quota_slot(u, q);
+    // SAFETY: a live, aligned map value field; read as signed: releases racing a take may
+    // leave it briefly below zero.
+    let held = unsafe { core::ptr::read_volatile(slot) } as i64;
+    if held >= limit as i64 {
+        return false;
+    }
+    // SAFETY: as above; `lock xadd` on the BPF target.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) };
+    true
+}
+
+/// Returns one unit of `q` charged to `uid`.
+#[inline(always)]
+pub fn quota_give(uid: u32, q: Quota) {
+    if uid == 0 {
+        return;
+    }
+    if let Some(u) = UIDS.get_ptr_mut(uid) {
+        // SAFETY: as in `quota_take`; adding `u64::MAX` subtracts one.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(quota_slot(u, q), u64::MAX) };
+    }
+}
+
+/// Releases what a `PROCS` entry holds of its uid's quota (before it is removed or replaced).
+#[inline(always)]
+pub fn release(p: &ProcState) {
+    if p.state == tracer_common::STATE_PROBATION {
+        quota_give(p.uid, Quota::Probation);
+    }
+}
+
 /// Path pointer of an in-flight read-only open, by thread id: the path is read at syscall exit,
-/// when the page is certainly resident.
+/// when the page is certainly resident. Sized by the loader (a quarter of `PROCS`).
 #[map]
 pub static STASH: HashMap<u32, Stash> = HashMap::with_max_entries(16384, 0);
 
@@ -91,11 +183,17 @@ pub fn any_inflight() -> bool {
     }
 }
 
-/// Removes the stash entry of `tid`, keeping [`INFLIGHT`] in step.
+/// Removes the stash entry of `tid`, keeping [`INFLIGHT`] and its uid's quota in step.
 #[inline(always)]
 pub fn unstash(tid: u32) {
+    // SAFETY: copied out before the entry is removed.
+    let uid = match unsafe { STASH.get(tid) } {
+        Some(e) => e.uid,
+        None => return,
+    };
     if STASH.remove(tid).is_ok() {
         inflight_add(u64::MAX);
+        quota_give(uid, Quota::Stash);
     }
 }
 
@@ -163,10 +261,48 @@ pub fn send(s: &Scratch, len: usize, wake: Wake) {
         Wake::Now => BPF_RB_FORCE_WAKEUP,
         Wake::Later => BPF_RB_NO_WAKEUP,
     };
+    if !ring_share_left(len as u64) {
+        return count(Counter::RingShare);
+    }
     match EVENTS.output::<[u8]>(&s.buf[..len], flags) {
         Ok(()) => count(Counter::EventsSent),
         Err(_) => count(Counter::RingFull),
     }
+}
+
+/// Whether the current uid may write `len` more bytes: always while the ring is less than
+/// half full; past that, only within its [`Config::ring_share`] since the daemon's last drain.
+/// So one user flooding the ring can fill it halfway plus one share, and every other user
+/// keeps at least its own share of the rest. Root is never limited.
+#[inline(always)]
+fn ring_share_left(len: u64) -> bool {
+    let cfg = config();
+    let uid = bpf_get_current_uid_gid() as u32;
+    if uid == 0 || cfg.ring_share == 0 {
+        return true;
+    }
+    let Some(u) = uid_use(uid) else {
+        return true;
+    };
+    let epoch = match EPOCH.get(0) {
+        // SAFETY: volatile read of a value the daemon writes.
+        Some(e) => unsafe { core::ptr::read_volatile(e) },
+        None => 0,
+    };
+    // SAFETY: `u` points to a live map value; plain reads and writes (an estimate: racing
+    // CPUs of one uid may lose an addition).
+    unsafe {
+        if (*u).epoch != epoch {
+            (*u).epoch = epoch;
+            (*u).ring_bytes = 0;
+        }
+        let used = EVENTS.query(BPF_RB_AVAIL_DATA);
+        if used > (cfg.ring_bytes / 2) as u64 && (*u).ring_bytes + len > cfg.ring_share as u64 {
+            return false;
+        }
+        (*u).ring_bytes += len;
+    }
+    true
 }
 
 /// The common prefix of an event of `kind` about process `tgid`, stamped now.
@@ -205,4 +341,8 @@ pub struct Stash {
     pub flags: u32,
     /// `dfd` of `openat`/`openat2`; `AT_FDCWD` for `open`.
     pub dfd: i32,
+    /// The uid charged for it ([`UidUse::stash`]).
+    pub uid: u32,
+    /// Padding.
+    pub _pad: u32,
 }

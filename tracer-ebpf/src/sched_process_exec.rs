@@ -22,7 +22,7 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{config, count, header, put, scratch, send, Wake, PROCS},
+    maps::{config, count, header, put, quota_give, quota_take, scratch, send, Quota, Wake, PROCS},
     task,
 };
 
@@ -39,9 +39,9 @@ fn try_sched_process_exec(_ctx: &TracePointContext) {
     // SAFETY: the value is copied out immediately; a concurrent delete only makes it stale.
     // 0 = not tracked (a plain integer: `Option` comparisons compile to reads the verifier
     // rejects as uninitialised).
-    let prev: u32 = match unsafe { PROCS.get(tgid) } {
-        Some(p) => p.state,
-        None => 0,
+    let (prev, prev_uid): (u32, u32) = match unsafe { PROCS.get(tgid) } {
+        Some(p) => (p.state, p.uid),
+        None => (0, 0),
     };
     if prev == STATE_IGNORED || tgid == cfg.self_tgid {
         return;
@@ -52,15 +52,46 @@ fn try_sched_process_exec(_ctx: &TracePointContext) {
             send(s, core::mem::size_of::<Header>(), Wake::Later);
         }
     }
-    track(tgid, STATE_PROBATION, cfg.probation_opens);
+    if prev == STATE_PROBATION {
+        quota_give(prev_uid, Quota::Probation);
+    }
+    // Charged to the uid: past its share of probation entries, a new image is not watched
+    // (counted), so one user's thousands of idle processes cannot fill `PROCS`.
+    let uid = bpf_get_current_uid_gid() as u32;
+    if !quota_take(uid, Quota::Probation, cfg.probation_per_uid) {
+        count(Counter::ProbationQuota);
+        if prev != 0 {
+            let _ = PROCS.remove(tgid);
+        }
+        return;
+    }
+    if !track_as(tgid, STATE_PROBATION, cfg.probation_opens, uid) {
+        quota_give(uid, Quota::Probation);
+    }
 }
 
-/// Inserts or replaces the state of `tgid`; counts a full map.
+/// Inserts or replaces the state of `tgid` (not on probation: charged to no uid); counts a
+/// full map.
 #[inline(always)]
 pub fn track(tgid: u32, state: u32, budget: u32) {
-    if PROCS.insert(tgid, ProcState { state, budget }, 0).is_err() {
+    track_as(tgid, state, budget, 0);
+}
+
+/// Inserts or replaces the state of `tgid`, charged to `uid`; `false` (counted) when the map
+/// is full.
+#[inline(always)]
+fn track_as(tgid: u32, state: u32, budget: u32, uid: u32) -> bool {
+    let v = ProcState {
+        state,
+        budget,
+        uid,
+        _pad: 0,
+    };
+    if PROCS.insert(tgid, v, 0).is_err() {
         count(Counter::ProcsFull);
+        return false;
     }
+    true
 }
 
 /// Builds and sends an [`ExecEvent`] for the current process: identity, the path passed to

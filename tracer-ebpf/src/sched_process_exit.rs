@@ -17,7 +17,7 @@ use aya_ebpf::{
 use tracer_common::{EventKind, ExitEvent, STATE_PYTHON};
 
 use crate::{
-    maps::{any_inflight, config, header, put, scratch, send, unstash, Wake, PROCS},
+    maps::{any_inflight, config, header, put, release, scratch, send, unstash, Wake, PROCS},
     task,
 };
 
@@ -49,9 +49,11 @@ fn try_sched_process_exit(ctx: &TracePointContext) {
         return;
     }
     // SAFETY: the value is copied out immediately.
-    let Some(state) = (unsafe { PROCS.get(tgid) }).map(|p| p.state) else {
+    let Some(entry) = (unsafe { PROCS.get(tgid) }).copied() else {
         return;
     };
+    let state = entry.state;
+    release(&entry);
     let _ = PROCS.remove(tgid);
     if state != STATE_PYTHON {
         return;

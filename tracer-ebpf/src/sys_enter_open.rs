@@ -10,14 +10,15 @@
 //! the string may not be paged in yet at entry and the open may fail. A process that is not
 //! tracked costs this one `PROCS` lookup.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use tracer_common::{Counter, STATE_IGNORED, STATE_PROBATION, STATE_PYTHON};
 
 use crate::maps::{
-    config, count, inflight_add, unstash, Stash, PROCS, STASH, STASH_PROBATION, STASH_WRITE,
+    config, count, inflight_add, quota_give, quota_take, unstash, Quota, Stash, PROCS, STASH,
+    STASH_PROBATION, STASH_WRITE,
 };
 
 const O_ACCMODE: u64 = 0o3;
@@ -121,12 +122,20 @@ fn stash(ctx: &TracePointContext, dfd_off: Option<u32>, filename_off: u32, flags
             0
         } | if write { STASH_WRITE } else { 0 },
         dfd,
+        uid: bpf_get_current_uid_gid() as u32,
+        _pad: 0,
     };
     let tid = pid_tgid as u32;
     // An entry left by an open that never returned (the thread was killed inside it) is
     // replaced, not counted twice.
     unstash(tid);
+    // Charged to the uid: one user's thousands of threads blocked in `open()` cannot fill the
+    // map for everyone.
+    if !quota_take(entry.uid, Quota::Stash, config().stash_per_uid) {
+        return count(Counter::StashQuota);
+    }
     if STASH.insert(tid, entry, 0).is_err() {
+        quota_give(entry.uid, Quota::Stash);
         count(Counter::StashFull);
     } else {
         inflight_add(1);

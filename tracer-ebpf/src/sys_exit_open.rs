@@ -25,8 +25,8 @@ use tracer_common::{
 
 use crate::{
     maps::{
-        any_inflight, config, count, header, put, scratch, send, unstash, Scratch, Wake, PROCS,
-        STASH, STASH_PROBATION, STASH_WRITE,
+        any_inflight, config, count, header, put, release, scratch, send, unstash, Scratch, Wake,
+        PROCS, STASH, STASH_PROBATION, STASH_WRITE,
     },
     sched_process_exec::{emit_process, track},
 };
@@ -79,6 +79,10 @@ fn on_exit(ctx: &TracePointContext) {
         let libpython = basename_is_libpython(&Tail::new(s, len));
         if !libpython && !is_python_marker(s, len, ret < 0) {
             return spend_probation(tgid, ret >= 0);
+        }
+        // SAFETY: copied out at once.
+        if let Some(p) = unsafe { PROCS.get(tgid) } {
+            release(p);
         }
         track(tgid, STATE_PYTHON, 0);
         count(Counter::PythonExecs);
@@ -150,6 +154,8 @@ fn spend_probation(tgid: u32, success: bool) {
         // SAFETY: pointer to a live map value; a racing delete leaves it valid until RCU ends.
         let left = unsafe { (*p).budget };
         if left <= cost {
+            // SAFETY: as above.
+            release(unsafe { &*p });
             let _ = PROCS.remove(tgid);
             count(Counter::ProbationExpired);
         } else {

@@ -47,6 +47,14 @@ pub struct Config {
     /// Under `per-node`: seconds after the last rank of a job step ended before its aggregate
     /// record is written; default 10.
     pub rank_window_secs: u64,
+    /// Entries of the kernel's process map (default 65,536): processes on probation and
+    /// Python processes at once. Each non-root uid may hold a sixteenth of it on probation,
+    /// so that no user's idle processes can fill it for everyone.
+    pub kernel_procs: u32,
+    /// Size of the kernel's ring buffer of events in MiB, a power of two (default 16: ~2,000
+    /// Python starts with full environments). Once it is half full, no non-root uid may write
+    /// more than an eighth of it between two drains.
+    pub kernel_ring_mib: u32,
     /// The syslog sink (off unless `[syslog] target` is set).
     pub syslog: SyslogConfig,
 }
@@ -67,6 +75,8 @@ impl Default for Config {
             tracefs: PathBuf::from("/sys/kernel/tracing"),
             ranks: RankPolicy::All,
             rank_window_secs: 10,
+            kernel_procs: 65536,
+            kernel_ring_mib: 16,
             syslog: SyslogConfig::default(),
         }
     }
@@ -142,6 +152,12 @@ impl Config {
         }
         if self.spool_max_bytes < self.rotate_bytes.saturating_mul(2) {
             return bad("spool_max_bytes", "must be at least twice rotate_bytes");
+        }
+        if !(1024..=1 << 22).contains(&self.kernel_procs) {
+            return bad("kernel_procs", "must be between 1024 and 4194304");
+        }
+        if !self.kernel_ring_mib.is_power_of_two() || self.kernel_ring_mib > 1024 {
+            return bad("kernel_ring_mib", "must be a power of two, at most 1024");
         }
         self.syslog
             .validate()

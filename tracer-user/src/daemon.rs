@@ -469,9 +469,21 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let tracer = loader::attach(&cfg.tracefs, std::process::id())
+        let tracer = loader::attach(
+            &cfg.tracefs,
+            std::process::id(),
+            loader::MapSizes {
+                procs: cfg.kernel_procs,
+                ring_bytes: cfg.kernel_ring_mib << 20,
+            },
+        )
             .context("attaching the eBPF tracer (needs root or CAP_BPF+CAP_PERFMON)")?;
-        let loader::Tracer { mut ebpf, events, counters } = tracer;
+        let loader::Tracer {
+            mut ebpf,
+            events,
+            counters,
+            epoch,
+        } = tracer;
         // Python processes already running: tracked from now on, with what /proc shows of
         // their imports so far.
         let seeded = crate::seed::scan(std::process::id());
@@ -511,7 +523,7 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut every = tokio::time::interval(Duration::from_millis(500));
         let mut drain_tick = tokio::time::interval(source::DRAIN_EVERY);
-        let mut src = source::Source::default();
+        let mut src = source::Source::new(epoch);
         loop {
             let blocked = src.blocked();
             tokio::select! {

@@ -78,10 +78,22 @@ pub struct Tracer {
     pub events: RingBuf<MapData>,
     /// Per-CPU counters.
     pub counters: PerCpuArray<MapData, u64>,
+    /// The drain epoch (see `tracer_common::UidUse::epoch`).
+    pub epoch: aya::maps::Array<MapData, u64>,
+}
+
+/// Sizes of the kernel's shared maps (see `Config::kernel_procs`, `kernel_ring_mib`).
+#[derive(Debug, Clone, Copy)]
+pub struct MapSizes {
+    /// Entries of `PROCS` (`STASH` has a quarter of them).
+    pub procs: u32,
+    /// Bytes of the ring buffer.
+    pub ring_bytes: u32,
 }
 
 /// Computes the configuration for this kernel.
-pub fn build_config(tracefs: &Path, self_tgid: u32) -> Result<Config, LoadError> {
+pub fn build_config(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Config, LoadError> {
+    let procs = maps.procs;
     let btf = Btf::from_sys_fs()?;
     let exit = Format::read(tracefs, "sched", "sched_process_exit")?;
     let openat = Format::read(tracefs, "syscalls", "sys_enter_openat")?;
@@ -92,6 +104,10 @@ pub fn build_config(tracefs: &Path, self_tgid: u32) -> Result<Config, LoadError>
     Ok(Config {
         self_tgid,
         probation_opens: PROBATION_OPENS,
+        probation_per_uid: procs / 16,
+        stash_per_uid: procs / 32,
+        ring_share: maps.ring_bytes / 8,
+        ring_bytes: maps.ring_bytes,
         task_exit_code: btf.member_offset("task_struct", "exit_code")?,
         task_real_parent: btf.member_offset("task_struct", "real_parent")?,
         task_tgid: btf.member_offset("task_struct", "tgid")?,
@@ -170,14 +186,23 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// Loads and attaches the tracer.
-pub fn attach(tracefs: &Path, self_tgid: u32) -> Result<Tracer, LoadError> {
+///
+/// `maps.procs` sizes the process map and, at a quarter of it, the map of opens in flight; each
+/// non-root uid may hold a sixteenth of the first on probation and an eighth of the second
+/// (4,096 of the default 65,536 and 2,048 of 16,384: far more than one user's processes
+/// exec'ing, or threads opening, at once).
+pub fn attach(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Tracer, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
-    let config = build_config(tracefs, self_tgid)?;
+    let config = build_config(tracefs, self_tgid, maps)?;
+    let procs = maps.procs;
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
         .map_max_entries("SCRATCH", nr_cpus()?)
+        .map_max_entries("PROCS", procs)
+        .map_max_entries("STASH", procs / 4)
+        .map_max_entries("EVENTS", maps.ring_bytes)
         .load(OBJECT)?;
     for &(name, category, tp) in TRACEPOINTS {
         let prog: &mut TracePoint = program(&mut ebpf, name)?;
@@ -190,10 +215,12 @@ pub fn attach(tracefs: &Path, self_tgid: u32) -> Result<Tracer, LoadError> {
     prog.attach(name).map_err(prog_err(name))?;
     let events = take_map(&mut ebpf, "EVENTS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
+    let epoch = take_map(&mut ebpf, "EPOCH")?;
     Ok(Tracer {
         ebpf,
         events,
         counters,
+        epoch,
     })
 }
 
@@ -207,6 +234,8 @@ pub fn track_python(ebpf: &mut Ebpf, pids: impl IntoIterator<Item = u32>) -> Res
     let python = tracer_common::ProcState {
         state: tracer_common::STATE_PYTHON,
         budget: 0,
+        uid: 0,
+        _pad: 0,
     };
     for pid in pids {
         procs
@@ -240,6 +269,15 @@ pub struct Counters {
     /// See [`Counter::ProbationExpired`].
     #[serde(default)]
     pub probation_expired: u64,
+    /// See [`Counter::ProbationQuota`].
+    #[serde(default)]
+    pub probation_quota: u64,
+    /// See [`Counter::StashQuota`].
+    #[serde(default)]
+    pub stash_quota: u64,
+    /// See [`Counter::RingShare`].
+    #[serde(default)]
+    pub ring_share: u64,
 }
 
 /// Reads the per-CPU counters map.
@@ -271,6 +309,9 @@ impl CounterReader {
             env_truncated: get(Counter::EnvTruncated),
             scratch_missing: get(Counter::ScratchMissing),
             probation_expired: get(Counter::ProbationExpired),
+            probation_quota: get(Counter::ProbationQuota),
+            stash_quota: get(Counter::StashQuota),
+            ring_share: get(Counter::RingShare),
         }
     }
 }

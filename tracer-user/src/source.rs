@@ -18,7 +18,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{Array, MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::user::Event;
 
@@ -32,8 +32,12 @@ pub const QUEUE_BATCHES: usize = 64;
 pub const BATCH_MAX: usize = 4096;
 
 /// The ring-buffer reader's state.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Source {
+    /// The kernel's drain epoch, advanced after every drain: each uid's share of the ring
+    /// (`tracer_common::UidUse::ring_bytes`) counts from the last one.
+    epoch: Option<Array<MapData, u64>>,
+    drains: u64,
     /// A batch the full queue did not take yet; nothing more is read until it goes.
     held: Option<Vec<Event>>,
     /// Records that did not decode.
@@ -43,6 +47,23 @@ pub struct Source {
 }
 
 impl Source {
+    /// A reader that advances `epoch` after each drain.
+    pub fn new(epoch: Array<MapData, u64>) -> Source {
+        Source {
+            epoch: Some(epoch),
+            ..Source::default()
+        }
+    }
+
+    fn advance_epoch(&mut self) {
+        self.drains += 1;
+        if let Some(e) = &mut self.epoch {
+            if let Err(e) = e.set(0, self.drains, 0) {
+                tracing::warn!("advancing the drain epoch: {e}");
+            }
+        }
+    }
+
     /// Whether a batch waits for room in the queue (the ring is not read meanwhile).
     pub fn blocked(&self) -> bool {
         self.held.is_some()
@@ -75,11 +96,15 @@ impl Source {
                 }
             }
             if batch.is_empty() {
+                if n > 0 {
+                    self.advance_epoch();
+                }
                 return n;
             }
             let full = batch.len() == BATCH_MAX;
             self.held = Some(batch);
             if !self.offer(tx) || !full {
+                self.advance_epoch();
                 return n;
             }
         }

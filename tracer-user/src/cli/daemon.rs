@@ -55,6 +55,13 @@ pub struct Args {
     /// Seconds after the last rank ended before a per-node aggregate is written.
     #[arg(long)]
     rank_window_secs: Option<u64>,
+    /// Entries of the kernel's process map (each non-root uid may hold a sixteenth of them on
+    /// probation).
+    #[arg(long)]
+    kernel_procs: Option<u32>,
+    /// Size of the kernel's ring buffer of events, MiB (a power of two).
+    #[arg(long)]
+    kernel_ring_mib: Option<u32>,
     /// Write this file (atomically, with the pid) once attached.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -95,6 +102,12 @@ impl Args {
         }
         if let Some(v) = self.syslog_rate_limit {
             c.syslog.rate_limit = v;
+        }
+        if let Some(v) = self.kernel_procs {
+            c.kernel_procs = v;
+        }
+        if let Some(v) = self.kernel_ring_mib {
+            c.kernel_ring_mib = v;
         }
         c.validate()?;
         Ok((c, self.ready_file))
