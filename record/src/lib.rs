@@ -273,11 +273,9 @@ pub fn arrow_schema() -> Arc<Schema> {
     ]))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub(crate) fn sample() -> Record {
+impl Record {
+    /// An example record with plausible values (for tests and examples).
+    pub fn sample() -> Record {
         Record {
             record_id: "0190-x".into(),
             seq: 7,
@@ -321,6 +319,15 @@ mod tests {
             n_files: 3,
             first_seen: 1_764_000_000_223_456,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        Record::sample()
     }
 
     #[test]

@@ -349,3 +349,86 @@ fn one_users_floods_do_not_blind_the_kernel_side_for_another() {
     assert_eq!(c["procs_full"], 0, "{c}");
     assert_eq!(c["stash_full"], 0, "{c}");
 }
+
+/// `pyusage doctor` passes on this node (listing each program the verifier accepted) and
+/// fails, saying what is missing, without tracefs.
+#[test]
+fn doctor_checks_the_node_and_says_what_is_missing() {
+    let out = std::process::Command::new(bin())
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for p in [
+        "sched_process_exec",
+        "sys_exit_openat",
+        "sched_process_fork",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with("ok    verifier ")
+                && l.contains(p)
+                && l.contains("instructions verified")),
+            "{text}"
+        );
+    }
+    let out = std::process::Command::new(bin())
+        .args(["doctor", "--tracefs", "/nonexistent"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL  tracefs: /nonexistent/events/syscalls missing"),
+        "{text}"
+    );
+}
+
+/// `[privacy]`: user names and uids pseudonymised with the site key, paths under a configured
+/// prefix redacted, a dropped field null, in the spool and in Parquet alike.
+#[test]
+fn privacy_switches_apply_to_every_record() {
+    let t = tempfile::tempdir().unwrap();
+    let key = t.path().join("site.key");
+    std::fs::write(&key, [42u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let script = t.path().join("secret_project.py");
+    std::fs::write(&script, "import yaml\n").unwrap();
+    let cfg = t.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[privacy]\nusername_key_file = {:?}\nredact_prefixes = [{:?}]\ndrop_fields = [\"account\"]\n",
+            key.to_str().unwrap(),
+            t.path().to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_with(&["--config", cfg.to_str().unwrap()], &[]);
+    let mut c = std::process::Command::new(venv_python());
+    c.arg(&script)
+        .env("SLURM_JOB_ID", "77")
+        .env("SLURM_JOB_ACCOUNT", "m1234");
+    let (pid, out) = run(&mut c);
+    assert!(out.status.success());
+    let r = d.stop();
+    let y = r.one(pid, "yaml");
+    let name = y["username"].as_str().unwrap();
+    assert!(name.starts_with("u-") && name != "u-root", "{y}");
+    assert_ne!(y["uid"], 0, "{y}");
+    assert_eq!(y["main"], format!("{}/…", t.path().display()), "{y}");
+    assert!(y["account"].is_null(), "{y}");
+    assert_eq!(y["job_id"], "77");
+    let bad = t.path().join("bad.toml");
+    std::fs::write(&bad, "[privacy]\ndrop_fields = [\"uid\"]\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["daemon", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\"uid\" is not an optional field"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ranks::RankPolicy, sinks::syslog::SyslogConfig};
+use crate::{privacy::PrivacyConfig, ranks::RankPolicy, sinks::syslog::SyslogConfig};
 
 /// The default configuration file.
 pub const DEFAULT_PATH: &str = "/etc/pyusage/config.toml";
@@ -57,6 +57,8 @@ pub struct Config {
     pub kernel_ring_mib: u32,
     /// The syslog sink (off unless `[syslog] target` is set).
     pub syslog: SyslogConfig,
+    /// Pseudonymous users, redacted paths, dropped fields (see `SECURITY.md`).
+    pub privacy: PrivacyConfig,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             kernel_procs: 65536,
             kernel_ring_mib: 16,
             syslog: SyslogConfig::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 }

@@ -180,11 +180,15 @@ struct Processor {
     /// The syslog sink's committed offset and status, when configured.
     sink: Option<(Arc<Offset>, Arc<Mutex<SinkStatus>>)>,
     ranks: Ranks,
+    privacy: crate::privacy::Privacy,
 }
 
 impl Processor {
     fn add(&mut self, f: Finished) {
-        let recs = records::build(&f, &self.node, &mut self.users);
+        let mut recs = records::build(&f, &self.node, &mut self.users);
+        if self.privacy.is_active() {
+            recs.iter_mut().for_each(|r| self.privacy.apply(r));
+        }
         let recs = self.ranks.apply(recs, Instant::now());
         self.pending.extend(recs);
     }
@@ -456,6 +460,7 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         error_reported: false,
         converted: BTreeMap::new(),
         ranks: Ranks::new(cfg.ranks, Duration::from_secs(cfg.rank_window_secs)),
+        privacy: crate::privacy::Privacy::new(&cfg.privacy).context("the [privacy] settings")?,
         sink: sink.as_ref().map(|(s, o)| (o.clone(), s.status())),
         cfg: cfg.clone(),
     };

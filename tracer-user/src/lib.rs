@@ -9,10 +9,13 @@ pub mod btf;
 pub mod config;
 pub mod daemon;
 pub mod elf;
+#[cfg(test)]
+mod fuzz;
 pub mod imports;
 pub mod loader;
 /// The daemon writes the dataset with the record crate's writer (one layout, one writer).
 pub use pyusage_record::dataset as parquet_sink;
+pub mod privacy;
 pub mod privileges;
 pub mod proctable;
 pub mod ranks;

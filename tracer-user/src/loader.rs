@@ -224,6 +224,54 @@ pub fn attach(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Tracer, 
     })
 }
 
+/// One program as the kernel's verifier accepted it.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Program name.
+    pub name: &'static str,
+    /// Instructions the verifier processed (`verified_insns`), if the kernel reports it.
+    pub verified_insns: Option<u32>,
+    /// Size of the translated program, bytes.
+    pub xlated_bytes: Option<u32>,
+}
+
+/// Loads every program through the verifier without attaching any (what `pyusage doctor`
+/// checks): proves BPF permission, BTF offsets, tracepoint formats and verifier acceptance on
+/// this kernel. Everything is unloaded when this returns.
+pub fn check_load(tracefs: &Path) -> Result<Vec<Verified>, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let config = build_config(
+        tracefs,
+        std::process::id(),
+        MapSizes {
+            procs: 65536,
+            ring_bytes: tracer_common::RING_BYTES,
+        },
+    )?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &config, true)
+        .map_max_entries("SCRATCH", nr_cpus()?)
+        .load(OBJECT)?;
+    let verified = |name, info: Option<aya::programs::ProgramInfo>| Verified {
+        name,
+        verified_insns: info.as_ref().and_then(|i| i.verified_instruction_count()),
+        xlated_bytes: info.as_ref().and_then(|i| i.size_translated()),
+    };
+    let mut out = Vec::new();
+    for &(name, _, _) in TRACEPOINTS {
+        let prog: &mut TracePoint = program(&mut ebpf, name)?;
+        prog.load().map_err(prog_err(name))?;
+        out.push(verified(name, prog.info().ok()));
+    }
+    let name = "sched_process_fork";
+    let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
+    prog.load().map_err(prog_err(name))?;
+    out.push(verified(name, prog.info().ok()));
+    Ok(out)
+}
+
 /// Marks already-running processes as Python in the kernel's process map, so their opens,
 /// forks and exit are reported from now on (see [`crate::seed`]).
 pub fn track_python(ebpf: &mut Ebpf, pids: impl IntoIterator<Item = u32>) -> Result<(), LoadError> {

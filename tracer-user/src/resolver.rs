@@ -417,7 +417,7 @@ const MAX_FILE: usize = 4 << 20;
 /// Entries looked at per directory scan at most.
 const MAX_ENTRIES: usize = 20_000;
 
-fn read_headers(
+pub(crate) fn read_headers(
     path: &Path,
     count: &Refusals,
 ) -> (Option<String>, Option<String>, Option<FileMode>) {
@@ -642,7 +642,7 @@ pub enum Found {
 }
 
 /// Top-level (and second component) of one RECORD path, if it is a module.
-fn record_top(file: &str) -> Option<(String, Option<String>)> {
+pub(crate) fn record_top(file: &str) -> Option<(String, Option<String>)> {
     if file.starts_with("..") || file.starts_with('/') {
         return None;
     }

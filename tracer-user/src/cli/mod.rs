@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod analyze;
 mod canary;
 mod daemon;
+mod doctor;
 mod show;
 mod status;
 mod synth;
@@ -22,6 +23,8 @@ pub struct Cli {
 enum Command {
     /// Attach the eBPF tracer and record imports (root).
     Daemon(daemon::Args),
+    /// Check that this node can run the daemon, and say what is missing (root).
+    Doctor(doctor::Args),
     /// Print recorded imports (Parquet dataset and spool, de-duplicated).
     Show(show::Args),
     /// Attach state, drop counters, spool depth, sink lag.
@@ -38,6 +41,7 @@ enum Command {
 pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Daemon(a) => daemon::execute(a),
+        Command::Doctor(a) => doctor::execute(a),
         Command::Show(a) => show::execute(a),
         Command::Status(a) => status::execute(a),
         Command::Canary(a) => canary::execute(a),

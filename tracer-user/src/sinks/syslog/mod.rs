@@ -4,7 +4,7 @@
 //! Framing is written here: the `syslog` crate frames TCP with a trailing newline
 //! (non-transparent framing) and hides per-message errors, which at-least-once delivery needs.
 mod config;
-mod format;
+pub(crate) mod format;
 mod sink;
 
 pub use config::{SyslogConfig, Target};

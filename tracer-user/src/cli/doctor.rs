@@ -1,0 +1,145 @@
+//! `pyusage doctor`: can this node run the daemon? Checks what attaching needs (kernel, BTF,
+//! tracefs and the tracepoints, BPF permission and the verifier) and what attribution relies
+//! on (cgroup v2, Slurm's cgroup layout), says what is missing, and exits non-zero when the
+//! daemon could not attach.
+use std::{path::PathBuf, process::ExitCode};
+
+/// Arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// tracefs mount point.
+    #[arg(long, default_value = "/sys/kernel/tracing")]
+    tracefs: PathBuf,
+    /// Fail (not only warn) when no Slurm job cgroups are found.
+    #[arg(long)]
+    slurm: bool,
+}
+
+struct Report {
+    failed: bool,
+}
+
+impl Report {
+    fn ok(&self, what: &str, detail: impl std::fmt::Display) {
+        println!("ok    {what}: {detail}");
+    }
+    fn warn(&self, what: &str, detail: impl std::fmt::Display) {
+        println!("warn  {what}: {detail}");
+    }
+    fn fail(&mut self, what: &str, detail: impl std::fmt::Display) {
+        println!("FAIL  {what}: {detail}");
+        self.failed = true;
+    }
+}
+
+/// Runs every check; exit status 1 when one that attaching needs failed.
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let mut r = Report { failed: false };
+    match std::fs::read_to_string("/proc/sys/kernel/osrelease") {
+        Ok(rel) => {
+            let rel = rel.trim().to_owned();
+            let v: Vec<u32> = rel
+                .split(|c: char| !c.is_ascii_digit())
+                .take(2)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if v.len() == 2 && (v[0], v[1]) >= (5, 8) {
+                r.ok("kernel", &rel);
+            } else {
+                r.fail(
+                    "kernel",
+                    format!("{rel}: 5.8 or later needed (BPF ring buffer)"),
+                );
+            }
+        }
+        Err(e) => r.fail("kernel", e),
+    }
+    match pyusage::btf::Btf::from_sys_fs() {
+        Ok(_) => r.ok("BTF", "/sys/kernel/btf/vmlinux"),
+        Err(e) => r.fail(
+            "BTF",
+            format!("{e} (a kernel built with CONFIG_DEBUG_INFO_BTF is needed)"),
+        ),
+    }
+    if args.tracefs.join("events/syscalls").is_dir() {
+        r.ok("tracefs", args.tracefs.display());
+    } else {
+        r.fail(
+            "tracefs",
+            format!(
+                "{}/events/syscalls missing (mount -t tracefs nodev {})",
+                args.tracefs.display(),
+                args.tracefs.display()
+            ),
+        );
+    }
+    match pyusage::loader::check_load(&args.tracefs) {
+        Ok(progs) => {
+            r.ok(
+                "BPF",
+                "permission to load, tracepoint formats and BTF offsets resolved",
+            );
+            for p in progs {
+                let n = |v: Option<u32>| v.map_or("?".to_owned(), |v| v.to_string());
+                r.ok(
+                    &format!("verifier {}", p.name),
+                    format!(
+                        "{} instructions verified, {} bytes",
+                        n(p.verified_insns),
+                        n(p.xlated_bytes)
+                    ),
+                );
+            }
+        }
+        Err(e) => r.fail(
+            "BPF",
+            format!("{e} (root, or CAP_BPF + CAP_PERFMON, is needed; a lockdown kernel refuses)"),
+        ),
+    }
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        r.ok("cgroup", "v2 (unified)");
+    } else {
+        r.warn(
+            "cgroup",
+            "v1 or hybrid hierarchy (Slurm jobs are read from its slurm/ tree)",
+        );
+    }
+    let slurm: Vec<PathBuf> = [
+        "/sys/fs/cgroup/system.slice/slurmstepd.scope",
+        "/sys/fs/cgroup/freezer/slurm",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .chain(
+        std::fs::read_dir("/sys/fs/cgroup/freezer")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("slurm_"))
+            }),
+    )
+    .filter(|p| p.is_dir())
+    .collect();
+    match slurm.first() {
+        Some(p) => r.ok("Slurm cgroups", p.display()),
+        None if args.slurm => r.fail(
+            "Slurm cgroups",
+            "none found (ProctrackType=proctrack/cgroup, or no slurmd on this node): jobs \
+             would be attributed from the environment only",
+        ),
+        None => r.warn(
+            "Slurm cgroups",
+            "none found: jobs are attributed from the environment (job_source = env)",
+        ),
+    }
+    Ok(if r.failed {
+        println!("pyusage cannot attach on this node: see FAIL above");
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
