@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH" AYA_BUILD_SKIP=1 PROPTEST_CASES="${1:-20000}"
-cargo test --release -q -p tracer-user --lib fuzz:: --no-run
-for t in $(cargo test --release -q -p tracer-user --lib fuzz:: -- --list 2>/dev/null | sed -n 's/: test$//p'); do
+cargo test -q -p tracer-user --lib fuzz:: --no-run
+for t in $(cargo test -q -p tracer-user --lib fuzz:: -- --list 2>/dev/null | sed -n 's/: test$//p'); do
   s=$(date +%s.%N)
-  cargo test --release -q -p tracer-user --lib "$t" -- --exact >/dev/null
+  cargo test -q -p tracer-user --lib "$t" -- --exact >/dev/null
   printf '%-70s %8s cases %6.1f s\n' "$t" "$PROPTEST_CASES" "$(echo "$(date +%s.%N) - $s" | bc)"
 done

@@ -31,6 +31,12 @@ if ! command -v bpf-linker >/dev/null 2>&1; then
     --no-default-features --features llvm-22
 fi
 
+# The daemon's own user (the shipped configuration switches to it once attached).
+if ! id pyusage >/dev/null 2>&1; then
+  log "useradd pyusage (system user)"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin pyusage
+fi
+
 if [ -z "$(ls -A /sys/kernel/tracing 2>/dev/null)" ]; then
   mount -t tracefs nodev /sys/kernel/tracing
 fi

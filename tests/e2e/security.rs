@@ -432,3 +432,65 @@ fn privacy_switches_apply_to_every_record() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// With `--user pyusage` (the shipped configuration) the daemon, once attached, is that user in
+/// every thread, with no groups and only the two capabilities reading needs; it owns its
+/// data and still reads metadata from root's private environment for root's processes.
+#[test]
+fn the_daemon_becomes_its_own_user_keeping_two_capabilities() {
+    let id = |flag: &str| -> u32 {
+        let out = std::process::Command::new("id")
+            .args([flag, "pyusage"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "user pyusage missing (scripts/install-deps.sh)"
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let t = tempfile::tempdir().unwrap();
+    // The ready file is written as that user, next to the data directory.
+    let run_dir = t.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    std::os::unix::fs::lchown(&run_dir, Some(uid), Some(gid)).unwrap();
+    let d = Daemon::start_at(&run_dir.join("data"), &["--user", "pyusage"], &[]);
+    let pid = d.pid();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let st = std::fs::read_to_string(t.path().join("status")).unwrap();
+        let name = field(&st, "Name:");
+        let ids = |f: &str| -> Vec<u32> {
+            field(&st, f)
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect()
+        };
+        assert_eq!(ids("Uid:"), vec![uid; 4], "thread {name}");
+        assert_eq!(ids("Gid:"), vec![gid; 4], "thread {name}");
+        assert_eq!(field(&st, "Groups:"), "", "thread {name}");
+        for set in ["CapEff:", "CapPrm:"] {
+            assert_eq!(
+                u64::from_str_radix(&field(&st, set), 16).unwrap(),
+                KEPT,
+                "{name} {set}"
+            );
+        }
+    }
+    let (ppid, out) = run(&mut python(venv_python(), "import yaml"));
+    assert!(out.status.success());
+    let data = d.data();
+    let r = d.stop();
+    let y = r.one(ppid, "yaml");
+    assert_eq!(y["distribution"], "PyYAML", "{y}");
+    assert_eq!(y["version"], venv_version("PyYAML"));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&data).unwrap().uid(), uid);
+    assert_eq!(
+        std::fs::metadata(data.join("status.json")).unwrap().uid(),
+        uid
+    );
+}

@@ -59,6 +59,10 @@ pub struct Config {
     pub syslog: SyslogConfig,
     /// Pseudonymous users, redacted paths, dropped fields (see `SECURITY.md`).
     pub privacy: PrivacyConfig,
+    /// The user the daemon becomes once attached (keeping only `CAP_DAC_READ_SEARCH` and
+    /// `CAP_SYS_PTRACE`); it is given the data directory. Default: stay root (with every other
+    /// capability dropped); the shipped configuration sets `pyusage`.
+    pub user: Option<String>,
 }
 
 impl Default for Config {
@@ -81,6 +85,7 @@ impl Default for Config {
             kernel_ring_mib: 16,
             syslog: SyslogConfig::default(),
             privacy: PrivacyConfig::default(),
+            user: None,
         }
     }
 }

@@ -408,6 +408,22 @@ impl Processor {
     }
 }
 
+/// Gives the data directory and everything in it (not following links) to the daemon's user.
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))
+        .with_context(|| format!("chown {}", dir.display()))?;
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            chown_tree(&e.path(), uid, gid)?;
+        } else {
+            std::os::unix::fs::lchown(e.path(), Some(uid), Some(gid))
+                .with_context(|| format!("chown {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     // Data files 0640, directories 0750: records name users and their jobs.
@@ -420,6 +436,17 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
             .with_context(|| format!("chmod 0750 {}", cfg.data_dir.display()))?;
     }
     let spool = Spool::open(&cfg.data_dir)?;
+    // The daemon's own user (`user`), which owns its data once it stops being root.
+    let daemon_user = match cfg.user.as_deref() {
+        None | Some("root") => None,
+        Some(name) => {
+            let u = nix::unistd::User::from_name(name)
+                .with_context(|| format!("looking up user {name:?}"))?
+                .with_context(|| format!("user {name:?} (config `user`) does not exist"))?;
+            chown_tree(&cfg.data_dir, u.uid.as_raw(), u.gid.as_raw())?;
+            Some((u.uid.as_raw(), u.gid.as_raw()))
+        }
+    };
     let stop_sink = Arc::new(AtomicBool::new(false));
     let sink = match &cfg.syslog.target {
         Some(_) => {
@@ -489,6 +516,11 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
             counters,
             epoch,
         } = tracer;
+        // Attached: drop every privilege but what reading users' files and /proc needs, and
+        // become the daemon's user, before any other thread exists (capabilities are per
+        // thread, and a user switch must be followed by every thread).
+        crate::privileges::drop_after_attach(daemon_user)
+            .context("dropping privileges after attaching")?;
         // Python processes already running: tracked from now on, with what /proc shows of
         // their imports so far.
         let seeded = crate::seed::scan(std::process::id());
@@ -508,7 +540,6 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
         let (tx, rx) = mpsc::sync_channel(source::QUEUE_BATCHES);
         // Capabilities are per thread: drop them before any other thread exists, so every
         // thread the daemon runs inherits the reduced set.
-        crate::privileges::drop_after_attach().context("dropping capabilities after attaching")?;
         let sink_thread = sink
             .map(|(s, _)| {
                 std::thread::Builder::new()

@@ -8,14 +8,49 @@
 //!
 //! Every other capability is removed from the effective, permitted, inheritable and bounding
 //! sets, and `no_new_privs` is set, so neither the daemon nor anything it could run can regain
-//! them. It stays uid 0 so the files it writes keep one owner across restarts.
+//! them. With `user` configured (the shipped configuration: `pyusage`) it also stops being
+//! root: it becomes that user, keeping only these two capabilities across the switch, and
+//! owns its data directory.
 use caps::{CapSet, Capability, CapsHashSet};
 
 /// Capabilities kept after attaching.
 pub const KEPT: &[Capability] = &[Capability::CAP_DAC_READ_SEARCH, Capability::CAP_SYS_PTRACE];
 
-/// Drops everything but [`KEPT`]. Without root (capabilities already absent) this is a no-op.
-pub fn drop_after_attach() -> Result<(), caps::errors::CapsError> {
+/// Why privileges could not be dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    /// Reading or changing a capability set.
+    #[error("capabilities: {0}")]
+    Caps(#[from] caps::errors::CapsError),
+    /// Switching to the daemon's user.
+    #[error("{what}: {source}")]
+    Switch {
+        /// The step.
+        what: &'static str,
+        /// The system's answer.
+        source: std::io::Error,
+    },
+}
+
+fn check(what: &'static str, r: libc::c_int) -> Result<(), PrivilegeError> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(PrivilegeError::Switch {
+            what,
+            source: std::io::Error::last_os_error(),
+        })
+    }
+}
+
+/// Drops everything but [`KEPT`], and, given a user, becomes that user (uid, gid, no
+/// supplementary groups) keeping [`KEPT`] across the switch. Without root (capabilities
+/// already absent) this is a no-op.
+///
+/// The switch applies to every thread of the process (glibc makes each thread follow), so it
+/// must happen before any thread that already dropped `CAP_SETUID` exists: the daemon calls it
+/// right after attaching, before its worker threads start.
+pub fn drop_after_attach(user: Option<(u32, u32)>) -> Result<(), PrivilegeError> {
     let keep: CapsHashSet = KEPT.iter().copied().collect();
     let have = caps::read(None, CapSet::Permitted)?;
     let keep: CapsHashSet = keep.intersection(&have).copied().collect();
@@ -25,16 +60,24 @@ pub fn drop_after_attach() -> Result<(), caps::errors::CapsError> {
             caps::drop(None, CapSet::Bounding, cap)?;
         }
     }
+    if let Some((uid, gid)) = user {
+        // SAFETY (all calls below): plain system calls with integer arguments or a null
+        // pointer and length 0.
+        check("PR_SET_KEEPCAPS", unsafe {
+            libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0)
+        })?;
+        check("setgroups", unsafe { libc::setgroups(0, std::ptr::null()) })?;
+        check("setresgid", unsafe { libc::setresgid(gid, gid, gid) })?;
+        check("setresuid", unsafe { libc::setresuid(uid, uid, uid) })?;
+        check("PR_SET_KEEPCAPS", unsafe {
+            libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0)
+        })?;
+    }
+    caps::clear(None, CapSet::Ambient)?;
     caps::set(None, CapSet::Inheritable, &CapsHashSet::new())?;
     caps::set(None, CapSet::Effective, &keep)?;
     caps::set(None, CapSet::Permitted, &keep)?;
     // SAFETY: prctl with constant arguments; no pointers involved.
     let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    if r != 0 {
-        return Err(caps::errors::CapsError::from(format!(
-            "PR_SET_NO_NEW_PRIVS: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
+    check("PR_SET_NO_NEW_PRIVS", r)
 }

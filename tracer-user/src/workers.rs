@@ -16,19 +16,32 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// A pool of threads running one function over jobs.
+/// A pool of threads running one function over jobs. The threads start with the first job,
+/// so that none exists before the daemon has dropped its privileges and switched user (a
+/// user switch applies to every thread, and one that already dropped `CAP_SETUID` could not
+/// follow).
 pub struct Workers<J, R> {
     jobs: SyncSender<J>,
     done: Receiver<R>,
     /// Per thread: when its current job started (ms since `epoch`, plus one), 0 when idle.
     busy: Arc<Vec<AtomicU64>>,
     epoch: Instant,
+    /// What starting the threads needs, until they are started.
+    start: Option<Start<J, R>>,
+}
+
+type Job<J, R> = Arc<dyn Fn(J) -> R + Send + Sync>;
+
+struct Start<J, R> {
+    name: String,
+    rx: Arc<Mutex<Receiver<J>>>,
+    tx: mpsc::Sender<R>,
+    f: Job<J, R>,
 }
 
 impl<J: Send + 'static, R: Send + 'static> Workers<J, R> {
     /// `n` threads named `name-<i>` with a queue of `queued` jobs. Each thread first drops
-    /// its capabilities to the daemon's kept set (threads may start before the daemon drops
-    /// its own, and capabilities are per thread).
+    /// its capabilities to the daemon's kept set (capabilities are per thread).
     pub fn new(
         name: &str,
         n: usize,
@@ -37,16 +50,31 @@ impl<J: Send + 'static, R: Send + 'static> Workers<J, R> {
     ) -> Workers<J, R> {
         let (jobs, rx) = mpsc::sync_channel::<J>(queued);
         let (tx, done) = mpsc::channel();
-        let rx = Arc::new(Mutex::new(rx));
-        let f = Arc::new(f);
-        let busy: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-        let epoch = Instant::now();
-        for i in 0..n {
-            let (rx, tx, f, busy) = (rx.clone(), tx.clone(), f.clone(), busy.clone());
+        Workers {
+            jobs,
+            done,
+            busy: Arc::new((0..n).map(|_| AtomicU64::new(0)).collect()),
+            epoch: Instant::now(),
+            start: Some(Start {
+                name: name.to_owned(),
+                rx: Arc::new(Mutex::new(rx)),
+                tx,
+                f: Arc::new(f),
+            }),
+        }
+    }
+
+    fn spawn(&mut self) {
+        let Some(Start { name, rx, tx, f }) = self.start.take() else {
+            return;
+        };
+        let epoch = self.epoch;
+        for i in 0..self.busy.len() {
+            let (rx, tx, f, busy) = (rx.clone(), tx.clone(), f.clone(), self.busy.clone());
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
-                    if let Err(e) = crate::privileges::drop_after_attach() {
+                    if let Err(e) = crate::privileges::drop_after_attach(None) {
                         tracing::error!("worker thread cannot drop capabilities: {e}");
                         return;
                     }
@@ -68,16 +96,11 @@ impl<J: Send + 'static, R: Send + 'static> Workers<J, R> {
                 })
                 .expect("spawning a worker thread");
         }
-        Workers {
-            jobs,
-            done,
-            busy,
-            epoch,
-        }
     }
 
     /// Queues a job; gives it back when the queue is full.
-    pub fn submit(&self, job: J) -> Result<(), J> {
+    pub fn submit(&mut self, job: J) -> Result<(), J> {
+        self.spawn();
         self.jobs.try_send(job).map_err(|e| match e {
             TrySendError::Full(j) | TrySendError::Disconnected(j) => j,
         })
@@ -115,7 +138,7 @@ mod tests {
     fn a_stuck_pool_is_known_and_answers_keep_coming_from_free_threads() {
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
         let gate = Mutex::new(gate_rx);
-        let w = Workers::new("t", 2, 8, move |j: u32| {
+        let mut w = Workers::new("t", 2, 8, move |j: u32| {
             if j == 0 {
                 // Blocks like a hung mount until the test ends.
                 let _ = gate.lock().unwrap().recv();

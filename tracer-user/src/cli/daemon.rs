@@ -62,7 +62,11 @@ pub struct Args {
     /// Size of the kernel's ring buffer of events, MiB (a power of two).
     #[arg(long)]
     kernel_ring_mib: Option<u32>,
-    /// Write this file (atomically, with the pid) once attached.
+    /// Become this user once attached (keeping only the capabilities reading needs).
+    #[arg(long)]
+    user: Option<String>,
+    /// Write this file (atomically, with the pid) once attached; its directory must be
+    /// writable by the daemon's user.
     #[arg(long)]
     ready_file: Option<PathBuf>,
 }
@@ -109,6 +113,7 @@ impl Args {
         if let Some(v) = self.kernel_ring_mib {
             c.kernel_ring_mib = v;
         }
+        c.user = self.user.or(c.user);
         c.validate()?;
         Ok((c, self.ready_file))
     }
