@@ -494,3 +494,37 @@ fn the_daemon_becomes_its_own_user_keeping_two_capabilities() {
         uid
     );
 }
+
+/// A link planted where the ready file goes (a shared directory) is replaced by the file,
+/// never written through.
+#[test]
+fn a_link_planted_at_the_ready_file_is_replaced_not_followed() {
+    let t = tempfile::tempdir().unwrap();
+    let victim = t.path().join("victim");
+    let ready = t.path().join("ready");
+    std::os::unix::fs::symlink(&victim, &ready).unwrap();
+    // The old predictable temporary name, planted too.
+    std::os::unix::fs::symlink(&victim, t.path().join("ready.tmp")).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["daemon", "--data-dir"])
+        .arg(t.path().join("data"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::symlink_metadata(&ready).unwrap().is_file() {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        assert!(child.try_wait().unwrap().is_none(), "daemon exited");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    assert!(!victim.exists(), "written through a planted link");
+    assert_eq!(
+        std::fs::read_to_string(&ready).unwrap().trim(),
+        child.id().to_string()
+    );
+}
