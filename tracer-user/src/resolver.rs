@@ -14,7 +14,7 @@ use std::{
     ffi::OsStr,
     os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -743,11 +743,12 @@ impl Resolver {
     pub fn new() -> Resolver {
         let refusals = Arc::new(Refusals::default());
         let count = refusals.clone();
+        let shared = Arc::new(Mutex::new(ByInode::new()));
         Resolver {
             indexes: HashMap::new(),
             pending: HashMap::new(),
             workers: Workers::new("resolver", WORKERS, JOBS_QUEUED, move |job: Job| {
-                (job.key.clone(), read_site(job, &count))
+                (job.key.clone(), read_site(job, &count, &shared))
             }),
             refusals,
         }
@@ -897,10 +898,17 @@ impl Resolver {
     }
 }
 
+/// Site directories already read, by (device, inode, mtime, conda prefix): the same directory
+/// reached by another path or from another mount namespace (a shared software tree, an image
+/// mounted by many containers) is read once. Bounded; starts over when full.
+type ByInode = HashMap<(u64, u64, i64, Option<PathBuf>), Arc<DistIndex>>;
+
 /// A worker's job: the prefix's kind (for a `System` location) and the site directory's
 /// distributions, unless its mtime is the one already known.
-fn read_site(job: Job, count: &Refusals) -> Outcome {
-    let mtime = std::fs::metadata(&job.site).and_then(|m| m.modified()).ok();
+fn read_site(job: Job, count: &Refusals, shared: &Mutex<ByInode>) -> Outcome {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&job.site).ok();
+    let mtime = meta.as_ref().and_then(|m| m.modified().ok());
     if mtime.is_some() && mtime == job.known_mtime {
         return Outcome::Unchanged;
     }
@@ -929,8 +937,29 @@ fn read_site(job: Job, count: &Refusals) -> Outcome {
     let conda = (kind == EnvKind::Conda)
         .then_some(job.prefix.as_deref())
         .flatten();
+    let key = meta.map(|m| {
+        (
+            m.dev(),
+            m.ino(),
+            m.mtime_nsec() + m.mtime() * 1_000_000_000,
+            conda.map(Path::to_path_buf),
+        )
+    });
+    let known = key
+        .as_ref()
+        .and_then(|k| shared.lock().ok()?.get(k).cloned());
+    let index = known.unwrap_or_else(|| {
+        let index = Arc::new(DistIndex::load(&job.site, conda, count));
+        if let (Some(k), Ok(mut m)) = (key, shared.lock()) {
+            if m.len() >= MAX_INDEXES {
+                m.clear();
+            }
+            m.insert(k, index.clone());
+        }
+        index
+    });
     Outcome::Read(CachedIndex {
-        index: Arc::new(DistIndex::load(&job.site, conda, count)),
+        index,
         kind,
         mtime,
         checked: Instant::now(),

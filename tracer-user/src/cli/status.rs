@@ -55,6 +55,16 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             println!("kernel:      {} python execs, {} events sent, {} ring-full drops, {} read failures, {} map-full",
                 c.python_execs, c.events_sent, c.ring_full, c.read_failed, c.stash_full + c.procs_full);
             println!(
+                "refused:     {} probation (uid share), {} opens (uid share), {} events (uid ring share), {} batches (queue full)",
+                c.probation_quota, c.stash_quota, c.ring_share, st.queue_full
+            );
+            let m = &st.metadata;
+            println!(
+                "metadata:    {} links, {} special files, {} cut, {} not the user's to read, {} deadlines missed ({} ELF), {} jobs dropped",
+                m.symlink, m.not_regular, m.truncated, m.not_permitted, m.deadline_missed,
+                m.elf_deadline_missed, m.queue_full
+            );
+            println!(
                 "records:     {} spooled since start, last seq {}, {} live processes",
                 st.records_spooled, written, st.live_processes
             );

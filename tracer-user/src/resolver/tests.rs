@@ -390,3 +390,35 @@ fn hostile_metadata_neither_blocks_nor_leaks() {
         "{c:?}"
     );
 }
+
+/// A site directory reached from two mount namespaces (or by two paths) is read once: the
+/// second finds the first's index by (device, inode, mtime).
+#[test]
+fn one_directory_seen_from_two_namespaces_is_read_once() {
+    let t = tempfile::tempdir().unwrap();
+    let venv = t.path().join("v");
+    let sp = venv.join("lib/python3.11/site-packages");
+    write(&venv.join("pyvenv.cfg"), "home = /usr/bin\n");
+    write(
+        &sp.join("a-1.0.dist-info/METADATA"),
+        "Name: a\nVersion: 1.0\n",
+    );
+    write(&sp.join("a-1.0.dist-info/RECORD"), "a/__init__.py,,\n");
+    let file = sp.join("a/__init__.py");
+    let loc = module(file.to_str().unwrap(), &view());
+    let mut r = Resolver::new();
+    let first = r.resolve(&loc, &file, &Root::host(), false, &Creds::default());
+    assert_eq!(first.version.as_deref(), Some("1.0"));
+    // Changed inside the dist-info (the site directory's own mtime is unchanged): another
+    // namespace's first look gets the index already read.
+    write(
+        &sp.join("a-1.0.dist-info/METADATA"),
+        "Name: a\nVersion: 9.9\n",
+    );
+    let other_ns = Root {
+        dir: PathBuf::from("/"),
+        ns: 4026531999,
+    };
+    let second = r.resolve(&loc, &file, &other_ns, false, &Creds::default());
+    assert_eq!(second.version.as_deref(), Some("1.0"));
+}
