@@ -528,3 +528,54 @@ fn a_link_planted_at_the_ready_file_is_replaced_not_followed() {
         child.id().to_string()
     );
 }
+
+/// A thread rewrites the path buffer while another thread's `open()` blocks (on a FIFO named
+/// like bytecode): the event's path, read from memory at exit, now names a module the process
+/// never opened. What is recorded is the file the kernel opened, from the descriptor.
+#[test]
+fn a_path_rewritten_during_a_blocking_open_is_not_recorded() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = t.path().join("real/__pycache__");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("m.cpython-311.pyc");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let forged = "/usr/lib/python3/dist-packages/forgedpkg/__pycache__/__init__.cpython-311.pyc";
+    let d = Daemon::start();
+    let code = format!(
+        "import ctypes, os, threading, time\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         buf = ctypes.create_string_buffer({real:?}.encode(), 4096)\n\
+         def opener():\n    fd = libc.open(buf, os.O_RDONLY)\n    os.close(fd)\n\
+         t = threading.Thread(target=opener); t.start(); time.sleep(0.5)\n\
+         ctypes.memmove(buf, {forged:?}.encode() + b'\\0', {n})\n\
+         w = os.open({real:?}, os.O_WRONLY); t.join(); os.close(w)",
+        real = fifo.to_str().unwrap(),
+        n = forged.len() + 1,
+    );
+    let mut c = as_nobody(DEBIAN_PYTHON);
+    c.args(["-I", "-c", &code]).env_clear();
+    let (pid, out) = run(&mut c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = d.stop();
+    let forged_recs: Vec<_> = r
+        .of(pid)
+        .into_iter()
+        .filter(|x| {
+            x["package"] == "forgedpkg" || x["first_path"].as_str().unwrap().contains("forgedpkg")
+        })
+        .collect();
+    assert!(forged_recs.is_empty(), "{forged_recs:?}");
+    assert!(
+        r.status["fidelity"]["opened_elsewhere"].as_u64().unwrap() >= 1,
+        "{}",
+        r.status["fidelity"]
+    );
+}

@@ -144,9 +144,16 @@ pub struct OpenEvent {
     pub dfd: i32,
     /// [`OPEN_FLAG_WRITE`].
     pub flags: u32,
-    /// Padding, zero.
-    pub _pad: u32,
+    /// Bytes of the path the kernel opened that follow the path as passed: its components,
+    /// NUL-terminated, from the file up to the root of the process's mount namespace (0 for a
+    /// failed attempt or when it could not be read).
+    pub kpath_len: u32,
 }
+
+/// Most bytes of the kernel's path of an opened file, and most components walked.
+pub const KPATH_MAX: usize = 4096;
+/// See [`KPATH_MAX`].
+pub const KPATH_DEPTH: usize = 48;
 
 /// The file was opened for writing: only bytecode files (`*.pyc`, `*.pyc.<n>` temporaries) are
 /// sent so, as the sign that a module source just read was compiled, not imported.
@@ -319,6 +326,30 @@ pub struct Config {
     /// `sched_process_exit`: offset of `bool group_dead`, or 0 when this kernel lacks the field
     /// (then the thread-group leader's exit ends the process).
     pub tp_exit_group_dead: u32,
+    /// `task_struct.files`.
+    pub task_files: u32,
+    /// `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// `fdtable.fd`.
+    pub fdtable_fd: u32,
+    /// `fdtable.max_fds`.
+    pub fdtable_max_fds: u32,
+    /// `file.f_path.dentry`.
+    pub file_dentry: u32,
+    /// `file.f_path.mnt`.
+    pub file_mnt: u32,
+    /// `dentry.d_parent`.
+    pub dentry_parent: u32,
+    /// `dentry.d_name.name`.
+    pub dentry_name: u32,
+    /// `mount.mnt` (the `vfsmount` inside a `mount`).
+    pub mount_mnt: u32,
+    /// `mount.mnt_parent`.
+    pub mount_parent: u32,
+    /// `mount.mnt_mountpoint`.
+    pub mount_mountpoint: u32,
+    /// `vfsmount.mnt_root`.
+    pub vfsmount_root: u32,
 }
 
 /// Size checks: the kernel writes and user space reads these exact layouts.
@@ -331,4 +362,5 @@ const _: () = {
     assert!(core::mem::size_of::<MapExecEvent>() == 24);
     assert!(EXEC_ENV_OFF + ENV_MAX <= SCRATCH_SIZE);
     assert!(OPEN_PATH_OFF + PATH_MAX <= SCRATCH_SIZE);
+    assert!(OPEN_PATH_OFF + PATH_MAX + KPATH_MAX + 256 <= SCRATCH_SIZE / 2);
 };

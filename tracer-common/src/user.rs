@@ -122,6 +122,26 @@ pub struct OpenInfo {
     pub write: bool,
     /// Raw path bytes as passed (not necessarily UTF-8, possibly relative).
     pub path: Vec<u8>,
+    /// For a successful open: the path the kernel opened, from the descriptor (absolute in
+    /// the process's mount namespace, links resolved); `None` when it could not be read.
+    pub opened: Option<Vec<u8>>,
+}
+
+/// The kernel's components (leaf first, each NUL-terminated) as an absolute path.
+fn join_components(leaf_first: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(leaf_first.len() + 1);
+    for c in leaf_first
+        .split(|&b| b == 0)
+        .filter(|c| !c.is_empty())
+        .rev()
+    {
+        out.push(b'/');
+        out.extend_from_slice(c);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
 }
 
 /// Everything the kernel captured at exec.
@@ -226,6 +246,17 @@ impl Event {
                     dfd: e.dfd,
                     write: e.flags & crate::OPEN_FLAG_WRITE != 0,
                     path: region(buf, OPEN_PATH_OFF, e.path_len, PATH_MAX, kind)?,
+                    opened: if e.kpath_len == 0 {
+                        None
+                    } else {
+                        Some(join_components(&region(
+                            buf,
+                            OPEN_PATH_OFF + (e.path_len as usize).min(PATH_MAX),
+                            e.kpath_len,
+                            crate::KPATH_MAX,
+                            kind,
+                        )?))
+                    },
                 })
             }
             EventKind::MapExec => {
@@ -273,9 +304,23 @@ mod tests {
                 ret: -2,
                 dfd: -100,
                 write: true,
-                path: p.to_vec()
+                path: p.to_vec(),
+                opened: None,
             })
         );
+    }
+
+    #[test]
+    fn decodes_the_kernels_path_leaf_first() {
+        let p = b"/v/lib64/m.pyc";
+        let mut b = open_bytes(p, p.len() as u32);
+        let k = b"m.pyc\0lib\0v\0";
+        b[36..40].copy_from_slice(&(k.len() as u32).to_ne_bytes());
+        b.extend_from_slice(k);
+        let Event::Open(o) = Event::decode(&b).unwrap() else {
+            panic!("not an open")
+        };
+        assert_eq!(o.opened.as_deref(), Some(&b"/v/lib/m.pyc"[..]));
     }
 
     #[test]

@@ -19,6 +19,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod dentry;
 mod maps;
 mod sched_process_exec;
 mod sched_process_exit;

@@ -5,7 +5,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{
     helpers::{bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use tracer_common::{
     Config, Counter, EventKind, Header, ProcState, UidUse, COUNTER_COUNT, SCRATCH_SIZE,
@@ -44,6 +44,18 @@ static CONFIG: Config = Config {
     tp_mmap_prot: 0,
     tp_mmap_fd: 0,
     tp_exit_group_dead: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdtable_fd: 0,
+    fdtable_max_fds: 0,
+    file_dentry: 0,
+    file_mnt: 0,
+    dentry_parent: 0,
+    dentry_name: 0,
+    mount_mnt: 0,
+    mount_parent: 0,
+    mount_mountpoint: 0,
+    vfsmount_root: 0,
 };
 
 /// The configuration, read so the compiler cannot constant-fold the zero initialiser.
@@ -63,6 +75,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(tracer_common::RING_BYTES, 
 /// entries are charged to their uid ([`UIDS`]), so one user's idle processes cannot fill it.
 #[map]
 pub static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(65536, 0);
+
+/// Slot 0: `open_kpath`, tail-called by `sys_exit_open*` to add the kernel's path of an opened
+/// file to its event. A program of its own, so that the dentry walk is verified apart from the
+/// path checks before it (together they exceed the verifier's budget).
+#[map]
+pub static KPATH: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// What each uid holds of `PROCS`, `STASH` and the ring buffer ([`UidUse`]).
 #[map]

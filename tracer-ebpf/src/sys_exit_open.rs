@@ -24,9 +24,10 @@ use tracer_common::{
 };
 
 use crate::{
+    dentry::opened_path,
     maps::{
         any_inflight, config, count, header, put, release, scratch, send, unstash, Scratch, Wake,
-        PROCS, STASH, STASH_PROBATION, STASH_WRITE,
+        KPATH, PROCS, STASH, STASH_PROBATION, STASH_WRITE,
     },
     sched_process_exec::{emit_process, track},
 };
@@ -119,10 +120,30 @@ fn on_exit(ctx: &TracePointContext) {
             tid,
             dfd: entry.dfd,
             flags: if write { OPEN_FLAG_WRITE } else { 0 },
-            _pad: 0,
+            kpath_len: 0,
         },
     );
+    if ret >= 0 && !write {
+        // `open_kpath` adds what was really opened (from the descriptor, not user memory) and
+        // sends the event; it does not return here unless the slot is empty.
+        // SAFETY: a tail call with this program's own context.
+        unsafe { KPATH.tail_call(ctx, 0) };
+    }
     send(s, OPEN_PATH_OFF + len, Wake::Later);
+}
+
+/// Tail-called by `sys_exit_open*` with an open event assembled in this CPU's scratch buffer:
+/// appends the kernel's path of the opened file (see `dentry.rs`) and sends it.
+#[tracepoint]
+pub fn open_kpath(_ctx: TracePointContext) -> u32 {
+    let Some(s) = scratch() else { return 0 };
+    // SAFETY: `sys_exit_open*` wrote an `OpenEvent` at offset 0 just before the tail call.
+    let e: OpenEvent = unsafe { core::ptr::read_unaligned(s.buf.as_ptr().cast()) };
+    let len = (e.path_len as usize) & (PATH_MAX - 1);
+    let kpath_len = opened_path(s, OPEN_PATH_OFF + len, e.ret);
+    put(s, 0, OpenEvent { kpath_len, ..e });
+    send(s, OPEN_PATH_OFF + len + kpath_len as usize, Wake::Later);
+    0
 }
 
 /// Reads the user path into the scratch buffer; its length, or `None` (counted when the open

@@ -132,6 +132,18 @@ pub fn build_config(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Co
         tp_mmap_prot: mmap.offset("prot")?,
         tp_mmap_fd: mmap.offset("fd")?,
         tp_exit_group_dead: exit.optional("group_dead").unwrap_or(0),
+        task_files: btf.member_offset("task_struct", "files")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdtable_fd: btf.member_offset("fdtable", "fd")?,
+        fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
+        file_dentry: btf.member_offset("file", "f_path.dentry")?,
+        file_mnt: btf.member_offset("file", "f_path.mnt")?,
+        dentry_parent: btf.member_offset("dentry", "d_parent")?,
+        dentry_name: btf.member_offset("dentry", "d_name.name")?,
+        mount_mnt: btf.member_offset("mount", "mnt")?,
+        mount_parent: btf.member_offset("mount", "mnt_parent")?,
+        mount_mountpoint: btf.member_offset("mount", "mnt_mountpoint")?,
+        vfsmount_root: btf.member_offset("vfsmount", "mnt_root")?,
     })
 }
 
@@ -177,12 +189,36 @@ where
     T::try_from(map).map_err(|source| LoadError::Map { name, source })
 }
 
+/// Loads `open_kpath` (not attached: tail-called by `sys_exit_open*`) into slot 0 of `KPATH`.
+fn load_kpath(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let name = "open_kpath";
+    let prog: &mut TracePoint = program(ebpf, name)?;
+    prog.load().map_err(prog_err(name))?;
+    let fd = prog
+        .fd()
+        .and_then(|f| f.try_clone().map_err(Into::into))
+        .map_err(prog_err(name))?;
+    let map_name = "KPATH";
+    let map = ebpf
+        .map_mut(map_name)
+        .ok_or(LoadError::Missing("map", map_name))?;
+    let mut jump: aya::maps::ProgramArray<_> =
+        aya::maps::ProgramArray::try_from(map).map_err(|source| LoadError::Map {
+            name: map_name,
+            source,
+        })?;
+    jump.set(0, &fd, 0).map_err(|source| LoadError::Map {
+        name: map_name,
+        source,
+    })
+}
+
 /// Names of every program, for statistics.
 pub fn program_names() -> impl Iterator<Item = &'static str> {
     TRACEPOINTS
         .iter()
         .map(|(n, _, _)| *n)
-        .chain(["sched_process_fork"])
+        .chain(["sched_process_fork", "open_kpath"])
 }
 
 /// Loads and attaches the tracer.
@@ -213,6 +249,7 @@ pub fn attach(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Tracer, 
     let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
     prog.load().map_err(prog_err(name))?;
     prog.attach(name).map_err(prog_err(name))?;
+    load_kpath(&mut ebpf)?;
     let events = take_map(&mut ebpf, "EVENTS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     let epoch = take_map(&mut ebpf, "EPOCH")?;
@@ -268,6 +305,10 @@ pub fn check_load(tracefs: &Path) -> Result<Vec<Verified>, LoadError> {
     let name = "sched_process_fork";
     let prog: &mut RawTracePoint = program(&mut ebpf, name)?;
     prog.load().map_err(prog_err(name))?;
+    out.push(verified(name, prog.info().ok()));
+    load_kpath(&mut ebpf)?;
+    let name = "open_kpath";
+    let prog: &mut TracePoint = program(&mut ebpf, name)?;
     out.push(verified(name, prog.info().ok()));
     Ok(out)
 }

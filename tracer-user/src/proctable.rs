@@ -60,6 +60,10 @@ pub struct Fidelity {
     /// Processes whose environment named another Slurm job than their cgroup: the cgroup's job
     /// was recorded and the environment's job variables dropped.
     pub job_env_rejected: u64,
+    /// Opens whose file, as the kernel resolved it, is not at the path the process passed
+    /// (a symbolic link on the way, a chroot, or a buffer rewritten during the open): the
+    /// kernel's path is the one recorded.
+    pub opened_elsewhere: u64,
 }
 
 /// One package seen in one process.
@@ -586,10 +590,22 @@ impl ProcTable {
                 }
             }
         };
+        // The file the kernel opened (from the descriptor): what is recorded. The path as
+        // passed, read from the process's memory, is what the import system's probe-then-read
+        // sequence is paired on; the two differ through symbolic links, or when a thread
+        // rewrote the buffer while the open blocked.
+        let opened = o.opened.map(|k| PathBuf::from(OsString::from_vec(k)));
+        if opened.as_ref().is_some_and(|k| *k != path) {
+            self.fidelity.opened_elsewhere += 1;
+        }
         let name = path
             .file_name()
             .map(|n| n.as_encoded_bytes())
             .unwrap_or(b"");
+        let truth = |p: PathBuf| match &opened {
+            Some(k) => k.clone(),
+            None => p,
+        };
         if o.ret >= 0 {
             if !p.verified && name.starts_with(b"libpython") {
                 p.libpython_fd = Some(o.ret);
@@ -600,12 +616,13 @@ impl ProcTable {
                 return;
             }
             if imports::is_shared_object(name) {
-                if p.pending_so.insert(o.ret, (path, at)).is_some() {
+                if p.pending_so.insert(o.ret, (truth(path), at)).is_some() {
                     self.fidelity.so_not_mapped += 1;
                 }
                 return;
             }
             if imports::is_archive(name) {
+                let path = truth(path);
                 let n = p.archives.entry(path.clone()).or_insert(0);
                 *n += 1;
                 // `zipimport` opens the archive to read its directory, then again for every
@@ -618,8 +635,13 @@ impl ProcTable {
         }
         let thread = p.threads.entry(o.tid).or_default();
         let prefix = p.view.pycache_prefix.as_deref();
+        let this = path.clone();
         let steps = thread.feed(path, o.ret >= 0, o.write, p.compiling, prefix);
         for step in steps {
+            let step = match step {
+                Step::Import(f) if f == this => Step::Import(truth(f)),
+                s => s,
+            };
             match step {
                 Step::Import(file) if p.compiling && p.compiles(&file) => {
                     self.fidelity.compile_ambiguous += 1;

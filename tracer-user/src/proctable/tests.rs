@@ -46,6 +46,7 @@ fn open_ret(tgid: u32, path: &str, t: u64, ret: i32) -> Event {
         dfd: -100,
         write: false,
         path: path.as_bytes().to_vec(),
+        opened: None,
     })
 }
 
@@ -295,6 +296,7 @@ fn run_time_sys_path_relative_opens_and_archives() {
             dfd,
             write: false,
             path: format!("__pycache__/{rel}.cpython-311.pyc").into_bytes(),
+            opened: None,
         });
         t.handle(probe, f);
         let src = Event::Open(OpenInfo {
@@ -305,6 +307,7 @@ fn run_time_sys_path_relative_opens_and_archives() {
             dfd,
             write: false,
             path: format!("{rel}.py").into_bytes(),
+            opened: None,
         });
         t.handle(src, f);
     }
