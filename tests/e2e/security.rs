@@ -579,3 +579,59 @@ fn a_path_rewritten_during_a_blocking_open_is_not_recorded() {
         r.status["fidelity"]
     );
 }
+
+/// The shipped unit bounds the daemon's memory and tasks and protects kernel tunables.
+#[test]
+fn the_systemd_unit_bounds_the_daemon() {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/pyusage.service"),
+    )
+    .unwrap();
+    for d in [
+        "MemoryMax=",
+        "TasksMax=",
+        "ProtectKernelTunables=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+    ] {
+        assert!(unit.lines().any(|l| l.starts_with(d)), "{d} missing");
+    }
+}
+
+/// A daemon in a mount namespace of its own (a service manager's `PrivateTmp=`) does not
+/// mark the host's processes `in_container`: it compares with PID 1's namespace.
+#[test]
+fn a_daemon_in_its_own_mount_namespace_still_knows_the_hosts() {
+    let t = tempfile::tempdir().unwrap();
+    let ready = t.path().join("ready");
+    let mut child = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "--"])
+        .arg(bin())
+        .args(["daemon", "--data-dir"])
+        .arg(t.path().join("data"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        assert!(child.try_wait().unwrap().is_none(), "daemon exited");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (pid, out) = run(&mut python(venv_python(), "import yaml"));
+    assert!(out.status.success());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: a signal to our own child (unshare execs the daemon in place).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let recs: Vec<serde_json::Value> = show_lines(&t.path().join("data"))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["pid"] == pid && r["package"] == "yaml")
+        .collect();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["in_container"], false, "{}", recs[0]);
+    assert_eq!(recs[0]["env_kind"], "venv");
+}

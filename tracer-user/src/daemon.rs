@@ -4,7 +4,6 @@
 //! exit 0.
 use std::{
     collections::BTreeMap,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -114,14 +113,22 @@ fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-/// The host's mount namespace: PID 1's, not the daemon's own (a service manager's
-/// `PrivateTmp=`/`ProtectSystem=` gives the daemon a namespace of its own, which would mark
-/// every process `in_container`).
+/// The host's mount namespace: PID 1's (or the kernel threads'), not the daemon's own (a
+/// service manager's `PrivateTmp=`/`ProtectSystem=` gives the daemon a namespace of its own,
+/// which would mark every process `in_container`).
 fn host_mnt_ns() -> u32 {
-    ["/proc/1/ns/mnt", "/proc/self/ns/mnt"]
+    // PID 1's, else kthreadd's (kernel threads live in the initial namespaces; PID 1 may
+    // refuse to be inspected, as a VM's init does), else the daemon's own.
+    ["/proc/1/ns/mnt", "/proc/2/ns/mnt", "/proc/self/ns/mnt"]
         .iter()
-        .find_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.ino() as u32)
+        .find_map(|p| {
+            let l = std::fs::read_link(p).ok()?;
+            l.to_str()?
+                .strip_prefix("mnt:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 

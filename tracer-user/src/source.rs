@@ -139,3 +139,23 @@ impl Source {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_keeps_the_batch_in_hand_and_counts() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut src = Source::default();
+        tx.try_send(Msg::Shutdown).unwrap();
+        src.held = Some(Vec::new());
+        assert!(!src.offer(&tx), "the queue is full");
+        assert!(src.blocked());
+        assert_eq!(src.queue_full, 1);
+        assert!(matches!(rx.recv().unwrap(), Msg::Shutdown));
+        assert!(src.offer(&tx), "room again: the held batch goes");
+        assert!(!src.blocked());
+        assert!(matches!(rx.recv().unwrap(), Msg::Events(_)));
+    }
+}
