@@ -505,20 +505,9 @@ fn a_link_planted_at_the_ready_file_is_replaced_not_followed() {
     std::os::unix::fs::symlink(&victim, &ready).unwrap();
     // The old predictable temporary name, planted too.
     std::os::unix::fs::symlink(&victim, t.path().join("ready.tmp")).unwrap();
-    let mut child = std::process::Command::new(bin())
-        .args(["daemon", "--data-dir"])
-        .arg(t.path().join("data"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !std::fs::symlink_metadata(&ready).unwrap().is_file() {
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        assert!(child.try_wait().unwrap().is_none(), "daemon exited");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut child = daemon_with_ready_file(&[], t.path(), &ready, || {
+        std::fs::symlink_metadata(&ready).unwrap().is_file()
+    });
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap();
@@ -604,22 +593,12 @@ fn the_systemd_unit_bounds_the_daemon() {
 fn a_daemon_in_its_own_mount_namespace_still_knows_the_hosts() {
     let t = tempfile::tempdir().unwrap();
     let ready = t.path().join("ready");
-    let mut child = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "--"])
-        .arg(bin())
-        .args(["daemon", "--data-dir"])
-        .arg(t.path().join("data"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !ready.exists() {
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        assert!(child.try_wait().unwrap().is_none(), "daemon exited");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut child = daemon_with_ready_file(
+        &["unshare", "-m", "--propagation", "private", "--"],
+        t.path(),
+        &ready,
+        || ready.exists(),
+    );
     let (pid, out) = run(&mut python(venv_python(), "import yaml"));
     assert!(out.status.success());
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -634,4 +613,37 @@ fn a_daemon_in_its_own_mount_namespace_still_knows_the_hosts() {
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0]["in_container"], false, "{}", recs[0]);
     assert_eq!(recs[0]["env_kind"], "venv");
+}
+
+/// `pyusage daemon --data-dir DIR/data --ready-file READY`, behind the `wrapper` command if
+/// any, until `ready()` holds.
+fn daemon_with_ready_file(
+    wrapper: &[&str],
+    dir: &std::path::Path,
+    ready: &std::path::Path,
+    is_ready: impl Fn() -> bool,
+) -> std::process::Child {
+    let mut cmd = match wrapper.split_first() {
+        Some((w, rest)) => {
+            let mut c = std::process::Command::new(w);
+            c.args(rest).arg(bin());
+            c
+        }
+        None => std::process::Command::new(bin()),
+    };
+    let mut child = cmd
+        .args(["daemon", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--ready-file")
+        .arg(ready)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !is_ready() {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        assert!(child.try_wait().unwrap().is_none(), "daemon exited");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
 }
