@@ -123,25 +123,46 @@ pub struct OpenInfo {
     /// Raw path bytes as passed (not necessarily UTF-8, possibly relative).
     pub path: Vec<u8>,
     /// For a successful open: the path the kernel opened, from the descriptor (absolute in
-    /// the process's mount namespace, links resolved); `None` when it could not be read.
+    /// the process's mount namespace, links resolved), as its components leaf first, each
+    /// NUL-terminated (see [`OpenInfo::opened_path`]); `None` when it could not be read.
     pub opened: Option<Vec<u8>>,
 }
 
-/// The kernel's components (leaf first, each NUL-terminated) as an absolute path.
-fn join_components(leaf_first: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(leaf_first.len() + 1);
-    for c in leaf_first
-        .split(|&b| b == 0)
-        .filter(|c| !c.is_empty())
-        .rev()
-    {
-        out.push(b'/');
-        out.extend_from_slice(c);
+impl OpenInfo {
+    /// The path the kernel opened, absolute.
+    pub fn opened_path(&self) -> Option<Vec<u8>> {
+        let leaf_first = self.opened.as_deref()?;
+        let mut out = Vec::with_capacity(leaf_first.len() + 1);
+        for c in components(leaf_first).rev() {
+            out.push(b'/');
+            out.extend_from_slice(c);
+        }
+        if out.is_empty() {
+            out.push(b'/');
+        }
+        Some(out)
     }
-    if out.is_empty() {
-        out.push(b'/');
+
+    /// Whether the kernel opened exactly `path` (absolute, no `.`/`..` components), compared
+    /// without building the kernel's path: the common case, on the path of every open.
+    pub fn opened_is(&self, path: &[u8]) -> bool {
+        let Some(k) = self.opened.as_deref() else {
+            return true;
+        };
+        let mut want = path.split(|&b| b == b'/').filter(|c| !c.is_empty()).rev();
+        let mut got = components(k);
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some(a), Some(b)) if a == b => {}
+                _ => return false,
+            }
+        }
     }
-    out
+}
+
+fn components(leaf_first: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    leaf_first.split(|&b| b == 0).filter(|c| !c.is_empty())
 }
 
 /// Everything the kernel captured at exec.
@@ -249,13 +270,13 @@ impl Event {
                     opened: if e.kpath_len == 0 {
                         None
                     } else {
-                        Some(join_components(&region(
+                        Some(region(
                             buf,
                             OPEN_PATH_OFF + (e.path_len as usize).min(PATH_MAX),
                             e.kpath_len,
                             crate::KPATH_MAX,
                             kind,
-                        )?))
+                        )?)
                     },
                 })
             }
@@ -320,7 +341,10 @@ mod tests {
         let Event::Open(o) = Event::decode(&b).unwrap() else {
             panic!("not an open")
         };
-        assert_eq!(o.opened.as_deref(), Some(&b"/v/lib/m.pyc"[..]));
+        assert_eq!(o.opened_path().as_deref(), Some(&b"/v/lib/m.pyc"[..]));
+        assert!(o.opened_is(b"/v/lib/m.pyc"));
+        assert!(!o.opened_is(b"/v/lib64/m.pyc"));
+        assert!(!o.opened_is(b"/lib/m.pyc"));
     }
 
     #[test]

@@ -567,12 +567,12 @@ impl ProcTable {
     }
 
     /// One open (or failed bytecode probe): fed to the process's import-signature state.
-    fn open(&mut self, o: OpenInfo, facts: &dyn ProcFacts) {
+    fn open(&mut self, mut o: OpenInfo, facts: &dyn ProcFacts) {
         let at = self.wall(o.ktime_ns);
         let Some(p) = self.procs.get_mut(&o.tgid) else {
             return;
         };
-        let rel = PathBuf::from(OsString::from_vec(o.path));
+        let rel = PathBuf::from(OsString::from_vec(std::mem::take(&mut o.path)));
         let path = if rel.is_absolute() {
             rel
         } else {
@@ -594,10 +594,13 @@ impl ProcTable {
         // passed, read from the process's memory, is what the import system's probe-then-read
         // sequence is paired on; the two differ through symbolic links, or when a thread
         // rewrote the buffer while the open blocked.
-        let opened = o.opened.map(|k| PathBuf::from(OsString::from_vec(k)));
-        if opened.as_ref().is_some_and(|k| *k != path) {
+        let opened = if o.opened_is(path.as_os_str().as_bytes()) {
+            None
+        } else {
             self.fidelity.opened_elsewhere += 1;
-        }
+            o.opened_path()
+                .map(|k| PathBuf::from(OsString::from_vec(k)))
+        };
         let name = path
             .file_name()
             .map(|n| n.as_encoded_bytes())
