@@ -13,6 +13,12 @@ fn main() -> anyhow::Result<()> {
         println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
         return Ok(());
     }
+    // The programs are built from tracer-common's types and constants too; aya-build only
+    // watches the eBPF crate's own directory.
+    println!(
+        "cargo:rerun-if-changed={}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../tracer-common/src")
+    );
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../tracer-ebpf");
     aya_build::build_ebpf(
         [Package {

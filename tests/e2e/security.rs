@@ -647,3 +647,43 @@ fn daemon_with_ready_file(
     }
     child
 }
+
+/// A module deeper than the kernel's path walk (16 levels) is still recorded: its path as
+/// passed ends with the levels the kernel read.
+#[test]
+fn a_module_deeper_than_the_kernel_walk_is_recorded() {
+    let t = tempfile::tempdir().unwrap();
+    let mut deep = t.path().to_path_buf();
+    for i in 0..20 {
+        deep.push(format!("level{i}"));
+    }
+    std::fs::create_dir_all(deep.join("deeppkg")).unwrap();
+    std::fs::write(deep.join("deeppkg/__init__.py"), "").unwrap();
+    let d = Daemon::start();
+    let (pid, out) = run(&mut python(
+        venv_python(),
+        &format!(
+            "import sys; sys.path.insert(0, {:?}); import deeppkg",
+            deep.to_str().unwrap()
+        ),
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = d.stop();
+    let rec = r.one(pid, "deeppkg");
+    assert!(
+        rec["first_path"]
+            .as_str()
+            .unwrap()
+            .starts_with(deep.to_str().unwrap()),
+        "{rec}"
+    );
+    assert_eq!(
+        r.status["fidelity"]["opened_unverified"], 0,
+        "{}",
+        r.status["fidelity"]
+    );
+}

@@ -150,10 +150,15 @@ pub struct OpenEvent {
     pub kpath_len: u32,
 }
 
-/// Most bytes of the kernel's path of an opened file, and most components walked.
+/// The kernel's path in an open event is only its last [`KPATH_DEPTH`] levels (or
+/// [`KPATH_MAX`] bytes): a deeper file's path as passed must end with them.
+pub const OPEN_FLAG_KPATH_PARTIAL: u32 = 2;
+
+/// Most bytes of the kernel's path of an opened file, and most levels walked (the verifier's
+/// budget bounds the walk).
 pub const KPATH_MAX: usize = 4096;
 /// See [`KPATH_MAX`].
-pub const KPATH_DEPTH: usize = 48;
+pub const KPATH_DEPTH: usize = 16;
 
 /// The file was opened for writing: only bytecode files (`*.pyc`, `*.pyc.<n>` temporaries) are
 /// sent so, as the sign that a module source just read was compiled, not imported.

@@ -126,6 +126,9 @@ pub struct OpenInfo {
     /// the process's mount namespace, links resolved), as its components leaf first, each
     /// NUL-terminated (see [`OpenInfo::opened_path`]); `None` when it could not be read.
     pub opened: Option<Vec<u8>>,
+    /// `opened` holds only the file's last levels (a deeper file): the path as passed must end
+    /// with them.
+    pub opened_partial: bool,
 }
 
 impl OpenInfo {
@@ -143,8 +146,9 @@ impl OpenInfo {
         Some(out)
     }
 
-    /// Whether the kernel opened exactly `path` (absolute, no `.`/`..` components), compared
-    /// without building the kernel's path: the common case, on the path of every open.
+    /// Whether the kernel opened exactly `path` (absolute, no `.`/`..` components), or, for a
+    /// partial kernel path, a file at the end of `path`; compared without building the
+    /// kernel's path: the common case, on the path of every open.
     pub fn opened_is(&self, path: &[u8]) -> bool {
         let Some(k) = self.opened.as_deref() else {
             return true;
@@ -154,6 +158,7 @@ impl OpenInfo {
         loop {
             match (want.next(), got.next()) {
                 (None, None) => return true,
+                (Some(_), None) => return self.opened_partial,
                 (Some(a), Some(b)) if a == b => {}
                 _ => return false,
             }
@@ -267,6 +272,7 @@ impl Event {
                     dfd: e.dfd,
                     write: e.flags & crate::OPEN_FLAG_WRITE != 0,
                     path: region(buf, OPEN_PATH_OFF, e.path_len, PATH_MAX, kind)?,
+                    opened_partial: e.flags & crate::OPEN_FLAG_KPATH_PARTIAL != 0,
                     opened: if e.kpath_len == 0 {
                         None
                     } else {
@@ -327,6 +333,7 @@ mod tests {
                 write: true,
                 path: p.to_vec(),
                 opened: None,
+                opened_partial: false,
             })
         );
     }
@@ -345,6 +352,19 @@ mod tests {
         assert!(o.opened_is(b"/v/lib/m.pyc"));
         assert!(!o.opened_is(b"/v/lib64/m.pyc"));
         assert!(!o.opened_is(b"/lib/m.pyc"));
+        assert!(
+            !o.opened_is(b"/w/v/lib/m.pyc"),
+            "a whole path must match whole"
+        );
+        let deep = OpenInfo {
+            opened_partial: true,
+            ..o
+        };
+        assert!(
+            deep.opened_is(b"/w/v/lib/m.pyc"),
+            "a partial one must end the path"
+        );
+        assert!(!deep.opened_is(b"/w/x/lib/m.pyc"));
     }
 
     #[test]

@@ -19,8 +19,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    Counter, EventKind, OpenEvent, EXEC_FLAG_LIBPYTHON, OPEN_FLAG_WRITE, OPEN_PATH_OFF, PATH_MAX,
-    PROBATION_OPEN_COST, STATE_PYTHON,
+    Counter, EventKind, OpenEvent, EXEC_FLAG_LIBPYTHON, OPEN_FLAG_KPATH_PARTIAL, OPEN_FLAG_WRITE,
+    OPEN_PATH_OFF, PATH_MAX, PROBATION_OPEN_COST, STATE_PYTHON,
 };
 
 use crate::{
@@ -140,8 +140,21 @@ pub fn open_kpath(_ctx: TracePointContext) -> u32 {
     // SAFETY: `sys_exit_open*` wrote an `OpenEvent` at offset 0 just before the tail call.
     let e: OpenEvent = unsafe { core::ptr::read_unaligned(s.buf.as_ptr().cast()) };
     let len = (e.path_len as usize) & (PATH_MAX - 1);
-    let kpath_len = opened_path(s, OPEN_PATH_OFF + len, e.ret);
-    put(s, 0, OpenEvent { kpath_len, ..e });
+    let (kpath_len, whole) = opened_path(s, OPEN_PATH_OFF + len, e.ret);
+    let flags = if whole {
+        e.flags
+    } else {
+        e.flags | OPEN_FLAG_KPATH_PARTIAL
+    };
+    put(
+        s,
+        0,
+        OpenEvent {
+            kpath_len,
+            flags,
+            ..e
+        },
+    );
     send(s, OPEN_PATH_OFF + len + kpath_len as usize, Wake::Later);
     0
 }

@@ -64,6 +64,9 @@ pub struct Fidelity {
     /// (a symbolic link on the way, a chroot, or a buffer rewritten during the open): the
     /// kernel's path is the one recorded.
     pub opened_elsewhere: u64,
+    /// Opens of files deeper than the kernel's path walk whose passed path does not end as the
+    /// kernel's: not used (nothing trustworthy says what was opened).
+    pub opened_unverified: u64,
 }
 
 /// One package seen in one process.
@@ -596,6 +599,11 @@ impl ProcTable {
         // rewrote the buffer while the open blocked.
         let opened = if o.opened_is(path.as_os_str().as_bytes()) {
             None
+        } else if o.opened_partial {
+            // Deeper than the kernel's walk, and not ending as the kernel says: what was
+            // opened is unknown, and the passed path cannot be trusted.
+            self.fidelity.opened_unverified += 1;
+            return;
         } else {
             self.fidelity.opened_elsewhere += 1;
             o.opened_path()

@@ -47,6 +47,7 @@ fn open_ret(tgid: u32, path: &str, t: u64, ret: i32) -> Event {
         write: false,
         path: path.as_bytes().to_vec(),
         opened: None,
+        opened_partial: false,
     })
 }
 
@@ -297,6 +298,7 @@ fn run_time_sys_path_relative_opens_and_archives() {
             write: false,
             path: format!("__pycache__/{rel}.cpython-311.pyc").into_bytes(),
             opened: None,
+            opened_partial: false,
         });
         t.handle(probe, f);
         let src = Event::Open(OpenInfo {
@@ -308,6 +310,7 @@ fn run_time_sys_path_relative_opens_and_archives() {
             write: false,
             path: format!("{rel}.py").into_bytes(),
             opened: None,
+            opened_partial: false,
         });
         t.handle(src, f);
     }
