@@ -99,8 +99,7 @@ fn python_as_nobody(site: &std::path::Path, code: &str, env: &[(&str, &str)]) ->
 #[test]
 fn an_ordinary_users_hostile_metadata_neither_stalls_nor_leaks_nor_injects() {
     use std::os::unix::fs::{lchown, symlink};
-    let t = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let t = shared_tempdir();
     // Root's private environment.
     let private = t.path().join("private");
     let secret = private.join("lib/python3.11/site-packages/leak-6.6.dist-info");
@@ -119,9 +118,7 @@ fn an_ordinary_users_hostile_metadata_neither_stalls_nor_leaks_nor_injects() {
     }
     let stall = site.join("stall-1.0.dist-info");
     std::fs::create_dir_all(&stall).unwrap();
-    let fifo = std::ffi::CString::new(stall.join("METADATA").to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    mkfifo(&stall.join("METADATA"), 0o644);
     symlink("/dev/zero", stall.join("RECORD")).unwrap();
     symlink(&secret, site.join("leak-6.6.dist-info")).unwrap();
     let shadow = site.join("shadow-1.0.dist-info");
@@ -204,8 +201,7 @@ fn an_ordinary_users_hostile_metadata_neither_stalls_nor_leaks_nor_injects() {
 #[test]
 fn a_hung_fuse_mount_does_not_stall_anyone_elses_records() {
     use std::io::BufRead;
-    let t = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let t = shared_tempdir();
     let mnt = t.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/hung_fuse.py");
@@ -272,13 +268,9 @@ fn a_hung_fuse_mount_does_not_stall_anyone_elses_records() {
 /// ring is half full) so that the floods overflow them quickly.
 #[test]
 fn one_users_floods_do_not_blind_the_kernel_side_for_another() {
-    let t = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let t = shared_tempdir();
     let fifo = t.path().join("fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
-    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
+    mkfifo(&fifo, 0o666);
     let pyc = t.path().join("__pycache__/m.cpython-311.pyc");
     std::fs::create_dir_all(pyc.parent().unwrap()).unwrap();
     std::fs::write(&pyc, b"x").unwrap();
@@ -523,15 +515,11 @@ fn a_link_planted_at_the_ready_file_is_replaced_not_followed() {
 /// never opened. What is recorded is the file the kernel opened, from the descriptor.
 #[test]
 fn a_path_rewritten_during_a_blocking_open_is_not_recorded() {
-    let t = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let t = shared_tempdir();
     let dir = t.path().join("real/__pycache__");
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = dir.join("m.cpython-311.pyc");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
-    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o666)).unwrap();
+    mkfifo(&fifo, 0o666);
     let forged = "/usr/lib/python3/dist-packages/forgedpkg/__pycache__/__init__.cpython-311.pyc";
     let d = Daemon::start();
     let code = format!(

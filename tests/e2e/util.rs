@@ -419,3 +419,25 @@ pub fn as_nobody(program: impl AsRef<OsStr>) -> Command {
     .arg(program);
     c
 }
+
+/// Creates a FIFO at `path` with `mode` (exactly: the umask is undone).
+pub fn mkfifo(path: &Path, mode: u32) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), mode) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A temporary directory other users can enter (mode 0755): tests that act as `nobody`.
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    t
+}

@@ -226,12 +226,18 @@ mod tests {
         r
     }
 
+    /// A 32-byte site key in `dir` with `mode`.
+    fn key_file(dir: &Path, mode: u32) -> PathBuf {
+        let key = dir.join("key");
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        key
+    }
+
     #[test]
     fn users_are_pseudonymous_paths_redacted_fields_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key");
-        std::fs::write(&key, [7u8; 32]).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let key = key_file(dir.path(), 0o600);
         let p = Privacy::new(&PrivacyConfig {
             username_key_file: Some(key.clone()),
             redact_prefixes: vec!["/home/".into()],
@@ -270,9 +276,7 @@ mod tests {
     #[test]
     fn unsafe_settings_are_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key");
-        std::fs::write(&key, [7u8; 32]).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let key = key_file(dir.path(), 0o644);
         let c = |f: &Path| PrivacyConfig {
             username_key_file: Some(f.to_path_buf()),
             ..Default::default()

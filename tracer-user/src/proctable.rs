@@ -646,11 +646,12 @@ impl ProcTable {
         }
         let thread = p.threads.entry(o.tid).or_default();
         let prefix = p.view.pycache_prefix.as_deref();
-        let this = path.clone();
+        // Only when the kernel's path differs (rare) is this open's path kept to swap it in.
+        let this = opened.is_some().then(|| path.clone());
         let steps = thread.feed(path, o.ret >= 0, o.write, p.compiling, prefix);
         for step in steps {
             let step = match step {
-                Step::Import(f) if f == this => Step::Import(truth(f)),
+                Step::Import(f) if this.as_ref() == Some(&f) => Step::Import(truth(f)),
                 s => s,
             };
             match step {

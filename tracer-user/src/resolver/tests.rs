@@ -137,6 +137,21 @@ fn write(p: &Path, s: &str) {
     fs::write(p, s).unwrap();
 }
 
+/// A venv under `root` (its site-packages returned) with one distribution `name`-`version`
+/// whose RECORD lists `record`.
+fn venv_with(root: &Path, name: &str, version: &str, record: &str) -> std::path::PathBuf {
+    let venv = root.join("v");
+    let sp = venv.join("lib/python3.11/site-packages");
+    write(&venv.join("pyvenv.cfg"), "home = /usr/bin\n");
+    let d = sp.join(format!("{name}-{version}.dist-info"));
+    write(
+        &d.join("METADATA"),
+        &format!("Name: {name}\nVersion: {version}\n"),
+    );
+    write(&d.join("RECORD"), record);
+    sp
+}
+
 #[test]
 fn venv_dist_info_record_maps_import_name_to_distribution() {
     let t = tempfile::tempdir().unwrap();
@@ -312,9 +327,7 @@ fn unplaced_modules_follow_the_imported_package_chain() {
 fn hostile_metadata_neither_blocks_nor_leaks() {
     let t = tempfile::tempdir().unwrap();
     let t = t.path();
-    let venv = t.join("v");
-    let sp = venv.join("lib/python3.11/site-packages");
-    write(&venv.join("pyvenv.cfg"), "home = /usr/bin\n");
+    let sp = venv_with(t, "priv", "2.0", "priv/__init__.py,,\n");
     fs::create_dir_all(sp.join("fifo-1.0.dist-info")).unwrap();
     nix::unistd::mkfifo(
         &sp.join("fifo-1.0.dist-info/METADATA"),
@@ -326,14 +339,6 @@ fn hostile_metadata_neither_blocks_nor_leaks() {
     write(&other.join("METADATA"), "Name: secret-dist\nVersion: 9.9\n");
     write(&other.join("RECORD"), "x/__init__.py,,\n");
     std::os::unix::fs::symlink(&other, sp.join("x-9.9.dist-info")).unwrap();
-    write(
-        &sp.join("priv-2.0.dist-info/METADATA"),
-        "Name: priv\nVersion: 2.0\n",
-    );
-    write(
-        &sp.join("priv-2.0.dist-info/RECORD"),
-        "priv/__init__.py,,\n",
-    );
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(
         sp.join("priv-2.0.dist-info/METADATA"),
@@ -396,14 +401,7 @@ fn hostile_metadata_neither_blocks_nor_leaks() {
 #[test]
 fn one_directory_seen_from_two_namespaces_is_read_once() {
     let t = tempfile::tempdir().unwrap();
-    let venv = t.path().join("v");
-    let sp = venv.join("lib/python3.11/site-packages");
-    write(&venv.join("pyvenv.cfg"), "home = /usr/bin\n");
-    write(
-        &sp.join("a-1.0.dist-info/METADATA"),
-        "Name: a\nVersion: 1.0\n",
-    );
-    write(&sp.join("a-1.0.dist-info/RECORD"), "a/__init__.py,,\n");
+    let sp = venv_with(t.path(), "a", "1.0", "a/__init__.py,,\n");
     let file = sp.join("a/__init__.py");
     let loc = module(file.to_str().unwrap(), &view());
     let mut r = Resolver::new();
