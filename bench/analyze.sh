@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 SIZES=("${@:-10000000 100000000}")
 THREADS=${THREADS:-$(nproc)}
 export RAYON_NUM_THREADS=$THREADS POLARS_MAX_THREADS=$THREADS
-cargo build --release --quiet -p tracer-user
+cargo build --release --quiet -p pyusage-cli
 BIN=target/release/pyusage
 V=target/bench/venv
 if [ ! -x "$V/bin/python" ]; then

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 ./scripts/install-deps.sh
-cargo build --release --quiet -p tracer-user
+cargo build --release --quiet -p pyusage-cli
 B=target/bench
 PY=$(python3 -c 'import sys; print(sys.executable)')
 PKGS=(numpy PyYAML requests six packaging attrs click jinja2 pygments tomli python-dateutil pytz rich idna certifi)

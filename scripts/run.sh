@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 ./scripts/install-deps.sh
-cargo build --release --quiet -p tracer-user
+cargo build --release --quiet -p pyusage-cli
 exec ./target/release/pyusage daemon --data-dir "${PYUSAGE_DATA:-data}" "$@"

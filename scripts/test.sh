@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 ./scripts/install-deps.sh
 ./scripts/fixtures.sh
-cargo build --release --quiet -p tracer-user
+cargo build --release --quiet -p pyusage-cli
 export PYUSAGE_BIN="$PWD/target/release/pyusage"
 cargo test --release --quiet --workspace --exclude pyusage-tests --exclude tracer-ebpf -- --skip gpu_
 # GPU parity tests run where a CUDA driver and device are present; elsewhere they say

@@ -3,7 +3,7 @@
 //! jobs with a heavy-tailed node count (mean ~2.4, a few thousand-node mpi4py jobs),
 //! correlated packages (xarray → dask, mpi4py ↔ astropy), several versions per package, and
 //! process start times spread over a year.
-use pyusage_record::Record;
+use pyusage_record::{EnvKind, Exit, JobSource, Record, Source};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -187,7 +187,7 @@ impl Synth {
                 self.pending.push_back(Record {
                     record_id: format!("synth-{}-{n}", p.seed),
                     seq: n as u64 + 1,
-                    source: "ebpf".into(),
+                    source: Source::Ebpf,
                     host: format!("nid{:06}", rank),
                     system: Some("synth".into()),
                     subsystem: None,
@@ -197,7 +197,7 @@ impl Synth {
                     root_pid: pid,
                     process_start: start,
                     process_end: Some(start + 60_000_000),
-                    exit: if killed { "signaled" } else { "exited" }.into(),
+                    exit: if killed { Exit::Signaled } else { Exit::Exited },
                     exit_code: (!killed).then_some(0),
                     exit_signal: killed.then(|| "SIGKILL".into()),
                     executable: "/usr/bin/python3.11".into(),
@@ -211,7 +211,7 @@ impl Synth {
                     blas: (k < 2).then(|| if user % 6 == 0 { "mkl" } else { "openblas" }.into()),
                     job_id: Some(job.to_string()),
                     step_id: Some("0".into()),
-                    job_source: Some("cgroup".into()),
+                    job_source: Some(JobSource::Cgroup),
                     rank: Some(rank as i32),
                     n_ranks: None,
                     num_nodes: nodes,
@@ -221,7 +221,11 @@ impl Synth {
                     package: name.into(),
                     distribution: Some(dist.into()),
                     version: Some(version),
-                    env_kind: if user % 3 == 0 { "conda" } else { "system" }.into(),
+                    env_kind: if user % 3 == 0 {
+                        EnvKind::Conda
+                    } else {
+                        EnvKind::System
+                    },
                     env_prefix: Some("/usr".into()),
                     first_path: format!("/usr/lib/python3.11/site-packages/{name}/__init__.py"),
                     n_files: 1 + (k as u32 % 7),

@@ -79,8 +79,8 @@ fn records(spec: &[Spec<'_>]) -> Vec<Record> {
         r.num_nodes = s.6;
         r.version = s.7.map(str::to_owned);
         r.blas = s.8.map(str::to_owned);
-        r.exit = s.9.into();
-        r.env_kind = s.10.into();
+        r.exit = s.9.parse().unwrap();
+        r.env_kind = s.10.parse().unwrap();
         r.is_compute = s.11;
         r.seq = i as u64 + 1;
     }

@@ -10,10 +10,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{arrow_schema, Record};
+use crate::{
+    arrow_schema,
+    atomic::{write_atomic, Durability, PathError},
+    ReadError, Record,
+};
 use arrow_array::RecordBatch;
 use parquet::{
-    arrow::ArrowWriter,
+    arrow::{arrow_reader::ParquetRecordBatchReaderBuilder, ArrowWriter},
     basic::{Compression, ZstdLevel},
     file::properties::WriterProperties,
 };
@@ -38,6 +42,9 @@ pub enum SinkError {
         /// Cause.
         source: arrow_schema::ArrowError,
     },
+    /// Writing or replacing the file.
+    #[error(transparent)]
+    File(#[from] PathError),
     /// Parquet encoding.
     #[error("{path}: {source}")]
     Parquet {
@@ -86,13 +93,8 @@ pub fn write(root: &Path, records: &[Record]) -> Result<Vec<PathBuf>, SinkError>
         let first = recs.iter().map(|r| r.seq).min().unwrap_or(0);
         let name = format!("{}-{first:020}.parquet", recs[0].host);
         let path = dir.join(&name);
-        let tmp = dir.join(format!(".{name}.tmp"));
         let batch = to_batch(&recs).map_err(|source| SinkError::Arrow {
             path: path.clone(),
-            source,
-        })?;
-        let file = File::create(&tmp).map_err(|source| SinkError::Io {
-            path: tmp.clone(),
             source,
         })?;
         let props = WriterProperties::builder()
@@ -102,27 +104,115 @@ pub fn write(root: &Path, records: &[Record]) -> Result<Vec<PathBuf>, SinkError>
             .set_dictionary_enabled(true)
             .build();
         let pq = |source| SinkError::Parquet {
-            path: tmp.clone(),
-            source,
-        };
-        let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq)?;
-        w.write(&batch).map_err(pq)?;
-        let file = w.into_inner().map_err(pq)?;
-        file.sync_all().map_err(|source| SinkError::Io {
-            path: tmp.clone(),
-            source,
-        })?;
-        fs::rename(&tmp, &path).map_err(|source| SinkError::Io {
             path: path.clone(),
             source,
+        };
+        // Durable: the spool segment is deleted once this returns.
+        write_atomic(&path, Durability::Durable, |file| {
+            let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq)?;
+            w.write(&batch).map_err(pq)?;
+            w.into_inner().map_err(pq)
         })?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| SinkError::Io {
-                path: dir.clone(),
-                source,
-            })?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// One `date=YYYY-MM-DD` partition of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Partition {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// The partition's directory.
+    pub dir: PathBuf,
+}
+
+impl Partition {
+    /// The partition's Parquet files, sorted; hidden ones (`.<name>.tmp` being written) are
+    /// not part of the dataset.
+    pub fn files(&self) -> Result<Vec<PathBuf>, ReadError> {
+        let io = |source| ReadError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut files = Vec::new();
+        for f in fs::read_dir(&self.dir).map_err(io)? {
+            let f = f.map_err(io)?.path();
+            let hidden = f
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
+            if f.extension().is_some_and(|e| e == "parquet") && !hidden {
+                files.push(f);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+}
+
+/// The partitions of the dataset under `root`, in date order (the Hive layout every reader
+/// walks: `pyusage show`, the analysis's scan, DuckDB and polars alike).
+pub fn partitions(root: &Path) -> Result<Vec<Partition>, ReadError> {
+    let io = |source| ReadError::Io {
+        path: root.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for part in fs::read_dir(root).map_err(io)? {
+        let part = part.map_err(io)?;
+        let name = part.file_name();
+        let Some(date) = name.to_str().and_then(|n| n.strip_prefix("date=")) else {
+            continue;
+        };
+        if part.file_type().map_err(io)?.is_dir() {
+            out.push(Partition {
+                date: date.to_owned(),
+                dir: part.path(),
+            });
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads the records of one Parquet file of the dataset.
+pub fn read(path: &Path) -> Result<Vec<Record>, ReadError> {
+    let parquet = |source| ReadError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let arrow = |source| ReadError::Arrow {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = File::open(path).map_err(|source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(parquet)?
+        .build()
+        .map_err(parquet)?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(arrow)?;
+        // Through the JSON form: the one mapping between a row and a `Record` (serde's).
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow_json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow_json::writer::LineDelimited>(&mut buf);
+            w.write(&batch).map_err(arrow)?;
+            w.finish().map_err(arrow)?;
+        }
+        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            out.push(
+                serde_json::from_slice(line).map_err(|source| ReadError::Row {
+                    path: path.to_path_buf(),
+                    source,
+                })?,
+            );
+        }
+    }
+    Ok(out)
 }

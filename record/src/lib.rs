@@ -9,9 +9,71 @@
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use columns::*;
 use serde::{Deserialize, Serialize};
 
+pub mod atomic;
+pub mod columns;
+pub mod data_dir;
 pub mod dataset;
+mod kinds;
+pub mod segment;
+
+pub use kinds::{EnvKind, Exit, JobSource, Source, UnknownValue};
+
+/// Reading records back (a spool segment, a Parquet file, a data directory) failed; every
+/// error names the file, and a bad line its number.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Opening, listing or reading.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A line of a spool segment is not a record (and not the torn last line).
+    #[error("{}:{line}: {source}", path.display())]
+    Line {
+        /// The segment.
+        path: std::path::PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// Cause.
+        source: serde_json::Error,
+    },
+    /// A Parquet file could not be decoded.
+    #[error("{}: {source}", path.display())]
+    Parquet {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: parquet::errors::ParquetError,
+    },
+    /// A decoded batch did not convert to records.
+    #[error("{}: {source}", path.display())]
+    Arrow {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: arrow_schema::ArrowError,
+    },
+    /// A row of a Parquet file is not a record of this schema.
+    #[error("{}: {source}", path.display())]
+    Row {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: serde_json::Error,
+    },
+    /// Neither a data directory nor a dataset root.
+    #[error("{}: no such data directory", path.display())]
+    NoDataDir {
+        /// What was given.
+        path: std::path::PathBuf,
+    },
+}
 
 /// Microseconds since the Unix epoch, UTC. Serialised as RFC 3339 with microseconds
 /// (`2026-11-25T13:04:08.123456Z`), which Arrow's JSON decoder reads as `Timestamp(µs, UTC)`.
@@ -25,8 +87,8 @@ pub struct Record {
     pub record_id: String,
     /// Per-host sequence number, gap-free; a gap means loss.
     pub seq: u64,
-    /// `ebpf`, `preload` or `atexit`.
-    pub source: String,
+    /// Which collector saw the import.
+    pub source: Source,
     /// Short host name.
     pub host: String,
     /// Cluster name.
@@ -47,8 +109,8 @@ pub struct Record {
     /// End of the process; null while running.
     #[serde(with = "ts_opt")]
     pub process_end: Option<Micros>,
-    /// `exited`, `signaled`, `running`, `unknown`.
-    pub exit: String,
+    /// How the process ended, or that it is still running.
+    pub exit: Exit,
     /// Exit status for `exited`.
     pub exit_code: Option<i32>,
     /// Signal name for `signaled`.
@@ -79,7 +141,7 @@ pub struct Record {
     /// user cannot change) or `env` (the environment, outside Slurm's cgroups); null without
     /// a job.
     #[serde(default)]
-    pub job_source: Option<String>,
+    pub job_source: Option<JobSource>,
     /// MPI rank.
     pub rank: Option<i32>,
     /// Under `--ranks per-node`: how many ranks of this job step on this node imported the
@@ -100,8 +162,8 @@ pub struct Record {
     pub distribution: Option<String>,
     /// Version of the distribution.
     pub version: Option<String>,
-    /// `stdlib`, `system`, `venv`, `conda`, `user`, `pythonpath`, `container`, `unknown`.
-    pub env_kind: String,
+    /// What kind of environment the package was imported from.
+    pub env_kind: EnvKind,
     /// Root of the environment.
     pub env_prefix: Option<String>,
     /// First module file of the package opened.
@@ -128,7 +190,7 @@ impl Record {
     /// Whether `self` should replace `other` (same key): a final record beats a `running`
     /// one, and otherwise the later `seq` wins.
     pub fn supersedes(&self, other: &Record) -> bool {
-        let fin = |r: &Record| r.exit != "running";
+        let fin = |r: &Record| r.exit != Exit::Running;
         match (fin(self), fin(other)) {
             (true, false) => true,
             (false, true) => false,
@@ -229,57 +291,58 @@ pub fn arrow_schema() -> Arc<Schema> {
         )
     };
     Arc::new(Schema::new(vec![
-        s("record_id", false),
-        Field::new("seq", DataType::UInt64, false),
-        s("source", false),
-        s("host", false),
-        s("system", true),
-        s("subsystem", true),
-        Field::new("is_compute", DataType::Boolean, false),
-        Field::new("pid", DataType::Int32, false),
-        Field::new("ppid", DataType::Int32, false),
-        Field::new("root_pid", DataType::Int32, false),
-        ts("process_start", false),
-        ts("process_end", true),
-        s("exit", false),
-        Field::new("exit_code", DataType::Int32, true),
-        s("exit_signal", true),
-        s("executable", false),
-        s("python_version", true),
-        s("main", true),
-        Field::new("uid", DataType::UInt32, false),
-        s("username", true),
-        Field::new("is_staff", DataType::Boolean, false),
-        Field::new("in_container", DataType::Boolean, false),
-        s("container_runtime", true),
-        s("blas", true),
-        s("job_id", true),
-        s("step_id", true),
-        s("job_source", true),
-        Field::new("rank", DataType::Int32, true),
-        Field::new("n_ranks", DataType::UInt32, true),
-        Field::new("num_nodes", DataType::UInt32, false),
-        s("qos", true),
-        s("account", true),
-        s("partition", true),
-        s("package", false),
-        s("distribution", true),
-        s("version", true),
-        s("env_kind", false),
-        s("env_prefix", true),
-        s("first_path", false),
-        Field::new("n_files", DataType::UInt32, false),
-        ts("first_seen", false),
+        s(RECORD_ID, false),
+        Field::new(SEQ, DataType::UInt64, false),
+        s(SOURCE, false),
+        s(HOST, false),
+        s(SYSTEM, true),
+        s(SUBSYSTEM, true),
+        Field::new(IS_COMPUTE, DataType::Boolean, false),
+        Field::new(PID, DataType::Int32, false),
+        Field::new(PPID, DataType::Int32, false),
+        Field::new(ROOT_PID, DataType::Int32, false),
+        ts(PROCESS_START, false),
+        ts(PROCESS_END, true),
+        s(EXIT, false),
+        Field::new(EXIT_CODE, DataType::Int32, true),
+        s(EXIT_SIGNAL, true),
+        s(EXECUTABLE, false),
+        s(PYTHON_VERSION, true),
+        s(MAIN, true),
+        Field::new(UID, DataType::UInt32, false),
+        s(USERNAME, true),
+        Field::new(IS_STAFF, DataType::Boolean, false),
+        Field::new(IN_CONTAINER, DataType::Boolean, false),
+        s(CONTAINER_RUNTIME, true),
+        s(BLAS, true),
+        s(JOB_ID, true),
+        s(STEP_ID, true),
+        s(JOB_SOURCE, true),
+        Field::new(RANK, DataType::Int32, true),
+        Field::new(N_RANKS, DataType::UInt32, true),
+        Field::new(NUM_NODES, DataType::UInt32, false),
+        s(QOS, true),
+        s(ACCOUNT, true),
+        s(PARTITION, true),
+        s(PACKAGE, false),
+        s(DISTRIBUTION, true),
+        s(VERSION, true),
+        s(ENV_KIND, false),
+        s(ENV_PREFIX, true),
+        s(FIRST_PATH, false),
+        Field::new(N_FILES, DataType::UInt32, false),
+        ts(FIRST_SEEN, false),
     ]))
 }
 
 impl Record {
-    /// An example record with plausible values (for tests and examples).
-    pub fn sample() -> Record {
+    /// An example record with plausible values: the one hand-written record that tests in
+    /// every crate start from (change the fields a test is about).
+    pub fn example() -> Record {
         Record {
             record_id: "0190-x".into(),
             seq: 7,
-            source: "ebpf".into(),
+            source: Source::Ebpf,
             host: "n1".into(),
             system: None,
             subsystem: None,
@@ -289,7 +352,7 @@ impl Record {
             root_pid: 10,
             process_start: 1_764_000_000_123_456,
             process_end: None,
-            exit: "running".into(),
+            exit: Exit::Running,
             exit_code: None,
             exit_signal: None,
             executable: "/usr/bin/python3.11".into(),
@@ -313,7 +376,7 @@ impl Record {
             package: "yaml".into(),
             distribution: Some("PyYAML".into()),
             version: Some("6.0.1".into()),
-            env_kind: "venv".into(),
+            env_kind: EnvKind::Venv,
             env_prefix: Some("/v".into()),
             first_path: "/v/lib/python3.11/site-packages/yaml/__init__.py".into(),
             n_files: 3,
@@ -327,7 +390,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Record {
-        Record::sample()
+        Record::example()
     }
 
     #[test]
@@ -378,7 +441,7 @@ mod tests {
     fn final_record_supersedes_running() {
         let running = sample();
         let mut fin = sample();
-        fin.exit = "signaled".into();
+        fin.exit = Exit::Signaled;
         fin.seq = 3;
         assert!(fin.supersedes(&running));
         assert!(!running.supersedes(&fin));

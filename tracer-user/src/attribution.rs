@@ -13,6 +13,8 @@
 //! which one a record's job came from.
 use std::path::PathBuf;
 
+use pyusage_record::JobSource;
+
 /// The job-related facts of one process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attribution {
@@ -39,17 +41,13 @@ pub struct Attribution {
     pub pycache_prefix: Option<PathBuf>,
     /// Container runtime detected from its variables.
     pub container_runtime: Option<String>,
-    /// Where `job_id` came from: [`JOB_FROM_CGROUP`] or [`JOB_FROM_ENV`].
-    pub job_source: Option<&'static str>,
+    /// Where `job_id` came from: the scheduler's cgroup or the environment.
+    pub job_source: Option<JobSource>,
     /// `SLURM_JOB_ID` as the environment gave it (an array task's own job id), to compare
     /// with the cgroup's.
     env_job: Option<String>,
 }
 
-/// `job_source` of a job read from the scheduler's cgroup.
-pub const JOB_FROM_CGROUP: &str = "cgroup";
-/// `job_source` of a job read from the environment (no Slurm cgroup).
-pub const JOB_FROM_ENV: &str = "env";
 /// The largest rank accepted from the environment (MPI worlds are far smaller).
 pub const MAX_RANK: i32 = 16_777_215;
 
@@ -135,7 +133,7 @@ impl Attribution {
                 Some("docker") => Some("docker".into()),
                 _ => None,
             });
-        let job_source = job_id.is_some().then_some(JOB_FROM_ENV);
+        let job_source = job_id.is_some().then_some(JobSource::Env);
         Attribution {
             step_id: if job_id.is_some() {
                 get("SLURM_STEP_ID").or_else(|| get("SLURM_STEPID"))
@@ -182,7 +180,7 @@ impl Attribution {
         if step.is_some() {
             self.step_id = step;
         }
-        self.job_source = Some(JOB_FROM_CGROUP);
+        self.job_source = Some(JobSource::Cgroup);
         verdict
     }
 }
@@ -334,7 +332,7 @@ mod tests {
         assert_eq!(a.apply_cgroup(v1), CgroupJob::Confirmed);
         assert_eq!(
             (a.job_id.as_deref(), a.step_id.as_deref(), a.job_source),
-            (Some("77"), Some("batch"), Some(JOB_FROM_CGROUP))
+            (Some("77"), Some("batch"), Some(JobSource::Cgroup))
         );
         // Another job in the environment: forged, its job fields dropped.
         let mut b = Attribution::from_env(&env(&[
@@ -343,7 +341,7 @@ mod tests {
             "SLURM_PROCID=2",
             "SLURM_JOB_ACCOUNT=x",
         ]));
-        assert_eq!(b.job_source, Some(JOB_FROM_ENV));
+        assert_eq!(b.job_source, Some(JobSource::Env));
         assert_eq!(
             b.apply_cgroup("4:freezer:/slurm_n1/uid_0/job_77/step_0"),
             CgroupJob::EnvForged
@@ -378,7 +376,7 @@ mod tests {
         );
         assert_eq!(
             (d.job_id.as_deref(), d.job_source),
-            (Some("5"), Some(JOB_FROM_ENV))
+            (Some("5"), Some(JobSource::Env))
         );
     }
 

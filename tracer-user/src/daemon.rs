@@ -21,7 +21,6 @@ use tracer_common::user::Event;
 use crate::{
     config::{short_hostname, Config},
     loader::{self, Counters, ProgStat},
-    parquet_sink,
     proctable::{Finished, ProcFs, ProcTable},
     ranks::Ranks,
     records::{self, Node, Users},
@@ -91,7 +90,7 @@ pub struct Status {
 }
 
 fn spool_bytes(dir: &Path) -> u64 {
-    crate::spool::segments(dir)
+    pyusage_record::segment::segments(dir)
         .unwrap_or_default()
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
@@ -237,14 +236,14 @@ impl Processor {
             if self.converted.contains_key(&seg) {
                 continue;
             }
-            let recs = match crate::spool::read_segment(&seg) {
+            let recs = match pyusage_record::segment::read(&seg) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!("cannot convert spool segment, leaving it in place: {e}");
                     continue;
                 }
             };
-            match parquet_sink::write(&root, &recs) {
+            match pyusage_record::dataset::write(&root, &recs) {
                 Ok(_) => {
                     let last = recs.iter().map(|r| r.seq).max().unwrap_or(0);
                     self.converted.insert(seg, last);

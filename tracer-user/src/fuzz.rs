@@ -104,7 +104,7 @@ proptest! {
             f.write_all(l).unwrap();
             f.write_all(b"\n").unwrap();
         }
-        let _ = crate::spool::read_segment(&p);
+        let _ = pyusage_record::segment::read(&p);
     }
 
     #[test]
@@ -114,7 +114,7 @@ proptest! {
     ) {
         // A real file of the dataset, truncated and with bytes changed.
         let dir = tempfile::tempdir().unwrap();
-        let files = pyusage_record::dataset::write(dir.path(), &[pyusage_record::Record::sample()]).unwrap();
+        let files = pyusage_record::dataset::write(dir.path(), &[pyusage_record::Record::example()]).unwrap();
         let mut data = std::fs::read(&files[0]).unwrap();
         for (at, b) in flips {
             let n = data.len();
@@ -122,7 +122,7 @@ proptest! {
         }
         data.truncate(data.len().saturating_sub(cut % data.len().max(1)));
         std::fs::write(&files[0], &data).unwrap();
-        let _ = crate::show::read_parquet(&files[0]);
+        let _ = pyusage_record::dataset::read(&files[0]);
     }
 
     #[test]
@@ -130,7 +130,7 @@ proptest! {
         strings in prop::collection::vec("(\\PC|[\\x00-\\x1f\"\\\\]){0,300}", 6),
         max in 480usize..8192,
     ) {
-        let mut r = pyusage_record::Record::sample();
+        let mut r = pyusage_record::Record::example();
         r.job_id = Some(strings[0].clone());
         r.first_path = strings[1].clone();
         r.main = Some(strings[2].clone());

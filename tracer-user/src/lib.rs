@@ -1,7 +1,9 @@
-//! pyusage daemon and command-line library. One module per stage of the data's path:
+//! The pyusage daemon as a library. One module per stage of the data's path:
 //! [`loader`] (attach) → [`source`] (ring buffer) → [`proctable`] (processes) →
 //! [`resolver`] (path → package) + [`attribution`] (job, rank, user) → [`records`] →
-//! [`spool`] (durable JSON lines) → [`parquet_sink`] (rotated dataset); [`show`] reads it back.
+//! [`spool`] (durable JSON lines) → [`sinks`] (the Parquet dataset, syslog), each at its own
+//! offset; [`daemon`] wires them together. Reading the data back is the record crate's
+//! (`pyusage_record::data_dir`).
 #![deny(missing_docs)]
 
 pub mod attribution;
@@ -13,8 +15,6 @@ pub mod elf;
 mod fuzz;
 pub mod imports;
 pub mod loader;
-/// The daemon writes the dataset with the record crate's writer (one layout, one writer).
-pub use pyusage_record::dataset as parquet_sink;
 pub mod privacy;
 pub mod privileges;
 pub mod proctable;
@@ -22,7 +22,6 @@ pub mod ranks;
 pub mod records;
 pub mod resolver;
 pub mod seed;
-pub mod show;
 pub mod sinks;
 pub mod source;
 pub mod spool;

@@ -13,7 +13,7 @@
 //! - **Dropped fields** (`drop_fields`): any optional field, set to null.
 use std::path::{Path, PathBuf};
 
-use pyusage_record::Record;
+use pyusage_record::{columns as c, Record};
 use serde::{Deserialize, Serialize};
 
 /// The `[privacy]` section.
@@ -31,23 +31,23 @@ pub struct PrivacyConfig {
 
 /// Optional string fields that `drop_fields` may name.
 pub const DROPPABLE: &[&str] = &[
-    "system",
-    "subsystem",
-    "exit_signal",
-    "python_version",
-    "main",
-    "username",
-    "container_runtime",
-    "blas",
-    "job_id",
-    "step_id",
-    "job_source",
-    "qos",
-    "account",
-    "partition",
-    "distribution",
-    "version",
-    "env_prefix",
+    c::SYSTEM,
+    c::SUBSYSTEM,
+    c::EXIT_SIGNAL,
+    c::PYTHON_VERSION,
+    c::MAIN,
+    c::USERNAME,
+    c::CONTAINER_RUNTIME,
+    c::BLAS,
+    c::JOB_ID,
+    c::STEP_ID,
+    c::JOB_SOURCE,
+    c::QOS,
+    c::ACCOUNT,
+    c::PARTITION,
+    c::DISTRIBUTION,
+    c::VERSION,
+    c::ENV_PREFIX,
 ];
 
 /// Why the privacy settings cannot be used.
@@ -135,9 +135,7 @@ impl Privacy {
             }
         }
         for f in &self.drop {
-            if let Some(slot) = optional_field(r, f) {
-                *slot = None;
-            }
+            clear(r, f);
         }
     }
 
@@ -151,27 +149,32 @@ impl Privacy {
     }
 }
 
-fn optional_field<'a>(r: &'a mut Record, name: &str) -> Option<&'a mut Option<String>> {
-    Some(match name {
-        "system" => &mut r.system,
-        "subsystem" => &mut r.subsystem,
-        "exit_signal" => &mut r.exit_signal,
-        "python_version" => &mut r.python_version,
-        "main" => &mut r.main,
-        "username" => &mut r.username,
-        "container_runtime" => &mut r.container_runtime,
-        "blas" => &mut r.blas,
-        "job_id" => &mut r.job_id,
-        "step_id" => &mut r.step_id,
-        "job_source" => &mut r.job_source,
-        "qos" => &mut r.qos,
-        "account" => &mut r.account,
-        "partition" => &mut r.partition,
-        "distribution" => &mut r.distribution,
-        "version" => &mut r.version,
-        "env_prefix" => &mut r.env_prefix,
-        _ => return None,
-    })
+/// Sets the optional field `name` (one of [`DROPPABLE`]) to null.
+fn clear(r: &mut Record, name: &str) {
+    let slot = match name {
+        c::SYSTEM => &mut r.system,
+        c::SUBSYSTEM => &mut r.subsystem,
+        c::EXIT_SIGNAL => &mut r.exit_signal,
+        c::PYTHON_VERSION => &mut r.python_version,
+        c::MAIN => &mut r.main,
+        c::USERNAME => &mut r.username,
+        c::CONTAINER_RUNTIME => &mut r.container_runtime,
+        c::BLAS => &mut r.blas,
+        c::JOB_ID => &mut r.job_id,
+        c::STEP_ID => &mut r.step_id,
+        c::JOB_SOURCE => {
+            r.job_source = None;
+            return;
+        }
+        c::QOS => &mut r.qos,
+        c::ACCOUNT => &mut r.account,
+        c::PARTITION => &mut r.partition,
+        c::DISTRIBUTION => &mut r.distribution,
+        c::VERSION => &mut r.version,
+        c::ENV_PREFIX => &mut r.env_prefix,
+        _ => return,
+    };
+    *slot = None;
 }
 
 /// The site key: a regular file, not a link, owned by root, mode 0600 or stricter, at least 32
@@ -215,7 +218,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn record() -> Record {
-        let mut r = pyusage_record::Record::sample();
+        let mut r = pyusage_record::Record::example();
         r.username = Some("alice".into());
         r.uid = 1000;
         r.main = Some("/home/alice/run.py".into());

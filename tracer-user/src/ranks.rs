@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pyusage_record::Record;
+use pyusage_record::{Exit, Record};
 
 /// The policy.
 #[derive(
@@ -89,7 +89,7 @@ impl Ranks {
                 out.push(r);
                 continue;
             };
-            if r.exit == "running" {
+            if r.exit == Exit::Running {
                 self.duplicates += 1;
                 continue;
             }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use nix::unistd::{Group, Uid, User};
-use pyusage_record::Record;
+use pyusage_record::{Exit, Record, Source};
 
 use crate::proctable::{Ending, Finished};
 
@@ -71,17 +71,21 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
     let a = &p.attribution;
     let (username, is_staff) = users.lookup(p.uid);
     let (exit, exit_code, exit_signal) = match f.ending {
-        Ending::Exited(c) => ("exited", Some(c), None),
-        Ending::Signaled(s) => ("signaled", None, Some(signal_name(s))),
-        Ending::Unknown => ("unknown", None, None),
-        Ending::Running => ("running", None, None),
+        Ending::Exited(c) => (Exit::Exited, Some(c), None),
+        Ending::Signaled(s) => (Exit::Signaled, None, Some(signal_name(s))),
+        Ending::Unknown => (Exit::Unknown, None, None),
+        Ending::Running => (Exit::Running, None, None),
     };
     p.packages
         .iter()
         .map(|s| Record {
             record_id: String::new(),
             seq: 0,
-            source: if p.seeded { "ebpf-seeded" } else { "ebpf" }.into(),
+            source: if p.seeded {
+                Source::EbpfSeeded
+            } else {
+                Source::Ebpf
+            },
             host: node.host.clone(),
             system: node.system.clone().or_else(|| a.cluster.clone()),
             subsystem: node.subsystem.clone(),
@@ -91,7 +95,7 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
             root_pid: p.root_pid as i32,
             process_start: p.start,
             process_end: f.end,
-            exit: exit.into(),
+            exit,
             exit_code,
             exit_signal: exit_signal.clone(),
             executable: p.executable.clone(),
@@ -105,7 +109,7 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
             blas: p.blas.map(str::to_owned),
             job_id: a.job_id.clone(),
             step_id: a.step_id.clone(),
-            job_source: a.job_source.map(str::to_owned),
+            job_source: a.job_source,
             rank: a.rank,
             n_ranks: None,
             num_nodes: if a.job_id.is_some() {
@@ -119,7 +123,7 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
             package: s.resolved.package.clone(),
             distribution: s.resolved.distribution.clone(),
             version: s.resolved.version.clone(),
-            env_kind: s.resolved.env_kind.as_str().into(),
+            env_kind: s.resolved.env_kind,
             env_prefix: s.resolved.env_prefix.clone(),
             first_path: s.first_path.clone(),
             n_files: s.n_files,

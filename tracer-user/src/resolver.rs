@@ -23,42 +23,8 @@ use crate::{
     workers::Workers,
 };
 
-/// Where a package was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EnvKind {
-    /// The interpreter's standard library (including `lib-dynload`).
-    Stdlib,
-    /// The interpreter's own or the OS's site/dist-packages.
-    System,
-    /// A virtual environment (`pyvenv.cfg` at the prefix).
-    Venv,
-    /// A conda environment (`conda-meta/` at the prefix).
-    Conda,
-    /// The user site (`~/.local/lib/pythonX.Y/site-packages`).
-    User,
-    /// A directory on `PYTHONPATH`.
-    PythonPath,
-    /// A system location inside a container's mount namespace.
-    Container,
-    /// Anything else that is still a module (e.g. next to the main script).
-    Unknown,
-}
-
-impl EnvKind {
-    /// The schema's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EnvKind::Stdlib => "stdlib",
-            EnvKind::System => "system",
-            EnvKind::Venv => "venv",
-            EnvKind::Conda => "conda",
-            EnvKind::User => "user",
-            EnvKind::PythonPath => "pythonpath",
-            EnvKind::Container => "container",
-            EnvKind::Unknown => "unknown",
-        }
-    }
-}
+/// The environment kinds are the record's vocabulary (one definition, in the record crate).
+pub use pyusage_record::EnvKind;
 
 /// What an opened file is.
 #[derive(Debug, Clone, PartialEq, Eq)]

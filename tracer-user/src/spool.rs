@@ -7,11 +7,11 @@
 //! the high-water mark so `seq` never goes back after every segment has been converted.
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, BufRead, BufReader, Write},
+    io::{self, Write},
     path::{Path, PathBuf},
 };
 
-use pyusage_record::Record;
+use pyusage_record::{segment, Record};
 use thiserror::Error;
 
 /// Spool errors carry the file.
@@ -25,6 +25,9 @@ pub enum SpoolError {
         /// Cause.
         source: io::Error,
     },
+    /// Listing or reading back segments.
+    #[error(transparent)]
+    Read(#[from] pyusage_record::ReadError),
     /// A record could not be serialised (should not happen).
     #[error("serialising a record: {0}")]
     Json(#[from] serde_json::Error),
@@ -78,44 +81,8 @@ impl RecordIds {
     }
 }
 
-/// Closed segments, oldest first.
-pub fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = match fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-            .collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    v.sort();
-    Ok(v)
-}
-
-/// Reads the records of a segment. A torn last line (the daemon was killed mid-write) is
-/// skipped; any other bad line is an error naming the file and line.
-pub fn read_segment(path: &Path) -> Result<Vec<Record>, String> {
-    let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = Vec::new();
-    let mut lines = BufReader::new(f).split(b'\n').peekable();
-    let mut n = 0;
-    while let Some(line) = lines.next() {
-        n += 1;
-        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
-        if line.is_empty() {
-            continue;
-        }
-        match serde_json::from_slice::<Record>(&line) {
-            Ok(r) => out.push(r),
-            Err(_) if lines.peek().is_none() => break, // torn tail
-            Err(e) => return Err(format!("{}:{n}: {e}", path.display())),
-        }
-    }
-    Ok(out)
-}
-
 fn last_seq(path: &Path) -> Option<u64> {
-    read_segment(path).ok()?.last().map(|r| r.seq)
+    segment::read(path).ok()?.last().map(|r| r.seq)
 }
 
 fn fsync_dir(dir: &Path) -> io::Result<()> {
@@ -132,7 +99,7 @@ impl Spool {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .unwrap_or(0);
-        let segs = segments(&dir).map_err(io_err(&dir))?;
+        let segs = segment::segments(&dir)?;
         let mut max = hw;
         for s in segs.iter().rev() {
             if let Some(q) = last_seq(s) {
@@ -219,8 +186,7 @@ impl Spool {
             fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
         }
         let current = self.path.clone();
-        Ok(segments(&self.dir)
-            .map_err(io_err(&self.dir))?
+        Ok(segment::segments(&self.dir)?
             .into_iter()
             .filter(|p| *p != current)
             .collect())
@@ -246,19 +212,11 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn rec(pkg: &str) -> Record {
-        serde_json::from_value(serde_json::json!({
-            "record_id": "", "seq": 0, "source": "ebpf", "host": "h", "system": null,
-            "subsystem": null, "is_compute": false, "pid": 1, "ppid": 0, "root_pid": 1,
-            "process_start": "2026-11-25T10:00:00.000001Z", "process_end": null,
-            "exit": "running", "exit_code": null, "exit_signal": null, "executable": "/p",
-            "python_version": null, "main": null, "uid": 0, "username": null,
-            "is_staff": false, "in_container": false, "container_runtime": null, "blas": null,
-            "job_id": null, "step_id": null, "rank": null, "num_nodes": 1, "qos": null,
-            "account": null, "partition": null, "package": pkg, "distribution": null,
-            "version": null, "env_kind": "unknown", "env_prefix": null, "first_path": "/x.py",
-            "n_files": 1, "first_seen": "2026-11-25T10:00:00.000002Z"
-        }))
-        .unwrap()
+        let mut r = Record::example();
+        r.package = pkg.into();
+        r.seq = 0;
+        r.record_id = String::new();
+        r
     }
 
     #[test]
@@ -284,23 +242,6 @@ pub(crate) mod tests {
         let s = Spool::open(d.path()).unwrap();
         assert_eq!(s.next_seq(), 4, "high-water mark survives conversion");
     }
-
-    #[test]
-    fn torn_tail_is_skipped_but_corruption_is_reported() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("x.jsonl");
-        let good = serde_json::to_string(&rec("a")).unwrap();
-        fs::write(&p, format!("{good}\n{}", &good[..good.len() / 2])).unwrap();
-        assert_eq!(read_segment(&p).unwrap().len(), 1);
-        fs::write(&p, format!("garbage\n{good}\n")).unwrap();
-        let e = read_segment(&p).unwrap_err();
-        assert!(e.contains("x.jsonl:1"), "{e}");
-    }
-}
-
-/// First `seq` of a segment, from its name.
-pub fn segment_first_seq(path: &Path) -> Option<u64> {
-    path.file_stem()?.to_str()?.parse().ok()
 }
 
 /// A sink's cursor over the spool: yields records with `seq` greater than a committed offset,
@@ -335,16 +276,16 @@ impl Reader {
     }
 
     fn locate(&mut self) -> io::Result<bool> {
-        let segs = segments(&self.dir)?;
+        let segs = segment::segments(&self.dir).map_err(io::Error::other)?;
         let want = self.after + 1;
         let pick = segs
             .iter()
             .rev()
-            .find(|s| segment_first_seq(s).is_some_and(|f| f <= want))
+            .find(|s| segment::first_seq(s).is_some_and(|f| f <= want))
             .or_else(|| segs.first());
         match pick {
             Some(p) => {
-                if let Some(f) = segment_first_seq(p) {
+                if let Some(f) = segment::first_seq(p) {
                     if f > want {
                         // Records [want, f) were retired undelivered (spool bound).
                         self.skipped += f - want;
@@ -410,9 +351,10 @@ impl Reader {
                 return Ok(out);
             }
             // At the end of this segment: move on if a newer one exists (this one is closed).
-            let newer = segments(&self.dir)?
+            let newer = segment::segments(&self.dir)
+                .map_err(io::Error::other)?
                 .into_iter()
-                .find(|s| segment_first_seq(s) > segment_first_seq(&seg));
+                .find(|s| segment::first_seq(s) > segment::first_seq(&seg));
             match newer {
                 Some(n) if at == complete => {
                     self.seg = Some(n);

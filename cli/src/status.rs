@@ -2,7 +2,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
-use pyusage::daemon::Status;
+use pyusage_daemon::daemon::Status;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Format {

@@ -31,7 +31,7 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
     };
     (0..blocks(p)).into_par_iter().try_for_each(|k| {
         let records: Vec<_> = block(p, k).collect();
-        pyusage::parquet_sink::write(&a.out, &records).map(|_| ())
+        pyusage_record::dataset::write(&a.out, &records).map(|_| ())
     })?;
     let n = a.rows;
     println!("wrote {n} records under {}", a.out.display());

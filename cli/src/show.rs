@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::Context;
-use pyusage::show::{load, Filter};
+use pyusage_record::data_dir::{load, Filter};
 use pyusage_record::{format_micros, parse_micros, Record};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -186,7 +186,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     for e in &loaded.errors {
-        eprintln!("pyusage: skipped {}", terminal_safe(e));
+        eprintln!("pyusage: skipped {}", terminal_safe(&e.to_string()));
     }
     Ok(if loaded.errors.is_empty() {
         ExitCode::SUCCESS

@@ -54,9 +54,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             Some(f) => std::fs::read(f)
                 .map(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()))
                 .unwrap_or(false),
-            None => pyusage::show::load(
+            None => pyusage_record::data_dir::load(
                 &args.dir,
-                &pyusage::show::Filter {
+                &pyusage_record::data_dir::Filter {
                     package: Some(marker.clone()),
                     ..Default::default()
                 },

@@ -1,7 +1,7 @@
 //! `pyusage daemon`.
 use std::{path::PathBuf, process::ExitCode};
 
-use pyusage::config::Config;
+use pyusage_daemon::config::Config;
 
 /// Flags override the configuration file field by field.
 #[derive(Debug, clap::Args)]
@@ -51,7 +51,7 @@ pub struct Args {
     /// Records of MPI ranks: every rank, the first per job step and package, or one per node
     /// with a count of ranks.
     #[arg(long, value_enum)]
-    ranks: Option<pyusage::ranks::RankPolicy>,
+    ranks: Option<pyusage_daemon::ranks::RankPolicy>,
     /// Seconds after the last rank ended before a per-node aggregate is written.
     #[arg(long)]
     rank_window_secs: Option<u64>,
@@ -122,6 +122,6 @@ impl Args {
 /// Runs the daemon.
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let (cfg, ready) = args.into_config()?;
-    pyusage::daemon::run(cfg, ready)?;
+    pyusage_daemon::daemon::run(cfg, ready)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -54,7 +54,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => r.fail("kernel", e),
     }
-    match pyusage::btf::Btf::from_sys_fs() {
+    match pyusage_daemon::btf::Btf::from_sys_fs() {
         Ok(_) => r.ok("BTF", "/sys/kernel/btf/vmlinux"),
         Err(e) => r.fail(
             "BTF",
@@ -73,7 +73,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             ),
         );
     }
-    match pyusage::loader::check_load(&args.tracefs) {
+    match pyusage_daemon::loader::check_load(&args.tracefs) {
         Ok(progs) => {
             r.ok(
                 "BPF",
