@@ -2,7 +2,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
-use pyusage_daemon::daemon::Status;
+use pyusage_daemon::{sinks::SinkStatus, status::Status};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Format {
@@ -23,26 +23,17 @@ pub struct Args {
 
 /// Prints the status; exit status 3 when the daemon is not running.
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let path = args.dir.join("status.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "{}: no daemon status (has the daemon run here?)",
-            path.display()
-        )
-    })?;
-    let st: Status =
-        serde_json::from_str(&text).with_context(|| format!("{}: unreadable", path.display()))?;
+    let st = Status::read(&args.dir).context("no daemon status (has the daemon run here?)")?;
     let running = std::path::Path::new(&format!("/proc/{}", st.pid)).exists();
     let written = st.next_seq.saturating_sub(1);
-    let lag = st
-        .syslog
-        .as_ref()
-        .map(|s| written.saturating_sub(s.delivered_seq));
+    let lag = |s: &SinkStatus| written.saturating_sub(s.delivered_seq);
     match args.format {
         Format::Json => {
             let mut v = serde_json::to_value(&st)?;
             v["running"] = running.into();
-            v["syslog_lag"] = lag.into();
+            for (name, s) in &st.sinks {
+                v[format!("{name}_lag")] = lag(s).into();
+            }
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Format::Text => {
@@ -72,18 +63,30 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 "spool:       {} bytes, {} write errors, {} bound hits",
                 st.spool_bytes, st.spool_errors, st.spool_bound_hits
             );
-            match &st.syslog {
-                Some(s) => println!(
-                    "syslog:      {} {}, delivered up to seq {} (lag {}), last delivery {}, {} errors{}",
+            if st.sinks.is_empty() {
+                println!("sinks:       none configured (the Parquet dataset only)");
+            }
+            for (name, s) in &st.sinks {
+                println!(
+                    "{:<13}{} {}, delivered up to seq {} (lag {}), last delivery {}, {} errors{}",
+                    format!("{name}:"),
                     s.target,
-                    if s.connected { "connected" } else { "disconnected" },
+                    if s.connected {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    },
                     s.delivered_seq,
-                    lag.unwrap_or(0),
-                    s.last_delivery.map(pyusage_record::format_micros).unwrap_or_else(|| "never".into()),
+                    lag(s),
+                    s.last_delivery
+                        .map(pyusage_record::format_micros)
+                        .unwrap_or_else(|| "never".into()),
                     s.errors,
-                    s.last_error.as_deref().map(|e| format!(" (now: {e})")).unwrap_or_default()
-                ),
-                None => println!("syslog:      not configured"),
+                    s.last_error
+                        .as_deref()
+                        .map(|e| format!(" (now: {e})"))
+                        .unwrap_or_default()
+                );
             }
         }
     }

@@ -94,21 +94,25 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", path.display())]
     Io {
         /// File.
         path: PathBuf,
         /// Cause.
         source: std::io::Error,
     },
-    /// TOML syntax or type error (the message names the key and line).
-    #[error("{path}: {message}")]
+    /// TOML syntax or type error (toml's message names the key and line; printed on one
+    /// line, as logs want it).
+    #[error("{}: {}", path.display(), source.to_string().trim().replace('\n', " "))]
     Parse {
         /// File.
         path: PathBuf,
-        /// toml's message.
-        message: String,
+        /// Cause.
+        source: toml::de::Error,
     },
+    /// A `[syslog]` value out of range.
+    #[error(transparent)]
+    Syslog(#[from] crate::sinks::syslog::SyslogConfigError),
     /// A value out of range.
     #[error("configuration field {field}: {why}")]
     Invalid {
@@ -133,9 +137,9 @@ impl Config {
             }
             Err(source) => return Err(ConfigError::Io { path, source }),
         };
-        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.clone(),
-            message: e.to_string().trim().replace('\n', " "),
+            source,
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -167,9 +171,7 @@ impl Config {
         if !self.kernel_ring_mib.is_power_of_two() || self.kernel_ring_mib > 1024 {
             return bad("kernel_ring_mib", "must be a power of two, at most 1024");
         }
-        self.syslog
-            .validate()
-            .map_err(|(field, why)| ConfigError::Invalid { field, why })
+        Ok(self.syslog.validate()?)
     }
 }
 

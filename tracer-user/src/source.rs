@@ -22,7 +22,7 @@ use aya::maps::{Array, MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::user::Event;
 
-use crate::daemon::Msg;
+use crate::processor::Msg;
 
 /// How often the ring is drained without a wake-up.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(200);

@@ -7,6 +7,6 @@ mod config;
 pub(crate) mod format;
 mod sink;
 
-pub use config::{SyslogConfig, Target};
+pub use config::{SyslogConfig, SyslogConfigError, Target, TargetError};
 pub use format::{format_message, frame_tcp};
-pub use sink::{SinkStatus, SyslogSink};
+pub use sink::{SyslogError, SyslogSink};

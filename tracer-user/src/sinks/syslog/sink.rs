@@ -10,7 +10,7 @@ use std::{
     io::Write,
     net::{TcpStream, ToSocketAddrs, UdpSocket},
     os::unix::net::UnixDatagram,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -18,35 +18,31 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
+use pyusage_record::atomic::PathError;
 
-use super::{format::format_message, frame_tcp, SyslogConfig, Target};
-use crate::{sinks::Offset, spool::Reader};
+use super::{format::format_message, frame_tcp, SyslogConfig, Target, TargetError};
+use crate::{
+    sinks::{Offset, Sink, SinkStatus},
+    spool::Reader,
+};
 
 /// How long a TCP connection must stay healthy before what was sent on it counts as delivered.
 const TCP_CONFIRM: Duration = Duration::from_millis(1500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What `status.json` shows of the sink.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct SinkStatus {
-    /// The configured target.
-    pub target: String,
-    /// Every record up to this `seq` is delivered.
-    pub delivered_seq: u64,
-    /// Wall-clock µs of the last successful commit.
-    pub last_delivery: Option<i64>,
-    /// Connected now.
-    pub connected: bool,
-    /// Send/connect errors since start.
-    pub errors: u64,
-    /// The current error condition, if any.
-    pub last_error: Option<String>,
-    /// Times the rate limit deferred a message.
-    pub deferred: u64,
-    /// Records retired from the spool before delivery (spool bound reached).
-    pub dropped: u64,
+/// The sink could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SyslogError {
+    /// `syslog.target` is not set.
+    #[error("syslog.target is not set")]
+    NoTarget,
+    /// `syslog.target` is malformed.
+    #[error("syslog.target: {0}")]
+    Target(#[from] TargetError),
+    /// The committed offset could not be read or its directory made.
+    #[error("the syslog sink's offset: {0}")]
+    Offset(#[from] PathError),
 }
 
 enum Conn {
@@ -118,14 +114,16 @@ pub struct SyslogSink {
 }
 
 impl SyslogSink {
-    /// A sink for `cfg` (whose target must be set and valid).
+    /// A sink for `cfg` (whose target must be set and valid), delivering from the spool of
+    /// the data directory `data` at the offset it committed there last.
     pub fn new(
         cfg: SyslogConfig,
+        data: &Path,
         spool_dir: PathBuf,
-        offset: Arc<Offset>,
         stop: Arc<AtomicBool>,
-    ) -> Result<SyslogSink, String> {
-        let t = cfg.target.clone().ok_or("syslog.target is not set")?;
+    ) -> Result<SyslogSink, SyslogError> {
+        let offset = Arc::new(Offset::load(data, "syslog")?);
+        let t = cfg.target.clone().ok_or(SyslogError::NoTarget)?;
         let target = Target::parse(&t)?;
         let status = Arc::new(Mutex::new(SinkStatus {
             target: t,
@@ -142,12 +140,7 @@ impl SyslogSink {
         })
     }
 
-    /// Shared status.
-    pub fn status(&self) -> Arc<Mutex<SinkStatus>> {
-        self.status.clone()
-    }
-
-    fn fail(&self, what: &str, e: &std::io::Error) {
+    fn fail(&self, what: &str, e: &dyn std::fmt::Display) {
         let msg = format!("{what}: {e}");
         let mut st = self.status.lock().expect("status lock");
         st.errors += 1;
@@ -193,7 +186,7 @@ impl SyslogSink {
 
     /// Runs until `stop` is set; on stop, keeps trying to deliver what is spooled for up to
     /// `drain` before returning.
-    pub fn run(self, drain: Duration) {
+    fn deliver(self, drain: Duration) {
         let mut reader = Reader::new(&self.spool_dir, self.offset.get());
         let mut conn: Option<Conn> = None;
         let mut backoff = Duration::from_millis(100);
@@ -312,5 +305,23 @@ impl SyslogSink {
                 self.commit(s);
             }
         }
+    }
+}
+
+impl Sink for SyslogSink {
+    fn name(&self) -> &'static str {
+        "syslog"
+    }
+
+    fn offset(&self) -> Arc<Offset> {
+        self.offset.clone()
+    }
+
+    fn status(&self) -> Arc<Mutex<SinkStatus>> {
+        self.status.clone()
+    }
+
+    fn run(self: Box<Self>, drain: Duration) {
+        self.deliver(drain)
     }
 }

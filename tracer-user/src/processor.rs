@@ -1,0 +1,345 @@
+//! The processor: one thread that owns the process table and the outputs. It takes batches
+//! of kernel events from the [`source`](crate::source), turns ended processes into records,
+//! commits them to the spool (group commit per tick), converts closed segments into the
+//! Parquet dataset and retires them once every sink has delivered them.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::mpsc::{Receiver, RecvTimeoutError},
+    time::{Duration, Instant},
+};
+
+use tracer_common::user::Event;
+
+use crate::{
+    config::Config,
+    loader::{Counters, ProgStat},
+    privacy::Privacy,
+    proctable::{Finished, ProcFs, ProcTable},
+    ranks::Ranks,
+    records::{self, Node, Users},
+    sinks::{delivered_by_all, SinkHandle},
+    spool::Spool,
+    status::{spool_bytes, Status},
+};
+
+/// How often `status.json` is rewritten (and at shutdown).
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// Pending records that are written at once instead of at the next tick.
+const COMMIT_RECORDS: usize = 4096;
+
+/// Messages from the event loop to the processor thread.
+pub enum Msg {
+    /// Kernel events, in ring-buffer order.
+    Events(Vec<Event>),
+    /// What the event loop last read of the kernel side and of itself.
+    Observed(Observed),
+    /// Flush everything and stop.
+    Shutdown,
+}
+
+/// The event loop's view of the kernel side, sent every 500 ms for `status.json`.
+pub struct Observed {
+    /// The kernel's counters.
+    pub counters: Counters,
+    /// Ring-buffer records that could not be decoded.
+    pub undecodable: u64,
+    /// Times the queue to the processor was full.
+    pub queue_full: u64,
+    /// Per-program BPF run statistics.
+    pub programs: Vec<ProgStat>,
+}
+
+/// The processor: owns the process table and the outputs.
+pub struct Processor {
+    cfg: Config,
+    node: Node,
+    users: Users,
+    table: ProcTable,
+    spool: Spool,
+    status: Status,
+    pending: Vec<pyusage_record::Record>,
+    last_rotate: Instant,
+    last_flush: Instant,
+    last_status: Instant,
+    error_reported: bool,
+    /// Segments already in Parquet, with their last `seq`, waiting for sinks to deliver them.
+    converted: BTreeMap<PathBuf, u64>,
+    /// The sinks' offsets (for retention) and status.
+    sinks: Vec<SinkHandle>,
+    ranks: Ranks,
+    privacy: Privacy,
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl Processor {
+    /// A processor for `cfg`, writing to `spool`, keeping `sinks`' offsets for retention.
+    pub fn new(
+        cfg: Config,
+        node: Node,
+        table: ProcTable,
+        spool: Spool,
+        sinks: Vec<SinkHandle>,
+        privacy: Privacy,
+    ) -> Processor {
+        Processor {
+            users: Users::new(cfg.staff_group.clone()),
+            ranks: Ranks::new(cfg.ranks, Duration::from_secs(cfg.rank_window_secs)),
+            table,
+            node,
+            spool,
+            status: Status {
+                pid: std::process::id(),
+                ..Default::default()
+            },
+            pending: Vec::new(),
+            last_rotate: Instant::now(),
+            last_flush: Instant::now(),
+            last_status: Instant::now(),
+            error_reported: false,
+            converted: BTreeMap::new(),
+            sinks,
+            privacy,
+            cfg,
+        }
+    }
+
+    /// Adds a process that was running before the daemon started.
+    pub fn seed(&mut self, s: crate::seed::Seeded) {
+        self.table.seed(s, &ProcFs);
+    }
+
+    fn add(&mut self, f: Finished) {
+        let mut recs = records::build(&f, &self.node, &mut self.users);
+        if self.privacy.is_active() {
+            recs.iter_mut().for_each(|r| self.privacy.apply(r));
+        }
+        let recs = self.ranks.apply(recs, Instant::now());
+        self.pending.extend(recs);
+    }
+
+    /// Makes pending records durable; on error keeps them for the next attempt and reports
+    /// the condition once.
+    fn commit(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        match self.spool.append(&mut self.pending) {
+            Ok(()) => {
+                self.status.records_spooled += self.pending.len() as u64;
+                self.pending.clear();
+                if self.error_reported {
+                    tracing::info!("spool writable again");
+                    self.error_reported = false;
+                }
+            }
+            Err(e) => {
+                self.status.spool_errors += 1;
+                if !self.error_reported {
+                    tracing::error!(
+                        "spool write failed, keeping records in memory and retrying: {e}"
+                    );
+                    self.error_reported = true;
+                }
+            }
+        }
+    }
+
+    /// Closes the spool segment, converts every closed one into the dataset and retires
+    /// what every sink has delivered (also at start, for what a previous run left).
+    pub fn rotate(&mut self) {
+        let segs = match self.spool.rotate() {
+            Ok(s) => s,
+            Err(e) => return tracing::error!("spool rotation: {e}"),
+        };
+        let root = self.cfg.data_dir.join("parquet");
+        for seg in segs {
+            if self.converted.contains_key(&seg) {
+                continue;
+            }
+            let recs = match pyusage_record::segment::read(&seg) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("cannot convert spool segment, leaving it in place: {e}");
+                    continue;
+                }
+            };
+            match pyusage_record::dataset::write(&root, &recs) {
+                Ok(_) => {
+                    let last = recs.iter().map(|r| r.seq).max().unwrap_or(0);
+                    self.converted.insert(seg, last);
+                }
+                Err(e) => tracing::error!("writing Parquet, segment kept: {e}"),
+            }
+        }
+        self.last_rotate = Instant::now();
+        self.retire();
+    }
+
+    /// Deletes converted segments every sink has delivered; past the spool bound, the oldest
+    /// converted ones even if undelivered (they are safe in Parquet; the sink counts them).
+    fn retire(&mut self) {
+        let delivered = delivered_by_all(&self.sinks);
+        let mut bytes = spool_bytes(self.spool.dir());
+        let done: Vec<(PathBuf, u64)> = self
+            .converted
+            .iter()
+            .map(|(p, l)| (p.clone(), *l))
+            .collect();
+        for (seg, last) in done {
+            let over = bytes > self.cfg.spool_max_bytes;
+            if last > delivered && !over {
+                continue;
+            }
+            if last > delivered {
+                self.status.spool_bound_hits += 1;
+                tracing::error!(
+                    "spool over its bound: retiring {} before every sink delivered it",
+                    seg.display()
+                );
+            }
+            let size = std::fs::metadata(&seg).map(|m| m.len()).unwrap_or(0);
+            match self.spool.retire(&seg) {
+                Ok(()) => {
+                    self.converted.remove(&seg);
+                    bytes = bytes.saturating_sub(size);
+                }
+                Err(e) => tracing::error!("retiring spool segment: {e}"),
+            }
+        }
+    }
+
+    /// Rewrites `status.json` (best effort: a failure is logged, the daemon goes on).
+    pub fn write_status(&mut self) {
+        self.status.live_processes = self.table.len();
+        self.status.fidelity = self.table.fidelity();
+        self.status.metadata = self.table.refusals();
+        self.status.next_seq = self.spool.next_seq();
+        self.status.spool_bytes = spool_bytes(self.spool.dir());
+        self.status.sinks = self
+            .sinks
+            .iter()
+            .map(|s| {
+                (
+                    s.name.to_owned(),
+                    s.status.lock().expect("status lock").clone(),
+                )
+            })
+            .collect();
+        if let Err(e) = self.status.write(&self.cfg.data_dir) {
+            tracing::warn!("status: {e}");
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = now_us();
+        if self.last_flush.elapsed() >= Duration::from_secs(self.cfg.flush_secs) {
+            // Processes whose exit event was lost (ring buffer full) are ended here; checked
+            // once per flush interval, not per tick: one stat per live process.
+            let dead = self
+                .table
+                .reap(|pid| Path::new(&format!("/proc/{pid}")).exists(), now);
+            for f in dead {
+                self.add(f);
+            }
+            let older = now - (self.cfg.flush_secs as i64) * 1_000_000;
+            for f in self.table.running(older) {
+                self.add(f);
+            }
+            self.last_flush = Instant::now();
+        }
+        self.table.verify(now_us(), &ProcFs);
+        let expired = self.ranks.expire(Some(Instant::now()));
+        self.pending.extend(expired);
+        self.status.rank_duplicates = self.ranks.duplicates;
+        self.commit();
+        if !self.converted.is_empty() {
+            self.retire();
+        }
+        if self.last_rotate.elapsed() >= Duration::from_secs(self.cfg.rotate_secs)
+            || self.spool.segment_bytes() >= self.cfg.rotate_bytes
+        {
+            self.rotate();
+        }
+        // Every 2 s: rewriting it on every tick cost a measurable share of the daemon's CPU.
+        if self.last_status.elapsed() >= STATUS_EVERY {
+            self.write_status();
+            self.last_status = Instant::now();
+        }
+    }
+
+    /// Runs until [`Msg::Shutdown`] or until the event loop goes away, then ends every live
+    /// process with a `running` record, commits and converts the spool, and hands itself
+    /// back for the last status (written once the sinks have stopped).
+    pub fn run(mut self, rx: Receiver<Msg>) -> Processor {
+        let facts = ProcFs;
+        let tick = Duration::from_millis(500);
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(timeout) {
+                Ok(Msg::Events(evs)) => {
+                    self.handle(evs, &facts);
+                    // Batch everything already queued into one durable write.
+                    while let Ok(m) = rx.try_recv() {
+                        match m {
+                            Msg::Events(evs) => self.handle(evs, &facts),
+                            Msg::Observed(o) => self.observed(o),
+                            Msg::Shutdown => return self.shutdown(),
+                        }
+                    }
+                    // Group commit: the tick makes records durable every 500 ms, so a
+                    // stream of short processes costs one `fdatasync` per tick, not one
+                    // each (it was a tenth of the daemon's CPU); a large batch goes at once.
+                    if self.pending.len() >= COMMIT_RECORDS {
+                        self.commit();
+                    }
+                }
+                Ok(Msg::Observed(o)) => self.observed(o),
+                Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return self.shutdown(),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= next_tick {
+                self.tick();
+                next_tick = Instant::now() + tick;
+            }
+        }
+    }
+
+    fn handle(&mut self, evs: Vec<Event>, facts: &ProcFs) {
+        for ev in evs {
+            if let Some(f) = self.table.handle(ev, facts) {
+                self.add(f);
+            }
+        }
+        self.table.verify(now_us(), facts);
+    }
+
+    fn observed(&mut self, o: Observed) {
+        self.status.counters = o.counters;
+        self.status.undecodable = o.undecodable;
+        self.status.queue_full = o.queue_full;
+        self.status.programs = o.programs;
+    }
+
+    fn shutdown(mut self) -> Processor {
+        for f in self.table.drain() {
+            self.add(f);
+        }
+        let held = self.ranks.expire(None);
+        self.pending.extend(held);
+        self.status.rank_duplicates = self.ranks.duplicates;
+        self.commit();
+        if !self.pending.is_empty() {
+            tracing::error!(
+                "{} records could not be spooled at shutdown",
+                self.pending.len()
+            );
+        }
+        self.rotate();
+        self
+    }
+}
