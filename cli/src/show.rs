@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::Context;
 use pyusage_record::data_dir::{load, Filter};
-use pyusage_record::{format_micros, parse_micros, Record};
+use pyusage_record::{columns as c, format_micros, parse_micros, Record};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Format {
@@ -49,16 +49,16 @@ fn parse_since(s: &str) -> anyhow::Result<i64> {
 }
 
 const TABLE_COLS: &[&str] = &[
-    "process_start",
-    "host",
-    "pid",
-    "exit",
-    "job_id",
-    "rank",
-    "username",
-    "package",
-    "version",
-    "env_kind",
+    c::PROCESS_START,
+    c::HOST,
+    c::PID,
+    c::EXIT,
+    c::JOB_ID,
+    c::RANK,
+    c::USERNAME,
+    c::PACKAGE,
+    c::VERSION,
+    c::ENV_KIND,
 ];
 
 /// One field for the table or CSV. Strings are the users' (job ids, paths, versions, names):
@@ -66,7 +66,7 @@ const TABLE_COLS: &[&str] = &[
 /// as `\u{..}` escapes so that nothing reaches the administrator's terminal as a command; the
 /// `jsonl` format keeps them exactly, JSON-escaped.
 fn field(r: &Record, v: &serde_json::Value, name: &str) -> Cell {
-    if name == "process_start" {
+    if name == c::PROCESS_START {
         return Cell::Other(format_micros(r.process_start));
     }
     match &v[name] {
@@ -198,6 +198,18 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_columns_are_columns() {
+        assert_eq!(c::all_known(TABLE_COLS.iter().copied()), Ok(()));
+        let mut r = Record::example();
+        r.job_id = Some("7".into());
+        r.rank = Some(0);
+        let v = serde_json::to_value(&r).unwrap();
+        for col in TABLE_COLS {
+            assert!(!field(&r, &v, col).text().is_empty(), "{col} read as empty");
+        }
+    }
 
     #[test]
     fn terminal_sequences_are_escaped_and_formulas_guarded() {

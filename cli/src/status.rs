@@ -37,6 +37,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Format::Text => {
+            use pyusage_daemon::loader::Counter::*;
             let c = &st.counters;
             println!(
                 "daemon:      {} (pid {})",
@@ -44,10 +45,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 st.pid
             );
             println!("kernel:      {} python execs, {} events sent, {} ring-full drops, {} read failures, {} map-full",
-                c.python_execs, c.events_sent, c.ring_full, c.read_failed, c.stash_full + c.procs_full);
+                c[PythonExecs], c[EventsSent], c[RingFull], c[ReadFailed], c[StashFull] + c[ProcsFull]);
             println!(
                 "refused:     {} probation (uid share), {} opens (uid share), {} events (uid ring share), {} batches (queue full)",
-                c.probation_quota, c.stash_quota, c.ring_share, st.queue_full
+                c[ProbationQuota], c[StashQuota], c[RingShare], st.queue_full
             );
             let m = &st.metadata;
             println!(

@@ -227,42 +227,76 @@ pub const PROBATION_OPEN_COST: u32 = 64;
 /// The daemon itself or one of its children: never reported.
 pub const STATE_IGNORED: u32 = 3;
 
-/// Per-CPU counters, indices into the `COUNTERS` map. Every early return that loses data
-/// increments one.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    /// Opens by tracked processes that reached the exit tracepoint with a stashed path.
-    OpensSeen = 0,
-    /// Events successfully written to the ring buffer.
-    EventsSent = 1,
-    /// Events lost because the ring buffer was full.
-    RingFull = 2,
-    /// Paths, argv or environment that could not be read from user memory.
-    ReadFailed = 3,
-    /// Opens not stashed because the stash map was full.
-    StashFull = 4,
-    /// Processes not tracked because the process map was full.
-    ProcsFull = 5,
-    /// Processes promoted to Python (by what they opened).
-    PythonExecs = 6,
-    /// Exec events whose environment was longer than [`ENV_MAX`].
-    EnvTruncated = 7,
-    /// Scratch buffer unavailable (should never happen).
-    ScratchMissing = 8,
-    /// Processes that ended probation without showing they are Python.
-    ProbationExpired = 9,
-    /// Execs not watched because their uid already had its share of probation entries.
-    ProbationQuota = 10,
-    /// Opens not watched because their uid already had its share of opens in flight.
-    StashQuota = 11,
-    /// Events dropped because the ring buffer was half full and their uid had written its
-    /// share since the last drain.
-    RingShare = 12,
+/// Defines [`Counter`] with its index and its name in `status.json` side by side, and
+/// [`Counter::ALL`], so that a counter is added in one place.
+macro_rules! counters {
+    ($($(#[$m:meta])* $v:ident = $i:literal => $name:literal,)+) => {
+        /// Per-CPU counters, indices into the `COUNTERS` map. Every early return that loses
+        /// data increments one.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Counter {
+            $($(#[$m])* $v = $i,)+
+        }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Counter] = &[$(Counter::$v,)+];
+
+            /// Its name in `status.json`.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Counter::$v => $name,)+
+                }
+            }
+        }
+    };
 }
 
-/// Number of counters.
-pub const COUNTER_COUNT: u32 = 13;
+counters! {
+    /// Opens by tracked processes that reached the exit tracepoint with a stashed path.
+    OpensSeen = 0 => "opens_seen",
+    /// Events successfully written to the ring buffer.
+    EventsSent = 1 => "events_sent",
+    /// Events lost because the ring buffer was full.
+    RingFull = 2 => "ring_full",
+    /// Paths, argv or environment that could not be read from user memory.
+    ReadFailed = 3 => "read_failed",
+    /// Opens not stashed because the stash map was full.
+    StashFull = 4 => "stash_full",
+    /// Processes not tracked because the process map was full.
+    ProcsFull = 5 => "procs_full",
+    /// Processes promoted to Python (by what they opened).
+    PythonExecs = 6 => "python_execs",
+    /// Exec events whose environment was longer than [`ENV_MAX`].
+    EnvTruncated = 7 => "env_truncated",
+    /// Scratch buffer unavailable (should never happen).
+    ScratchMissing = 8 => "scratch_missing",
+    /// Processes that ended probation without showing they are Python.
+    ProbationExpired = 9 => "probation_expired",
+    /// Execs not watched because their uid already had its share of probation entries.
+    ProbationQuota = 10 => "probation_quota",
+    /// Opens not watched because their uid already had its share of opens in flight.
+    StashQuota = 11 => "stash_quota",
+    /// Events dropped because the ring buffer was half full and their uid had written its
+    /// share since the last drain.
+    RingShare = 12 => "ring_share",
+    /// Successful module opens whose file the kernel's path walk could not read (a kernel
+    /// read failed): the path as passed is recorded, unverified.
+    KpathUnread = 13 => "kpath_unread",
+}
+
+/// Number of counters (the size of the `COUNTERS` map).
+pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
+
+// Each counter's value is its index in `ALL`: the map is indexed by it.
+const _: () = {
+    let mut i = 0;
+    while i < Counter::ALL.len() {
+        assert!(Counter::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// Configuration written by the loader into the eBPF object's `CONFIG` global before load.
 /// Offsets of kernel structure fields come from `/sys/kernel/btf/vmlinux`, offsets of
@@ -288,8 +322,6 @@ pub struct Config {
     pub task_real_parent: u32,
     /// `task_struct.tgid`.
     pub task_tgid: u32,
-    /// `task_struct.pid`.
-    pub task_pid: u32,
     /// `task_struct.mm`.
     pub task_mm: u32,
     /// `task_struct.nsproxy`.

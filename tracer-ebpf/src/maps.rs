@@ -23,7 +23,6 @@ static CONFIG: Config = Config {
     task_exit_code: 0,
     task_real_parent: 0,
     task_tgid: 0,
-    task_pid: 0,
     task_mm: 0,
     task_nsproxy: 0,
     nsproxy_mnt_ns: 0,

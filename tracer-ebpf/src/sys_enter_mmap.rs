@@ -32,13 +32,14 @@ fn try_sys_enter_mmap(ctx: &TracePointContext) {
         _ => return,
     }
     let cfg = config();
-    // SAFETY (both reads): offsets from the tracefs format; the helper checks the reads.
+    // SAFETY: `prot`'s offset comes from the tracefs format; the helper checks the read.
     let Ok(prot) = (unsafe { ctx.read_at::<u64>(cfg.tp_mmap_prot as usize) }) else {
         return count(Counter::ReadFailed);
     };
     if prot & PROT_EXEC == 0 {
         return;
     }
+    // SAFETY: `fd`'s offset comes from the tracefs format; the helper checks the read.
     let Ok(fd) = (unsafe { ctx.read_at::<u64>(cfg.tp_mmap_fd as usize) }) else {
         return count(Counter::ReadFailed);
     };

@@ -80,17 +80,20 @@ fn stash(ctx: &TracePointContext, dfd_off: Option<u32>, filename_off: u32, flags
         Some(p) if p.state != STATE_IGNORED => p.state,
         _ => return,
     };
-    // SAFETY (all reads below): offsets from the tracefs format; helpers check the addresses.
     let flags: u64 = match flags {
+        // SAFETY: `flags`' offset comes from the tracefs format; the helper checks the read.
         Flags::Direct(off) => match unsafe { ctx.read_at::<u64>(off as usize) } {
             Ok(f) => f,
             Err(_) => return count(Counter::ReadFailed),
         },
         Flags::OpenHow(off) => {
+            // SAFETY: `how`'s offset comes from the tracefs format; the helper checks it.
             let how = match unsafe { ctx.read_at::<u64>(off as usize) } {
                 Ok(p) => p,
                 Err(_) => return count(Counter::ReadFailed),
             };
+            // SAFETY: a user pointer, read with the probe helper, which faults safely (the
+            // first field of `struct open_how` is `flags`).
             match unsafe { bpf_probe_read_user(how as *const u64) } {
                 Ok(f) => f,
                 Err(_) => return count(Counter::ReadFailed),
@@ -103,6 +106,7 @@ fn stash(ctx: &TracePointContext, dfd_off: Option<u32>, filename_off: u32, flags
     if flags & O_DIRECTORY != 0 || (write && state != STATE_PYTHON) {
         return;
     }
+    // SAFETY: `filename`'s offset comes from the tracefs format; the helper checks the read.
     let Ok(ptr) = (unsafe { ctx.read_at::<u64>(filename_off as usize) }) else {
         return count(Counter::ReadFailed);
     };

@@ -141,6 +141,11 @@ pub fn open_kpath(_ctx: TracePointContext) -> u32 {
     let e: OpenEvent = unsafe { core::ptr::read_unaligned(s.buf.as_ptr().cast()) };
     let len = (e.path_len as usize) & (PATH_MAX - 1);
     let (kpath_len, whole) = opened_path(s, OPEN_PATH_OFF + len, e.ret);
+    if kpath_len == 0 {
+        // Only a failed kernel read leaves nothing (the open succeeded, so the descriptor
+        // is there): the event still goes, with the path as passed.
+        count(Counter::KpathUnread);
+    }
     let flags = if whole {
         e.flags
     } else {

@@ -36,9 +36,9 @@ pub struct Config {
     /// …or this many bytes (default 64 MiB), whichever comes first.
     pub rotate_bytes: u64,
     /// Bound on the spool directory (default 1 GiB). When reached, the oldest segments that
-    /// are already in Parquet but not yet delivered to syslog are dropped from the syslog
-    /// stream (counted as `syslog_dropped` in status); records are never dropped before they
-    /// are in Parquet.
+    /// are already in Parquet but not yet delivered by every sink are retired anyway
+    /// (`spool_bound_hits` in status; each sink counts what it missed as its `dropped`);
+    /// records are never dropped before they are in Parquet.
     pub spool_max_bytes: u64,
     /// tracefs mount point; default `/sys/kernel/tracing`.
     pub tracefs: PathBuf,

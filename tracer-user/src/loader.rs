@@ -9,7 +9,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use thiserror::Error;
-use tracer_common::{Config, Counter, COUNTER_COUNT};
+pub use tracer_common::Counter;
+use tracer_common::{Config, COUNTER_COUNT};
 
 use crate::{
     btf::{Btf, BtfError},
@@ -111,7 +112,6 @@ pub fn build_config(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Co
         task_exit_code: btf.member_offset("task_struct", "exit_code")?,
         task_real_parent: btf.member_offset("task_struct", "real_parent")?,
         task_tgid: btf.member_offset("task_struct", "tgid")?,
-        task_pid: btf.member_offset("task_struct", "pid")?,
         task_mm: btf.member_offset("task_struct", "mm")?,
         task_nsproxy: btf.member_offset("task_struct", "nsproxy")?,
         nsproxy_mnt_ns: btf.member_offset("nsproxy", "mnt_ns")?,
@@ -334,39 +334,39 @@ pub fn track_python(ebpf: &mut Ebpf, pids: impl IntoIterator<Item = u32>) -> Res
     Ok(())
 }
 
-/// Counters summed over CPUs.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Counters {
-    /// See [`Counter::OpensSeen`].
-    pub opens_seen: u64,
-    /// See [`Counter::EventsSent`].
-    pub events_sent: u64,
-    /// See [`Counter::RingFull`].
-    pub ring_full: u64,
-    /// See [`Counter::ReadFailed`].
-    pub read_failed: u64,
-    /// See [`Counter::StashFull`].
-    pub stash_full: u64,
-    /// See [`Counter::ProcsFull`].
-    pub procs_full: u64,
-    /// See [`Counter::PythonExecs`].
-    pub python_execs: u64,
-    /// See [`Counter::EnvTruncated`].
-    pub env_truncated: u64,
-    /// See [`Counter::ScratchMissing`].
-    pub scratch_missing: u64,
-    /// See [`Counter::ProbationExpired`].
-    #[serde(default)]
-    pub probation_expired: u64,
-    /// See [`Counter::ProbationQuota`].
-    #[serde(default)]
-    pub probation_quota: u64,
-    /// See [`Counter::StashQuota`].
-    #[serde(default)]
-    pub stash_quota: u64,
-    /// See [`Counter::RingShare`].
-    #[serde(default)]
-    pub ring_share: u64,
+/// The kernel's counters summed over CPUs, indexed by [`Counter`]; in `status.json` an
+/// object with one field per [`Counter::name`] (a name this build does not know is ignored,
+/// one it lacks reads as 0, so an older status file still reads).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters([u64; COUNTER_COUNT as usize]);
+
+impl std::ops::Index<Counter> for Counters {
+    type Output = u64;
+    fn index(&self, c: Counter) -> &u64 {
+        &self.0[c as usize]
+    }
+}
+
+impl serde::Serialize for Counters {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(Counter::ALL.len()))?;
+        for &c in Counter::ALL {
+            m.serialize_entry(c.name(), &self[c])?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Counters {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Counters, D::Error> {
+        let m = std::collections::HashMap::<String, u64>::deserialize(d)?;
+        let mut out = Counters::default();
+        for &c in Counter::ALL {
+            out.0[c as usize] = m.get(c.name()).copied().unwrap_or(0);
+        }
+        Ok(out)
+    }
 }
 
 /// Reads the per-CPU counters map.
@@ -380,28 +380,15 @@ impl CounterReader {
 
     /// Reads the counters, summed over CPUs.
     pub fn read(&self) -> Counters {
-        let get = |c: Counter| -> u64 {
-            debug_assert!((c as u32) < COUNTER_COUNT);
-            self.0
+        let mut out = Counters::default();
+        for &c in Counter::ALL {
+            out.0[c as usize] = self
+                .0
                 .get(&(c as u32), 0)
                 .map(|v| v.iter().sum())
-                .unwrap_or(0)
-        };
-        Counters {
-            opens_seen: get(Counter::OpensSeen),
-            events_sent: get(Counter::EventsSent),
-            ring_full: get(Counter::RingFull),
-            read_failed: get(Counter::ReadFailed),
-            stash_full: get(Counter::StashFull),
-            procs_full: get(Counter::ProcsFull),
-            python_execs: get(Counter::PythonExecs),
-            env_truncated: get(Counter::EnvTruncated),
-            scratch_missing: get(Counter::ScratchMissing),
-            probation_expired: get(Counter::ProbationExpired),
-            probation_quota: get(Counter::ProbationQuota),
-            stash_quota: get(Counter::StashQuota),
-            ring_share: get(Counter::RingShare),
+                .unwrap_or(0);
         }
+        out
     }
 }
 
@@ -428,4 +415,24 @@ pub fn program_stats(ebpf: &Ebpf) -> Vec<ProgStat> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_once_and_an_older_status_still_reads() {
+        let mut c = Counters::default();
+        for (i, &k) in Counter::ALL.iter().enumerate() {
+            c.0[k as usize] = i as u64 + 1;
+        }
+        let v = serde_json::to_value(c).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), COUNTER_COUNT as usize);
+        assert_eq!(v["ring_full"], 3);
+        assert_eq!(v["kpath_unread"], 14);
+        assert_eq!(serde_json::from_value::<Counters>(v).unwrap(), c);
+        let old: Counters = serde_json::from_str(r#"{"ring_full": 5, "gone_counter": 1}"#).unwrap();
+        assert_eq!((old[Counter::RingFull], old[Counter::KpathUnread]), (5, 0));
+    }
 }

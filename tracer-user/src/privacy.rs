@@ -215,6 +215,23 @@ fn read_key(path: &Path) -> Result<[u8; 32], PrivacyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_droppable_field_is_an_optional_string_column_and_is_cleared() {
+        let schema = pyusage_record::arrow_schema();
+        let mut r = Record::example();
+        r.job_id = Some("7".into());
+        r.job_source = Some(pyusage_record::JobSource::Cgroup);
+        for name in DROPPABLE {
+            let f = schema.field_with_name(name).unwrap();
+            assert!(f.is_nullable(), "{name}");
+            clear(&mut r, name);
+        }
+        let v = serde_json::to_value(&r).unwrap();
+        for name in DROPPABLE {
+            assert!(v[name].is_null(), "{name} not cleared");
+        }
+    }
     use std::os::unix::fs::PermissionsExt;
 
     fn record() -> Record {

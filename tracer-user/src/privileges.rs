@@ -61,14 +61,17 @@ pub fn drop_after_attach(user: Option<(u32, u32)>) -> Result<(), PrivilegeError>
         }
     }
     if let Some((uid, gid)) = user {
-        // SAFETY (all calls below): plain system calls with integer arguments or a null
-        // pointer and length 0.
+        // SAFETY: prctl with integer arguments only.
         check("PR_SET_KEEPCAPS", unsafe {
             libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0)
         })?;
+        // SAFETY: a length of 0 with a null list: the kernel reads nothing.
         check("setgroups", unsafe { libc::setgroups(0, std::ptr::null()) })?;
+        // SAFETY: integer arguments only.
         check("setresgid", unsafe { libc::setresgid(gid, gid, gid) })?;
+        // SAFETY: integer arguments only.
         check("setresuid", unsafe { libc::setresuid(uid, uid, uid) })?;
+        // SAFETY: prctl with integer arguments only.
         check("PR_SET_KEEPCAPS", unsafe {
             libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0)
         })?;

@@ -862,8 +862,8 @@ impl ProcTable {
             .collect()
     }
 
-    /// Ends processes for which `alive` says no (their exit event was lost, e.g. an LRU
-    /// eviction in the kernel map); they are reported with [`Ending::Unknown`].
+    /// Ends processes for which `alive` says no (their exit event was lost: the ring buffer
+    /// was full when they exited); they are reported with [`Ending::Unknown`].
     pub fn reap(&mut self, alive: impl Fn(u32) -> bool, now: i64) -> Vec<Finished> {
         self.replaced.retain(|&p, _| alive(p));
         self.unverified.retain(|&(p, _)| alive(p));

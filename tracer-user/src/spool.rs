@@ -323,14 +323,9 @@ impl Reader {
                 Err(e) => return Err(e),
             }
             let base = self.pos as usize;
-            let start = 0;
-            let complete = data[start..]
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map(|i| start + i + 1)
-                .unwrap_or(start);
-            let mut at = start;
-            for line in data[start..complete].split_inclusive(|&b| b == b'\n') {
+            let complete = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let mut at = 0;
+            for line in data[..complete].split_inclusive(|&b| b == b'\n') {
                 if out.len() >= max {
                     break;
                 }

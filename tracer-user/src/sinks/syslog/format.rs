@@ -1,10 +1,10 @@
 //! RFC 5424 message formatting, size bounding and TCP framing (pure functions).
-use pyusage_record::{format_micros, Record};
+use pyusage_record::{columns, format_micros, Record};
 use serde_json::Value;
 
 const SEVERITY_INFO: u8 = 6;
 /// Fields never shortened: the de-duplication key a consumer needs intact (ours, 36 bytes).
-const KEEP_WHOLE: &[&str] = &["record_id"];
+const KEEP_WHOLE: &[&str] = &[columns::RECORD_ID];
 const MARK: &str = "…";
 
 /// RFC 5424 HOSTNAME/APP-NAME/PROCID: printable US-ASCII, at most `max` characters, `-` when
