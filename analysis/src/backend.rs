@@ -3,7 +3,7 @@
 //! shared code.
 use crate::{
     counts::{KindCounts, PeriodKind},
-    scan::{Chunk, Names},
+    model::{Chunk, Names},
 };
 
 /// A back end failed.

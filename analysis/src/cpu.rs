@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 use crate::{
     backend::{Backend, BackendError},
     counts::{pair_rows, Dims, KindCounts, PeriodKind, MAX_PAIR_ROWS},
-    scan::{flag, node_bin, Chunk, Names, MAX_NODES, NODE_BINS, NONE, NO_JOB},
+    model::{flag, node_bin, Chunk, Names, MAX_NODES, NODE_BINS, NONE, NO_JOB},
 };
 
 /// (month, package, user, version).

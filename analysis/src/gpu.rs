@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 use crate::{
     backend::{Backend, BackendError},
     counts::{pair_rows, Dims, KindCounts, PeriodKind, MAX_PAIR_ROWS},
-    scan::{flag, node_bin, Chunk, Names, MAX_NODES, NODE_BINS, NO_JOB},
+    model::{flag, node_bin, Chunk, Interner, Names, MAX_NODES, NODE_BINS, NO_JOB},
 };
 
 const SOURCE: &str = include_str!("kernels.cu");
@@ -287,7 +287,7 @@ impl Device {
         lut: &[u32],
         m0: u32,
         d: Dims,
-        packages: &crate::scan::Interner,
+        packages: &Interner,
         top: usize,
     ) -> Res<KindCounts> {
         let nb = d.buckets;

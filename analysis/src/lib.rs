@@ -12,6 +12,7 @@ pub mod export;
 pub mod filter;
 pub mod gpu;
 pub mod html;
+pub mod model;
 pub mod report;
 pub mod scan;
 pub mod synth;

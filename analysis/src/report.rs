@@ -9,7 +9,8 @@ use crate::{
     backend::{select, Device},
     counts::{pearson, share, KindCounts, PeriodKind, MAX_PAIR_ROWS, SLICES},
     filter::Filter,
-    scan::{scan, Interner, Names, ScanError, Selection, MAX_NODES, NODE_BINS},
+    model::{Interner, Names, MAX_NODES, NODE_BINS},
+    scan::{scan, ScanError, Selection},
 };
 
 /// A package and a count.
