@@ -1,6 +1,7 @@
 //! One analysis interface, two back ends: both take the same integer [`Chunk`]s from the scan
 //! and return the same [`KindCounts`]; the report (and its floats) is built from those by
-//! shared code.
+//! shared code. Only the interface and its error live here: the back ends implement it, and
+//! [`crate::run`] chooses one, so neither depends on the other.
 use crate::{
     counts::{KindCounts, PeriodKind},
     model::{Chunk, Names},
@@ -27,30 +28,4 @@ pub trait Backend: Sync {
         kinds: &[PeriodKind],
         top: usize,
     ) -> Result<Vec<(PeriodKind, KindCounts)>, BackendError>;
-}
-
-/// `--device`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Device {
-    /// The GPU when a CUDA driver and device are present, else the CPU (with one line saying so).
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// The GPU, or an error.
-    Gpu,
-}
-
-/// The back end for `device`, and a line to print when `auto` fell back to the CPU.
-pub fn select(device: Device) -> Result<(Box<dyn Backend>, Option<String>), BackendError> {
-    match device {
-        Device::Cpu => Ok((Box::new(crate::cpu::Cpu::default()), None)),
-        Device::Gpu => Ok((Box::new(crate::gpu::Gpu::new()?), None)),
-        Device::Auto => match crate::gpu::Gpu::new() {
-            Ok(g) => Ok((Box::new(g), None)),
-            Err(e) => Ok((
-                Box::new(crate::cpu::Cpu::default()),
-                Some(format!("no usable GPU ({e}); using the CPU back end")),
-            )),
-        },
-    }
 }
