@@ -2,7 +2,7 @@
 //! scripts, no external assets, readable offline. The headline period (the coarsest
 //! granularity requested) gets the paper's figures; every period gets its tables.
 //!
-//! Here: the page and its tables. [`figures`] draws the paper's figures with [`charts`].
+//! Here: the page and its tables; `figures` draws the paper's figures with `charts`.
 use std::fmt::Write as _;
 
 use plotters::drawing::DrawingAreaErrorKind;
