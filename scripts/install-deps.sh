@@ -32,6 +32,20 @@ if ! command -v bpf-linker >/dev/null 2>&1; then
     --no-default-features --features llvm-22
 fi
 
+# NVRTC from PyPI (a wheel of the shared library; needs no driver or GPU), for the analysis
+# crate's test that compiles the GPU kernels (analysis/tests/nvrtc.rs), which loads it from
+# here. --target keeps it out of every Python's site-packages; the version matches cudarc's
+# `cuda-12080` feature. Reinstalled only when the library of that version is missing.
+NVRTC_DIR=/opt/pyusage-nvrtc
+NVRTC_VERSION=12.8.93
+if [ ! -f "$NVRTC_DIR/.version-$NVRTC_VERSION" ] || [ ! -f "$NVRTC_DIR/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" ]; then
+  log "pip: nvidia-cuda-nvrtc-cu12==$NVRTC_VERSION into $NVRTC_DIR"
+  rm -rf "$NVRTC_DIR"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --target "$NVRTC_DIR" \
+    "nvidia-cuda-nvrtc-cu12==$NVRTC_VERSION"
+  touch "$NVRTC_DIR/.version-$NVRTC_VERSION"
+fi
+
 # The daemon's own user (the shipped configuration switches to it once attached).
 if ! id pyusage >/dev/null 2>&1; then
   log "useradd pyusage (system user)"

@@ -5,7 +5,7 @@
 //! print identical bytes.
 use serde::Serialize;
 
-use crate::scan::{Interner, NODE_BINS};
+use crate::model::{Interner, Names, MAX_NODES, NODE_BINS};
 
 /// Period granularity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
@@ -106,7 +106,7 @@ pub struct Dims {
 
 impl Dims {
     /// The sizes of `names` for `buckets` buckets.
-    pub fn of(names: &crate::scan::Names, buckets: usize) -> Dims {
+    pub fn of(names: &Names, buckets: usize) -> Dims {
         let len = |i: &std::sync::Mutex<Interner>| i.lock().expect("interner lock").len();
         Dims {
             buckets,
@@ -174,7 +174,7 @@ impl KindCounts {
             version_users: z(d.versions),
             env_kinds: z(d.env_kinds),
             jobs: z(1),
-            job_sizes: z(crate::scan::MAX_NODES as usize),
+            job_sizes: z(MAX_NODES as usize),
             job_packages: z(d.packages),
             package_sizes: z(d.packages * NODE_BINS as usize),
             blas: z(d.blases + 1),

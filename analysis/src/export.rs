@@ -1,8 +1,11 @@
 //! Stage 4a: the report as JSON (one document) and CSV (one file per table, every period in
 //! long form), for notebooks and spreadsheets.
-use std::{io::Write, path::Path};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
 
-use crate::report::{Analysis, Share};
+use crate::report::{Analysis, PeriodReport, Share};
 
 /// Writes the whole analysis as pretty JSON.
 pub fn write_json(a: &Analysis, w: impl Write) -> serde_json::Result<()> {
@@ -11,15 +14,52 @@ pub fn write_json(a: &Analysis, w: impl Write) -> serde_json::Result<()> {
     writeln!(w).map_err(serde_json::Error::io)
 }
 
+/// A float as CSV text: Rust's shortest round-trip form; empty for none.
 fn f(x: Option<f64>) -> String {
     x.map(|v| v.to_string()).unwrap_or_default()
 }
 
 /// Writes one CSV per table into `dir`; returns the files written.
-pub fn write_csv(a: &Analysis, dir: &Path) -> Result<Vec<std::path::PathBuf>, csv::Error> {
-    let mut files = Vec::new();
-    let mut open =
-        |name: &str, header: &[&str]| -> Result<csv::Writer<std::fs::File>, csv::Error> {
+pub fn write_csv(a: &Analysis, dir: &Path) -> Result<Vec<PathBuf>, csv::Error> {
+    let mut t = CsvTables::create(dir)?;
+    for (g, reports) in &a.periods {
+        for r in reports {
+            t.period(g, r)?;
+        }
+    }
+    t.finish()
+}
+
+type Writer = csv::Writer<std::fs::File>;
+
+/// The CSV files, one per table; every row starts with the granularity and the period.
+struct CsvTables {
+    files: Vec<PathBuf>,
+    periods: Writer,
+    top: Writer,
+    sizes: Writer,
+    pkg_sizes: Writer,
+    corr: Writer,
+    slices: Writer,
+    versions: Writer,
+    env: Writer,
+    blas: Writer,
+    sig: Writer,
+    monthly: Writer,
+}
+
+/// A row of period `r` of granularity `g`.
+fn row(g: &str, r: &PeriodReport, rest: Vec<String>) -> Vec<String> {
+    let mut v = vec![g.to_owned(), r.period.clone()];
+    v.extend(rest);
+    v
+}
+
+impl CsvTables {
+    /// Creates the files and writes their headers.
+    fn create(dir: &Path) -> Result<CsvTables, csv::Error> {
+        let mut files = Vec::new();
+        let mut open = |name: &str, header: &[&str]| -> Result<Writer, csv::Error> {
             let path = dir.join(name);
             files.push(path.clone());
             let mut w = csv::Writer::from_path(path)?;
@@ -28,116 +68,146 @@ pub fn write_csv(a: &Analysis, dir: &Path) -> Result<Vec<std::path::PathBuf>, cs
             w.write_record(h)?;
             Ok(w)
         };
-    let mut periods = open("periods.csv", &["rows", "jobs"])?;
-    let mut top = open("top_packages.csv", &["by", "rank", "package", "count"])?;
-    let mut sizes = open("job_sizes.csv", &["nodes", "jobs"])?;
-    let mut pkg_sizes = open(
-        "package_by_job_size.csv",
-        &["package", "nodes_up_to", "jobs"],
-    )?;
-    let mut corr = open("correlation.csv", &["package", "other", "pearson"])?;
-    let mut slices = open("correlation_slices.csv", &["package", "other", "pearson"])?;
-    let mut versions = open(
-        "versions.csv",
-        &["package", "version", "users", "of", "share"],
-    )?;
-    let mut env = open("env_kinds.csv", &["env_kind", "processes", "of", "share"])?;
-    let mut blas = open("blas_in_numpy_jobs.csv", &["blas", "jobs", "of", "share"])?;
-    let mut sig = open(
-        "signaled.csv",
-        &["package", "signaled", "processes", "share"],
-    )?;
-    let mut monthly = open("monthly_users.csv", &["package", "month", "users"])?;
-    for (g, reports) in &a.periods {
-        for r in reports {
-            let p = |rest: Vec<String>| {
-                let mut v = vec![g.clone(), r.period.clone()];
-                v.extend(rest);
-                v
-            };
-            periods.write_record(p(vec![r.rows.to_string(), r.correlation.jobs.to_string()]))?;
-            for (by, list) in [
-                ("user", &r.top_packages_by_user),
-                ("job", &r.top_packages_by_job),
-                ("process", &r.top_packages_by_process),
-            ] {
-                for (i, c) in list.iter().enumerate() {
-                    let row = vec![
-                        by.into(),
-                        (i + 1).to_string(),
-                        c.package.clone(),
-                        c.count.to_string(),
-                    ];
-                    top.write_record(p(row))?;
-                }
-            }
-            for (n, c) in &r.job_sizes {
-                sizes.write_record(p(vec![n.to_string(), c.to_string()]))?;
-            }
-            for (pkg, bins) in &r.package_by_job_size {
-                for (n, c) in bins {
-                    pkg_sizes.write_record(p(vec![pkg.clone(), n.to_string(), c.to_string()]))?;
-                }
-            }
-            let c = &r.correlation;
-            for (i, a) in c.packages.iter().enumerate() {
-                for (j, b) in c.packages.iter().enumerate() {
-                    corr.write_record(p(vec![a.clone(), b.clone(), f(c.matrix[i][j])]))?;
-                }
-            }
-            for (s, list) in &r.correlation_slices {
-                for (o, v) in list {
-                    slices.write_record(p(vec![s.clone(), o.clone(), f(Some(*v))]))?;
-                }
-            }
-            for (pkg, list) in &r.versions {
-                for s in list {
-                    let row = vec![
-                        pkg.clone(),
-                        s.key.clone(),
-                        s.count.to_string(),
-                        s.of.to_string(),
-                        f(s.share),
-                    ];
-                    versions.write_record(p(row))?;
-                }
-            }
-            let share_rows = |w: &mut csv::Writer<std::fs::File>, list: &[Share]| {
-                for s in list {
-                    let row = vec![
-                        s.key.clone(),
-                        s.count.to_string(),
-                        s.of.to_string(),
-                        f(s.share),
-                    ];
-                    w.write_record(p(row))?;
-                }
-                Ok::<_, csv::Error>(())
-            };
-            share_rows(&mut env, &r.env_kinds)?;
-            share_rows(&mut blas, &r.blas_in_numpy_jobs)?;
-            share_rows(&mut sig, &r.signaled)?;
-            for (pkg, months) in &r.monthly_users {
-                for (m, n) in months {
-                    monthly.write_record(p(vec![pkg.clone(), m.clone(), n.to_string()]))?;
-                }
+        let periods = open("periods.csv", &["rows", "jobs"])?;
+        let top = open("top_packages.csv", &["by", "rank", "package", "count"])?;
+        let sizes = open("job_sizes.csv", &["nodes", "jobs"])?;
+        let pkg_sizes = open(
+            "package_by_job_size.csv",
+            &["package", "nodes_up_to", "jobs"],
+        )?;
+        let corr = open("correlation.csv", &["package", "other", "pearson"])?;
+        let slices = open("correlation_slices.csv", &["package", "other", "pearson"])?;
+        let versions = open(
+            "versions.csv",
+            &["package", "version", "users", "of", "share"],
+        )?;
+        let env = open("env_kinds.csv", &["env_kind", "processes", "of", "share"])?;
+        let blas = open("blas_in_numpy_jobs.csv", &["blas", "jobs", "of", "share"])?;
+        let sig = open(
+            "signaled.csv",
+            &["package", "signaled", "processes", "share"],
+        )?;
+        let monthly = open("monthly_users.csv", &["package", "month", "users"])?;
+        Ok(CsvTables {
+            files,
+            periods,
+            top,
+            sizes,
+            pkg_sizes,
+            corr,
+            slices,
+            versions,
+            env,
+            blas,
+            sig,
+            monthly,
+        })
+    }
+
+    /// Every table's rows of one period.
+    fn period(&mut self, g: &str, r: &PeriodReport) -> Result<(), csv::Error> {
+        let p = |rest| row(g, r, rest);
+        self.periods
+            .write_record(p(vec![r.rows.to_string(), r.correlation.jobs.to_string()]))?;
+        for (by, list) in [
+            ("user", &r.top_packages_by_user),
+            ("job", &r.top_packages_by_job),
+            ("process", &r.top_packages_by_process),
+        ] {
+            for (i, c) in list.iter().enumerate() {
+                let rest = vec![
+                    by.into(),
+                    (i + 1).to_string(),
+                    c.package.clone(),
+                    c.count.to_string(),
+                ];
+                self.top.write_record(p(rest))?;
             }
         }
+        for (n, c) in &r.job_sizes {
+            self.sizes
+                .write_record(p(vec![n.to_string(), c.to_string()]))?;
+        }
+        for (pkg, bins) in &r.package_by_job_size {
+            for (n, c) in bins {
+                let rest = vec![pkg.clone(), n.to_string(), c.to_string()];
+                self.pkg_sizes.write_record(p(rest))?;
+            }
+        }
+        self.correlations(g, r)?;
+        for (pkg, list) in &r.versions {
+            for s in list {
+                let rest = vec![
+                    pkg.clone(),
+                    s.key.clone(),
+                    s.count.to_string(),
+                    s.of.to_string(),
+                    f(s.share),
+                ];
+                self.versions.write_record(p(rest))?;
+            }
+        }
+        share_rows(&mut self.env, g, r, &r.env_kinds)?;
+        share_rows(&mut self.blas, g, r, &r.blas_in_numpy_jobs)?;
+        share_rows(&mut self.sig, g, r, &r.signaled)?;
+        for (pkg, months) in &r.monthly_users {
+            for (m, n) in months {
+                self.monthly
+                    .write_record(p(vec![pkg.clone(), m.clone(), n.to_string()]))?;
+            }
+        }
+        Ok(())
     }
-    for w in [
-        &mut periods,
-        &mut top,
-        &mut sizes,
-        &mut pkg_sizes,
-        &mut corr,
-        &mut slices,
-        &mut versions,
-        &mut env,
-        &mut blas,
-        &mut sig,
-        &mut monthly,
-    ] {
-        w.flush()?;
+
+    /// The correlation matrix (long form) and slices of one period.
+    fn correlations(&mut self, g: &str, r: &PeriodReport) -> Result<(), csv::Error> {
+        let c = &r.correlation;
+        for (i, a) in c.packages.iter().enumerate() {
+            for (j, b) in c.packages.iter().enumerate() {
+                let rest = vec![a.clone(), b.clone(), f(c.matrix[i][j])];
+                self.corr.write_record(row(g, r, rest))?;
+            }
+        }
+        for (s, list) in &r.correlation_slices {
+            for (o, v) in list {
+                let rest = vec![s.clone(), o.clone(), f(Some(*v))];
+                self.slices.write_record(row(g, r, rest))?;
+            }
+        }
+        Ok(())
     }
-    Ok(files)
+
+    /// Flushes every file; the files written.
+    fn finish(mut self) -> Result<Vec<PathBuf>, csv::Error> {
+        for w in [
+            &mut self.periods,
+            &mut self.top,
+            &mut self.sizes,
+            &mut self.pkg_sizes,
+            &mut self.corr,
+            &mut self.slices,
+            &mut self.versions,
+            &mut self.env,
+            &mut self.blas,
+            &mut self.sig,
+            &mut self.monthly,
+        ] {
+            w.flush()?;
+        }
+        Ok(self.files)
+    }
+}
+
+/// A share table's rows of one period.
+fn share_rows(w: &mut Writer, g: &str, r: &PeriodReport, list: &[Share]) -> Result<(), csv::Error> {
+    for s in list {
+        let rest = vec![
+            s.key.clone(),
+            s.count.to_string(),
+            s.of.to_string(),
+            f(s.share),
+        ];
+        w.write_record(row(g, r, rest))?;
+    }
+    Ok(())
 }

@@ -71,12 +71,42 @@ pub struct Filter {
     text: String,
 }
 
-/// A filter that does not parse, with the reason.
+/// A filter that does not parse: the text and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("--filter {text:?}: {reason}")]
 pub struct FilterError {
-    text: String,
-    reason: String,
+    /// The filter as given.
+    pub text: String,
+    /// What is wrong (part of the message: it is the whole explanation, not a cause).
+    pub reason: FilterProblem,
+}
+
+/// What is wrong with a filter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterProblem {
+    /// A quoted value with no closing quote.
+    #[error("unterminated {0}quote")]
+    UnterminatedQuote(char),
+    /// The text ended where a field name was due.
+    #[error("expected a field name")]
+    MissingField,
+    /// Not one of [`FIELDS`] (or quoted).
+    #[error("unknown field {0:?}; fields: {fields}", fields = FIELDS.join(", "))]
+    UnknownField(String),
+    /// No `==`/`!=` after a field.
+    #[error("expected == or != after {field}, got {got:?}")]
+    MissingOp {
+        /// The field.
+        field: String,
+        /// What came instead.
+        got: Option<String>,
+    },
+    /// The text ended after an operator.
+    #[error("expected a value after {0}")]
+    MissingValue(String),
+    /// Something other than `and`/`or` after a comparison.
+    #[error("expected and/or, got {0:?}")]
+    MissingJoin(String),
 }
 
 impl fmt::Display for Filter {
@@ -85,7 +115,8 @@ impl fmt::Display for Filter {
     }
 }
 
-fn tokens(s: &str) -> Result<Vec<(String, bool)>, String> {
+/// Words, operators and quoted values (`true` when quoted, so `'and'` is a value).
+fn tokens(s: &str) -> Result<Vec<(String, bool)>, FilterProblem> {
     let mut out = Vec::new();
     let mut it = s.chars().peekable();
     while let Some(&c) = it.peek() {
@@ -98,7 +129,7 @@ fn tokens(s: &str) -> Result<Vec<(String, bool)>, String> {
                 match it.next() {
                     Some(q) if q == c => break,
                     Some(x) => v.push(x),
-                    None => return Err(format!("unterminated {c}quote")),
+                    None => return Err(FilterProblem::UnterminatedQuote(c)),
                 }
             }
             out.push((v, true));
@@ -133,7 +164,7 @@ impl Filter {
 
     /// Parses `text`.
     pub fn parse(text: &str) -> Result<Filter, FilterError> {
-        let err = |reason: String| FilterError {
+        let err = |reason: FilterProblem| FilterError {
             text: text.to_owned(),
             reason,
         };
@@ -143,25 +174,23 @@ impl Filter {
         loop {
             let (field, quoted) = toks
                 .get(i)
-                .ok_or_else(|| err("expected a field name".into()))?;
+                .ok_or_else(|| err(FilterProblem::MissingField))?;
             if *quoted || !FIELDS.contains(&field.as_str()) {
-                return Err(err(format!(
-                    "unknown field {field:?}; fields: {}",
-                    FIELDS.join(", ")
-                )));
+                return Err(err(FilterProblem::UnknownField(field.clone())));
             }
             let op = match toks.get(i + 1).map(|t| t.0.as_str()) {
                 Some("==") | Some("=") => Op::Eq,
                 Some("!=") => Op::Ne,
                 other => {
-                    return Err(err(format!(
-                        "expected == or != after {field}, got {other:?}"
-                    )))
+                    return Err(err(FilterProblem::MissingOp {
+                        field: field.clone(),
+                        got: other.map(str::to_owned),
+                    }))
                 }
             };
             let (value, quoted) = toks
                 .get(i + 2)
-                .ok_or_else(|| err(format!("expected a value after {field}")))?;
+                .ok_or_else(|| err(FilterProblem::MissingValue(field.clone())))?;
             let value = (*quoted || value != "null").then(|| value.clone());
             any.last_mut().expect("one").push(Cmp {
                 field: field.clone(),
@@ -173,7 +202,7 @@ impl Filter {
                 None => break,
                 Some(("and" | "&&", false)) => {}
                 Some(("or" | "||", false)) => any.push(Vec::new()),
-                Some((t, _)) => return Err(err(format!("expected and/or, got {t:?}"))),
+                Some((t, _)) => return Err(err(FilterProblem::MissingJoin(t.to_owned()))),
             }
             i += 1;
         }

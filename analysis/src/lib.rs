@@ -2,7 +2,12 @@
 //! with identical output. One module per stage of the data's path:
 //! [`scan`] (Parquet → integer chunks with global ids, filtered by [`filter`]) →
 //! a [`backend`] ([`cpu`] or [`gpu`]) → integer [`counts`] → [`report`] tables (the only
-//! floats) → [`export`] (JSON, CSV) and [`html`]. [`synth`] writes realistic test data.
+//! floats) → [`export`] (JSON, CSV) and [`html`]. [`run`] drives one run through them.
+//!
+//! Dependencies point inwards: [`model`] (ids and integer rows) and [`counts`] are the core
+//! every stage shares; scan (Parquet in) and export/html (files out) are edges no other stage
+//! imports; the back ends know only the [`backend`] interface; only [`run`] knows them all.
+//! [`synth`] writes realistic test data.
 #![deny(missing_docs)]
 
 pub mod backend;
@@ -12,6 +17,8 @@ pub mod export;
 pub mod filter;
 pub mod gpu;
 pub mod html;
+pub mod model;
 pub mod report;
+pub mod run;
 pub mod scan;
 pub mod synth;

@@ -1,15 +1,14 @@
 //! Stage 3: the counts of every period → the report's tables, as plain serialisable data
-//! (JSON, CSV and HTML render it). All floats come from [`pearson`] and [`share`]; every list
+//! (JSON, CSV and HTML render it). Built from counts and names only: reading the data and
+//! choosing a back end are [`crate::run`]'s. All floats come from [`pearson`] and [`share`]; every list
 //! has a total order (count descending, then name), so both back ends print identical bytes.
 use std::{collections::BTreeMap, path::PathBuf};
 
 use serde::Serialize;
 
 use crate::{
-    backend::{select, Device},
     counts::{pearson, share, KindCounts, PeriodKind, MAX_PAIR_ROWS, SLICES},
-    filter::Filter,
-    scan::{scan, Interner, Names, ScanError, Selection, MAX_NODES, NODE_BINS},
+    model::{Interner, Names, MAX_NODES, NODE_BINS},
 };
 
 /// A package and a count.
@@ -124,106 +123,53 @@ pub struct Analysis {
     pub periods: BTreeMap<String, Vec<PeriodReport>>,
 }
 
-/// Failures of a run.
-#[derive(Debug, thiserror::Error)]
-pub enum AnalyzeError {
-    /// Reading the dataset.
-    #[error(transparent)]
-    Scan(#[from] ScanError),
-    /// The back end.
-    #[error(transparent)]
-    Backend(#[from] crate::backend::BackendError),
-    /// Nothing to analyse.
-    #[error("no records under {0} (after date range and filters)")]
-    Empty(PathBuf),
-}
-
-/// Options of a run.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// What to read.
-    pub selection: Selection,
-    /// Back end.
-    pub device: Device,
-    /// Granularities (the month counts are always computed: they feed the monthly trends).
-    pub kinds: Vec<PeriodKind>,
-    /// Packages per top list (≤ 60, so pair rows fit a 64-bit job mask).
-    pub top: usize,
-}
-
-/// Runs the analysis. `note` receives one-line messages (the CPU fallback); `progress` is
-/// told the number of partitions, then once per partition read.
-pub fn analyze(
-    o: &Options,
-    note: &dyn Fn(&str),
-    progress: &(dyn Fn(Option<u64>) + Sync),
-) -> Result<Analysis, AnalyzeError> {
-    let (backend, fallback) = select(o.device)?;
-    if let Some(line) = fallback {
-        note(&line);
-    }
-    let names = Names::default();
-    let parts = crate::scan::partitions(&o.selection)?;
-    progress(Some(parts.len() as u64));
-    let sink = |c| backend.add(c);
-    scan(&o.selection, &parts, &names, &sink, &|| progress(None))?;
-    let backend_name = backend.name();
-    let mut kinds = vec![PeriodKind::Month];
-    kinds.extend(o.kinds.iter().filter(|&&k| k != PeriodKind::Month));
-    let top = o.top.clamp(1, MAX_PAIR_ROWS - SLICES.len());
-    let counts = backend.finish(&names, &kinds, top)?;
-    let months = &counts[0].1;
-    let rows: u64 = months.rows.iter().sum();
-    if rows == 0 {
-        return Err(AnalyzeError::Empty(o.selection.root.clone()));
-    }
-    let n = Names2::new(&names);
-    let periods = counts
+/// The reports of the `requested` granularities, each period's tables from `counts` (one
+/// entry per granularity computed, the months among them: they feed every period's monthly
+/// trend). `top` is the length of the top lists, already clamped to what pair rows hold.
+pub fn periods(
+    names: &Names,
+    counts: &[(PeriodKind, KindCounts)],
+    requested: &[PeriodKind],
+    top: usize,
+) -> BTreeMap<String, Vec<PeriodReport>> {
+    let months = counts
         .iter()
-        .filter(|(k, _)| o.kinds.contains(k))
+        .find(|(kind, _)| *kind == PeriodKind::Month)
+        .map(|(_, k)| k)
+        .expect("the month counts are always computed");
+    let names = NameTables::new(names);
+    counts
+        .iter()
+        .filter(|(k, _)| requested.contains(k))
         .map(|(kind, k)| {
             let reports = (0..k.buckets.len())
-                .map(|b| period(&n, *kind, k, b, months, top))
+                .map(|b| {
+                    let p = Period {
+                        names: &names,
+                        kind: *kind,
+                        k,
+                        b,
+                        months,
+                        top,
+                    };
+                    p.report()
+                })
                 .collect();
             (kind.name().to_owned(), reports)
         })
-        .collect();
-    let mut filters = BTreeMap::new();
-    match &o.selection.filter {
-        None => {
-            filters.insert("all tables".into(), Filter::PAPER.into());
-            filters.insert(
-                "job-based tables (job sizes, package x job size, correlations)".into(),
-                "is_compute == true, in a job".into(),
-            );
-        }
-        Some(f) => {
-            filters.insert("all tables (--filter)".into(), f.to_string());
-            filters.insert("job-based tables".into(), "in a job".into());
-        }
-    }
-    Ok(Analysis {
-        header: Header {
-            dataset: o.selection.root.clone(),
-            backend: backend_name,
-            rows,
-            range: (o.selection.from.clone(), o.selection.to.clone()),
-            filters,
-            top: o.top,
-        },
-        periods,
-    })
+        .collect()
 }
 
-/// Names out of their locks, with the (package, version) pairs split.
-struct Names2 {
+/// Every interned name, indexed by id and out of its lock (the report reads them many times),
+/// with each (package, version) pair split in two.
+struct NameTables {
     packages: Vec<String>,
     versions: Vec<(String, String)>,
     env_kinds: Vec<String>,
     blases: Vec<String>,
 }
 
-impl Names2 {
+impl NameTables {
     fn package_id(&self, name: &str) -> usize {
         self.packages
             .iter()
@@ -231,14 +177,14 @@ impl Names2 {
             .expect("a known package")
     }
 
-    fn new(n: &Names) -> Names2 {
+    fn new(n: &Names) -> NameTables {
         let all = |i: &std::sync::Mutex<Interner>| {
             let i = i.lock().expect("lock");
             (0..i.len() as u32)
                 .map(|x| i.name(x).to_owned())
                 .collect::<Vec<_>>()
         };
-        Names2 {
+        NameTables {
             packages: all(&n.packages),
             versions: all(&n.versions)
                 .into_iter()
@@ -272,156 +218,92 @@ fn ranked(names: &[String], counts: &[u64]) -> Vec<Count> {
     v
 }
 
-fn period(
-    n: &Names2,
+/// One period's view of the counts: bucket `b` of granularity `kind`, one method per table.
+struct Period<'a> {
+    names: &'a NameTables,
     kind: PeriodKind,
-    k: &KindCounts,
+    k: &'a KindCounts,
     b: usize,
-    months: &KindCounts,
+    /// The month counts, for the monthly trend of any period.
+    months: &'a KindCounts,
     top: usize,
-) -> PeriodReport {
-    let np = n.packages.len();
-    let row = |v: &[u64], w: usize| v[b * w..(b + 1) * w].to_vec();
-    let by = |v: &[u64]| {
-        let mut r = ranked(&n.packages, &row(v, np));
-        r.truncate(top);
+}
+
+impl Period<'_> {
+    fn report(&self) -> PeriodReport {
+        let top_by_user = self.top_by(&self.k.by_user);
+        let top_by_process = self.top_by(&self.k.by_process);
+        let (correlation, correlation_slices) = self.correlations();
+        PeriodReport {
+            period: self.kind.label(self.k.buckets[self.b]),
+            rows: self.k.rows[self.b],
+            top_packages_by_job: self.top_by(&self.k.by_job),
+            job_sizes: self.job_sizes(),
+            package_by_job_size: self.package_by_job_size(),
+            correlation,
+            correlation_slices,
+            versions: self.versions(&top_by_user),
+            env_kinds: self.env_kinds(),
+            blas_in_numpy_jobs: self.blas_in_numpy_jobs(),
+            signaled: self.signaled(&top_by_process),
+            monthly_users: self.monthly_users(&top_by_user),
+            top_packages_by_user: top_by_user,
+            top_packages_by_process: top_by_process,
+        }
+    }
+
+    /// Row `b` of a `[bucket][x]` array `w` wide.
+    fn row<'v>(&self, v: &'v [u64], w: usize) -> &'v [u64] {
+        &v[self.b * w..(self.b + 1) * w]
+    }
+
+    /// The top packages of a `[bucket][package]` array.
+    fn top_by(&self, v: &[u64]) -> Vec<Count> {
+        let np = self.names.packages.len();
+        let mut r = ranked(&self.names.packages, self.row(v, np));
+        r.truncate(self.top);
         r
-    };
-    let top_by_user = by(&k.by_user);
-    let top_by_process = by(&k.by_process);
-    let singles = row(&k.job_packages, np);
-    let jobs = k.jobs[b];
-    let pair_rows = &k.pair_rows[b];
-    let pair = |r: usize, q: usize| k.pairs[(b * MAX_PAIR_ROWS + r) * np + q];
-    let corr =
-        |r: usize, q: usize| pearson(jobs, singles[pair_rows[r] as usize], singles[q], pair(r, q));
-    // Fig. 6: the top packages by job (job-based filter) are the first pair rows; the
-    // slice packages follow them when they are not among the top.
-    let shown: Vec<usize> = (0..pair_rows.len().min(top)).collect();
-    let matrix = shown
-        .iter()
-        .map(|&r| {
-            shown
-                .iter()
-                .map(|&c| corr(r, pair_rows[c] as usize))
-                .collect()
-        })
-        .collect();
-    let correlation_slices = SLICES
-        .iter()
-        .filter_map(|s| {
-            let r = pair_rows
-                .iter()
-                .position(|&p| n.packages[p as usize] == *s)?;
-            let mut v: Vec<(String, f64)> = (0..np)
-                .filter(|&q| q != pair_rows[r] as usize && singles[q] > 0)
-                .filter_map(|q| corr(r, q).map(|c| (n.packages[q].clone(), c)))
-                .collect();
-            v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            v.truncate(top);
-            Some((s.to_string(), v))
-        })
-        .collect();
-    let versions = top_by_user
-        .iter()
-        .map(|c| {
-            let p = n.package_id(&c.package);
-            let of = k.versioned_users[b * np + p];
-            let by: BTreeMap<String, u64> = n
-                .versions
-                .iter()
-                .enumerate()
-                .filter(|(v, (pk, _))| {
-                    *pk == c.package && k.version_users[b * n.versions.len() + v] > 0
-                })
-                .map(|(v, (_, ver))| (ver.clone(), k.version_users[b * n.versions.len() + v]))
-                .collect();
-            (c.package.clone(), shares(by, Some(of)))
-        })
-        .filter(|(_, v)| !v.is_empty())
-        .collect();
-    let signaled = top_by_process
-        .iter()
-        .map(|c| {
-            let p = n.package_id(&c.package);
-            let count = k.signaled[b * np + p];
-            Share {
-                key: c.package.clone(),
-                count,
-                of: c.count,
-                share: share(count, c.count),
-            }
-        })
-        .collect();
-    let env_kinds = shares(
-        n.env_kinds
+    }
+
+    /// Fig. 6 (the matrix) and fig. 7 (the slices).
+    fn correlations(&self) -> (Correlation, BTreeMap<String, Vec<(String, f64)>>) {
+        let (n, k, b) = (self.names, self.k, self.b);
+        let np = n.packages.len();
+        let singles = self.row(&k.job_packages, np);
+        let jobs = k.jobs[b];
+        let pair_rows = &k.pair_rows[b];
+        let pair = |r: usize, q: usize| k.pairs[(b * MAX_PAIR_ROWS + r) * np + q];
+        let corr = |r: usize, q: usize| {
+            pearson(jobs, singles[pair_rows[r] as usize], singles[q], pair(r, q))
+        };
+        // Fig. 6: the top packages by job (job-based filter) are the first pair rows; the
+        // slice packages follow them when they are not among the top.
+        let shown: Vec<usize> = (0..pair_rows.len().min(self.top)).collect();
+        let matrix = shown
             .iter()
-            .enumerate()
-            .map(|(e, name)| (name.clone(), k.env_kinds[b * n.env_kinds.len() + e]))
-            .filter(|(_, c)| *c > 0)
-            .collect(),
-        None,
-    );
-    let w = n.blases.len() + 1;
-    let blas_in_numpy_jobs = shares(
-        (0..w)
-            .map(|x| {
-                let name = if x == 0 {
-                    "unknown".to_owned()
-                } else {
-                    n.blases[x - 1].clone()
-                };
-                (name, k.blas[b * w + x])
+            .map(|&r| {
+                shown
+                    .iter()
+                    .map(|&c| corr(r, pair_rows[c] as usize))
+                    .collect()
             })
-            .filter(|(_, c)| *c > 0)
-            .collect(),
-        None,
-    );
-    // Per-month trend: the month counts of this period's months.
-    let bucket = k.buckets[b];
-    let in_period: Vec<usize> = (0..months.buckets.len())
-        .filter(|&m| kind.bucket(months.buckets[m] as u16) == bucket)
-        .collect();
-    let monthly_users = top_by_user
-        .iter()
-        .map(|c| {
-            let p = n.package_id(&c.package);
-            let per: BTreeMap<String, u64> = in_period
-                .iter()
-                .map(|&m| {
-                    (
-                        PeriodKind::Month.label(months.buckets[m]),
-                        months.by_user[m * np + p],
-                    )
-                })
-                .collect();
-            (c.package.clone(), per)
-        })
-        .collect();
-    let job_sizes = (0..MAX_NODES as usize)
-        .filter(|&x| k.job_sizes[b * MAX_NODES as usize + x] > 0)
-        .map(|x| (x as u32, k.job_sizes[b * MAX_NODES as usize + x]))
-        .collect();
-    let nb = NODE_BINS as usize;
-    let package_by_job_size = (0..np)
-        .filter(|&p| singles[p] > 0)
-        .map(|p| {
-            let bins = (0..nb)
-                .filter(|&x| k.package_sizes[(b * np + p) * nb + x] > 0)
-                .map(|x| (1u32 << x, k.package_sizes[(b * np + p) * nb + x]))
-                .collect();
-            (n.packages[p].clone(), bins)
-        })
-        .collect();
-    PeriodReport {
-        period: kind.label(bucket),
-        rows: k.rows[b],
-        top_packages_by_job: by(&k.by_job),
-        top_packages_by_user: top_by_user,
-        top_packages_by_process: top_by_process,
-        job_sizes,
-        package_by_job_size,
-        correlation: Correlation {
+            .collect();
+        let correlation_slices = SLICES
+            .iter()
+            .filter_map(|s| {
+                let r = pair_rows
+                    .iter()
+                    .position(|&p| n.packages[p as usize] == *s)?;
+                let mut v: Vec<(String, f64)> = (0..np)
+                    .filter(|&q| q != pair_rows[r] as usize && singles[q] > 0)
+                    .filter_map(|q| corr(r, q).map(|c| (n.packages[q].clone(), c)))
+                    .collect();
+                v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                v.truncate(self.top);
+                Some((s.to_string(), v))
+            })
+            .collect();
+        let correlation = Correlation {
             jobs,
             packages: shown
                 .iter()
@@ -429,12 +311,132 @@ fn period(
                 .collect(),
             matrix,
             clip_view: [0.6, 0.8],
-        },
-        correlation_slices,
-        versions,
-        env_kinds,
-        blas_in_numpy_jobs,
-        signaled,
-        monthly_users,
+        };
+        (correlation, correlation_slices)
+    }
+
+    /// Users per version of each of the top packages by user.
+    fn versions(&self, top_by_user: &[Count]) -> BTreeMap<String, Vec<Share>> {
+        let (n, k, b) = (self.names, self.k, self.b);
+        let (np, nv) = (n.packages.len(), n.versions.len());
+        top_by_user
+            .iter()
+            .map(|c| {
+                let p = n.package_id(&c.package);
+                let of = k.versioned_users[b * np + p];
+                let by: BTreeMap<String, u64> = n
+                    .versions
+                    .iter()
+                    .enumerate()
+                    .filter(|(v, (pk, _))| *pk == c.package && k.version_users[b * nv + v] > 0)
+                    .map(|(v, (_, ver))| (ver.clone(), k.version_users[b * nv + v]))
+                    .collect();
+                (c.package.clone(), shares(by, Some(of)))
+            })
+            .filter(|(_, v)| !v.is_empty())
+            .collect()
+    }
+
+    /// Signalled processes of each of the top packages by process.
+    fn signaled(&self, top_by_process: &[Count]) -> Vec<Share> {
+        let np = self.names.packages.len();
+        top_by_process
+            .iter()
+            .map(|c| {
+                let p = self.names.package_id(&c.package);
+                let count = self.k.signaled[self.b * np + p];
+                Share {
+                    key: c.package.clone(),
+                    count,
+                    of: c.count,
+                    share: share(count, c.count),
+                }
+            })
+            .collect()
+    }
+
+    fn env_kinds(&self) -> Vec<Share> {
+        let n = &self.names.env_kinds;
+        shares(
+            n.iter()
+                .enumerate()
+                .map(|(e, name)| (name.clone(), self.k.env_kinds[self.b * n.len() + e]))
+                .filter(|(_, c)| *c > 0)
+                .collect(),
+            None,
+        )
+    }
+
+    /// Column 0 is "no BLAS seen", column `1 + id` a BLAS.
+    fn blas_in_numpy_jobs(&self) -> Vec<Share> {
+        let blases = &self.names.blases;
+        let w = blases.len() + 1;
+        shares(
+            (0..w)
+                .map(|x| {
+                    let name = if x == 0 {
+                        "unknown".to_owned()
+                    } else {
+                        blases[x - 1].clone()
+                    };
+                    (name, self.k.blas[self.b * w + x])
+                })
+                .filter(|(_, c)| *c > 0)
+                .collect(),
+            None,
+        )
+    }
+
+    /// Per-month trend: the month counts of this period's months.
+    fn monthly_users(&self, top_by_user: &[Count]) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let (n, months) = (self.names, self.months);
+        let np = n.packages.len();
+        let bucket = self.k.buckets[self.b];
+        let in_period: Vec<usize> = (0..months.buckets.len())
+            .filter(|&m| self.kind.bucket(months.buckets[m] as u16) == bucket)
+            .collect();
+        top_by_user
+            .iter()
+            .map(|c| {
+                let p = n.package_id(&c.package);
+                let per: BTreeMap<String, u64> = in_period
+                    .iter()
+                    .map(|&m| {
+                        (
+                            PeriodKind::Month.label(months.buckets[m]),
+                            months.by_user[m * np + p],
+                        )
+                    })
+                    .collect();
+                (c.package.clone(), per)
+            })
+            .collect()
+    }
+
+    /// Fig. 4.
+    fn job_sizes(&self) -> BTreeMap<u32, u64> {
+        let sizes = self.row(&self.k.job_sizes, MAX_NODES as usize);
+        (0..sizes.len())
+            .filter(|&x| sizes[x] > 0)
+            .map(|x| (x as u32, sizes[x]))
+            .collect()
+    }
+
+    /// Fig. 5.
+    fn package_by_job_size(&self) -> BTreeMap<String, BTreeMap<u32, u64>> {
+        let (n, k, b) = (self.names, self.k, self.b);
+        let np = n.packages.len();
+        let singles = self.row(&k.job_packages, np);
+        let nb = NODE_BINS as usize;
+        (0..np)
+            .filter(|&p| singles[p] > 0)
+            .map(|p| {
+                let bins = (0..nb)
+                    .filter(|&x| k.package_sizes[(b * np + p) * nb + x] > 0)
+                    .map(|x| (1u32 << x, k.package_sizes[(b * np + p) * nb + x]))
+                    .collect();
+                (n.packages[p].clone(), bins)
+            })
+            .collect()
     }
 }

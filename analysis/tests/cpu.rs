@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use pyusage_analysis::{
-    backend::Device,
     counts::PeriodKind,
     filter::Filter,
-    report::{analyze, Analysis, Options, PeriodReport},
+    report::{Analysis, PeriodReport},
+    run::{analyze, Device, Options},
     scan::Selection,
     synth::{generate, Params},
 };

@@ -4,12 +4,11 @@
 use std::path::Path;
 
 use pyusage_analysis::{
-    backend::Device,
     counts::PeriodKind,
     export::write_json,
     filter::Filter,
     gpu::Gpu,
-    report::{analyze, Options},
+    run::{analyze, Device, Options},
     scan::Selection,
     synth::{stream, Params},
 };
@@ -94,10 +93,10 @@ fn gpu_unavailable_is_a_clear_error() {
         Err(e) => {
             let m = e.to_string();
             assert!(m.starts_with("GPU back end: "), "{m}");
-            let (b, note) = pyusage_analysis::backend::select(Device::Auto).unwrap();
+            let (b, note) = pyusage_analysis::run::select(Device::Auto).unwrap();
             assert!(b.name().starts_with("cpu"));
             assert!(note.unwrap().contains("using the CPU back end"));
-            assert!(pyusage_analysis::backend::select(Device::Gpu).is_err());
+            assert!(pyusage_analysis::run::select(Device::Gpu).is_err());
         }
     }
 }

@@ -1,0 +1,423 @@
+//! One Arrow batch → rows appended to a [`Chunk`]: string columns to global ids (once per
+//! distinct value of the batch, not per row), `--filter` evaluated, flags derived.
+use std::sync::Mutex;
+
+use arrow_array::{
+    cast::AsArray, types::Int32Type, Array, ArrayRef, BooleanArray, Int32Array, RecordBatch,
+    TimestampMicrosecondArray, UInt32Array,
+};
+use arrow_schema::DataType;
+use rustc_hash::FxHashMap;
+
+use crate::{
+    filter::Filter,
+    model::{flag, month_of, Chunk, Interner, Names, MAX_NODES, NONE, NO_JOB},
+};
+
+/// A batch whose columns are not what the analysis reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// A column the analysis or the filter reads is absent.
+    #[error("no column {0}")]
+    MissingColumn(String),
+    /// A column of another type than the record schema's.
+    #[error("column {column}: expected {expected}, found {found}")]
+    WrongType {
+        /// The column.
+        column: String,
+        /// What the analysis reads.
+        expected: &'static str,
+        /// What the file has.
+        found: DataType,
+    },
+    /// `--filter` on a column whose values it cannot compare (not text, bool or integer).
+    #[error("cannot filter on a column of type {found} ({column})")]
+    CannotFilter {
+        /// The column.
+        column: String,
+        /// Its type.
+        found: DataType,
+    },
+}
+
+/// Process key: (host id, pid, start µs).
+pub(super) type ProcessKey = (u32, i32, i64);
+
+/// Appends the kept rows of `b` to `out`; `procs` numbers the chunk's processes.
+pub(super) fn decode(
+    b: &RecordBatch,
+    filter: Option<&Filter>,
+    names: &Names,
+    out: &mut Chunk,
+    procs: &mut FxHashMap<ProcessKey, u32>,
+) -> Result<(), DecodeError> {
+    let c = Columns::read(b)?;
+    let keep: Vec<bool> = match filter {
+        Some(f) => keep_rows(b, f)?,
+        None => (0..b.num_rows()).map(|i| !c.staff.value(i)).collect(),
+    };
+    let ids = BatchIds::new(&c, names);
+    let mut rows = RowIds::default();
+    for (i, _) in keep.iter().enumerate().filter(|(_, &k)| k) {
+        let p = ids.package[c.package.codes[i] as usize];
+        let user = rows.user(&c, &ids, names, i);
+        let month = rows.month(c.start.value(i));
+        let process = rows.process(&c, &ids, procs, i);
+        let version = rows.version(&c, names, p, i);
+        let job = match c.job.codes[i] {
+            NONE => NO_JOB,
+            j => ids.job[j as usize],
+        };
+        let (e, bl) = (c.env.codes[i], c.blas.codes[i]);
+        out.month.push(month);
+        out.package.push(p);
+        out.user.push(user);
+        out.job.push(job);
+        out.process.push(process);
+        out.nodes.push(c.nodes.value(i).min(MAX_NODES - 1));
+        out.version.push(version);
+        out.env_kind
+            .push(if e == NONE { NONE } else { ids.env[e as usize] });
+        out.blas.push(if bl == NONE {
+            NONE
+        } else {
+            ids.blas[bl as usize]
+        });
+        out.flags
+            .push(ids.flags(&c, i, filter.is_some(), job, version));
+    }
+    Ok(())
+}
+
+/// The columns the analysis reads, by name (see `COLUMNS` in the parent module).
+struct Columns<'a> {
+    staff: &'a BooleanArray,
+    compute: &'a BooleanArray,
+    package: Codes<'a>,
+    username: Codes<'a>,
+    job: Codes<'a>,
+    host: Codes<'a>,
+    version: Codes<'a>,
+    env: Codes<'a>,
+    blas: Codes<'a>,
+    exit: Codes<'a>,
+    uid: &'a UInt32Array,
+    pid: &'a Int32Array,
+    start: &'a TimestampMicrosecondArray,
+    nodes: &'a UInt32Array,
+}
+
+impl<'a> Columns<'a> {
+    fn read(b: &'a RecordBatch) -> Result<Columns<'a>, DecodeError> {
+        Ok(Columns {
+            staff: typed(b, "is_staff", "booleans")?,
+            compute: typed(b, "is_compute", "booleans")?,
+            package: codes(b, "package")?,
+            username: codes(b, "username")?,
+            job: codes(b, "job_id")?,
+            host: codes(b, "host")?,
+            version: codes(b, "version")?,
+            env: codes(b, "env_kind")?,
+            blas: codes(b, "blas")?,
+            exit: codes(b, "exit")?,
+            uid: typed(b, "uid", "unsigned 32-bit integers")?,
+            pid: typed(b, "pid", "32-bit integers")?,
+            start: typed(b, "process_start", "timestamps in µs")?,
+            nodes: typed(b, "num_nodes", "unsigned 32-bit integers")?,
+        })
+    }
+}
+
+/// What is known per distinct value of the batch: its global id, and the value tests the
+/// flags need, indexed by the batch's local codes.
+struct BatchIds {
+    package: Vec<u32>,
+    user: Vec<u32>,
+    host: Vec<u32>,
+    env: Vec<u32>,
+    blas: Vec<u32>,
+    job: Vec<u64>,
+    signaled: Vec<bool>,
+    stdlib: Vec<bool>,
+    numpyish: Vec<bool>,
+}
+
+impl BatchIds {
+    fn new(c: &Columns<'_>, names: &Names) -> BatchIds {
+        BatchIds {
+            package: global(&c.package, &names.packages),
+            user: global(&c.username, &names.users),
+            host: global(&c.host, &names.hosts),
+            env: global(&c.env, &names.env_kinds),
+            blas: global(&c.blas, &names.blases),
+            job: job_keys(&c.job, names),
+            signaled: c.exit.values.iter().map(|v| *v == "signaled").collect(),
+            stdlib: c.env.values.iter().map(|v| *v == "stdlib").collect(),
+            numpyish: c
+                .package
+                .values
+                .iter()
+                .map(|v| *v == "numpy" || *v == "scipy")
+                .collect(),
+        }
+    }
+
+    /// The [`flag`] bits of row `i`.
+    fn flags(&self, c: &Columns<'_>, i: usize, filtered: bool, job: u64, version: u32) -> u8 {
+        let (e, x) = (c.env.codes[i], c.exit.codes[i]);
+        let mut fl = 0;
+        if filtered || c.compute.value(i) {
+            fl |= flag::KEEP_JOB;
+        }
+        if job != NO_JOB {
+            fl |= flag::HAS_JOB;
+        }
+        if x != NONE && self.signaled[x as usize] {
+            fl |= flag::SIGNALED;
+        }
+        if self.numpyish[c.package.codes[i] as usize] {
+            fl |= flag::NUMPYISH;
+        }
+        if version != NONE {
+            fl |= flag::HAS_VERSION;
+        }
+        if e != NONE && !self.stdlib[e as usize] {
+            fl |= flag::NON_STDLIB;
+        }
+        fl
+    }
+}
+
+/// A job id is a number almost always: use it directly, intern the rest (with the top bit set).
+fn job_keys(job: &Codes<'_>, names: &Names) -> Vec<u64> {
+    let mut odd = None;
+    job.values
+        .iter()
+        .map(|v| match v.parse::<u64>() {
+            Ok(x) if x < 1 << 63 => x,
+            _ => {
+                let o = odd.get_or_insert_with(|| names.odd_jobs.lock().expect("lock"));
+                1 << 63 | o.id(v) as u64
+            }
+        })
+        .collect()
+}
+
+/// Ids derived per row, remembered across the rows of a batch: rows come sorted by process
+/// start, so the day, month and process rarely change from one row to the next.
+struct RowIds {
+    uid_users: FxHashMap<u32, u32>,
+    versions: FxHashMap<(u32, u32), u32>,
+    last_day: i64,
+    last_month: u16,
+    last_proc: (ProcessKey, u32),
+}
+
+impl Default for RowIds {
+    fn default() -> RowIds {
+        RowIds {
+            uid_users: FxHashMap::default(),
+            versions: FxHashMap::default(),
+            last_day: i64::MIN,
+            last_month: 0,
+            last_proc: ((u32::MAX, 0, 0), 0),
+        }
+    }
+}
+
+impl RowIds {
+    /// The user: `username`, else `uid:<n>`.
+    fn user(&mut self, c: &Columns<'_>, ids: &BatchIds, names: &Names, i: usize) -> u32 {
+        match c.username.codes[i] {
+            NONE => *self.uid_users.entry(c.uid.value(i)).or_insert_with(|| {
+                names
+                    .users
+                    .lock()
+                    .expect("lock")
+                    .id(&format!("uid:{}", c.uid.value(i)))
+            }),
+            u => ids.user[u as usize],
+        }
+    }
+
+    /// The month of a process start (µs), recomputed once per day.
+    fn month(&mut self, start: i64) -> u16 {
+        let day = start.div_euclid(86_400_000_000);
+        if day != self.last_day {
+            self.last_day = day;
+            self.last_month = month_of(start);
+        }
+        self.last_month
+    }
+
+    /// The chunk-local id of the row's process.
+    fn process(
+        &mut self,
+        c: &Columns<'_>,
+        ids: &BatchIds,
+        procs: &mut FxHashMap<ProcessKey, u32>,
+        i: usize,
+    ) -> u32 {
+        let key = (
+            ids.host[c.host.codes[i] as usize],
+            c.pid.value(i),
+            c.start.value(i),
+        );
+        if key != self.last_proc.0 {
+            let next = procs.len() as u32;
+            self.last_proc = (key, *procs.entry(key).or_insert(next));
+        }
+        self.last_proc.1
+    }
+
+    /// The (package, version) id of the row, or [`NONE`].
+    fn version(&mut self, c: &Columns<'_>, names: &Names, package: u32, i: usize) -> u32 {
+        match c.version.codes[i] {
+            NONE => NONE,
+            v => *self.versions.entry((package, v)).or_insert_with(|| {
+                let name = format!(
+                    "{}\0{}",
+                    c.package.values[c.package.codes[i] as usize], c.version.values[v as usize]
+                );
+                names.versions.lock().expect("lock").id(&name)
+            }),
+        }
+    }
+}
+
+/// A string column as per-row codes into a small list of values (`NONE` for null).
+struct Codes<'a> {
+    codes: Vec<u32>,
+    values: Vec<&'a str>,
+}
+
+fn codes<'a>(b: &'a RecordBatch, name: &str) -> Result<Codes<'a>, DecodeError> {
+    let col: &ArrayRef = b
+        .column_by_name(name)
+        .ok_or_else(|| DecodeError::MissingColumn(name.to_owned()))?;
+    let wrong = |found: &DataType| DecodeError::WrongType {
+        column: name.to_owned(),
+        expected: "strings",
+        found: found.clone(),
+    };
+    if let Some(d) = col.as_dictionary_opt::<Int32Type>() {
+        let values = d
+            .values()
+            .as_string_opt::<i32>()
+            .ok_or_else(|| wrong(col.data_type()))?;
+        let values: Vec<&str> = (0..values.len()).map(|i| values.value(i)).collect();
+        let keys = d.keys();
+        let codes = (0..keys.len())
+            .map(|i| {
+                if keys.is_null(i) {
+                    NONE
+                } else {
+                    keys.value(i) as u32
+                }
+            })
+            .collect();
+        return Ok(Codes { codes, values });
+    }
+    let s = col
+        .as_string_opt::<i32>()
+        .ok_or_else(|| wrong(col.data_type()))?;
+    let mut map: FxHashMap<&str, u32> = FxHashMap::default();
+    let mut values = Vec::new();
+    let codes = (0..s.len())
+        .map(|i| {
+            if s.is_null(i) {
+                return NONE;
+            }
+            let v = s.value(i);
+            *map.entry(v).or_insert_with(|| {
+                values.push(v);
+                values.len() as u32 - 1
+            })
+        })
+        .collect();
+    Ok(Codes { codes, values })
+}
+
+/// Maps a batch's local codes to global ids, once per distinct value.
+fn global(c: &Codes<'_>, interner: &Mutex<Interner>) -> Vec<u32> {
+    let mut g = interner.lock().expect("interner lock");
+    c.values.iter().map(|v| g.id(v)).collect()
+}
+
+/// A column as its Arrow array type; `expected` says which, in words, for the error.
+fn typed<'a, T: 'static>(
+    b: &'a RecordBatch,
+    name: &str,
+    expected: &'static str,
+) -> Result<&'a T, DecodeError> {
+    let col = b
+        .column_by_name(name)
+        .ok_or_else(|| DecodeError::MissingColumn(name.to_owned()))?;
+    col.as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| DecodeError::WrongType {
+            column: name.to_owned(),
+            expected,
+            found: col.data_type().clone(),
+        })
+}
+
+/// Evaluates `--filter` on a batch.
+fn keep_rows(b: &RecordBatch, f: &Filter) -> Result<Vec<bool>, DecodeError> {
+    let n = b.num_rows();
+    let mut any = vec![false; n];
+    for conj in &f.any {
+        let mut all = vec![true; n];
+        for cmp in conj {
+            let col = b
+                .column_by_name(&cmp.field)
+                .ok_or_else(|| DecodeError::MissingColumn(cmp.field.clone()))?;
+            if let Some(bools) = col.as_boolean_opt() {
+                for (i, a) in all.iter_mut().enumerate() {
+                    let v =
+                        (!bools.is_null(i)).then(|| if bools.value(i) { "true" } else { "false" });
+                    *a &= cmp.matches(v);
+                }
+            } else if matches!(col.data_type(), DataType::Dictionary(..) | DataType::Utf8) {
+                let c = codes(b, &cmp.field)?;
+                let hit: Vec<bool> = c.values.iter().map(|v| cmp.matches(Some(v))).collect();
+                let null = cmp.matches(None);
+                for (a, &code) in all.iter_mut().zip(&c.codes) {
+                    *a &= if code == NONE {
+                        null
+                    } else {
+                        hit[code as usize]
+                    };
+                }
+            } else {
+                let text = integer_text(&cmp.field, col)?;
+                for (a, v) in all.iter_mut().zip(&text) {
+                    *a &= cmp.matches(v.as_deref());
+                }
+            }
+        }
+        for (x, a) in any.iter_mut().zip(all) {
+            *x |= a;
+        }
+    }
+    Ok(any)
+}
+
+/// Decimal text of an integer column (what a filter's number is compared with).
+fn integer_text(name: &str, col: &ArrayRef) -> Result<Vec<Option<String>>, DecodeError> {
+    let text = |i: usize, v: String| (!col.is_null(i)).then_some(v);
+    if let Some(a) = col.as_any().downcast_ref::<UInt32Array>() {
+        return Ok((0..a.len())
+            .map(|i| text(i, a.value(i).to_string()))
+            .collect());
+    }
+    if let Some(a) = col.as_any().downcast_ref::<Int32Array>() {
+        return Ok((0..a.len())
+            .map(|i| text(i, a.value(i).to_string()))
+            .collect());
+    }
+    Err(DecodeError::CannotFilter {
+        column: name.to_owned(),
+        found: col.data_type().clone(),
+    })
+}
