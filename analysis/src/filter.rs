@@ -10,30 +10,32 @@
 //! text, and `null` matches a missing value.
 use std::fmt;
 
+use pyusage_record::columns as c;
+
 /// The record fields a filter may use.
 pub const FIELDS: &[&str] = &[
-    "is_staff",
-    "is_compute",
-    "in_container",
-    "package",
-    "username",
-    "uid",
-    "host",
-    "system",
-    "subsystem",
-    "source",
-    "exit",
-    "exit_signal",
-    "env_kind",
-    "python_version",
-    "job_id",
-    "account",
-    "partition",
-    "qos",
-    "distribution",
-    "version",
-    "blas",
-    "num_nodes",
+    c::IS_STAFF,
+    c::IS_COMPUTE,
+    c::IN_CONTAINER,
+    c::PACKAGE,
+    c::USERNAME,
+    c::UID,
+    c::HOST,
+    c::SYSTEM,
+    c::SUBSYSTEM,
+    c::SOURCE,
+    c::EXIT,
+    c::EXIT_SIGNAL,
+    c::ENV_KIND,
+    c::PYTHON_VERSION,
+    c::JOB_ID,
+    c::ACCOUNT,
+    c::PARTITION,
+    c::QOS,
+    c::DISTRIBUTION,
+    c::VERSION,
+    c::BLAS,
+    c::NUM_NODES,
 ];
 
 /// `==` or `!=`.
@@ -229,6 +231,11 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_filterable_field_is_a_column() {
+        assert_eq!(c::all_known(FIELDS.iter().copied()), Ok(()));
+    }
 
     #[test]
     fn parses_precedence_quotes_and_null() {

@@ -23,6 +23,7 @@ use parquet::{
     },
     errors::ParquetError,
 };
+use pyusage_record::columns as c;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
@@ -38,14 +39,9 @@ pub use partitions::{partitions, Selection};
 /// Errors name the file or directory; the cause is the [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    /// A directory of the dataset could not be listed.
-    #[error("{path}")]
-    List {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The dataset's partitions could not be listed.
+    #[error(transparent)]
+    Dataset(#[from] pyusage_record::ReadError),
     /// A file could not be opened.
     #[error("{path}")]
     Open {
@@ -104,20 +100,20 @@ pub fn scan(
 
 /// The columns the analysis reads (the filter's are added to them).
 const COLUMNS: &[&str] = &[
-    "package",
-    "username",
-    "uid",
-    "job_id",
-    "host",
-    "pid",
-    "process_start",
-    "num_nodes",
-    "is_staff",
-    "is_compute",
-    "version",
-    "env_kind",
-    "blas",
-    "exit",
+    c::PACKAGE,
+    c::USERNAME,
+    c::UID,
+    c::JOB_ID,
+    c::HOST,
+    c::PID,
+    c::PROCESS_START,
+    c::NUM_NODES,
+    c::IS_STAFF,
+    c::IS_COMPUTE,
+    c::VERSION,
+    c::ENV_KIND,
+    c::BLAS,
+    c::EXIT,
 ];
 
 /// Appends the kept rows of one file to `chunk`.
@@ -190,4 +186,15 @@ fn read_file(
         decode(&batch, sel.filter.as_ref(), names, chunk, procs).map_err(columns)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_scanned_column_is_a_column() {
+        assert_eq!(
+            pyusage_record::columns::all_known(super::COLUMNS.iter().copied()),
+            Ok(())
+        );
+    }
 }

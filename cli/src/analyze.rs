@@ -6,14 +6,14 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Mutex};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use pyusage_analysis::{
-    backend::Device,
     counts::PeriodKind,
     export,
     filter::Filter,
     html,
-    report::{analyze, Options},
+    run::{analyze, Device, Options},
     scan::Selection,
 };
+use pyusage_record::data_dir::dataset_root;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,11 +60,7 @@ pub struct Args {
 
 /// Runs the analysis and writes the report.
 pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
-    let root = if a.dir.join("parquet").is_dir() {
-        a.dir.join("parquet")
-    } else {
-        a.dir.clone()
-    };
+    let root = dataset_root(&a.dir);
     let filter = a.filter.as_deref().map(Filter::parse).transpose()?;
     let kinds = if a.period.is_empty() {
         PeriodKind::ALL.to_vec()
@@ -133,7 +129,7 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
             Format::Csv => written.extend(export::write_csv(&analysis, out)?),
             Format::Html => {
                 let p = out.join("report.html");
-                let page = html::render(&analysis).map_err(anyhow::Error::msg)?;
+                let page = html::render(&analysis)?;
                 std::fs::write(&p, page).with_context(|| p.display().to_string())?;
                 written.push(p);
             }

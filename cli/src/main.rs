@@ -88,8 +88,36 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("pyusage: {e:#}");
+            eprintln!("pyusage: {}", chain(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes on one line, `a: b: c`, leaving out a cause whose text the
+/// message before it already ends with (errors that print their source themselves).
+fn chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.ends_with(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::other("disk full");
+        let e = anyhow::Error::new(pyusage_record::atomic::PathError {
+            path: "/d/offset".into(),
+            source: io,
+        })
+        .context("committing");
+        assert_eq!(super::chain(&e), "committing: /d/offset: disk full");
     }
 }

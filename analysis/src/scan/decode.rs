@@ -7,6 +7,7 @@ use arrow_array::{
     TimestampMicrosecondArray, UInt32Array,
 };
 use arrow_schema::DataType;
+use pyusage_record::{columns as c, EnvKind, Exit};
 use rustc_hash::FxHashMap;
 
 use crate::{
@@ -110,20 +111,20 @@ struct Columns<'a> {
 impl<'a> Columns<'a> {
     fn read(b: &'a RecordBatch) -> Result<Columns<'a>, DecodeError> {
         Ok(Columns {
-            staff: typed(b, "is_staff", "booleans")?,
-            compute: typed(b, "is_compute", "booleans")?,
-            package: codes(b, "package")?,
-            username: codes(b, "username")?,
-            job: codes(b, "job_id")?,
-            host: codes(b, "host")?,
-            version: codes(b, "version")?,
-            env: codes(b, "env_kind")?,
-            blas: codes(b, "blas")?,
-            exit: codes(b, "exit")?,
-            uid: typed(b, "uid", "unsigned 32-bit integers")?,
-            pid: typed(b, "pid", "32-bit integers")?,
-            start: typed(b, "process_start", "timestamps in µs")?,
-            nodes: typed(b, "num_nodes", "unsigned 32-bit integers")?,
+            staff: typed(b, c::IS_STAFF, "booleans")?,
+            compute: typed(b, c::IS_COMPUTE, "booleans")?,
+            package: codes(b, c::PACKAGE)?,
+            username: codes(b, c::USERNAME)?,
+            job: codes(b, c::JOB_ID)?,
+            host: codes(b, c::HOST)?,
+            version: codes(b, c::VERSION)?,
+            env: codes(b, c::ENV_KIND)?,
+            blas: codes(b, c::BLAS)?,
+            exit: codes(b, c::EXIT)?,
+            uid: typed(b, c::UID, "unsigned 32-bit integers")?,
+            pid: typed(b, c::PID, "32-bit integers")?,
+            start: typed(b, c::PROCESS_START, "timestamps in µs")?,
+            nodes: typed(b, c::NUM_NODES, "unsigned 32-bit integers")?,
         })
     }
 }
@@ -151,8 +152,18 @@ impl BatchIds {
             env: global(&c.env, &names.env_kinds),
             blas: global(&c.blas, &names.blases),
             job: job_keys(&c.job, names),
-            signaled: c.exit.values.iter().map(|v| *v == "signaled").collect(),
-            stdlib: c.env.values.iter().map(|v| *v == "stdlib").collect(),
+            signaled: c
+                .exit
+                .values
+                .iter()
+                .map(|v| *v == Exit::Signaled.as_str())
+                .collect(),
+            stdlib: c
+                .env
+                .values
+                .iter()
+                .map(|v| *v == EnvKind::Stdlib.as_str())
+                .collect(),
             numpyish: c
                 .package
                 .values

@@ -1,6 +1,8 @@
 //! Which files to read: the `date=` partitions of the dataset inside `--from/--to`, each with
 //! its Parquet files, found by listing directories only (no file is opened here).
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use pyusage_record::dataset;
 
 use super::ScanError;
 use crate::filter::Filter;
@@ -19,43 +21,19 @@ pub struct Selection {
     pub filter: Option<Filter>,
 }
 
-/// The partitions to read, each with its files, in date order.
+/// The partitions to read, each with its files, in date order (the dataset layout's walk is
+/// the record crate's).
 pub fn partitions(sel: &Selection) -> Result<Vec<(String, Vec<PathBuf>)>, ScanError> {
     let mut out = Vec::new();
-    for part in list(&sel.root)? {
-        let name = part.file_name().unwrap_or_default().to_string_lossy();
-        let Some(date) = name.strip_prefix("date=") else {
-            continue;
-        };
+    for part in dataset::partitions(&sel.root)? {
+        let date = part.date.as_str();
         if sel.from.as_deref().is_some_and(|f| date < f)
             || sel.to.as_deref().is_some_and(|t| date > t)
         {
             continue;
         }
-        let mut files: Vec<PathBuf> = list(&part)?
-            .into_iter()
-            .filter(|f| {
-                let hidden = f
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-                f.extension().is_some_and(|e| e == "parquet") && !hidden
-            })
-            .collect();
-        files.sort();
-        out.push((date.to_owned(), files));
+        let files = part.files()?;
+        out.push((part.date, files));
     }
-    out.sort();
     Ok(out)
-}
-
-/// The entries of a directory.
-fn list(dir: &Path) -> Result<Vec<PathBuf>, ScanError> {
-    let err = |source| ScanError::List {
-        path: dir.to_path_buf(),
-        source,
-    };
-    std::fs::read_dir(dir)
-        .map_err(err)?
-        .map(|e| e.map(|e| e.path()).map_err(err))
-        .collect()
 }
