@@ -161,10 +161,9 @@ mod tests {
     use super::*;
 
     fn rec(rank: Option<i32>, pkg: &str, job: Option<&str>) -> Record {
-        let mut r: Record = serde_json::from_str(
-            r#"{"record_id":"","seq":0,"source":"ebpf","host":"h","system":null,"subsystem":null,"is_compute":true,"pid":1,"ppid":0,"root_pid":1,"process_start":"2026-11-25T10:00:00.000001Z","process_end":null,"exit":"exited","exit_code":0,"exit_signal":null,"executable":"/p","python_version":null,"main":null,"uid":0,"username":null,"is_staff":false,"in_container":false,"container_runtime":null,"blas":null,"job_id":null,"step_id":"0","rank":null,"num_nodes":1,"qos":null,"account":null,"partition":null,"package":"x","distribution":null,"version":null,"env_kind":"system","env_prefix":null,"first_path":"/x.py","n_files":1,"first_seen":"2026-11-25T10:00:00.000002Z"}"#,
-        )
-        .unwrap();
+        let mut r = Record::example();
+        (r.exit, r.exit_code) = (Exit::Exited, Some(0));
+        r.step_id = Some("0".into());
         r.rank = rank;
         r.package = pkg.into();
         r.job_id = job.map(str::to_owned);

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use cudarc::{
-    driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg},
+    driver::{
+        CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchArgs, LaunchConfig, PushKernelArg,
+    },
     nvrtc::Ptx,
 };
 use rustc_hash::FxHashMap;
@@ -101,6 +103,19 @@ impl GpuContext {
     }
 
     /// Sets every slot of a cap-sized table to `value` (empty is `u64::MAX` for keys).
+    /// A launch of a row kernel: every one starts with the row count, the month column, the
+    /// period's look-up table and first month, the flags column and the flags a row needs.
+    fn rows_launch<'a>(&'a self, kernel: &str, p: &'a Periods, need: &'a u32) -> LaunchArgs<'a> {
+        let mut b = self.stream.launch_builder(&self.f[kernel]);
+        b.arg(&self.n)
+            .arg(&self.month)
+            .arg(&p.lut)
+            .arg(&p.m0)
+            .arg(&self.flags)
+            .arg(need);
+        b
+    }
+
     fn clear(&self, which: &CudaSlice<u64>, value: u64) -> Res<()> {
         let mut b = self.stream.launch_builder(&self.f["fill"]);
         b.arg(which).arg(&self.cap).arg(&value);
@@ -124,13 +139,7 @@ impl GpuContext {
             None => (&self.package, 0),
         };
         let width = k.width as u32;
-        let mut b = self.stream.launch_builder(&self.f["distinct_count"]);
-        b.arg(&self.n)
-            .arg(&self.month)
-            .arg(&p.lut)
-            .arg(&p.m0)
-            .arg(&self.flags)
-            .arg(&need);
+        let mut b = self.rows_launch("distinct_count", p, &need);
         b.arg(xa)
             .arg(&has_xa)
             .arg(&xmul)
@@ -240,13 +249,7 @@ impl GpuContext {
         let mask = self.cap - 1;
         let need = (flag::KEEP_JOB | flag::HAS_JOB) as u32;
         let np32 = np as u32;
-        let mut b = self.stream.launch_builder(&self.f["job_masks"]);
-        b.arg(&self.n)
-            .arg(&self.month)
-            .arg(&p.lut)
-            .arg(&p.m0)
-            .arg(&self.flags)
-            .arg(&need);
+        let mut b = self.rows_launch("job_masks", p, &need);
         b.arg(&self.package)
             .arg(&self.job)
             .arg(&rindex_d)
@@ -257,13 +260,7 @@ impl GpuContext {
         self.clear(&self.set, u64::MAX)?;
         let pairs_d: CudaSlice<u64> = self.stream.alloc_zeros(nb * MAX_PAIR_ROWS * np)?;
         let rows = MAX_PAIR_ROWS as u32;
-        let mut b = self.stream.launch_builder(&self.f["pairs"]);
-        b.arg(&self.n)
-            .arg(&self.month)
-            .arg(&p.lut)
-            .arg(&p.m0)
-            .arg(&self.flags)
-            .arg(&need);
+        let mut b = self.rows_launch("pairs", p, &need);
         b.arg(&self.package)
             .arg(&self.job)
             .arg(&self.keys)
@@ -285,13 +282,7 @@ impl GpuContext {
         self.clear(&self.vals, 0)?;
         let mask = self.cap - 1;
         let need = (flag::HAS_JOB | flag::NUMPYISH) as u32;
-        let mut b = self.stream.launch_builder(&self.f["blas_masks"]);
-        b.arg(&self.n)
-            .arg(&self.month)
-            .arg(&p.lut)
-            .arg(&p.m0)
-            .arg(&self.flags)
-            .arg(&need);
+        let mut b = self.rows_launch("blas_masks", p, &need);
         b.arg(&self.blas)
             .arg(&self.job)
             .arg(&self.keys)

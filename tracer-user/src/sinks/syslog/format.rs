@@ -97,10 +97,19 @@ mod tests {
     use super::*;
 
     fn rec() -> Record {
-        serde_json::from_str(
-            r#"{"record_id":"0193","seq":5,"source":"ebpf","host":"n 1\n","system":null,"subsystem":null,"is_compute":true,"pid":42,"ppid":1,"root_pid":42,"process_start":"2026-11-25T10:00:00.000001Z","process_end":null,"exit":"exited","exit_code":0,"exit_signal":null,"executable":"/usr/bin/python3.11","python_version":"3.11","main":"-c","uid":0,"username":"root","is_staff":false,"in_container":false,"container_runtime":null,"blas":null,"job_id":null,"step_id":null,"rank":null,"num_nodes":1,"qos":null,"account":null,"partition":null,"package":"numpy","distribution":"numpy","version":"2.1","env_kind":"venv","env_prefix":"/v","first_path":"/v/x.py","n_files":1,"first_seen":"2026-11-25T10:00:00.000002Z"}"#,
-        )
-        .unwrap()
+        let mut r = Record::example();
+        r.record_id = "0193".into();
+        r.seq = 5;
+        r.host = "n 1\n".into();
+        (r.pid, r.root_pid) = (42, 42);
+        r.process_start = pyusage_record::parse_micros("2026-11-25T10:00:00.000001Z").unwrap();
+        r.first_seen = pyusage_record::parse_micros("2026-11-25T10:00:00.000002Z").unwrap();
+        (r.exit, r.exit_code) = (pyusage_record::Exit::Exited, Some(0));
+        r.package = "numpy".into();
+        r.distribution = Some("numpy".into());
+        r.version = Some("2.1".into());
+        r.first_path = "/v/x.py".into();
+        r
     }
 
     fn payload(m: &[u8]) -> Value {
