@@ -20,6 +20,13 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The test command checks formatting and lints (stable toolchain).
+for c in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+    log "rustup: $c"
+    rustup component add "$c" >/dev/null 2>&1
+  fi
+done
 if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
   log "rustup: rust-src (nightly)"
   rustup component add rust-src --toolchain nightly >/dev/null 2>&1

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs if missing, then unit tests (no root) and the
-# end-to-end tests (root; they fail, not skip, when BPF cannot be loaded). Idempotent.
+# The whole test suite: installs what it needs if missing, checks formatting and lints, then
+# unit tests (no root; the GPU kernels compiled with NVRTC) and the end-to-end tests (root;
+# they fail, not skip, when BPF cannot be loaded). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 ./scripts/install-deps.sh
 ./scripts/fixtures.sh
+cargo fmt --all --check
+# Lints without building the eBPF object (AYA_BUILD_SKIP: the library is checked, not run).
+AYA_BUILD_SKIP=1 cargo clippy --quiet --all-targets -- -D warnings
+# The analysis-only binary builds without the daemon (and so without the eBPF toolchain).
+AYA_BUILD_SKIP=1 cargo check --quiet -p pyusage-cli --no-default-features
 cargo build --release --quiet -p pyusage-cli
 export PYUSAGE_BIN="$PWD/target/release/pyusage"
 cargo test --release --quiet --workspace --exclude pyusage-tests --exclude tracer-ebpf -- --skip gpu_

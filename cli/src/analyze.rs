@@ -1,7 +1,12 @@
 //! `pyusage analyze`: the paper's figures and more from the Parquet dataset, for every period
 //! requested, on the CPU or a GPU, as a self-contained HTML report plus JSON and CSV of every
 //! table (`--out`), or JSON on stdout.
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Mutex};
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Mutex,
+};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,6 +15,7 @@ use pyusage_analysis::{
     export,
     filter::Filter,
     html,
+    report::Analysis,
     run::{analyze, Device, Options},
     scan::Selection,
 };
@@ -60,16 +66,43 @@ pub struct Args {
 
 /// Runs the analysis and writes the report.
 pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
-    let root = dataset_root(&a.dir);
+    let o = options(&a)?;
+    let started = std::time::Instant::now();
+    let analysis = {
+        let bar = Bar::default();
+        let analysis = analyze(&o, &|line| eprintln!("pyusage analyze: {line}"), &|t| {
+            bar.progress(t)
+        })?;
+        bar.finish();
+        analysis
+    };
+    let Some(out) = &a.out else {
+        export::write_json(&analysis, std::io::stdout().lock())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let written = write(&analysis, out, &a.format)?;
+    eprintln!(
+        "pyusage analyze: {} records on {} in {:.2} s; wrote {} files under {}",
+        analysis.header.rows,
+        analysis.header.backend,
+        started.elapsed().as_secs_f64(),
+        written.len(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The analysis's options from the command line.
+fn options(a: &Args) -> anyhow::Result<Options> {
     let filter = a.filter.as_deref().map(Filter::parse).transpose()?;
     let kinds = if a.period.is_empty() {
         PeriodKind::ALL.to_vec()
     } else {
         a.period.clone()
     };
-    let o = Options {
+    Ok(Options {
         selection: Selection {
-            root,
+            root: dataset_root(&a.dir),
             from: a.from.clone(),
             to: a.to.clone(),
             filter,
@@ -77,11 +110,18 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
         device: a.device,
         kinds,
         top: a.top as usize,
-    };
-    // A bar on a terminal only; indicatif draws nothing when stderr is not a TTY.
-    let bar = Mutex::new(None::<ProgressBar>);
-    let progress = |total: Option<u64>| {
-        let mut b = bar.lock().expect("bar");
+    })
+}
+
+/// A progress bar over partitions, on a terminal only (indicatif draws nothing when stderr
+/// is not a TTY).
+#[derive(Default)]
+struct Bar(Mutex<Option<ProgressBar>>);
+
+impl Bar {
+    /// `Some(total)` once the partitions are known, then `None` per partition read.
+    fn progress(&self, total: Option<u64>) {
+        let mut b = self.0.lock().expect("bar");
         match total {
             Some(n) if std::io::stderr().is_terminal() => {
                 let p = ProgressBar::new(n).with_style(
@@ -101,20 +141,22 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-    };
-    let started = std::time::Instant::now();
-    let analysis = analyze(&o, &|line| eprintln!("pyusage analyze: {line}"), &progress)?;
-    if let Some(p) = bar.lock().expect("bar").take() {
-        p.finish_and_clear();
     }
-    let Some(out) = &a.out else {
-        export::write_json(&analysis, std::io::stdout().lock())?;
-        return Ok(ExitCode::SUCCESS);
-    };
-    let formats = if a.format.is_empty() {
-        vec![Format::Html, Format::Json, Format::Csv]
+
+    fn finish(&self) {
+        if let Some(p) = self.0.lock().expect("bar").take() {
+            p.finish_and_clear();
+        }
+    }
+}
+
+/// Writes the report under `out` in each of `formats` (all three when none is given);
+/// returns the files written.
+fn write(analysis: &Analysis, out: &Path, formats: &[Format]) -> anyhow::Result<Vec<PathBuf>> {
+    let formats = if formats.is_empty() {
+        &[Format::Html, Format::Json, Format::Csv][..]
     } else {
-        a.format.clone()
+        formats
     };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut written = Vec::new();
@@ -123,25 +165,17 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
             Format::Json => {
                 let p = out.join("report.json");
                 let file = std::fs::File::create(&p).with_context(|| p.display().to_string())?;
-                export::write_json(&analysis, std::io::BufWriter::new(file))?;
+                export::write_json(analysis, std::io::BufWriter::new(file))?;
                 written.push(p);
             }
-            Format::Csv => written.extend(export::write_csv(&analysis, out)?),
+            Format::Csv => written.extend(export::write_csv(analysis, out)?),
             Format::Html => {
                 let p = out.join("report.html");
-                let page = html::render(&analysis)?;
+                let page = html::render(analysis)?;
                 std::fs::write(&p, page).with_context(|| p.display().to_string())?;
                 written.push(p);
             }
         }
     }
-    eprintln!(
-        "pyusage analyze: {} records on {} in {:.2} s; wrote {} files under {}",
-        analysis.header.rows,
-        analysis.header.backend,
-        started.elapsed().as_secs_f64(),
-        written.len(),
-        out.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(written)
 }

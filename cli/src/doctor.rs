@@ -35,6 +35,21 @@ impl Report {
 /// Runs every check; exit status 1 when one that attaching needs failed.
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let mut r = Report { failed: false };
+    kernel(&mut r);
+    btf(&mut r);
+    tracefs(&mut r, &args);
+    bpf(&mut r, &args);
+    cgroups(&mut r, &args);
+    Ok(if r.failed {
+        println!("pyusage cannot attach on this node: see FAIL above");
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// 5.8 or later: the BPF ring buffer.
+fn kernel(r: &mut Report) {
     match std::fs::read_to_string("/proc/sys/kernel/osrelease") {
         Ok(rel) => {
             let rel = rel.trim().to_owned();
@@ -54,6 +69,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => r.fail("kernel", e),
     }
+}
+
+/// The kernel's BTF: where the offsets of its structures come from (no CO-RE).
+fn btf(r: &mut Report) {
     match pyusage_daemon::btf::Btf::from_sys_fs() {
         Ok(_) => r.ok("BTF", "/sys/kernel/btf/vmlinux"),
         Err(e) => r.fail(
@@ -61,6 +80,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             format!("{e} (a kernel built with CONFIG_DEBUG_INFO_BTF is needed)"),
         ),
     }
+}
+
+/// tracefs: the tracepoints' formats.
+fn tracefs(r: &mut Report, args: &Args) {
     if args.tracefs.join("events/syscalls").is_dir() {
         r.ok("tracefs", args.tracefs.display());
     } else {
@@ -73,6 +96,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             ),
         );
     }
+}
+
+/// Loads every program through the verifier (without attaching) and reports its size.
+fn bpf(r: &mut Report, args: &Args) {
     match pyusage_daemon::loader::check_load(&args.tracefs) {
         Ok(progs) => {
             r.ok(
@@ -96,6 +123,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             format!("{e} (root, or CAP_BPF + CAP_PERFMON, is needed; a lockdown kernel refuses)"),
         ),
     }
+}
+
+/// The cgroup hierarchy and Slurm's cgroups, from which jobs are attributed.
+fn cgroups(r: &mut Report, args: &Args) {
     let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     if v2 {
         r.ok("cgroup", "v2 (unified)");
@@ -136,10 +167,4 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             "none found: jobs are attributed from the environment (job_source = env)",
         ),
     }
-    Ok(if r.failed {
-        println!("pyusage cannot attach on this node: see FAIL above");
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
 }

@@ -194,35 +194,11 @@ async fn serve(
     stop_sinks: Arc<AtomicBool>,
 ) -> Result<(), DaemonError> {
     let loader::Tracer {
-        mut ebpf,
+        ebpf,
         events,
         counters,
         epoch,
-    } = loader::attach(
-        &cfg.tracefs,
-        std::process::id(),
-        loader::MapSizes {
-            procs: cfg.kernel_procs,
-            ring_bytes: cfg.kernel_ring_mib << 20,
-        },
-    )
-    .map_err(DaemonError::Attach)?;
-    // Attached: drop every privilege but what reading users' files and /proc needs, and
-    // become the daemon's user, before any other thread exists (capabilities are per
-    // thread, and a user switch must be followed by every thread).
-    crate::privileges::drop_after_attach(daemon_user)?;
-    // Python processes already running: tracked from now on, with what /proc shows of
-    // their imports so far.
-    let seeded = crate::seed::scan(std::process::id());
-    loader::track_python(&mut ebpf, seeded.iter().map(|s| s.info.tgid))
-        .map_err(DaemonError::Track)?;
-    if !seeded.is_empty() {
-        tracing::info!(
-            processes = seeded.len(),
-            "seeded running Python processes from /proc"
-        );
-    }
-    seeded.into_iter().for_each(|s| processor.seed(s));
+    } = attach(&cfg, daemon_user, &mut processor)?;
     let kernel = CounterReader::new(counters);
     // SAFETY: the ring buffer owns its map fd for as long as it lives and `as_raw_fd`
     // always returns that fd; the AsyncFd owns the ring buffer.
@@ -273,6 +249,41 @@ async fn serve(
     processor.write_status();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Loads and attaches the programs, drops privileges, and seeds the tables with the Python
+/// processes already running.
+fn attach(
+    cfg: &Config,
+    daemon_user: Option<(u32, u32)>,
+    processor: &mut Processor,
+) -> Result<loader::Tracer, DaemonError> {
+    let mut tracer = loader::attach(
+        &cfg.tracefs,
+        std::process::id(),
+        loader::MapSizes {
+            procs: cfg.kernel_procs,
+            ring_bytes: cfg.kernel_ring_mib << 20,
+        },
+    )
+    .map_err(DaemonError::Attach)?;
+    // Attached: drop every privilege but what reading users' files and /proc needs, and
+    // become the daemon's user, before any other thread exists (capabilities are per
+    // thread, and a user switch must be followed by every thread).
+    crate::privileges::drop_after_attach(daemon_user)?;
+    // Python processes already running: tracked from now on, with what /proc shows of
+    // their imports so far.
+    let seeded = crate::seed::scan(std::process::id());
+    loader::track_python(&mut tracer.ebpf, seeded.iter().map(|s| s.info.tgid))
+        .map_err(DaemonError::Track)?;
+    if !seeded.is_empty() {
+        tracing::info!(
+            processes = seeded.len(),
+            "seeded running Python processes from /proc"
+        );
+    }
+    seeded.into_iter().for_each(|s| processor.seed(s));
+    Ok(tracer)
 }
 
 /// Drains the ring buffer when it is readable (and on a timer, for wake-ups coalesced by the
