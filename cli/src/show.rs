@@ -130,7 +130,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         job: args.job,
         since: args.since.as_deref().map(parse_since).transpose()?,
     };
-    let loaded = load(&args.dir, &filter).map_err(anyhow::Error::msg)?;
+    let loaded = load(&args.dir, &filter)?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     match args.format {
         Format::Jsonl => {

@@ -11,7 +11,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use pyusage_record::{segment, Record};
+use pyusage_record::{
+    atomic::{write_bytes_atomic, Durability, PathError},
+    segment, Record,
+};
 use thiserror::Error;
 
 /// Spool errors carry the file.
@@ -25,6 +28,9 @@ pub enum SpoolError {
         /// Cause.
         source: io::Error,
     },
+    /// Replacing the high-water mark.
+    #[error(transparent)]
+    File(#[from] PathError),
     /// Listing or reading back segments.
     #[error(transparent)]
     Read(#[from] pyusage_record::ReadError),
@@ -195,13 +201,11 @@ impl Spool {
     /// Records that `seq` values below `next_seq` are in durable outputs, then deletes a
     /// converted segment.
     pub fn retire(&self, segment: &Path) -> Result<(), SpoolError> {
-        let hw = self.dir.join("seq");
-        let tmp = self.dir.join(".seq.tmp");
-        fs::write(&tmp, format!("{}\n", self.next_seq - 1)).map_err(io_err(&tmp))?;
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &hw).map_err(io_err(&hw))?;
+        write_bytes_atomic(
+            &self.dir.join("seq"),
+            format!("{}\n", self.next_seq - 1).as_bytes(),
+            Durability::Durable,
+        )?;
         fs::remove_file(segment).map_err(io_err(segment))?;
         fsync_dir(&self.dir).map_err(io_err(&self.dir))
     }
