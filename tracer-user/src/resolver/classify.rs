@@ -127,60 +127,77 @@ pub fn classify(path: &Path, view: &ProcessView) -> Class {
     if !is_module_suffix(name) {
         return Class::Ignore;
     }
-    // site-packages / dist-packages (the last one: a venv inside a system tree).
-    if let Some(i) = c
+    if let Some(class) = in_site_packages(&c) {
+        return class;
+    }
+    if let Some(class) = in_stdlib(&c) {
+        return class;
+    }
+    in_process_dirs(path, view)
+}
+
+/// A module file under site-packages / dist-packages (the last one: a venv inside a system
+/// tree), with the environment's prefix; `None` when the path has no such directory.
+fn in_site_packages(c: &[&OsStr]) -> Option<Class> {
+    let i = c
         .iter()
-        .rposition(|s| s.as_bytes() == b"site-packages" || s.as_bytes() == b"dist-packages")
+        .rposition(|s| s.as_bytes() == b"site-packages" || s.as_bytes() == b"dist-packages")?;
+    let site_dir: PathBuf = std::iter::once(OsStr::new("/"))
+        .chain(c[..=i].iter().copied())
+        .collect();
+    let Some(package) = top_level(&c[i + 1..]) else {
+        return Some(Class::Ignore);
+    };
+    // prefix: strip `lib/pythonX.Y` or `lib/python3` (Debian) and an optional `local`.
+    let mut j = i;
+    if j >= 2
+        && c[j - 2].as_bytes().starts_with(b"lib")
+        && c[j - 1].as_bytes().starts_with(b"python")
     {
+        j -= 2;
+    }
+    let prefix: PathBuf = std::iter::once(OsStr::new("/"))
+        .chain(c[..j].iter().copied())
+        .collect();
+    let user = j >= 1 && c[j - 1].as_bytes() == b".local";
+    Some(Class::Module(Location {
+        package,
+        site_dir,
+        kind: if user { EnvKind::User } else { EnvKind::System },
+        prefix: Some(prefix),
+    }))
+}
+
+/// A module file of the standard library: …/lib/pythonX.Y/<mod> or
+/// …/lib/pythonX.Y/lib-dynload/<ext>; `None` when the path is under no `lib/pythonX.Y`.
+fn in_stdlib(c: &[&OsStr]) -> Option<Class> {
+    let i = c.windows(2).position(|w| {
+        w[0].as_bytes().starts_with(b"lib") && is_versioned_python_dir(w[1].as_bytes())
+    })?;
+    let mut rest = &c[i + 2..];
+    if rest.first().map(|s| s.as_bytes()) == Some(b"lib-dynload") {
+        rest = &rest[1..];
+    }
+    if let Some(package) = top_level(rest) {
         let site_dir: PathBuf = std::iter::once(OsStr::new("/"))
-            .chain(c[..=i].iter().copied())
+            .chain(c[..i + 2].iter().copied())
             .collect();
-        let Some(package) = top_level(&c[i + 1..]) else {
-            return Class::Ignore;
-        };
-        // prefix: strip `lib/pythonX.Y` or `lib/python3` (Debian) and an optional `local`.
-        let mut j = i;
-        if j >= 2
-            && c[j - 2].as_bytes().starts_with(b"lib")
-            && c[j - 1].as_bytes().starts_with(b"python")
-        {
-            j -= 2;
-        }
         let prefix: PathBuf = std::iter::once(OsStr::new("/"))
-            .chain(c[..j].iter().copied())
+            .chain(c[..i].iter().copied())
             .collect();
-        let user = j >= 1 && c[j - 1].as_bytes() == b".local";
-        return Class::Module(Location {
+        return Some(Class::Module(Location {
             package,
             site_dir,
-            kind: if user { EnvKind::User } else { EnvKind::System },
+            kind: EnvKind::Stdlib,
             prefix: Some(prefix),
-        });
+        }));
     }
-    // The standard library: …/lib/pythonX.Y/<mod> or …/lib/pythonX.Y/lib-dynload/<ext>.
-    if let Some(i) = c.windows(2).position(|w| {
-        w[0].as_bytes().starts_with(b"lib") && is_versioned_python_dir(w[1].as_bytes())
-    }) {
-        let mut rest = &c[i + 2..];
-        if rest.first().map(|s| s.as_bytes()) == Some(b"lib-dynload") {
-            rest = &rest[1..];
-        }
-        if let Some(package) = top_level(rest) {
-            let site_dir: PathBuf = std::iter::once(OsStr::new("/"))
-                .chain(c[..i + 2].iter().copied())
-                .collect();
-            let prefix: PathBuf = std::iter::once(OsStr::new("/"))
-                .chain(c[..i].iter().copied())
-                .collect();
-            return Class::Module(Location {
-                package,
-                site_dir,
-                kind: EnvKind::Stdlib,
-                prefix: Some(prefix),
-            });
-        }
-        return Class::Ignore;
-    }
+    Some(Class::Ignore)
+}
+
+/// A module file in a directory the process itself put on `sys.path` (its `PYTHONPATH`, its
+/// script's directory); the main script is not a module, anything else is unplaced.
+fn in_process_dirs(path: &Path, view: &ProcessView) -> Class {
     if view.script.as_deref() == Some(path) {
         return Class::Ignore;
     }

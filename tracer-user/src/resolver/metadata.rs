@@ -79,84 +79,104 @@ impl DistIndex {
                 Refusals::bump(&count.truncated);
                 break;
             }
-            let fname = e.file_name();
-            let fname = fname.to_string_lossy();
-            let (stem, is_dist) = if let Some(s) = fname.strip_suffix(".dist-info") {
-                (s, true)
-            } else if let Some(s) = fname.strip_suffix(".egg-info") {
-                (s, false)
-            } else {
-                continue;
-            };
-            let p = e.path();
-            // Never through a link: `x.dist-info -> /home/other/env/…/y.dist-info`.
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_symlink() {
-                Refusals::bump(&count.symlink);
-                continue;
-            }
-            let is_dir = ft.is_dir();
-            let meta = if is_dir {
-                p.join(if is_dist { "METADATA" } else { "PKG-INFO" })
-            } else {
-                p.clone() // Debian ships some .egg-info as a single PKG-INFO file
-            };
-            let (name, version, mode) = read_headers(&meta, count);
-            let Some(mode) =
-                mode.or_else(|| is_dir.then(|| untrusted::dir_mode(&p, count)).flatten())
-            else {
-                continue;
-            };
-            let mut parts = stem.splitn(2, '-');
-            let dir_name = parts.next().unwrap_or(stem).to_owned();
-            let dir_version = parts
-                .next()
-                .map(|v| v.split('-').next().unwrap_or(v).to_owned());
-            let name = name.unwrap_or(dir_name);
-            let id = idx.dists.len();
-            idx.dists
-                .push((name.clone(), version.or(dir_version), mode));
-            let mut tops: Vec<(String, Option<String>)> = Vec::new();
-            let read = |f: &str| {
-                is_dir
-                    .then(|| untrusted::read_text(&p.join(f), MAX_FILE, count))
-                    .flatten()
-                    .map(|(t, _)| t)
-            };
-            if let Some(record) = read("RECORD") {
-                for line in record.lines() {
-                    let file = line.split(',').next().unwrap_or("");
-                    tops.extend(record_top(file));
-                }
-            } else if let Some(files) = read("installed-files.txt") {
-                for line in files.lines() {
-                    tops.extend(record_top(line.trim_start_matches("../")));
-                }
-            }
-            let declared: Vec<String> = read("top_level.txt")
-                .map(|t| {
-                    t.lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
-            for d in &declared {
-                idx.declared.entry(d.clone()).or_insert(id);
-            }
-            if tops.is_empty() {
-                tops.extend(declared.into_iter().map(|l| (l, None)));
-            }
-            if tops.is_empty() {
-                tops.push((normalize(&name), None));
-            }
-            idx.add(id, tops);
+            idx.load_entry(&e, count);
         }
         if let Some(prefix) = conda_prefix {
             idx.load_conda(dir, prefix, count);
         }
         idx
+    }
+
+    /// One entry of the site directory: a `*.dist-info` or `*.egg-info` (never through a link)
+    /// adds its distribution, under the top-level names its files are in.
+    fn load_entry(&mut self, e: &std::fs::DirEntry, count: &Refusals) {
+        let fname = e.file_name();
+        let fname = fname.to_string_lossy();
+        let (stem, is_dist) = if let Some(s) = fname.strip_suffix(".dist-info") {
+            (s, true)
+        } else if let Some(s) = fname.strip_suffix(".egg-info") {
+            (s, false)
+        } else {
+            return;
+        };
+        let p = e.path();
+        // Never through a link: `x.dist-info -> /home/other/env/…/y.dist-info`.
+        let Ok(ft) = e.file_type() else { return };
+        if ft.is_symlink() {
+            Refusals::bump(&count.symlink);
+            return;
+        }
+        let is_dir = ft.is_dir();
+        let meta = if is_dir {
+            p.join(if is_dist { "METADATA" } else { "PKG-INFO" })
+        } else {
+            p.clone() // Debian ships some .egg-info as a single PKG-INFO file
+        };
+        let (name, version, mode) = read_headers(&meta, count);
+        let Some(mode) = mode.or_else(|| is_dir.then(|| untrusted::dir_mode(&p, count)).flatten())
+        else {
+            return;
+        };
+        let mut parts = stem.splitn(2, '-');
+        let dir_name = parts.next().unwrap_or(stem).to_owned();
+        let dir_version = parts
+            .next()
+            .map(|v| v.split('-').next().unwrap_or(v).to_owned());
+        let name = name.unwrap_or(dir_name);
+        let id = self.dists.len();
+        self.dists
+            .push((name.clone(), version.or(dir_version), mode));
+        let tops = self.entry_tops(id, &name, &p, is_dir, count);
+        self.add(id, tops);
+    }
+
+    /// The top-level names (and second components) distribution `id`, read from `p`, installs
+    /// files under: from its RECORD (or `installed-files.txt`), else its `top_level.txt`, else
+    /// its own name. What `top_level.txt` declares is kept for editable installs.
+    fn entry_tops(
+        &mut self,
+        id: usize,
+        name: &str,
+        p: &Path,
+        is_dir: bool,
+        count: &Refusals,
+    ) -> Vec<(String, Option<String>)> {
+        let mut tops: Vec<(String, Option<String>)> = Vec::new();
+        let read = |f: &str| {
+            is_dir
+                .then(|| untrusted::read_text(&p.join(f), MAX_FILE, count))
+                .flatten()
+                .map(|(t, _)| t)
+        };
+        if let Some(record) = read("RECORD") {
+            for line in record.lines() {
+                let file = line.split(',').next().unwrap_or("");
+                tops.extend(record_top(file));
+            }
+        } else if let Some(files) = read("installed-files.txt") {
+            for line in files.lines() {
+                tops.extend(record_top(line.trim_start_matches("../")));
+            }
+        }
+        let declared: Vec<String> = read("top_level.txt")
+            .map(|t| {
+                t.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for d in &declared {
+            self.declared.entry(d.clone()).or_insert(id);
+        }
+        if tops.is_empty() {
+            tops.extend(declared.into_iter().map(|l| (l, None)));
+        }
+        if tops.is_empty() {
+            tops.push((normalize(name), None));
+        }
+        tops
     }
 
     fn add(&mut self, id: usize, tops: Vec<(String, Option<String>)>) {
