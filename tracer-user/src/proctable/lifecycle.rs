@@ -80,34 +80,17 @@ impl ProcTable {
         stale
     }
 
+    /// A process from its exec (or from `/proc`, seeded): who it is, what it runs, where its
+    /// files are read from, and what it was started within.
     pub(super) fn new_process(
         &mut self,
         info: ExecInfo,
         prev_root: Option<u32>,
         facts: &dyn ProcFacts,
     ) -> Process {
-        let mut attribution = Attribution::from_env(&info.env);
-        if let Some(cg) = facts.cgroup(info.tgid) {
-            if attribution.apply_cgroup(&cg) == CgroupJob::EnvForged {
-                self.fidelity.job_env_rejected += 1;
-            }
-        }
+        let attribution = self.attribution(&info, facts);
         let executable = executable(&info, facts);
-        let mut main = python_main(&info.args);
-        let script = main.as_deref().filter(|m| !m.starts_with('-')).map(|m| {
-            let p = PathBuf::from(m);
-            if p.is_absolute() {
-                p
-            } else {
-                facts
-                    .cwd(info.tgid)
-                    .map(|c| without_dots(&c.join(&p)))
-                    .unwrap_or(p)
-            }
-        });
-        if let Some(s) = &script {
-            main = Some(s.to_string_lossy().into_owned());
-        }
+        let (main, script) = main_and_script(&info, facts);
         let cwd = facts.cwd(info.tgid);
         let compile_targets = compile_targets(&info.args, cwd.as_deref());
         let in_container = info.mnt_ns != 0 && info.mnt_ns != self.host_mnt_ns;
@@ -144,16 +127,7 @@ impl ProcTable {
             in_container,
             mnt_ns: info.mnt_ns,
             cwd,
-            root_dir: in_container
-                .then(|| {
-                    std::fs::OpenOptions::new()
-                        .read(true)
-                        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-                        .open(format!("/proc/{}/root", info.tgid))
-                        .ok()
-                })
-                .flatten()
-                .map(Arc::new),
+            root_dir: in_container.then(|| root_dir(info.tgid)).flatten(),
             attribution: Arc::new(attribution),
             blas: None,
             packages: Vec::new(),
@@ -171,6 +145,18 @@ impl ProcTable {
             sites: Vec::new(),
             dirs: HashMap::new(),
         }
+    }
+
+    /// The job attribution from the environment, checked against the cgroup (a job named by
+    /// the environment but not the cgroup is counted, and the cgroup's kept).
+    fn attribution(&mut self, info: &ExecInfo, facts: &dyn ProcFacts) -> Attribution {
+        let mut attribution = Attribution::from_env(&info.env);
+        if let Some(cg) = facts.cgroup(info.tgid) {
+            if attribution.apply_cgroup(&cg) == CgroupJob::EnvForged {
+                self.fidelity.job_env_rejected += 1;
+            }
+        }
+        attribution
     }
 
     /// Counts what a process left unresolved when it ends.
@@ -208,6 +194,38 @@ impl ProcTable {
             end: Some(at),
         })
     }
+}
+
+/// What the command line runs (script, `-c`, `-m mod`), with a script's path made absolute
+/// (from the live process's directory), and the script's path itself.
+fn main_and_script(info: &ExecInfo, facts: &dyn ProcFacts) -> (Option<String>, Option<PathBuf>) {
+    let mut main = python_main(&info.args);
+    let script = main.as_deref().filter(|m| !m.starts_with('-')).map(|m| {
+        let p = PathBuf::from(m);
+        if p.is_absolute() {
+            p
+        } else {
+            facts
+                .cwd(info.tgid)
+                .map(|c| without_dots(&c.join(&p)))
+                .unwrap_or(p)
+        }
+    });
+    if let Some(s) = &script {
+        main = Some(s.to_string_lossy().into_owned());
+    }
+    (main, script)
+}
+
+/// A process's root directory, opened (`O_PATH`) while it is alive so its files stay
+/// readable after it exits.
+fn root_dir(tgid: u32) -> Option<Arc<std::fs::File>> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(format!("/proc/{tgid}/root"))
+        .ok()
+        .map(Arc::new)
 }
 
 /// The paths `python -m compileall|py_compile [options] PATH…` compiles, absolute; `None` for

@@ -12,7 +12,9 @@ use std::{
 
 use tracer_common::user::OpenInfo;
 
-use super::{in_package, without_dots, PackageSeen, ProcFacts, ProcTable, Process, Shared};
+use super::{
+    in_package, without_dots, Fidelity, PackageSeen, ProcFacts, ProcTable, Process, Shared,
+};
 use crate::{
     imports::{self, Step},
     resolver::{classify, classify_unplaced, python_version_of, Class, Resolved},
@@ -29,47 +31,22 @@ impl ProcTable {
             return;
         };
         let rel = PathBuf::from(OsString::from_vec(std::mem::take(&mut o.path)));
-        let path = if rel.is_absolute() {
-            rel
-        } else {
-            let base = if o.dfd == AT_FDCWD {
-                // Live, else as it was at exec (a process that already exited).
-                facts.cwd(o.tgid).or_else(|| p.cwd.clone())
-            } else {
-                facts.fd_path(o.tgid, o.dfd)
-            };
-            match base {
-                Some(b) => without_dots(&b.join(rel)),
-                None => {
-                    self.fidelity.relative_unresolved += 1;
-                    return;
-                }
-            }
+        let Some(path) = absolute(rel, &o, p, facts) else {
+            self.fidelity.relative_unresolved += 1;
+            return;
         };
         // The file the kernel opened (from the descriptor): what is recorded. The path as
         // passed, read from the process's memory, is what the import system's probe-then-read
         // sequence is paired on; the two differ through symbolic links, or when a thread
         // rewrote the buffer while the open blocked.
-        let opened = if o.opened_is(path.as_os_str().as_bytes()) {
-            None
-        } else if o.opened_partial {
-            // Deeper than the kernel's walk, and not ending as the kernel says: what was
-            // opened is unknown, and the passed path cannot be trusted.
-            self.fidelity.opened_unverified += 1;
+        let Some(opened) = kernel_path(&o, &path, &mut self.fidelity) else {
             return;
-        } else {
-            self.fidelity.opened_elsewhere += 1;
-            o.opened_path()
-                .map(|k| PathBuf::from(OsString::from_vec(k)))
         };
         let name = path
             .file_name()
             .map(|n| n.as_encoded_bytes())
             .unwrap_or(b"");
-        let truth = |p: PathBuf| match &opened {
-            Some(k) => k.clone(),
-            None => p,
-        };
+        let truth = |p: PathBuf| recorded_path(&opened, p);
         if o.ret >= 0 {
             if !p.verified && name.starts_with(b"libpython") {
                 p.libpython_fd = Some(o.ret);
@@ -97,6 +74,29 @@ impl ProcTable {
                 return;
             }
         }
+        Self::feed(
+            &mut self.shared,
+            &mut self.fidelity,
+            p,
+            &o,
+            path,
+            &opened,
+            at,
+        );
+    }
+
+    /// Feeds an open to its thread's import-signature state and acts on the steps it yields:
+    /// imports recorded (with the kernel's path for this open's file when it differs), reads,
+    /// compilations and ambiguous opens counted.
+    fn feed(
+        shared: &mut Shared,
+        fidelity: &mut Fidelity,
+        p: &mut Process,
+        o: &OpenInfo,
+        path: PathBuf,
+        opened: &Option<PathBuf>,
+        at: i64,
+    ) {
         let thread = p.threads.entry(o.tid).or_default();
         let prefix = p.view.pycache_prefix.as_deref();
         // Only when the kernel's path differs (rare) is this open's path kept to swap it in.
@@ -104,16 +104,18 @@ impl ProcTable {
         let steps = thread.feed(path, o.ret >= 0, o.write, p.compiling, prefix);
         for step in steps {
             let step = match step {
-                Step::Import(f) if this.as_ref() == Some(&f) => Step::Import(truth(f)),
+                Step::Import(f) if this.as_ref() == Some(&f) => {
+                    Step::Import(recorded_path(opened, f))
+                }
                 s => s,
             };
             match step {
                 Step::Import(file) if p.compiling && p.compiles(&file) => {
-                    self.fidelity.compile_ambiguous += 1;
+                    fidelity.compile_ambiguous += 1;
                 }
-                Step::Import(file) => Self::import(&mut self.shared, p, &file, at),
-                Step::Read => self.fidelity.reads_not_imports += 1,
-                Step::Compiled => self.fidelity.compiled_not_imported += 1,
+                Step::Import(file) => Self::import(shared, p, &file, at),
+                Step::Read => fidelity.reads_not_imports += 1,
+                Step::Compiled => fidelity.compiled_not_imported += 1,
             }
         }
     }
@@ -209,5 +211,48 @@ impl ProcTable {
             n_files: 1,
             first_seen: at,
         });
+    }
+}
+
+/// The absolute path of an open: as passed, or joined to the directory it is relative to (the
+/// process's working directory, live or else as it was at exec; or the directory descriptor's).
+/// `None` when that directory can no longer be read.
+fn absolute(rel: PathBuf, o: &OpenInfo, p: &Process, facts: &dyn ProcFacts) -> Option<PathBuf> {
+    if rel.is_absolute() {
+        return Some(rel);
+    }
+    let base = if o.dfd == AT_FDCWD {
+        // Live, else as it was at exec (a process that already exited).
+        facts.cwd(o.tgid).or_else(|| p.cwd.clone())
+    } else {
+        facts.fd_path(o.tgid, o.dfd)
+    };
+    base.map(|b| without_dots(&b.join(rel)))
+}
+
+/// The file the kernel opened when it is not at `path` as passed (counted): `Some(None)` when
+/// it is, `None` when what was opened is unknown (counted; the open is not used).
+fn kernel_path(o: &OpenInfo, path: &Path, fidelity: &mut Fidelity) -> Option<Option<PathBuf>> {
+    if o.opened_is(path.as_os_str().as_bytes()) {
+        Some(None)
+    } else if o.opened_partial {
+        // Deeper than the kernel's walk, and not ending as the kernel says: what was
+        // opened is unknown, and the passed path cannot be trusted.
+        fidelity.opened_unverified += 1;
+        None
+    } else {
+        fidelity.opened_elsewhere += 1;
+        Some(
+            o.opened_path()
+                .map(|k| PathBuf::from(OsString::from_vec(k))),
+        )
+    }
+}
+
+/// What is recorded for a path from this open: the kernel's file when it differs.
+fn recorded_path(opened: &Option<PathBuf>, p: PathBuf) -> PathBuf {
+    match opened {
+        Some(k) => k.clone(),
+        None => p,
     }
 }
