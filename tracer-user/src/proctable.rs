@@ -8,7 +8,8 @@
 //!
 //! The stages, one private submodule each: `lifecycle` (exec, fork, exit) → `opens` (opens,
 //! mappings, imports) and `upkeep` (verification, seeding, snapshots, reaping); `facts` is
-//! what the table may ask `/proc`.
+//! what the table may ask `/proc`. This file keeps what they share: the process and its
+//! ending, the table itself with its event dispatch, and lexical path helpers.
 use std::{
     collections::HashSet,
     ffi::OsString,

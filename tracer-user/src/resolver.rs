@@ -1,18 +1,18 @@
 //! Module file path → top-level package, distribution, version, environment kind and prefix.
 //!
-//! Classification of a path is pure string work ([`classify`]); only the distribution lookup
-//! reads files (`*.dist-info/RECORD`, `top_level.txt`, `*.egg-info`, `conda-meta/*.json`,
-//! `pyvenv.cfg`), once per site directory, cached and re-read when the directory's mtime
-//! changes (checked at most once a second). Paths of processes in another mount namespace
-//! are read through `/proc/<pid>/root`.
+//! Classification of a path is pure string work ([`classify`](fn@classify)); only the
+//! distribution lookup reads files (`*.dist-info/RECORD`, `top_level.txt`, `*.egg-info`,
+//! `conda-meta/*.json`, `pyvenv.cfg`), once per site directory, cached and re-read when the
+//! directory's mtime changes (checked at most once a second). Paths of processes in another
+//! mount namespace are read through `/proc/<pid>/root`.
 //!
 //! Those files are the users': they are read on worker threads, with a deadline for the
 //! record path, bounded, never through links or into special files, and used for a process
-//! only if its user could have read them ([`untrusted`]).
+//! only if its user could have read them ([`untrusted`](crate::untrusted)).
 //!
-//! The stages, one private submodule each: `classify` (the path's text, [`classify`]) →
-//! `metadata` (a site directory's distributions, [`DistIndex`]), read on worker threads by
-//! `site` → `cache` (the [`Resolver`]: per-namespace cache, deadline, answers).
+//! The stages, one private submodule each: `classify` (the path's text) → `metadata` (a site
+//! directory's distributions, [`DistIndex`]), read on worker threads by `site` → `cache` (the
+//! [`Resolver`]: per-namespace cache, deadline, answers).
 use std::{
     ffi::OsStr,
     os::unix::ffi::OsStrExt,

@@ -168,8 +168,8 @@ fn in_site_packages(c: &[&OsStr]) -> Option<Class> {
     }))
 }
 
-/// A module file of the standard library: …/lib/pythonX.Y/<mod> or
-/// …/lib/pythonX.Y/lib-dynload/<ext>; `None` when the path is under no `lib/pythonX.Y`.
+/// A module file of the standard library: `…/lib/pythonX.Y/<mod>` or
+/// `…/lib/pythonX.Y/lib-dynload/<ext>`; `None` when the path is under no `lib/pythonX.Y`.
 fn in_stdlib(c: &[&OsStr]) -> Option<Class> {
     let i = c.windows(2).position(|w| {
         w[0].as_bytes().starts_with(b"lib") && is_versioned_python_dir(w[1].as_bytes())
