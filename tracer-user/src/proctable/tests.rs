@@ -1,4 +1,6 @@
 //! The table driven by recorded event streams.
+use tracer_common::user::{ExecInfo, OpenInfo};
+
 use super::*;
 
 struct NoFacts;

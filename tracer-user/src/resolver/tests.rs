@@ -1,7 +1,8 @@
 //! Resolver tests on synthetic trees (no root, no Python needed).
 use std::{fs, path::Path};
 
-use super::*;
+use super::{cache::RECHECK_AFTER, *};
+use crate::untrusted::Creds;
 
 fn view() -> ProcessView {
     ProcessView::default()

@@ -4,6 +4,7 @@
 //! Framing is written here: the `syslog` crate frames TCP with a trailing newline
 //! (non-transparent framing) and hides per-message errors, which at-least-once delivery needs.
 mod config;
+mod conn;
 pub(crate) mod format;
 mod sink;
 

@@ -7,9 +7,6 @@
 //! resends. Each failing condition is logged once, with backoff up to 30 s between attempts.
 use std::{
     collections::VecDeque,
-    io::Write,
-    net::{TcpStream, ToSocketAddrs, UdpSocket},
-    os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -18,9 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pyusage_record::atomic::PathError;
+use pyusage_record::{atomic::PathError, Record};
 
-use super::{format::format_message, frame_tcp, SyslogConfig, Target, TargetError};
+use super::{conn::Conn, format::format_message, SyslogConfig, Target, TargetError};
 use crate::{
     sinks::{Offset, Sink, SinkStatus},
     spool::Reader,
@@ -28,8 +25,8 @@ use crate::{
 
 /// How long a TCP connection must stay healthy before what was sent on it counts as delivered.
 const TCP_CONFIRM: Duration = Duration::from_millis(1500);
+/// The longest wait between attempts: a collector that is back is found within it.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The sink could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -43,64 +40,6 @@ pub enum SyslogError {
     /// The committed offset could not be read or its directory made.
     #[error("the syslog sink's offset: {0}")]
     Offset(#[from] PathError),
-}
-
-enum Conn {
-    Unix(UnixDatagram),
-    Udp(UdpSocket),
-    Tcp(TcpStream),
-}
-
-impl Conn {
-    fn open(t: &Target) -> std::io::Result<Conn> {
-        Ok(match t {
-            Target::Unix(p) => {
-                let s = UnixDatagram::unbound()?;
-                s.connect(p)?;
-                s.set_write_timeout(Some(IO_TIMEOUT))?;
-                Conn::Unix(s)
-            }
-            Target::Udp(a) => {
-                let s = UdpSocket::bind("0.0.0.0:0")?;
-                s.connect(a)?;
-                Conn::Udp(s)
-            }
-            Target::Tcp(a) => {
-                let addr = a
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| std::io::Error::other(format!("{a}: no address")))?;
-                let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-                s.set_write_timeout(Some(IO_TIMEOUT))?;
-                s.set_nodelay(true)?;
-                Conn::Tcp(s)
-            }
-        })
-    }
-
-    fn send(&mut self, msg: &[u8]) -> std::io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.send(msg).map(drop),
-            Conn::Udp(s) => s.send(msg).map(drop),
-            Conn::Tcp(s) => s.write_all(&frame_tcp(msg)),
-        }
-    }
-
-    /// For TCP: whether the peer has closed or reset the connection.
-    fn broken(&self) -> bool {
-        let Conn::Tcp(s) = self else { return false };
-        let mut b = [0u8; 1];
-        if s.set_nonblocking(true).is_err() {
-            return true;
-        }
-        let r = s.peek(&mut b);
-        let _ = s.set_nonblocking(false);
-        match r {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-        }
-    }
 }
 
 /// The sink, run on its own thread.
@@ -184,125 +123,202 @@ impl SyslogSink {
         }
     }
 
+    /// Waits out a rate limit of `cfg.rate_limit` messages a second (0: none), counting each
+    /// wait as deferred; `bucket` is (start of the current second, messages sent in it).
+    fn throttle(&self, bucket: &mut (Instant, u32)) {
+        if self.cfg.rate_limit > 0 {
+            if bucket.0.elapsed() >= Duration::from_secs(1) {
+                *bucket = (Instant::now(), 0);
+            }
+            if bucket.1 >= self.cfg.rate_limit {
+                self.status.lock().expect("status lock").deferred += 1;
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(bucket.0.elapsed()));
+                *bucket = (Instant::now(), 0);
+            }
+            bucket.1 += 1;
+        }
+    }
+
     /// Runs until `stop` is set; on stop, keeps trying to deliver what is spooled for up to
     /// `drain` before returning.
     fn deliver(self, drain: Duration) {
-        let mut reader = Reader::new(&self.spool_dir, self.offset.get());
-        let mut conn: Option<Conn> = None;
-        let mut backoff = Duration::from_millis(100);
-        let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
-        let mut stop_at: Option<Instant> = None;
-        let mut bucket = (Instant::now(), 0u32);
+        let mut d = Delivery::new(&self);
         loop {
-            if stop_at.is_none() && self.stop.load(Ordering::Acquire) {
-                stop_at = Some(Instant::now() + drain);
+            if d.stop_at.is_none() && self.stop.load(Ordering::Acquire) {
+                d.stop_at = Some(Instant::now() + drain);
             }
-            if stop_at.is_some_and(|t| Instant::now() >= t) {
+            if d.stop_at.is_some_and(|t| Instant::now() >= t) {
                 break;
             }
-            // Commit what is confirmed.
-            if let Some(c) = &conn {
-                let broken = c.broken();
-                if broken {
-                    self.fail(
-                        "connection closed by the collector",
-                        &std::io::Error::other("peer closed"),
-                    );
-                    conn = None;
-                    pending.clear();
-                    reader.rewind(self.offset.get());
-                    continue;
-                }
-                let mut last = None;
-                while let Some(&(seq, at)) = pending.front() {
-                    if at.elapsed() < TCP_CONFIRM && stop_at.is_none() {
-                        break;
-                    }
-                    last = Some(seq);
-                    pending.pop_front();
-                }
-                if let Some(s) = last {
-                    self.commit(s);
-                }
+            if !d.confirm() {
+                continue;
             }
-            let batch = match reader.next_batch(2048) {
-                Ok(b) => b,
-                Err(e) => {
-                    self.fail("reading the spool", &e);
-                    self.nap(backoff);
-                    continue;
-                }
+            let Some(batch) = d.read_batch() else {
+                continue;
             };
-            {
-                let mut st = self.status.lock().expect("status lock");
-                st.dropped = reader.skipped;
-            }
             if batch.is_empty() {
-                if stop_at.is_some() && pending.is_empty() {
+                if d.stop_at.is_some() && d.pending.is_empty() {
                     break;
                 }
                 self.nap(Duration::from_millis(100));
                 continue;
             }
-            if conn.is_none() {
-                match Conn::open(&self.target) {
-                    Ok(c) => {
-                        conn = Some(c);
-                        backoff = Duration::from_millis(100);
-                        self.status.lock().expect("status lock").connected = true;
-                    }
-                    Err(e) => {
-                        self.fail("connecting", &e);
-                        reader.rewind(self.offset.get());
-                        self.nap(backoff);
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue;
-                    }
-                }
+            if !d.connect() {
+                continue;
             }
-            let c = conn.as_mut().expect("connected");
-            let mut failed = false;
-            for r in &batch {
-                if self.cfg.rate_limit > 0 {
-                    if bucket.0.elapsed() >= Duration::from_secs(1) {
-                        bucket = (Instant::now(), 0);
-                    }
-                    if bucket.1 >= self.cfg.rate_limit {
-                        self.status.lock().expect("status lock").deferred += 1;
-                        std::thread::sleep(
-                            Duration::from_secs(1).saturating_sub(bucket.0.elapsed()),
-                        );
-                        bucket = (Instant::now(), 0);
-                    }
-                    bucket.1 += 1;
-                }
-                let msg = format_message(r, self.cfg.facility, self.cfg.max_message_bytes);
-                if let Err(e) = c.send(&msg) {
-                    self.fail("sending", &e);
-                    failed = true;
-                    break;
-                }
-                pending.push_back((r.seq, Instant::now()));
-            }
-            if failed {
-                conn = None;
-                pending.clear();
-                reader.rewind(self.offset.get());
-                self.nap(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+            if !d.send(&batch) {
+                d.drop_conn();
+                d.back_off();
                 continue;
             }
             if !matches!(self.target, Target::Tcp(_)) {
-                if let Some(&(s, _)) = pending.back() {
-                    self.commit(s);
-                }
-                pending.clear();
+                d.commit_sent();
             }
         }
-        // Whatever was sent on a still-healthy connection counts at shutdown.
-        if let (Some(c), Some(&(s, _))) = (&conn, pending.back()) {
+        d.finish();
+    }
+}
+
+/// The delivery loop's state, so each of its steps is a method.
+struct Delivery<'a> {
+    sink: &'a SyslogSink,
+    reader: Reader,
+    conn: Option<Conn>,
+    /// The wait before the next attempt after a failure (doubling up to `MAX_BACKOFF`).
+    backoff: Duration,
+    /// Sent and not yet committed: (sequence, when sent).
+    pending: VecDeque<(u64, Instant)>,
+    /// Once a stop was requested: when to give up draining.
+    stop_at: Option<Instant>,
+    /// The rate limit's (start of the current second, messages sent in it).
+    bucket: (Instant, u32),
+}
+
+impl<'a> Delivery<'a> {
+    /// Starts at the sink's committed offset, not connected.
+    fn new(sink: &'a SyslogSink) -> Delivery<'a> {
+        Delivery {
+            sink,
+            reader: Reader::new(&sink.spool_dir, sink.offset.get()),
+            conn: None,
+            backoff: Duration::from_millis(100),
+            pending: VecDeque::new(),
+            stop_at: None,
+            bucket: (Instant::now(), 0),
+        }
+    }
+
+    /// The confirm step: commits what the connection confirmed (on TCP, what was sent
+    /// `TCP_CONFIRM` ago, or everything once stopping). False when the collector closed the
+    /// connection: it is dropped and delivery resumes from the committed offset.
+    fn confirm(&mut self) -> bool {
+        if let Some(c) = &self.conn {
+            let broken = c.broken();
+            if broken {
+                self.sink.fail(
+                    "connection closed by the collector",
+                    &std::io::Error::other("peer closed"),
+                );
+                self.drop_conn();
+                return false;
+            }
+            let mut last = None;
+            while let Some(&(seq, at)) = self.pending.front() {
+                if at.elapsed() < TCP_CONFIRM && self.stop_at.is_none() {
+                    break;
+                }
+                last = Some(seq);
+                self.pending.pop_front();
+            }
+            if let Some(s) = last {
+                self.sink.commit(s);
+            }
+        }
+        true
+    }
+
+    /// The read step: the next batch from the spool (its skipped count published). `None`
+    /// after a read error, logged and waited out.
+    fn read_batch(&mut self) -> Option<Vec<Record>> {
+        let batch = match self.reader.next_batch(2048) {
+            Ok(b) => b,
+            Err(e) => {
+                self.sink.fail("reading the spool", &e);
+                self.sink.nap(self.backoff);
+                return None;
+            }
+        };
+        {
+            let mut st = self.sink.status.lock().expect("status lock");
+            st.dropped = self.reader.skipped;
+        }
+        Some(batch)
+    }
+
+    /// The connect step, when not connected. False when it failed: logged, delivery resumes
+    /// from the committed offset after the backoff.
+    fn connect(&mut self) -> bool {
+        if self.conn.is_none() {
+            match Conn::open(&self.sink.target) {
+                Ok(c) => {
+                    self.conn = Some(c);
+                    self.backoff = Duration::from_millis(100);
+                    self.sink.status.lock().expect("status lock").connected = true;
+                }
+                Err(e) => {
+                    self.sink.fail("connecting", &e);
+                    self.reader.rewind(self.sink.offset.get());
+                    self.back_off();
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The send step: each record of `batch`, within the rate limit, pending once sent. False
+    /// when a send failed (logged).
+    fn send(&mut self, batch: &[Record]) -> bool {
+        let c = self.conn.as_mut().expect("connected");
+        for r in batch {
+            self.sink.throttle(&mut self.bucket);
+            let msg = format_message(r, self.sink.cfg.facility, self.sink.cfg.max_message_bytes);
+            if let Err(e) = c.send(&msg) {
+                self.sink.fail("sending", &e);
+                return false;
+            }
+            self.pending.push_back((r.seq, Instant::now()));
+        }
+        true
+    }
+
+    /// For a datagram target, what was sent is delivered: committed at once.
+    fn commit_sent(&mut self) {
+        if let Some(&(s, _)) = self.pending.back() {
+            self.sink.commit(s);
+        }
+        self.pending.clear();
+    }
+
+    /// Drops the connection and what was sent on it unconfirmed: delivery resumes from the
+    /// committed offset (at least once).
+    fn drop_conn(&mut self) {
+        self.conn = None;
+        self.pending.clear();
+        self.reader.rewind(self.sink.offset.get());
+    }
+
+    /// Waits the backoff, and doubles it for the next failure (up to `MAX_BACKOFF`).
+    fn back_off(&mut self) {
+        self.sink.nap(self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// At shutdown: whatever was sent on a still-healthy connection counts.
+    fn finish(self) {
+        if let (Some(c), Some(&(s, _))) = (&self.conn, self.pending.back()) {
             if !c.broken() {
-                self.commit(s);
+                self.sink.commit(s);
             }
         }
     }

@@ -1,0 +1,84 @@
+//! The edge facts the table asks of a live process (`/proc`): its directories, cgroup, groups,
+//! program, and whether it is an interpreter.
+//!
+//! Separate because it is the table's only look outside the event stream, behind a trait so
+//! the tests drive the table with recorded streams and made-up facts.
+use std::path::{Path, PathBuf};
+
+/// Edge facts the table may ask for at exec (kept behind a trait so tests drive the core with
+/// recorded event streams).
+pub trait ProcFacts {
+    /// Current directory of a live process (for a relative script path).
+    fn cwd(&self, pid: u32) -> Option<PathBuf>;
+    /// `/proc/<pid>/cgroup` text.
+    fn cgroup(&self, pid: u32) -> Option<String>;
+    /// The path of directory descriptor `fd` of a live process (for `openat(dirfd, rel)`).
+    fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf>;
+    /// The program a live process runs (`/proc/<pid>/exe`).
+    fn exe(&self, pid: u32) -> Option<PathBuf>;
+    /// Supplementary groups of a live process (`Groups:` of `/proc/<pid>/status`), for
+    /// deciding what metadata its user could read.
+    fn groups(&self, _pid: u32) -> Vec<u32> {
+        Vec::new()
+    }
+    /// Whether a live process is a CPython interpreter (its program or a mapped `libpython`
+    /// exports `Py_Initialize`); `None` when it can no longer be read (it exited).
+    fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool>;
+}
+
+/// Reads facts from `/proc`.
+pub struct ProcFs;
+
+impl ProcFacts for ProcFs {
+    fn cwd(&self, pid: u32) -> Option<PathBuf> {
+        std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
+    }
+    fn cgroup(&self, pid: u32) -> Option<String> {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
+    }
+    fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf> {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()
+    }
+    fn exe(&self, pid: u32) -> Option<PathBuf> {
+        std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+    }
+    fn groups(&self, pid: u32) -> Vec<u32> {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return Vec::new();
+        };
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .map(|g| {
+                g.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool> {
+        is_interpreter(Path::new(&format!("/proc/{pid}")), elf)
+    }
+}
+
+/// Whether the process at `/proc/<pid>` (`base`) is a CPython interpreter: its program defines
+/// or calls CPython's embedding entry points, or it maps a `libpython*` that defines them.
+/// `None` when `/proc` no longer has it.
+pub fn is_interpreter(base: &Path, elf: &mut crate::elf::ElfCache) -> Option<bool> {
+    // The program first: it settles most interpreters without reading `maps`.
+    if elf.exports(&base.join("exe"), "Py_Initialize") {
+        return Some(true);
+    }
+    let maps = std::fs::read_to_string(base.join("maps")).ok()?;
+    let root = base.join("root");
+    let found = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| {
+            Path::new(p)
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"libpython"))
+        })
+        .any(|p| elf.exports(&root.join(p.trim_start_matches('/')), "Py_Initialize"));
+    Some(found)
+}
