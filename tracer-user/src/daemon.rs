@@ -1,7 +1,7 @@
-//! `pyusage daemon`: wires the stages together. Attach ([`loader`]), drain the ring buffer on
-//! the event loop ([`source`]), process events on a thread of their own ([`processor`]:
-//! process table → resolver → records → spool → Parquet), and run each [`sinks`] on its own
-//! thread. SIGTERM/SIGINT drain the ring buffer, write `running` records for live processes,
+//! `pyusage daemon`: wires the stages together. Attach ([`loader`]), drain the ring buffer
+//! on the event loop ([`source`]), process events on a thread of their own
+//! ([`processor`](crate::processor): process table → resolver → records → spool → Parquet),
+//! and run each of the [`sinks`](crate::sinks) on its own thread. SIGTERM/SIGINT drain the ring buffer, write `running` records for live processes,
 //! convert the spool, let the sinks deliver for a few seconds, write the status and exit 0.
 use std::{
     path::{Path, PathBuf},

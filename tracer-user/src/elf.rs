@@ -26,7 +26,7 @@ type Answer = (u64, Arc<HashSet<String>>);
 
 /// The CPython entry points ELF files define, cached by (device, inode, mtime). The files are
 /// the users' (a program in a home directory, a `.so` on a FUSE mount): they are opened and
-/// read by worker threads ([`Workers`]), and a file not answered within [`DEADLINE`] counts as
+/// read by worker threads ([`Workers`]), and a file not answered within `DEADLINE` counts as
 /// defining nothing.
 pub struct ElfCache {
     workers: Workers<(u64, PathBuf), Answer>,

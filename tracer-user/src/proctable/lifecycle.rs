@@ -309,7 +309,43 @@ fn x_option(args: &[u8], key: &[u8]) -> Option<PathBuf> {
         if !a.starts_with(b"-") || a == b"-c" || a == b"-m" {
             return None;
         }
+        // Options whose value is the next argument (`-W ignore`): skip the value too.
+        if a == b"-W" || a == b"--check-hash-based-pycs" {
+            i += 1;
+        }
         i += 1;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x_options_are_found_past_options_with_separate_values() {
+        let argv = |a: &[&str]| a.join("\0").into_bytes();
+        let key = b"pycache_prefix=";
+        for args in [
+            &["python3", "-X", "pycache_prefix=/p", "s.py"][..],
+            &["python3", "-Xpycache_prefix=/p", "s.py"],
+            &["python3", "-W", "ignore", "-X", "pycache_prefix=/p", "s.py"],
+            &[
+                "python3",
+                "-I",
+                "--check-hash-based-pycs",
+                "never",
+                "-Xpycache_prefix=/p",
+            ],
+        ] {
+            assert_eq!(x_option(&argv(args), key), Some("/p".into()), "{args:?}");
+        }
+        for args in [
+            &["python3", "s.py", "-X", "pycache_prefix=/p"][..],
+            &["python3", "-c", "-Xpycache_prefix=/p"],
+            &["python3", "-W", "-Xpycache_prefix=/p"],
+        ] {
+            assert_eq!(x_option(&argv(args), key), None, "{args:?}");
+        }
+    }
 }

@@ -79,11 +79,18 @@ impl SyslogSink {
         })
     }
 
+    /// A failure of the connection: counted, reported once, and the sink is disconnected.
     fn fail(&self, what: &str, e: &dyn std::fmt::Display) {
+        self.status.lock().expect("status lock").connected = false;
+        self.error(what, e);
+    }
+
+    /// A failure that leaves the connection as it is (committing the offset): counted and
+    /// reported once.
+    fn error(&self, what: &str, e: &dyn std::fmt::Display) {
         let msg = format!("{what}: {e}");
         let mut st = self.status.lock().expect("status lock");
         st.errors += 1;
-        st.connected = false;
         if st.last_error.as_deref() != Some(&msg) {
             tracing::error!(target = %st.target, "syslog sink: {msg}; retrying with backoff, records stay in the spool");
             st.last_error = Some(msg);
@@ -95,7 +102,7 @@ impl SyslogSink {
             return;
         }
         if let Err(e) = self.offset.commit(seq) {
-            return self.fail("committing the offset", &e);
+            return self.error("committing the offset", &e);
         }
         let mut st = self.status.lock().expect("status lock");
         st.delivered_seq = seq;
