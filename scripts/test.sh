@@ -10,8 +10,12 @@ export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all --check
 # Lints without building the eBPF object (AYA_BUILD_SKIP: the library is checked, not run).
 AYA_BUILD_SKIP=1 cargo clippy --quiet --all-targets -- -D warnings
-# The analysis-only binary builds without the daemon (and so without the eBPF toolchain).
-AYA_BUILD_SKIP=1 cargo check --quiet -p pyusage-cli --no-default-features
+# The analysis-only binary builds without the daemon, and so without the eBPF toolchain.
+if cargo tree -q -p pyusage-cli --no-default-features -e normal | grep -qE '^.*(tracer-user|aya) '; then
+  echo "pyusage-cli --no-default-features depends on the daemon or aya" >&2
+  exit 1
+fi
+cargo clippy --quiet -p pyusage-cli --no-default-features --all-targets -- -D warnings
 cargo build --release --quiet -p pyusage-cli
 export PYUSAGE_BIN="$PWD/target/release/pyusage"
 cargo test --release --quiet --workspace --exclude pyusage-tests --exclude tracer-ebpf -- --skip gpu_

@@ -109,6 +109,22 @@ pub enum FilterProblem {
     /// Something other than `and`/`or` after a comparison.
     #[error("expected and/or, got {0:?}")]
     MissingJoin(String),
+    /// A value outside a field's closed vocabulary (`exit == signalled`), which would
+    /// silently match nothing.
+    #[error(transparent)]
+    NotInVocabulary(#[from] pyusage_record::UnknownValue),
+}
+
+/// Checks a value of a field with a closed vocabulary (the record crate's enums).
+fn check_vocabulary(field: &str, value: &str) -> Result<(), pyusage_record::UnknownValue> {
+    use pyusage_record::{EnvKind, Exit, JobSource, Source};
+    match field {
+        c::EXIT => value.parse::<Exit>().map(drop),
+        c::ENV_KIND => value.parse::<EnvKind>().map(drop),
+        c::SOURCE => value.parse::<Source>().map(drop),
+        c::JOB_SOURCE => value.parse::<JobSource>().map(drop),
+        _ => Ok(()),
+    }
 }
 
 impl fmt::Display for Filter {
@@ -194,6 +210,9 @@ impl Filter {
                 .get(i + 2)
                 .ok_or_else(|| err(FilterProblem::MissingValue(field.clone())))?;
             let value = (*quoted || value != "null").then(|| value.clone());
+            if let Some(v) = &value {
+                check_vocabulary(field, v).map_err(|e| err(e.into()))?;
+            }
             any.last_mut().expect("one").push(Cmp {
                 field: field.clone(),
                 op,
@@ -235,6 +254,18 @@ mod tests {
     #[test]
     fn every_filterable_field_is_a_column() {
         assert_eq!(c::all_known(FIELDS.iter().copied()), Ok(()));
+    }
+
+    #[test]
+    fn values_of_closed_vocabularies_are_checked() {
+        assert!(Filter::parse("exit == signaled and env_kind != stdlib").is_ok());
+        assert!(Filter::parse("exit == null").is_ok());
+        let e = Filter::parse("exit == signalled").unwrap_err();
+        assert!(
+            e.to_string().contains("\"signalled\" is not a valid exit"),
+            "{e}"
+        );
+        assert!(Filter::parse("env_kind == Conda").is_err());
     }
 
     #[test]

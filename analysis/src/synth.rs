@@ -163,19 +163,7 @@ impl Synth {
             + (progress * (12 * MONTH_US) as f64) as i64
             + rng.random_range(0..3_600_000_000);
         let ranks = (nodes as usize).min(4);
-        // The job's package set, with correlations.
-        let mut pkgs: Vec<usize> = (0..rng.random_range(1..6)).map(|_| package(rng)).collect();
-        if nodes >= 1024 {
-            pkgs.push(4); // the thousand-node jobs are mpi4py jobs
-        }
-        if pkgs.contains(&10) && rng.random::<f64>() < 0.8 {
-            pkgs.push(11); // xarray → dask
-        }
-        if pkgs.contains(&4) && rng.random::<f64>() < 0.3 {
-            pkgs.push(7); // mpi4py ↔ astropy
-        }
-        pkgs.sort_unstable();
-        pkgs.dedup();
+        let pkgs = job_packages(rng, nodes);
         for rank in 0..ranks {
             self.pid += 1;
             let pid = self.pid;
@@ -234,6 +222,23 @@ impl Synth {
             }
         }
     }
+}
+
+/// A job's package set (indices into `PACKAGES`), with the planted correlations.
+fn job_packages(rng: &mut ChaCha8Rng, nodes: u32) -> Vec<usize> {
+    let mut pkgs: Vec<usize> = (0..rng.random_range(1..6)).map(|_| package(rng)).collect();
+    if nodes >= 1024 {
+        pkgs.push(4); // the thousand-node jobs are mpi4py jobs
+    }
+    if pkgs.contains(&10) && rng.random::<f64>() < 0.8 {
+        pkgs.push(11); // xarray → dask
+    }
+    if pkgs.contains(&4) && rng.random::<f64>() < 0.3 {
+        pkgs.push(7); // mpi4py ↔ astropy
+    }
+    pkgs.sort_unstable();
+    pkgs.dedup();
+    pkgs
 }
 
 #[cfg(test)]

@@ -165,10 +165,14 @@ fn write(analysis: &Analysis, out: &Path, formats: &[Format]) -> anyhow::Result<
             Format::Json => {
                 let p = out.join("report.json");
                 let file = std::fs::File::create(&p).with_context(|| p.display().to_string())?;
-                export::write_json(analysis, std::io::BufWriter::new(file))?;
+                export::write_json(analysis, std::io::BufWriter::new(file))
+                    .with_context(|| p.display().to_string())?;
                 written.push(p);
             }
-            Format::Csv => written.extend(export::write_csv(analysis, out)?),
+            Format::Csv => written.extend(
+                export::write_csv(analysis, out)
+                    .with_context(|| format!("writing CSV tables under {}", out.display()))?,
+            ),
             Format::Html => {
                 let p = out.join("report.html");
                 let page = html::render(analysis)?;

@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::Context;
+use pyusage_daemon::status::Status;
 
 /// Arguments.
 #[derive(Debug, clap::Args)]
@@ -80,14 +81,17 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 "the probe's record ({marker}) did not arrive {whence} within {} s",
                 args.timeout
             );
-            if let Ok(st) = std::fs::read_to_string(args.dir.join("status.json")) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&st) {
-                    if let Some(e) = v["syslog"]["last_error"].as_str() {
-                        why.push_str(&format!("; syslog sink error: {e}"));
+            match Status::read(&args.dir) {
+                Ok(st) => {
+                    for (name, s) in &st.sinks {
+                        if let Some(e) = &s.last_error {
+                            why.push_str(&format!("; {name} sink error: {e}"));
+                        }
                     }
                 }
-            } else {
-                why.push_str("; no daemon status in the data directory: is the daemon running?");
+                Err(_) => {
+                    why.push_str("; no daemon status in the data directory: is the daemon running?")
+                }
             }
             eprintln!("pyusage canary: FAILED: {why}");
             return Ok(ExitCode::from(1));

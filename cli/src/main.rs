@@ -95,12 +95,12 @@ fn main() -> ExitCode {
 }
 
 /// The error and its causes on one line, `a: b: c`, leaving out a cause whose text the
-/// message before it already ends with (errors that print their source themselves).
+/// message so far already contains (errors that print their source themselves).
 fn chain(e: &anyhow::Error) -> String {
     let mut msg = e.to_string();
     for cause in e.chain().skip(1) {
         let c = cause.to_string();
-        if !msg.ends_with(&c) {
+        if !msg.contains(&c) {
             msg.push_str(": ");
             msg.push_str(&c);
         }
@@ -119,5 +119,8 @@ mod tests {
         })
         .context("committing");
         assert_eq!(super::chain(&e), "committing: /d/offset: disk full");
+        let io = std::io::Error::other("gone");
+        let e = anyhow::Error::new(io).context("reading f: gone (is it mounted?)");
+        assert_eq!(super::chain(&e), "reading f: gone (is it mounted?)");
     }
 }

@@ -44,8 +44,8 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 if running { "attached" } else { "not running" },
                 st.pid
             );
-            println!("kernel:      {} python execs, {} events sent, {} ring-full drops, {} read failures, {} map-full",
-                c[PythonExecs], c[EventsSent], c[RingFull], c[ReadFailed], c[StashFull] + c[ProcsFull]);
+            println!("kernel:      {} python execs, {} events sent, {} ring-full drops, {} read failures, {} map-full, {} unread kernel paths",
+                c[PythonExecs], c[EventsSent], c[RingFull], c[ReadFailed], c[StashFull] + c[ProcsFull], c[KpathUnread]);
             println!(
                 "refused:     {} probation (uid share), {} opens (uid share), {} events (uid ring share), {} batches (queue full)",
                 c[ProbationQuota], c[StashQuota], c[RingShare], st.queue_full

@@ -23,9 +23,9 @@ use parquet::{
 };
 use thiserror::Error;
 
-/// Errors name the file.
+/// Writing the dataset failed; every error names the file.
 #[derive(Debug, Error)]
-pub enum SinkError {
+pub enum WriteError {
     /// I/O.
     #[error("{path}: {source}")]
     Io {
@@ -75,7 +75,7 @@ fn date_of(us: i64) -> String {
 
 /// Writes `records` into the dataset under `root`, one file per date partition. Returns the
 /// files written.
-pub fn write(root: &Path, records: &[Record]) -> Result<Vec<PathBuf>, SinkError> {
+pub fn write(root: &Path, records: &[Record]) -> Result<Vec<PathBuf>, WriteError> {
     let mut by_date: BTreeMap<String, Vec<Record>> = BTreeMap::new();
     for r in records {
         by_date
@@ -86,14 +86,14 @@ pub fn write(root: &Path, records: &[Record]) -> Result<Vec<PathBuf>, SinkError>
     let mut written = Vec::new();
     for (date, recs) in by_date {
         let dir = root.join(format!("date={date}"));
-        fs::create_dir_all(&dir).map_err(|source| SinkError::Io {
+        fs::create_dir_all(&dir).map_err(|source| WriteError::Io {
             path: dir.clone(),
             source,
         })?;
         let first = recs.iter().map(|r| r.seq).min().unwrap_or(0);
         let name = format!("{}-{first:020}.parquet", recs[0].host);
         let path = dir.join(&name);
-        let batch = to_batch(&recs).map_err(|source| SinkError::Arrow {
+        let batch = to_batch(&recs).map_err(|source| WriteError::Arrow {
             path: path.clone(),
             source,
         })?;
@@ -103,7 +103,7 @@ pub fn write(root: &Path, records: &[Record]) -> Result<Vec<PathBuf>, SinkError>
             ))
             .set_dictionary_enabled(true)
             .build();
-        let pq = |source| SinkError::Parquet {
+        let pq = |source| WriteError::Parquet {
             path: path.clone(),
             source,
         };

@@ -335,9 +335,11 @@ pub fn arrow_schema() -> Arc<Schema> {
     ]))
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Record {
     /// An example record with plausible values: the one hand-written record that tests in
-    /// every crate start from (change the fields a test is about).
+    /// every crate start from (change the fields a test is about). Test-only: other crates
+    /// get it through the `testing` feature of their dev-dependency.
     pub fn example() -> Record {
         Record {
             record_id: "0190-x".into(),
@@ -435,6 +437,14 @@ mod tests {
         for f in schema.fields() {
             assert!(obj.contains_key(f.name()), "{} missing from JSON", f.name());
         }
+    }
+
+    #[test]
+    fn the_column_constants_are_the_schema() {
+        let schema = arrow_schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, columns::ALL);
+        assert_eq!(columns::all_known(["package", "nope"]), Err("nope"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Daemon configuration: every field with its default. The file form is
 //! `/etc/pyusage/config.toml` (path overridable with `--config`); command-line flags override
-//! it field by field in one place (`cli/daemon.rs`). An invalid file is rejected at start with
+//! it field by field in one place (`cli/src/daemon.rs`). An invalid file is rejected at start with
 //! the field and the reason.
 use std::path::{Path, PathBuf};
 
@@ -102,13 +102,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// TOML syntax or type error (toml's message names the key and line; printed on one
-    /// line, as logs want it).
-    #[error("{}: {}", path.display(), source.to_string().trim().replace('\n', " "))]
+    /// line, as logs want it, and so not also offered as the error's source).
+    #[error("{}: {}", path.display(), toml.to_string().trim().replace('\n', " "))]
     Parse {
         /// File.
         path: PathBuf,
         /// Cause.
-        source: toml::de::Error,
+        toml: toml::de::Error,
     },
     /// A `[syslog]` value out of range.
     #[error(transparent)]
@@ -137,9 +137,9 @@ impl Config {
             }
             Err(source) => return Err(ConfigError::Io { path, source }),
         };
-        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let cfg: Config = toml::from_str(&text).map_err(|toml| ConfigError::Parse {
             path: path.clone(),
-            source,
+            toml,
         })?;
         cfg.validate()?;
         Ok(cfg)

@@ -168,10 +168,7 @@ pub fn source_of_bytecode(pyc: &Path, prefix: Option<&Path>) -> Option<PathBuf> 
 fn written_bytecode_source(path: &Path, prefix: Option<&Path>) -> Option<PathBuf> {
     let name = path.file_name()?.as_encoded_bytes();
     let end = name.windows(4).rposition(|w| w == b".pyc")? + 4;
-    source_of_bytecode(
-        &path.with_file_name(crate::resolver::path_from_bytes(&name[..end])),
-        prefix,
-    )
+    source_of_bytecode(&path.with_file_name(path_from_bytes(&name[..end])), prefix)
 }
 
 /// The directory a module file belongs to (its `__pycache__`'s parent for bytecode).
@@ -208,6 +205,11 @@ pub fn is_archive(name: &[u8]) -> bool {
     [&b".zip"[..], b".egg", b".pyz", b".whl"]
         .iter()
         .any(|s| name.ends_with(s))
+}
+
+/// Builds a path from raw bytes (paths need not be UTF-8).
+pub fn path_from_bytes(b: &[u8]) -> PathBuf {
+    PathBuf::from(std::ffi::OsStr::from_bytes(b))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The pyusage daemon as a library. One module per stage of the data's path:
 //! [`loader`] (attach) → [`source`] (ring buffer) → [`proctable`] (processes) →
 //! [`resolver`] (path → package) + [`attribution`] (job, rank, user) → [`records`] →
-//! [`spool`] (durable JSON lines) → [`sinks`] (the Parquet dataset, syslog), each at its own
-//! offset; [`daemon`] wires them together. Reading the data back is the record crate's
+//! [`spool`] (durable JSON lines) → the Parquet dataset (converted from closed segments by
+//! the [`processor`]) and the [`sinks`] (syslog), each at its own offset; [`status`] reports;
+//! [`daemon`] wires them together. Reading the data back is the record crate's
 //! (`pyusage_record::data_dir`).
 #![deny(missing_docs)]
 

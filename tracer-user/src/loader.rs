@@ -9,8 +9,10 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use thiserror::Error;
+use tracer_common::Config;
 pub use tracer_common::Counter;
-use tracer_common::{Config, COUNTER_COUNT};
+
+use crate::status::{Counters, ProgStat};
 
 use crate::{
     btf::{Btf, BtfError},
@@ -334,41 +336,6 @@ pub fn track_python(ebpf: &mut Ebpf, pids: impl IntoIterator<Item = u32>) -> Res
     Ok(())
 }
 
-/// The kernel's counters summed over CPUs, indexed by [`Counter`]; in `status.json` an
-/// object with one field per [`Counter::name`] (a name this build does not know is ignored,
-/// one it lacks reads as 0, so an older status file still reads).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counters([u64; COUNTER_COUNT as usize]);
-
-impl std::ops::Index<Counter> for Counters {
-    type Output = u64;
-    fn index(&self, c: Counter) -> &u64 {
-        &self.0[c as usize]
-    }
-}
-
-impl serde::Serialize for Counters {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(Counter::ALL.len()))?;
-        for &c in Counter::ALL {
-            m.serialize_entry(c.name(), &self[c])?;
-        }
-        m.end()
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Counters {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Counters, D::Error> {
-        let m = std::collections::HashMap::<String, u64>::deserialize(d)?;
-        let mut out = Counters::default();
-        for &c in Counter::ALL {
-            out.0[c as usize] = m.get(c.name()).copied().unwrap_or(0);
-        }
-        Ok(out)
-    }
-}
-
 /// Reads the per-CPU counters map.
 pub struct CounterReader(PerCpuArray<MapData, u64>);
 
@@ -382,7 +349,7 @@ impl CounterReader {
     pub fn read(&self) -> Counters {
         let mut out = Counters::default();
         for &c in Counter::ALL {
-            out.0[c as usize] = self
+            out[c] = self
                 .0
                 .get(&(c as u32), 0)
                 .map(|v| v.iter().sum())
@@ -390,17 +357,6 @@ impl CounterReader {
         }
         out
     }
-}
-
-/// Run statistics of one program.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ProgStat {
-    /// Program name.
-    pub name: String,
-    /// Runs counted.
-    pub run_count: u64,
-    /// Total run time, ns.
-    pub run_time_ns: u64,
 }
 
 /// Statistics of every program; counts only accumulate while `kernel.bpf_stats_enabled` is 1.
@@ -415,24 +371,4 @@ pub fn program_stats(ebpf: &Ebpf) -> Vec<ProgStat> {
             })
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_are_named_once_and_an_older_status_still_reads() {
-        let mut c = Counters::default();
-        for (i, &k) in Counter::ALL.iter().enumerate() {
-            c.0[k as usize] = i as u64 + 1;
-        }
-        let v = serde_json::to_value(c).unwrap();
-        assert_eq!(v.as_object().unwrap().len(), COUNTER_COUNT as usize);
-        assert_eq!(v["ring_full"], 3);
-        assert_eq!(v["kpath_unread"], 14);
-        assert_eq!(serde_json::from_value::<Counters>(v).unwrap(), c);
-        let old: Counters = serde_json::from_str(r#"{"ring_full": 5, "gone_counter": 1}"#).unwrap();
-        assert_eq!((old[Counter::RingFull], old[Counter::KpathUnread]), (5, 0));
-    }
 }

@@ -13,14 +13,13 @@ use tracer_common::user::Event;
 
 use crate::{
     config::Config,
-    loader::{Counters, ProgStat},
     privacy::Privacy,
     proctable::{Finished, ProcFs, ProcTable},
     ranks::Ranks,
     records::{self, Node, Users},
     sinks::{delivered_by_all, SinkHandle},
     spool::Spool,
-    status::{spool_bytes, Status},
+    status::{spool_bytes, Counters, ProgStat, Status},
 };
 
 /// How often `status.json` is rewritten (and at shutdown).

@@ -35,7 +35,7 @@ mod lifecycle;
 mod opens;
 mod upkeep;
 
-pub use facts::{is_interpreter, ProcFacts, ProcFs};
+pub use facts::{ProcFacts, ProcFs};
 
 /// What the table saw that it did not record, so a centre can see what capture cannot tell
 /// apart (reported in `status.json` as `fidelity`).

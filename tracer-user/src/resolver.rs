@@ -13,11 +13,7 @@
 //! The stages, one private submodule each: `classify` (the path's text) → `metadata` (a site
 //! directory's distributions, [`DistIndex`]), read on worker threads by `site` → `cache` (the
 //! [`Resolver`]: per-namespace cache, deadline, answers).
-use std::{
-    ffi::OsStr,
-    os::unix::ffi::OsStrExt,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 mod cache;
 mod classify;
@@ -117,10 +113,7 @@ impl Root {
     }
 }
 
-/// Builds a path from raw bytes (paths need not be UTF-8).
-pub fn path_from_bytes(b: &[u8]) -> PathBuf {
-    PathBuf::from(OsStr::from_bytes(b))
-}
+pub use crate::imports::path_from_bytes;
 
 #[cfg(test)]
 mod tests;

@@ -73,7 +73,7 @@ fn inspect(pid: u32, self_pid: u32, elf: &mut ElfCache) -> Option<Seeded> {
         .map(PathBuf::from)
         .collect();
     let exe = std::fs::read_link(base.join("exe")).ok()?;
-    if crate::proctable::is_interpreter(&base, elf) != Some(true) {
+    if crate::elf::is_interpreter(&base, elf) != Some(true) {
         return None;
     }
     let status = std::fs::read_to_string(base.join("status")).unwrap_or_default();

@@ -57,28 +57,6 @@ impl ProcFacts for ProcFs {
             .unwrap_or_default()
     }
     fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool> {
-        is_interpreter(Path::new(&format!("/proc/{pid}")), elf)
+        crate::elf::is_interpreter(Path::new(&format!("/proc/{pid}")), elf)
     }
-}
-
-/// Whether the process at `/proc/<pid>` (`base`) is a CPython interpreter: its program defines
-/// or calls CPython's embedding entry points, or it maps a `libpython*` that defines them.
-/// `None` when `/proc` no longer has it.
-pub fn is_interpreter(base: &Path, elf: &mut crate::elf::ElfCache) -> Option<bool> {
-    // The program first: it settles most interpreters without reading `maps`.
-    if elf.exports(&base.join("exe"), "Py_Initialize") {
-        return Some(true);
-    }
-    let maps = std::fs::read_to_string(base.join("maps")).ok()?;
-    let root = base.join("root");
-    let found = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|p| {
-            Path::new(p)
-                .file_name()
-                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"libpython"))
-        })
-        .any(|p| elf.exports(&root.join(p.trim_start_matches('/')), "Py_Initialize"));
-    Some(found)
 }
