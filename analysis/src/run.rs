@@ -37,24 +37,11 @@ pub fn select(device: Device) -> Result<(Box<dyn Backend>, Option<String>), Back
                 Box::new(Cpu::default()),
                 Some(format!(
                     "no usable GPU ({}); using the CPU back end",
-                    with_sources(&e)
+                    pyusage_record::error_line(&e)
                 )),
             )),
         },
     }
-}
-
-/// An error and its sources on one line, `a: b: c`: the fallback note is a line, not a chain
-/// a caller could walk.
-fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
 }
 
 /// Failures of a run.

@@ -94,18 +94,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line, `a: b: c`, leaving out a cause whose text the
-/// message so far already contains (errors that print their source themselves).
+/// The error and its causes on one line (the record crate's `error_line`, shared with the
+/// analysis's notes).
 fn chain(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(": ");
-            msg.push_str(&c);
-        }
-    }
-    msg
+    pyusage_record::error_line(e.as_ref())
 }
 
 #[cfg(test)]

@@ -21,6 +21,22 @@ pub mod segment;
 
 pub use kinds::{EnvKind, Exit, JobSource, Source, UnknownValue};
 
+/// An error and its causes on one line, `a: b: c`, for a log line or a terminal, leaving out
+/// a cause whose text the line already contains (errors that print their source themselves).
+pub fn error_line(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    line
+}
+
 /// Reading records back (a spool segment, a Parquet file, a data directory) failed; every
 /// error names the file, and a bad line its number.
 #[derive(Debug, thiserror::Error)]
