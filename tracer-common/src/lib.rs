@@ -8,6 +8,7 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod preload;
 #[cfg(feature = "user")]
 pub mod user;
 
