@@ -1,0 +1,640 @@
+//! `libpyusage_preload.so`: the `LD_PRELOAD` import observer for nodes without eBPF.
+//!
+//! An administrator loads the library into every process of a node (`/etc/ld.so.preload`, or
+//! `LD_PRELOAD` for a trial). In a CPython ≥ 3.8 process it installs a PEP 578 audit hook
+//! before the interpreter initialises and streams what the import system does to the daemon,
+//! one datagram per event, at the moment it happens: a SIGKILL loses nothing already seen.
+//! In every other process it costs one failed `dlsym` at load time and then nothing.
+//! The design follows the experiments in `docs/preload-research.md` (pyenv 2.7–3.13 and
+//! Debian's 3.11 on this project's machines); the reasons below point there.
+//!
+//! # Recognising Python: by symbol, in the constructor
+//!
+//! A function pointer in `.init_array` runs when the loader has mapped every `DT_NEEDED`
+//! object but before `main`. `dlsym(RTLD_DEFAULT, "PySys_AddAuditHook")` then finds the API
+//! whether libpython is a shared object (pyenv: the executable exports no `Py*` symbol, its
+//! `libpython3.x.so.1.0` does) or linked into the executable (Debian's `/usr/bin/python3.11`
+//! exports its API dynamically). It does not look at the program's name, so console scripts,
+//! venv copies and renamed interpreters are covered, and so are `-I`, `-S`, `-E` and an empty
+//! environment: the hook is in place before the interpreter reads any of them. In a process
+//! that is not Python the miss is all that happens (its error string is cleared with
+//! `dlerror()` so that the program never sees it).
+//!
+//! Not covered by this library yet, on purpose:
+//! - **CPython 2.7 and 3.6–3.7** have no audit hooks (`Py_Initialize` resolves,
+//!   `PySys_AddAuditHook` does not). Observing them needs the fallback the research measured:
+//!   wrappers of `open`/`open64`/`openat`/`fopen` and of `dlopen` of absolute paths, deriving
+//!   module names from `.pyc`/`.so` paths.
+//! - **libpython loaded later with `dlopen`** (C hosts that embed Python on demand, plugins)
+//!   is invisible to the constructor. That needs a `dlopen` wrapper that handles only names
+//!   containing `libpython` and passes every other call on as a guaranteed tail jump (a naked
+//!   function), because glibc's `dlopen` searches the *caller's* `DT_RUNPATH` and a wrapper
+//!   that `call`s the real one breaks programs built with `$ORIGIN` run paths.
+//! - An interpreter that is **already initialised** when the library is loaded (only possible
+//!   through that `dlopen` path) would need `PyGILState_Ensure` around the install; the
+//!   constructor checks `Py_IsInitialized() == 0` and otherwise installs nothing.
+//!
+//! # When the hook is not installed although Python is there
+//!
+//! A hook added before initialisation is allocated with the raw default allocator; when the
+//! interpreter then chooses the **debug allocator** it frees that entry with the wrong one and
+//! aborts in `Py_FinalizeEx` (rc 134, every version 3.8–3.13, see the research). So the
+//! constructor installs nothing when `PYTHONMALLOC` contains `debug`, when `PYTHONDEVMODE` is
+//! non-empty, or when `/proc/self/cmdline` holds `-X dev` among the interpreter's options
+//! (checked even under `-E`, which would make Python ignore the variables: being unobserved is
+//! the safe side). `--with-pydebug` builds use the debug allocator by default; they are
+//! recognised by `_Py_GetRefTotal` (≤ 3.11) or `_Py_GetGlobalRefTotal` (3.12+), which only
+//! those builds export (no such build was available to test). Embedders that set
+//! `PyPreConfig.allocator` themselves cannot be detected.
+//!
+//! # Transport
+//!
+//! The constructor connects one `AF_UNIX` `SOCK_SEQPACKET` socket (`SOCK_CLOEXEC`, so it never
+//! leaks across `exec`; `SOCK_NONBLOCK`, so a daemon whose accept backlog is full makes
+//! `connect` fail at once instead of stalling the program). If the daemon is absent nothing is
+//! installed and the process runs exactly as without the library: no retry, no message.
+//! The socket is `/run/pyusage/preload.sock`. `PYUSAGE_PRELOAD_SOCKET` overrides the path;
+//! it exists for the tests, is ignored in secure-execution (setuid, file capabilities)
+//! processes, and lets a user misdirect only the reports of their own processes, which they
+//! could equally suppress by not loading the library. A production build should take the path
+//! from a root-owned configuration file instead of the environment; that is the next step of
+//! this library.
+//!
+//! Every message is one datagram in the format of [`tracer_common::preload`], sent with
+//! `MSG_DONTWAIT | MSG_NOSIGNAL`: the hook never blocks and never raises `SIGPIPE`. When the
+//! daemon's queue is full the message is dropped and counted ([`dropped`]); when the daemon
+//! has gone (`EPIPE`, `ECONNRESET`, …) the library stops sending for the rest of the process.
+//! Messages carry no ids: the daemon reads the sender's pid/uid/gid from the kernel with each
+//! datagram (`SCM_CREDENTIALS`), which stays right for `fork()` children that keep writing on
+//! the inherited connection.
+//!
+//! Before each send the hook checks with `fstat` that the descriptor is still the socket it
+//! connected (same device and inode): a program that closes all descriptors and reuses the
+//! number for its own socket must never receive our bytes. If it is not, sending stops.
+//!
+//! # The hook
+//!
+//! It runs with the GIL held (none on free-threaded builds), in the importing thread, from
+//! interpreter start to finalisation. It switches on the event name first and returns for
+//! everything but two events:
+//! - `import`: argument 0 (module name) and argument 1 (`None` for the attempt, raised before
+//!   the finder runs; the `.so` path when an extension module is loaded) become
+//!   [`MessageKind::Import`] or [`MessageKind::ExtensionImport`];
+//! - `exec` of a code object: its `co_filename`, when it is an absolute path (not
+//!   `<frozen …>` or `<string>`), is the source path of the module body that ran
+//!   ([`MessageKind::Exec`]; also when the code came from a `.pyc`).
+//!
+//! It reads nothing else (`sys.path` and `sys.meta_path`, arguments 2–4, would need `repr` of
+//! arbitrary finder objects, i.e. Python code that can import and re-enter the hook), calls
+//! only C getters resolved once in the constructor, clears any error it caused with
+//! `PyErr_Clear`, preserves `errno`, always returns 0 (non-zero would abort the import), takes
+//! no lock that a `fork()` could leave held, and catches any panic before it reaches the
+//! interpreter. Events are not deduplicated here (`json.scanner` is reported twice for
+//! `import json`); the daemon keeps a set per process.
+//!
+//! [`MessageKind::Import`]: tracer_common::preload::MessageKind::Import
+//! [`MessageKind::ExtensionImport`]: tracer_common::preload::MessageKind::ExtensionImport
+//! [`MessageKind::Exec`]: tracer_common::preload::MessageKind::Exec
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use tracer_common::preload::{encode, MessageKind, MAX_MESSAGE};
+
+/// Where the daemon listens (`pyusage daemon --preload-socket PATH`).
+pub const DEFAULT_SOCKET: &CStr = c"/run/pyusage/preload.sock";
+/// Environment variable that overrides [`DEFAULT_SOCKET`], for tests (see the crate docs).
+pub const SOCKET_ENV: &CStr = c"PYUSAGE_PRELOAD_SOCKET";
+
+/// An opaque CPython object; only ever handled by pointer.
+#[repr(C)]
+struct PyObject {
+    _private: [u8; 0],
+}
+
+type AuditHook = extern "C" fn(*const c_char, *mut PyObject, *mut c_void) -> c_int;
+
+/// The C API functions the hook calls, resolved once in the constructor (the library does not
+/// link libpython: the process decides which one, if any, is there).
+struct Api {
+    tuple_size: unsafe extern "C" fn(*mut PyObject) -> isize,
+    tuple_get_item: unsafe extern "C" fn(*mut PyObject, isize) -> *mut PyObject,
+    as_utf8_and_size: unsafe extern "C" fn(*mut PyObject, *mut isize) -> *const c_char,
+    get_attr_string: unsafe extern "C" fn(*mut PyObject, *const c_char) -> *mut PyObject,
+    object_type: unsafe extern "C" fn(*mut PyObject) -> *mut PyObject,
+    dec_ref: unsafe extern "C" fn(*mut PyObject),
+    err_clear: unsafe extern "C" fn(),
+    /// `&_Py_NoneStruct`, compared by address only.
+    none: *mut PyObject,
+    /// `&PyCode_Type`, compared by address only.
+    code_type: *mut PyObject,
+}
+
+// SAFETY: the function pointers are plain code addresses, and the two object pointers are the
+// addresses of static, immortal interpreter objects that the hook only compares, never
+// dereferences; sharing them between threads is sound.
+unsafe impl Sync for Api {}
+// SAFETY: as above; nothing in `Api` is tied to the thread that resolved it.
+unsafe impl Send for Api {}
+
+/// Set once by the constructor before the hook is installed; read by the hook.
+static API: OnceLock<Api> = OnceLock::new();
+/// The connected socket, or -1 when there is none or sending has stopped.
+static SOCK: AtomicI32 = AtomicI32::new(-1);
+/// Device and inode of [`SOCK`] at connect time, to notice a reused descriptor number.
+static SOCK_DEV: AtomicU64 = AtomicU64::new(0);
+static SOCK_INO: AtomicU64 = AtomicU64::new(0);
+/// Messages dropped because the daemon's queue was full.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Messages this process dropped because the daemon's queue was full (`EAGAIN`).
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// The constructor, run by the loader when the library is mapped (before `main`).
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CONSTRUCTOR: extern "C" fn() = constructor;
+
+extern "C" fn constructor() {
+    let saved = errno();
+    // A panic must not unwind into the loader; there is nothing to report it to, so it only
+    // means that this process goes unobserved.
+    let _ = catch_unwind(init);
+    set_errno(saved);
+}
+
+fn errno() -> c_int {
+    // SAFETY: `__errno_location` returns this thread's errno slot, valid for the thread's life.
+    unsafe { *libc::__errno_location() }
+}
+
+fn set_errno(value: c_int) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = value }
+}
+
+/// `dlsym(RTLD_DEFAULT, name)`, or null.
+fn sym(name: &CStr) -> *mut c_void {
+    // SAFETY: `name` is NUL-terminated; RTLD_DEFAULT searches the global scope.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }
+}
+
+/// `getenv(name)` as bytes, without allocating.
+fn env(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated. The constructor runs before `main`, when no other
+    // thread can be changing the environment.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null `getenv` result is a NUL-terminated string that lives as long as the
+    // environment entry, i.e. for the constructor's use.
+    Some(unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+/// Resolve a symbol as a function pointer of type `F`, or `None`.
+///
+/// # Safety
+/// `F` must be an `extern "C"` function pointer type matching the symbol's C signature.
+unsafe fn func<F: Copy>(name: &CStr) -> Option<F> {
+    let p = sym(name);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `F` is a function pointer (pointer-sized) of the symbol's signature, by the
+    // caller's contract, and `p` is the non-null address of that function.
+    Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
+fn init() {
+    let add_hook = sym(c"PySys_AddAuditHook");
+    if add_hook.is_null() {
+        // Not CPython ≥ 3.8 (or libpython not loaded yet). Clear the failed lookup's error
+        // string so that a later `dlerror()` of the program itself does not report it.
+        // SAFETY: `dlerror` has no preconditions.
+        unsafe { libc::dlerror() };
+        return;
+    }
+    if debug_allocator_possible() {
+        return;
+    }
+    // SAFETY: the signatures below are those of the CPython 3.8–3.13 C API.
+    let api = unsafe {
+        let is_initialized: Option<unsafe extern "C" fn() -> c_int> = func(c"Py_IsInitialized");
+        match is_initialized {
+            Some(f) if f() == 0 => {}
+            _ => return,
+        }
+        let (none, code_type) = (sym(c"_Py_NoneStruct"), sym(c"PyCode_Type"));
+        if none.is_null() || code_type.is_null() {
+            return;
+        }
+        let (
+            Some(tuple_size),
+            Some(tuple_get_item),
+            Some(as_utf8_and_size),
+            Some(get_attr_string),
+            Some(object_type),
+            Some(dec_ref),
+            Some(err_clear),
+        ) = (
+            func(c"PyTuple_Size"),
+            func(c"PyTuple_GetItem"),
+            func(c"PyUnicode_AsUTF8AndSize"),
+            func(c"PyObject_GetAttrString"),
+            func(c"PyObject_Type"),
+            func(c"Py_DecRef"),
+            func(c"PyErr_Clear"),
+        )
+        else {
+            return;
+        };
+        Api {
+            tuple_size,
+            tuple_get_item,
+            as_utf8_and_size,
+            get_attr_string,
+            object_type,
+            dec_ref,
+            err_clear,
+            none: none.cast(),
+            code_type: code_type.cast(),
+        }
+    };
+    let Some(fd) = connect() else { return };
+    if API.set(api).is_err() {
+        // Already set: the constructor ran twice (cannot happen with one mapping).
+        close(fd);
+        return;
+    }
+    SOCK.store(fd, Ordering::Release);
+    // SAFETY: `add_hook` is `PySys_AddAuditHook(Py_AuditHookFunction, void *)`, callable before
+    // `Py_Initialize` (documented by PEP 578 for exactly this use); `hook` has the
+    // `Py_AuditHookFunction` signature and the null user data is never read.
+    let rc = unsafe {
+        let add: unsafe extern "C" fn(AuditHook, *mut c_void) -> c_int =
+            std::mem::transmute::<*mut c_void, _>(add_hook);
+        add(hook, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        SOCK.store(-1, Ordering::Release);
+        close(fd);
+    }
+}
+
+/// Whether the interpreter may run with the debug allocator, which would abort at exit on the
+/// pre-initialisation hook entry (see the crate docs).
+fn debug_allocator_possible() -> bool {
+    if env(c"PYTHONMALLOC").is_some_and(|v| v.windows(5).any(|w| w == b"debug")) {
+        return true;
+    }
+    if env(c"PYTHONDEVMODE").is_some_and(|v| !v.is_empty()) {
+        return true;
+    }
+    if !sym(c"_Py_GetRefTotal").is_null() || !sym(c"_Py_GetGlobalRefTotal").is_null() {
+        return true; // a --with-pydebug build
+    }
+    // SAFETY: `dlerror` has no preconditions (clears the misses above).
+    unsafe { libc::dlerror() };
+    let mut buf = [0u8; 4096];
+    let n = read_cmdline(&mut buf);
+    dev_mode_in_args(buf.get(..n).unwrap_or(&[]))
+}
+
+/// Read the start of `/proc/self/cmdline` (the options come first); 0 on failure.
+fn read_cmdline(buf: &mut [u8]) -> usize {
+    // SAFETY: the path is NUL-terminated; O_CLOEXEC so that nothing leaks.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/cmdline".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return 0;
+    }
+    let mut n = 0;
+    while n < buf.len() {
+        let rest = &mut buf[n..];
+        // SAFETY: `rest` is a valid writable buffer of `rest.len()` bytes.
+        let r = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
+        if r > 0 {
+            n += r as usize;
+        } else if r < 0 && errno() == libc::EINTR {
+            continue;
+        } else {
+            break;
+        }
+    }
+    close(fd);
+    n
+}
+
+/// Whether a NUL-separated command line passes `-X dev` to the interpreter: among the options
+/// before the script, `-c` or `-m` (whose values would belong to the program, not Python).
+/// Handles `-X dev`, `-Xdev`, clusters such as `-IX dev`, and skips the values of `-W`
+/// and `--check-hash-based-pycs`.
+pub fn dev_mode_in_args(cmdline: &[u8]) -> bool {
+    let mut args = cmdline.split(|&b| b == 0).skip(1);
+    while let Some(arg) = args.next() {
+        if arg == b"--" || arg == b"-" || arg.first() != Some(&b'-') {
+            return false;
+        }
+        if arg.starts_with(b"--") {
+            if arg == b"--check-hash-based-pycs" {
+                args.next();
+            }
+            continue;
+        }
+        for (i, &opt) in arg.iter().enumerate().skip(1) {
+            match opt {
+                b'c' | b'm' => return false,
+                b'W' | b'X' => {
+                    let inline = arg.get(i + 1..).unwrap_or(&[]);
+                    let value = if inline.is_empty() {
+                        args.next().unwrap_or(&[])
+                    } else {
+                        inline
+                    };
+                    if opt == b'X' && (value == b"dev" || value.starts_with(b"dev=")) {
+                        return true;
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    false
+}
+
+/// Connect to the daemon's socket; `None` when it is not there (no message, no retry).
+fn connect() -> Option<c_int> {
+    // SAFETY: `getauxval` has no preconditions; AT_SECURE is non-zero for setuid/setgid/
+    // file-capability processes, whose environment must not choose where we send.
+    let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
+    let path = match env(SOCKET_ENV) {
+        Some(p) if !secure && !p.is_empty() => p,
+        _ => DEFAULT_SOCKET.to_bytes(),
+    };
+    // SAFETY: an all-zero `sockaddr_un` is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if path.len() >= addr.sun_path.len() {
+        return None;
+    }
+    for (dst, &src) in addr.sun_path.iter_mut().zip(path) {
+        *dst = src as c_char;
+    }
+    // SAFETY: plain socket creation.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `addr` is an initialised `sockaddr_un` and its size is passed with it.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    let Some((dev, ino)) = (rc == 0).then(|| identity(fd)).flatten() else {
+        close(fd);
+        return None;
+    };
+    SOCK_DEV.store(dev, Ordering::Relaxed);
+    SOCK_INO.store(ino, Ordering::Relaxed);
+    Some(fd)
+}
+
+/// Device and inode of an open descriptor.
+fn identity(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: an all-zero `stat` is a valid value for `fstat` to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable `stat`.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev, st.st_ino))
+}
+
+fn close(fd: c_int) {
+    // SAFETY: `fd` is a descriptor this library opened and no longer uses.
+    unsafe { libc::close(fd) };
+}
+
+/// The audit hook (`Py_AuditHookFunction`). Always returns 0 and leaves `errno` and the
+/// interpreter's error state as it found them.
+extern "C" fn hook(event: *const c_char, args: *mut PyObject, _data: *mut c_void) -> c_int {
+    let saved = errno();
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if event.is_null() || args.is_null() || SOCK.load(Ordering::Relaxed) < 0 {
+            return;
+        }
+        // SAFETY: CPython passes the event name as a NUL-terminated string.
+        let name = unsafe { CStr::from_ptr(event) }.to_bytes();
+        let Some(api) = API.get() else { return };
+        // SAFETY: `args` is the event's argument tuple (a live object while the hook runs),
+        // and the GIL (or, free-threaded, the thread state) is held by the caller.
+        unsafe {
+            match name {
+                b"import" => on_import(api, args),
+                b"exec" => on_exec(api, args),
+                _ => {}
+            }
+        }
+    }));
+    set_errno(saved);
+    0
+}
+
+/// The UTF-8 bytes of a `str`, borrowed from the object (valid while it lives); `None` and the
+/// error cleared when it is not a `str` or not encodable.
+///
+/// # Safety
+/// `obj` is a live object and the caller holds the interpreter.
+unsafe fn utf8<'a>(api: &Api, obj: *mut PyObject) -> Option<&'a [u8]> {
+    let mut len: isize = 0;
+    // SAFETY: by the caller's contract; `len` is a valid out-parameter.
+    let p = unsafe { (api.as_utf8_and_size)(obj, &mut len) };
+    if p.is_null() || len < 0 {
+        // SAFETY: clearing the error this call raised; the caller holds the interpreter.
+        unsafe { (api.err_clear)() };
+        return None;
+    }
+    // SAFETY: CPython returns a buffer of `len` bytes cached in the object.
+    Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len as usize) })
+}
+
+/// Argument `i` of the tuple (borrowed), or `None` with the error cleared.
+///
+/// # Safety
+/// `args` is a live tuple and the caller holds the interpreter.
+unsafe fn arg(api: &Api, args: *mut PyObject, i: isize) -> Option<*mut PyObject> {
+    // SAFETY: by the caller's contract.
+    let o = unsafe { (api.tuple_get_item)(args, i) };
+    if o.is_null() {
+        // SAFETY: clearing the IndexError/SystemError just raised.
+        unsafe { (api.err_clear)() };
+        return None;
+    }
+    Some(o)
+}
+
+/// `import`: (module, filename, sys.path, sys.meta_path, sys.path_hooks); reads 0 and 1 only.
+///
+/// # Safety
+/// As for [`arg`].
+unsafe fn on_import(api: &Api, args: *mut PyObject) {
+    // SAFETY: by the caller's contract (for every call in this block).
+    unsafe {
+        let n = (api.tuple_size)(args);
+        if n < 2 {
+            if n < 0 {
+                (api.err_clear)();
+            }
+            return;
+        }
+        let (Some(module), Some(file)) = (arg(api, args, 0), arg(api, args, 1)) else {
+            return;
+        };
+        let Some(module) = utf8(api, module).and_then(|b| std::str::from_utf8(b).ok()) else {
+            return;
+        };
+        if file == api.none {
+            send_message(MessageKind::Import, module, b"");
+        } else if let Some(path) = utf8(api, file) {
+            send_message(MessageKind::ExtensionImport, module, path);
+        }
+    }
+}
+
+/// `exec`: (code_object,); reports `co_filename` when the argument is a code object and the
+/// name an absolute path.
+///
+/// # Safety
+/// As for [`arg`].
+unsafe fn on_exec(api: &Api, args: *mut PyObject) {
+    // SAFETY: by the caller's contract (for every call in this block). `PyObject_Type` returns
+    // a new reference, released at once; only its address is compared. `co_filename` is a
+    // member of the (final) code type: reading it runs no Python code.
+    unsafe {
+        let n = (api.tuple_size)(args);
+        if n < 1 {
+            if n < 0 {
+                (api.err_clear)();
+            }
+            return;
+        }
+        let Some(code) = arg(api, args, 0) else {
+            return;
+        };
+        let ty = (api.object_type)(code);
+        if ty.is_null() {
+            (api.err_clear)();
+            return;
+        }
+        let is_code = ty == api.code_type;
+        (api.dec_ref)(ty);
+        if !is_code {
+            return;
+        }
+        let file = (api.get_attr_string)(code, c"co_filename".as_ptr());
+        if file.is_null() {
+            (api.err_clear)();
+            return;
+        }
+        if let Some(path) = utf8(api, file) {
+            if path.first() == Some(&b'/') {
+                send_message(MessageKind::Exec, "", path);
+            }
+        }
+        (api.dec_ref)(file);
+    }
+}
+
+/// Encode and send one message without blocking; drop and count it when the daemon's queue is
+/// full, stop sending when the connection is gone or the descriptor is no longer ours.
+fn send_message(kind: MessageKind, name: &str, path: &[u8]) {
+    let mut buf = [0u8; MAX_MESSAGE];
+    let Ok(len) = encode(kind, name, path, &mut buf) else {
+        return;
+    };
+    let fd = SOCK.load(Ordering::Acquire);
+    if fd < 0 {
+        return;
+    }
+    let ours = (
+        SOCK_DEV.load(Ordering::Relaxed),
+        SOCK_INO.load(Ordering::Relaxed),
+    );
+    if identity(fd) != Some(ours) {
+        SOCK.store(-1, Ordering::Release);
+        return;
+    }
+    // SAFETY: `buf[..len]` is initialised; the flags make `send` non-blocking and SIGPIPE-free.
+    let r = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            len,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if r < 0 {
+        match errno() {
+            libc::EAGAIN | libc::EINTR | libc::ENOBUFS => {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => SOCK.store(-1, Ordering::Release),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dev_mode_in_args;
+
+    fn dev(args: &[&str]) -> bool {
+        let mut v = Vec::new();
+        for a in args {
+            v.extend_from_slice(a.as_bytes());
+            v.push(0);
+        }
+        dev_mode_in_args(&v)
+    }
+
+    #[test]
+    fn dev_mode_options() {
+        assert!(dev(&["python", "-X", "dev", "-c", "pass"]));
+        assert!(dev(&["python", "-Xdev"]));
+        assert!(dev(&["python", "-I", "-IX", "dev", "x.py"]));
+        assert!(dev(&["python", "-W", "error", "-X", "dev"]));
+        assert!(dev(&[
+            "python",
+            "--check-hash-based-pycs",
+            "always",
+            "-Xdev"
+        ]));
+        assert!(!dev(&["python", "-c", "pass", "-X", "dev"]));
+        assert!(!dev(&["python", "-cX", "dev"]));
+        assert!(!dev(&["python", "x.py", "-X", "dev"]));
+        assert!(!dev(&["python", "-m", "mod", "-Xdev"]));
+        assert!(!dev(&["python", "-W", "-Xdev"]));
+        assert!(!dev(&["python", "-X", "importtime"]));
+        assert!(!dev(&["python", "-X"]));
+        assert!(!dev(&["python"]));
+        assert!(!dev(&[]));
+    }
+}
