@@ -101,7 +101,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use tracer_common::preload::{encode, MessageKind, MAX_MESSAGE};
+use tracer_common::preload::{encode, Message, MessageKind, IMPORT_MAX};
 
 /// Where the daemon listens (`pyusage daemon --preload-socket PATH`).
 pub const DEFAULT_SOCKET: &CStr = c"/run/pyusage/preload.sock";
@@ -567,8 +567,13 @@ unsafe fn on_exec(api: &Api, args: *mut PyObject) {
 /// Encode and send one message without blocking; drop and count it when the daemon's queue is
 /// full, stop sending when the connection is gone or the descriptor is no longer ours.
 fn send_message(kind: MessageKind, name: &str, path: &[u8]) {
-    let mut buf = [0u8; MAX_MESSAGE];
-    let Ok(len) = encode(kind, name, path, &mut buf) else {
+    let mut buf = [0u8; IMPORT_MAX];
+    let m = Message {
+        name,
+        path,
+        ..Message::new(kind)
+    };
+    let Ok(len) = encode(&m, &mut buf) else {
         return;
     };
     let fd = SOCK.load(Ordering::Acquire);

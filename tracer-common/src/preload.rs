@@ -12,41 +12,58 @@
 //! |---|---|---|
 //! | 0 | 1 | `version`, [`VERSION`] |
 //! | 1 | 1 | `kind`, a [`MessageKind`] |
-//! | 2 | 1 | `flags`: [`FLAG_NAME_TRUNCATED`], [`FLAG_PATH_TRUNCATED`]; other bits must be 0 |
+//! | 2 | 1 | `flags`: one `FLAG_*_TRUNCATED` bit per field; other bits must be 0 |
 //! | 3 | 1 | reserved, must be 0 |
 //! | 4 | 2 | `name_len` (`u16`) |
 //! | 6 | 2 | `path_len` (`u16`) |
-//! | 8 | `name_len` | module name, UTF-8 (cut at a character boundary when truncated) |
-//! | 8 + `name_len` | `path_len` | file path, raw bytes (a Linux path need not be UTF-8) |
+//! | 8 | 2 | `args_len` (`u16`) |
+//! | 10 | 2 | `env_len` (`u16`) |
+//! | 12 | … | name (UTF-8), path, args, env: the four fields back to back |
 //!
-//! The datagram is exactly `8 + name_len + path_len` bytes and at most [`MAX_MESSAGE`].
-//! Which fields a kind carries is fixed: [`MessageKind::Import`] a name and no path,
-//! [`MessageKind::ExtensionImport`] both, [`MessageKind::Exec`] a path and no name.
-//! A truncated path names no real file: the daemon should count it, not resolve it.
+//! The datagram is exactly `12 +` the four lengths, and each field is at most its `*_MAX`.
+//! Which fields a kind carries is fixed ([`MessageKind`]); a field it does not carry must be
+//! empty. A truncated path names no real file: the daemon counts it, it does not resolve it.
 //!
 //! # What the format does not carry
 //!
 //! No pid, uid, gid, timestamp or job id. Whatever a message claimed about its sender would be
 //! written by the (untrusted) sender. The daemon takes the sender's identity from the kernel:
-//! with `SO_PASSCRED` set on the listening socket each datagram arrives with
-//! `SCM_CREDENTIALS`, the pid/uid/gid of the process that sent *that* message. (`SO_PEERCRED`
-//! alone is not enough: it is fixed at `connect`, and a child of `fork()` keeps writing on its
-//! parent's connection.) The receive time is the event time: the library never buffers.
+//! with `SO_PASSCRED` set each datagram arrives with `SCM_CREDENTIALS`, the pid/uid/gid of the
+//! process that sent *that* message. (`SO_PEERCRED` alone is not enough: it is fixed at
+//! `connect`, and a child of `fork()` keeps writing on its parent's connection.) The time the
+//! daemon reads a message bounds the event's time from above: the library never buffers.
+//!
+//! The [`MessageKind::Hello`] fields (program, command line, environment) are what an exec
+//! event of the eBPF tracer carries, read by the library at load, before any Python code of the
+//! process ran: the same untrusted input the kernel copies from the process's memory at exec.
 
 /// Version byte of the current format. A daemon rejects other versions (and counts them).
 pub const VERSION: u8 = 1;
-/// Size of the fixed header before the name and path.
-pub const HEADER_LEN: usize = 8;
-/// Largest message, header included. The library never sends more; the daemon can receive into
-/// a buffer of this size and reject anything longer (`MSG_TRUNC`).
-pub const MAX_MESSAGE: usize = 4096;
+/// Size of the fixed header before the fields.
+pub const HEADER_LEN: usize = 12;
 /// Longest module name kept; longer names are cut (real dotted names are far shorter).
 pub const NAME_MAX: usize = 1024;
+/// Longest path kept (Linux `PATH_MAX`).
+pub const PATH_MAX: usize = crate::PATH_MAX;
+/// Longest command line kept, as the eBPF exec event ([`crate::ARGS_MAX`]).
+pub const ARGS_MAX: usize = crate::ARGS_MAX;
+/// Longest environment block kept, as the eBPF exec event ([`crate::ENV_MAX`]).
+pub const ENV_MAX: usize = crate::ENV_MAX;
+/// Largest import message (name and path), the buffer an audit hook needs.
+pub const IMPORT_MAX: usize = HEADER_LEN + NAME_MAX + PATH_MAX;
+/// Largest message of any kind (a [`MessageKind::Hello`] with every field full). The daemon
+/// receives into a buffer of this size and rejects anything longer (`MSG_TRUNC`).
+pub const MAX_MESSAGE: usize = HEADER_LEN + PATH_MAX + ARGS_MAX + ENV_MAX;
 /// `flags` bit: the name was cut to fit.
 pub const FLAG_NAME_TRUNCATED: u8 = 1;
 /// `flags` bit: the path was cut to fit.
 pub const FLAG_PATH_TRUNCATED: u8 = 2;
-const KNOWN_FLAGS: u8 = FLAG_NAME_TRUNCATED | FLAG_PATH_TRUNCATED;
+/// `flags` bit: the command line was cut to fit.
+pub const FLAG_ARGS_TRUNCATED: u8 = 4;
+/// `flags` bit: the environment was cut to fit.
+pub const FLAG_ENV_TRUNCATED: u8 = 8;
+const KNOWN_FLAGS: u8 =
+    FLAG_NAME_TRUNCATED | FLAG_PATH_TRUNCATED | FLAG_ARGS_TRUNCATED | FLAG_ENV_TRUNCATED;
 
 /// What the library observed.
 #[repr(u8)]
@@ -61,6 +78,10 @@ pub enum MessageKind {
     /// The `exec` audit event of a code object whose `co_filename` is an absolute path: a
     /// module body (source or `.pyc`) ran. Carries the source path.
     Exec = 3,
+    /// The first message of a connection, sent by the library's constructor in a Python
+    /// process: the program as executed (`AT_EXECFN`) as the path, the NUL-separated command
+    /// line as args, the NUL-separated environment as env (args and env may be empty).
+    Hello = 4,
 }
 
 impl MessageKind {
@@ -69,6 +90,7 @@ impl MessageKind {
             1 => Some(Self::Import),
             2 => Some(Self::ExtensionImport),
             3 => Some(Self::Exec),
+            4 => Some(Self::Hello),
             _ => None,
         }
     }
@@ -78,23 +100,48 @@ impl MessageKind {
     }
 
     fn has_path(self) -> bool {
-        matches!(self, Self::ExtensionImport | Self::Exec)
+        !matches!(self, Self::Import)
+    }
+
+    fn has_process(self) -> bool {
+        matches!(self, Self::Hello)
     }
 }
 
-/// A decoded message; the slices borrow from the received datagram.
+/// A message; when decoded, the slices borrow from the received datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Message<'a> {
     /// What was observed.
     pub kind: MessageKind,
-    /// Module name (empty for [`MessageKind::Exec`]).
+    /// Module name (empty unless [`MessageKind::Import`] or [`MessageKind::ExtensionImport`]).
     pub name: &'a str,
     /// File path bytes (empty for [`MessageKind::Import`]).
     pub path: &'a [u8],
-    /// The name was cut to [`NAME_MAX`] bytes.
-    pub name_truncated: bool,
-    /// The path was cut to fit [`MAX_MESSAGE`].
-    pub path_truncated: bool,
+    /// Command line, NUL-separated (only [`MessageKind::Hello`]).
+    pub args: &'a [u8],
+    /// Environment, NUL-separated `KEY=value` (only [`MessageKind::Hello`]).
+    pub env: &'a [u8],
+    /// `FLAG_*_TRUNCATED` bits: which fields were cut.
+    pub flags: u8,
+}
+
+impl<'a> Message<'a> {
+    /// A message of `kind` with every field empty.
+    pub fn new(kind: MessageKind) -> Self {
+        Message {
+            kind,
+            name: "",
+            path: &[],
+            args: &[],
+            env: &[],
+            flags: 0,
+        }
+    }
+
+    /// Whether the field of `flag` was cut by the sender.
+    pub fn truncated(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
 }
 
 /// Why a datagram is not a valid message. The daemon counts these and drops the datagram.
@@ -110,7 +157,7 @@ pub enum DecodeError {
     Kind(u8),
     /// Unknown `flags` bits or a non-zero reserved byte.
     Flags,
-    /// `8 + name_len + path_len` differs from the datagram's length.
+    /// The header's lengths differ from the datagram's, or a field is over its maximum.
     Length,
     /// A field the kind requires is empty, or one it forbids is present.
     Shape,
@@ -121,7 +168,8 @@ pub enum DecodeError {
 /// Why [`encode`] wrote nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EncodeError {
-    /// The buffer is shorter than the message (a buffer of [`MAX_MESSAGE`] bytes always fits).
+    /// The buffer is shorter than the message ([`IMPORT_MAX`] fits every import message,
+    /// [`MAX_MESSAGE`] every message).
     Buffer,
     /// A field the kind requires is empty.
     Shape,
@@ -139,17 +187,26 @@ fn cut_str(s: &str, max: usize) -> &str {
     s.get(..end).unwrap_or("")
 }
 
-/// Encode one message into `buf` and return its length. The name is cut to [`NAME_MAX`] and
-/// the path to what fits in [`MAX_MESSAGE`], with the matching flag set; fields the kind does
-/// not carry are ignored. Never panics and never allocates.
-pub fn encode(
-    kind: MessageKind,
-    name: &str,
-    path: &[u8],
-    buf: &mut [u8],
-) -> Result<usize, EncodeError> {
-    let name = if kind.has_name() { name } else { "" };
-    let path = if kind.has_path() { path } else { &[] };
+/// `b` cut to `max` bytes, and whether it was cut.
+fn cut(b: &[u8], max: usize) -> (&[u8], bool) {
+    match b.get(..max) {
+        Some(k) if k.len() < b.len() => (k, true),
+        _ => (b, false),
+    }
+}
+
+/// Encode `m` into `buf` and return its length. Each field is cut to its maximum with its
+/// flag set (the sender's flags are ignored); fields the kind does not carry are dropped.
+/// Never panics and never allocates.
+pub fn encode(m: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    let kind = m.kind;
+    let name = if kind.has_name() { m.name } else { "" };
+    let path = if kind.has_path() { m.path } else { &[] };
+    let (args, env) = if kind.has_process() {
+        (m.args, m.env)
+    } else {
+        (&[][..], &[][..])
+    };
     if (kind.has_name() && name.is_empty()) || (kind.has_path() && path.is_empty()) {
         return Err(EncodeError::Shape);
     }
@@ -158,28 +215,36 @@ pub fn encode(
     if kept_name.len() < name.len() {
         flags |= FLAG_NAME_TRUNCATED;
     }
-    let room = MAX_MESSAGE - HEADER_LEN - kept_name.len();
-    let kept_path = path.get(..room).unwrap_or(path);
-    if kept_path.len() < path.len() {
-        flags |= FLAG_PATH_TRUNCATED;
+    let fields: [(&[u8], u8); 3] = [
+        (path, FLAG_PATH_TRUNCATED),
+        (args, FLAG_ARGS_TRUNCATED),
+        (env, FLAG_ENV_TRUNCATED),
+    ];
+    let maxes = [PATH_MAX, ARGS_MAX, ENV_MAX];
+    let mut kept: [&[u8]; 4] = [kept_name.as_bytes(), &[], &[], &[]];
+    for (i, ((field, flag), max)) in fields.iter().zip(maxes).enumerate() {
+        let (k, was_cut) = cut(field, max);
+        if was_cut {
+            flags |= flag;
+        }
+        kept[i + 1] = k;
     }
-    let total = HEADER_LEN + kept_name.len() + kept_path.len();
+    let total = HEADER_LEN + kept.iter().map(|k| k.len()).sum::<usize>();
     let Some(out) = buf.get_mut(..total) else {
         return Err(EncodeError::Buffer);
     };
-    // Both lengths are at most MAX_MESSAGE (4096), so they fit in a u16.
-    let name_len = kept_name.len() as u16;
-    let path_len = kept_path.len() as u16;
-    let (header, rest) = out.split_at_mut(HEADER_LEN);
+    let (header, mut rest) = out.split_at_mut(HEADER_LEN);
     header[0] = VERSION;
     header[1] = kind as u8;
     header[2] = flags;
     header[3] = 0;
-    header[4..6].copy_from_slice(&name_len.to_le_bytes());
-    header[6..8].copy_from_slice(&path_len.to_le_bytes());
-    let (name_out, path_out) = rest.split_at_mut(kept_name.len());
-    name_out.copy_from_slice(kept_name.as_bytes());
-    path_out.copy_from_slice(kept_path);
+    for (i, k) in kept.iter().enumerate() {
+        // Every field is at most ENV_MAX (32768) bytes, so its length fits in a u16.
+        header[4 + 2 * i..6 + 2 * i].copy_from_slice(&(k.len() as u16).to_le_bytes());
+        let (dst, tail) = rest.split_at_mut(k.len());
+        dst.copy_from_slice(k);
+        rest = tail;
+    }
     Ok(total)
 }
 
@@ -199,101 +264,151 @@ pub fn decode(datagram: &[u8]) -> Result<Message<'_>, DecodeError> {
     if flags & !KNOWN_FLAGS != 0 || header[3] != 0 {
         return Err(DecodeError::Flags);
     }
-    let name_len = usize::from(u16::from_le_bytes([header[4], header[5]]));
-    let path_len = usize::from(u16::from_le_bytes([header[6], header[7]]));
-    if name_len + path_len != body.len() {
+    let len = |i: usize| usize::from(u16::from_le_bytes([header[4 + 2 * i], header[5 + 2 * i]]));
+    let lens = [len(0), len(1), len(2), len(3)];
+    if lens.iter().sum::<usize>() != body.len()
+        || lens[0] > NAME_MAX
+        || lens[1] > PATH_MAX
+        || lens[2] > ARGS_MAX
+        || lens[3] > ENV_MAX
+    {
         return Err(DecodeError::Length);
     }
-    if kind.has_name() != (name_len > 0) || kind.has_path() != (path_len > 0) {
+    if kind.has_name() != (lens[0] > 0)
+        || kind.has_path() != (lens[1] > 0)
+        || (!kind.has_process() && (lens[2] > 0 || lens[3] > 0))
+    {
         return Err(DecodeError::Shape);
     }
-    let (name, path) = body.split_at(name_len);
+    let (name, rest) = body.split_at(lens[0]);
+    let (path, rest) = rest.split_at(lens[1]);
+    let (args, env) = rest.split_at(lens[2]);
     let name = core::str::from_utf8(name).map_err(|_| DecodeError::Utf8)?;
     Ok(Message {
         kind,
         name,
         path,
-        name_truncated: flags & FLAG_NAME_TRUNCATED != 0,
-        path_truncated: flags & FLAG_PATH_TRUNCATED != 0,
+        args,
+        env,
+        flags,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::vec;
 
-    fn roundtrip(kind: MessageKind, name: &str, path: &[u8]) -> ([u8; MAX_MESSAGE], usize) {
+    fn roundtrip(m: Message<'_>) -> ([u8; MAX_MESSAGE], usize) {
         let mut buf = [0u8; MAX_MESSAGE];
-        let n = encode(kind, name, path, &mut buf).unwrap();
+        let n = encode(&m, &mut buf).unwrap();
         (buf, n)
+    }
+
+    fn import(name: &str) -> Message<'_> {
+        Message {
+            name,
+            ..Message::new(MessageKind::Import)
+        }
     }
 
     #[test]
     fn kinds_roundtrip() {
-        let (b, n) = roundtrip(MessageKind::Import, "json", b"");
-        assert_eq!(&b[..n], b"\x01\x01\x00\x00\x04\x00\x00\x00json");
-        let m = decode(&b[..n]).unwrap();
-        assert_eq!(
-            (m.kind, m.name, m.path),
-            (MessageKind::Import, "json", &b""[..])
-        );
+        let (b, n) = roundtrip(import("json"));
+        assert_eq!(&b[..n], b"\x01\x01\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00json");
+        assert_eq!(decode(&b[..n]).unwrap(), import("json"));
 
         let so = b"/usr/lib/python3.11/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so";
-        let (b, n) = roundtrip(MessageKind::ExtensionImport, "_json", so);
-        let m = decode(&b[..n]).unwrap();
-        assert_eq!(
-            (m.kind, m.name, m.path),
-            (MessageKind::ExtensionImport, "_json", &so[..])
-        );
-        assert!(!m.name_truncated && !m.path_truncated);
+        let ext = Message {
+            name: "_json",
+            path: so,
+            ..Message::new(MessageKind::ExtensionImport)
+        };
+        let (b, n) = roundtrip(ext);
+        assert_eq!(decode(&b[..n]).unwrap(), ext);
 
         // Fields a kind does not carry are dropped, not sent.
-        let (b, n) = roundtrip(MessageKind::Exec, "ignored", b"/x/json/__init__.py");
+        let (b, n) = roundtrip(Message {
+            name: "ignored",
+            path: b"/x/json/__init__.py",
+            args: b"python\0x",
+            ..Message::new(MessageKind::Exec)
+        });
         let m = decode(&b[..n]).unwrap();
         assert_eq!(
-            (m.kind, m.name, m.path),
-            (MessageKind::Exec, "", &b"/x/json/__init__.py"[..])
+            (m.kind, m.name, m.path, m.args),
+            (MessageKind::Exec, "", &b"/x/json/__init__.py"[..], &b""[..])
         );
+
+        let hello = Message {
+            path: b"/usr/bin/python3",
+            args: b"python3\0-c\0import json\0",
+            env: b"SLURM_JOB_ID=7\0HOME=/root\0",
+            ..Message::new(MessageKind::Hello)
+        };
+        let (b, n) = roundtrip(hello);
+        assert_eq!(decode(&b[..n]).unwrap(), hello);
+        // A Hello may carry an empty command line and environment (`env -i`, no /proc).
+        let bare = Message {
+            path: b"/p",
+            ..Message::new(MessageKind::Hello)
+        };
+        let (b, n) = roundtrip(bare);
+        assert_eq!(decode(&b[..n]).unwrap(), bare);
     }
 
     #[test]
     fn required_fields() {
         let mut buf = [0u8; 64];
+        for m in [
+            import(""),
+            Message {
+                name: "x",
+                ..Message::new(MessageKind::Exec)
+            },
+            Message {
+                name: "x",
+                ..Message::new(MessageKind::ExtensionImport)
+            },
+            Message::new(MessageKind::Hello),
+        ] {
+            assert_eq!(encode(&m, &mut buf), Err(EncodeError::Shape), "{m:?}");
+        }
+        let long = Message {
+            path: &[b'a'; 100],
+            ..Message::new(MessageKind::Exec)
+        };
+        assert_eq!(encode(&long, &mut buf), Err(EncodeError::Buffer));
+        let h = |k: u8, l: [u16; 4]| {
+            let mut v = vec![1, k, 0, 0];
+            l.iter().for_each(|x| v.extend(x.to_le_bytes()));
+            v.resize(12 + l.iter().map(|&x| x as usize).sum::<usize>(), b'a');
+            v
+        };
+        // A name for Exec, no name for Import, a command line for Import: all rejected.
+        assert_eq!(decode(&h(3, [1, 1, 0, 0])), Err(DecodeError::Shape));
+        assert_eq!(decode(&h(1, [0, 0, 0, 0])), Err(DecodeError::Shape));
+        assert_eq!(decode(&h(1, [1, 0, 1, 0])), Err(DecodeError::Shape));
+        assert_eq!(decode(&h(4, [0, 0, 1, 1])), Err(DecodeError::Shape));
+        assert!(decode(&h(4, [0, 1, 1, 1])).is_ok());
+        // A field over its maximum is rejected even when the lengths add up.
         assert_eq!(
-            encode(MessageKind::Import, "", b"", &mut buf),
-            Err(EncodeError::Shape)
-        );
-        assert_eq!(
-            encode(MessageKind::Exec, "x", b"", &mut buf),
-            Err(EncodeError::Shape)
-        );
-        assert_eq!(
-            encode(MessageKind::ExtensionImport, "x", b"", &mut buf),
-            Err(EncodeError::Shape)
-        );
-        assert_eq!(
-            encode(MessageKind::Exec, "", &[b'a'; 100], &mut buf),
-            Err(EncodeError::Buffer)
-        );
-        // A header with a name for Exec, or no name for Import, is rejected.
-        assert_eq!(
-            decode(b"\x01\x03\x00\x00\x01\x00\x01\x00xy"),
-            Err(DecodeError::Shape)
-        );
-        assert_eq!(
-            decode(b"\x01\x01\x00\x00\x00\x00\x00\x00"),
-            Err(DecodeError::Shape)
+            decode(&h(1, [NAME_MAX as u16 + 1, 0, 0, 0])),
+            Err(DecodeError::Length)
         );
     }
 
     #[test]
     fn truncation_is_bounded_and_flagged() {
         let long_path = [b'p'; 10_000];
-        let (b, n) = roundtrip(MessageKind::Exec, "", &long_path);
-        assert_eq!(n, MAX_MESSAGE);
+        let (b, n) = roundtrip(Message {
+            path: &long_path,
+            ..Message::new(MessageKind::Exec)
+        });
+        assert_eq!(n, HEADER_LEN + PATH_MAX);
         let m = decode(&b[..n]).unwrap();
-        assert!(m.path_truncated && !m.name_truncated);
-        assert_eq!(m.path.len(), MAX_MESSAGE - HEADER_LEN);
+        assert!(m.truncated(FLAG_PATH_TRUNCATED) && !m.truncated(FLAG_NAME_TRUNCATED));
 
         // A name of multi-byte characters is cut at a character boundary.
         let mut name_buf = [0u8; 3 * 600];
@@ -301,21 +416,38 @@ mod tests {
             c.copy_from_slice("€".as_bytes());
         }
         let name = core::str::from_utf8(&name_buf).unwrap();
-        let (b, n) = roundtrip(MessageKind::ExtensionImport, name, &long_path);
-        assert_eq!(n, MAX_MESSAGE);
+        let (b, n) = roundtrip(Message {
+            name,
+            path: &long_path,
+            ..Message::new(MessageKind::ExtensionImport)
+        });
+        assert_eq!(n, IMPORT_MAX - 1);
         let m = decode(&b[..n]).unwrap();
-        assert!(m.name_truncated && m.path_truncated);
+        assert!(m.truncated(FLAG_NAME_TRUNCATED) && m.truncated(FLAG_PATH_TRUNCATED));
         assert_eq!(m.name.len(), 1023);
         assert!(m.name.chars().all(|c| c == '€'));
+
+        // Every field full: the largest message there is.
+        let big = [b'e'; ENV_MAX + 10];
+        let (b, n) = roundtrip(Message {
+            path: &long_path,
+            args: &long_path,
+            env: &big,
+            ..Message::new(MessageKind::Hello)
+        });
+        assert_eq!(n, MAX_MESSAGE);
+        let m = decode(&b[..n]).unwrap();
+        assert_eq!(m.flags, FLAG_PATH_TRUNCATED | FLAG_ARGS_TRUNCATED | FLAG_ENV_TRUNCATED);
+        assert_eq!((m.args.len(), m.env.len()), (ARGS_MAX, ENV_MAX));
     }
 
     #[test]
     fn rejects_malformed_headers() {
-        let (b, n) = roundtrip(MessageKind::Import, "os", b"");
+        let (b, n) = roundtrip(import("os"));
         let good = &b[..n];
-        assert_eq!(decode(&good[..7]), Err(DecodeError::Short));
+        assert_eq!(decode(&good[..HEADER_LEN - 1]), Err(DecodeError::Short));
         assert_eq!(decode(&good[..n - 1]), Err(DecodeError::Length));
-        let mut bad = [0u8; 10];
+        let mut bad = [0u8; HEADER_LEN + 2];
         bad.copy_from_slice(good);
         bad[0] = 2;
         assert_eq!(decode(&bad), Err(DecodeError::Version(2)));
@@ -323,13 +455,13 @@ mod tests {
         bad[1] = 9;
         assert_eq!(decode(&bad), Err(DecodeError::Kind(9)));
         bad[1] = 1;
-        bad[2] = 4;
+        bad[2] = 16;
         assert_eq!(decode(&bad), Err(DecodeError::Flags));
         bad[2] = 0;
         bad[3] = 1;
         assert_eq!(decode(&bad), Err(DecodeError::Flags));
         bad[3] = 0;
-        bad[8] = 0xff;
+        bad[HEADER_LEN] = 0xff;
         assert_eq!(decode(&bad), Err(DecodeError::Utf8));
         assert_eq!(decode(&[0u8; MAX_MESSAGE + 1]), Err(DecodeError::Long));
     }
@@ -340,32 +472,32 @@ mod tests {
     fn decode_total_on_arbitrary_bytes() {
         fn check(d: &[u8]) {
             if let Ok(m) = decode(d) {
-                if m.name.len() > NAME_MAX {
-                    return; // a hostile sender's name: valid, but encode would cut it
-                }
                 let mut buf = [0u8; MAX_MESSAGE];
-                let n = encode(m.kind, m.name, m.path, &mut buf).unwrap();
+                let n = encode(&m, &mut buf).unwrap();
                 // Truncation flags are the sender's claim; the bytes otherwise round-trip.
                 assert_eq!(&buf[4..n], &d[4..]);
                 assert_eq!(&buf[..2], &d[..2]);
             }
         }
-        // Exhaustive: all versions 0..=2, kinds 0..=4, flags 0..=4, reserved 0..=1,
-        // name_len and path_len 0..=3 with bodies of every length 0..=6.
+        // Exhaustive: versions 0..=2, kinds 0..=5, flags {0, 1, 16}, reserved 0..=1, every
+        // field length 0..=2, with bodies of every length 0..=6.
         let mut d = [0u8; HEADER_LEN + 6];
         for v in 0..=2u8 {
-            for k in 0..=4u8 {
-                for f in 0..=4u8 {
+            for k in 0..=5u8 {
+                for f in [0u8, 1, 16] {
                     for r in 0..=1u8 {
-                        for nl in 0..=3u8 {
-                            for pl in 0..=3u8 {
-                                for body in 0..=6usize {
-                                    d[..HEADER_LEN].copy_from_slice(&[v, k, f, r, nl, 0, pl, 0]);
-                                    for (i, x) in d[HEADER_LEN..].iter_mut().enumerate() {
-                                        *x = b'a' + i as u8;
-                                    }
-                                    check(&d[..HEADER_LEN + body]);
+                        for l in 0..81u32 {
+                            let ls = [l % 3, l / 3 % 3, l / 9 % 3, l / 27 % 3];
+                            for body in 0..=6usize {
+                                d[..4].copy_from_slice(&[v, k, f, r]);
+                                for (i, x) in ls.iter().enumerate() {
+                                    d[4 + 2 * i..6 + 2 * i]
+                                        .copy_from_slice(&(*x as u16).to_le_bytes());
                                 }
+                                for (i, x) in d[HEADER_LEN..].iter_mut().enumerate() {
+                                    *x = b'a' + i as u8;
+                                }
+                                check(&d[..HEADER_LEN + body]);
                             }
                         }
                     }
@@ -389,14 +521,16 @@ mod tests {
                 *x = next() as u8;
             }
             if i % 2 == 0 && len >= HEADER_LEN {
-                let body = len - HEADER_LEN;
-                let nl = (next() as usize) % (body + 1);
+                let mut left = len - HEADER_LEN;
                 buf[0] = VERSION;
-                buf[1] = (next() % 4) as u8;
+                buf[1] = (next() % 5) as u8;
                 buf[2] &= KNOWN_FLAGS;
                 buf[3] = 0;
-                buf[4..6].copy_from_slice(&(nl as u16).to_le_bytes());
-                buf[6..8].copy_from_slice(&((body - nl) as u16).to_le_bytes());
+                for f in 0..4 {
+                    let l = if f == 3 { left } else { (next() as usize) % (left + 1) };
+                    left -= l;
+                    buf[4 + 2 * f..6 + 2 * f].copy_from_slice(&(l.min(65535) as u16).to_le_bytes());
+                }
             }
             if decode(&buf[..len]).is_ok() {
                 accepted += 1;
