@@ -176,6 +176,7 @@ impl Synth {
                     record_id: format!("synth-{}-{n}", p.seed),
                     seq: n as u64 + 1,
                     source: Source::Ebpf,
+                    sources: vec![Source::Ebpf],
                     host: format!("nid{:06}", rank),
                     system: Some("synth".into()),
                     subsystem: None,

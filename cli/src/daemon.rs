@@ -62,6 +62,13 @@ pub struct Args {
     /// Size of the kernel's ring buffer of events, MiB (a power of two).
     #[arg(long)]
     kernel_ring_mib: Option<u32>,
+    /// Listen for the preload library (`libpyusage_preload.so`) on this socket (the library's
+    /// default is /run/pyusage/preload.sock).
+    #[arg(long)]
+    preload_socket: Option<PathBuf>,
+    /// Do not attach the eBPF tracer: preload-only mode (needs --preload-socket).
+    #[arg(long)]
+    no_ebpf: bool,
     /// Become this user once attached (keeping only the capabilities reading needs).
     #[arg(long)]
     user: Option<String>,
@@ -112,6 +119,10 @@ impl Args {
         }
         if let Some(v) = self.kernel_ring_mib {
             c.kernel_ring_mib = v;
+        }
+        c.preload_socket = self.preload_socket.or(c.preload_socket);
+        if self.no_ebpf {
+            c.ebpf = false;
         }
         c.user = self.user.or(c.user);
         c.validate()?;

@@ -9,6 +9,8 @@ pub const RECORD_ID: &str = "record_id";
 pub const SEQ: &str = "seq";
 /// `source`.
 pub const SOURCE: &str = "source";
+/// `sources`.
+pub const SOURCES: &str = "sources";
 /// `host`.
 pub const HOST: &str = "host";
 /// `system`.
@@ -87,10 +89,11 @@ pub const N_FILES: &str = "n_files";
 pub const FIRST_SEEN: &str = "first_seen";
 
 /// Every column, in schema order.
-pub const ALL: [&str; 41] = [
+pub const ALL: [&str; 42] = [
     RECORD_ID,
     SEQ,
     SOURCE,
+    SOURCES,
     HOST,
     SYSTEM,
     SUBSYSTEM,

@@ -103,8 +103,15 @@ pub struct Record {
     pub record_id: String,
     /// Per-host sequence number, gap-free; a gap means loss.
     pub seq: u64,
-    /// Which collector saw the import.
+    /// Which collector saw the import: `ebpf` (or `ebpf-seeded`) whenever the kernel saw it,
+    /// else `preload` or `atexit`.
     pub source: Source,
+    /// Every collector that saw this package in this process (`source` first), so that a node
+    /// running the eBPF tracer and the preload library together writes one record per process
+    /// and package, not one per collector. Absent in records written before the field (read
+    /// as `[source]` is meant; an empty list).
+    #[serde(default)]
+    pub sources: Vec<Source>,
     /// Short host name.
     pub host: String,
     /// Cluster name.
@@ -310,6 +317,11 @@ pub fn arrow_schema() -> Arc<Schema> {
         s(RECORD_ID, false),
         Field::new(SEQ, DataType::UInt64, false),
         s(SOURCE, false),
+        Field::new(
+            SOURCES,
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
         s(HOST, false),
         s(SYSTEM, true),
         s(SUBSYSTEM, true),
@@ -361,6 +373,7 @@ impl Record {
             record_id: "0190-x".into(),
             seq: 7,
             source: Source::Ebpf,
+            sources: vec![Source::Ebpf],
             host: "n1".into(),
             system: None,
             subsystem: None,

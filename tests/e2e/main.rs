@@ -7,6 +7,7 @@ mod analyze;
 mod capture;
 mod delivery;
 mod fidelity;
+mod preload;
 mod security;
 mod slurm;
 mod util;

@@ -31,6 +31,38 @@ pub fn venv_python() -> PathBuf {
     fixtures().join("venv/bin/python")
 }
 
+/// The preload library under test (`PYUSAGE_PRELOAD_LIB`, else the release build's).
+pub fn preload_lib() -> PathBuf {
+    let lib = std::env::var_os("PYUSAGE_PRELOAD_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/libpyusage_preload.so")
+        });
+    assert!(
+        lib.exists(),
+        "{} missing: build it (scripts/test.sh does)",
+        lib.display()
+    );
+    lib
+}
+
+/// The library takes its socket from `/etc/pyusage/preload.conf` (root-owned), and honours
+/// `PYUSAGE_PRELOAD_SOCKET` only when that file allows it: the tests need it, each daemon
+/// listening on a socket of its own.
+pub fn ensure_preload_config() {
+    let path = Path::new("/etc/pyusage/preload.conf");
+    let line = "allow_env_override = true";
+    if std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l.trim() == line)) {
+        return;
+    }
+    std::fs::create_dir_all("/etc/pyusage").unwrap();
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, format!("# written by the pyusage tests\n{line}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// Debian's interpreter (static, USDT probes) with Debian's mpi4py.
 pub const DEBIAN_PYTHON: &str = "/usr/bin/python3.11";
 

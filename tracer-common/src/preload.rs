@@ -316,7 +316,10 @@ mod tests {
     #[test]
     fn kinds_roundtrip() {
         let (b, n) = roundtrip(import("json"));
-        assert_eq!(&b[..n], b"\x01\x01\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00json");
+        assert_eq!(
+            &b[..n],
+            b"\x01\x01\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00json"
+        );
         assert_eq!(decode(&b[..n]).unwrap(), import("json"));
 
         let so = b"/usr/lib/python3.11/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so";
@@ -437,7 +440,10 @@ mod tests {
         });
         assert_eq!(n, MAX_MESSAGE);
         let m = decode(&b[..n]).unwrap();
-        assert_eq!(m.flags, FLAG_PATH_TRUNCATED | FLAG_ARGS_TRUNCATED | FLAG_ENV_TRUNCATED);
+        assert_eq!(
+            m.flags,
+            FLAG_PATH_TRUNCATED | FLAG_ARGS_TRUNCATED | FLAG_ENV_TRUNCATED
+        );
         assert_eq!((m.args.len(), m.env.len()), (ARGS_MAX, ENV_MAX));
     }
 
@@ -527,7 +533,11 @@ mod tests {
                 buf[2] &= KNOWN_FLAGS;
                 buf[3] = 0;
                 for f in 0..4 {
-                    let l = if f == 3 { left } else { (next() as usize) % (left + 1) };
+                    let l = if f == 3 {
+                        left
+                    } else {
+                        (next() as usize) % (left + 1)
+                    };
                     left -= l;
                     buf[4 + 2 * f..6 + 2 * f].copy_from_slice(&(l.min(65535) as u16).to_le_bytes());
                 }

@@ -59,6 +59,15 @@ pub struct Config {
     pub syslog: SyslogConfig,
     /// Pseudonymous users, redacted paths, dropped fields (see `SECURITY.md`).
     pub privacy: PrivacyConfig,
+    /// Whether to attach the eBPF tracer (default true). Off, or when attaching fails and a
+    /// preload socket is set, the daemon runs in preload-only mode: imports from the preload
+    /// library, forks/execs/exits from the kernel's process connector.
+    pub ebpf: bool,
+    /// Where the preload library's socket listens (default: none, off). The library connects
+    /// to `/run/pyusage/preload.sock` unless its own configuration file says otherwise.
+    pub preload_socket: Option<PathBuf>,
+    /// Bounds per uid on the preload socket.
+    pub preload_limits: crate::preload::Limits,
     /// The user the daemon becomes once attached (keeping only `CAP_DAC_READ_SEARCH` and
     /// `CAP_SYS_PTRACE`); it is given the data directory. Default: stay root (with every other
     /// capability dropped); the shipped configuration sets `pyusage`.
@@ -85,6 +94,9 @@ impl Default for Config {
             kernel_ring_mib: 16,
             syslog: SyslogConfig::default(),
             privacy: PrivacyConfig::default(),
+            ebpf: true,
+            preload_socket: None,
+            preload_limits: crate::preload::Limits::default(),
             user: None,
         }
     }
@@ -167,6 +179,26 @@ impl Config {
         }
         if !(1024..=1 << 22).contains(&self.kernel_procs) {
             return bad("kernel_procs", "must be between 1024 and 4194304");
+        }
+        if !self.ebpf && self.preload_socket.is_none() {
+            return bad(
+                "ebpf",
+                "without eBPF the preload socket is the only source: set preload_socket",
+            );
+        }
+        if self
+            .preload_socket
+            .as_ref()
+            .is_some_and(|p| p.is_relative())
+        {
+            return bad("preload_socket", "must be an absolute path");
+        }
+        let l = &self.preload_limits;
+        if l.rate == 0 || l.burst == 0 || l.connections == 0 || l.connections_per_uid == 0 {
+            return bad(
+                "preload_limits",
+                "rate, burst and connections must be above 0",
+            );
         }
         if !self.kernel_ring_mib.is_power_of_two() || self.kernel_ring_mib > 1024 {
             return bad("kernel_ring_mib", "must be a power of two, at most 1024");

@@ -18,8 +18,10 @@ use pyusage_record::atomic::PathError;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
+    cnproc::ProcConnector,
     config::{short_hostname, Config},
     loader::{self, CounterReader, LoadError},
+    preload::{Listener, PreloadError},
     privacy::{Privacy, PrivacyError},
     privileges::PrivilegeError,
     processor::{Msg, Observed, Processor},
@@ -85,6 +87,9 @@ pub enum DaemonError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The preload socket or the process connector could not be set up.
+    #[error("the preload socket")]
+    Preload(#[from] PreloadError),
     /// The runtime, a thread, a signal handler or the ring buffer's descriptor.
     #[error("{what}")]
     Io {
@@ -193,17 +198,7 @@ async fn serve(
     sinks: Vec<Box<dyn Sink>>,
     stop_sinks: Arc<AtomicBool>,
 ) -> Result<(), DaemonError> {
-    let loader::Tracer {
-        ebpf,
-        events,
-        counters,
-        epoch,
-    } = attach(&cfg, daemon_user, &mut processor)?;
-    let kernel = CounterReader::new(counters);
-    // SAFETY: the ring buffer owns its map fd for as long as it lives and `as_raw_fd`
-    // always returns that fd; the AsyncFd owns the ring buffer.
-    let mut fd = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-        .map_err(|e| io("registering the ring buffer's descriptor")(e.into()))?;
+    let (tracer, listener) = attach(&cfg, daemon_user, &mut processor)?;
     let (tx, rx) = mpsc::sync_channel(source::QUEUE_BATCHES);
     let sink_threads = sinks
         .into_iter()
@@ -214,34 +209,41 @@ async fn serve(
                 .map_err(io("starting a sink thread"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // A status exists before anyone is told the daemon is ready.
+    processor.set_collectors(tracer.is_some(), listener.is_some());
     processor.write_status();
     let worker = std::thread::Builder::new()
         .name("processor".into())
         .spawn(move || processor.run(rx))
         .map_err(io("starting the processor thread"))?;
-    signal_ready(ready_file.as_deref())?;
-    tracing::info!(data_dir = %cfg.data_dir.display(), "attached; recording Python imports");
-
-    let mut src = Source::new(epoch);
-    let observe = |src: &Source| {
-        Msg::Observed(Observed {
-            counters: kernel.read(),
-            undecodable: src.undecodable,
-            queue_full: src.queue_full,
-            programs: loader::program_stats(&ebpf),
+    let stop_preload = Arc::new(AtomicBool::new(false));
+    let preload_thread = listener
+        .map(|l| {
+            let (tx, stop) = (tx.clone(), stop_preload.clone());
+            std::thread::Builder::new()
+                .name("preload".into())
+                .spawn(move || l.run(tx, stop))
+                .map_err(io("starting the preload thread"))
         })
-    };
-    event_loop(&mut src, &mut fd, &tx, observe).await?;
-    drain_at_exit(&mut src, fd.get_mut(), &tx);
-    let _ = tx.send(observe(&src));
+        .transpose()?;
+    signal_ready(ready_file.as_deref())?;
+    match tracer {
+        Some(tracer) => {
+            tracing::info!(data_dir = %cfg.data_dir.display(), "attached; recording Python imports");
+            run_ebpf(tracer, &tx).await?;
+        }
+        None => {
+            tracing::info!(data_dir = %cfg.data_dir.display(), "preload-only mode; recording Python imports");
+            wait_for_signal().await?;
+        }
+    }
+    stop_preload.store(true, Ordering::Release);
+    if let Some(t) = preload_thread {
+        t.join().map_err(|_| DaemonError::Panicked("preload"))?;
+    }
     let _ = tx.send(Msg::Shutdown);
-    drop(ebpf);
     let mut processor = worker
         .join()
         .map_err(|_| DaemonError::Panicked("processor"))?;
-    // The spool is complete: let the sinks deliver what they can, briefly, then stop; the
-    // last status says how far they got.
     stop_sinks.store(true, Ordering::Release);
     for t in sink_threads {
         t.join().map_err(|_| DaemonError::Panicked("sink"))?;
@@ -251,28 +253,92 @@ async fn serve(
     Ok(())
 }
 
-/// Loads and attaches the programs, drops privileges, and seeds the tables with the Python
-/// processes already running.
+/// Reads the ring buffer until a signal, then drains what is left of it.
+async fn run_ebpf(tracer: loader::Tracer, tx: &SyncSender<Msg>) -> Result<(), DaemonError> {
+    let loader::Tracer {
+        ebpf,
+        events,
+        counters,
+        epoch,
+    } = tracer;
+    let kernel = CounterReader::new(counters);
+    // SAFETY: `events` (the ring buffer map) owns its descriptor and lives as long as `fd`.
+    let mut fd = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+        .map_err(|e| io("registering the ring buffer's descriptor")(e.into()))?;
+    let mut src = Source::new(epoch);
+    let observe = |src: &Source| {
+        Msg::Observed(Observed {
+            counters: kernel.read(),
+            undecodable: src.undecodable,
+            queue_full: src.queue_full,
+            programs: loader::program_stats(&ebpf),
+        })
+    };
+    event_loop(&mut src, &mut fd, tx, observe).await?;
+    drain_at_exit(&mut src, fd.get_mut(), tx);
+    let _ = tx.send(observe(&src));
+    drop(ebpf);
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT (preload-only mode: the preload thread does the reading).
+async fn wait_for_signal() -> Result<(), DaemonError> {
+    let signal =
+        |kind| tokio::signal::unix::signal(kind).map_err(io("installing a signal handler"));
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// Attaches what captures imports, with the privileges that needs, then drops them: the eBPF
+/// tracer (unless `ebpf = false`), and the preload socket when configured. Without eBPF, by
+/// choice or because attaching failed while a preload socket is set (said in one log line),
+/// the process connector supplies forks, execs and exits.
 fn attach(
     cfg: &Config,
     daemon_user: Option<(u32, u32)>,
     processor: &mut Processor,
-) -> Result<loader::Tracer, DaemonError> {
-    let mut tracer = loader::attach(
-        &cfg.tracefs,
-        std::process::id(),
-        loader::MapSizes {
-            procs: cfg.kernel_procs,
-            ring_bytes: cfg.kernel_ring_mib << 20,
-        },
-    )
-    .map_err(DaemonError::Attach)?;
-    // Attached: drop every privilege but what reading users' files and /proc needs, and
-    // become the daemon's user, before any other thread exists (capabilities are per
-    // thread, and a user switch must be followed by every thread).
+) -> Result<(Option<loader::Tracer>, Option<Listener>), DaemonError> {
+    let tracer = if cfg.ebpf {
+        match loader::attach(
+            &cfg.tracefs,
+            std::process::id(),
+            loader::MapSizes {
+                procs: cfg.kernel_procs,
+                ring_bytes: cfg.kernel_ring_mib << 20,
+            },
+        ) {
+            Ok(t) => Some(t),
+            Err(e) if cfg.preload_socket.is_some() => {
+                tracing::error!(
+                    "cannot attach the eBPF tracer ({}); running in preload-only mode",
+                    pyusage_record::error_line(&e)
+                );
+                None
+            }
+            Err(e) => return Err(DaemonError::Attach(e)),
+        }
+    } else {
+        None
+    };
+    let listener = match &cfg.preload_socket {
+        Some(path) => {
+            let connector = match tracer {
+                Some(_) => None,
+                None => Some(ProcConnector::open().map_err(PreloadError::Connector)?),
+            };
+            Some(Listener::bind(path, cfg.preload_limits, connector)?)
+        }
+        None => None,
+    };
     crate::privileges::drop_after_attach(daemon_user)?;
-    // Python processes already running: tracked from now on, with what /proc shows of
-    // their imports so far.
+    let Some(mut tracer) = tracer else {
+        return Ok((None, listener));
+    };
     let seeded = crate::seed::scan(std::process::id());
     loader::track_python(&mut tracer.ebpf, seeded.iter().map(|s| s.info.tgid))
         .map_err(DaemonError::Track)?;
@@ -283,11 +349,9 @@ fn attach(
         );
     }
     seeded.into_iter().for_each(|s| processor.seed(s));
-    Ok(tracer)
+    Ok((Some(tracer), listener))
 }
 
-/// Drains the ring buffer when it is readable (and on a timer, for wake-ups coalesced by the
-/// kernel), and sends the kernel's counters every 500 ms, until SIGTERM or SIGINT.
 async fn event_loop(
     src: &mut Source,
     fd: &mut AsyncFd<RingBuf<MapData>>,

@@ -9,6 +9,7 @@
 
 pub mod attribution;
 pub mod btf;
+pub mod cnproc;
 pub mod config;
 pub mod daemon;
 pub mod elf;
@@ -16,6 +17,7 @@ pub mod elf;
 mod fuzz;
 pub mod imports;
 pub mod loader;
+pub mod preload;
 pub mod privacy;
 pub mod privileges;
 pub mod processor;

@@ -13,6 +13,7 @@ use tracer_common::user::Event;
 
 use crate::{
     config::Config,
+    preload::{PreloadCounters, PreloadMsg},
     privacy::Privacy,
     proctable::{Finished, ProcFs, ProcTable},
     ranks::Ranks,
@@ -29,8 +30,12 @@ const COMMIT_RECORDS: usize = 4096;
 
 /// Messages from the event loop to the processor thread.
 pub enum Msg {
-    /// Kernel events, in ring-buffer order.
+    /// Kernel events, in ring-buffer order (or from the process connector).
     Events(Vec<Event>),
+    /// Messages of the preload library, in the order read.
+    Preload(Vec<PreloadMsg>),
+    /// The preload socket's counters.
+    PreloadCounters(PreloadCounters),
     /// What the event loop last read of the kernel side and of itself.
     Observed(Observed),
     /// Flush everything and stop.
@@ -104,6 +109,15 @@ impl Processor {
             privacy,
             cfg,
         }
+    }
+
+    /// Says in `status.json` which collectors capture imports.
+    pub fn set_collectors(&mut self, ebpf: bool, preload: bool) {
+        self.status.collectors = [(ebpf, "ebpf"), (preload, "preload")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| (*n).to_owned())
+            .collect();
     }
 
     /// Adds a process that was running before the daemon started.
@@ -286,6 +300,8 @@ impl Processor {
                     while let Ok(m) = rx.try_recv() {
                         match m {
                             Msg::Events(evs) => self.handle(evs, &facts),
+                            Msg::Preload(ms) => self.handle_preload(ms, &facts),
+                            Msg::PreloadCounters(c) => self.status.preload = Some(c),
                             Msg::Observed(o) => self.observed(o),
                             Msg::Shutdown => return self.shutdown(),
                         }
@@ -297,6 +313,13 @@ impl Processor {
                         self.commit();
                     }
                 }
+                Ok(Msg::Preload(ms)) => {
+                    self.handle_preload(ms, &facts);
+                    if self.pending.len() >= COMMIT_RECORDS {
+                        self.commit();
+                    }
+                }
+                Ok(Msg::PreloadCounters(c)) => self.status.preload = Some(c),
                 Ok(Msg::Observed(o)) => self.observed(o),
                 Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return self.shutdown(),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -315,6 +338,14 @@ impl Processor {
             }
         }
         self.table.verify(now_us(), facts);
+    }
+
+    fn handle_preload(&mut self, ms: Vec<PreloadMsg>, facts: &ProcFs) {
+        for m in ms {
+            if let Some(f) = self.table.preload(m, facts) {
+                self.add(f);
+            }
+        }
     }
 
     fn observed(&mut self, o: Observed) {

@@ -33,6 +33,7 @@ use crate::{
 mod facts;
 mod lifecycle;
 mod opens;
+mod preload;
 mod upkeep;
 
 pub use facts::{ProcFacts, ProcFs};
@@ -65,6 +66,9 @@ pub struct Fidelity {
     /// Processes whose environment named another Slurm job than their cgroup: the cgroup's job
     /// was recorded and the environment's job variables dropped.
     pub job_env_rejected: u64,
+    /// Messages of the preload library for a process that had already ended (the kernel's
+    /// exit was handled first): not used.
+    pub preload_late: u64,
     /// Opens whose file, as the kernel resolved it, is not at the path the process passed
     /// (a symbolic link on the way, a chroot, or a buffer rewritten during the open): the
     /// kernel's path is the one recorded.
@@ -81,10 +85,33 @@ pub struct PackageSeen {
     pub resolved: Resolved,
     /// First module file opened.
     pub first_path: String,
-    /// Module files opened.
+    /// Module files the kernel saw opened (eBPF).
     pub n_files: u32,
+    /// Module files the preload library reported imported.
+    pub n_preload: u32,
     /// Wall-clock µs of the first open.
     pub first_seen: i64,
+}
+
+/// Which collector saw an import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The eBPF tracer (an open with the import system's signature, or a mapping).
+    Kernel,
+    /// The preload library (a module body run, an extension module loaded).
+    Preload,
+}
+
+impl PackageSeen {
+    /// One more module file of the package, seen by `by` at `at`. Each collector counts its
+    /// own files: with both, the record takes the larger count, not the sum.
+    fn count(&mut self, by: Seen, at: i64) {
+        match by {
+            Seen::Kernel => self.n_files += 1,
+            Seen::Preload => self.n_preload += 1,
+        }
+        self.first_seen = self.first_seen.min(at);
+    }
 }
 
 /// A live Python process.
@@ -124,6 +151,14 @@ pub struct Process {
     pub packages: Vec<PackageSeen>,
     /// Seeded from `/proc` at daemon start rather than seen starting.
     pub seeded: bool,
+    /// The preload library reported this process.
+    pub preload_seen: bool,
+    /// Created from the preload library's `Hello` (boot-clock ns when it was read), and not
+    /// (yet) from an exec event: an exec event of the kernel up to this time is this image's.
+    hello_at: Option<u64>,
+    /// Created from a message of a fork child on its parent's connection, before the fork
+    /// event: the fork event, when it comes, keeps it.
+    forked_by_preload: bool,
     /// Known to be an interpreter. A process promoted for opening `libpython` is not, until it
     /// maps it executable (the descriptor is `libpython_fd`) or `/proc` shows it: one that only
     /// read the library (`cat`) ends without records.
@@ -241,6 +276,9 @@ pub struct ProcTable {
     /// Add to boot-clock ns / 1000 to get wall-clock µs.
     boot_to_wall_us: i64,
     host_mnt_ns: u32,
+    /// Processes that ended on an exit event, with when (wall µs), for a while: a preload
+    /// `Hello` read after its process's exit must not start it again.
+    recent_ends: HashMap<u32, i64>,
 }
 
 impl ProcTable {
@@ -258,6 +296,7 @@ impl ProcTable {
             fidelity: Fidelity::default(),
             boot_to_wall_us,
             host_mnt_ns,
+            recent_ends: HashMap::new(),
         }
     }
 
@@ -303,7 +342,11 @@ impl ProcTable {
                 ktime_ns,
             } => {
                 let at = self.wall(ktime_ns);
-                self.finish(tgid, Ending::from_exit_code(exit_code), at)
+                let f = self.finish(tgid, Ending::from_exit_code(exit_code), at);
+                if f.is_some() {
+                    self.ended(tgid, at);
+                }
+                f
             }
             Event::Open(o) => {
                 self.open(o, facts);

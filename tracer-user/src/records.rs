@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use nix::unistd::{Group, Uid, User};
 use pyusage_record::{Exit, Record, Source};
 
-use crate::proctable::{Ending, Finished};
+use crate::proctable::{Ending, Finished, PackageSeen, Process};
 
 /// Facts about this node, from configuration.
 #[derive(Debug, Clone)]
@@ -65,6 +65,22 @@ pub fn signal_name(sig: i32) -> String {
         .unwrap_or_else(|_| format!("SIG{sig}"))
 }
 
+/// Which collectors saw package `s` in process `p`, the kernel first.
+fn sources(p: &Process, s: &PackageSeen) -> Vec<Source> {
+    let mut v = Vec::with_capacity(2);
+    if s.n_files > 0 || s.n_preload == 0 {
+        v.push(if p.seeded {
+            Source::EbpfSeeded
+        } else {
+            Source::Ebpf
+        });
+    }
+    if s.n_preload > 0 {
+        v.push(Source::Preload);
+    }
+    v
+}
+
 /// Records for one process; `seq` and `record_id` are assigned by the spool.
 pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
     let p = &f.process;
@@ -81,11 +97,8 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
         .map(|s| Record {
             record_id: String::new(),
             seq: 0,
-            source: if p.seeded {
-                Source::EbpfSeeded
-            } else {
-                Source::Ebpf
-            },
+            source: sources(p, s)[0],
+            sources: sources(p, s),
             host: node.host.clone(),
             system: node.system.clone().or_else(|| a.cluster.clone()),
             subsystem: node.subsystem.clone(),
@@ -126,7 +139,7 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
             env_kind: s.resolved.env_kind,
             env_prefix: s.resolved.env_prefix.clone(),
             first_path: s.first_path.clone(),
-            n_files: s.n_files,
+            n_files: s.n_files.max(s.n_preload),
             first_seen: s.first_seen,
         })
         .collect()

@@ -55,6 +55,12 @@ pub struct Status {
     /// Module opens seen and not recorded, by reason (reads, compilation, …).
     #[serde(default)]
     pub fidelity: crate::proctable::Fidelity,
+    /// What captures imports: `ebpf`, `preload`, or both.
+    #[serde(default)]
+    pub collectors: Vec<String>,
+    /// The preload socket's counters, when it listens.
+    #[serde(default)]
+    pub preload: Option<crate::preload::PreloadCounters>,
 }
 
 /// Bytes in the spool's segments.

@@ -24,6 +24,11 @@ pub trait ProcFacts {
     /// Whether a live process is a CPython interpreter (its program or a mapped `libpython`
     /// exports `Py_Initialize`); `None` when it can no longer be read (it exited).
     fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool>;
+    /// Parent pid and mount-namespace inode of a live process: what an exec event carries and
+    /// a preload `Hello` does not (the kernel's word, not the sender's).
+    fn parent_and_mnt_ns(&self, _pid: u32) -> Option<(u32, u32)> {
+        None
+    }
 }
 
 /// Reads facts from `/proc`.
@@ -58,5 +63,19 @@ impl ProcFacts for ProcFs {
     }
     fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool> {
         crate::elf::is_interpreter(Path::new(&format!("/proc/{pid}")), elf)
+    }
+    fn parent_and_mnt_ns(&self, pid: u32) -> Option<(u32, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the parenthesised command (which may hold spaces and parentheses): state, ppid.
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+        if matches!(fields.next(), Some("Z" | "X")) {
+            return None; // exited, not yet reaped
+        }
+        let ppid = fields.next()?.parse().ok()?;
+        let ns = std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+            .map(|m| m.ino() as u32)
+            .unwrap_or(0);
+        Some((ppid, ns))
     }
 }

@@ -28,6 +28,16 @@ impl ProcTable {
     pub(super) fn exec(&mut self, info: ExecInfo, facts: &dyn ProcFacts) -> Option<Finished> {
         let tgid = info.tgid;
         let at = self.wall(info.ktime_ns);
+        if self
+            .procs
+            .get(&tgid)
+            .and_then(|p| p.hello_at)
+            .is_some_and(|h| h >= info.ktime_ns)
+        {
+            // The preload library's Hello of this very image was read first.
+            self.adopt(info, facts);
+            return None;
+        }
         let prev = self.finish(tgid, Ending::Unknown, at);
         let by_libpython = info.flags & tracer_common::EXEC_FLAG_LIBPYTHON != 0;
         if !by_libpython && facts.is_interpreter(tgid, &mut self.shared.elf) == Some(false) {
@@ -52,6 +62,16 @@ impl ProcTable {
     /// (its tree's root) until the new image shows it is Python or the pid is reaped.
     pub(super) fn exec_other(&mut self, tgid: u32, ktime_ns: u64) -> Option<Finished> {
         let at = self.wall(ktime_ns);
+        if self
+            .procs
+            .get(&tgid)
+            .and_then(|p| p.hello_at)
+            .is_some_and(|h| ktime_ns <= h)
+        {
+            // The exec that started an image whose Hello was read first (the process
+            // connector reports every exec, the interpreter's own too).
+            return None;
+        }
         let f = self.finish(tgid, Ending::Unknown, at);
         if let Some(f) = &f {
             self.replaced.insert(tgid, f.process.root_pid);
@@ -64,6 +84,13 @@ impl ProcTable {
     pub(super) fn fork(&mut self, parent: u32, child: u32, ktime_ns: u64) -> Option<Finished> {
         let start = self.wall(ktime_ns);
         let at = start;
+        if let Some(c) = self.procs.get_mut(&child) {
+            if c.forked_by_preload && c.ppid == parent {
+                // Its own messages came before the fork event: it is this fork's child.
+                c.forked_by_preload = false;
+                return None;
+            }
+        }
         let stale = self.finish(child, Ending::Unknown, at);
         if let Some(pp) = self.procs.get(&parent) {
             let mut p = pp.clone();
@@ -132,6 +159,9 @@ impl ProcTable {
             blas: None,
             packages: Vec::new(),
             seeded: !info.promoted,
+            preload_seen: false,
+            hello_at: None,
+            forked_by_preload: false,
             verified: info.flags & tracer_common::EXEC_FLAG_LIBPYTHON == 0,
             libpython_fd: None,
             view,
@@ -184,7 +214,13 @@ impl ProcTable {
             if process.compiling && process.compiles(&file) {
                 self.fidelity.compile_ambiguous += 1;
             } else {
-                Self::import(&mut self.shared, &mut process, &file, at);
+                Self::import(
+                    &mut self.shared,
+                    &mut process,
+                    &file,
+                    at,
+                    super::Seen::Kernel,
+                );
             }
         }
         self.settle(&process);

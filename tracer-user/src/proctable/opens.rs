@@ -13,7 +13,7 @@ use std::{
 use tracer_common::user::OpenInfo;
 
 use super::{
-    in_package, without_dots, Fidelity, PackageSeen, ProcFacts, ProcTable, Process, Shared,
+    in_package, without_dots, Fidelity, PackageSeen, ProcFacts, ProcTable, Process, Seen, Shared,
 };
 use crate::{
     imports::{self, Step},
@@ -69,7 +69,7 @@ impl ProcTable {
                 // `zipimport` opens the archive to read its directory, then again for every
                 // module it loads: a second open is the first import from it.
                 if *n == 2 {
-                    Self::import(&mut self.shared, p, &path, at);
+                    Self::import(&mut self.shared, p, &path, at, Seen::Kernel);
                 }
                 return;
             }
@@ -113,7 +113,7 @@ impl ProcTable {
                 Step::Import(file) if p.compiling && p.compiles(&file) => {
                     fidelity.compile_ambiguous += 1;
                 }
-                Step::Import(file) => Self::import(shared, p, &file, at),
+                Step::Import(file) => Self::import(shared, p, &file, at, Seen::Kernel),
                 Step::Read => fidelity.reads_not_imports += 1,
                 Step::Compiled => fidelity.compiled_not_imported += 1,
             }
@@ -131,12 +131,12 @@ impl ProcTable {
             return;
         }
         if let Some((path, opened)) = p.pending_so.remove(&fd) {
-            Self::import(&mut self.shared, p, &path, opened.min(at));
+            Self::import(&mut self.shared, p, &path, opened.min(at), Seen::Kernel);
         }
     }
 
-    /// Records one imported module file of a process.
-    pub(super) fn import(ctx: &mut Shared, p: &mut Process, file: &Path, at: i64) {
+    /// Records one imported module file of a process, as seen by `by`.
+    pub(super) fn import(ctx: &mut Shared, p: &mut Process, file: &Path, at: i64, by: Seen) {
         let Shared { resolver, elf } = ctx;
         // Bytecode under a PYTHONPYCACHEPREFIX is placed where its source is.
         let source = p.view.pycache_prefix.as_deref().and_then(|pre| {
@@ -150,7 +150,7 @@ impl ProcTable {
         }
         let module_dir = imports::module_dir(path);
         if let Some(&i) = module_dir.and_then(|d| p.dirs.get(d.as_os_str())) {
-            p.packages[i].n_files += 1;
+            p.packages[i].count(by, at);
             return;
         }
         let (class, unplaced) = match classify(path, &p.view) {
@@ -182,7 +182,7 @@ impl ProcTable {
             }
         };
         if let Some(&i) = p.index.get(&loc.package) {
-            p.packages[i].n_files += 1;
+            p.packages[i].count(by, at);
             cache_dir(p, i);
             return;
         }
@@ -205,12 +205,15 @@ impl ProcTable {
         let i = p.packages.len();
         cache_dir(p, i);
         p.index.insert(loc.package.clone(), i);
-        p.packages.push(PackageSeen {
+        let mut seen = PackageSeen {
             resolved,
             first_path: file.to_string_lossy().into_owned(),
-            n_files: 1,
+            n_files: 0,
+            n_preload: 0,
             first_seen: at,
-        });
+        };
+        seen.count(by, at);
+        p.packages.push(seen);
     }
 }
 

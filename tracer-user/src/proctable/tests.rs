@@ -21,6 +21,10 @@ impl ProcFacts for NoFacts {
         // pid 666 is `cat` reading a Python tree.
         Some(pid != 666)
     }
+    fn parent_and_mnt_ns(&self, pid: u32) -> Option<(u32, u32)> {
+        // pid 999 has exited; the others are children of pid 1, in the host's namespace.
+        (pid != 999).then_some((1, 1))
+    }
 }
 
 fn exec(tgid: u32, ppid: u32, file: &str, args: &str, env: &str, t: u64) -> Event {
@@ -548,4 +552,216 @@ fn in_package_is_the_package_directory_or_below_it() {
         Path::new("/s/"),
         "p"
     ));
+}
+
+mod preload {
+    //! The preload library's messages, alone and together with the kernel's events.
+    use super::*;
+    use crate::preload::{Body, PreloadMsg};
+    use pyusage_record::Source;
+
+    fn hello(pid: u32, t: u64) -> PreloadMsg {
+        PreloadMsg {
+            pid,
+            uid: 1000,
+            gid: 1000,
+            conn_pid: pid,
+            ktime_ns: t,
+            body: Body::Hello {
+                program: b"/v/bin/tool".to_vec(),
+                args: b"/v/bin/python\0/v/bin/tool\0-x".to_vec(),
+                env: b"SLURM_JOB_ID=77\0SLURM_PROCID=3".to_vec(),
+            },
+        }
+    }
+
+    fn module(pid: u32, conn_pid: u32, path: &str, t: u64) -> PreloadMsg {
+        PreloadMsg {
+            pid,
+            uid: 1000,
+            gid: 1000,
+            conn_pid,
+            ktime_ns: t,
+            body: Body::Module(path.as_bytes().to_vec()),
+        }
+    }
+
+    fn sources(f: &Finished) -> Vec<Vec<Source>> {
+        let node = crate::records::Node {
+            host: "h".into(),
+            system: None,
+            subsystem: None,
+            is_compute: false,
+            staff_group: None,
+        };
+        let mut users = crate::records::Users::new(None);
+        crate::records::build(f, &node, &mut users)
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r.source, r.sources[0]);
+                r.sources
+            })
+            .collect()
+    }
+
+    #[test]
+    fn preload_only_process_is_built_from_its_hello() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        assert!(t.preload(hello(10, 1_000), &f).is_none());
+        assert!(t.preload(module(10, 10, NP, 2_000), &f).is_none());
+        assert!(t.preload(module(10, 10, NP2, 3_000), &f).is_none());
+        // The interpreter's own exec, reported by the process connector after the Hello.
+        assert!(t
+            .handle(
+                Event::ExecOther {
+                    tgid: 10,
+                    ktime_ns: 500
+                },
+                &f
+            )
+            .is_none());
+        let done = t
+            .handle(
+                Event::Exit {
+                    tgid: 10,
+                    exit_code: 9,
+                    ktime_ns: 9_000,
+                },
+                &f,
+            )
+            .expect("tracked from its Hello");
+        assert_eq!(done.ending, Ending::Signaled(9));
+        assert_eq!(names(&done), ["numpy"]);
+        let p = &done.process;
+        assert_eq!(p.packages[0].n_preload, 2);
+        assert_eq!(p.packages[0].n_files, 0);
+        // `#!` script: the interpreter from argv[0], the script as main.
+        assert_eq!(p.executable, "/v/bin/python");
+        assert_eq!(p.main.as_deref(), Some("/v/bin/tool"));
+        assert_eq!(p.attribution.job_id.as_deref(), Some("77"));
+        assert_eq!(p.attribution.rank, Some(3));
+        assert_eq!(sources(&done), [vec![Source::Preload]]);
+    }
+
+    #[test]
+    fn a_later_exec_ends_a_preload_only_process() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        t.preload(hello(10, 1_000), &f);
+        t.preload(module(10, 10, NP, 2_000), &f);
+        let done = t
+            .handle(
+                Event::ExecOther {
+                    tgid: 10,
+                    ktime_ns: 5_000,
+                },
+                &f,
+            )
+            .expect("exec of another program ends it");
+        assert_eq!(done.ending, Ending::Unknown);
+    }
+
+    #[test]
+    fn hello_read_before_the_exec_event_is_adopted_once() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        // The socket is read at once, the ring buffer later: Hello and a module first.
+        t.preload(hello(10, 1_500), &f);
+        t.preload(module(10, 10, NP, 1_600), &f);
+        let e = exec(10, 1, "/v/bin/python", "python -c x", "", 1_000);
+        assert!(t.handle(e, &f).is_none(), "adopted, not ended");
+        imp(&mut t, 10, NP, 1_700, &f);
+        imp(&mut t, 10, NP2, 1_800, &f);
+        let done = exit(&mut t, 10, &f);
+        assert_eq!(names(&done), ["numpy"]);
+        let s = &done.process.packages[0];
+        assert_eq!((s.n_files, s.n_preload), (2, 1));
+        assert_eq!(
+            done.process.executable, "/v/bin/python",
+            "the kernel's account"
+        );
+        assert_eq!(sources(&done), [vec![Source::Ebpf, Source::Preload]]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn hello_after_the_exec_event_marks_the_kernels_process() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        t.handle(exec(10, 1, "/v/bin/python", "python -c x", "", 1_000), &f);
+        assert!(t.preload(hello(10, 1_500), &f).is_none());
+        t.preload(module(10, 10, NP, 1_600), &f);
+        imp(&mut t, 10, NP, 1_700, &f);
+        // A package only the library saw (the kernel's events for it were lost).
+        t.preload(
+            module(
+                10,
+                10,
+                "/v/lib/python3.11/site-packages/yaml/__init__.py",
+                1_800,
+            ),
+            &f,
+        );
+        let done = exit(&mut t, 10, &f);
+        assert_eq!(names(&done), ["numpy", "yaml"]);
+        assert_eq!(
+            sources(&done),
+            [vec![Source::Ebpf, Source::Preload], vec![Source::Preload]]
+        );
+    }
+
+    #[test]
+    fn a_new_image_under_the_pid_after_a_hello_is_a_new_process() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        t.preload(hello(10, 1_000), &f);
+        t.preload(module(10, 10, NP, 1_100), &f);
+        // Python exec'd Python: the kernel's exec comes after the first Hello…
+        let first = t
+            .handle(exec(10, 1, "/v/bin/python", "python b.py", "", 2_000), &f)
+            .expect("the first image ended");
+        assert_eq!(names(&first), ["numpy"]);
+        // …and a second Hello of the new image, read after it, only marks it.
+        assert!(t.preload(hello(10, 2_500), &f).is_none());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn fork_child_on_the_parents_connection_before_the_fork_event() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        t.preload(hello(10, 1_000), &f);
+        t.preload(module(10, 10, NP, 1_100), &f);
+        // The child (pid 11) writes on the inherited connection before its fork event; the
+        // facts name pid 1 as its parent, which is not tabled, so the connection's is used.
+        t.preload(
+            module(
+                11,
+                10,
+                "/v/lib/python3.11/site-packages/yaml/__init__.py",
+                1_300,
+            ),
+            &f,
+        );
+        let fork = Event::Fork {
+            parent: 10,
+            child: 11,
+            ktime_ns: 1_200,
+        };
+        assert!(
+            t.handle(fork, &f).is_none(),
+            "the fork event keeps the child"
+        );
+        let child = exit(&mut t, 11, &f);
+        assert_eq!(names(&child), ["yaml"]);
+        assert_eq!(child.process.root_pid, 10);
+        let parent = exit(&mut t, 10, &f);
+        assert_eq!(names(&parent), ["numpy"]);
+    }
+
+    #[test]
+    fn messages_after_the_exit_are_counted_not_turned_into_a_process() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        t.handle(exec(999, 1, "/v/bin/python", "python -c x", "", 1_000), &f);
+        exit(&mut t, 999, &f);
+        assert!(t.preload(hello(999, 2_000), &f).is_none());
+        t.preload(module(999, 999, NP, 2_100), &f);
+        assert!(t.is_empty());
+        assert_eq!(t.fidelity().preload_late, 2);
+    }
 }

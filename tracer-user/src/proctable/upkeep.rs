@@ -55,7 +55,7 @@ impl ProcTable {
             if let Some(b) = crate::resolver::blas_kind(name) {
                 p.blas.get_or_insert(b);
             } else {
-                Self::import(&mut self.shared, p, &f, at);
+                Self::import(&mut self.shared, p, &f, at, super::Seen::Kernel);
             }
         }
     }

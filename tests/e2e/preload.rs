@@ -1,0 +1,361 @@
+//! The preload library (`libpyusage_preload.so`) with the daemon: preload-only mode (no eBPF:
+//! imports from the library, exits from the process connector) and both together, on the same
+//! workloads, with the same records; and a user flooding the socket.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// Which collectors run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    PreloadOnly,
+    Both,
+}
+
+/// A daemon listening for the library on a socket of its own, and the environment a process
+/// needs to load the library and reach that socket.
+struct Node {
+    daemon: Daemon,
+    sock: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(mode: Mode) -> Node {
+        ensure_preload_config();
+        let dir = shared_tempdir();
+        let sock = dir.path().join("preload.sock");
+        let mut args = vec!["--preload-socket", sock.to_str().unwrap()];
+        if mode == Mode::PreloadOnly {
+            args.push("--no-ebpf");
+        }
+        let daemon = Daemon::start_with(&args, &[]);
+        let want: &[&str] = match mode {
+            Mode::PreloadOnly => &["preload"],
+            Mode::Both => &["ebpf", "preload"],
+        };
+        assert_eq!(daemon.status()["collectors"], serde_json::json!(want));
+        Node {
+            daemon,
+            sock,
+            _dir: dir,
+        }
+    }
+
+    /// `cmd` with the library preloaded and pointed at this daemon.
+    fn preload<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env("LD_PRELOAD", preload_lib())
+            .env("PYUSAGE_PRELOAD_SOCKET", &self.sock)
+    }
+}
+
+/// Runs the workloads of [`same_records_in_both_modes`]; returns each one's pid by label.
+fn workloads(node: &Node, scratch: &Path) -> BTreeMap<&'static str, u32> {
+    let mut pids = BTreeMap::new();
+    let venv = venv_python();
+    let pyenv313 = pyenv("3.13.0");
+    let mut go = |label: &'static str, cmd: &mut Command, code: Option<i32>| {
+        let (pid, out) = run(node.preload(cmd));
+        assert_eq!(
+            out.status.code(),
+            code,
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pids.insert(label, pid);
+        out
+    };
+    // A venv with third-party packages and their versions.
+    go(
+        "venv",
+        &mut python(&venv, "import numpy, yaml, json"),
+        Some(0),
+    );
+    // Isolated, no site: the hook is in before the interpreter reads any of it.
+    go(
+        "isolated",
+        Command::new(DEBIAN_PYTHON).env_clear().args([
+            "-I",
+            "-S",
+            "-c",
+            "import json, email.mime.text",
+        ]),
+        Some(0),
+    );
+    go(
+        "os_exit",
+        &mut python(&venv, "import yaml, os; os._exit(3)"),
+        Some(3),
+    );
+    go(
+        "sigkill",
+        &mut python(
+            &venv,
+            "import numpy, os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+        ),
+        None,
+    );
+    // The job is read at load, before the program empties its environment.
+    go(
+        "cleared_env",
+        python(&pyenv313, "import os; os.environ.clear(); import csv").env("SLURM_JOB_ID", "4242"),
+        Some(0),
+    );
+    // A console script (absolute shebang to the venv) and a renamed interpreter.
+    let script = scratch.join("run_tool");
+    std::fs::write(&script, format!("#!{}\nimport yaml\n", venv.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    go(
+        "console_script",
+        Command::new(&script)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin"),
+        Some(0),
+    );
+    let snake = scratch.join("snake");
+    std::os::unix::fs::symlink(&pyenv313, &snake).unwrap();
+    go("renamed", &mut python(&snake, "import json"), Some(0));
+    // A fork child (multiprocessing) imports what its parent never did.
+    let code = "import multiprocessing as mp, os\n\
+                def child():\n    import yaml\n    print(os.getpid(), flush=True)\n\
+                p = mp.get_context('fork').Process(target=child); p.start(); p.join()\n";
+    let out = go("mp_parent", &mut python(&venv, code), Some(0));
+    let child: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    pids.insert("mp_child", child);
+    pids
+}
+
+/// What must be the same whichever collector saw a process, per package.
+fn summary(r: &Records, pid: u32) -> BTreeMap<String, Value> {
+    r.of(pid)
+        .iter()
+        .map(|x| {
+            let keep = [
+                "exit",
+                "exit_code",
+                "exit_signal",
+                "executable",
+                "main",
+                "job_id",
+                "env_kind",
+                "distribution",
+                "version",
+                "uid",
+                "root_pid",
+            ];
+            let v: serde_json::Map<String, Value> = keep
+                .iter()
+                .map(|k| (k.to_string(), x[*k].clone()))
+                .collect();
+            (x["package"].as_str().unwrap().to_owned(), Value::Object(v))
+        })
+        .collect()
+}
+
+#[test]
+fn same_records_in_both_modes() {
+    let mut seen = Vec::new();
+    for mode in [Mode::PreloadOnly, Mode::Both] {
+        let scratch = shared_tempdir();
+        let node = Node::start(mode);
+        let pids = workloads(&node, scratch.path());
+        let r = node.daemon.stop();
+        // One record per process and package: the two collectors never double a record.
+        let mut keys: Vec<(i64, &str)> = r
+            .recs
+            .iter()
+            .map(|x| (x["pid"].as_i64().unwrap(), x["package"].as_str().unwrap()))
+            .collect();
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "{mode:?}: a (pid, package) recorded twice");
+        for (label, pid) in &pids {
+            for x in r.of(*pid) {
+                let sources: Vec<&str> = x["sources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap())
+                    .collect();
+                match mode {
+                    Mode::PreloadOnly => {
+                        assert_eq!(x["source"], "preload", "{label}: {x}");
+                        assert_eq!(sources, ["preload"], "{label}: {x}");
+                    }
+                    Mode::Both => {
+                        assert_eq!(x["source"], "ebpf", "{label}: {x}");
+                        assert!(sources.contains(&"ebpf"), "{label}: {x}");
+                    }
+                }
+            }
+        }
+        let sum = |label: &str| summary(&r, pids[label]);
+        // What each workload must show, in either mode.
+        let venv = sum("venv");
+        assert!(
+            venv.contains_key("numpy") && venv.contains_key("yaml"),
+            "{venv:?}"
+        );
+        assert_eq!(venv["yaml"]["env_kind"], "venv");
+        assert_eq!(venv["yaml"]["distribution"], "PyYAML");
+        assert_eq!(venv["yaml"]["version"], venv_version("PyYAML").as_str());
+        assert_eq!(venv["yaml"]["exit"], "exited");
+        let iso = sum("isolated");
+        assert!(
+            iso.contains_key("json") && iso.contains_key("email"),
+            "{iso:?}"
+        );
+        let ex = sum("os_exit");
+        assert_eq!(
+            (&ex["yaml"]["exit"], &ex["yaml"]["exit_code"]),
+            (&"exited".into(), &3.into())
+        );
+        let k = sum("sigkill");
+        assert_eq!(
+            (&k["numpy"]["exit"], &k["numpy"]["exit_signal"]),
+            (&"signaled".into(), &"SIGKILL".into())
+        );
+        let c = sum("cleared_env");
+        assert_eq!(c["csv"]["job_id"], "4242", "{c:?}");
+        let cs = sum("console_script");
+        assert_eq!(cs["yaml"]["executable"], venv_python().to_str().unwrap());
+        assert!(cs["yaml"]["main"].as_str().unwrap().ends_with("/run_tool"));
+        let sn = sum("renamed");
+        assert!(sn["json"]["executable"]
+            .as_str()
+            .unwrap()
+            .ends_with("/snake"));
+        let child = sum("mp_child");
+        assert!(child.contains_key("yaml"), "{child:?}");
+        assert_eq!(child["yaml"]["root_pid"], pids["mp_parent"]);
+        assert!(!sum("mp_parent").contains_key("yaml"));
+        // The same, field by field, as the other mode saw it (pids differ, labels do not).
+        let by_label: BTreeMap<&str, BTreeMap<String, Value>> = pids
+            .keys()
+            .map(|l| {
+                let mut s = sum(l);
+                for v in s.values_mut() {
+                    v.as_object_mut().unwrap().remove("root_pid");
+                    // The scratch directory differs between the two runs.
+                    for f in ["executable", "main"] {
+                        if let Some(p) = v[f].as_str() {
+                            let p = p.replace(scratch.path().to_str().unwrap(), "<scratch>");
+                            v[f] = p.into();
+                        }
+                    }
+                }
+                (*l, s)
+            })
+            .collect();
+        seen.push((mode, by_label, r.status.clone()));
+    }
+    let (_, a, st) = &seen[0];
+    let (_, b, _) = &seen[1];
+    for label in a.keys() {
+        assert_eq!(
+            a[label], b[label],
+            "{label}: preload-only vs eBPF + preload"
+        );
+    }
+    assert_eq!(st["preload"]["malformed"], 0, "{st}");
+    assert!(st["preload"]["connections"].as_u64().unwrap() >= 9, "{st}");
+}
+
+/// One user floods the socket (many connections, each writing as fast as it can, valid
+/// messages and garbage, plus idle connections); another user's imports still all arrive.
+#[test]
+fn a_flood_from_one_user_does_not_cost_another_users_imports() {
+    let node = Node::start(Mode::PreloadOnly);
+    let flooder = r#"
+import os, socket, sys, time
+path = sys.argv[1]
+hello = bytes([1, 4, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0]) + b"/bin/flood"
+msg = bytes([1, 3, 0, 0, 0, 0, 40, 0, 0, 0, 0, 0]) + b"/x/lib/python3.11/site-packages/spam.py".ljust(40, b"_")
+junk = b"\xff" * 64
+idle = [socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(50)]
+for s in idle:
+    s.connect(path)
+for i in range(6):
+    if os.fork() == 0:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(path)
+        s.setblocking(False)
+        s.send(hello)
+        end = time.time() + 6
+        n = 0
+        while time.time() < end:
+            try:
+                s.send(msg if n % 4 else junk)
+                n += 1
+            except BlockingIOError:
+                time.sleep(0.0005)
+        os._exit(0)
+for i in range(6):
+    os.wait()
+"#;
+    let mut flood = as_nobody("/usr/bin/python3.11");
+    flood
+        .args(["-c", flooder])
+        .arg(&node.sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let flood = flood.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    // Meanwhile root runs ordinary Python processes under the library.
+    let mut victims = Vec::new();
+    for i in 0..8 {
+        let code = format!("import json, csv, email.mime.text, yaml; print({i})");
+        let (pid, out) = run(node.preload(&mut python(venv_python(), &code)));
+        assert!(out.status.success());
+        victims.push(pid);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let st = flood.wait_with_output().unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let r = node.daemon.stop();
+    for pid in victims {
+        let mut got = r
+            .of(pid)
+            .iter()
+            .map(|x| x["package"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>();
+        got.sort();
+        for want in ["csv", "email", "json", "yaml"] {
+            assert!(
+                got.iter().any(|g| g == want),
+                "pid {pid}: {got:?}\n{}",
+                r.status
+            );
+        }
+        assert!(r.of(pid).iter().all(|x| x["uid"] == 0));
+    }
+    let p = &r.status["preload"];
+    assert!(
+        p["paused"].as_u64().unwrap() > 0,
+        "the flood was throttled: {p}"
+    );
+    assert!(p["malformed"].as_u64().unwrap() > 0, "garbage counted: {p}");
+    // What nobody's flood claimed is nobody's: uid from the kernel, never a root record.
+    let spam: Vec<_> = r.recs.iter().filter(|x| x["package"] == "spam").collect();
+    assert!(spam.iter().all(|x| x["uid"] == 65534), "{spam:?}");
+}
+
+/// The interpreter of a pyenv version.
+fn pyenv(version: &str) -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let v = &version[..version.rfind('.').unwrap()];
+    PathBuf::from(format!("{home}/.pyenv/versions/{version}/bin/python{v}"))
+}

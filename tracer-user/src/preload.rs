@@ -1,0 +1,651 @@
+//! The preload socket: where the `LD_PRELOAD` library's messages enter the daemon.
+//!
+//! `pyusage daemon --preload-socket PATH` listens on an `AF_UNIX` `SOCK_SEQPACKET` socket that
+//! every user may connect to (mode 0666: the library runs in every user's processes). Each
+//! Python process the library is loaded in connects once, sends a
+//! [`Hello`](tracer_common::preload::MessageKind::Hello) (program, command line, environment:
+//! what an eBPF exec event carries) and then one message per module body run or extension
+//! module loaded. This thread turns them into [`PreloadMsg`]s for the processor, where the
+//! process table treats them like the kernel's events.
+//!
+//! # Trust
+//!
+//! Anything on the node can connect and write anything, so:
+//! - **Who sent a message** is what the kernel says with *that* datagram (`SCM_CREDENTIALS`,
+//!   from `SO_PASSCRED`): pid, uid and gid, never a claim in the payload. A fork child writing
+//!   on its parent's connection is reported with its own pid. A datagram without credentials
+//!   is dropped.
+//! - **What it says** is decoded by [`tracer_common::preload::decode`], which checks every
+//!   field; a malformed datagram is counted and dropped, the connection kept (its next message
+//!   may be fine). A connection whose first message is not a `Hello` has its messages dropped.
+//! - **How much** a user may send is bounded per uid: a token bucket ([`Limits`]) and a number
+//!   of connections. A uid over its rate has its connections left unread until the bucket
+//!   refills: its own senders then find their queues full and drop (the library counts that and
+//!   never blocks), while every other user's connections are read as before. So one user's
+//!   flood cannot delay or drop another's imports, and costs the daemon little.
+//!
+//! # Order against the process connector
+//!
+//! In preload-only mode (no eBPF) exits, forks and execs come from the kernel's process
+//! connector ([`crate::cnproc`]), read by this same thread. A process's messages are all sent
+//! before it exits, but the two sockets are read one after the other; so after reading
+//! connector events this thread reads every connection that is ready once more before it hands
+//! the events on, and messages always reach the processor before the exit that follows them.
+use std::{
+    collections::HashMap,
+    io::IoSliceMut,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::SyncSender,
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use nix::{
+    errno::Errno,
+    sys::{
+        epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags},
+        socket::{
+            self, sockopt, AddressFamily, Backlog, ControlMessageOwned, MsgFlags, SockFlag,
+            SockType, UnixAddr,
+        },
+    },
+};
+use serde::{Deserialize, Serialize};
+use tracer_common::{
+    preload::{decode, MessageKind, FLAG_PATH_TRUNCATED, MAX_MESSAGE},
+    user::Event,
+};
+
+use crate::{
+    cnproc::{monotonic_to_boot_ns, ProcConnector, ProcEvent},
+    processor::Msg,
+};
+
+/// The socket the library connects to unless its configuration file names another.
+pub const DEFAULT_SOCKET: &str = "/run/pyusage/preload.sock";
+
+/// One message of the library, with who sent it as the kernel says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreloadMsg {
+    /// Sender's process (thread-group) id, from `SCM_CREDENTIALS`.
+    pub pid: u32,
+    /// Sender's real uid, from `SCM_CREDENTIALS`.
+    pub uid: u32,
+    /// Sender's real gid, from `SCM_CREDENTIALS`.
+    pub gid: u32,
+    /// The pid that sent the connection's `Hello`: a message from another pid on the same
+    /// connection comes from a fork child of it.
+    pub conn_pid: u32,
+    /// Boot-clock ns when the daemon read the message: the library never buffers, so the
+    /// event happened at most this late (the clock of the eBPF events).
+    pub ktime_ns: u64,
+    /// What it reports.
+    pub body: Body,
+}
+
+/// What a message reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// A Python process started: the program as executed, its command line and environment
+    /// (NUL-separated), as the library read them at load.
+    Hello {
+        /// `AT_EXECFN`.
+        program: Vec<u8>,
+        /// argv.
+        args: Vec<u8>,
+        /// Environment.
+        env: Vec<u8>,
+    },
+    /// A module file was imported: the source file whose module body ran, or the extension
+    /// module's shared object that was loaded. Always absolute.
+    Module(Vec<u8>),
+}
+
+/// What the socket saw, for `status.json` (`preload`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PreloadCounters {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Connections refused: the uid (or everyone) had too many open.
+    pub refused: u64,
+    /// Messages read.
+    pub messages: u64,
+    /// Datagrams that did not decode, were cut by the receive buffer, or named a relative
+    /// path.
+    pub malformed: u64,
+    /// Datagrams without the kernel's credentials (or from a process outside the daemon's pid
+    /// namespace).
+    pub no_credentials: u64,
+    /// Messages on a connection that had sent no `Hello`.
+    pub no_hello: u64,
+    /// Paths the library had to cut (longer than `PATH_MAX`: no real file).
+    pub truncated: u64,
+    /// Times a uid went over its rate and its connections were left unread for a while.
+    pub paused: u64,
+    /// Events the process connector lost (its socket buffer overflowed).
+    pub cnproc_overruns: u64,
+}
+
+/// Bounds per uid.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Messages per second a uid may send on average (default 50,000: a node full of MPI
+    /// ranks starting at once sends some thousands each).
+    pub rate: u32,
+    /// Messages a uid may send at once above the rate (default 500,000).
+    pub burst: u32,
+    /// Connections one uid may hold open (default 4,096).
+    pub connections_per_uid: u32,
+    /// Connections in all (default 32,768).
+    pub connections: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            rate: 50_000,
+            burst: 500_000,
+            connections_per_uid: 4096,
+            connections: 32_768,
+        }
+    }
+}
+
+/// Why the socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PreloadError {
+    /// The socket's directory.
+    #[error("creating {}", .0.display())]
+    Dir(PathBuf, #[source] std::io::Error),
+    /// The socket could not be made world-connectable.
+    #[error("chmod 0666 {}", .0.display())]
+    Chmod(PathBuf, #[source] std::io::Error),
+    /// A file that is not a socket is in the way.
+    #[error("{} exists and is not a socket; not removing it", .0.display())]
+    NotSocket(PathBuf),
+    /// A socket call.
+    #[error("{what} {}", path.display())]
+    Socket {
+        /// Which call.
+        what: &'static str,
+        /// The socket's path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Errno,
+    },
+    /// The process connector (preload-only mode).
+    #[error("the kernel's process connector (needs CAP_NET_ADMIN)")]
+    Connector(#[source] crate::cnproc::CnProcError),
+}
+
+/// One connection.
+struct Conn {
+    fd: OwnedFd,
+    /// uid at connect (`SO_PEERCRED`): whose budget reading it spends.
+    uid: u32,
+    /// Pid of its `Hello`, 0 before one.
+    hello_pid: u32,
+    /// Left unread until this instant (its uid was over its rate).
+    paused_until: Option<Instant>,
+}
+
+/// A uid's budget.
+struct Budget {
+    tokens: f64,
+    last: Instant,
+    connections: u32,
+}
+
+/// Epoll keys of the two non-connection descriptors.
+const KEY_LISTENER: u64 = u64::MAX;
+const KEY_CNPROC: u64 = u64::MAX - 1;
+/// Messages read from one connection before moving on to the next ready one.
+const PER_TURN: usize = 64;
+/// How long a uid over its rate goes unread at least.
+const PAUSE: Duration = Duration::from_millis(100);
+
+/// The listening socket and everything read from it.
+pub struct Listener {
+    path: PathBuf,
+    listener: OwnedFd,
+    epoll: Epoll,
+    conns: HashMap<u64, Conn>,
+    budgets: HashMap<u32, Budget>,
+    next_key: u64,
+    limits: Limits,
+    counters: PreloadCounters,
+    cnproc: Option<ProcConnector>,
+    buf: Vec<u8>,
+}
+
+impl Listener {
+    /// Binds `path` (its directory created 0755 if missing; a stale socket replaced, any other
+    /// file refused), world-connectable, with credentials passed on every message. With
+    /// `cnproc`, the thread also reads the kernel's process connector (preload-only mode).
+    pub fn bind(
+        path: &Path,
+        limits: Limits,
+        cnproc: Option<ProcConnector>,
+    ) -> Result<Listener, PreloadError> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| {
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                })
+                .map_err(|e| PreloadError::Dir(dir.to_owned(), e))?;
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_socket() => {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(_) => return Err(PreloadError::NotSocket(path.to_owned())),
+            Err(_) => {}
+        }
+        let err = |what| {
+            move |source| PreloadError::Socket {
+                what,
+                path: path.to_owned(),
+                source,
+            }
+        };
+        let listener = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(err("creating"))?;
+        let addr = UnixAddr::new(path).map_err(err("addressing"))?;
+        socket::bind(listener.as_raw_fd(), &addr).map_err(err("binding"))?;
+        // Every user's processes connect (the library runs in all of them).
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| PreloadError::Chmod(path.to_owned(), e))?;
+        socket::setsockopt(&listener, sockopt::PassCred, &true).map_err(err("SO_PASSCRED on"))?;
+        let backlog = Backlog::new(1024).unwrap_or(Backlog::MAXCONN);
+        socket::listen(&listener, backlog).map_err(err("listening on"))?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(err("epoll for"))?;
+        epoll
+            .add(
+                &listener,
+                EpollEvent::new(EpollFlags::EPOLLIN, KEY_LISTENER),
+            )
+            .map_err(err("epoll for"))?;
+        if let Some(c) = &cnproc {
+            epoll
+                .add(c.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, KEY_CNPROC))
+                .map_err(err("epoll for"))?;
+        }
+        Ok(Listener {
+            path: path.to_owned(),
+            listener,
+            epoll,
+            conns: HashMap::new(),
+            budgets: HashMap::new(),
+            next_key: 0,
+            limits,
+            counters: PreloadCounters::default(),
+            cnproc,
+            buf: vec![0; MAX_MESSAGE + 1],
+        })
+    }
+
+    /// Reads until `stop`, sending batches to the processor; then removes the socket file.
+    pub fn run(mut self, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
+        let mut msgs = Vec::new();
+        let mut events = Vec::new();
+        let mut proc_events = Vec::new();
+        let mut ready = vec![EpollEvent::empty(); 256];
+        let mut last_counters = PreloadCounters::default();
+        while !stop.load(Ordering::Acquire) {
+            let timeout = if self.conns.values().any(|c| c.paused_until.is_some()) {
+                50u16
+            } else {
+                200
+            };
+            let n = match self.epoll.wait(&mut ready, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => {
+                    tracing::error!("preload socket: epoll: {e}; stopping the preload listener");
+                    break;
+                }
+            };
+            let mut connector_ready = false;
+            for ev in &ready[..n] {
+                match ev.data() {
+                    KEY_LISTENER => self.accept(),
+                    KEY_CNPROC => connector_ready = true,
+                    key => self.read_conn(key, &mut msgs),
+                }
+            }
+            if connector_ready {
+                if let Some(c) = &mut self.cnproc {
+                    if let Err(e) = c.read(&mut proc_events) {
+                        tracing::warn!("process connector: {e}");
+                    }
+                    self.counters.cnproc_overruns = c.overruns;
+                }
+                // Everything a process sent before the events just read is queued by now:
+                // read it first, so that no exit overtakes its process's messages.
+                self.read_ready_again(&mut msgs);
+                events.extend(proc_events.drain(..).filter_map(to_event));
+            }
+            self.unpause();
+            if !msgs.is_empty() && tx.send(Msg::Preload(std::mem::take(&mut msgs))).is_err() {
+                break;
+            }
+            if !events.is_empty() && tx.send(Msg::Events(std::mem::take(&mut events))).is_err() {
+                break;
+            }
+            if self.counters != last_counters {
+                last_counters = self.counters;
+                let _ = tx.try_send(Msg::PreloadCounters(self.counters));
+            }
+        }
+        let _ = tx.send(Msg::PreloadCounters(self.counters));
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// Reads every connection that is ready now, without waiting (bounded: a connection that
+    /// stays ready is read [`PER_TURN`] messages at a time, a few turns).
+    fn read_ready_again(&mut self, msgs: &mut Vec<PreloadMsg>) {
+        let mut ready = vec![EpollEvent::empty(); 256];
+        for _ in 0..4 {
+            let n = match self.epoll.wait(&mut ready, 0u16) {
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            let keys: Vec<u64> = ready[..n]
+                .iter()
+                .map(|e| e.data())
+                .filter(|k| *k < KEY_CNPROC)
+                .collect();
+            if keys.is_empty() {
+                return;
+            }
+            for k in keys {
+                self.read_conn(k, msgs);
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let fd = match socket::accept4(
+                self.listener.as_raw_fd(),
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            ) {
+                // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                Ok(fd) => unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+                Err(Errno::EAGAIN) => return,
+                Err(e) => {
+                    // EMFILE and the like: the connection stays in the backlog; log once in
+                    // a while rather than spin.
+                    tracing::warn!("preload socket: accept: {e}");
+                    return;
+                }
+            };
+            let Ok(cred) = socket::getsockopt(&fd, sockopt::PeerCredentials) else {
+                self.counters.refused += 1;
+                continue;
+            };
+            let uid = cred.uid();
+            let total = self.conns.len() as u32;
+            let limits = self.limits;
+            let budget = self.budget(uid);
+            if budget.connections >= limits.connections_per_uid || total >= limits.connections {
+                self.counters.refused += 1;
+                continue;
+            }
+            budget.connections += 1;
+            // Credentials with every datagram (a fork child writes on its parent's socket).
+            let _ = socket::setsockopt(&fd, sockopt::PassCred, &true);
+            let key = self.next_key;
+            self.next_key += 1;
+            if self
+                .epoll
+                .add(&fd, EpollEvent::new(EpollFlags::EPOLLIN, key))
+                .is_err()
+            {
+                self.budget(uid).connections -= 1;
+                self.counters.refused += 1;
+                continue;
+            }
+            self.counters.connections += 1;
+            self.conns.insert(
+                key,
+                Conn {
+                    fd,
+                    uid,
+                    hello_pid: 0,
+                    paused_until: None,
+                },
+            );
+        }
+    }
+
+    fn budget(&mut self, uid: u32) -> &mut Budget {
+        let burst = f64::from(self.limits.burst);
+        self.budgets.entry(uid).or_insert_with(|| Budget {
+            tokens: burst,
+            last: Instant::now(),
+            connections: 0,
+        })
+    }
+
+    /// Takes one message from `uid`'s budget; false when it is spent.
+    fn spend(&mut self, uid: u32) -> bool {
+        let (rate, burst) = (f64::from(self.limits.rate), f64::from(self.limits.burst));
+        let b = self.budget(uid);
+        let now = Instant::now();
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn close(&mut self, key: u64) {
+        if let Some(c) = self.conns.remove(&key) {
+            let _ = self.epoll.delete(&c.fd);
+            let uid = c.uid;
+            let b = self.budget(uid);
+            b.connections = b.connections.saturating_sub(1);
+            if b.connections == 0 && b.tokens >= f64::from(self.limits.burst) {
+                self.budgets.remove(&uid);
+            }
+        }
+    }
+
+    /// Re-arms connections whose pause is over.
+    fn unpause(&mut self) {
+        let now = Instant::now();
+        for (&key, c) in self.conns.iter_mut() {
+            if c.paused_until.is_some_and(|t| t <= now) {
+                c.paused_until = None;
+                let _ = self
+                    .epoll
+                    .modify(&c.fd, &mut EpollEvent::new(EpollFlags::EPOLLIN, key));
+            }
+        }
+    }
+
+    fn pause(&mut self, key: u64) {
+        let (rate, burst) = (self.limits.rate.max(1), self.limits.burst);
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        // Until the bucket holds a tenth of the burst again, at least PAUSE.
+        let refill = Duration::from_secs_f64(f64::from(burst / 10) / f64::from(rate));
+        c.paused_until = Some(Instant::now() + refill.max(PAUSE));
+        let _ = self
+            .epoll
+            .modify(&c.fd, &mut EpollEvent::new(EpollFlags::empty(), key));
+        self.counters.paused += 1;
+    }
+
+    /// Reads up to [`PER_TURN`] messages of one connection.
+    fn read_conn(&mut self, key: u64, msgs: &mut Vec<PreloadMsg>) {
+        for _ in 0..PER_TURN {
+            let Some(c) = self.conns.get(&key) else {
+                return;
+            };
+            if c.paused_until.is_some() {
+                return;
+            }
+            let uid = c.uid;
+            if !self.spend(uid) {
+                self.pause(key);
+                return;
+            }
+            match self.recv(key) {
+                Recv::Message(m) => msgs.push(m),
+                Recv::Dropped => {}
+                Recv::Empty => return,
+                Recv::Closed => return self.close(key),
+            }
+        }
+    }
+
+    fn recv(&mut self, key: u64) -> Recv {
+        let Some(c) = self.conns.get_mut(&key) else {
+            return Recv::Closed;
+        };
+        let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
+        let mut iov = [IoSliceMut::new(&mut self.buf)];
+        let r = socket::recvmsg::<()>(
+            c.fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        );
+        let (len, truncated, creds) = match r {
+            Ok(m) => {
+                let creds = m.cmsgs().ok().and_then(|mut it| {
+                    it.find_map(|c| match c {
+                        ControlMessageOwned::ScmCredentials(u) => Some(u),
+                        _ => None,
+                    })
+                });
+                let truncated = m
+                    .flags
+                    .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+                (m.bytes, truncated, creds)
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => return Recv::Empty,
+            Err(_) => return Recv::Closed,
+        };
+        if len == 0 && creds.is_none() {
+            return Recv::Closed;
+        }
+        self.counters.messages += 1;
+        if truncated {
+            self.counters.malformed += 1;
+            return Recv::Dropped;
+        }
+        let Some(cred) = creds.filter(|u| u.pid() > 0) else {
+            self.counters.no_credentials += 1;
+            return Recv::Dropped;
+        };
+        let (pid, uid, gid) = (cred.pid() as u32, cred.uid(), cred.gid());
+        let Ok(m) = decode(&self.buf[..len]) else {
+            self.counters.malformed += 1;
+            return Recv::Dropped;
+        };
+        let body = match m.kind {
+            MessageKind::Hello => {
+                if c.hello_pid == 0 {
+                    c.hello_pid = pid;
+                }
+                Body::Hello {
+                    program: m.path.to_vec(),
+                    args: m.args.to_vec(),
+                    env: m.env.to_vec(),
+                }
+            }
+            // An attempt, before the finder ran: whether it imported anything shows in the
+            // messages that follow (module body run, extension loaded).
+            MessageKind::Import => return Recv::Dropped,
+            MessageKind::Exec | MessageKind::ExtensionImport => {
+                if c.hello_pid == 0 {
+                    self.counters.no_hello += 1;
+                    return Recv::Dropped;
+                }
+                if m.truncated(FLAG_PATH_TRUNCATED) {
+                    self.counters.truncated += 1;
+                    return Recv::Dropped;
+                }
+                if !m.path.starts_with(b"/") {
+                    self.counters.malformed += 1;
+                    return Recv::Dropped;
+                }
+                Body::Module(m.path.to_vec())
+            }
+        };
+        Recv::Message(PreloadMsg {
+            pid,
+            uid,
+            gid,
+            conn_pid: c.hello_pid,
+            ktime_ns: boot_ns(),
+            body,
+        })
+    }
+}
+
+/// What one `recvmsg` gave.
+enum Recv {
+    Message(PreloadMsg),
+    Dropped,
+    Empty,
+    Closed,
+}
+
+/// Now on the boot clock, ns.
+fn boot_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// A connector event as the event the eBPF tracer would have sent. Every exec is reported as
+/// one of another program: the process table keeps a Python process whose `Hello` came after
+/// the exec (see `proctable::preload`).
+fn to_event(e: ProcEvent) -> Option<Event> {
+    Some(match e {
+        ProcEvent::Fork {
+            parent,
+            child,
+            ts_ns,
+        } => Event::Fork {
+            parent,
+            child,
+            ktime_ns: monotonic_to_boot_ns(ts_ns),
+        },
+        ProcEvent::Exec { tgid, ts_ns } => Event::ExecOther {
+            tgid,
+            ktime_ns: monotonic_to_boot_ns(ts_ns),
+        },
+        ProcEvent::Exit {
+            tgid,
+            exit_code,
+            ts_ns,
+        } => Event::Exit {
+            tgid,
+            exit_code,
+            ktime_ns: monotonic_to_boot_ns(ts_ns),
+        },
+    })
+}
