@@ -60,6 +60,14 @@
 //! from a root-owned configuration file instead of the environment; that is the next step of
 //! this library.
 //!
+//! The first message of every connection is a [`MessageKind::Hello`], sent by the constructor
+//! before it installs the hook: the program as executed (`AT_EXECFN`), the command line (the
+//! `argv` glibc passes to `.init_array` functions; `/proc/self/cmdline` when there is none) and
+//! the initial environment, each NUL-separated and cut to the format's maximum. It is the
+//! process's exec record for the daemon (what the eBPF exec event carries: `main`'s arguments,
+//! Slurm job and rank variables). If it cannot be sent whole, the connection is closed and
+//! nothing is installed, because the daemon discards connections that do not start with one.
+//!
 //! Every message is one datagram in the format of [`tracer_common::preload`], sent with
 //! `MSG_DONTWAIT | MSG_NOSIGNAL`: the hook never blocks and never raises `SIGPIPE`. When the
 //! daemon's queue is full the message is dropped and counted ([`dropped`]); when the daemon
@@ -95,13 +103,16 @@
 //! [`MessageKind::Import`]: tracer_common::preload::MessageKind::Import
 //! [`MessageKind::ExtensionImport`]: tracer_common::preload::MessageKind::ExtensionImport
 //! [`MessageKind::Exec`]: tracer_common::preload::MessageKind::Exec
+//! [`MessageKind::Hello`]: tracer_common::preload::MessageKind::Hello
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use tracer_common::preload::{encode, Message, MessageKind, IMPORT_MAX};
+use tracer_common::preload::{
+    encode, Message, MessageKind, ARGS_MAX, ENV_MAX, IMPORT_MAX, MAX_MESSAGE,
+};
 
 /// Where the daemon listens (`pyusage daemon --preload-socket PATH`).
 pub const DEFAULT_SOCKET: &CStr = c"/run/pyusage/preload.sock";
@@ -154,17 +165,27 @@ pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
-/// The constructor, run by the loader when the library is mapped (before `main`).
+/// The constructor, run by the loader when the library is mapped (before `main`). glibc calls
+/// `.init_array` functions with `(argc, argv, envp)`, the process's initial command line and
+/// environment, which the [`MessageKind::Hello`] carries.
 #[used]
 #[unsafe(link_section = ".init_array")]
-static CONSTRUCTOR: extern "C" fn() = constructor;
+static CONSTRUCTOR: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = constructor;
 
-extern "C" fn constructor() {
+extern "C" fn constructor(argc: c_int, argv: *const *const c_char, envp: *const *const c_char) {
     let saved = errno();
     // A panic must not unwind into the loader; there is nothing to report it to, so it only
     // means that this process goes unobserved.
-    let _ = catch_unwind(init);
+    let _ = catch_unwind(|| init(Process { argc, argv, envp }));
     set_errno(saved);
+}
+
+/// What the loader passed to the constructor.
+#[derive(Clone, Copy)]
+struct Process {
+    argc: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
 }
 
 fn errno() -> c_int {
@@ -210,7 +231,7 @@ unsafe fn func<F: Copy>(name: &CStr) -> Option<F> {
     Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
 }
 
-fn init() {
+fn init(process: Process) {
     let add_hook = sym(c"PySys_AddAuditHook");
     if add_hook.is_null() {
         // Not CPython ≥ 3.8 (or libpython not loaded yet). Clear the failed lookup's error
@@ -266,6 +287,12 @@ fn init() {
         }
     };
     let Some(fd) = connect() else { return };
+    // The daemon takes the first message of a connection as the process's exec record; without
+    // it the connection is useless, so the hook is not installed either.
+    if !send_hello(fd, process) {
+        close(fd);
+        return;
+    }
     if API.set(api).is_err() {
         // Already set: the constructor ran twice (cannot happen with one mapping).
         close(fd);
@@ -416,6 +443,104 @@ fn connect() -> Option<c_int> {
     SOCK_DEV.store(dev, Ordering::Relaxed);
     SOCK_INO.store(ino, Ordering::Relaxed);
     Some(fd)
+}
+
+/// Send the [`MessageKind::Hello`]: the program as executed, the command line and the
+/// environment, each NUL-separated and cut to the wire format's maximum. `false` when it could
+/// not be sent whole (the daemon's queue is full, or the socket failed).
+fn send_hello(fd: c_int, process: Process) -> bool {
+    // Up to ~41 KB: on the heap, which is fine here (once, in the constructor), unlike in the
+    // hook. One byte over each maximum lets `encode` see that a field was cut and flag it.
+    let mut args = Vec::with_capacity(ARGS_MAX + 1);
+    let argc = usize::try_from(process.argc).unwrap_or(0);
+    if process.argv.is_null() || argc == 0 {
+        args.resize(ARGS_MAX + 1, 0);
+        let n = read_cmdline(&mut args);
+        args.truncate(n);
+    } else {
+        // SAFETY: glibc passes `argv` with `argc` valid NUL-terminated strings.
+        unsafe { join_c_strings(process.argv, argc, ARGS_MAX + 1, &mut args) };
+    }
+    let mut env = Vec::with_capacity(ENV_MAX + 1);
+    let envp = if process.envp.is_null() {
+        // SAFETY: glibc's `environ`, read before `main` (no other thread can be changing it).
+        unsafe { libc::environ.cast_const().cast::<*const c_char>() }
+    } else {
+        process.envp
+    };
+    if !envp.is_null() {
+        // SAFETY: `envp` is a NULL-terminated array of NUL-terminated strings.
+        unsafe { join_c_strings(envp, usize::MAX, ENV_MAX + 1, &mut env) };
+    }
+    let mut exe = [0u8; 4096];
+    let path = executed_program(&mut exe);
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let m = Message {
+        path,
+        args: &args,
+        env: &env,
+        ..Message::new(MessageKind::Hello)
+    };
+    let Ok(len) = encode(&m, &mut buf) else {
+        return false;
+    };
+    // SAFETY: `buf[..len]` is initialised; non-blocking and SIGPIPE-free as every send.
+    let r = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            len,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(r) == Ok(len)
+}
+
+/// The program as executed: the file name given to `execve` (`AT_EXECFN`), or when the kernel
+/// did not supply it the target of `/proc/self/exe` (read into `buf`).
+fn executed_program(buf: &mut [u8]) -> &[u8] {
+    // SAFETY: `getauxval` has no preconditions; AT_EXECFN's value is the address of a
+    // NUL-terminated string the kernel put on the initial stack, valid for the process's life.
+    let p = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const c_char;
+    if !p.is_null() {
+        // SAFETY: as above.
+        let name = unsafe { CStr::from_ptr(p) }.to_bytes();
+        if !name.is_empty() {
+            return name;
+        }
+    }
+    // SAFETY: the path is NUL-terminated and `buf` is writable for its length.
+    let n = unsafe {
+        libc::readlink(
+            c"/proc/self/exe".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    match usize::try_from(n) {
+        Ok(n) if n > 0 => buf.get(..n).unwrap_or(b"?"),
+        _ => b"?",
+    }
+}
+
+/// Append up to `count` strings of a NULL-terminated array, each followed by a NUL, to `out`,
+/// stopping once `out` holds `cap` bytes.
+///
+/// # Safety
+/// `list` points to an array of NUL-terminated strings that ends with a null pointer or has at
+/// least `count` entries.
+unsafe fn join_c_strings(list: *const *const c_char, count: usize, cap: usize, out: &mut Vec<u8>) {
+    for i in 0..count {
+        // SAFETY: `i` is within the array by the caller's contract (it stops at the null).
+        let s = unsafe { *list.add(i) };
+        if s.is_null() || out.len() >= cap {
+            return;
+        }
+        // SAFETY: each entry is a NUL-terminated string.
+        let bytes = unsafe { CStr::from_ptr(s) }.to_bytes_with_nul();
+        let room = cap - out.len();
+        out.extend_from_slice(bytes.get(..room).unwrap_or(bytes));
+    }
 }
 
 /// Device and inode of an open descriptor.

@@ -15,221 +15,32 @@
 //!
 //! A missing interpreter fails the test: these are the builds the design was measured on.
 
-use std::ffi::CString;
-use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+mod common;
 
-use tracer_common::preload::{decode, MessageKind};
+use std::path::Path;
+use std::process::Command;
+
+use common::{interpreters, library, run, Listener, Msg};
+use tracer_common::preload::MessageKind;
 
 const SCRIPT: &str = "import json, email.mime.text, _json; print(json.dumps([1, 2]))";
 
-fn library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let lib = deps.join("libpyusage_preload.so");
-    let rlib = deps.join("libpyusage_preload.rlib");
-    assert!(lib.exists(), "no cdylib at {}", lib.display());
-    // Both come from one rustc run; a cdylib much older than the rlib would be stale.
-    let mtime = |p: &Path| p.metadata().unwrap().modified().unwrap();
-    if let Ok(age) = mtime(&rlib).duration_since(mtime(&lib)) {
-        assert!(
-            age < Duration::from_secs(60),
-            "{} is older than {}",
-            lib.display(),
-            rlib.display()
-        );
-    }
-    lib
-}
+/// A variable the tests set, to find in each Hello's environment (how the daemon attributes
+/// a process to a Slurm job).
+const JOB_VAR: (&str, &str) = ("SLURM_JOB_ID", "4242");
 
-fn interpreters() -> Vec<PathBuf> {
-    let home = std::env::var("HOME").unwrap();
-    let list = [
-        PathBuf::from(format!("{home}/.pyenv/versions/3.8.18/bin/python")),
-        PathBuf::from(format!("{home}/.pyenv/versions/3.13.0/bin/python")),
-        PathBuf::from("/usr/bin/python3.11"),
-    ];
-    for p in &list {
-        assert!(p.exists(), "interpreter missing: {}", p.display());
-    }
-    list.to_vec()
-}
-
-/// A decoded message, owned.
-#[derive(Debug, Clone, PartialEq)]
-struct Msg {
-    kind: MessageKind,
-    name: String,
-    path: String,
-}
-
-/// A SEQPACKET listener with an accept thread and one reader thread per connection.
-struct Listener {
-    dir: tempfile::TempDir,
-    fd: i32,
-    stop: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<Vec<JoinHandle<()>>>>,
-    received: Arc<Mutex<Vec<Msg>>>,
-    connections: Arc<Mutex<usize>>,
-}
-
-impl Listener {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("preload.sock");
-        let cpath = CString::new(path.as_os_str().as_bytes()).unwrap();
-        // SAFETY: plain socket calls on a fresh descriptor with a valid, NUL-terminated path.
-        let fd = unsafe {
-            let fd = libc::socket(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            );
-            assert!(fd >= 0);
-            let mut addr: libc::sockaddr_un = std::mem::zeroed();
-            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            for (d, s) in addr.sun_path.iter_mut().zip(cpath.as_bytes()) {
-                *d = *s as libc::c_char;
-            }
-            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-            assert_eq!(libc::bind(fd, (&raw const addr).cast(), len), 0);
-            assert_eq!(libc::listen(fd, 64), 0);
-            fd
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(Mutex::new(0));
-        let acceptor = {
-            let (stop, received, connections) =
-                (stop.clone(), received.clone(), connections.clone());
-            std::thread::spawn(move || {
-                let mut readers = Vec::new();
-                loop {
-                    // Read the flag before accepting: after `stop`, one last accept pass
-                    // collects connections made by processes that already exited.
-                    let last = stop.load(Ordering::SeqCst);
-                    loop {
-                        // SAFETY: accept on our listening descriptor; null address is allowed.
-                        let c = unsafe {
-                            libc::accept4(
-                                fd,
-                                std::ptr::null_mut(),
-                                std::ptr::null_mut(),
-                                libc::SOCK_CLOEXEC,
-                            )
-                        };
-                        if c < 0 {
-                            break;
-                        }
-                        *connections.lock().unwrap() += 1;
-                        let received = received.clone();
-                        readers.push(std::thread::spawn(move || read_all(c, &received)));
-                    }
-                    if last {
-                        return readers;
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        };
-        Listener {
-            dir,
-            fd,
-            stop,
-            acceptor: Some(acceptor),
-            received,
-            connections,
+/// The three ways each interpreter is started, each with the command line the interpreter is
+/// executed with (NUL-separated, as the Hello carries it).
+fn modes(py: &Path, lib: &Path, sock: &Path) -> Vec<(&'static str, Command, Vec<u8>)> {
+    let argv = |args: &[&str]| {
+        let mut v = py.as_os_str().as_encoded_bytes().to_vec();
+        v.push(0);
+        for a in args {
+            v.extend_from_slice(a.as_bytes());
+            v.push(0);
         }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("preload.sock")
-    }
-
-    /// Stop accepting, wait for every connection's end of stream, return messages and the
-    /// number of connections.
-    fn finish(mut self) -> (Vec<Msg>, usize) {
-        self.stop.store(true, Ordering::SeqCst);
-        for r in self.acceptor.take().unwrap().join().unwrap() {
-            r.join().unwrap();
-        }
-        let msgs = self.received.lock().unwrap().clone();
-        let conns = *self.connections.lock().unwrap();
-        (msgs, conns)
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        // SAFETY: our descriptor, closed once.
-        unsafe { libc::close(self.fd) };
-    }
-}
-
-fn read_all(fd: i32, out: &Mutex<Vec<Msg>>) {
-    let mut buf = vec![0u8; 8192];
-    loop {
-        // SAFETY: `buf` is writable for its length; a blocking read until end of stream.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n <= 0 {
-            break;
-        }
-        let m = decode(&buf[..n as usize]).expect("library sent a malformed message");
-        out.lock().unwrap().push(Msg {
-            kind: m.kind,
-            name: m.name.to_owned(),
-            path: String::from_utf8_lossy(m.path).into_owned(),
-        });
-    }
-    // SAFETY: the accepted descriptor, closed once.
-    unsafe { libc::close(fd) };
-}
-
-/// Run a command with a 60 s limit (a hang fails the test instead of blocking it).
-fn run(cmd: &mut Command) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let (mut so, mut se) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        so.read_to_end(&mut v).unwrap();
         v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        se.read_to_end(&mut v).unwrap();
-        v
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("{cmd:?} hung");
-        }
-        std::thread::sleep(Duration::from_millis(10));
     };
-    Output {
-        status,
-        stdout: out_t.join().unwrap(),
-        stderr: err_t.join().unwrap(),
-    }
-}
-
-/// The three ways each interpreter is started.
-fn modes(py: &Path, lib: &Path, sock: &Path) -> Vec<(&'static str, Command)> {
     let mut plain = Command::new(py);
     plain.args(["-c", SCRIPT]);
     let mut isolated = Command::new(py);
@@ -239,16 +50,59 @@ fn modes(py: &Path, lib: &Path, sock: &Path) -> Vec<(&'static str, Command)> {
         .arg("-i")
         .arg(format!("LD_PRELOAD={}", lib.display()))
         .arg(format!("PYUSAGE_PRELOAD_SOCKET={}", sock.display()))
+        .arg(format!("{}={}", JOB_VAR.0, JOB_VAR.1))
         .arg(py)
         .args(["-c", SCRIPT]);
-    let mut out = vec![("plain", plain), ("-I -S", isolated), ("env -i", empty_env)];
-    for (_, c) in &mut out {
+    let mut out = vec![
+        ("plain", plain, argv(&["-c", SCRIPT])),
+        ("-I -S", isolated, argv(&["-I", "-S", "-c", SCRIPT])),
+        ("env -i", empty_env, argv(&["-c", SCRIPT])),
+    ];
+    for (_, c, _) in &mut out {
         c.env("LD_PRELOAD", lib)
             .env("PYUSAGE_PRELOAD_SOCKET", sock)
+            .env(JOB_VAR.0, JOB_VAR.1)
             .env_remove("PYTHONMALLOC")
             .env_remove("PYTHONDEVMODE");
     }
     out
+}
+
+/// Each connection starts with exactly one Hello, which names the interpreter as executed,
+/// carries one of the expected command lines, and an environment with [`JOB_VAR`].
+fn check_hellos(py: &Path, msgs: &[Msg], conns: usize, mut expected: Vec<Vec<u8>>) {
+    let job = format!("{}={}\0", JOB_VAR.0, JOB_VAR.1);
+    for conn in 0..conns {
+        let mine: Vec<&Msg> = msgs.iter().filter(|m| m.conn == conn).collect();
+        let hello = mine
+            .first()
+            .unwrap_or_else(|| panic!("{py:?}: connection {conn} is empty"));
+        assert_eq!(hello.kind, MessageKind::Hello, "{py:?}: first of {conn}");
+        assert_eq!(
+            mine.iter().filter(|m| m.kind == MessageKind::Hello).count(),
+            1,
+            "{py:?}: one Hello on {conn}"
+        );
+        assert_eq!(Path::new(&hello.path), py, "{py:?}: Hello path");
+        let found = expected.iter().position(|a| *a == hello.args);
+        let args = String::from_utf8_lossy(&hello.args);
+        let found = found.unwrap_or_else(|| panic!("{py:?}: unexpected args {args:?}"));
+        expected.swap_remove(found);
+        assert!(
+            hello.env.starts_with(job.as_bytes())
+                || hello
+                    .env
+                    .windows(job.len() + 1)
+                    .any(|w| w[0] == 0 && w[1..] == *job.as_bytes()),
+            "{py:?}: {job:?} not in {:?}",
+            String::from_utf8_lossy(&hello.env)
+        );
+        assert!(
+            hello.env.ends_with(b"\0"),
+            "{py:?}: env block ends with NUL"
+        );
+    }
+    assert!(expected.is_empty(), "{py:?}: no Hello for {expected:?}");
 }
 
 #[test]
@@ -258,17 +112,20 @@ fn interpreters_report_imports_exec_paths_and_extension_modules() {
         let listener = Listener::new();
         let sock = listener.path();
         let mut outputs = Vec::new();
-        let n_modes = modes(&py, &lib, &sock).len();
-        for (mode, mut cmd) in modes(&py, &lib, &sock) {
+        let mut argvs = Vec::new();
+        for (mode, mut cmd, argv) in modes(&py, &lib, &sock) {
             let out = run(&mut cmd);
             assert!(out.status.success(), "{py:?} {mode}: {out:?}");
             assert_eq!(out.stdout, b"[1, 2]\n", "{py:?} {mode}");
             assert!(out.stderr.is_empty(), "{py:?} {mode}: {out:?}");
             outputs.push(mode);
+            argvs.push(argv);
         }
+        let n_modes = argvs.len();
         let (msgs, conns) = listener.finish();
         // One connection per Python process; `env` is not Python and does not connect.
         assert_eq!(conns, n_modes, "{py:?}: connections");
+        check_hellos(&py, &msgs, conns, argvs);
         let count = |f: &dyn Fn(&Msg) -> bool| msgs.iter().filter(|m| f(m)).count();
         let json = count(&|m| m.kind == MessageKind::Import && m.name == "json");
         let init = count(&|m| m.kind == MessageKind::Exec && m.path.ends_with("/json/__init__.py"));

@@ -1,0 +1,226 @@
+//! Helpers shared by the integration tests: the library to preload, the interpreters, a
+//! stand-in for the daemon's socket, and running a program with a time limit.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracer_common::preload::{decode, MessageKind, MAX_MESSAGE};
+
+pub fn library() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let lib = deps.join("libpyusage_preload.so");
+    let rlib = deps.join("libpyusage_preload.rlib");
+    assert!(lib.exists(), "no cdylib at {}", lib.display());
+    // Both come from one rustc run; a cdylib much older than the rlib would be stale.
+    let mtime = |p: &Path| p.metadata().unwrap().modified().unwrap();
+    if let Ok(age) = mtime(&rlib).duration_since(mtime(&lib)) {
+        assert!(
+            age < Duration::from_secs(60),
+            "{} is older than {}",
+            lib.display(),
+            rlib.display()
+        );
+    }
+    lib
+}
+
+pub fn interpreters() -> Vec<PathBuf> {
+    let home = std::env::var("HOME").unwrap();
+    let list = [
+        PathBuf::from(format!("{home}/.pyenv/versions/3.8.18/bin/python")),
+        PathBuf::from(format!("{home}/.pyenv/versions/3.13.0/bin/python")),
+        PathBuf::from("/usr/bin/python3.11"),
+    ];
+    for p in &list {
+        assert!(p.exists(), "interpreter missing: {}", p.display());
+    }
+    list.to_vec()
+}
+
+/// A decoded message, owned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Msg {
+    /// Which connection, numbered in accept order from 0.
+    pub conn: usize,
+    pub kind: MessageKind,
+    pub name: String,
+    pub path: String,
+    pub args: Vec<u8>,
+    pub env: Vec<u8>,
+}
+
+/// A SEQPACKET listener with an accept thread and one reader thread per connection.
+pub struct Listener {
+    dir: tempfile::TempDir,
+    fd: i32,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<Vec<JoinHandle<()>>>>,
+    received: Arc<Mutex<Vec<Msg>>>,
+    connections: Arc<Mutex<usize>>,
+}
+
+impl Listener {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("preload.sock");
+        let cpath = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: plain socket calls on a fresh descriptor with a valid, NUL-terminated path.
+        let fd = unsafe {
+            let fd = libc::socket(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            );
+            assert!(fd >= 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, s) in addr.sun_path.iter_mut().zip(cpath.as_bytes()) {
+                *d = *s as libc::c_char;
+            }
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            assert_eq!(libc::bind(fd, (&raw const addr).cast(), len), 0);
+            assert_eq!(libc::listen(fd, 64), 0);
+            fd
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(0));
+        let acceptor = {
+            let (stop, received, connections) =
+                (stop.clone(), received.clone(), connections.clone());
+            std::thread::spawn(move || {
+                let mut readers = Vec::new();
+                loop {
+                    // Read the flag before accepting: after `stop`, one last accept pass
+                    // collects connections made by processes that already exited.
+                    let last = stop.load(Ordering::SeqCst);
+                    loop {
+                        // SAFETY: accept on our listening descriptor; null address is allowed.
+                        let c = unsafe {
+                            libc::accept4(
+                                fd,
+                                std::ptr::null_mut(),
+                                std::ptr::null_mut(),
+                                libc::SOCK_CLOEXEC,
+                            )
+                        };
+                        if c < 0 {
+                            break;
+                        }
+                        let conn = {
+                            let mut n = connections.lock().unwrap();
+                            *n += 1;
+                            *n - 1
+                        };
+                        let received = received.clone();
+                        readers.push(std::thread::spawn(move || read_all(c, conn, &received)));
+                    }
+                    if last {
+                        return readers;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        Listener {
+            dir,
+            fd,
+            stop,
+            acceptor: Some(acceptor),
+            received,
+            connections,
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("preload.sock")
+    }
+
+    /// Stop accepting, wait for every connection's end of stream, return messages and the
+    /// number of connections.
+    pub fn finish(mut self) -> (Vec<Msg>, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for r in self.acceptor.take().unwrap().join().unwrap() {
+            r.join().unwrap();
+        }
+        let msgs = self.received.lock().unwrap().clone();
+        let conns = *self.connections.lock().unwrap();
+        (msgs, conns)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // SAFETY: our descriptor, closed once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+fn read_all(fd: i32, conn: usize, out: &Mutex<Vec<Msg>>) {
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    loop {
+        // SAFETY: `buf` is writable for its length; a blocking read until end of stream.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            break;
+        }
+        let m = decode(&buf[..n as usize]).expect("library sent a malformed message");
+        out.lock().unwrap().push(Msg {
+            conn,
+            kind: m.kind,
+            name: m.name.to_owned(),
+            path: String::from_utf8_lossy(m.path).into_owned(),
+            args: m.args.to_vec(),
+            env: m.env.to_vec(),
+        });
+    }
+    // SAFETY: the accepted descriptor, closed once.
+    unsafe { libc::close(fd) };
+}
+
+/// Run a command with a 60 s limit (a hang fails the test instead of blocking it).
+pub fn run(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let (mut so, mut se) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        so.read_to_end(&mut v).unwrap();
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        se.read_to_end(&mut v).unwrap();
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("{cmd:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    }
+}
