@@ -53,12 +53,14 @@
 //! leaks across `exec`; `SOCK_NONBLOCK`, so a daemon whose accept backlog is full makes
 //! `connect` fail at once instead of stalling the program). If the daemon is absent nothing is
 //! installed and the process runs exactly as without the library: no retry, no message.
-//! The socket is `/run/pyusage/preload.sock`. `PYUSAGE_PRELOAD_SOCKET` overrides the path;
-//! it exists for the tests, is ignored in secure-execution (setuid, file capabilities)
-//! processes, and lets a user misdirect only the reports of their own processes, which they
-//! could equally suppress by not loading the library. A production build should take the path
-//! from a root-owned configuration file instead of the environment; that is the next step of
-//! this library.
+//! The socket is `/run/pyusage/preload.sock` unless the configuration file
+//! `/etc/pyusage/preload.conf` names another (`socket = /absolute/path`; [`parse_config`]). The
+//! file is read only in Python processes, and trusted only when it is a regular file owned by
+//! root that group and others cannot write, of at most 4 KiB ([`read_config`]); otherwise the
+//! defaults apply, since whoever can write it could misdirect every process's reports.
+//! `PYUSAGE_PRELOAD_SOCKET` overrides the path only when the file says
+//! `allow_env_override = true` (for tests; off by default) and the process is not secure-exec
+//! (setuid, file capabilities: `AT_SECURE`).
 //!
 //! The first message of every connection is a [`MessageKind::Hello`], sent by the constructor
 //! before it installs the hook: the program as executed (`AT_EXECFN`), the command line (the
@@ -114,10 +116,18 @@ use tracer_common::preload::{
     encode, Message, MessageKind, ARGS_MAX, ENV_MAX, IMPORT_MAX, MAX_MESSAGE,
 };
 
-/// Where the daemon listens (`pyusage daemon --preload-socket PATH`).
+/// Where the daemon listens (`pyusage daemon --preload-socket PATH`) unless the configuration
+/// file says otherwise.
 pub const DEFAULT_SOCKET: &CStr = c"/run/pyusage/preload.sock";
-/// Environment variable that overrides [`DEFAULT_SOCKET`], for tests (see the crate docs).
+/// The configuration file: trusted only when root owns it and nobody else can write it.
+pub const CONFIG_PATH: &CStr = c"/etc/pyusage/preload.conf";
+/// Largest configuration file read; a longer one is ignored as a whole.
+pub const CONFIG_MAX: usize = 4096;
+/// Environment variable that overrides the socket path, honoured only when the configuration
+/// file allows it (`allow_env_override = true`, for tests) and the process is not secure-exec.
 pub const SOCKET_ENV: &CStr = c"PYUSAGE_PRELOAD_SOCKET";
+/// Capacity of `sockaddr_un.sun_path`; a socket path must be shorter (it is NUL-terminated).
+const SUN_PATH_LEN: usize = 108;
 
 /// An opaque CPython object; only ever handled by pointer.
 #[repr(C)]
@@ -286,7 +296,8 @@ fn init(process: Process) {
             code_type: code_type.cast(),
         }
     };
-    let Some(fd) = connect() else { return };
+    let config = read_config(CONFIG_PATH);
+    let Some(fd) = connect(&config) else { return };
     // The daemon takes the first message of a connection as the process's exec record; without
     // it the connection is useless, so the hook is not installed either.
     if !send_hello(fd, process) {
@@ -344,9 +355,15 @@ fn read_cmdline(buf: &mut [u8]) -> usize {
     if fd < 0 {
         return 0;
     }
+    let n = read_fd(fd, buf);
+    close(fd);
+    n
+}
+
+/// Read from `fd` until `buf` is full, end of file or an error; the number of bytes read.
+fn read_fd(fd: c_int, buf: &mut [u8]) -> usize {
     let mut n = 0;
-    while n < buf.len() {
-        let rest = &mut buf[n..];
+    while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
         // SAFETY: `rest` is a valid writable buffer of `rest.len()` bytes.
         let r = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
         if r > 0 {
@@ -357,7 +374,6 @@ fn read_cmdline(buf: &mut [u8]) -> usize {
             break;
         }
     }
-    close(fd);
     n
 }
 
@@ -399,15 +415,136 @@ pub fn dev_mode_in_args(cmdline: &[u8]) -> bool {
     false
 }
 
-/// Connect to the daemon's socket; `None` when it is not there (no message, no retry).
-fn connect() -> Option<c_int> {
-    // SAFETY: `getauxval` has no preconditions; AT_SECURE is non-zero for setuid/setgid/
-    // file-capability processes, whose environment must not choose where we send.
-    let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
-    let path = match env(SOCKET_ENV) {
-        Some(p) if !secure && !p.is_empty() => p,
-        _ => DEFAULT_SOCKET.to_bytes(),
+/// The settings of [`CONFIG_PATH`]; [`Config::default`] when the file is absent or untrusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    socket: [u8; SUN_PATH_LEN],
+    socket_len: usize,
+    /// `allow_env_override = true`: [`SOCKET_ENV`] may choose the socket.
+    pub allow_env_override: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut c = Config {
+            socket: [0; SUN_PATH_LEN],
+            socket_len: 0,
+            allow_env_override: false,
+        };
+        c.set_socket(DEFAULT_SOCKET.to_bytes());
+        c
+    }
+}
+
+impl Config {
+    /// The daemon's socket path (absolute, shorter than `sun_path`).
+    pub fn socket(&self) -> &[u8] {
+        self.socket.get(..self.socket_len).unwrap_or(&[])
+    }
+
+    /// Take `path` as the socket if it is absolute, has no NUL and fits `sun_path`.
+    fn set_socket(&mut self, path: &[u8]) -> bool {
+        if path.first() != Some(&b'/') || path.contains(&0) || path.len() >= SUN_PATH_LEN {
+            return false;
+        }
+        let Some(dst) = self.socket.get_mut(..path.len()) else {
+            return false;
+        };
+        dst.copy_from_slice(path);
+        self.socket_len = path.len();
+        true
+    }
+}
+
+/// Read the configuration file at `path` ([`CONFIG_PATH`] but for tests). Its settings are used
+/// only when it is a regular file (not followed through a symbolic link), owned by root, not
+/// writable by group or others, and at most [`CONFIG_MAX`] bytes: otherwise whoever could write
+/// it could redirect every process's reports. Any failure gives the defaults.
+pub fn read_config(path: &CStr) -> Config {
+    let mut buf = [0u8; CONFIG_MAX + 1];
+    // SAFETY: `path` is NUL-terminated. O_NOFOLLOW: a link is refused (ELOOP), not followed;
+    // O_CLOEXEC: nothing leaks into a child even if another thread forks meanwhile.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY,
+        )
     };
+    if fd < 0 {
+        return Config::default();
+    }
+    // SAFETY: an all-zero `stat` is a valid value for `fstat` to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable `stat` and `fd` is open.
+    let trusted = unsafe { libc::fstat(fd, &mut st) } == 0
+        && st.st_mode & libc::S_IFMT == libc::S_IFREG
+        && st.st_uid == 0
+        && st.st_mode & (libc::S_IWGRP | libc::S_IWOTH) == 0
+        && st.st_size <= CONFIG_MAX as libc::off_t;
+    let n = if trusted { read_fd(fd, &mut buf) } else { 0 };
+    close(fd);
+    match buf.get(..n) {
+        // Longer than `fstat` said (still being written): not the file that was checked.
+        Some(text) if trusted && n <= CONFIG_MAX => parse_config(text),
+        _ => Config::default(),
+    }
+}
+
+/// Parse the configuration: lines of `key = value`, blanks around both ignored; `#` starts a
+/// comment at the beginning of a line or after a blank. Keys: `socket` (an absolute path) and
+/// `allow_env_override` (`true` or `false`). Unknown keys and invalid values are skipped (the
+/// default stays), so that a newer file does not disable an older library; the last valid line
+/// of a key wins.
+pub fn parse_config(text: &[u8]) -> Config {
+    let mut c = Config::default();
+    for line in text.split(|&b| b == b'\n') {
+        let line = strip_comment(line);
+        let Some(eq) = line.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let (key, value) = (
+            line.get(..eq).unwrap_or(&[]),
+            line.get(eq + 1..).unwrap_or(&[]),
+        );
+        match (trim(key), trim(value)) {
+            (b"socket", v) => {
+                c.set_socket(v);
+            }
+            (b"allow_env_override", b"true") => c.allow_env_override = true,
+            (b"allow_env_override", b"false") => c.allow_env_override = false,
+            _ => {}
+        }
+    }
+    c
+}
+
+/// `line` up to a `#` that starts it or follows a blank.
+fn strip_comment(line: &[u8]) -> &[u8] {
+    let mut prev_blank = true;
+    for (i, &b) in line.iter().enumerate() {
+        if b == b'#' && prev_blank {
+            return line.get(..i).unwrap_or(line);
+        }
+        prev_blank = matches!(b, b' ' | b'\t');
+    }
+    line
+}
+
+/// `b` without leading and trailing spaces, tabs and carriage returns.
+fn trim(b: &[u8]) -> &[u8] {
+    let blank = |c: &u8| matches!(c, b' ' | b'\t' | b'\r');
+    let start = b.iter().position(|c| !blank(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !blank(c)).map_or(start, |e| e + 1);
+    b.get(start..end).unwrap_or(&[])
+}
+
+/// Connect to the daemon's socket; `None` when it is not there (no message, no retry).
+fn connect(config: &Config) -> Option<c_int> {
+    let path = match config.allow_env_override && !secure_exec() {
+        true => env(SOCKET_ENV).filter(|p| !p.is_empty()),
+        false => None,
+    };
+    let path = path.unwrap_or(config.socket());
     // SAFETY: an all-zero `sockaddr_un` is a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -541,6 +678,13 @@ unsafe fn join_c_strings(list: *const *const c_char, count: usize, cap: usize, o
         let room = cap - out.len();
         out.extend_from_slice(bytes.get(..room).unwrap_or(bytes));
     }
+}
+
+/// Whether the process is secure-exec (setuid, setgid, file capabilities): its environment
+/// was chosen by a less privileged user and must not choose where the reports go.
+fn secure_exec() -> bool {
+    // SAFETY: `getauxval` has no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
 /// Device and inode of an open descriptor.
@@ -734,7 +878,103 @@ fn send_message(kind: MessageKind, name: &str, path: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::dev_mode_in_args;
+    use super::{dev_mode_in_args, parse_config, read_config, Config, CONFIG_MAX};
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn config(socket: &str, allow_env_override: bool) -> Config {
+        let mut c = Config::default();
+        assert!(c.set_socket(socket.as_bytes()));
+        c.allow_env_override = allow_env_override;
+        c
+    }
+
+    #[test]
+    fn config_parsing() {
+        assert_eq!(Config::default().socket(), b"/run/pyusage/preload.sock");
+        assert!(!Config::default().allow_env_override);
+        assert_eq!(parse_config(b""), Config::default());
+        let text = b"# pyusage preload\n\
+            \n\
+            socket = /run/x/p.sock   # the daemon's\n\
+            \tallow_env_override=true\r\n\
+            unknown_key = 3\n\
+            no equals sign\n";
+        assert_eq!(parse_config(text), config("/run/x/p.sock", true));
+        // Invalid values keep the default; the last valid line wins.
+        let long = format!("socket = /{}\n", "a".repeat(107));
+        for bad in [
+            "socket = relative.sock\n",
+            "socket =\n",
+            long.as_str(),
+            "allow_env_override = yes\n",
+            "allow_env_override = True\n",
+            "# allow_env_override = true\n",
+            "socket#x = /y\n",
+        ] {
+            assert_eq!(parse_config(bad.as_bytes()), Config::default(), "{bad:?}");
+        }
+        let text = b"socket = /a.sock\nsocket = bad\nallow_env_override = true\n\
+            allow_env_override = false\nsocket=/b#c.sock\n";
+        assert_eq!(parse_config(text), config("/b#c.sock", false));
+        let max = format!("socket = /{}", "a".repeat(106));
+        assert_eq!(parse_config(max.as_bytes()).socket().len(), 107);
+    }
+
+    /// Write `text` to `path` with `mode`, owned by `uid` when running as root.
+    fn write(path: &Path, text: &[u8], mode: u32, uid: Option<u32>) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(path, Some(uid), None).unwrap();
+        }
+    }
+
+    fn read(path: &Path) -> Config {
+        read_config(&CString::new(path.as_os_str().as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn config_file_is_trusted_only_when_root_owned_and_not_writable_by_others() {
+        // SAFETY: `geteuid` has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("preload.conf");
+        let text = b"socket = /tmp/t.sock\nallow_env_override = true\n";
+        let wanted = config("/tmp/t.sock", true);
+        assert_eq!(read(&path), Config::default(), "absent");
+        if root {
+            write(&path, text, 0o644, Some(0));
+            assert_eq!(read(&path), wanted, "root, 0644");
+            write(&path, text, 0o600, Some(0));
+            assert_eq!(read(&path), wanted, "root, 0600");
+            for mode in [0o664, 0o646, 0o666, 0o777] {
+                write(&path, text, mode, Some(0));
+                assert_eq!(read(&path), Config::default(), "mode {mode:o}");
+            }
+            write(&path, text, 0o644, Some(65534));
+            assert_eq!(read(&path), Config::default(), "owned by nobody");
+            // Too long, even when the settings come first.
+            let mut big = text.to_vec();
+            big.resize(CONFIG_MAX + 1, b'\n');
+            write(&path, &big, 0o644, Some(0));
+            assert_eq!(read(&path), Config::default(), "longer than CONFIG_MAX");
+            big.truncate(CONFIG_MAX);
+            write(&path, &big, 0o644, Some(0));
+            assert_eq!(read(&path), wanted, "exactly CONFIG_MAX");
+            // A symbolic link to a trusted file is not followed; a directory is not a file.
+            let link = dir.path().join("link.conf");
+            std::os::unix::fs::symlink(&path, &link).unwrap();
+            assert_eq!(read(&link), Config::default(), "symlink");
+            assert_eq!(read(dir.path()), Config::default(), "directory");
+        } else {
+            // Not root: every file this user creates is owned by someone other than root.
+            write(&path, text, 0o644, None);
+            assert_eq!(read(&path), Config::default(), "owned by a user");
+        }
+    }
 
     fn dev(args: &[&str]) -> bool {
         let mut v = Vec::new();

@@ -9,15 +9,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tracer_common::preload::{decode, MessageKind, MAX_MESSAGE};
 
+/// The library to preload, on a machine whose configuration lets the tests choose the socket
+/// ([`ensure_config`]).
 pub fn library() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
+    ensure_config();
     let lib = deps.join("libpyusage_preload.so");
     let rlib = deps.join("libpyusage_preload.rlib");
     assert!(lib.exists(), "no cdylib at {}", lib.display());
@@ -32,6 +35,74 @@ pub fn library() -> PathBuf {
         );
     }
     lib
+}
+
+/// The configuration file the library reads (its `CONFIG_PATH`).
+pub const CONFIG: &str = "/etc/pyusage/preload.conf";
+
+/// Make `/etc/pyusage/preload.conf` allow `PYUSAGE_PRELOAD_SOCKET`.
+///
+/// Why the tests write to `/etc`: the library takes the daemon's socket from that fixed,
+/// root-owned file and honours the environment variable only when the file says
+/// `allow_env_override = true` (otherwise any user could redirect the reports by default).
+/// These tests point each process at their own listener through the variable, so the machine
+/// that runs them needs the line. This adds it, keeping what the file already says (the last
+/// line of a key wins), and leaves a file that already allows the override alone. It needs
+/// root, as the end-to-end tests do; the library trusts the file only when root owns it and
+/// nobody else can write it, so it is written that way (0644), through a temporary file and a
+/// `rename`, so that a process starting meanwhile reads the old file or the new one.
+pub fn ensure_config() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let path = Path::new(CONFIG);
+        let existing = std::fs::read(path).ok();
+        let trusted = std::fs::symlink_metadata(path)
+            .is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0);
+        let text = match existing {
+            Some(t) if trusted && allows_override(&t) => return,
+            Some(t) if trusted => t,
+            _ => Vec::new(),
+        };
+        let mut text = text;
+        if !text.is_empty() && !text.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+        text.extend_from_slice(
+            b"# Added by pyusage-preload's tests: PYUSAGE_PRELOAD_SOCKET may choose the socket.\n\
+              allow_env_override = true\n",
+        );
+        let dir = path.parent().unwrap();
+        let fail = |what: &str, e: std::io::Error| -> ! {
+            panic!("{what} for {CONFIG} (the preload tests need root, see ensure_config): {e}")
+        };
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| fail("create_dir_all", e));
+        let tmp = dir.join(format!(".preload.conf.{}", std::process::id()));
+        std::fs::write(&tmp, &text).unwrap_or_else(|e| fail("write", e));
+        let setup = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+            .and_then(|()| std::os::unix::fs::chown(&tmp, Some(0), Some(0)))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = setup {
+            let _ = std::fs::remove_file(&tmp);
+            fail("install", e);
+        }
+    });
+}
+
+/// Whether the last `allow_env_override` line of a configuration says `true` (the library's
+/// rule; comments are dropped at any `#`, which is stricter than the library).
+fn allows_override(text: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(text);
+    let mut allowed = false;
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        if let Some((key, value)) = line.split_once('=') {
+            if key.trim() == "allow_env_override" {
+                allowed = value.trim() == "true";
+            }
+        }
+    }
+    allowed
 }
 
 pub fn interpreters() -> Vec<PathBuf> {
