@@ -156,6 +156,79 @@ fn srun_steps_time_limit_and_sigkill_are_attributed() {
     });
 }
 
+/// Preload-only mode (no eBPF): a batch job killed at its time limit and an `srun` step
+/// killed with SIGKILL still have their imports, job, step and signal, from the library's
+/// messages and the process connector's exits.
+#[test]
+fn preload_only_time_limit_and_sigkill_are_recorded() {
+    with_slurm(|conf| {
+        ensure_preload_config();
+        let dir = shared_tempdir();
+        let sock = dir.path().join("preload.sock");
+        let d = Daemon::start_with(
+            &["--no-ebpf", "--preload-socket", sock.to_str().unwrap()],
+            &[],
+        );
+        let py = venv_python();
+        let submit_preloaded = |wrap: &str| {
+            let out = output_ok(
+                slurm(conf, "sbatch")
+                    .env("LD_PRELOAD", preload_lib())
+                    .env("PYUSAGE_PRELOAD_SOCKET", &sock)
+                    .args(["--parsable", "-o", "/dev/null", "--wrap", wrap]),
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        let sleeper = format!("{} -c 'import yaml, time; time.sleep(600)'", py.display());
+        let timed = submit_preloaded(&sleeper);
+        wait_state(conf, &timed, "RUNNING", 30);
+        std::thread::sleep(Duration::from_secs(2));
+        let st = slurm(conf, "scontrol")
+            .args(["update", &format!("JobId={timed}"), "TimeLimit=0"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let killed = submit_preloaded(&format!("srun {sleeper}"));
+        wait_state(conf, &killed, "RUNNING", 60);
+        std::thread::sleep(Duration::from_secs(2));
+        let st = slurm(conf, "scancel")
+            .args(["--signal=KILL", &format!("{killed}.0")])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        wait_state(conf, &timed, "", 90);
+        wait_state(conf, &killed, "", 60);
+        let r = d.stop();
+        let of_job = |job: &str| -> Vec<&serde_json::Value> {
+            r.recs
+                .iter()
+                .filter(|x| x["job_id"] == job && x["package"] == "yaml")
+                .collect()
+        };
+        let t = of_job(&timed);
+        assert_eq!(t.len(), 1, "time-limited job's python: {:?}", r.recs);
+        assert_eq!(
+            (&t[0]["source"], &t[0]["step_id"], &t[0]["exit"]),
+            (&"preload".into(), &"batch".into(), &"signaled".into()),
+            "{}",
+            t[0]
+        );
+        assert!(["SIGTERM", "SIGKILL"].contains(&t[0]["exit_signal"].as_str().unwrap()));
+        let k = of_job(&killed);
+        assert_eq!(k.len(), 1, "{:?}", r.recs);
+        assert_eq!(
+            (&k[0]["exit"], &k[0]["exit_signal"], &k[0]["step_id"]),
+            (&"signaled".into(), &"SIGKILL".into(), &"0".into())
+        );
+        assert_eq!(k[0]["job_source"], "cgroup");
+    });
+}
+
 /// `mpirun -np 4` with Debian's mpi4py, as inside a batch job (SLURM_JOB_ID set, every rank
 /// with SLURM_PROCID=0).
 fn mpirun4(job: &str) {

@@ -90,6 +90,10 @@ impl ProcTable {
                 c.forked_by_preload = false;
                 return None;
             }
+            if c.hello_at.is_some_and(|h| ktime_ns <= h) {
+                // The fork that made the process whose Hello was read first.
+                return None;
+            }
         }
         let stale = self.finish(child, Ending::Unknown, at);
         if let Some(pp) = self.procs.get(&parent) {

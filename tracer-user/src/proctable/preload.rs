@@ -57,8 +57,10 @@ impl ProcTable {
         let pid = info.tgid;
         if let Some(p) = self.procs.get_mut(&pid) {
             if !p.preload_seen {
-                // The kernel's process: the library runs in it too.
+                // The kernel's process: the library runs in it too, and the library's hook
+                // runs only in CPython.
                 p.preload_seen = true;
+                p.verified = true;
                 return None;
             }
             // A second Hello under the pid: a new image (Python exec'd Python), read before
@@ -100,7 +102,9 @@ impl ProcTable {
         facts: &dyn ProcFacts,
     ) {
         if !self.procs.contains_key(&pid) {
-            if pid == conn_pid || !self.procs.contains_key(&conn_pid) {
+            let ended =
+                self.recent_ends.contains_key(&pid) && facts.parent_and_mnt_ns(pid).is_none();
+            if pid == conn_pid || !self.procs.contains_key(&conn_pid) || ended {
                 self.fidelity.preload_late += 1;
                 return;
             }
@@ -121,6 +125,9 @@ impl ProcTable {
             return;
         };
         p.preload_seen = true;
+        // Only CPython runs the library's hook (a fork child of a process the kernel promoted
+        // for opening libpython, copied before that was confirmed, is confirmed here).
+        p.verified = true;
         Self::import(
             &mut self.shared,
             p,

@@ -755,6 +755,27 @@ mod preload {
     }
 
     #[test]
+    fn a_fork_child_copied_before_its_parent_was_confirmed_is_confirmed_by_its_messages() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        // Promoted for opening libpython: not confirmed until it maps it.
+        let mut e = exec(10, 1, "/v/bin/python", "python -c x", "", 1_000);
+        if let Event::Exec(i) = &mut e {
+            i.flags = tracer_common::EXEC_FLAG_LIBPYTHON;
+        }
+        t.handle(e, &f);
+        // The child's message (on the parent's connection) comes before the mapping.
+        t.preload(module(11, 10, NP, 1_300), &f);
+        let child = exit(&mut t, 11, &f);
+        assert_eq!(names(&child), ["numpy"]);
+        // A late message of an ended child does not bring it back.
+        t.preload(module(999, 10, NP, 1_400), &f);
+        assert_eq!(names(&exit(&mut t, 999, &f)), ["numpy"]);
+        t.preload(module(999, 10, NP2, 1_500), &f);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.fidelity().preload_late, 1);
+    }
+
+    #[test]
     fn messages_after_the_exit_are_counted_not_turned_into_a_process() {
         let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
         t.handle(exec(999, 1, "/v/bin/python", "python -c x", "", 1_000), &f);
