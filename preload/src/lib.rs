@@ -4,21 +4,25 @@
 //! `LD_PRELOAD` for a trial). In a CPython ≥ 3.8 process it installs a PEP 578 audit hook
 //! before the interpreter initialises and streams what the import system does to the daemon,
 //! one datagram per event, at the moment it happens: a SIGKILL loses nothing already seen.
-//! In every other process it costs one failed `dlsym` at load time and then nothing.
+//! In every other process it costs the mapping of a 16 KB object and one symbol lookup at load
+//! time, then nothing (see "Cost" below).
 //! The design follows the experiments in `docs/preload-research.md` (pyenv 2.7–3.13 and
 //! Debian's 3.11 on this project's machines); the reasons below point there.
 //!
 //! # Recognising Python: by symbol, in the constructor
 //!
 //! A function pointer in `.init_array` runs when the loader has mapped every `DT_NEEDED`
-//! object but before `main`. `dlsym(RTLD_DEFAULT, "PySys_AddAuditHook")` then finds the API
-//! whether libpython is a shared object (pyenv: the executable exports no `Py*` symbol, its
-//! `libpython3.x.so.1.0` does) or linked into the executable (Debian's `/usr/bin/python3.11`
-//! exports its API dynamically). It does not look at the program's name, so console scripts,
-//! venv copies and renamed interpreters are covered, and so are `-I`, `-S`, `-E` and an empty
-//! environment: the hook is in place before the interpreter reads any of them. In a process
-//! that is not Python the miss is all that happens (its error string is cleared with
-//! `dlerror()` so that the program never sees it).
+//! object but before `main`. The constructor then looks `PySys_AddAuditHook` up in the
+//! dynamic symbol tables of the loaded objects, which finds the API whether libpython is a
+//! shared object (pyenv: the executable exports no `Py*` symbol, its `libpython3.x.so.1.0`
+//! does) or linked into the executable (Debian's `/usr/bin/python3.11` exports its API
+//! dynamically). It does not look at the program's name, so console scripts, venv copies and
+//! renamed interpreters are covered, and so are `-I`, `-S`, `-E` and an empty environment: the
+//! hook is in place before the interpreter reads any of them. In a process that is not Python
+//! the miss is all that happens. It is found by walking the objects' own hash tables
+//! (`dl_iterate_phdr`, module `elf`) rather than with `dlsym`, whose miss `malloc`s an error
+//! message: in a small program that first allocation sets up the heap, which measured as much
+//! as loading the library. In Python, `dlsym(RTLD_DEFAULT, …)` resolves the API.
 //!
 //! Not covered by this library yet, on purpose:
 //! - **CPython 2.7 and 3.6–3.7** have no audit hooks (`Py_Initialize` resolves,
@@ -98,19 +102,59 @@
 //! arbitrary finder objects, i.e. Python code that can import and re-enter the hook), calls
 //! only C getters resolved once in the constructor, clears any error it caused with
 //! `PyErr_Clear`, preserves `errno`, always returns 0 (non-zero would abort the import), takes
-//! no lock that a `fork()` could leave held, and catches any panic before it reaches the
-//! interpreter. Events are not deduplicated here (`json.scanner` is reported twice for
+//! no lock that a `fork()` could leave held, and cannot panic (below). Events are not
+//! deduplicated here (`json.scanner` is reported twice for
 //! `import json`); the daemon keeps a set per process.
+//!
+//! # Build and cost
+//!
+//! Ship `cargo build --profile preload -p pyusage-preload` (`target/preload/`; the workspace
+//! `Cargo.toml` defines the profile: panic = "abort", LTO, one codegen unit, stripped). That
+//! build is `#![no_std]`: it links libc only (std would add libgcc_s and ~400 KB), has no
+//! exported symbols, ~30 relocations, and is linked with `-z defs` and `-z now` (build.rs).
+//! Other profiles link std for its panic runtime; the code is the same. No code path should
+//! panic: the crate denies indexing, `unwrap` and friends (clippy), and the panic handler
+//! aborts, as a panic in any `extern "C"` function would.
+//!
+//! Measured with `bench/preload_exec.c` (fork + exec of `/bin/true`, alternating blocks):
+//! the library adds ~40 µs of CPU per exec, the same as an empty C shared object, i.e. the
+//! cost of preloading anything (was ~160 µs with std and a `dlsym` miss). Numbers and method
+//! in `docs/preload-research.md`.
 //!
 //! [`MessageKind::Import`]: tracer_common::preload::MessageKind::Import
 //! [`MessageKind::ExtensionImport`]: tracer_common::preload::MessageKind::ExtensionImport
 //! [`MessageKind::Exec`]: tracer_common::preload::MessageKind::Exec
 //! [`MessageKind::Hello`]: tracer_common::preload::MessageKind::Hello
 
-use std::ffi::{c_char, c_int, c_void, CStr};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+#![no_std]
+// The library runs inside every process of a node and must never abort one: no indexing or
+// slicing that can panic, no unwrap, every `unsafe` block with its justification.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::undocumented_unsafe_blocks
+    )
+)]
+
+// The shipped library (`--profile preload`, panic = "abort") links no std: only libc. Builds
+// with unwinding (the dev, test and release profiles, which `cargo build --workspace` and
+// clippy use) take std's panic handler and unwinding runtime; the code is the same.
+#[cfg(any(test, not(panic = "abort")))]
+extern crate std;
+
+mod elf;
+
+use core::cell::UnsafeCell;
+use core::ffi::{c_char, c_int, c_void, CStr};
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use tracer_common::preload::{
     encode, Message, MessageKind, ARGS_MAX, ENV_MAX, IMPORT_MAX, MAX_MESSAGE,
@@ -160,8 +204,29 @@ unsafe impl Sync for Api {}
 // SAFETY: as above; nothing in `Api` is tied to the thread that resolved it.
 unsafe impl Send for Api {}
 
-/// Set once by the constructor before the hook is installed; read by the hook.
-static API: OnceLock<Api> = OnceLock::new();
+/// [`Api`], written once by the constructor before it sets [`API_READY`] and installs the hook;
+/// read by the hook only after it saw [`API_READY`].
+struct ApiCell(UnsafeCell<MaybeUninit<Api>>);
+
+// SAFETY: the cell is written only by the constructor, before `API_READY` is set with Release
+// ordering (and before the hook that reads it exists); readers load `API_READY` with Acquire
+// first and never write.
+unsafe impl Sync for ApiCell {}
+
+static API: ApiCell = ApiCell(UnsafeCell::new(MaybeUninit::uninit()));
+/// Whether [`API`] holds a value.
+static API_READY: AtomicBool = AtomicBool::new(false);
+/// Set by the first run of the constructor (guards [`API`] against a second writer).
+static INITIALISED: AtomicBool = AtomicBool::new(false);
+
+/// The resolved API, once the constructor has stored it.
+fn api() -> Option<&'static Api> {
+    if !API_READY.load(Ordering::Acquire) {
+        return None;
+    }
+    // SAFETY: `API_READY` is set only after `API` was written, and it is never written again.
+    Some(unsafe { (*API.0.get()).assume_init_ref() })
+}
 /// The connected socket, or -1 when there is none or sending has stopped.
 static SOCK: AtomicI32 = AtomicI32::new(-1);
 /// Device and inode of [`SOCK`] at connect time, to notice a reused descriptor number.
@@ -175,6 +240,24 @@ pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
+// Without std nothing else names libc (the `libc` crate leaves that to std), and the library
+// must name it: it is linked with `-z defs` (build.rs), and the loader should see the need.
+#[cfg(not(any(test, not(panic = "abort"))))]
+#[link(name = "c")]
+unsafe extern "C" {}
+
+/// The panic handler of the `no_std` build. It aborts, as a panic in any `extern "C"` function
+/// does; no code path of the library should reach it (no indexing without a check, no
+/// `unwrap`). Checked on the optimised build with `objdump -d`: the only call to a panic is
+/// in `tracer_common::preload::encode` (its `split_at_mut` after a sum of lengths that the
+/// optimiser does not bound), unreachable because every field is first cut to its maximum.
+#[cfg(all(panic = "abort", not(test)))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: `abort` has no preconditions.
+    unsafe { libc::abort() }
+}
+
 /// The constructor, run by the loader when the library is mapped (before `main`). glibc calls
 /// `.init_array` functions with `(argc, argv, envp)`, the process's initial command line and
 /// environment, which the [`MessageKind::Hello`] carries.
@@ -184,9 +267,7 @@ static CONSTRUCTOR: extern "C" fn(c_int, *const *const c_char, *const *const c_c
 
 extern "C" fn constructor(argc: c_int, argv: *const *const c_char, envp: *const *const c_char) {
     let saved = errno();
-    // A panic must not unwind into the loader; there is nothing to report it to, so it only
-    // means that this process goes unobserved.
-    let _ = catch_unwind(|| init(Process { argc, argv, envp }));
+    init(Process { argc, argv, envp });
     set_errno(saved);
 }
 
@@ -238,10 +319,15 @@ unsafe fn func<F: Copy>(name: &CStr) -> Option<F> {
     }
     // SAFETY: `F` is a function pointer (pointer-sized) of the symbol's signature, by the
     // caller's contract, and `p` is the non-null address of that function.
-    Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+    Some(unsafe { core::mem::transmute_copy::<*mut c_void, F>(&p) })
 }
 
 fn init(process: Process) {
+    // Most processes are not Python: that answer comes without `dlsym`, whose miss costs a
+    // small program its first `malloc` (see `elf`).
+    if elf::defined(c"PySys_AddAuditHook") == Some(false) {
+        return;
+    }
     let add_hook = sym(c"PySys_AddAuditHook");
     if add_hook.is_null() {
         // Not CPython ≥ 3.8 (or libpython not loaded yet). Clear the failed lookup's error
@@ -297,6 +383,9 @@ fn init(process: Process) {
         }
     };
     let config = read_config(CONFIG_PATH);
+    if INITIALISED.swap(true, Ordering::AcqRel) {
+        return; // the constructor ran twice (cannot happen with one mapping)
+    }
     let Some(fd) = connect(&config) else { return };
     // The daemon takes the first message of a connection as the process's exec record; without
     // it the connection is useless, so the hook is not installed either.
@@ -304,19 +393,18 @@ fn init(process: Process) {
         close(fd);
         return;
     }
-    if API.set(api).is_err() {
-        // Already set: the constructor ran twice (cannot happen with one mapping).
-        close(fd);
-        return;
-    }
+    // SAFETY: only this first run of the constructor writes `API`, and nothing reads it before
+    // `API_READY` is set below.
+    unsafe { (*API.0.get()).write(api) };
+    API_READY.store(true, Ordering::Release);
     SOCK.store(fd, Ordering::Release);
     // SAFETY: `add_hook` is `PySys_AddAuditHook(Py_AuditHookFunction, void *)`, callable before
     // `Py_Initialize` (documented by PEP 578 for exactly this use); `hook` has the
     // `Py_AuditHookFunction` signature and the null user data is never read.
     let rc = unsafe {
         let add: unsafe extern "C" fn(AuditHook, *mut c_void) -> c_int =
-            std::mem::transmute::<*mut c_void, _>(add_hook);
-        add(hook, std::ptr::null_mut())
+            core::mem::transmute::<*mut c_void, _>(add_hook);
+        add(hook, core::ptr::null_mut())
     };
     if rc != 0 {
         SOCK.store(-1, Ordering::Release);
@@ -474,7 +562,7 @@ pub fn read_config(path: &CStr) -> Config {
         return Config::default();
     }
     // SAFETY: an all-zero `stat` is a valid value for `fstat` to overwrite.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
     // SAFETY: `st` is a valid, writable `stat` and `fd` is open.
     let trusted = unsafe { libc::fstat(fd, &mut st) } == 0
         && st.st_mode & libc::S_IFMT == libc::S_IFREG
@@ -546,7 +634,7 @@ fn connect(config: &Config) -> Option<c_int> {
     };
     let path = path.unwrap_or(config.socket());
     // SAFETY: an all-zero `sockaddr_un` is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut addr: libc::sockaddr_un = unsafe { core::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     if path.len() >= addr.sun_path.len() {
         return None;
@@ -570,7 +658,7 @@ fn connect(config: &Config) -> Option<c_int> {
         libc::connect(
             fd,
             (&raw const addr).cast(),
-            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
         )
     };
     let Some((dev, ino)) = (rc == 0).then(|| identity(fd)).flatten() else {
@@ -586,39 +674,46 @@ fn connect(config: &Config) -> Option<c_int> {
 /// environment, each NUL-separated and cut to the wire format's maximum. `false` when it could
 /// not be sent whole (the daemon's queue is full, or the socket failed).
 fn send_hello(fd: c_int, process: Process) -> bool {
-    // Up to ~41 KB: on the heap, which is fine here (once, in the constructor), unlike in the
-    // hook. One byte over each maximum lets `encode` see that a field was cut and flag it.
-    let mut args = Vec::with_capacity(ARGS_MAX + 1);
+    // ~78 KB: mapped for the call, not on the stack (and not a static, which every process
+    // would map as zero pages at load). One byte over each maximum lets `encode` see that a
+    // field was cut and flag it.
+    let Some(mut map) = Mapping::new(ARGS_MAX + 1 + ENV_MAX + 1 + MAX_MESSAGE) else {
+        return false;
+    };
+    let Some((args_buf, rest)) = map.bytes().split_at_mut_checked(ARGS_MAX + 1) else {
+        return false;
+    };
+    let Some((env_buf, buf)) = rest.split_at_mut_checked(ENV_MAX + 1) else {
+        return false;
+    };
     let argc = usize::try_from(process.argc).unwrap_or(0);
-    if process.argv.is_null() || argc == 0 {
-        args.resize(ARGS_MAX + 1, 0);
-        let n = read_cmdline(&mut args);
-        args.truncate(n);
+    let args_len = if process.argv.is_null() || argc == 0 {
+        read_cmdline(args_buf)
     } else {
         // SAFETY: glibc passes `argv` with `argc` valid NUL-terminated strings.
-        unsafe { join_c_strings(process.argv, argc, ARGS_MAX + 1, &mut args) };
-    }
-    let mut env = Vec::with_capacity(ENV_MAX + 1);
+        unsafe { join_c_strings(process.argv, argc, args_buf) }
+    };
     let envp = if process.envp.is_null() {
         // SAFETY: glibc's `environ`, read before `main` (no other thread can be changing it).
         unsafe { libc::environ.cast_const().cast::<*const c_char>() }
     } else {
         process.envp
     };
-    if !envp.is_null() {
+    let env_len = if envp.is_null() {
+        0
+    } else {
         // SAFETY: `envp` is a NULL-terminated array of NUL-terminated strings.
-        unsafe { join_c_strings(envp, usize::MAX, ENV_MAX + 1, &mut env) };
-    }
+        unsafe { join_c_strings(envp, usize::MAX, env_buf) }
+    };
     let mut exe = [0u8; 4096];
     let path = executed_program(&mut exe);
-    let mut buf = vec![0u8; MAX_MESSAGE];
     let m = Message {
         path,
-        args: &args,
-        env: &env,
+        args: args_buf.get(..args_len).unwrap_or(&[]),
+        env: env_buf.get(..env_len).unwrap_or(&[]),
         ..Message::new(MessageKind::Hello)
     };
-    let Ok(len) = encode(&m, &mut buf) else {
+    let Ok(len) = encode(&m, buf) else {
         return false;
     };
     // SAFETY: `buf[..len]` is initialised; non-blocking and SIGPIPE-free as every send.
@@ -631,6 +726,42 @@ fn send_hello(fd: c_int, process: Process) -> bool {
         )
     };
     usize::try_from(r) == Ok(len)
+}
+
+/// Anonymous private memory, unmapped when dropped.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> Option<Self> {
+        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        (p != libc::MAP_FAILED).then(|| Mapping { ptr: p.cast(), len })
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` is a readable and writable mapping of `len` bytes (zero-filled by the
+        // kernel), alive until `drop`, and borrowed mutably only through `&mut self`.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once; no borrow outlives `self`.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
 }
 
 /// The program as executed: the file name given to `execve` (`AT_EXECFN`), or when the kernel
@@ -660,24 +791,29 @@ fn executed_program(buf: &mut [u8]) -> &[u8] {
     }
 }
 
-/// Append up to `count` strings of a NULL-terminated array, each followed by a NUL, to `out`,
-/// stopping once `out` holds `cap` bytes.
+/// Copy up to `count` strings of a NULL-terminated array into `out`, each followed by a NUL,
+/// until `out` is full; the number of bytes written.
 ///
 /// # Safety
 /// `list` points to an array of NUL-terminated strings that ends with a null pointer or has at
 /// least `count` entries.
-unsafe fn join_c_strings(list: *const *const c_char, count: usize, cap: usize, out: &mut Vec<u8>) {
+unsafe fn join_c_strings(list: *const *const c_char, count: usize, out: &mut [u8]) -> usize {
+    let mut n = 0;
     for i in 0..count {
         // SAFETY: `i` is within the array by the caller's contract (it stops at the null).
         let s = unsafe { *list.add(i) };
-        if s.is_null() || out.len() >= cap {
-            return;
-        }
+        let Some(room) = out.get_mut(n..).filter(|r| !r.is_empty() && !s.is_null()) else {
+            break;
+        };
         // SAFETY: each entry is a NUL-terminated string.
         let bytes = unsafe { CStr::from_ptr(s) }.to_bytes_with_nul();
-        let room = cap - out.len();
-        out.extend_from_slice(bytes.get(..room).unwrap_or(bytes));
+        let k = bytes.len().min(room.len());
+        if let (Some(dst), Some(src)) = (room.get_mut(..k), bytes.get(..k)) {
+            dst.copy_from_slice(src);
+        }
+        n += k;
     }
+    n
 }
 
 /// Whether the process is secure-exec (setuid, setgid, file capabilities): its environment
@@ -690,7 +826,7 @@ fn secure_exec() -> bool {
 /// Device and inode of an open descriptor.
 fn identity(fd: c_int) -> Option<(u64, u64)> {
     // SAFETY: an all-zero `stat` is a valid value for `fstat` to overwrite.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
     // SAFETY: `st` is a valid, writable `stat`.
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return None;
@@ -707,23 +843,21 @@ fn close(fd: c_int) {
 /// interpreter's error state as it found them.
 extern "C" fn hook(event: *const c_char, args: *mut PyObject, _data: *mut c_void) -> c_int {
     let saved = errno();
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        if event.is_null() || args.is_null() || SOCK.load(Ordering::Relaxed) < 0 {
-            return;
+    if event.is_null() || args.is_null() || SOCK.load(Ordering::Relaxed) < 0 {
+        return 0;
+    }
+    // SAFETY: CPython passes the event name as a NUL-terminated string.
+    let name = unsafe { CStr::from_ptr(event) }.to_bytes();
+    let Some(api) = api() else { return 0 };
+    // SAFETY: `args` is the event's argument tuple (a live object while the hook runs), and the
+    // GIL (or, free-threaded, the thread state) is held by the caller.
+    unsafe {
+        match name {
+            b"import" => on_import(api, args),
+            b"exec" => on_exec(api, args),
+            _ => {}
         }
-        // SAFETY: CPython passes the event name as a NUL-terminated string.
-        let name = unsafe { CStr::from_ptr(event) }.to_bytes();
-        let Some(api) = API.get() else { return };
-        // SAFETY: `args` is the event's argument tuple (a live object while the hook runs),
-        // and the GIL (or, free-threaded, the thread state) is held by the caller.
-        unsafe {
-            match name {
-                b"import" => on_import(api, args),
-                b"exec" => on_exec(api, args),
-                _ => {}
-            }
-        }
-    }));
+    }
     set_errno(saved);
     0
 }
@@ -743,7 +877,7 @@ unsafe fn utf8<'a>(api: &Api, obj: *mut PyObject) -> Option<&'a [u8]> {
         return None;
     }
     // SAFETY: CPython returns a buffer of `len` bytes cached in the object.
-    Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len as usize) })
+    Some(unsafe { core::slice::from_raw_parts(p.cast::<u8>(), len as usize) })
 }
 
 /// Argument `i` of the tuple (borrowed), or `None` with the error cleared.
@@ -778,7 +912,7 @@ unsafe fn on_import(api: &Api, args: *mut PyObject) {
         let (Some(module), Some(file)) = (arg(api, args, 0), arg(api, args, 1)) else {
             return;
         };
-        let Some(module) = utf8(api, module).and_then(|b| std::str::from_utf8(b).ok()) else {
+        let Some(module) = utf8(api, module).and_then(|b| core::str::from_utf8(b).ok()) else {
             return;
         };
         if file == api.none {
@@ -880,9 +1014,11 @@ fn send_message(kind: MessageKind, name: &str, path: &[u8]) {
 mod tests {
     use super::{dev_mode_in_args, parse_config, read_config, Config, CONFIG_MAX};
     use std::ffi::CString;
+    use std::format;
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
+    use std::prelude::rust_2021::*;
 
     fn config(socket: &str, allow_env_override: bool) -> Config {
         let mut c = Config::default();

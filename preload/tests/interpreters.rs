@@ -3,15 +3,9 @@
 //! executable) and into programs that are not Python, with a `SOCK_SEQPACKET` listener in a
 //! temporary directory standing in for the daemon.
 //!
-//! Which library: `libpyusage_preload.so` next to this test binary, in
-//! `target/<profile>/deps/`. Before it builds an integration test, Cargo compiles the package's
-//! library with all of its crate types in one `rustc` run (`--crate-type cdylib --crate-type
-//! rlib`, seen with `cargo test -v`), because the test links the `rlib`; so `cargo test -p
-//! pyusage-preload` always has a cdylib of the same sources there, and nothing extra is built.
-//! Not `target/<profile>/libpyusage_preload.so`: `cargo test` does not copy ("uplift") the
-//! cdylib there, so that one is from the last `cargo build` and can be stale (checked: after an
-//! edit, `cargo test` rewrote `deps/` and left it as it was). As a guard the test fails when the
-//! cdylib is much older than the `rlib` beside it.
+//! The library is the shipped build (`--profile preload`), built by `common::library`; the
+//! machine's `/etc/pyusage/preload.conf` must allow the socket override (`common::ensure_config`
+//! adds the line, as root).
 //!
 //! A missing interpreter fails the test: these are the builds the design was measured on.
 

@@ -9,31 +9,55 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tracer_common::preload::{decode, MessageKind, MAX_MESSAGE};
 
-/// The library to preload, on a machine whose configuration lets the tests choose the socket
+/// The library as shipped, on a machine whose configuration lets the tests choose the socket
 /// ([`ensure_config`]).
+///
+/// The shipped library is the `--profile preload` build (`no_std`, panic = "abort", LTO), not
+/// what `cargo test` compiles for its own profile (which links std), so this runs
+/// `cargo build --profile preload -p pyusage-preload` once per test binary, into the target
+/// directory the test binary was built in (`target/preload/libpyusage_preload.so`; Cargo locks
+/// each profile's directory separately, so it does not wait for the `cargo test` that runs
+/// it). It is up to date when nothing changed, and it works from a clean target directory.
 pub fn library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
     ensure_config();
-    let lib = deps.join("libpyusage_preload.so");
-    let rlib = deps.join("libpyusage_preload.rlib");
-    assert!(lib.exists(), "no cdylib at {}", lib.display());
-    // Both come from one rustc run; a cdylib much older than the rlib would be stale.
-    let mtime = |p: &Path| p.metadata().unwrap().modified().unwrap();
-    if let Ok(age) = mtime(&rlib).duration_since(mtime(&lib)) {
-        assert!(
-            age < Duration::from_secs(60),
-            "{} is older than {}",
-            lib.display(),
-            rlib.display()
-        );
-    }
+    LIB.get_or_init(build_library).clone()
+}
+
+fn build_library() -> PathBuf {
+    // This binary is <target dir>/<profile>/deps/<name>.
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "preload",
+            "-p",
+            "pyusage-preload",
+            "--lib",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo build --profile preload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lib = target.join("preload").join("libpyusage_preload.so");
+    assert!(lib.exists(), "no library at {}", lib.display());
     lib
 }
 
