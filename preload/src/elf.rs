@@ -2,7 +2,7 @@
 //!
 //! The constructor asks this in every process, and in all but Python ones the answer is no. A
 //! `dlsym` that fails formats its error message with `malloc`; in a small program that is the
-//! first allocation, which sets up the heap (`getrandom`, two `brk`, page faults): about 45 µs
+//! first allocation, which sets up the heap (`getrandom`, two `brk`, page faults): about 50 µs
 //! per exec of `/bin/true` on the project's machine, as much as mapping the library at all
 //! (see `docs/preload-research.md`). So the miss is found here instead: `dl_iterate_phdr`
 //! lists the objects the loader mapped, and the name is looked up in each one's symbol hash

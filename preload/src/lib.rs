@@ -201,8 +201,6 @@ struct Api {
 // addresses of static, immortal interpreter objects that the hook only compares, never
 // dereferences; sharing them between threads is sound.
 unsafe impl Sync for Api {}
-// SAFETY: as above; nothing in `Api` is tied to the thread that resolved it.
-unsafe impl Send for Api {}
 
 /// [`Api`], written once by the constructor before it sets [`API_READY`] and installs the hook;
 /// read by the hook only after it saw [`API_READY`].
@@ -219,14 +217,6 @@ static API_READY: AtomicBool = AtomicBool::new(false);
 /// Set by the first run of the constructor (guards [`API`] against a second writer).
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 
-/// The resolved API, once the constructor has stored it.
-fn api() -> Option<&'static Api> {
-    if !API_READY.load(Ordering::Acquire) {
-        return None;
-    }
-    // SAFETY: `API_READY` is set only after `API` was written, and it is never written again.
-    Some(unsafe { (*API.0.get()).assume_init_ref() })
-}
 /// The connected socket, or -1 when there is none or sending has stopped.
 static SOCK: AtomicI32 = AtomicI32::new(-1);
 /// Device and inode of [`SOCK`] at connect time, to notice a reused descriptor number.
@@ -235,6 +225,15 @@ static SOCK_INO: AtomicU64 = AtomicU64::new(0);
 /// Messages dropped because the daemon's queue was full.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
+/// The resolved API, once the constructor has stored it.
+fn api() -> Option<&'static Api> {
+    if !API_READY.load(Ordering::Acquire) {
+        return None;
+    }
+    // SAFETY: `API_READY` is set only after `API` was written, and it is never written again.
+    Some(unsafe { (*API.0.get()).assume_init_ref() })
+}
+
 /// Messages this process dropped because the daemon's queue was full (`EAGAIN`).
 pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
@@ -242,7 +241,7 @@ pub fn dropped() -> u64 {
 
 // Without std nothing else names libc (the `libc` crate leaves that to std), and the library
 // must name it: it is linked with `-z defs` (build.rs), and the loader should see the need.
-#[cfg(not(any(test, not(panic = "abort"))))]
+#[cfg(all(panic = "abort", not(test)))]
 #[link(name = "c")]
 unsafe extern "C" {}
 

@@ -1,0 +1,51 @@
+//! The shipped library's shape, which is what keeps it cheap to load into every process
+//! (`docs/preload-research.md`, "Load cost"): it needs libc only (no libgcc_s: no std), exports
+//! no symbol (nothing of Rust's in the dynamic table for programs to bind to), is bound at load
+//! (`BIND_NOW`, so full RELRO) and stays small. Read with binutils' `readelf`.
+
+mod common;
+
+use std::process::Command;
+
+fn readelf(args: &[&str]) -> String {
+    let lib = common::library();
+    let out = Command::new("readelf")
+        .args(args)
+        .arg(&lib)
+        .output()
+        .expect("readelf (binutils) is needed");
+    assert!(out.status.success(), "readelf {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn links_only_libc_and_exports_nothing() {
+    let dynamic = readelf(&["-d", "-W"]);
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert_eq!(needed, ["libc.so.6"], "{dynamic}");
+    assert!(dynamic.contains("BIND_NOW"), "{dynamic}");
+
+    // `Num: Value Size Type Bind Vis Ndx Name`: a defined symbol has a section index, not UND.
+    let syms = readelf(&["--dyn-syms", "-W"]);
+    let defined: Vec<&str> = syms
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 8 && f[6] != "UND"
+        })
+        .collect();
+    assert!(defined.is_empty(), "exported: {defined:#?}");
+
+    let size = common::library().metadata().unwrap().len();
+    assert!(size < 64 * 1024, "{size} bytes");
+}
