@@ -4,8 +4,8 @@
 //! `LD_PRELOAD` for a trial). In a CPython ≥ 3.8 process it installs a PEP 578 audit hook
 //! before the interpreter initialises and streams what the import system does to the daemon,
 //! one datagram per event, at the moment it happens: a SIGKILL loses nothing already seen.
-//! In every other process it costs the mapping of a 16 KB object and one symbol lookup at load
-//! time, then nothing (see "Cost" below).
+//! In every other process it costs the mapping of an 18 KB object and one symbol lookup at load
+//! time, then nothing (see "Build and cost" below).
 //! The design follows the experiments in `docs/preload-research.md` (pyenv 2.7–3.13 and
 //! Debian's 3.11 on this project's machines); the reasons below point there.
 //!
