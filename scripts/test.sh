@@ -18,6 +18,9 @@ fi
 cargo clippy --quiet -p pyusage-cli --no-default-features --all-targets -- -D warnings
 cargo build --release --quiet -p pyusage-cli
 export PYUSAGE_BIN="$PWD/target/release/pyusage"
+# The preload library as shipped: no_std, its own profile (see Cargo.toml).
+cargo build --profile preload --quiet -p pyusage-preload
+export PYUSAGE_PRELOAD_LIB="$PWD/target/preload/libpyusage_preload.so"
 cargo test --release --quiet --workspace --exclude pyusage-tests --exclude tracer-ebpf -- --skip gpu_
 # GPU parity tests run where a CUDA driver and device are present; elsewhere they say
 # "SKIPPED <name>: <reason>", listed here.

@@ -31,12 +31,13 @@ pub fn venv_python() -> PathBuf {
     fixtures().join("venv/bin/python")
 }
 
-/// The preload library under test (`PYUSAGE_PRELOAD_LIB`, else the release build's).
+/// The preload library under test (`PYUSAGE_PRELOAD_LIB`, else the shipped build's:
+/// `cargo build --profile preload -p pyusage-preload`).
 pub fn preload_lib() -> PathBuf {
     let lib = std::env::var_os("PYUSAGE_PRELOAD_LIB")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/libpyusage_preload.so")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/preload/libpyusage_preload.so")
         });
     assert!(
         lib.exists(),

@@ -222,29 +222,34 @@ pub fn encode(m: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
     ];
     let maxes = [PATH_MAX, ARGS_MAX, ENV_MAX];
     let mut kept: [&[u8]; 4] = [kept_name.as_bytes(), &[], &[], &[]];
-    for (i, ((field, flag), max)) in fields.iter().zip(maxes).enumerate() {
+    for ((slot, (field, flag)), max) in kept.iter_mut().skip(1).zip(fields).zip(maxes) {
         let (k, was_cut) = cut(field, max);
         if was_cut {
             flags |= flag;
         }
-        kept[i + 1] = k;
+        *slot = k;
     }
+    // Written without indexing or unchecked splits: the library that calls this in every
+    // Python process is built with no panic path at all (`preload/`).
     let total = HEADER_LEN + kept.iter().map(|k| k.len()).sum::<usize>();
     let Some(out) = buf.get_mut(..total) else {
         return Err(EncodeError::Buffer);
     };
-    let (header, mut rest) = out.split_at_mut(HEADER_LEN);
-    header[0] = VERSION;
-    header[1] = kind as u8;
-    header[2] = flags;
-    header[3] = 0;
-    for (i, k) in kept.iter().enumerate() {
+    let Some((header, mut rest)) = out.split_first_chunk_mut::<HEADER_LEN>() else {
+        return Err(EncodeError::Buffer);
+    };
+    let mut lens = [0u8; 8];
+    for (pair, k) in lens.chunks_exact_mut(2).zip(kept) {
         // Every field is at most ENV_MAX (32768) bytes, so its length fits in a u16.
-        header[4 + 2 * i..6 + 2 * i].copy_from_slice(&(k.len() as u16).to_le_bytes());
-        let (dst, tail) = rest.split_at_mut(k.len());
+        pair.copy_from_slice(&(k.len() as u16).to_le_bytes());
+        let Some((dst, tail)) = rest.split_at_mut_checked(k.len()) else {
+            return Err(EncodeError::Buffer);
+        };
         dst.copy_from_slice(k);
         rest = tail;
     }
+    let [l0, l1, l2, l3, l4, l5, l6, l7] = lens;
+    *header = [VERSION, kind as u8, flags, 0, l0, l1, l2, l3, l4, l5, l6, l7];
     Ok(total)
 }
 
