@@ -82,6 +82,53 @@ pub enum MessageKind {
     /// process: the program as executed (`AT_EXECFN`) as the path, the NUL-separated command
     /// line as args, the NUL-separated environment as env (args and env may be empty).
     Hello = 4,
+    /// An interpreter without audit hooks (CPython 2.7–3.7) opened, or failed to open, a
+    /// module-like file (`.py`, `.pyc`, `.pyo`, `.so`) through the libc `open` family: the
+    /// path as passed (possibly relative) and, in args, an [`OpenRecord`] of
+    /// [`OPEN_RECORD_LEN`] bytes. The daemon tells imports from reads by the same sequence
+    /// rules as for the eBPF tracer's opens.
+    Open = 5,
+}
+
+/// Length of the [`OpenRecord`] an [`MessageKind::Open`] carries in its args.
+pub const OPEN_RECORD_LEN: usize = 16;
+
+/// What an [`MessageKind::Open`] says besides the path: which thread, what the call returned,
+/// relative to which directory, with which flags. Little-endian `u32 tid, i32 ret, i32 dfd,
+/// i32 oflags`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenRecord {
+    /// The calling thread (`gettid`). The daemon keys the import sequence rules per thread.
+    pub tid: u32,
+    /// The descriptor, or `-errno` of a failed open.
+    pub ret: i32,
+    /// Directory descriptor a relative path is relative to (`AT_FDCWD`, -100, for `open`).
+    pub dfd: i32,
+    /// The `open(2)` flags (`O_WRONLY`/`O_RDWR` mark a write).
+    pub oflags: i32,
+}
+
+impl OpenRecord {
+    /// The record's bytes.
+    pub fn to_bytes(&self) -> [u8; OPEN_RECORD_LEN] {
+        let [a, b, c, d] = self.tid.to_le_bytes();
+        let [e, f, g, h] = self.ret.to_le_bytes();
+        let [i, j, k, l] = self.dfd.to_le_bytes();
+        let [m, n, o, p] = self.oflags.to_le_bytes();
+        [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p]
+    }
+
+    /// Parses the args of an [`MessageKind::Open`] (exactly [`OPEN_RECORD_LEN`] bytes).
+    pub fn from_bytes(b: &[u8]) -> Option<OpenRecord> {
+        let b: &[u8; OPEN_RECORD_LEN] = b.try_into().ok()?;
+        let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        Some(OpenRecord {
+            tid: u32::from_le_bytes(word(0)),
+            ret: i32::from_le_bytes(word(4)),
+            dfd: i32::from_le_bytes(word(8)),
+            oflags: i32::from_le_bytes(word(12)),
+        })
+    }
 }
 
 impl MessageKind {
@@ -91,6 +138,7 @@ impl MessageKind {
             2 => Some(Self::ExtensionImport),
             3 => Some(Self::Exec),
             4 => Some(Self::Hello),
+            5 => Some(Self::Open),
             _ => None,
         }
     }
@@ -105,6 +153,10 @@ impl MessageKind {
 
     fn has_process(self) -> bool {
         matches!(self, Self::Hello)
+    }
+
+    fn has_args(self) -> bool {
+        matches!(self, Self::Hello | Self::Open)
     }
 }
 
@@ -202,11 +254,11 @@ pub fn encode(m: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
     let kind = m.kind;
     let name = if kind.has_name() { m.name } else { "" };
     let path = if kind.has_path() { m.path } else { &[] };
-    let (args, env) = if kind.has_process() {
-        (m.args, m.env)
-    } else {
-        (&[][..], &[][..])
-    };
+    let args = if kind.has_args() { m.args } else { &[] };
+    let env = if kind.has_process() { m.env } else { &[] };
+    if kind == MessageKind::Open && args.len() != OPEN_RECORD_LEN {
+        return Err(EncodeError::Shape);
+    }
     if (kind.has_name() && name.is_empty()) || (kind.has_path() && path.is_empty()) {
         return Err(EncodeError::Shape);
     }
@@ -281,7 +333,9 @@ pub fn decode(datagram: &[u8]) -> Result<Message<'_>, DecodeError> {
     }
     if kind.has_name() != (lens[0] > 0)
         || kind.has_path() != (lens[1] > 0)
-        || (!kind.has_process() && (lens[2] > 0 || lens[3] > 0))
+        || (!kind.has_args() && lens[2] > 0)
+        || (!kind.has_process() && lens[3] > 0)
+        || (kind == MessageKind::Open && lens[2] != OPEN_RECORD_LEN)
     {
         return Err(DecodeError::Shape);
     }
@@ -348,6 +402,30 @@ mod tests {
             (m.kind, m.name, m.path, m.args),
             (MessageKind::Exec, "", &b"/x/json/__init__.py"[..], &b""[..])
         );
+
+        let rec = OpenRecord {
+            tid: 7,
+            ret: -2,
+            dfd: -100,
+            oflags: 0o2000000,
+        };
+        let bytes = rec.to_bytes();
+        let open = Message {
+            path: b"json/__pycache__/__init__.cpython-37.pyc",
+            args: &bytes,
+            ..Message::new(MessageKind::Open)
+        };
+        let (b, n) = roundtrip(open);
+        let m = decode(&b[..n]).unwrap();
+        assert_eq!(m, open);
+        assert_eq!(OpenRecord::from_bytes(m.args), Some(rec));
+        // An Open without its record, or with a short one, is malformed.
+        let mut buf = [0u8; 64];
+        let short = Message {
+            args: &bytes[..15],
+            ..open
+        };
+        assert_eq!(encode(&short, &mut buf), Err(EncodeError::Shape));
 
         let hello = Message {
             path: b"/usr/bin/python3",
@@ -494,7 +572,7 @@ mod tests {
         // field length 0..=2, with bodies of every length 0..=6.
         let mut d = [0u8; HEADER_LEN + 6];
         for v in 0..=2u8 {
-            for k in 0..=5u8 {
+            for k in 0..=6u8 {
                 for f in [0u8, 1, 16] {
                     for r in 0..=1u8 {
                         for l in 0..81u32 {
@@ -534,7 +612,7 @@ mod tests {
             if i % 2 == 0 && len >= HEADER_LEN {
                 let mut left = len - HEADER_LEN;
                 buf[0] = VERSION;
-                buf[1] = (next() % 5) as u8;
+                buf[1] = (next() % 6) as u8;
                 buf[2] &= KNOWN_FLAGS;
                 buf[3] = 0;
                 for f in 0..4 {
