@@ -301,7 +301,9 @@ pub fn encode(m: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
         rest = tail;
     }
     let [l0, l1, l2, l3, l4, l5, l6, l7] = lens;
-    *header = [VERSION, kind as u8, flags, 0, l0, l1, l2, l3, l4, l5, l6, l7];
+    *header = [
+        VERSION, kind as u8, flags, 0, l0, l1, l2, l3, l4, l5, l6, l7,
+    ];
     Ok(total)
 }
 

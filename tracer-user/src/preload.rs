@@ -56,7 +56,7 @@ use nix::{
 };
 use serde::{Deserialize, Serialize};
 use tracer_common::{
-    preload::{decode, MessageKind, FLAG_PATH_TRUNCATED, MAX_MESSAGE},
+    preload::{decode, MessageKind, OpenRecord, FLAG_PATH_TRUNCATED, MAX_MESSAGE},
     user::Event,
 };
 
@@ -103,6 +103,20 @@ pub enum Body {
     /// A module file was imported: the source file whose module body ran, or the extension
     /// module's shared object that was loaded. Always absolute.
     Module(Vec<u8>),
+    /// An interpreter without audit hooks (CPython 2.7–3.7) opened, or failed to open, a
+    /// module-like file: judged by the same rules as the kernel's opens.
+    Open {
+        /// The thread.
+        tid: u32,
+        /// The descriptor, or `-errno`.
+        ret: i32,
+        /// Directory a relative path is relative to (`AT_FDCWD` = -100).
+        dfd: i32,
+        /// Opened for writing.
+        write: bool,
+        /// As passed, possibly relative.
+        path: Vec<u8>,
+    },
 }
 
 /// What the socket saw, for `status.json` (`preload`).
@@ -578,6 +592,30 @@ impl Listener {
             // An attempt, before the finder ran: whether it imported anything shows in the
             // messages that follow (module body run, extension loaded).
             MessageKind::Import => return Recv::Dropped,
+            MessageKind::Open => {
+                let rec = OpenRecord::from_bytes(m.args);
+                match rec {
+                    _ if c.hello_pid == 0 => {
+                        self.counters.no_hello += 1;
+                        return Recv::Dropped;
+                    }
+                    _ if m.truncated(FLAG_PATH_TRUNCATED) => {
+                        self.counters.truncated += 1;
+                        return Recv::Dropped;
+                    }
+                    None => {
+                        self.counters.malformed += 1;
+                        return Recv::Dropped;
+                    }
+                    Some(r) => Body::Open {
+                        tid: r.tid,
+                        ret: r.ret,
+                        dfd: r.dfd,
+                        write: r.oflags & (libc::O_WRONLY | libc::O_RDWR) != 0,
+                        path: m.path.to_vec(),
+                    },
+                }
+            }
             MessageKind::Exec | MessageKind::ExtensionImport => {
                 if c.hello_pid == 0 {
                     self.counters.no_hello += 1;

@@ -349,7 +349,7 @@ impl ProcTable {
                 f
             }
             Event::Open(o) => {
-                self.open(o, facts);
+                self.open(o, facts, Seen::Kernel);
                 None
             }
             Event::MapExec {

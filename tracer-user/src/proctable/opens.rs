@@ -22,10 +22,15 @@ use crate::{
 
 /// `AT_FDCWD`.
 const AT_FDCWD: i32 = -100;
+/// Set in the thread key of the preload library's opens (thread ids stay below 2^22).
+const PRELOAD_THREAD: u32 = 1 << 31;
 
 impl ProcTable {
     /// One open (or failed bytecode probe): fed to the process's import-signature state.
-    pub(super) fn open(&mut self, mut o: OpenInfo, facts: &dyn ProcFacts) {
+    pub(super) fn open(&mut self, mut o: OpenInfo, facts: &dyn ProcFacts, by: Seen) {
+        if by == Seen::Preload {
+            o.tid |= PRELOAD_THREAD;
+        }
         let at = self.wall(o.ktime_ns);
         let Some(p) = self.procs.get_mut(&o.tgid) else {
             return;
@@ -69,7 +74,7 @@ impl ProcTable {
                 // `zipimport` opens the archive to read its directory, then again for every
                 // module it loads: a second open is the first import from it.
                 if *n == 2 {
-                    Self::import(&mut self.shared, p, &path, at, Seen::Kernel);
+                    Self::import(&mut self.shared, p, &path, at, by);
                 }
                 return;
             }
@@ -97,6 +102,12 @@ impl ProcTable {
         opened: &Option<PathBuf>,
         at: i64,
     ) {
+        // The library's opens (interpreters without audit hooks) repeat the kernel's when
+        // both run: each collector's sequence is judged on its own thread state.
+        let by = match o.tid & PRELOAD_THREAD {
+            0 => Seen::Kernel,
+            _ => Seen::Preload,
+        };
         let thread = p.threads.entry(o.tid).or_default();
         let prefix = p.view.pycache_prefix.as_deref();
         // Only when the kernel's path differs (rare) is this open's path kept to swap it in.
@@ -113,7 +124,7 @@ impl ProcTable {
                 Step::Import(file) if p.compiling && p.compiles(&file) => {
                     fidelity.compile_ambiguous += 1;
                 }
-                Step::Import(file) => Self::import(shared, p, &file, at, Seen::Kernel),
+                Step::Import(file) => Self::import(shared, p, &file, at, by),
                 Step::Read => fidelity.reads_not_imports += 1,
                 Step::Compiled => fidelity.compiled_not_imported += 1,
             }

@@ -14,7 +14,7 @@
 //!   is tabled as a fork, which the fork event, when it comes, keeps;
 //! - a `Hello` or message for a process whose exit was already handled is counted
 //!   (`preload_late`), never turned into a second process.
-use tracer_common::user::ExecInfo;
+use tracer_common::user::{ExecInfo, OpenInfo};
 
 use super::{Ending, Finished, ProcFacts, ProcTable, Seen};
 use crate::{
@@ -47,7 +47,40 @@ impl ProcTable {
                 self.hello(info, facts)
             }
             Body::Module(path) => {
-                self.preload_import(m.pid, m.conn_pid, &path, m.ktime_ns, facts);
+                if let Some(p) = self.preload_process(m.pid, m.conn_pid, m.ktime_ns, facts) {
+                    let at = self.wall(m.ktime_ns);
+                    let p = self.procs.get_mut(&p).expect("just found");
+                    Self::import(
+                        &mut self.shared,
+                        p,
+                        &path_from_bytes(&path),
+                        at,
+                        Seen::Preload,
+                    );
+                }
+                None
+            }
+            Body::Open {
+                tid,
+                ret,
+                dfd,
+                write,
+                path,
+            } => {
+                if let Some(pid) = self.preload_process(m.pid, m.conn_pid, m.ktime_ns, facts) {
+                    let o = OpenInfo {
+                        tgid: pid,
+                        tid,
+                        ktime_ns: m.ktime_ns,
+                        ret,
+                        dfd,
+                        write,
+                        path,
+                        opened: None,
+                        opened_partial: false,
+                    };
+                    self.open(o, facts, Seen::Preload);
+                }
                 None
             }
         }
@@ -93,20 +126,22 @@ impl ProcTable {
         prev
     }
 
-    fn preload_import(
+    /// The tabled process a message of `pid` (on the connection of `conn_pid`'s `Hello`) is
+    /// about, confirmed as CPython; a fork child not yet tabled is tabled as a fork of its
+    /// parent. `None` for a process that already ended (counted).
+    fn preload_process(
         &mut self,
         pid: u32,
         conn_pid: u32,
-        path: &[u8],
         ktime_ns: u64,
         facts: &dyn ProcFacts,
-    ) {
+    ) -> Option<u32> {
         if !self.procs.contains_key(&pid) {
             let ended =
                 self.recent_ends.contains_key(&pid) && facts.parent_and_mnt_ns(pid).is_none();
             if pid == conn_pid || !self.procs.contains_key(&conn_pid) || ended {
                 self.fidelity.preload_late += 1;
-                return;
+                return None;
             }
             // A fork child (or grandchild) of the connection's process.
             let parent = facts
@@ -115,26 +150,14 @@ impl ProcTable {
                 .filter(|pp| self.procs.contains_key(pp))
                 .unwrap_or(conn_pid);
             let _ = self.fork(parent, pid, ktime_ns);
-            match self.procs.get_mut(&pid) {
-                Some(c) => c.forked_by_preload = true,
-                None => return,
-            }
+            self.procs.get_mut(&pid)?.forked_by_preload = true;
         }
-        let at = self.wall(ktime_ns);
-        let Some(p) = self.procs.get_mut(&pid) else {
-            return;
-        };
+        let p = self.procs.get_mut(&pid)?;
         p.preload_seen = true;
         // Only CPython runs the library's hook (a fork child of a process the kernel promoted
         // for opening libpython, copied before that was confirmed, is confirmed here).
         p.verified = true;
-        Self::import(
-            &mut self.shared,
-            p,
-            &path_from_bytes(path),
-            at,
-            Seen::Preload,
-        );
+        Some(pid)
     }
 
     /// An exec event for an image whose `Hello` was read first: the kernel's account of the

@@ -775,6 +775,61 @@ mod preload {
         assert_eq!(t.fidelity().preload_late, 1);
     }
 
+    fn lib_open(pid: u32, path: &str, ret: i32, t: u64) -> PreloadMsg {
+        PreloadMsg {
+            pid,
+            uid: 1000,
+            gid: 1000,
+            conn_pid: pid,
+            ktime_ns: t,
+            body: Body::Open {
+                tid: pid,
+                ret,
+                dfd: -100,
+                write: false,
+                path: path.as_bytes().to_vec(),
+            },
+        }
+    }
+
+    #[test]
+    fn opens_of_an_interpreter_without_audit_hooks_follow_the_import_rules() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        t.preload(hello(10, 1_000), &f);
+        // CPython 3.7: a failed bytecode probe, then its source: an import.
+        let probe = "/v/lib/python3.7/site-packages/numpy/__pycache__/__init__.cpython-37.pyc";
+        t.preload(lib_open(10, probe, -2, 1_100), &f);
+        t.preload(
+            lib_open(
+                10,
+                "/v/lib/python3.7/site-packages/numpy/__init__.py",
+                3,
+                1_200,
+            ),
+            &f,
+        );
+        // A bytecode file opened: an import, relative to the working directory (/work).
+        t.preload(
+            lib_open(10, "yaml/__pycache__/__init__.cpython-37.pyc", 4, 1_300),
+            &f,
+        );
+        // A source read alone (a linter, `inspect`): not an import.
+        t.preload(
+            lib_open(10, "/v/lib/python3.7/site-packages/idle/x.py", 5, 1_400),
+            &f,
+        );
+        let done = exit(&mut t, 10, &f);
+        let mut got = names(&done);
+        got.sort();
+        assert_eq!(got, ["numpy", "yaml"]);
+        assert!(done
+            .process
+            .packages
+            .iter()
+            .all(|s| s.n_preload == 1 && s.n_files == 0));
+        assert_eq!(t.fidelity().reads_not_imports, 1);
+    }
+
     #[test]
     fn messages_after_the_exit_are_counted_not_turned_into_a_process() {
         let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
