@@ -25,6 +25,51 @@ fn shaped(fragments: &'static [&'static [u8]]) -> impl Strategy<Value = Vec<u8>>
 }
 
 proptest! {
+    /// The preload socket's decoder: any datagram decodes or fails, and one that decodes is
+    /// re-encoded to the same bytes (the header's lengths and every field bounded).
+    #[test]
+    fn preload_messages_decode_or_fail(
+        kind in 0u8..7,
+        flags in 0u8..20,
+        lens in prop::array::uniform4(0u16..40),
+        body in prop::collection::vec(any::<u8>(), 0..200),
+        raw in any::<bool>(),
+    ) {
+        use tracer_common::preload::{decode, encode, VERSION, MAX_MESSAGE};
+        let d = if raw {
+            body.clone()
+        } else {
+            // A header whose lengths add up to the body (most of the time), so that the
+            // field checks are reached, not only the length check.
+            let mut d = vec![VERSION, kind, flags & 0xf, 0];
+            lens.iter().for_each(|l| d.extend(l.to_le_bytes()));
+            let want: usize = lens.iter().map(|&l| usize::from(l)).sum();
+            d.extend(body.iter().chain(std::iter::repeat(&b'/')).take(want));
+            if flags > 15 {
+                d.extend(&body);
+            }
+            d
+        };
+        if let Ok(m) = decode(&d) {
+            let mut out = vec![0; MAX_MESSAGE];
+            let n = encode(&m, &mut out).unwrap();
+            prop_assert_eq!(&out[4..n], &d[4..]);
+        }
+    }
+
+    /// The process connector's datagrams (kernel-written, but decoded with the same care).
+    #[test]
+    fn process_connector_datagrams_decode_or_fail(
+        buf in shaped(&[
+            &[16, 0, 0, 0, 3, 0, 0, 0], &[1, 0, 0, 0, 1, 0, 0, 0], &[0, 0, 0, 128],
+            &[2, 0, 0, 0], &[0; 16],
+        ]),
+    ) {
+        let mut out = Vec::new();
+        let _ = crate::cnproc::decode(&buf, &mut out);
+        prop_assert!(out.len() <= buf.len() / 16 + 1);
+    }
+
     #[test]
     fn ring_buffer_events_decode_or_fail(buf in prop::collection::vec(any::<u8>(), 0..9000)) {
         let _ = tracer_common::user::Event::decode(&buf);
