@@ -80,6 +80,9 @@ pub struct PreloadMsg {
     /// The pid that sent the connection's `Hello`: a message from another pid on the same
     /// connection comes from a fork child of it.
     pub conn_pid: u32,
+    /// The connection (unique for the daemon's life): a process takes messages only on the
+    /// connection of its own `Hello`, or its fork parent's.
+    pub conn: u64,
     /// Boot-clock ns when the daemon read the message: the library never buffers, so the
     /// event happened at most this late (the clock of the eBPF events).
     pub ktime_ns: u64,
@@ -137,6 +140,12 @@ pub struct PreloadCounters {
     pub no_credentials: u64,
     /// Messages on a connection that had sent no `Hello`.
     pub no_hello: u64,
+    /// `Hello`s after the first of a connection.
+    pub extra_hello: u64,
+    /// `Hello`s over their uid's budget (`hello_rate`): those processes go unrecorded.
+    pub hello_limited: u64,
+    /// Failed accepts (out of descriptors): the listener paused for a moment each time.
+    pub accept_errors: u64,
     /// Paths the library had to cut (longer than `PATH_MAX`: no real file).
     pub truncated: u64,
     /// Times a uid went over its rate and its connections were left unread for a while.
@@ -156,8 +165,12 @@ pub struct Limits {
     pub burst: u32,
     /// Connections one uid may hold open (default 4,096).
     pub connections_per_uid: u32,
-    /// Connections in all (default 32,768).
+    /// Connections in all (default 32,768; at most the daemon's descriptor limit less 512).
     pub connections: u32,
+    /// Python processes a uid may start per second on average (`Hello`s; default 2,000)…
+    pub hello_rate: u32,
+    /// …and at once (default 20,000: every rank of a full node starting together, many times).
+    pub hello_burst: u32,
 }
 
 impl Default for Limits {
@@ -167,6 +180,8 @@ impl Default for Limits {
             burst: 500_000,
             connections_per_uid: 4096,
             connections: 32_768,
+            hello_rate: 2_000,
+            hello_burst: 20_000,
         }
     }
 }
@@ -212,8 +227,7 @@ struct Conn {
 
 /// A uid's budget.
 struct Budget {
-    tokens: f64,
-    last: Instant,
+    messages: Bucket,
     connections: u32,
 }
 
@@ -237,6 +251,40 @@ pub struct Listener {
     counters: PreloadCounters,
     cnproc: Option<ProcConnector>,
     buf: Vec<u8>,
+    /// The listener is out of the epoll set until then (accept failed: out of descriptors).
+    listener_paused_until: Option<Instant>,
+    last_accept_log: Option<Instant>,
+    /// Each uid's budget of `Hello`s (a new process each, with `/proc` reads).
+    hellos: HashMap<u32, Bucket>,
+}
+
+/// A token bucket.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(burst: u32) -> Bucket {
+        Bucket {
+            tokens: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes one token at `rate` per second up to `burst`; false when there is none.
+    fn take(&mut self, rate: u32, burst: u32) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * f64::from(rate))
+            .min(f64::from(burst));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Listener {
@@ -283,8 +331,15 @@ impl Listener {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
             .map_err(|e| PreloadError::Chmod(path.to_owned(), e))?;
         socket::setsockopt(&listener, sockopt::PassCred, &true).map_err(err("SO_PASSCRED on"))?;
-        let backlog = Backlog::new(1024).unwrap_or(Backlog::MAXCONN);
+        // As deep as the system allows (`somaxconn`): a full backlog makes the library's
+        // connect fail, and that process goes unobserved.
+        let backlog = Backlog::MAXCONN;
         socket::listen(&listener, backlog).map_err(err("listening on"))?;
+        let mut limits = limits;
+        // Every connection is a descriptor: as many as the hard limit allows, and never more
+        // connections than descriptors (accepts failing for want of one would stop everyone's).
+        let nofile = raise_nofile();
+        limits.connections = limits.connections.min(nofile.saturating_sub(512).max(64));
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(err("epoll for"))?;
         epoll
             .add(
@@ -308,6 +363,9 @@ impl Listener {
             counters: PreloadCounters::default(),
             cnproc,
             buf: vec![0; MAX_MESSAGE + 1],
+            listener_paused_until: None,
+            last_accept_log: None,
+            hellos: HashMap::new(),
         })
     }
 
@@ -319,7 +377,9 @@ impl Listener {
         let mut ready = vec![EpollEvent::empty(); 256];
         let mut last_counters = PreloadCounters::default();
         while !stop.load(Ordering::Acquire) {
-            let timeout = if self.conns.values().any(|c| c.paused_until.is_some()) {
+            let timeout = if self.listener_paused_until.is_some()
+                || self.conns.values().any(|c| c.paused_until.is_some())
+            {
                 50u16
             } else {
                 200
@@ -402,9 +462,20 @@ impl Listener {
                 Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
                 Err(Errno::EAGAIN) => return,
                 Err(e) => {
-                    // EMFILE and the like: the connection stays in the backlog; log once in
-                    // a while rather than spin.
-                    tracing::warn!("preload socket: accept: {e}");
+                    // EMFILE and the like: the connection stays in the backlog. The listener
+                    // leaves the set for a while (it would be ready again at once), and the
+                    // condition is logged once a minute at most.
+                    self.counters.accept_errors += 1;
+                    let now = Instant::now();
+                    if self
+                        .last_accept_log
+                        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+                    {
+                        tracing::warn!("preload socket: accept: {e} (pausing accepts)");
+                        self.last_accept_log = Some(now);
+                    }
+                    let _ = self.epoll.delete(&self.listener);
+                    self.listener_paused_until = Some(now + PAUSE);
                     return;
                 }
             };
@@ -448,27 +519,17 @@ impl Listener {
     }
 
     fn budget(&mut self, uid: u32) -> &mut Budget {
-        let burst = f64::from(self.limits.burst);
+        let burst = self.limits.burst;
         self.budgets.entry(uid).or_insert_with(|| Budget {
-            tokens: burst,
-            last: Instant::now(),
+            messages: Bucket::full(burst),
             connections: 0,
         })
     }
 
     /// Takes one message from `uid`'s budget; false when it is spent.
     fn spend(&mut self, uid: u32) -> bool {
-        let (rate, burst) = (f64::from(self.limits.rate), f64::from(self.limits.burst));
-        let b = self.budget(uid);
-        let now = Instant::now();
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        let (rate, burst) = (self.limits.rate, self.limits.burst);
+        self.budget(uid).messages.take(rate, burst)
     }
 
     fn close(&mut self, key: u64) {
@@ -477,7 +538,7 @@ impl Listener {
             let uid = c.uid;
             let b = self.budget(uid);
             b.connections = b.connections.saturating_sub(1);
-            if b.connections == 0 && b.tokens >= f64::from(self.limits.burst) {
+            if b.connections == 0 && b.messages.tokens >= f64::from(self.limits.burst) {
                 self.budgets.remove(&uid);
             }
         }
@@ -491,8 +552,15 @@ impl Listener {
                 c.paused_until = None;
                 let _ = self
                     .epoll
-                    .modify(&c.fd, &mut EpollEvent::new(EpollFlags::EPOLLIN, key));
+                    .add(&c.fd, EpollEvent::new(EpollFlags::EPOLLIN, key));
             }
+        }
+        if self.listener_paused_until.is_some_and(|t| t <= now) {
+            self.listener_paused_until = None;
+            let _ = self.epoll.add(
+                &self.listener,
+                EpollEvent::new(EpollFlags::EPOLLIN, KEY_LISTENER),
+            );
         }
     }
 
@@ -504,9 +572,9 @@ impl Listener {
         // Until the bucket holds a tenth of the burst again, at least PAUSE.
         let refill = Duration::from_secs_f64(f64::from(burst / 10) / f64::from(rate));
         c.paused_until = Some(Instant::now() + refill.max(PAUSE));
-        let _ = self
-            .epoll
-            .modify(&c.fd, &mut EpollEvent::new(EpollFlags::empty(), key));
+        // Out of the set, not only masked: epoll reports a hang-up whatever the mask, and a
+        // paused connection whose peer closed would wake the loop without end.
+        let _ = self.epoll.delete(&c.fd);
         self.counters.paused += 1;
     }
 
@@ -580,9 +648,23 @@ impl Listener {
         };
         let body = match m.kind {
             MessageKind::Hello => {
-                if c.hello_pid == 0 {
-                    c.hello_pid = pid;
+                // The library sends one, at load (its socket does not survive an exec, and a
+                // fork does not run the constructor again): any other is not its.
+                if c.hello_pid != 0 {
+                    self.counters.extra_hello += 1;
+                    return Recv::Dropped;
                 }
+                let (rate, burst) = (self.limits.hello_rate, self.limits.hello_burst);
+                let bucket = self
+                    .hellos
+                    .entry(uid)
+                    .or_insert_with(|| Bucket::full(burst));
+                if !bucket.take(rate, burst) {
+                    // The connection stays without a Hello: its messages are dropped too.
+                    self.counters.hello_limited += 1;
+                    return Recv::Dropped;
+                }
+                c.hello_pid = pid;
                 Body::Hello {
                     program: m.path.to_vec(),
                     args: m.args.to_vec(),
@@ -637,6 +719,7 @@ impl Listener {
             uid,
             gid,
             conn_pid: c.hello_pid,
+            conn: key,
             ktime_ns: boot_ns(),
             body,
         })
@@ -649,6 +732,29 @@ enum Recv {
     Dropped,
     Empty,
     Closed,
+}
+
+/// Raises the soft limit of open descriptors to the hard one; returns the soft limit now.
+fn raise_nofile() -> u32 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid rlimit for the kernel to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    if r.rlim_cur < r.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: a valid rlimit; raising the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            r.rlim_cur = r.rlim_max;
+        }
+    }
+    u32::try_from(r.rlim_cur).unwrap_or(u32::MAX)
 }
 
 /// Now on the boot clock, ns.

@@ -36,7 +36,7 @@ mod opens;
 mod preload;
 mod upkeep;
 
-pub use facts::{ProcFacts, ProcFs};
+pub use facts::{Identity, ProcFacts, ProcFs, Without};
 
 /// What the table saw that it did not record, so a centre can see what capture cannot tell
 /// apart (reported in `status.json` as `fidelity`).
@@ -67,8 +67,12 @@ pub struct Fidelity {
     /// was recorded and the environment's job variables dropped.
     pub job_env_rejected: u64,
     /// Messages of the preload library for a process that had already ended (the kernel's
-    /// exit was handled first): not used.
+    /// exit was handled first), or whose process is not the one that sent the connection's
+    /// `Hello` (its pid reused, or another user's): not used.
     pub preload_late: u64,
+    /// Module files not recorded because their process (1 MiB) or all its user's processes
+    /// (64 MiB) hold as much state as the daemon keeps for them.
+    pub state_bounded: u64,
     /// Opens whose file, as the kernel resolved it, is not at the path the process passed
     /// (a symbolic link on the way, a chroot, or a buffer rewritten during the open): the
     /// kernel's path is the one recorded.
@@ -171,6 +175,13 @@ pub struct Process {
     threads: HashMap<u32, ThreadImports>,
     /// Shared objects opened and not yet mapped executable, by descriptor.
     pending_so: HashMap<i32, (PathBuf, i64)>,
+    /// Bytes of state charged to this process (see `Shared::charge`).
+    bytes: usize,
+    /// The preload connection whose `Hello` was this process's (or its fork parent's): only
+    /// messages on it are about this process.
+    conn: Option<u64>,
+    /// Hash of the command line of that `Hello` (see `lifecycle::same_command_line`).
+    hello_args: u64,
     /// Directories whose `__init__` this process imported: the package structure that says
     /// where a top-level package starts outside any known layout.
     init_dirs: HashSet<PathBuf>,
@@ -258,7 +269,56 @@ pub struct Finished {
 struct Shared {
     resolver: Resolver,
     elf: crate::elf::ElfCache,
+    /// Bytes of per-process state held for each uid's processes (see [`Shared::charge`]).
+    uid_bytes: HashMap<u32, usize>,
+    /// Files not recorded because a process or its user reached a bound.
+    state_bounded: u64,
 }
+
+/// Bytes of per-process state (paths of packages, directories, archives, threads) one process
+/// may hold, and all processes of one uid together. Real interpreters hold tens of KiB; the
+/// bounds keep a user who reports made-up paths (through the preload socket, or real files
+/// made for it) from growing the daemon without end.
+const PROCESS_BYTES: usize = 1 << 20;
+const UID_BYTES: usize = 64 << 20;
+
+impl Shared {
+    /// Charges `n` bytes of new state to `p` and its uid; false (counted) when that would
+    /// pass a bound, and the state is then not kept.
+    fn charge(&mut self, p: &mut Process, n: usize) -> bool {
+        Self::charge_parts(&mut self.uid_bytes, &mut self.state_bounded, p, n)
+    }
+
+    /// [`Shared::charge`] on the two fields it uses, for callers that hold the resolver too.
+    fn charge_parts(
+        uid_bytes: &mut HashMap<u32, usize>,
+        state_bounded: &mut u64,
+        p: &mut Process,
+        n: usize,
+    ) -> bool {
+        let u = uid_bytes.entry(p.uid).or_insert(0);
+        if p.bytes + n > PROCESS_BYTES || *u + n > UID_BYTES {
+            *state_bounded += 1;
+            return false;
+        }
+        p.bytes += n;
+        *u += n;
+        true
+    }
+
+    /// Gives back what an ending process held.
+    fn release(&mut self, p: &Process) {
+        if let Some(u) = self.uid_bytes.get_mut(&p.uid) {
+            *u = u.saturating_sub(p.bytes);
+            if *u == 0 {
+                self.uid_bytes.remove(&p.uid);
+            }
+        }
+    }
+}
+
+/// What one entry of a process's maps costs besides its path, for [`Shared::charge`].
+const ENTRY_BYTES: usize = 64;
 
 /// How long after its promotion a process that opened `libpython` is checked for mapping it.
 pub const VERIFY_AFTER_US: i64 = 100_000;
@@ -292,6 +352,8 @@ impl ProcTable {
             shared: Shared {
                 resolver: Resolver::new(),
                 elf: crate::elf::ElfCache::new(),
+                uid_bytes: HashMap::new(),
+                state_bounded: 0,
             },
             fidelity: Fidelity::default(),
             boot_to_wall_us,
@@ -323,7 +385,10 @@ impl ProcTable {
 
     /// What was seen and not recorded.
     pub fn fidelity(&self) -> Fidelity {
-        self.fidelity
+        Fidelity {
+            state_bounded: self.shared.state_bounded,
+            ..self.fidelity
+        }
     }
 
     /// Applies one event; returns processes that ended.

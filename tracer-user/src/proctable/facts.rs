@@ -24,10 +24,63 @@ pub trait ProcFacts {
     /// Whether a live process is a CPython interpreter (its program or a mapped `libpython`
     /// exports `Py_Initialize`); `None` when it can no longer be read (it exited).
     fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool>;
-    /// Parent pid and mount-namespace inode of a live process: what an exec event carries and
-    /// a preload `Hello` does not (the kernel's word, not the sender's).
-    fn parent_and_mnt_ns(&self, _pid: u32) -> Option<(u32, u32)> {
+    /// Who a live process is, as the kernel says: what an exec event carries and a preload
+    /// `Hello` does not (its parent, mount namespace and real uid).
+    fn identity(&self, _pid: u32) -> Option<Identity> {
         None
+    }
+}
+
+/// Who a live process is (see [`ProcFacts::identity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// Parent pid.
+    pub ppid: u32,
+    /// Mount namespace inode (0 when unreadable).
+    pub mnt_ns: u32,
+    /// Real uid.
+    pub uid: u32,
+}
+
+/// The facts of `inner` for every pid but one, of which nothing is known: a process whose pid
+/// may now be another's (a preload `Hello` read after its sender's pid was reused).
+pub struct Without<'a> {
+    /// Where the other facts come from.
+    pub inner: &'a dyn ProcFacts,
+    /// The pid nothing is asked about.
+    pub pid: u32,
+}
+
+impl ProcFacts for Without<'_> {
+    fn cwd(&self, pid: u32) -> Option<PathBuf> {
+        (pid != self.pid).then(|| self.inner.cwd(pid)).flatten()
+    }
+    fn cgroup(&self, pid: u32) -> Option<String> {
+        (pid != self.pid).then(|| self.inner.cgroup(pid)).flatten()
+    }
+    fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf> {
+        (pid != self.pid)
+            .then(|| self.inner.fd_path(pid, fd))
+            .flatten()
+    }
+    fn exe(&self, pid: u32) -> Option<PathBuf> {
+        (pid != self.pid).then(|| self.inner.exe(pid)).flatten()
+    }
+    fn groups(&self, pid: u32) -> Vec<u32> {
+        if pid == self.pid {
+            return Vec::new();
+        }
+        self.inner.groups(pid)
+    }
+    fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool> {
+        (pid != self.pid)
+            .then(|| self.inner.is_interpreter(pid, elf))
+            .flatten()
+    }
+    fn identity(&self, pid: u32) -> Option<Identity> {
+        (pid != self.pid)
+            .then(|| self.inner.identity(pid))
+            .flatten()
     }
 }
 
@@ -64,7 +117,7 @@ impl ProcFacts for ProcFs {
     fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool> {
         crate::elf::is_interpreter(Path::new(&format!("/proc/{pid}")), elf)
     }
-    fn parent_and_mnt_ns(&self, pid: u32) -> Option<(u32, u32)> {
+    fn identity(&self, pid: u32) -> Option<Identity> {
         use std::os::unix::fs::MetadataExt;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // After the parenthesised command (which may hold spaces and parentheses): state, ppid.
@@ -73,9 +126,17 @@ impl ProcFacts for ProcFs {
             return None; // exited, not yet reaped
         }
         let ppid = fields.next()?.parse().ok()?;
-        let ns = std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        let mnt_ns = std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
             .map(|m| m.ino() as u32)
             .unwrap_or(0);
-        Some((ppid, ns))
+        Some(Identity { ppid, mnt_ns, uid })
     }
 }

@@ -28,12 +28,7 @@ impl ProcTable {
     pub(super) fn exec(&mut self, info: ExecInfo, facts: &dyn ProcFacts) -> Option<Finished> {
         let tgid = info.tgid;
         let at = self.wall(info.ktime_ns);
-        if self
-            .procs
-            .get(&tgid)
-            .and_then(|p| p.hello_at)
-            .is_some_and(|h| h >= info.ktime_ns)
-        {
+        if self.same_image(&info) {
             // The preload library's Hello of this very image was read first.
             self.adopt(info, facts);
             return None;
@@ -105,7 +100,15 @@ impl ProcTable {
             p.index.clear();
             p.threads.clear();
             p.dirs.clear();
+            p.pending_so.clear();
             p.seeded = false;
+            // It holds a copy of what its parent kept of the package structure: charged again.
+            let held = std::mem::take(&mut p.bytes);
+            if !self.shared.charge(&mut p, held) {
+                p.init_dirs.clear();
+                p.sites.clear();
+                p.archives.clear();
+            }
             self.procs.insert(child, p);
         }
         stale
@@ -166,6 +169,9 @@ impl ProcTable {
             preload_seen: false,
             hello_at: None,
             forked_by_preload: false,
+            bytes: 0,
+            conn: None,
+            hello_args: 0,
             verified: info.flags & tracer_common::EXEC_FLAG_LIBPYTHON == 0,
             libpython_fd: None,
             view,
@@ -204,6 +210,7 @@ impl ProcTable {
 
     pub(super) fn finish(&mut self, pid: u32, ending: Ending, at: i64) -> Option<Finished> {
         let mut process = self.procs.remove(&pid)?;
+        self.shared.release(&process);
         if !process.verified {
             // Opened libpython, never mapped it, and nothing else showed it is Python.
             self.fidelity.promotions_not_python += 1;

@@ -14,6 +14,7 @@ use tracer_common::user::OpenInfo;
 
 use super::{
     in_package, without_dots, Fidelity, PackageSeen, ProcFacts, ProcTable, Process, Seen, Shared,
+    ENTRY_BYTES,
 };
 use crate::{
     imports::{self, Step},
@@ -62,13 +63,24 @@ impl ProcTable {
                 return;
             }
             if imports::is_shared_object(name) {
-                if p.pending_so.insert(o.ret, (truth(path), at)).is_some() {
+                let path = truth(path);
+                if !p.pending_so.contains_key(&o.ret)
+                    && !self.shared.charge(p, path.as_os_str().len() + ENTRY_BYTES)
+                {
+                    return;
+                }
+                if p.pending_so.insert(o.ret, (path, at)).is_some() {
                     self.fidelity.so_not_mapped += 1;
                 }
                 return;
             }
             if imports::is_archive(name) {
                 let path = truth(path);
+                if !p.archives.contains_key(&path)
+                    && !self.shared.charge(p, path.as_os_str().len() + ENTRY_BYTES)
+                {
+                    return;
+                }
                 let n = p.archives.entry(path.clone()).or_insert(0);
                 *n += 1;
                 // `zipimport` opens the archive to read its directory, then again for every
@@ -108,6 +120,10 @@ impl ProcTable {
             0 => Seen::Kernel,
             _ => Seen::Preload,
         };
+        // The library's thread ids are the process's word: each new one is charged.
+        if !p.threads.contains_key(&o.tid) && !shared.charge(p, ENTRY_BYTES) {
+            return;
+        }
         let thread = p.threads.entry(o.tid).or_default();
         let prefix = p.view.pycache_prefix.as_deref();
         // Only when the kernel's path differs (rare) is this open's path kept to swap it in.
@@ -148,7 +164,12 @@ impl ProcTable {
 
     /// Records one imported module file of a process, as seen by `by`.
     pub(super) fn import(ctx: &mut Shared, p: &mut Process, file: &Path, at: i64, by: Seen) {
-        let Shared { resolver, elf } = ctx;
+        let Shared {
+            resolver,
+            elf,
+            uid_bytes,
+            state_bounded,
+        } = ctx;
         // Bytecode under a PYTHONPYCACHEPREFIX is placed where its source is.
         let source = p.view.pycache_prefix.as_deref().and_then(|pre| {
             file.starts_with(pre)
@@ -157,7 +178,13 @@ impl ProcTable {
         });
         let path = source.as_deref().unwrap_or(file);
         if let Some(dir) = imports::init_dir(path) {
-            p.init_dirs.insert(dir);
+            if !p.init_dirs.contains(&dir) {
+                let n = dir.as_os_str().len() + ENTRY_BYTES;
+                if !Shared::charge_parts(uid_bytes, state_bounded, p, n) {
+                    return;
+                }
+                p.init_dirs.insert(dir);
+            }
         }
         let module_dir = imports::module_dir(path);
         if let Some(&i) = module_dir.and_then(|d| p.dirs.get(d.as_os_str())) {
@@ -187,14 +214,22 @@ impl ProcTable {
         }
         // Only directories inside the package's own tree (not `lib-dynload`, not the site
         // directory itself, whose files are each their own top-level module).
-        let cache_dir = |p: &mut Process, i: usize| {
+        let cache_dir = |p: &mut Process, i: usize, ub: &mut _, sb: &mut u64| {
             if let Some(d) = module_dir.filter(|d| in_package(d, &loc.site_dir, &loc.package)) {
-                p.dirs.insert(d.as_os_str().to_owned(), i);
+                let n = d.as_os_str().len() + ENTRY_BYTES;
+                if Shared::charge_parts(ub, sb, p, n) {
+                    p.dirs.insert(d.as_os_str().to_owned(), i);
+                }
             }
         };
         if let Some(&i) = p.index.get(&loc.package) {
             p.packages[i].count(by, at);
-            cache_dir(p, i);
+            cache_dir(p, i, uid_bytes, state_bounded);
+            return;
+        }
+        // A new package: its first path, its name twice (index, record) and its resolution.
+        let n = file.as_os_str().len() + 2 * loc.package.len() + 4 * ENTRY_BYTES;
+        if !Shared::charge_parts(uid_bytes, state_bounded, p, n) {
             return;
         }
         let root = p.root();
@@ -214,7 +249,7 @@ impl ProcTable {
             p.sites.push((loc.site_dir.clone(), resolved.clone()));
         }
         let i = p.packages.len();
-        cache_dir(p, i);
+        cache_dir(p, i, uid_bytes, state_bounded);
         p.index.insert(loc.package.clone(), i);
         let mut seen = PackageSeen {
             resolved,

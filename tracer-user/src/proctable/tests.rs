@@ -21,9 +21,14 @@ impl ProcFacts for NoFacts {
         // pid 666 is `cat` reading a Python tree.
         Some(pid != 666)
     }
-    fn parent_and_mnt_ns(&self, pid: u32) -> Option<(u32, u32)> {
-        // pid 999 has exited; the others are children of pid 1, in the host's namespace.
-        (pid != 999).then_some((1, 1))
+    fn identity(&self, pid: u32) -> Option<Identity> {
+        // pid 999 has exited; pid 777 is another user's; the others are uid 1000's children
+        // of pid 1, in the host's namespace.
+        (pid != 999).then_some(Identity {
+            ppid: 1,
+            mnt_ns: 1,
+            uid: if pid == 777 { 2000 } else { 1000 },
+        })
     }
 }
 
@@ -566,6 +571,7 @@ mod preload {
             uid: 1000,
             gid: 1000,
             conn_pid: pid,
+            conn: u64::from(pid),
             ktime_ns: t,
             body: Body::Hello {
                 program: b"/v/bin/tool".to_vec(),
@@ -581,6 +587,7 @@ mod preload {
             uid: 1000,
             gid: 1000,
             conn_pid,
+            conn: u64::from(conn_pid),
             ktime_ns: t,
             body: Body::Module(path.as_bytes().to_vec()),
         }
@@ -763,6 +770,7 @@ mod preload {
             i.flags = tracer_common::EXEC_FLAG_LIBPYTHON;
         }
         t.handle(e, &f);
+        t.preload(hello(10, 1_100), &f);
         // The child's message (on the parent's connection) comes before the mapping.
         t.preload(module(11, 10, NP, 1_300), &f);
         let child = exit(&mut t, 11, &f);
@@ -781,6 +789,7 @@ mod preload {
             uid: 1000,
             gid: 1000,
             conn_pid: pid,
+            conn: u64::from(pid),
             ktime_ns: t,
             body: Body::Open {
                 tid: pid,
@@ -828,6 +837,47 @@ mod preload {
             .iter()
             .all(|s| s.n_preload == 1 && s.n_files == 0));
         assert_eq!(t.fidelity().reads_not_imports, 1);
+    }
+
+    #[test]
+    fn messages_are_bound_to_their_connection_and_uid() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        t.preload(hello(10, 1_000), &f);
+        // Another user's process writing on this connection (passed to it), and this
+        // process's pid on another connection: neither is taken.
+        let mut other_user = module(11, 10, NP, 1_100);
+        other_user.uid = 2000;
+        t.preload(other_user, &f);
+        let mut other_conn = module(10, 10, NP, 1_200);
+        other_conn.conn = 99;
+        t.preload(other_conn, &f);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.fidelity().preload_late, 2);
+        // A Hello whose pid another user's process holds now: nothing of /proc is used.
+        t.preload(hello(777, 1_300), &f);
+        let p = t.procs.get(&777).expect("tabled from the Hello alone");
+        assert_eq!((p.ppid, p.uid), (0, 1000));
+        let done = exit(&mut t, 10, &f);
+        assert!(done.process.packages.is_empty());
+    }
+
+    #[test]
+    fn an_exec_event_stamped_after_the_hello_is_the_same_image_by_its_command_line() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        t.preload(hello(10, 1_000), &f);
+        t.preload(module(10, 10, NP, 1_100), &f);
+        // Found by what it opened after its Hello was read: stamped later, same argv.
+        let e = exec(
+            10,
+            1,
+            "/v/bin/tool",
+            "/v/bin/python /v/bin/tool -x",
+            "",
+            2_000,
+        );
+        assert!(t.handle(e, &f).is_none(), "adopted");
+        let done = exit(&mut t, 10, &f);
+        assert_eq!(names(&done), ["numpy"]);
     }
 
     #[test]

@@ -29,7 +29,9 @@ impl ProcTable {
             }
             match facts.is_interpreter(pid, &mut self.shared.elf) {
                 Some(false) => {
-                    self.procs.remove(&pid);
+                    if let Some(p) = self.procs.remove(&pid) {
+                        self.shared.release(&p);
+                    }
                     self.fidelity.promotions_not_python += 1;
                 }
                 Some(true) => {
