@@ -793,3 +793,149 @@ fn to_event(e: ProcEvent) -> Option<Event> {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The listener on a real socket (no root needed): credentials, one Hello per connection,
+    //! malformed datagrams, the per-uid budgets.
+    use std::{os::unix::net::UnixDatagram, sync::mpsc, time::Duration};
+
+    use tracer_common::preload::{encode, Message, MessageKind};
+
+    use super::*;
+
+    fn message(kind: MessageKind, path: &[u8]) -> Vec<u8> {
+        let m = Message {
+            path,
+            ..Message::new(kind)
+        };
+        let mut buf = vec![0; MAX_MESSAGE];
+        let n = encode(&m, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// A client: a SEQPACKET socket connected to `path` (std has no SEQPACKET type; a datagram
+    /// socket of the right type is made by hand and used through its descriptor).
+    fn client(path: &Path) -> UnixDatagram {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        socket::connect(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
+        UnixDatagram::from(fd)
+    }
+
+    struct Running {
+        collector: Option<std::thread::JoinHandle<(Vec<PreloadMsg>, PreloadCounters)>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    }
+
+    impl Running {
+        fn start(limits: Limits) -> Running {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("p.sock");
+            let l = Listener::bind(&path, limits, None).unwrap();
+            let (tx, rx) = mpsc::sync_channel(64);
+            let stop = Arc::new(AtomicBool::new(false));
+            let s = stop.clone();
+            let thread = Some(std::thread::spawn(move || l.run(tx, s)));
+            // The processor's part: take everything as it comes (the channel is bounded).
+            let collector = Some(std::thread::spawn(move || {
+                let (mut msgs, mut counters) = (Vec::new(), PreloadCounters::default());
+                for m in rx {
+                    match m {
+                        Msg::Preload(ms) => msgs.extend(ms),
+                        Msg::PreloadCounters(c) => counters = c,
+                        _ => {}
+                    }
+                }
+                (msgs, counters)
+            }));
+            Running {
+                collector,
+                stop,
+                thread,
+                _dir: dir,
+                path,
+            }
+        }
+
+        /// Stops the listener; everything it sent, and its last counters.
+        fn stop(mut self) -> (Vec<PreloadMsg>, PreloadCounters) {
+            std::thread::sleep(Duration::from_millis(300));
+            self.stop.store(true, Ordering::Release);
+            self.thread.take().unwrap().join().unwrap();
+            self.collector.take().unwrap().join().unwrap()
+        }
+    }
+
+    #[test]
+    fn messages_carry_the_kernels_credentials_and_one_hello_per_connection() {
+        let r = Running::start(Limits::default());
+        let c = client(&r.path);
+        c.send(&message(MessageKind::Exec, b"/x/before_hello.py"))
+            .unwrap();
+        c.send(&message(MessageKind::Hello, b"/usr/bin/python3"))
+            .unwrap();
+        c.send(&message(MessageKind::Hello, b"/usr/bin/python3"))
+            .unwrap();
+        c.send(b"garbage").unwrap();
+        c.send(&message(MessageKind::Exec, b"relative.py")).unwrap();
+        c.send(&message(MessageKind::Exec, b"/x/json/__init__.py"))
+            .unwrap();
+        let (msgs, counters) = r.stop();
+        let me = std::process::id();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(msgs.iter().all(|m| m.pid == me && m.conn_pid == me));
+        // SAFETY: getuid has no preconditions.
+        assert!(msgs.iter().all(|m| m.uid == unsafe { libc::getuid() }));
+        assert!(matches!(msgs[0].body, Body::Hello { .. }));
+        assert_eq!(msgs[1].body, Body::Module(b"/x/json/__init__.py".to_vec()));
+        assert_eq!(
+            (counters.no_hello, counters.extra_hello, counters.malformed),
+            (1, 1, 2)
+        );
+    }
+
+    #[test]
+    fn a_uid_over_its_rate_is_paused_and_its_hellos_bounded() {
+        let limits = Limits {
+            rate: 10,
+            burst: 100,
+            hello_rate: 1,
+            hello_burst: 2,
+            ..Limits::default()
+        };
+        let r = Running::start(limits);
+        let conns: Vec<_> = (0..4).map(|_| client(&r.path)).collect();
+        for c in &conns {
+            c.send(&message(MessageKind::Hello, b"/usr/bin/python3"))
+                .unwrap();
+        }
+        // Far more than the burst on one connection; the socket queue takes what it can.
+        let module = message(MessageKind::Exec, b"/x/m.py");
+        conns[0].set_nonblocking(true).unwrap();
+        for _ in 0..400 {
+            let _ = conns[0].send(&module);
+        }
+        // The peer of a paused connection hangs up: the listener must not spin on it.
+        drop(conns);
+        let (msgs, counters) = r.stop();
+        let hellos = msgs
+            .iter()
+            .filter(|m| matches!(m.body, Body::Hello { .. }))
+            .count();
+        // Two at once, and one more for each second the test took at most.
+        assert!(hellos <= 3, "the Hello budget: {hellos}");
+        assert_eq!(counters.hello_limited, 4 - hellos as u64);
+        assert!(counters.paused >= 1, "{counters:?}");
+        assert!(msgs.len() < 150, "the message budget: {}", msgs.len());
+    }
+}
