@@ -881,6 +881,24 @@ mod preload {
     }
 
     #[test]
+    fn made_up_paths_cannot_grow_the_table_without_bound() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        t.preload(hello(10, 1_000), &f);
+        let long = "a".repeat(3_900);
+        for i in 0..2_000 {
+            let path = format!("/{long}/{i}/__init__.py");
+            t.preload(module(10, 10, &path, 2_000 + i), &f);
+        }
+        let p = t.procs.get(&10).unwrap();
+        assert!(p.bytes <= super::super::PROCESS_BYTES, "{}", p.bytes);
+        assert!(p.init_dirs.len() < 300, "{}", p.init_dirs.len());
+        assert!(t.fidelity().state_bounded > 1_000);
+        // What it held is given back when it ends.
+        exit(&mut t, 10, &f);
+        assert!(t.shared.uid_bytes.is_empty());
+    }
+
+    #[test]
     fn messages_after_the_exit_are_counted_not_turned_into_a_process() {
         let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
         t.handle(exec(999, 1, "/v/bin/python", "python -c x", "", 1_000), &f);
