@@ -50,6 +50,15 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 "refused:     {} probation (uid share), {} opens (uid share), {} events (uid ring share), {} batches (queue full)",
                 c[ProbationQuota], c[StashQuota], c[RingShare], st.queue_full
             );
+            if let Some(p) = &st.preload {
+                println!(
+                    "preload:     {} ({}); {} connections ({} refused), {} messages, {} malformed, {} without Hello, {} uid pauses, {} Hellos over budget, {} connector overruns",
+                    st.collectors.join(" + "),
+                    if st.collectors.iter().any(|c| c == "ebpf") { "both" } else { "preload-only" },
+                    p.connections, p.refused, p.messages, p.malformed, p.no_hello, p.paused,
+                    p.hello_limited, p.cnproc_overruns
+                );
+            }
             let m = &st.metadata;
             println!(
                 "metadata:    {} links, {} special files, {} cut, {} not the user's to read, {} deadlines missed ({} ELF), {} jobs dropped",
