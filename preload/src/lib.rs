@@ -4,8 +4,11 @@
 //! `LD_PRELOAD` for a trial). In a CPython ≥ 3.8 process it installs a PEP 578 audit hook
 //! before the interpreter initialises and streams what the import system does to the daemon,
 //! one datagram per event, at the moment it happens: a SIGKILL loses nothing already seen.
-//! In every other process it costs the mapping of an 18 KB object and one symbol lookup at load
-//! time, then nothing (see "Build and cost" below).
+//! In CPython 2.7 and 3.6–3.7, which have no audit hooks, it reports instead the interpreter's
+//! opens of module files through wrappers of the libc `open` family ("open mode", below).
+//! In every other process it costs the mapping of a 24 KB object and a walk of the loaded
+//! objects' symbol tables at load time, then one atomic load per call of a wrapped `open`
+//! (see "Build and cost" below).
 //! The design follows the experiments in `docs/preload-research.md` (pyenv 2.7–3.13 and
 //! Debian's 3.11 on this project's machines); the reasons below point there.
 //!
@@ -19,16 +22,16 @@
 //! dynamically). It does not look at the program's name, so console scripts, venv copies and
 //! renamed interpreters are covered, and so are `-I`, `-S`, `-E` and an empty environment: the
 //! hook is in place before the interpreter reads any of them. In a process that is not Python
-//! the miss is all that happens. It is found by walking the objects' own hash tables
+//! the miss, and finding the functions the `open` wrappers forward to (below), is all that
+//! happens. It is found by walking the objects' own hash tables
 //! (`dl_iterate_phdr`, module `elf`) rather than with `dlsym`, whose miss `malloc`s an error
 //! message: in a small program that first allocation sets up the heap, which measured as much
 //! as loading the library. In Python, `dlsym(RTLD_DEFAULT, …)` resolves the API.
 //!
+//! The same walk asks for `Py_Initialize`: a process that has it but not `PySys_AddAuditHook`
+//! is CPython 2.7–3.7 (or a program linking their libpython), observed in open mode.
+//!
 //! Not covered by this library yet, on purpose:
-//! - **CPython 2.7 and 3.6–3.7** have no audit hooks (`Py_Initialize` resolves,
-//!   `PySys_AddAuditHook` does not). Observing them needs the fallback the research measured:
-//!   wrappers of `open`/`open64`/`openat`/`fopen` and of `dlopen` of absolute paths, deriving
-//!   module names from `.pyc`/`.so` paths.
 //! - **libpython loaded later with `dlopen`** (C hosts that embed Python on demand, plugins)
 //!   is invisible to the constructor. That needs a `dlopen` wrapper that handles only names
 //!   containing `libpython` and passes every other call on as a guaranteed tail jump (a naked
@@ -37,6 +40,33 @@
 //! - An interpreter that is **already initialised** when the library is loaded (only possible
 //!   through that `dlopen` path) would need `PyGILState_Ensure` around the install; the
 //!   constructor checks `Py_IsInitialized() == 0` and otherwise installs nothing.
+//!
+//! # Open mode: CPython 2.7 and 3.6–3.7
+//!
+//! Without audit hooks the import system can only be seen in the files it opens. The library
+//! exports `open`, `open64`, `openat`, `openat64`, `fopen` and `fopen64` (module
+//! `open_mode`); being preloaded, they are what libpython and the program call. Each calls the
+//! next definition (libc's, or another preloaded wrapper's), found in the constructor the way
+//! `dlsym(RTLD_NEXT, …)` would (`elf::next_functions`), with the caller's arguments, and
+//! returns its result and `errno` untouched. In an interpreter without hooks the constructor
+//! connects and sends the Hello as for ≥ 3.8, then sets the open-mode flag; from then on each
+//! successful open of a `.py`, `.pyc`, `.pyo` or `.so` and each failed open of a `.pyc` (the
+//! bytecode probes the daemon's import rules need) is sent as a [`MessageKind::Open`]: the path
+//! as passed (2.7 passes paths relative to the working directory for `sys.path` entry `''`),
+//! the thread, the descriptor or `-errno`, the directory descriptor and the flags (for `fopen`,
+//! those its mode stands for). Same socket, same checks and drop counting as the hook's.
+//! What it sees: 2.7 `fopen`s `m.py`, then `m.pyc` (and probes `m.so`, `mmodule.so`, … in every
+//! `sys.path` entry: only the failed `.pyc` probes are sent), and `fopen`s an extension's `.so`
+//! before `dlopen`ing it; 3.6–3.7 open only `__pycache__/m.cpython-3x.pyc`, or the failed probe
+//! and then `m.py`.
+//! What it cannot see: extension modules of 3.6–3.7, which are found with `stat` and mapped
+//! with `dlopen`, whose opens are the loader's own system calls. A `dlopen` wrapper would see
+//! them, and is left out on purpose: glibc's `dlopen` searches the *caller's* `DT_RUNPATH`, so
+//! a wrapper that calls the real one breaks programs that load libraries through `$ORIGIN` run
+//! paths (`docs/preload-research.md`, "Embedded interpreters loaded with dlopen"). Nor can it
+//! tell a script's own `open('x.py')` from an import (the daemon's rules decide), and a ≥ 3.8
+//! interpreter whose hook is skipped for the debug allocator (below) is not put in open mode:
+//! it stays unobserved.
 //!
 //! # When the hook is not installed although Python is there
 //!
@@ -110,21 +140,25 @@
 //!
 //! Ship `cargo build --profile preload -p pyusage-preload` (`target/preload/`; the workspace
 //! `Cargo.toml` defines the profile: panic = "abort", LTO, one codegen unit, stripped). That
-//! build is `#![no_std]`: it links libc only (std would add libgcc_s and ~400 KB), has no
-//! exported symbols, ~30 relocations, and is linked with `-z defs` and `-z now` (build.rs).
+//! build is `#![no_std]`: it links libc only (std would add libgcc_s and ~400 KB), exports
+//! only the six `open` wrappers (each name it exports replaces that function for the whole
+//! process), has ~30 relocations, and is linked with `-z defs` and `-z now` (build.rs).
 //! Other profiles link std for its panic runtime; the code is the same. No code path should
 //! panic: the crate denies indexing, `unwrap` and friends (clippy), and the panic handler
 //! aborts, as a panic in any `extern "C"` function would.
 //!
 //! Measured with `bench/preload_exec.c` (fork + exec of `/bin/true`, alternating blocks):
 //! the library adds ~40 µs of CPU per exec, the same as an empty C shared object, i.e. the
-//! cost of preloading anything (was ~160 µs with std and a `dlsym` miss). Numbers and method
-//! in `docs/preload-research.md`.
+//! cost of preloading anything (was ~160 µs with std and a `dlsym` miss). The open wrappers
+//! add ~4 µs (finding the six functions they forward to in libc's hash tables; `dlsym` took
+//! twice that), within the exec benchmark's noise. Numbers and method in
+//! `docs/preload-research.md`.
 //!
 //! [`MessageKind::Import`]: tracer_common::preload::MessageKind::Import
 //! [`MessageKind::ExtensionImport`]: tracer_common::preload::MessageKind::ExtensionImport
 //! [`MessageKind::Exec`]: tracer_common::preload::MessageKind::Exec
 //! [`MessageKind::Hello`]: tracer_common::preload::MessageKind::Hello
+//! [`MessageKind::Open`]: tracer_common::preload::MessageKind::Open
 
 #![no_std]
 // The library runs inside every process of a node and must never abort one: no indexing or
@@ -150,6 +184,11 @@
 extern crate std;
 
 mod elf;
+// The wrappers take C's variadic `mode` as a fixed parameter, which is sound on the ABIs where
+// build.rs sets `open_wrappers` only (see the ABI note in the module); elsewhere there is no
+// open mode.
+#[cfg(open_wrappers)]
+mod open_mode;
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
@@ -322,17 +361,40 @@ unsafe fn func<F: Copy>(name: &CStr) -> Option<F> {
 }
 
 fn init(process: Process) {
+    // The open wrappers (module `open_mode`) are called in every process; they call the real
+    // functions through these addresses.
+    #[cfg(open_wrappers)]
+    open_mode::resolve();
     // Most processes are not Python: that answer comes without `dlsym`, whose miss costs a
-    // small program its first `malloc` (see `elf`).
-    if elf::defined(c"PySys_AddAuditHook") == Some(false) {
-        return;
-    }
-    let add_hook = sym(c"PySys_AddAuditHook");
+    // small program its first `malloc` (see `elf`). Both names in one walk of the objects.
+    let [hook_api, init_api] = elf::defined_each([c"PySys_AddAuditHook", c"Py_Initialize"]);
+    let mut looked_up = false;
+    let add_hook = match hook_api {
+        Some(false) => core::ptr::null_mut(),
+        _ => {
+            looked_up = true;
+            sym(c"PySys_AddAuditHook")
+        }
+    };
     if add_hook.is_null() {
-        // Not CPython ≥ 3.8 (or libpython not loaded yet). Clear the failed lookup's error
-        // string so that a later `dlerror()` of the program itself does not report it.
-        // SAFETY: `dlerror` has no preconditions.
-        unsafe { libc::dlerror() };
+        // Not CPython ≥ 3.8 (or libpython not loaded yet). An interpreter that has
+        // `Py_Initialize` all the same is CPython 2.7–3.7: observed through its opens.
+        let older = match init_api {
+            Some(found) => found,
+            None => {
+                looked_up = true;
+                !sym(c"Py_Initialize").is_null()
+            }
+        };
+        if looked_up {
+            // Clear a failed lookup's error string so that a later `dlerror()` of the program
+            // itself does not report it.
+            // SAFETY: `dlerror` has no preconditions.
+            unsafe { libc::dlerror() };
+        }
+        if older {
+            start_open_mode(process);
+        }
         return;
     }
     if debug_allocator_possible() {
@@ -411,6 +473,28 @@ fn init(process: Process) {
     }
 }
 
+/// In an interpreter without audit hooks: connect and send the Hello exactly as for one with
+/// them, then switch the open wrappers' reporting on (module `open_mode`) instead of
+/// installing a hook. Without a daemon, or where the wrappers are not built, nothing changes.
+fn start_open_mode(process: Process) {
+    #[cfg(open_wrappers)]
+    {
+        let config = read_config(CONFIG_PATH);
+        if INITIALISED.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(fd) = connect(&config) else { return };
+        if !send_hello(fd, process) {
+            close(fd);
+            return;
+        }
+        SOCK.store(fd, Ordering::Release);
+        open_mode::OPEN_MODE.store(true, Ordering::Release);
+    }
+    #[cfg(not(open_wrappers))]
+    let _ = process;
+}
+
 /// Whether the interpreter may run with the debug allocator, which would abort at exit on the
 /// pre-initialisation hook entry (see the crate docs).
 fn debug_allocator_possible() -> bool {
@@ -432,19 +516,32 @@ fn debug_allocator_possible() -> bool {
 
 /// Read the start of `/proc/self/cmdline` (the options come first); 0 on failure.
 fn read_cmdline(buf: &mut [u8]) -> usize {
-    // SAFETY: the path is NUL-terminated; O_CLOEXEC so that nothing leaks.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/self/cmdline".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
+    // O_CLOEXEC so that nothing leaks.
+    let fd = sys_open(c"/proc/self/cmdline", libc::O_RDONLY | libc::O_CLOEXEC);
     if fd < 0 {
         return 0;
     }
     let n = read_fd(fd, buf);
     close(fd);
     n
+}
+
+/// `openat(AT_FDCWD, path, flags)` as a system call, for the library's own files: they go
+/// neither through its `open` wrapper (module `open_mode`, which the library's own calls of
+/// `open` would bind to) nor through an `open` that the program defines. -1 and `errno` on
+/// failure, as `open`.
+fn sys_open(path: &CStr, flags: c_int) -> c_int {
+    // SAFETY: `path` is NUL-terminated; the kernel checks the flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::c_long::from(libc::AT_FDCWD),
+            path.as_ptr(),
+            libc::c_long::from(flags),
+            0 as libc::c_long,
+        )
+    };
+    c_int::try_from(r).unwrap_or(-1)
 }
 
 /// Read from `fd` until `buf` is full, end of file or an error; the number of bytes read.
@@ -549,14 +646,12 @@ impl Config {
 /// it could redirect every process's reports. Any failure gives the defaults.
 pub fn read_config(path: &CStr) -> Config {
     let mut buf = [0u8; CONFIG_MAX + 1];
-    // SAFETY: `path` is NUL-terminated. O_NOFOLLOW: a link is refused (ELOOP), not followed;
-    // O_CLOEXEC: nothing leaks into a child even if another thread forks meanwhile.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY,
-        )
-    };
+    // O_NOFOLLOW: a link is refused (ELOOP), not followed; O_CLOEXEC: nothing leaks into a
+    // child even if another thread forks meanwhile.
+    let fd = sys_open(
+        path,
+        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY,
+    );
     if fd < 0 {
         return Config::default();
     }
@@ -915,9 +1010,9 @@ unsafe fn on_import(api: &Api, args: *mut PyObject) {
             return;
         };
         if file == api.none {
-            send_message(MessageKind::Import, module, b"");
+            send_message(MessageKind::Import, module, b"", b"");
         } else if let Some(path) = utf8(api, file) {
-            send_message(MessageKind::ExtensionImport, module, path);
+            send_message(MessageKind::ExtensionImport, module, path, b"");
         }
     }
 }
@@ -959,7 +1054,7 @@ unsafe fn on_exec(api: &Api, args: *mut PyObject) {
         }
         if let Some(path) = utf8(api, file) {
             if path.first() == Some(&b'/') {
-                send_message(MessageKind::Exec, "", path);
+                send_message(MessageKind::Exec, "", path, b"");
             }
         }
         (api.dec_ref)(file);
@@ -967,12 +1062,14 @@ unsafe fn on_exec(api: &Api, args: *mut PyObject) {
 }
 
 /// Encode and send one message without blocking; drop and count it when the daemon's queue is
-/// full, stop sending when the connection is gone or the descriptor is no longer ours.
-fn send_message(kind: MessageKind, name: &str, path: &[u8]) {
+/// full, stop sending when the connection is gone or the descriptor is no longer ours. Opens no
+/// file and allocates nothing (the open wrappers call it).
+fn send_message(kind: MessageKind, name: &str, path: &[u8], args: &[u8]) {
     let mut buf = [0u8; IMPORT_MAX];
     let m = Message {
         name,
         path,
+        args,
         ..Message::new(kind)
     };
     let Ok(len) = encode(&m, &mut buf) else {

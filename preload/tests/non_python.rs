@@ -1,15 +1,21 @@
 //! Programs that are not Python run exactly as without the library: the same stdout, stderr
 //! and exit code, byte for byte, whether the daemon's socket is listening or absent, and none
-//! of them connects. And the socket of a Python process does not leak into what it `exec`s.
+//! of them connects. That includes a program that calls each `open` wrapper the library exports
+//! on present, missing and unreadable files, as root and as `nobody`, and prints every result
+//! and `errno` (`programs/open_calls.c`). And the socket of a Python process does not leak into
+//! what it `exec`s.
 //!
 //! The library is the shipped build (`common::library`).
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{interpreters, library, run, Listener};
+use common::{
+    compile_c, interpreters, library, library_for_everyone, open_calls_dir, run, Listener, NOBODY,
+};
 use tracer_common::preload::MessageKind;
 
 /// One program to compare: a name for messages and a way to make a fresh command (with its
@@ -49,19 +55,33 @@ again:
 /// Build `c_host.c` twice: as is, and with `-rdynamic` so that its own `open` is the one the
 /// whole process (the preloaded library included) binds to.
 fn c_programs(dir: &Path) -> [PathBuf; 2] {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/c_host.c");
     let plain = dir.join("c_host");
     let exported = dir.join("c_host_rdynamic");
-    for (out, extra) in [(&plain, None), (&exported, Some("-rdynamic"))] {
-        let mut cc = Command::new("cc");
-        cc.args(["-O2", "-Wall", "-Werror", "-o"])
-            .arg(out)
-            .arg(&src);
-        cc.args(extra);
-        let o = run(&mut cc);
-        assert!(o.status.success(), "cc: {o:?}");
-    }
+    compile_c("c_host.c", &plain, &[]);
+    compile_c("c_host.c", &exported, &["-rdynamic"]);
     [plain, exported]
+}
+
+/// `open_calls.c` (not Python: no `Py_Initialize`), run as root or as `nobody`, in a fresh
+/// directory of files to open (`common::open_calls_dir`).
+fn open_calls(exe: &Path, as_nobody: bool) -> Program {
+    let exe = exe.to_path_buf();
+    Program {
+        name: if as_nobody {
+            "open calls, as nobody"
+        } else {
+            "open calls"
+        },
+        make: Box::new(move || {
+            let dir = open_calls_dir();
+            let mut cmd = Command::new(&exe);
+            cmd.arg(dir.path());
+            if as_nobody {
+                cmd.uid(NOBODY).gid(NOBODY);
+            }
+            (cmd, dir)
+        }),
+    }
 }
 
 fn programs(bin: &Path) -> Vec<Program> {
@@ -93,6 +113,10 @@ fn programs(bin: &Path) -> Vec<Program> {
             }),
         },
     ];
+    let calls = bin.join("open_calls");
+    compile_c("open_calls.c", &calls, &[]);
+    list.push(open_calls(&calls, false));
+    list.push(open_calls(&calls, true));
     for exe in c_programs(bin) {
         let name = if exe.ends_with("c_host") {
             "C program"
@@ -123,10 +147,12 @@ fn run_program(p: &Program, env: &[(&str, &Path)]) -> Output {
 
 #[test]
 fn non_python_programs_are_unchanged_and_do_not_connect() {
-    let lib = library();
     let bin = scratch();
+    // In a directory `nobody` can read, as `open_calls` runs as `nobody` too.
+    let lib = library_for_everyone(bin.path());
     let programs = programs(bin.path());
     let listener = Listener::new();
+    listener.open_to_everyone();
     let listening = listener.path();
     let absent = bin.path().join("absent.sock");
     for p in &programs {
@@ -163,6 +189,35 @@ fn non_python_programs_are_unchanged_and_do_not_connect() {
         "own open called 2 times",
     ] {
         assert!(out.lines().any(|l| l == line), "{line:?} not in {out}");
+    }
+    // The open calls gave the real results: descriptors, ENOENT, EACCES for `nobody` on the
+    // file only root may read, EEXIST, EINVAL, EBADF; `errno 1234` is what each call found
+    // before it and a success must leave.
+    let calls = |p: &Program| {
+        let out = run_program(p, &[("LD_PRELOAD", &lib)]);
+        assert_eq!(out.status.code(), Some(0), "{}: {out:?}", p.name);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let by_name = |n: &str| programs.iter().find(|p| p.name == n).unwrap();
+    let root = calls(by_name("open calls"));
+    let nobody = calls(by_name("open calls, as nobody"));
+    for (out, secret) in [(&root, "fd 4 errno 1234"), (&nobody, "-1 errno 13")] {
+        for line in [
+            "dir fd 3",
+            "open m.py (dfd -100, flags 02000000): fd 4 errno 1234",
+            "openat64 lib.so (dfd 3, flags 02000000): fd 4 errno 1234",
+            "fopen64 m.pyc (r): fd 4 errno 1234",
+            "open missing.pyc (dfd -100, flags 02000000): -1 errno 2",
+            "fopen missing.py (re): -1 errno 2",
+            &format!("fopen secret.pyc (re): {secret}"),
+            &format!("openat secret.pyc (dfd 3, flags 02000000): {secret}"),
+            "new.pyc mode 0640",
+            "openat new.pyc (dfd 3, flags 0301): -1 errno 17",
+            "fopen missing.pyc (q): -1 errno 22",
+            "openat m.pyc (dfd -1, flags 00): -1 errno 9",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line:?} not in {out}");
+        }
     }
     let (msgs, conns) = listener.finish();
     assert_eq!((msgs.len(), conns), (0, 0), "{msgs:?}");

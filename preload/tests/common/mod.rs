@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tracer_common::preload::{decode, MessageKind, MAX_MESSAGE};
+use tracer_common::preload::{decode, MessageKind, OpenRecord, MAX_MESSAGE};
 
 /// The library as shipped, on a machine whose configuration lets the tests choose the socket
 /// ([`ensure_config`]).
@@ -60,6 +60,54 @@ fn build_library() -> PathBuf {
     assert!(lib.exists(), "no library at {}", lib.display());
     lib
 }
+
+/// A copy of the library in `dir`, which is made readable by every user, for programs run as
+/// `nobody` (the target directory may be private to its owner).
+pub fn library_for_everyone(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = dir.join("libpyusage_preload.so");
+    std::fs::copy(library(), &copy).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy
+}
+
+/// Compile `tests/programs/<source>` with `cc -O2 -Wall -Werror` and `extra` flags into `out`.
+pub fn compile_c(source: &str, out: &Path, extra: &[&str]) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/programs")
+        .join(source);
+    let o = run(Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror"])
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        .arg(&src));
+    assert!(o.status.success(), "cc {source}: {o:?}");
+}
+
+/// The directory `open_calls.c` runs in: `m.py`, `m.pyc`, `lib.so` (root's, 0644),
+/// `secret.pyc` (root's, 0600: unreadable by `nobody`); writable by everyone, for `new.pyc`.
+pub fn open_calls_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |m| std::fs::Permissions::from_mode(m);
+    for (name, m) in [
+        ("m.py", 0o644),
+        ("m.pyc", 0o644),
+        ("lib.so", 0o644),
+        ("secret.pyc", 0o600),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, name).unwrap();
+        std::fs::set_permissions(&p, mode(m)).unwrap();
+    }
+    std::fs::set_permissions(dir.path(), mode(0o777)).unwrap();
+    dir
+}
+
+/// The uid and gid of `nobody` (Debian's 65534).
+pub const NOBODY: u32 = 65534;
 
 /// The configuration file the library reads (its `CONFIG_PATH`).
 pub const CONFIG: &str = "/etc/pyusage/preload.conf";
@@ -142,6 +190,20 @@ pub fn interpreters() -> Vec<PathBuf> {
     list.to_vec()
 }
 
+/// The interpreters without audit hooks (pyenv, shared libpython), which the library observes
+/// through their opens ("open mode").
+pub fn old_interpreters() -> Vec<PathBuf> {
+    let home = std::env::var("HOME").unwrap();
+    let list: Vec<PathBuf> = ["2.7.18", "3.6.15", "3.7.16"]
+        .iter()
+        .map(|v| PathBuf::from(format!("{home}/.pyenv/versions/{v}/bin/python")))
+        .collect();
+    for p in &list {
+        assert!(p.exists(), "interpreter missing: {}", p.display());
+    }
+    list
+}
+
 /// A decoded message, owned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Msg {
@@ -152,6 +214,15 @@ pub struct Msg {
     pub path: String,
     pub args: Vec<u8>,
     pub env: Vec<u8>,
+}
+
+impl Msg {
+    /// The record of an Open message (`None` for other kinds).
+    pub fn open(&self) -> Option<OpenRecord> {
+        (self.kind == MessageKind::Open)
+            .then(|| OpenRecord::from_bytes(&self.args))
+            .flatten()
+    }
 }
 
 /// A SEQPACKET listener with an accept thread and one reader thread per connection.
@@ -241,6 +312,15 @@ impl Listener {
         self.dir.path().join("preload.sock")
     }
 
+    /// Let every user connect (the directory 0755, the socket 0666), as the daemon's socket
+    /// is, for tests that run programs as `nobody`.
+    pub fn open_to_everyone(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |m| std::fs::Permissions::from_mode(m);
+        std::fs::set_permissions(self.dir.path(), mode(0o755)).unwrap();
+        std::fs::set_permissions(self.path(), mode(0o666)).unwrap();
+    }
+
     /// Stop accepting, wait for every connection's end of stream, return messages and the
     /// number of connections.
     pub fn finish(mut self) -> (Vec<Msg>, usize) {
@@ -251,6 +331,48 @@ impl Listener {
         let msgs = self.received.lock().unwrap().clone();
         let conns = *self.connections.lock().unwrap();
         (msgs, conns)
+    }
+}
+
+/// A daemon that never reads: a listening socket whose connections are never accepted. The
+/// library connects, and once the connection's queue is full (the sender's buffer,
+/// `net.core.wmem_default`: ~270 small messages here; not `net.unix.max_dgram_qlen`, which
+/// bounds datagram sockets only) each send fails with `EAGAIN` and the message is dropped.
+pub struct Stalled {
+    dir: tempfile::TempDir,
+    fd: i32,
+}
+
+impl Stalled {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = CString::new(dir.path().join("stalled.sock").as_os_str().as_bytes()).unwrap();
+        // SAFETY: plain socket calls on a fresh descriptor with a valid, NUL-terminated path.
+        let fd = unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, s) in addr.sun_path.iter_mut().zip(path.as_bytes()) {
+                *d = *s as libc::c_char;
+            }
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            assert_eq!(libc::bind(fd, (&raw const addr).cast(), len), 0);
+            assert_eq!(libc::listen(fd, 64), 0);
+            fd
+        };
+        Stalled { dir, fd }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("stalled.sock")
+    }
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        // SAFETY: our descriptor, closed once.
+        unsafe { libc::close(self.fd) };
     }
 }
 
