@@ -123,6 +123,14 @@ fn workloads(node: &Node, scratch: &Path) -> BTreeMap<&'static str, u32> {
     let snake = scratch.join("snake");
     std::os::unix::fs::symlink(&pyenv313, &snake).unwrap();
     go("renamed", &mut python(&snake, "import json"), Some(0));
+    // Interpreters without audit hooks: the library reports their opens.
+    for (label, v) in [("py27", "2.7.18"), ("py37", "3.7.16")] {
+        go(
+            label,
+            &mut python(pyenv(v), "import json, email.mime.text, os; os._exit(5)"),
+            Some(5),
+        );
+    }
     // A fork child (multiprocessing) imports what its parent never did.
     let code = "import multiprocessing as mp, os\n\
                 def child():\n    import yaml\n    print(os.getpid(), flush=True)\n\
@@ -244,6 +252,17 @@ fn same_records_in_both_modes() {
             .as_str()
             .unwrap()
             .ends_with("/snake"));
+        for label in ["py27", "py37"] {
+            let old = sum(label);
+            assert!(
+                old.contains_key("json") && old.contains_key("email"),
+                "{label}: {old:?}"
+            );
+            assert_eq!(
+                (&old["json"]["exit"], &old["json"]["exit_code"]),
+                (&"exited".into(), &5.into())
+            );
+        }
         let child = sum("mp_child");
         assert!(child.contains_key("yaml"), "{child:?}");
         assert_eq!(child["yaml"]["root_pid"], pids["mp_parent"]);
@@ -271,13 +290,21 @@ fn same_records_in_both_modes() {
     let (_, a, st) = &seen[0];
     let (_, b, _) = &seen[1];
     for label in a.keys() {
+        if label.starts_with("py3") {
+            // CPython 3.6/3.7 extension modules are loaded by dlopen, whose opens the library
+            // does not see: what it saw is a subset of what the kernel saw, field for field.
+            for (pkg, v) in &a[label] {
+                assert_eq!(Some(v), b[label].get(pkg), "{label} {pkg}");
+            }
+            continue;
+        }
         assert_eq!(
             a[label], b[label],
             "{label}: preload-only vs eBPF + preload"
         );
     }
     assert_eq!(st["preload"]["malformed"], 0, "{st}");
-    assert!(st["preload"]["connections"].as_u64().unwrap() >= 8, "{st}");
+    assert!(st["preload"]["connections"].as_u64().unwrap() >= 10, "{st}");
 }
 
 /// One user floods the socket (many connections, each writing as fast as it can, valid

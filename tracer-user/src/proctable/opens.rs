@@ -64,6 +64,16 @@ impl ProcTable {
             }
             if imports::is_shared_object(name) {
                 let path = truth(path);
+                if by == Seen::Preload
+                    && p.python_version
+                        .as_deref()
+                        .is_some_and(|v| v.starts_with("2."))
+                {
+                    // CPython 2's import system opens an extension module (`fopen`) right
+                    // before it loads it; the library cannot see the mapping that follows.
+                    Self::import(&mut self.shared, p, &path, at, by);
+                    return;
+                }
                 if !p.pending_so.contains_key(&o.ret)
                     && !self.shared.charge(p, path.as_os_str().len() + ENTRY_BYTES)
                 {
