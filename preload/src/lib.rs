@@ -84,9 +84,11 @@
 //! # Transport
 //!
 //! The constructor connects one `AF_UNIX` `SOCK_SEQPACKET` socket (`SOCK_CLOEXEC`, so it never
-//! leaks across `exec`; `SOCK_NONBLOCK`, so a daemon whose accept backlog is full makes
-//! `connect` fail at once instead of stalling the program). If the daemon is absent nothing is
-//! installed and the process runs exactly as without the library: no retry, no message.
+//! leaks across `exec`). When the daemon's accept backlog is full (a burst of starts, or a
+//! user's connect storm) `connect` waits for a slot at most 20 ms (`SO_SNDTIMEO`), then gives
+//! up; afterwards the descriptor is non-blocking. If the daemon is absent (no socket, nobody
+//! listening) `connect` fails at once, nothing is installed and the process runs exactly as
+//! without the library: no retry, no message.
 //! The socket is `/run/pyusage/preload.sock` unless the configuration file
 //! `/etc/pyusage/preload.conf` names another (`socket = /absolute/path`; [`parse_config`]). The
 //! file is read only in Python processes, and trusted only when it is a regular file owned by
@@ -721,6 +723,9 @@ fn trim(b: &[u8]) -> &[u8] {
 }
 
 /// Connect to the daemon's socket; `None` when it is not there (no message, no retry).
+/// How long `connect` waits for a slot in a full accept backlog (µs).
+const CONNECT_WAIT_US: libc::suseconds_t = 20_000;
+
 fn connect(config: &Config) -> Option<c_int> {
     let path = match config.allow_env_override && !secure_exec() {
         true => env(SOCKET_ENV).filter(|p| !p.is_empty()),
@@ -737,16 +742,29 @@ fn connect(config: &Config) -> Option<c_int> {
         *dst = src as c_char;
     }
     // SAFETY: plain socket creation.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return None;
     }
+    // A blocking connect bounded by a send timeout: when the daemon's accept backlog is full
+    // (a burst of starts, or a user's connect storm), wait up to CONNECT_WAIT for a slot
+    // rather than go unobserved at once; a daemon that is absent fails at once (no socket
+    // file, or no listener). Sends never block: they use MSG_DONTWAIT, and the descriptor is
+    // made non-blocking right after.
+    let wait = libc::timeval {
+        tv_sec: 0,
+        tv_usec: CONNECT_WAIT_US,
+    };
+    // SAFETY: `wait` is a valid timeval and its size is passed with it.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&raw const wait).cast(),
+            core::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
     // SAFETY: `addr` is an initialised `sockaddr_un` and its size is passed with it.
     let rc = unsafe {
         libc::connect(
@@ -754,6 +772,11 @@ fn connect(config: &Config) -> Option<c_int> {
             (&raw const addr).cast(),
             core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
         )
+    };
+    let rc = match rc {
+        // SAFETY: fcntl on the descriptor just created.
+        0 => unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) },
+        e => e,
     };
     let Some((dev, ino)) = (rc == 0).then(|| identity(fd)).flatten() else {
         close(fd);
