@@ -234,6 +234,44 @@ struct Budget {
 /// Epoll keys of the two non-connection descriptors.
 const KEY_LISTENER: u64 = u64::MAX;
 const KEY_CNPROC: u64 = u64::MAX - 1;
+/// What the listener hands on, in the order it was read.
+enum Out {
+    Preload(PreloadMsg),
+    Event(Event),
+}
+
+/// Hands `out` to the processor in order, each run of one kind as one batch; false when the
+/// processor has gone.
+fn flush(tx: &SyncSender<Msg>, out: &mut Vec<Out>) -> bool {
+    let (mut msgs, mut events) = (Vec::new(), Vec::new());
+    for item in out.drain(..) {
+        match item {
+            Out::Preload(m) => {
+                if !events.is_empty() && tx.send(Msg::Events(std::mem::take(&mut events))).is_err()
+                {
+                    return false;
+                }
+                msgs.push(m);
+            }
+            Out::Event(e) => {
+                if !msgs.is_empty() && tx.send(Msg::Preload(std::mem::take(&mut msgs))).is_err() {
+                    return false;
+                }
+                events.push(e);
+            }
+        }
+    }
+    (msgs.is_empty() || tx.send(Msg::Preload(msgs)).is_ok())
+        && (events.is_empty() || tx.send(Msg::Events(events)).is_ok())
+}
+
+/// How long what was read may wait before it goes to the processor…
+const FLUSH_AFTER: Duration = Duration::from_millis(20);
+/// …or how much of it.
+const FLUSH_AT: usize = 2048;
+/// Pids watched in the process connector's events before the dead ones are dropped.
+const WATCHED_MAX: usize = 65_536;
+
 /// Messages read from one connection before moving on to the next ready one.
 const PER_TURN: usize = 64;
 /// How long a uid over its rate goes unread at least.
@@ -256,6 +294,9 @@ pub struct Listener {
     last_accept_log: Option<Instant>,
     /// Each uid's budget of `Hello`s (a new process each, with `/proc` reads).
     hellos: HashMap<u32, Bucket>,
+    /// Processes the library reported, and their fork children: the process connector's
+    /// events about them go to the table, the rest are dropped here.
+    watched: std::collections::HashSet<u32>,
 }
 
 /// A token bucket.
@@ -366,23 +407,47 @@ impl Listener {
             listener_paused_until: None,
             last_accept_log: None,
             hellos: HashMap::new(),
+            watched: std::collections::HashSet::new(),
         })
     }
 
     /// Reads until `stop`, sending batches to the processor; then removes the socket file.
+    ///
+    /// What is read is held for up to [`FLUSH_AFTER`] (or [`FLUSH_AT`] items) and handed on in
+    /// the order it was read, messages and connector events interleaved as they came: a
+    /// Python start sends hundreds of messages, and a batch per wake-up cost the daemon a
+    /// context switch each (most of its CPU).
     pub fn run(mut self, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
         let mut msgs = Vec::new();
-        let mut events = Vec::new();
         let mut proc_events = Vec::new();
+        let mut out: Vec<Out> = Vec::new();
+        let mut held_since: Option<Instant> = None;
         let mut ready = vec![EpollEvent::empty(); 256];
         let mut last_counters = PreloadCounters::default();
-        while !stop.load(Ordering::Acquire) {
-            let timeout = if self.listener_paused_until.is_some()
-                || self.conns.values().any(|c| c.paused_until.is_some())
-            {
-                50u16
-            } else {
-                200
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            let due = held_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER);
+            if stopping || due || out.len() >= FLUSH_AT {
+                if !flush(&tx, &mut out) {
+                    break;
+                }
+                held_since = None;
+                if self.counters != last_counters {
+                    last_counters = self.counters;
+                    let _ = tx.try_send(Msg::PreloadCounters(self.counters));
+                }
+            }
+            if stopping {
+                break;
+            }
+            let timeout = match held_since {
+                Some(t) => FLUSH_AFTER.saturating_sub(t.elapsed()).as_millis().max(1) as u16,
+                None if self.listener_paused_until.is_some()
+                    || self.conns.values().any(|c| c.paused_until.is_some()) =>
+                {
+                    50
+                }
+                None => 200,
             };
             let n = match self.epoll.wait(&mut ready, timeout) {
                 Ok(n) => n,
@@ -410,22 +475,47 @@ impl Listener {
                 // Everything a process sent before the events just read is queued by now:
                 // read it first, so that no exit overtakes its process's messages.
                 self.read_ready_again(&mut msgs);
-                events.extend(proc_events.drain(..).filter_map(to_event));
+            }
+            for m in &msgs {
+                self.watched.insert(m.pid);
+            }
+            out.extend(msgs.drain(..).map(Out::Preload));
+            for e in proc_events.drain(..) {
+                if let Some(e) = self.watched_event(e) {
+                    out.push(Out::Event(e));
+                }
+            }
+            if !out.is_empty() && held_since.is_none() {
+                held_since = Some(Instant::now());
             }
             self.unpause();
-            if !msgs.is_empty() && tx.send(Msg::Preload(std::mem::take(&mut msgs))).is_err() {
-                break;
-            }
-            if !events.is_empty() && tx.send(Msg::Events(std::mem::take(&mut events))).is_err() {
-                break;
-            }
-            if self.counters != last_counters {
-                last_counters = self.counters;
-                let _ = tx.try_send(Msg::PreloadCounters(self.counters));
-            }
         }
+        let _ = flush(&tx, &mut out);
         let _ = tx.send(Msg::PreloadCounters(self.counters));
         let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// A connector event as the process table wants it, if it is about a process the library
+    /// reported (or a fork child of one): the connector reports every process on the node,
+    /// and the table has nothing to do with the others.
+    fn watched_event(&mut self, e: ProcEvent) -> Option<Event> {
+        let keep = match e {
+            ProcEvent::Fork { parent, child, .. } => {
+                let watched = self.watched.contains(&parent);
+                if watched {
+                    self.watched.insert(child);
+                }
+                watched
+            }
+            ProcEvent::Exec { tgid, .. } => self.watched.contains(&tgid),
+            ProcEvent::Exit { tgid, .. } => self.watched.remove(&tgid),
+        };
+        if self.watched.len() > WATCHED_MAX {
+            // Exits the connector lost leave pids behind: keep the live ones.
+            self.watched
+                .retain(|p| Path::new(&format!("/proc/{p}")).exists());
+        }
+        keep.then(|| to_event(e)).flatten()
     }
 
     /// Reads every connection that is ready now, without waiting (bounded: a connection that
