@@ -265,6 +265,9 @@ fn flush(tx: &SyncSender<Msg>, out: &mut Vec<Out>) -> bool {
         && (events.is_empty() || tx.send(Msg::Events(events)).is_ok())
 }
 
+/// Shortest time between two wake-ups of the listener. A connection's queue holds some 200
+/// messages; a Python start sends them at a few thousand per second at most.
+const MIN_GAP: Duration = Duration::from_millis(2);
 /// How long what was read may wait before it goes to the processor…
 const FLUSH_AFTER: Duration = Duration::from_millis(20);
 /// …or how much of it.
@@ -422,6 +425,7 @@ impl Listener {
         let mut proc_events = Vec::new();
         let mut out: Vec<Out> = Vec::new();
         let mut held_since: Option<Instant> = None;
+        let mut last_wake = Instant::now();
         let mut ready = vec![EpollEvent::empty(); 256];
         let mut last_counters = PreloadCounters::default();
         loop {
@@ -449,6 +453,13 @@ impl Listener {
                 }
                 None => 200,
             };
+            // At most one wake-up per MIN_GAP: between two, what arrives waits in the sockets'
+            // queues and is read in one go (a wake-up per message or per process event was
+            // most of this thread's CPU).
+            let gap = last_wake.elapsed();
+            if gap < MIN_GAP {
+                std::thread::sleep(MIN_GAP - gap);
+            }
             let n = match self.epoll.wait(&mut ready, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,
@@ -457,6 +468,7 @@ impl Listener {
                     break;
                 }
             };
+            last_wake = Instant::now();
             let mut connector_ready = false;
             for ev in &ready[..n] {
                 match ev.data() {
