@@ -182,10 +182,35 @@ fn same_records_in_both_modes() {
             .iter()
             .map(|x| (x["pid"].as_i64().unwrap(), x["package"].as_str().unwrap()))
             .collect();
-        let n = keys.len();
         keys.sort();
-        keys.dedup();
-        assert_eq!(keys.len(), n, "{mode:?}: a (pid, package) recorded twice");
+        let twice: Vec<String> = keys
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .flat_map(|w| {
+                r.recs
+                    .iter()
+                    .filter(move |x| x["pid"] == w[0].0 && x["package"] == w[0].1)
+                    .map(|x| {
+                        format!(
+                            "{} {} {} {} start {} end {} exit {} main {}",
+                            x["pid"],
+                            x["package"],
+                            x["sources"],
+                            x["executable"],
+                            x["process_start"],
+                            x["process_end"],
+                            x["exit"],
+                            x["main"]
+                        )
+                    })
+            })
+            .collect();
+        assert!(
+            twice.is_empty(),
+            "{mode:?}: recorded twice:\n{}\n{}",
+            twice.join("\n"),
+            r.status
+        );
         for (label, pid) in &pids {
             for x in r.of(*pid) {
                 let sources: Vec<&str> = x["sources"]

@@ -59,25 +59,32 @@ impl ElfCache {
     /// point). Not a regular file, unreadable, too large, not ELF or not answered in time:
     /// `false`.
     pub fn exports(&mut self, path: &Path, name: &str) -> bool {
+        self.answer(path, name).unwrap_or(false)
+    }
+
+    /// Whether `path` exports `name`; `None` when no answer came within the deadline (a hung
+    /// mount, or a daemon starved of CPU), which callers deciding what a process *is* must not
+    /// read as "no".
+    pub fn answer(&mut self, path: &Path, name: &str) -> Option<bool> {
         if self.workers.stuck(DEADLINE) {
             self.deadline_missed += 1;
-            return false;
+            return None;
         }
         self.next += 1;
         let id = self.next;
         if self.workers.submit((id, path.to_path_buf())).is_err() {
             self.deadline_missed += 1;
-            return false;
+            return None;
         }
         let until = Instant::now() + DEADLINE;
         // Answers to earlier, timed-out questions may come first: skipped.
         while let Some((got, set)) = self.workers.recv_until(until) {
             if got == id {
-                return set.contains(name);
+                return Some(set.contains(name));
             }
         }
         self.deadline_missed += 1;
-        false
+        None
     }
 }
 
@@ -146,22 +153,27 @@ fn entry_points(data: &[u8]) -> HashSet<String> {
 /// or calls CPython's embedding entry points, or it maps a `libpython*` that defines them.
 /// `None` when `/proc` no longer has it.
 pub fn is_interpreter(base: &Path, elf: &mut ElfCache) -> Option<bool> {
-    // The program first: it settles most interpreters without reading `maps`.
-    if elf.exports(&base.join("exe"), "Py_Initialize") {
+    // The program first: it settles most interpreters without reading `maps`. An answer that
+    // did not come in time is "unknown", never "not an interpreter".
+    if elf.answer(&base.join("exe"), "Py_Initialize")? {
         return Some(true);
     }
     let maps = std::fs::read_to_string(base.join("maps")).ok()?;
     let root = base.join("root");
-    let found = maps
+    let libs = maps
         .lines()
         .filter_map(|l| l.split_whitespace().nth(5))
         .filter(|p| {
             Path::new(p)
                 .file_name()
                 .is_some_and(|n| n.as_encoded_bytes().starts_with(b"libpython"))
-        })
-        .any(|p| elf.exports(&root.join(p.trim_start_matches('/')), "Py_Initialize"));
-    Some(found)
+        });
+    for lib in libs {
+        if elf.answer(&root.join(lib.trim_start_matches('/')), "Py_Initialize")? {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 #[cfg(test)]

@@ -157,9 +157,10 @@ pub struct Process {
     pub seeded: bool,
     /// The preload library reported this process.
     pub preload_seen: bool,
-    /// Created from the preload library's `Hello` (boot-clock ns when it was read), and not
-    /// (yet) from an exec event: an exec event of the kernel up to this time is this image's.
-    hello_at: Option<u64>,
+    /// Tabled from something else than its exec event — the preload library's `Hello`, or
+    /// `/proc` at daemon start — at this boot-clock ns: an exec event of the kernel up to this
+    /// time is of this same image (it was in flight), and adopts it instead of ending it.
+    tabled_at: Option<u64>,
     /// Created from a message of a fork child on its parent's connection, before the fork
     /// event: the fork event, when it comes, keeps it.
     forked_by_preload: bool,

@@ -60,7 +60,7 @@ impl ProcTable {
         if self
             .procs
             .get(&tgid)
-            .and_then(|p| p.hello_at)
+            .and_then(|p| p.tabled_at)
             .is_some_and(|h| ktime_ns <= h)
         {
             // The exec that started an image whose Hello was read first (the process
@@ -85,7 +85,7 @@ impl ProcTable {
                 c.forked_by_preload = false;
                 return None;
             }
-            if c.hello_at.is_some_and(|h| ktime_ns <= h) {
+            if c.tabled_at.is_some_and(|h| ktime_ns <= h) {
                 // The fork that made the process whose Hello was read first.
                 return None;
             }
@@ -167,7 +167,7 @@ impl ProcTable {
             packages: Vec::new(),
             seeded: !info.promoted,
             preload_seen: false,
-            hello_at: None,
+            tabled_at: None,
             forked_by_preload: false,
             bytes: 0,
             conn: None,

@@ -140,7 +140,7 @@ impl ProcTable {
             None => &without,
         };
         let at = self.wall(info.ktime_ns);
-        let hello_at = info.ktime_ns;
+        let tabled_at = info.ktime_ns;
         let args = command_line_hash(&info.args);
         let prev = self.finish(pid, Ending::Unknown, at);
         let prev_root = prev
@@ -148,7 +148,7 @@ impl ProcTable {
             .map(|f| f.process.root_pid)
             .or_else(|| self.replaced.remove(&pid));
         let mut p = self.new_process(info, prev_root, facts);
-        p.hello_at = Some(hello_at);
+        p.tabled_at = Some(tabled_at);
         p.hello_args = args;
         p.preload_seen = true;
         p.conn = Some(conn);
@@ -189,9 +189,9 @@ impl ProcTable {
         Some(m.pid)
     }
 
-    /// An exec event for an image whose `Hello` was read first: the kernel's account of the
-    /// process (its exec time, program as executed, command line) replaces the `Hello`'s,
-    /// and what the library reported is kept.
+    /// An exec event for an image tabled first from its `Hello` or from `/proc` (the event
+    /// was in flight): the kernel's account of the process (its exec time, program as
+    /// executed, command line) replaces theirs, and what was seen of it is kept.
     pub(super) fn adopt(&mut self, info: ExecInfo, facts: &dyn ProcFacts) {
         let tgid = info.tgid;
         let Some(old) = self.procs.remove(&tgid) else {
@@ -199,7 +199,7 @@ impl ProcTable {
         };
         self.shared.release(&old);
         let mut p = self.new_process(info, Some(old.root_pid), facts);
-        p.preload_seen = true;
+        p.preload_seen = old.preload_seen;
         p.conn = old.conn;
         p.packages = old.packages;
         p.index = old.index;
@@ -211,7 +211,7 @@ impl ProcTable {
         p.blas = p.blas.or(old.blas);
         // Its state moves with it (released just above, so this cannot fail).
         let _ = self.shared.charge(&mut p, old.bytes);
-        // The library found the CPython API in it: it is an interpreter.
+        // The library found the CPython API in it, or /proc showed it: it is an interpreter.
         p.verified = true;
         self.procs.insert(tgid, p);
     }
@@ -222,7 +222,7 @@ impl ProcTable {
     /// after its `Hello`).
     pub(super) fn same_image(&self, info: &ExecInfo) -> bool {
         self.procs.get(&info.tgid).is_some_and(|p| {
-            p.hello_at.is_some_and(|h| {
+            p.tabled_at.is_some_and(|h| {
                 h >= info.ktime_ns || p.hello_args == command_line_hash(&info.args)
             }) && p.uid == info.uid
         })

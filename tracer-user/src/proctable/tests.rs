@@ -559,6 +559,33 @@ fn in_package_is_the_package_directory_or_below_it() {
     ));
 }
 
+#[test]
+fn an_exec_event_in_flight_when_a_process_was_seeded_adopts_it() {
+    let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+    let Event::Exec(info) = exec(10, 1, "/v/bin/python", "python -c x", "", 1_000) else {
+        unreachable!()
+    };
+    t.seed(
+        crate::seed::Seeded {
+            info: ExecInfo {
+                promoted: false,
+                ..info.clone()
+            },
+            files: vec![NP.into()],
+        },
+        &f,
+    );
+    // The same image's exec event, stamped before the scan, read after it.
+    assert!(
+        t.handle(Event::Exec(info), &f).is_none(),
+        "adopted, not ended"
+    );
+    assert_eq!(t.len(), 1);
+    let done = exit(&mut t, 10, &f);
+    assert_eq!(names(&done), ["numpy"]);
+    assert!(!done.process.seeded, "seen starting after all");
+}
+
 mod preload {
     //! The preload library's messages, alone and together with the kernel's events.
     use super::*;
