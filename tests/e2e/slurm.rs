@@ -59,14 +59,42 @@ fn wait_state(conf: &Path, job: &str, want: &str, secs: u64) {
 }
 
 fn submit(conf: &Path, wrap: &str) -> String {
-    let out =
-        output_ok(slurm(conf, "sbatch").args(["--parsable", "-o", "/dev/null", "--wrap", wrap]));
+    submit_with(conf, wrap, &[])
+}
+
+/// `sbatch --wrap` with extra environment (the job inherits the submitter's); the job id.
+fn submit_with(conf: &Path, wrap: &str, env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let out = output_ok(slurm(conf, "sbatch").envs(env.iter().copied()).args([
+        "--parsable",
+        "-o",
+        "/dev/null",
+        "--wrap",
+        wrap,
+    ]));
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .split(';')
         .next()
         .unwrap()
         .to_owned()
+}
+
+/// Ends a running job's time limit now: Slurm kills it as at its wall-clock limit.
+fn expire(conf: &Path, job: &str) {
+    let st = slurm(conf, "scontrol")
+        .args(["update", &format!("JobId={job}"), "TimeLimit=0"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// SIGKILL to step 0 of a job.
+fn kill_step(conf: &Path, job: &str) {
+    let st = slurm(conf, "scancel")
+        .args(["--signal=KILL", &format!("{job}.0")])
+        .status()
+        .unwrap();
+    assert!(st.success());
 }
 
 #[test]
@@ -88,11 +116,7 @@ fn srun_steps_time_limit_and_sigkill_are_attributed() {
         );
         wait_state(conf, &timed, "RUNNING", 30);
         std::thread::sleep(Duration::from_secs(1));
-        let st = slurm(conf, "scontrol")
-            .args(["update", &format!("JobId={timed}"), "TimeLimit=0"])
-            .status()
-            .unwrap();
-        assert!(st.success());
+        expire(conf, &timed);
         // A step killed with SIGKILL.
         let killed = submit(
             conf,
@@ -103,11 +127,7 @@ fn srun_steps_time_limit_and_sigkill_are_attributed() {
         );
         wait_state(conf, &killed, "RUNNING", 30);
         std::thread::sleep(Duration::from_secs(2));
-        let st = slurm(conf, "scancel")
-            .args(["--signal=KILL", &format!("{killed}.0")])
-            .status()
-            .unwrap();
-        assert!(st.success());
+        kill_step(conf, &killed);
         wait_state(conf, &timed, "", 90);
         wait_state(conf, &killed, "", 60);
         let r = d.stop();
@@ -170,37 +190,21 @@ fn preload_only_time_limit_and_sigkill_are_recorded() {
             &[],
         );
         let py = venv_python();
-        let submit_preloaded = |wrap: &str| {
-            let out = output_ok(
-                slurm(conf, "sbatch")
-                    .env("LD_PRELOAD", preload_lib())
-                    .env("PYUSAGE_PRELOAD_SOCKET", &sock)
-                    .args(["--parsable", "-o", "/dev/null", "--wrap", wrap]),
-            );
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .split(';')
-                .next()
-                .unwrap()
-                .to_owned()
-        };
+        let lib = preload_lib();
+        let env = [
+            ("LD_PRELOAD", lib.as_os_str()),
+            ("PYUSAGE_PRELOAD_SOCKET", sock.as_os_str()),
+        ];
+        let submit_preloaded = |wrap: &str| submit_with(conf, wrap, &env);
         let sleeper = format!("{} -c 'import yaml, time; time.sleep(600)'", py.display());
         let timed = submit_preloaded(&sleeper);
         wait_state(conf, &timed, "RUNNING", 30);
         std::thread::sleep(Duration::from_secs(2));
-        let st = slurm(conf, "scontrol")
-            .args(["update", &format!("JobId={timed}"), "TimeLimit=0"])
-            .status()
-            .unwrap();
-        assert!(st.success());
+        expire(conf, &timed);
         let killed = submit_preloaded(&format!("srun {sleeper}"));
         wait_state(conf, &killed, "RUNNING", 60);
         std::thread::sleep(Duration::from_secs(2));
-        let st = slurm(conf, "scancel")
-            .args(["--signal=KILL", &format!("{killed}.0")])
-            .status()
-            .unwrap();
-        assert!(st.success());
+        kill_step(conf, &killed);
         wait_state(conf, &timed, "", 90);
         wait_state(conf, &killed, "", 60);
         let r = d.stop();
