@@ -117,6 +117,35 @@ fn programs(bin: &Path) -> Vec<Program> {
     compile_c("open_calls.c", &calls, &[]);
     list.push(open_calls(&calls, false));
     list.push(open_calls(&calls, true));
+    // A static program (the loader, and so the library, is not involved) and a setuid one
+    // run by `nobody` (secure execution: the loader ignores LD_PRELOAD with a path).
+    let stat = bin.join("c_host_static");
+    compile_c("c_host.c", &stat, &["-static"]);
+    list.push(Program {
+        name: "static C program",
+        make: Box::new(move || {
+            let dir = scratch();
+            let mut cmd = Command::new(&stat);
+            cmd.arg("/etc/os-release").current_dir(dir.path());
+            (cmd, dir)
+        }),
+    });
+    let suid = bin.join("id_setuid");
+    std::fs::copy("/usr/bin/id", &suid).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        std::fs::set_permissions(bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    list.push(Program {
+        name: "setuid program, as nobody",
+        make: Box::new(move || {
+            let dir = scratch();
+            let mut cmd = Command::new(&suid);
+            cmd.uid(NOBODY).gid(NOBODY).current_dir("/");
+            (cmd, dir)
+        }),
+    });
     for exe in c_programs(bin) {
         let name = if exe.ends_with("c_host") {
             "C program"

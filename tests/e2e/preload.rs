@@ -123,6 +123,15 @@ fn workloads(node: &Node, scratch: &Path) -> BTreeMap<&'static str, u32> {
     let snake = scratch.join("snake");
     std::os::unix::fs::symlink(&pyenv313, &snake).unwrap();
     go("renamed", &mut python(&snake, "import json"), Some(0));
+    // A conda-style environment: its own interpreter (a copy of pyenv's 3.11, whose libpython
+    // it finds in the environment's lib/), the standard library linked in, `conda-meta`
+    // naming the version of a package in its site-packages.
+    let conda = conda_env(scratch);
+    go(
+        "conda",
+        &mut python(conda.join("bin/python3.11"), "import condapkg, json"),
+        Some(0),
+    );
     // Interpreters without audit hooks: the library reports their opens.
     for (label, v) in [("py27", "2.7.18"), ("py37", "3.7.16")] {
         go(
@@ -288,6 +297,12 @@ fn same_records_in_both_modes() {
                 (&"exited".into(), &5.into())
             );
         }
+        let c = sum("conda");
+        assert_eq!(
+            (&c["condapkg"]["env_kind"], &c["condapkg"]["version"]),
+            (&"conda".into(), &"3.2.1".into()),
+            "{c:?}"
+        );
         let child = sum("mp_child");
         assert!(child.contains_key("yaml"), "{child:?}");
         assert_eq!(child["yaml"]["root_pid"], pids["mp_parent"]);
@@ -329,7 +344,7 @@ fn same_records_in_both_modes() {
         );
     }
     assert_eq!(st["preload"]["malformed"], 0, "{st}");
-    assert!(st["preload"]["connections"].as_u64().unwrap() >= 10, "{st}");
+    assert!(st["preload"]["connections"].as_u64().unwrap() >= 11, "{st}");
 }
 
 /// One user floods the socket (many connections, each writing as fast as it can, valid
@@ -413,6 +428,38 @@ for i in range(6):
     // What nobody's flood claimed is nobody's: uid from the kernel, never a root record.
     let spam: Vec<_> = r.recs.iter().filter(|x| x["package"] == "spam").collect();
     assert!(spam.iter().all(|x| x["uid"] == 65534), "{spam:?}");
+}
+
+/// A conda-style environment under `dir` (see the `conda` workload); its prefix.
+fn conda_env(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::symlink;
+    let prefix = dir.join("envs/sci");
+    let home = pyenv("3.11.7");
+    let pyenv_root = home.parent().unwrap().parent().unwrap();
+    let lib = prefix.join("lib/python3.11");
+    let site = lib.join("site-packages/condapkg");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::create_dir_all(prefix.join("bin")).unwrap();
+    std::fs::create_dir_all(prefix.join("conda-meta")).unwrap();
+    std::fs::copy(&home, prefix.join("bin/python3.11")).unwrap();
+    symlink(
+        pyenv_root.join("lib/libpython3.11.so.1.0"),
+        prefix.join("lib/libpython3.11.so.1.0"),
+    )
+    .unwrap();
+    for e in std::fs::read_dir(pyenv_root.join("lib/python3.11")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "site-packages" {
+            symlink(e.path(), lib.join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::write(site.join("__init__.py"), "X = 1\n").unwrap();
+    std::fs::write(
+        prefix.join("conda-meta/condapkg-3.2.1-py311_0.json"),
+        r#"{"name":"condapkg","version":"3.2.1","files":["lib/python3.11/site-packages/condapkg/__init__.py"]}"#,
+    )
+    .unwrap();
+    prefix
 }
 
 /// The interpreter of a pyenv version.
@@ -500,4 +547,49 @@ assert len(hits) >= len(mods), hits
     for p in ["sqlite3", "uuid", "wave", "plistlib"] {
         assert!(r.recs.iter().any(|x| x["package"] == p), "{p}");
     }
+}
+
+/// Attaching the eBPF tracer fails (here: no tracefs at the configured place) while a preload
+/// socket is set: the daemon says so in one line and runs in preload-only mode.
+#[test]
+fn preload_only_mode_when_attaching_fails() {
+    ensure_preload_config();
+    let dir = shared_tempdir();
+    let sock = dir.path().join("preload.sock");
+    let d = Daemon::start_with(
+        &[
+            "--preload-socket",
+            sock.to_str().unwrap(),
+            "--config",
+            write_config(dir.path(), "tracefs = \"/nonexistent-tracefs\"\n")
+                .to_str()
+                .unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(d.status()["collectors"], serde_json::json!(["preload"]));
+    let (pid, out) = run(python(venv_python(), "import yaml")
+        .env("LD_PRELOAD", preload_lib())
+        .env("PYUSAGE_PRELOAD_SOCKET", &sock));
+    assert!(out.status.success());
+    let r = d.stop();
+    let line: Vec<&str> = r
+        .log
+        .lines()
+        .filter(|l| l.contains("running in preload-only mode"))
+        .collect();
+    assert_eq!(line.len(), 1, "{}", r.log);
+    assert!(
+        line[0].contains("cannot attach the eBPF tracer"),
+        "{}",
+        line[0]
+    );
+    assert_eq!(r.one(pid, "yaml")["source"], "preload");
+}
+
+/// A configuration file in `dir` with `text`.
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("config.toml");
+    std::fs::write(&p, text).unwrap();
+    p
 }
