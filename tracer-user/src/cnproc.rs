@@ -416,13 +416,8 @@ pub fn monotonic_to_boot_ns(ts_ns: u64) -> u64 {
 
 /// `CLOCK_BOOTTIME - CLOCK_MONOTONIC` now, the boot clock read between two monotonic reads.
 fn boot_offset_ns() -> u64 {
-    use nix::time::{clock_gettime, ClockId};
-    let now = |clock| {
-        let t = clock_gettime(clock).ok()?;
-        let s = u64::try_from(t.tv_sec()).ok()?;
-        let ns = u64::try_from(t.tv_nsec()).ok()?;
-        s.checked_mul(1_000_000_000)?.checked_add(ns)
-    };
+    use nix::time::ClockId;
+    let now = crate::clock::ns;
     let (Some(m1), Some(boot), Some(m2)) = (
         now(ClockId::CLOCK_MONOTONIC),
         now(ClockId::CLOCK_BOOTTIME),

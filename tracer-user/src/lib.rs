@@ -9,6 +9,7 @@
 
 pub mod attribution;
 pub mod btf;
+pub mod clock;
 pub mod cnproc;
 pub mod config;
 pub mod daemon;

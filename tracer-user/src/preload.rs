@@ -822,7 +822,7 @@ impl Listener {
             gid,
             conn_pid: c.hello_pid,
             conn: key,
-            ktime_ns: boot_ns(),
+            ktime_ns: crate::clock::boot_ns(),
             body,
         })
     }
@@ -857,13 +857,6 @@ fn raise_nofile() -> u32 {
         }
     }
     u32::try_from(r.rlim_cur).unwrap_or(u32::MAX)
-}
-
-/// Now on the boot clock, ns.
-fn boot_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
 }
 
 /// A connector event as the event the eBPF tracer would have sent. Every exec is reported as

@@ -287,22 +287,30 @@ impl Shared {
     /// Charges `n` bytes of new state to `p` and its uid; false (counted) when that would
     /// pass a bound, and the state is then not kept.
     fn charge(&mut self, p: &mut Process, n: usize) -> bool {
-        Self::charge_parts(&mut self.uid_bytes, &mut self.state_bounded, p, n)
+        Self::charge_parts(
+            &mut self.uid_bytes,
+            &mut self.state_bounded,
+            &mut p.bytes,
+            p.uid,
+            n,
+        )
     }
 
-    /// [`Shared::charge`] on the two fields it uses, for callers that hold the resolver too.
+    /// [`Shared::charge`] on the fields it uses, for callers that hold other parts of the
+    /// table or of the process (the resolver, a map entry) at the same time.
     fn charge_parts(
         uid_bytes: &mut HashMap<u32, usize>,
         state_bounded: &mut u64,
-        p: &mut Process,
+        bytes: &mut usize,
+        uid: u32,
         n: usize,
     ) -> bool {
-        let u = uid_bytes.entry(p.uid).or_insert(0);
-        if p.bytes + n > PROCESS_BYTES || *u + n > UID_BYTES {
+        let u = uid_bytes.entry(uid).or_insert(0);
+        if *bytes + n > PROCESS_BYTES || *u + n > UID_BYTES {
             *state_bounded += 1;
             return false;
         }
-        p.bytes += n;
+        *bytes += n;
         *u += n;
         true
     }

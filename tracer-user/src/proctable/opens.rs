@@ -10,6 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::collections::hash_map::Entry;
 use tracer_common::user::OpenInfo;
 
 use super::{
@@ -17,7 +18,7 @@ use super::{
     ENTRY_BYTES,
 };
 use crate::{
-    imports::{self, Step},
+    imports::{self, Step, ThreadImports},
     resolver::{classify, classify_unplaced, python_version_of, Class, Resolved},
 };
 
@@ -130,11 +131,22 @@ impl ProcTable {
             0 => Seen::Kernel,
             _ => Seen::Preload,
         };
-        // The library's thread ids are the process's word: each new one is charged.
-        if !p.threads.contains_key(&o.tid) && !shared.charge(p, ENTRY_BYTES) {
-            return;
-        }
-        let thread = p.threads.entry(o.tid).or_default();
+        // The library's thread ids are the process's word: each new thread is charged.
+        let thread = match p.threads.entry(o.tid) {
+            Entry::Occupied(t) => t.into_mut(),
+            Entry::Vacant(v) => {
+                if !Shared::charge_parts(
+                    &mut shared.uid_bytes,
+                    &mut shared.state_bounded,
+                    &mut p.bytes,
+                    p.uid,
+                    ENTRY_BYTES,
+                ) {
+                    return;
+                }
+                v.insert(ThreadImports::default())
+            }
+        };
         let prefix = p.view.pycache_prefix.as_deref();
         // Only when the kernel's path differs (rare) is this open's path kept to swap it in.
         let this = opened.is_some().then(|| path.clone());
@@ -190,7 +202,7 @@ impl ProcTable {
         if let Some(dir) = imports::init_dir(path) {
             if !p.init_dirs.contains(&dir) {
                 let n = dir.as_os_str().len() + ENTRY_BYTES;
-                if !Shared::charge_parts(uid_bytes, state_bounded, p, n) {
+                if !Shared::charge_parts(uid_bytes, state_bounded, &mut p.bytes, p.uid, n) {
                     return;
                 }
                 p.init_dirs.insert(dir);
@@ -227,7 +239,7 @@ impl ProcTable {
         let cache_dir = |p: &mut Process, i: usize, ub: &mut _, sb: &mut u64| {
             if let Some(d) = module_dir.filter(|d| in_package(d, &loc.site_dir, &loc.package)) {
                 let n = d.as_os_str().len() + ENTRY_BYTES;
-                if Shared::charge_parts(ub, sb, p, n) {
+                if Shared::charge_parts(ub, sb, &mut p.bytes, p.uid, n) {
                     p.dirs.insert(d.as_os_str().to_owned(), i);
                 }
             }
@@ -239,7 +251,7 @@ impl ProcTable {
         }
         // A new package: its first path, its name twice (index, record) and its resolution.
         let n = file.as_os_str().len() + 2 * loc.package.len() + 4 * ENTRY_BYTES;
-        if !Shared::charge_parts(uid_bytes, state_bounded, p, n) {
+        if !Shared::charge_parts(uid_bytes, state_bounded, &mut p.bytes, p.uid, n) {
             return;
         }
         let root = p.root();

@@ -592,23 +592,8 @@ mod preload {
     use crate::preload::{Body, PreloadMsg};
     use pyusage_record::Source;
 
-    fn hello(pid: u32, t: u64) -> PreloadMsg {
-        PreloadMsg {
-            pid,
-            uid: 1000,
-            gid: 1000,
-            conn_pid: pid,
-            conn: u64::from(pid),
-            ktime_ns: t,
-            body: Body::Hello {
-                program: b"/v/bin/tool".to_vec(),
-                args: b"/v/bin/python\0/v/bin/tool\0-x".to_vec(),
-                env: b"SLURM_JOB_ID=77\0SLURM_PROCID=3".to_vec(),
-            },
-        }
-    }
-
-    fn module(pid: u32, conn_pid: u32, path: &str, t: u64) -> PreloadMsg {
+    /// A message of uid 1000's process `pid` on the connection of `conn_pid`'s Hello.
+    fn msg(pid: u32, conn_pid: u32, t: u64, body: Body) -> PreloadMsg {
         PreloadMsg {
             pid,
             uid: 1000,
@@ -616,8 +601,21 @@ mod preload {
             conn_pid,
             conn: u64::from(conn_pid),
             ktime_ns: t,
-            body: Body::Module(path.as_bytes().to_vec()),
+            body,
         }
+    }
+
+    fn hello(pid: u32, t: u64) -> PreloadMsg {
+        let body = Body::Hello {
+            program: b"/v/bin/tool".to_vec(),
+            args: b"/v/bin/python\0/v/bin/tool\0-x".to_vec(),
+            env: b"SLURM_JOB_ID=77\0SLURM_PROCID=3".to_vec(),
+        };
+        msg(pid, pid, t, body)
+    }
+
+    fn module(pid: u32, conn_pid: u32, path: &str, t: u64) -> PreloadMsg {
+        msg(pid, conn_pid, t, Body::Module(path.as_bytes().to_vec()))
     }
 
     fn sources(f: &Finished) -> Vec<Vec<Source>> {
@@ -811,21 +809,14 @@ mod preload {
     }
 
     fn lib_open(pid: u32, path: &str, ret: i32, t: u64) -> PreloadMsg {
-        PreloadMsg {
-            pid,
-            uid: 1000,
-            gid: 1000,
-            conn_pid: pid,
-            conn: u64::from(pid),
-            ktime_ns: t,
-            body: Body::Open {
-                tid: pid,
-                ret,
-                dfd: -100,
-                write: false,
-                path: path.as_bytes().to_vec(),
-            },
-        }
+        let body = Body::Open {
+            tid: pid,
+            ret,
+            dfd: -100,
+            write: false,
+            path: path.as_bytes().to_vec(),
+        };
+        msg(pid, pid, t, body)
     }
 
     #[test]

@@ -5,13 +5,6 @@
 //! Separate because the daemon's timers and start/stop drive these, not events.
 use super::{Ending, Finished, ProcFacts, ProcTable, VERIFY_AFTER_US};
 
-/// Now on the boot clock (the clock of the kernel's events), ns.
-fn boot_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
-
 impl ProcTable {
     /// Checks processes promoted for opening `libpython` at least [`VERIFY_AFTER_US`] ago: one
     /// that neither calls CPython's entry points nor maps a `libpython` that defines them (a
@@ -57,7 +50,7 @@ impl ProcTable {
         let tgid = s.info.tgid;
         let mut p = self.new_process(s.info, None, facts);
         // Its exec event may still be in flight (it started as the daemon attached).
-        p.tabled_at = Some(boot_ns());
+        p.tabled_at = Some(crate::clock::boot_ns());
         self.procs.insert(tgid, p);
         self.fidelity.seeded_processes += 1;
         let p = self.procs.get_mut(&tgid).expect("just inserted");
