@@ -7,12 +7,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod atexit;
 #[cfg(feature = "daemon")]
 mod canary;
+mod compare;
 #[cfg(feature = "daemon")]
 mod daemon;
 #[cfg(feature = "daemon")]
 mod doctor;
+mod import_customs;
 mod show;
 #[cfg(feature = "daemon")]
 mod status;
@@ -51,6 +54,12 @@ enum Command {
     Synth(synth::Args),
     /// Analyse a dataset: the report's tables as JSON, CSV or an HTML page, on the CPU or a GPU.
     Analyze(analyze::Args),
+    /// The atexit collector: a `sitecustomize.py` for `PYTHONPATH`, as NERSC-style tools used.
+    Atexit(atexit::Args),
+    /// Import customs-style JSON lines (old atexit data) into a Parquet dataset of this schema.
+    ImportCustoms(import_customs::Args),
+    /// Compare the kernel's (or the library's) records against atexit records.
+    Compare(compare::Args),
 }
 
 fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -66,6 +75,9 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Canary(a) => canary::execute(a),
         Command::Synth(a) => synth::execute(a),
         Command::Analyze(a) => analyze::execute(a),
+        Command::Atexit(a) => atexit::execute(a),
+        Command::ImportCustoms(a) => import_customs::execute(a),
+        Command::Compare(a) => compare::execute(a),
     }
 }
 

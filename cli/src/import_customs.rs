@@ -1,0 +1,11 @@
+//! `pyusage import-customs`.
+use std::process::ExitCode;
+
+/// Arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Not yet built.
+pub fn execute(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("not yet built")
+}
