@@ -5,5 +5,9 @@
 //! - [`load`], [`join`], [`report`], [`html`]: `pyusage compare`, one stage each.
 #![deny(missing_docs)]
 
-pub mod customs;
 pub mod atexit;
+pub mod customs;
+pub mod html;
+pub mod join;
+pub mod report;
+pub mod text;

@@ -4,6 +4,7 @@
 //! Every test starts its own daemon with its own data directory and asserts on the records of
 //! the processes it started (by pid), so tests can run in parallel.
 mod analyze;
+mod atexit;
 mod capture;
 mod delivery;
 mod fidelity;

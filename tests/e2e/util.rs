@@ -106,13 +106,17 @@ impl Daemon {
         let ready = data.with_extension("ready");
         let _ = std::fs::remove_file(&ready);
         let child = Command::new(bin())
-            .args(["daemon", "--host", "testhost"])
-            // Long defaults unless the test sets its own.
+            .arg("daemon")
+            // Defaults unless the test sets its own: a fixed host name, long periods.
             .args(
-                ["--flush-secs", "--rotate-secs"]
-                    .iter()
-                    .filter(|f| !extra.contains(f))
-                    .flat_map(|f| [*f, "3600"]),
+                [
+                    ("--host", "testhost"),
+                    ("--flush-secs", "3600"),
+                    ("--rotate-secs", "3600"),
+                ]
+                .iter()
+                .filter(|(f, _)| !extra.contains(f))
+                .flat_map(|(f, v)| [*f, *v]),
             )
             .args(extra)
             .envs(env.iter().copied())
@@ -473,4 +477,10 @@ pub fn shared_tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     t
+}
+
+/// This machine's short host name (what an atexit hook records).
+pub fn short_hostname() -> String {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    h.trim().split('.').next().unwrap().to_owned()
 }

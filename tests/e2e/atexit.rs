@@ -1,0 +1,318 @@
+//! The atexit collector (`pyusage atexit install`) beside the daemon, and `pyusage compare`:
+//! a scripted mix of real Python processes, each ending a different way, and the exact
+//! classification of each in the comparison.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// A hook installed into a fresh directory, writing to a spool (no daemon socket).
+pub struct Hook {
+    pub dir: PathBuf,
+    pub spool: PathBuf,
+    _t: tempfile::TempDir,
+}
+
+impl Hook {
+    pub fn install(extra: &[&str]) -> Hook {
+        let t = shared_tempdir();
+        let dir = t.path().join("hook");
+        let spool = t.path().join("spool");
+        output_ok(
+            Command::new(bin())
+                .args(["atexit", "install", "--prefix"])
+                .arg(&dir)
+                .arg("--out")
+                .arg(&spool)
+                .arg("--no-socket")
+                .args(extra),
+        );
+        Hook { dir, spool, _t: t }
+    }
+
+    /// `python -c code` with the hook on PYTHONPATH.
+    pub fn python(&self, exe: impl AsRef<std::ffi::OsStr>, code: &str) -> Command {
+        let mut c = python(exe, code);
+        c.env("PYTHONPATH", &self.dir);
+        c
+    }
+}
+
+/// `pyusage compare … --format json`.
+pub fn compare(kernel: &Path, atexit: &Path, extra: &[&str]) -> Value {
+    let out = output_ok(
+        Command::new(bin())
+            .arg("compare")
+            .arg("--ebpf")
+            .arg(kernel)
+            .arg("--atexit")
+            .arg(atexit)
+            .args(["--format", "json"])
+            .args(extra),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The reason key the comparison gave a kernel-only process, by its pid in the examples.
+pub fn reason_of(c: &Value, pid: u32) -> Option<String> {
+    let needle = format!(" pid {pid} ");
+    c["kernel_only"].as_array().unwrap().iter().find_map(|r| {
+        r["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains(&needle))
+            .then(|| r["key"].as_str().unwrap().to_owned())
+    })
+}
+
+fn count(c: &Value, list: &str, key: &str) -> u64 {
+    c[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == key)
+        .map_or(0, |r| r["count"].as_u64().unwrap())
+}
+
+#[test]
+fn compare_classifies_every_process_of_a_scripted_mix() {
+    let hook = Hook::install(&[]);
+    // The hook records the machine's host name; the daemon must too.
+    let host = short_hostname();
+    let d = Daemon::start_with(&["--flush-secs", "1", "--host", &host], &[]);
+    let py = venv_python();
+    let py27 = Path::new("/root/.pyenv/versions/2.7.18/bin/python");
+    let mut pids = Vec::new();
+    let mut expect = |label: &'static str, pid: u32| pids.push((label, pid));
+
+    let (normal, out) = run(&mut hook.python(&py, "import json, yaml"));
+    assert!(out.status.success(), "{out:?}");
+    let (old, out) = run(&mut hook.python(py27, "import json"));
+    assert!(out.status.success(), "{out:?}");
+    let (killed, _) = run(&mut hook.python(
+        &py,
+        "import json, os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+    ));
+    expect("signal:SIGKILL", killed);
+    // SIGTERM from `timeout`, as a wall-clock wrapper sends it.
+    let (wrapper, out) = run(Command::new("timeout")
+        .env_clear()
+        .env("PYTHONPATH", &hook.dir)
+        .args(["-s", "TERM", "1"])
+        .arg(&py)
+        .args(["-c", "import json, time; time.sleep(30)"]));
+    assert_eq!(out.status.code(), Some(124));
+    let (os_exit, _) = run(&mut hook.python(&py, "import json, os; os._exit(3)"));
+    expect("os_exit:3", os_exit);
+    // `python -I` ignores PYTHONPATH: the hook never loads.
+    let (isolated, out) = run(Command::new(&py)
+        .env_clear()
+        .env("PYTHONPATH", &hook.dir)
+        .args(["-I", "-c", "import json"]));
+    assert!(out.status.success());
+    expect("hook_not_loaded", isolated);
+    let (crash, _) = run(&mut hook.python(&py, "import json, ctypes; ctypes.string_at(0)"));
+    expect("crash:SIGSEGV", crash);
+    let (exec, out) =
+        run(&mut hook.python(&py, "import json, os; os.execv('/bin/true', ['true'])"));
+    assert!(out.status.success());
+    expect("exec_or_unknown", exec);
+    // multiprocessing workers (fork), importing csv: they leave by os._exit.
+    let (mp, out) = run(&mut hook.python(
+        &py,
+        "import multiprocessing as m, json\n\
+         def work(x):\n    import csv\n    return abs(x)\n\
+         m.set_start_method('fork')\n\
+         with m.Pool(2) as p: print(sorted(p.map(work, [-1, -2, -3], chunksize=1)))",
+    ));
+    assert!(out.status.success(), "{out:?}");
+    // A long-running process, still running when the data is read.
+    let mut long = hook
+        .python(&py, "import json, time; time.sleep(600)")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    expect("still_running", long.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let r = d.stop();
+    let _ = long.kill();
+    let _ = long.wait();
+    // The python under `timeout` is the wrapper's child: find it by its record.
+    let term = r
+        .recs
+        .iter()
+        .find(|x| x["ppid"].as_u64() == Some(u64::from(wrapper)) && x["package"] == "json")
+        .unwrap_or_else(|| panic!("no record of timeout's python\n{}", r.log))["pid"]
+        .as_u64()
+        .unwrap() as u32;
+
+    let c = compare(&r.data, &hook.spool, &[]);
+    for (label, pid) in &pids {
+        assert_eq!(
+            reason_of(&c, *pid).as_deref(),
+            Some(*label),
+            "pid {pid}: {}",
+            serde_json::to_string_pretty(&c["kernel_only"]).unwrap()
+        );
+    }
+    assert_eq!(reason_of(&c, term).as_deref(), Some("signal:SIGTERM"));
+    // Both sides saw the processes that exited normally.
+    for (what, pid) in [("3.11", normal), ("2.7", old), ("pool", mp)] {
+        assert_eq!(
+            reason_of(&c, pid),
+            None,
+            "{what} pid {pid} unmatched; hook wrote: {:?}",
+            std::fs::read_dir(&hook.spool)
+                .unwrap()
+                .map(|e| std::fs::read_to_string(e.unwrap().path())
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.contains(&format!("\"pid\":{pid},")))
+                    .take(1)
+                    .collect::<String>())
+                .collect::<String>()
+        );
+    }
+    // The pool's workers: every one is a fork child, and nothing else is.
+    let workers: Vec<u32> = r
+        .recs
+        .iter()
+        .filter(|x| x["ppid"].as_u64() == Some(u64::from(mp)))
+        .map(|x| x["pid"].as_u64().unwrap() as u32)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(!workers.is_empty(), "no pool worker recorded");
+    assert_eq!(
+        count(&c, "kernel_only", "fork_child"),
+        workers.len() as u64,
+        "{workers:?}"
+    );
+    let p = &c["processes"];
+    let kernel_only: u64 = c["kernel_only"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(p["kernel_only"].as_u64(), Some(kernel_only));
+    assert_eq!(kernel_only, pids.len() as u64 + 1 + workers.len() as u64);
+    assert_eq!(p["matched"].as_u64(), Some(3), "{p}");
+    assert_eq!(p["atexit_only"].as_u64(), Some(0), "{}", c["atexit_only"]);
+    // Packages: `sys` is built in (no file for the kernel to see); yaml is on both sides.
+    let gaps = c["package_gaps"].as_array().unwrap();
+    let builtin = gaps
+        .iter()
+        .find(|g| g["key"] == "atexit_only:built-in module (no file to open)")
+        .expect("built-in modules reported");
+    let spool: Vec<Value> = std::fs::read_dir(&hook.spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .flat_map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let both = [normal, old, mp].map(u64::from);
+    let expected = spool
+        .iter()
+        .filter(|a| a["first_path"] == "<built-in>" && both.contains(&a["pid"].as_u64().unwrap()))
+        .filter(|a| {
+            !r.recs
+                .iter()
+                .any(|k| k["pid"] == a["pid"] && k["package"] == a["package"])
+        })
+        .count();
+    assert!(expected >= 3, "every interpreter has built-in modules");
+    assert_eq!(builtin["count"].as_u64(), Some(expected as u64));
+    let yaml = c["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["package"] == "yaml")
+        .unwrap();
+    assert_eq!(yaml["kernel"]["processes"], 1);
+    assert_eq!(yaml["atexit"]["processes"], 1);
+    // The paper's ranking on each side: yaml is in both, at some rank.
+    let row = c["ranking_users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["package"] == "yaml")
+        .unwrap();
+    assert!(
+        row["kernel_rank"].is_u64() && row["atexit_rank"].is_u64(),
+        "{row}"
+    );
+}
+
+#[test]
+fn hook_never_breaks_the_program_and_chains_a_shadowed_sitecustomize() {
+    let hook = Hook::install(&["--packages", "json,yaml"]);
+    let t = shared_tempdir();
+    // The user's own sitecustomize, later on the path: it still runs, once.
+    std::fs::write(
+        t.path().join("sitecustomize.py"),
+        "import os\nos.environ['USER_SITE_RAN'] = os.environ.get('USER_SITE_RAN', '') + 'x'\n",
+    )
+    .unwrap();
+    let path = format!("{}:{}", hook.dir.display(), t.path().display());
+    let py = venv_python();
+    for exe in [
+        py.clone(),
+        PathBuf::from("/root/.pyenv/versions/2.7.18/bin/python"),
+        PathBuf::from("/root/.pyenv/versions/3.13.0/bin/python"),
+    ] {
+        let out = output_ok(
+            python(&exe, "import os, json, sys; print(os.environ.get('USER_SITE_RAN')); sys.exit(4) if 0 else None")
+                .env("PYTHONPATH", &path),
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "x", "{exe:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The exit status and output are the program's own, even when the spool is unusable.
+    std::fs::remove_dir_all(&hook.spool).unwrap();
+    std::fs::write(&hook.spool, "not a directory").unwrap();
+    let out = python(&py, "import json, sys; print('ok'); sys.exit(5)")
+        .env("PYTHONPATH", &hook.dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Back to a directory: the fixed list keeps json only (yaml not imported).
+    std::fs::remove_file(&hook.spool).unwrap();
+    std::fs::create_dir(&hook.spool).unwrap();
+    output_ok(&mut hook.python(&py, "import json, csv"));
+    let spool: Vec<Value> = std::fs::read_dir(&hook.spool)
+        .unwrap()
+        .flat_map(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let pkgs: Vec<&str> = spool
+        .iter()
+        .map(|r| r["package"].as_str().unwrap())
+        .collect();
+    assert_eq!(pkgs, ["json"]);
+}
