@@ -4,7 +4,7 @@
 //! Every test starts its own daemon with its own data directory and asserts on the records of
 //! the processes it started (by pid), so tests can run in parallel.
 mod analyze;
-mod atexit;
+pub mod atexit;
 mod capture;
 mod delivery;
 mod fidelity;

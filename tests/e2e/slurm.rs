@@ -354,3 +354,95 @@ fn the_environment_cannot_move_a_process_into_another_job() {
         );
     });
 }
+
+/// The atexit hook beside the daemon in real Slurm jobs: an MPI job whose hook reports from
+/// rank 0 only (the old tool's behaviour), and a job killed at its time limit; `pyusage
+/// compare` names the reason for each process the hook did not report.
+#[test]
+fn atexit_comparison_of_an_mpi_job_and_a_time_limit() {
+    use crate::atexit::{compare, reason_of, Hook};
+    with_slurm(|conf| {
+        let hook = Hook::install(&["--rank0-only"]);
+        let host = short_hostname();
+        let d = Daemon::start_with(&["--host", &host], &[]);
+        let hook_env: &[(&str, &std::ffi::OsStr)] = &[
+            ("PYTHONPATH", hook.dir.as_os_str()),
+            ("OMPI_MCA_plm", "isolated".as_ref()),
+            ("OMPI_MCA_ras", "^slurm".as_ref()),
+            ("OMPI_MCA_btl", "self,vader".as_ref()),
+        ];
+        let mpi = submit_with(
+            conf,
+            &format!(
+                "mpirun --allow-run-as-root --oversubscribe -np 4 {DEBIAN_PYTHON} -c \
+                 'from mpi4py import MPI; MPI.COMM_WORLD.Barrier()'"
+            ),
+            hook_env,
+        );
+        let timed = submit_with(
+            conf,
+            &format!(
+                "{} -c 'import json, time; time.sleep(600)'",
+                venv_python().display()
+            ),
+            hook_env,
+        );
+        wait_state(conf, &timed, "RUNNING", 30);
+        std::thread::sleep(Duration::from_secs(2));
+        expire(conf, &timed);
+        wait_state(conf, &mpi, "", 90);
+        wait_state(conf, &timed, "", 90);
+        let r = d.stop();
+        // Accounting is off in the test Slurm: what `sacct -P -n -o JobID,State` would print.
+        let sacct = hook.spool.with_file_name("sacct.txt");
+        std::fs::write(
+            &sacct,
+            format!("{mpi}|COMPLETED\n{mpi}.batch|COMPLETED\n{timed}|TIMEOUT\n{timed}.batch|CANCELLED\n"),
+        )
+        .unwrap();
+        let c = compare(&r.data, &hook.spool, &["--sacct", sacct.to_str().unwrap()]);
+        let ranks: std::collections::BTreeMap<i64, u32> = r
+            .recs
+            .iter()
+            .filter(|x| x["package"] == "mpi4py" && x["job_id"] == mpi.as_str())
+            .map(|x| {
+                (
+                    x["rank"].as_i64().unwrap(),
+                    x["pid"].as_u64().unwrap() as u32,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ranks.keys().copied().collect::<Vec<_>>(),
+            [0, 1, 2, 3],
+            "{}",
+            r.log
+        );
+        assert_eq!(reason_of(&c, ranks[&0]), None, "rank 0 reported");
+        for rank in 1..4 {
+            assert_eq!(
+                reason_of(&c, ranks[&rank]).as_deref(),
+                Some("non_zero_rank"),
+                "rank {rank}: {}",
+                c["kernel_only"]
+            );
+        }
+        let killed = r
+            .recs
+            .iter()
+            .find(|x| x["job_id"] == timed.as_str() && x["package"] == "json")
+            .expect("the timed-out job's python")["pid"]
+            .as_u64()
+            .unwrap() as u32;
+        // Which signal is Slurm's (here the step's processes get SIGKILL).
+        let why = reason_of(&c, killed).unwrap_or_default();
+        assert!(
+            why.starts_with("time_limit:SIG"),
+            "{why}: {}",
+            c["kernel_only"]
+        );
+        // By job: both sides saw the MPI job (rank 0); only the kernel saw the timed-out one.
+        assert_eq!(c["jobs"]["both"], 1, "{}", c["jobs"]);
+        assert_eq!(c["jobs"]["kernel_only"], 1, "{}", c["jobs"]);
+    });
+}
