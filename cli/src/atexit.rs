@@ -2,7 +2,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
-use pyusage_compare::atexit::{install, Install};
+use pyusage_compare::atexit::{compile, install, Install};
 
 /// Arguments.
 #[derive(Debug, clap::Args)]
@@ -49,6 +49,19 @@ struct InstallArgs {
     /// Node class.
     #[arg(long)]
     subsystem: Option<String>,
+    /// Byte-compile the hook with these interpreters (comma-separated; default: `python3` and
+    /// `python` on PATH), so that no user's exit pays for compiling it.
+    #[arg(long, value_delimiter = ',')]
+    compile_with: Option<Vec<PathBuf>>,
+}
+
+/// `name` on PATH.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
 }
 
 /// The gid of a group name or number, from `/etc/group`.
@@ -81,8 +94,23 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         system: a.system,
         subsystem: a.subsystem,
     };
-    let file = install(&a.prefix, &cfg)?;
-    println!("wrote {}", file.display());
+    let files = install(&a.prefix, &cfg)?;
+    for f in &files {
+        println!("wrote {}", f.display());
+    }
+    let pythons = a.compile_with.unwrap_or_else(|| {
+        ["python3", "python"]
+            .iter()
+            .filter_map(|n| on_path(n))
+            .collect()
+    });
+    for py in &pythons {
+        match compile(&a.prefix, py) {
+            Ok(()) => println!("compiled with {}", py.display()),
+            // The hook still works: that interpreter compiles it at each exit.
+            Err(e) => eprintln!("pyusage: warning: {}", pyusage_record::error_line(&e)),
+        }
+    }
     println!(
         "use it with: export PYTHONPATH={}${{PYTHONPATH:+:$PYTHONPATH}}",
         a.prefix.display()

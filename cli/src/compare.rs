@@ -52,6 +52,9 @@ pub struct Args {
     /// Rank standard-library packages too.
     #[arg(long)]
     with_stdlib: bool,
+    /// Examples listed per reason.
+    #[arg(long, default_value_t = 3)]
+    examples: usize,
     /// `sacct -P -n -o JobID,State` output: processes of TIMEOUT jobs killed by a signal are
     /// counted as killed at the time limit.
     #[arg(long)]
