@@ -76,6 +76,7 @@ fn read(path: &Path) -> anyhow::Result<Loaded> {
             processes_with_errors: s.errors.iter().filter(|e| !e.errors.is_empty()).count() as u64,
             errors: s.errors.iter().map(|e| e.errors.len() as u64).sum(),
             budget_exceeded: s.errors.iter().filter(|e| e.budget_exceeded).count() as u64,
+            forged_records: s.forged,
         };
         return Ok(Loaded {
             records: s.records,

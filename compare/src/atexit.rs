@@ -13,7 +13,7 @@
 use std::{
     fs,
     io::{BufRead, BufReader},
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -176,6 +176,9 @@ pub struct Spool {
     pub errors: Vec<HookErrors>,
     /// Files or lines that could not be read (the rest is kept).
     pub unreadable: Vec<ReadError>,
+    /// Records dropped because they claimed another uid than their file's owner: any user
+    /// can write anything into a file of their own, but only about themselves.
+    pub forged: u64,
 }
 
 /// Whether `dir` holds an atexit spool (any `atexit-*.jsonl`).
@@ -201,13 +204,30 @@ fn spool_files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, ReadError> {
     Ok(v)
 }
 
-/// Reads a spool directory: the records of every `atexit-*.jsonl` (a torn last line, a hook
-/// killed mid-write, is skipped) and the `.errors` lines.
+/// Reads a spool directory: the records of every `atexit-*.jsonl` regular file (a torn last
+/// line, a hook killed mid-write, is skipped; a record of another uid than the file's owner is
+/// dropped and counted) and the `.errors` lines.
 pub fn read_spool(dir: &Path) -> Result<Spool, ReadError> {
     let mut out = Spool::default();
     for f in spool_files(dir, "jsonl")? {
+        let owner = match fs::symlink_metadata(&f) {
+            Ok(m) if m.file_type().is_file() => m.uid(),
+            Ok(_) => continue, // a link or a FIFO is no hook's file
+            Err(source) => {
+                out.unreadable.push(ReadError::Io { path: f, source });
+                continue;
+            }
+        };
         match segment::read(&f) {
-            Ok(rs) => out.records.extend(rs),
+            Ok(rs) => {
+                for r in rs {
+                    if owner == 0 || r.uid == owner {
+                        out.records.push(r);
+                    } else {
+                        out.forged += 1;
+                    }
+                }
+            }
             Err(e) => out.unreadable.push(e),
         }
     }

@@ -220,8 +220,8 @@ pub fn render(c: &Comparison) -> String {
     let _ = write!(
         out,
         "</table><p>Hook health: {} processes with errors ({} errors), {} reports cut at the \
-         time budget.</p>",
-        h.processes_with_errors, h.errors, h.budget_exceeded
+         time budget, {} spool records dropped as forged (another user than the file's owner).</p>",
+        h.processes_with_errors, h.errors, h.budget_exceeded, h.forged_records
     );
     for u in &c.unreadable {
         let _ = write!(out, "<p>Unreadable: {}</p>", esc(u));

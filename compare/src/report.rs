@@ -164,6 +164,8 @@ pub struct HookHealth {
     pub errors: u64,
     /// Reports cut at the time budget.
     pub budget_exceeded: u64,
+    /// Spool records dropped for claiming another user than their file's owner.
+    pub forged_records: u64,
 }
 
 /// The whole comparison.

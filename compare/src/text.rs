@@ -135,8 +135,8 @@ pub fn render(c: &Comparison, safe: &dyn Fn(&str) -> String) -> String {
     let h = &c.hook_health;
     let _ = writeln!(
         out,
-        "\nhook health: {} processes with errors ({} errors), {} reports cut at the time budget",
-        h.processes_with_errors, h.errors, h.budget_exceeded
+        "\nhook health: {} processes with errors ({} errors), {} reports cut at the time budget, {} records dropped as forged",
+        h.processes_with_errors, h.errors, h.budget_exceeded, h.forged_records
     );
     for u in &c.unreadable {
         let _ = writeln!(out, "unreadable: {}", safe(u));

@@ -336,3 +336,101 @@ fn hook_never_breaks_the_program_and_chains_a_shadowed_sitecustomize() {
         .collect();
     assert_eq!(pkgs, ["json"]);
 }
+
+#[test]
+fn an_ordinary_user_can_neither_read_nor_hijack_nor_forge_the_spool() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let hook = Hook::install(&[]);
+    let host = short_hostname();
+    let day = String::from_utf8(output_ok(Command::new("date").args(["-u", "+%F"])).stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let root_file = hook.spool.join(format!("atexit-{host}-0-{day}.jsonl"));
+    let nobody_sh = |script: &str| as_nobody("/bin/sh").args(["-c", script]).output().unwrap();
+    // nobody plants a link where root's hook will write: the hook does not follow it.
+    let victim = shared_tempdir();
+    let target = victim.path().join("target");
+    std::fs::write(&target, "").unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = nobody_sh(&format!(
+        "ln -s {} {}",
+        target.display(),
+        root_file.display()
+    ));
+    assert!(out.status.success(), "{out:?}");
+    output_ok(&mut hook.python(DEBIAN_PYTHON, "import json"));
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "",
+        "wrote through the link"
+    );
+    // nobody replaces the link by a file of its own, world-readable: root's hook refuses it.
+    let out = nobody_sh(&format!(
+        "rm {f} && touch {f} && chmod 666 {f}",
+        f = root_file.display()
+    ));
+    assert!(out.status.success(), "{out:?}");
+    output_ok(&mut hook.python(DEBIAN_PYTHON, "import json"));
+    assert_eq!(std::fs::read_to_string(&root_file).unwrap(), "");
+    let errors =
+        std::fs::read_to_string(hook.spool.join(format!("atexit-{host}-0.errors"))).unwrap();
+    assert_eq!(errors.lines().count(), 2, "{errors}");
+    // The link: refused by the kernel (protected_symlinks in a sticky directory) or O_NOFOLLOW.
+    let (link, owned) = (
+        errors.lines().next().unwrap(),
+        errors.lines().nth(1).unwrap(),
+    );
+    assert!(
+        ["Permission denied", "Too many levels"]
+            .iter()
+            .any(|e| link.contains(e)),
+        "{link}"
+    );
+    assert!(owned.contains("not owned by this user"), "{owned}");
+    // nobody's own reports: its own file, mode 0600; root's are unreadable to it, and it
+    // cannot list the spool.
+    std::fs::remove_file(&root_file).unwrap();
+    output_ok(&mut hook.python(DEBIAN_PYTHON, "import json"));
+    let mut c = as_nobody(DEBIAN_PYTHON);
+    c.env_clear()
+        .env("PYTHONPATH", &hook.dir)
+        .args(["-c", "import json, csv"]);
+    output_ok(&mut c);
+    let theirs = hook.spool.join(format!("atexit-{host}-65534-{day}.jsonl"));
+    let m = std::fs::metadata(&theirs).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (65534, 0o600));
+    let out = nobody_sh(&format!("cat {}", root_file.display()));
+    assert!(!out.status.success(), "nobody read root's spool");
+    let out = nobody_sh(&format!("ls {}", hook.spool.display()));
+    assert!(!out.status.success(), "nobody listed the spool");
+    // nobody forges a record of root's into its own file: the reader drops it, and counts it.
+    let root_line = std::fs::read_to_string(&root_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .replace("\"package\":\"", "\"package\":\"forged");
+    let out = nobody_sh(&format!("echo '{root_line}' >> {}", theirs.display()));
+    assert!(out.status.success(), "{out:?}");
+    let d = tempfile::tempdir().unwrap();
+    let c = compare(d.path(), &hook.spool, &[]);
+    assert_eq!(
+        c["hook_health"]["forged_records"], 1,
+        "{}",
+        c["hook_health"]
+    );
+    assert!(c["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| !p["package"].as_str().unwrap().starts_with("forged")));
+    let users: Vec<u64> = c["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["package"] == "csv")
+        .map(|p| p["atexit"]["users"].as_u64().unwrap())
+        .collect();
+    assert_eq!(users, [1], "nobody's own csv import is kept");
+}
