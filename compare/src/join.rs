@@ -8,7 +8,7 @@
 //! joined by host and pid with start times within a tolerance: the hook takes its start time
 //! from `/proc` in clock ticks and the boot time in whole seconds, so it differs from the
 //! kernel's exec time by up to a second or so, and more under clock skew between writers.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use pyusage_record::{EnvKind, Exit, Micros, Record, Source};
 
@@ -47,6 +47,13 @@ pub struct Pkg {
     pub env_kind: EnvKind,
     /// Version.
     pub version: Option<String>,
+}
+
+impl Pkg {
+    /// A built-in or frozen module: no file for the kernel to see.
+    pub fn fileless(&self) -> bool {
+        matches!(self.first_path.as_str(), "<built-in>" | "<frozen>")
+    }
 }
 
 /// One process as one side saw it.
@@ -123,16 +130,33 @@ impl Proc {
         s
     }
 
-    /// Whether a `sitecustomize` was imported (the kernel side's sign that a hook loaded).
-    pub fn has_hook(&self) -> bool {
-        self.packages.contains_key("sitecustomize")
+    /// Whether the hook loaded: a `sitecustomize` from one of the hook's directories `hooks`
+    /// (any `sitecustomize` when none is known: Debian's interpreters have one of their own,
+    /// which `python -I` still imports).
+    pub fn has_hook(&self, hooks: &HashSet<String>) -> bool {
+        self.packages
+            .get("sitecustomize")
+            .is_some_and(|p| hooks.is_empty() || hooks.contains(hook_dir(&p.first_path)))
     }
 }
+
+/// The directory of a `sitecustomize` file, its source's for a `__pycache__/…pyc`.
+pub fn hook_dir(path: &str) -> &str {
+    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+    dir.strip_suffix("/__pycache__").unwrap_or(dir)
+}
+
+/// The hook's own module, imported by its exit handler: the kernel sees it open, but it is no
+/// import of the program's. Left out of both sides.
+pub const HOOK_BODY: &str = "_pyusage_atexit";
 
 /// The processes of one side, in (host, pid, start) order.
 pub fn processes(records: &[Record], side: Side) -> Vec<Proc> {
     let mut by: BTreeMap<(&str, i32, Micros), Proc> = BTreeMap::new();
-    for r in records.iter().filter(|r| side.saw(r)) {
+    for r in records
+        .iter()
+        .filter(|r| side.saw(r) && r.package != HOOK_BODY)
+    {
         let p = by
             .entry((r.host.as_str(), r.pid, r.process_start))
             .or_insert_with(|| Proc::of(r));
@@ -264,13 +288,14 @@ pub fn why_kernel_only(
     kernel: &[Proc],
     i: usize,
     by_pid: &HashMap<(&str, i32), Vec<usize>>,
-    timeouts: &std::collections::HashSet<String>,
+    timeouts: &HashSet<String>,
+    hooks: &HashSet<String>,
 ) -> KernelOnly {
     let p = &kernel[i];
     if p.exit == Exit::Running {
         return KernelOnly::StillRunning;
     }
-    if !p.has_hook() {
+    if !p.has_hook(hooks) {
         // A fork child starts with no packages of its own: its parent loaded the hook.
         let parent_hooked = by_pid
             .get(&(p.host.as_str(), p.ppid))
@@ -278,7 +303,7 @@ pub fn why_kernel_only(
             .flatten()
             .any(|&k| {
                 let q = &kernel[k];
-                q.has_hook() && q.start <= p.start && q.end.is_none_or(|e| e >= p.start)
+                q.has_hook(hooks) && q.start <= p.start && q.end.is_none_or(|e| e >= p.start)
             });
         return if parent_hooked && p.root_pid != p.pid {
             KernelOnly::ForkChild
@@ -305,7 +330,7 @@ pub fn why_kernel_only(
 }
 
 /// Why the kernel side has no process the hook reported.
-pub fn why_atexit_only(a: &Proc, kernel_hosts: &std::collections::HashSet<&str>) -> &'static str {
+pub fn why_atexit_only(a: &Proc, kernel_hosts: &HashSet<&str>) -> &'static str {
     if a.pid == 0 {
         "no pid in the atexit data (joined by job only)"
     } else if !kernel_hosts.contains(a.host.as_str()) {
@@ -406,7 +431,7 @@ mod tests {
         }
         let timeouts = ["77".to_string()].into_iter().collect();
         let got: Vec<String> = (1..k.len())
-            .map(|i| why_kernel_only(&k, i, &by_pid, &timeouts).key())
+            .map(|i| why_kernel_only(&k, i, &by_pid, &timeouts, &HashSet::new()).key())
             .collect();
         assert_eq!(
             got,

@@ -7,7 +7,8 @@ use pyusage_record::{EnvKind, Micros, Record};
 use serde::Serialize;
 
 use crate::join::{
-    match_processes, processes, why_atexit_only, why_kernel_only, why_package_gap, Proc, Side,
+    hook_dir, match_processes, processes, why_atexit_only, why_kernel_only, why_package_gap, Proc,
+    Side,
 };
 
 /// How to compare.
@@ -268,7 +269,9 @@ fn usage(procs: &[Proc]) -> (BTreeMap<String, Usage>, HashSet<String>) {
     (out, stdlib)
 }
 
-/// Ranks by `value` (descending, then name); the rows of both sides' top `top`.
+/// Ranks by `value`, descending, ties sharing a rank (1 + how many rank strictly higher: a
+/// rank change is then a change of the data, never of the order of names); the rows of both
+/// sides' top `top`.
 fn ranking(
     kernel: &BTreeMap<String, f64>,
     atexit: &BTreeMap<String, f64>,
@@ -277,10 +280,15 @@ fn ranking(
     let ranks = |m: &BTreeMap<String, f64>| -> HashMap<String, usize> {
         let mut v: Vec<(&String, &f64)> = m.iter().collect();
         v.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
-        v.into_iter()
-            .enumerate()
-            .map(|(i, (k, _))| (k.clone(), i + 1))
-            .collect()
+        let mut out = HashMap::new();
+        let mut rank = 0;
+        for (i, (k, val)) in v.iter().enumerate() {
+            if i == 0 || val.total_cmp(v[i - 1].1).is_ne() {
+                rank = i + 1;
+            }
+            out.insert((*k).clone(), rank);
+        }
+        out
     };
     let (rk, ra) = (ranks(kernel), ranks(atexit));
     let mut names: BTreeSet<&String> = BTreeSet::new();
@@ -300,7 +308,17 @@ fn ranking(
             }
         })
         .collect();
-    rows.sort_by_key(|r| (r.kernel_rank.unwrap_or(usize::MAX), r.atexit_rank));
+    rows.sort_by(|a, b| {
+        (
+            a.kernel_rank.unwrap_or(usize::MAX),
+            a.atexit_rank.unwrap_or(usize::MAX),
+        )
+            .cmp(&(
+                b.kernel_rank.unwrap_or(usize::MAX),
+                b.atexit_rank.unwrap_or(usize::MAX),
+            ))
+            .then_with(|| a.package.cmp(&b.package))
+    });
     rows
 }
 
@@ -390,9 +408,16 @@ pub fn compare(
     for (i, p) in kernel.iter().enumerate() {
         by_pid.entry((p.host.as_str(), p.pid)).or_default().push(i);
     }
+    // Where the hook lives: its own report names its sitecustomize.
+    let hooks: HashSet<String> = atexit
+        .iter()
+        .filter_map(|a| a.packages.get("sitecustomize"))
+        .map(|p| hook_dir(&p.first_path).to_owned())
+        .filter(|d| !d.is_empty())
+        .collect();
     let mut t = Tally::default();
     for &i in &m.kernel_only {
-        let why = why_kernel_only(&kernel, i, &by_pid, &o.timeouts);
+        let why = why_kernel_only(&kernel, i, &by_pid, &o.timeouts, &hooks);
         t.add(why.key(), why.words(), || kernel[i].describe(), o.examples);
     }
     let kernel_only = t.into_reasons();
@@ -419,13 +444,16 @@ pub fn compare(
         }
     }
 
+    // Jobs' package sets, of packages with files (the kernel cannot see built-in modules:
+    // that difference is the package gaps' to show, not a job's).
     let jobs_of = |procs: &[Proc]| -> BTreeMap<String, BTreeSet<String>> {
         let mut j: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for p in procs {
             if let Some(id) = &p.job_id {
+                let files = p.packages.iter().filter(|(_, k)| !k.fileless());
                 j.entry(id.clone())
                     .or_default()
-                    .extend(p.packages.keys().cloned());
+                    .extend(files.map(|(n, _)| n.clone()));
             }
         }
         j
@@ -475,10 +503,19 @@ pub fn compare(
         .cloned()
         .collect();
 
-    // Rankings leave out the hook itself and, unless asked, the standard library.
+    // Rankings leave out the hook itself, modules without files (the kernel cannot see a
+    // built-in module: ranking them would only show that) and, unless asked, the standard
+    // library.
+    let fileless: HashSet<&str> = atexit
+        .iter()
+        .flat_map(|a| a.packages.iter())
+        .filter(|(_, p)| p.fileless())
+        .map(|(n, _)| n.as_str())
+        .collect();
     let rankable = |p: &str| {
         p != "sitecustomize"
             && p != "__main__"
+            && !fileless.contains(p)
             && (o.with_stdlib || !(kstd.contains(p) || astd.contains(p)))
     };
     let values = |u: &BTreeMap<String, Usage>, f: &dyn Fn(&Usage) -> f64| {

@@ -23,7 +23,7 @@ _text = unicode if _PY2 else str  # noqa: F821 (Python 2 only)
 _ESCAPES = dict((i, u"\\u%04x" % i) for i in range(32))
 _ESCAPES.update({ord(u'"'): u'\\"', ord(u"\\"): u"\\\\", 10: u"\\n", 9: u"\\t", 13: u"\\r"})
 _state = {"errors": [], "budget_exceeded": False}
-_enc = None  # CPython's C string encoder, imported at exit (`_json`: json need not be imported)
+_enc = None
 
 
 def _j(v):
@@ -148,16 +148,21 @@ def _attrs(mod):
 
 
 def _where(attrs, name):
-    """The module's file, or <built-in> / <frozen> for one without, or '' (unknown)."""
-    f = attrs.get("__file__")
-    if f and isinstance(f, (str, _text)):
-        return f if f[:1] == "/" else os.path.abspath(f)
-    if name in sys.builtin_module_names:
-        return "<built-in>"
+    """The module's file; <built-in> or <frozen> for one without (3.11+ gives frozen stdlib
+    modules a __file__ they were not read from); '' for a namespace package; None for a module
+    made at run time (Cython's `cython_runtime`, multiprocessing's `__mp_main__`), which is no
+    package of anyone's."""
     spec = attrs.get("__spec__")
     if getattr(spec, "origin", None) == "frozen" or "Frozen" in type(attrs.get("__loader__")).__name__:
         return "<frozen>"
-    return ""
+    if name in sys.builtin_module_names:
+        return "<built-in>"
+    f = attrs.get("__file__")
+    if f and isinstance(f, (str, _text)):
+        return f if f[:1] == "/" else os.path.abspath(f)
+    if attrs.get("__path__") is not None:
+        return ""
+    return None
 
 
 class _Places(object):
@@ -222,7 +227,10 @@ def _packages(modules, deadline):
             version = topattrs.get("__version__")
             if not isinstance(version, (str, _text)) or len(version) > 64:
                 version = None
-            entry = out[top] = [_where(topattrs, top), version, 0]
+            where = _where(topattrs, top)
+            if where is None:
+                continue
+            entry = out[top] = [where, version, 0]
         if attrs.get("__file__"):
             entry[2] += 1
     return out
@@ -275,11 +283,10 @@ def _report(modules):
     if _CONFIG.get("rank0_only") and rank not in (None, 0):
         return
     packages = _packages(modules, deadline)
+    # CPython's C string encoder, if the program loaded it (importing it here would be seen by
+    # the kernel as the program's import).
     global _enc
-    try:
-        from _json import encode_basestring_ascii as _enc
-    except ImportError:
-        pass
+    _enc = getattr(sys.modules.get("_json"), "encode_basestring_ascii", None)
     sock = _CONFIG.get("socket")
     if sock and os.path.exists(sock):
         try:
