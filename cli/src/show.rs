@@ -6,6 +6,7 @@ use std::{
 };
 
 use anyhow::Context;
+use pyusage_compare::customs::CustomsRow;
 use pyusage_record::data_dir::{load, Filter};
 use pyusage_record::{columns as c, format_micros, parse_micros, Record};
 
@@ -14,6 +15,8 @@ enum Format {
     Table,
     Jsonl,
     Csv,
+    /// JSON lines under the old `customs` field names (docs/customs.md), one per record.
+    Customs,
 }
 
 /// Arguments.
@@ -93,8 +96,7 @@ impl Cell {
 
 /// `s` with every character a terminal could interpret escaped.
 pub fn terminal_safe(s: &str) -> String {
-    let hostile =
-        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let hostile = pyusage_compare::customs::hostile;
     if !s.chars().any(hostile) {
         return s.to_owned();
     }
@@ -136,6 +138,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         Format::Jsonl => {
             for r in &loaded.records {
                 serde_json::to_writer(&mut out, r)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Format::Customs => {
+            for r in &loaded.records {
+                serde_json::to_writer(&mut out, &CustomsRow::from_record(r))?;
                 out.write_all(b"\n")?;
             }
         }

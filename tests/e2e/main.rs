@@ -6,6 +6,7 @@
 mod analyze;
 pub mod atexit;
 mod capture;
+mod customs;
 mod delivery;
 mod fidelity;
 mod preload;
