@@ -152,13 +152,24 @@ pub const HOOK_BODY: &str = "_pyusage_atexit";
 
 /// The processes of one side, in (host, pid, start) order.
 pub fn processes(records: &[Record], side: Side) -> Vec<Proc> {
-    let mut by: BTreeMap<(&str, i32, Micros), Proc> = BTreeMap::new();
+    // Without a pid (old customs data), what else tells processes apart: the job, the user,
+    // the interpreter and the script.
+    type Extra<'a> = Option<(Option<&'a str>, Option<&'a str>, &'a str, Option<&'a str>)>;
+    let mut by: BTreeMap<(&str, i32, Micros, Extra), Proc> = BTreeMap::new();
     for r in records
         .iter()
         .filter(|r| side.saw(r) && r.package != HOOK_BODY)
     {
+        let extra = (r.pid == 0).then(|| {
+            (
+                r.job_id.as_deref(),
+                r.username.as_deref(),
+                r.executable.as_str(),
+                r.main.as_deref(),
+            )
+        });
         let p = by
-            .entry((r.host.as_str(), r.pid, r.process_start))
+            .entry((r.host.as_str(), r.pid, r.process_start, extra))
             .or_insert_with(|| Proc::of(r));
         // A final record's ending beats a running snapshot's.
         if p.exit == Exit::Running && r.exit != Exit::Running {
@@ -357,6 +368,7 @@ pub fn why_package_gap(kernel_side: bool, k: &Proc, a: &Proc, package: &str) -> 
             Some("<built-in>") => "built-in module (no file to open)",
             Some("<frozen>") => "frozen module (no file to open)",
             Some(p) if p.starts_with('/') => "a file the kernel side did not record",
+            Some("<customs>") => "old customs data (no file recorded)",
             _ => "no file known (namespace package, or made at run time)",
         }
     }

@@ -80,7 +80,7 @@ pub fn load(dir: &Path, filter: &Filter) -> Result<Loaded, ReadError> {
     }
     let mut loaded = Loaded::default();
     let pq_root = dataset_root(dir);
-    let mut best: HashMap<(String, i32, i64, String), Record> = HashMap::new();
+    let mut best: HashMap<(String, i32, i64, String, Option<String>), Record> = HashMap::new();
     let mut add = |r: Record| {
         if !filter.keep(&r) {
             return;

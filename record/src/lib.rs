@@ -200,13 +200,16 @@ pub struct Record {
 
 impl Record {
     /// The identity readers de-duplicate on: a process (`host`, `pid`, `process_start`) and a
-    /// package. A periodic `running` record and the final one share it.
-    pub fn key(&self) -> (String, i32, Micros, String) {
+    /// package. A periodic `running` record and the final one share it. Without a pid (pid 0:
+    /// imported customs data, whose processes have none) nothing identifies a process: each
+    /// record is its own (by `record_id`, the same when the same line is imported again).
+    pub fn key(&self) -> (String, i32, Micros, String, Option<String>) {
         (
             self.host.clone(),
             self.pid,
             self.process_start,
             self.package.clone(),
+            (self.pid == 0).then(|| self.record_id.clone()),
         )
     }
 

@@ -434,3 +434,58 @@ fn an_ordinary_user_can_neither_read_nor_hijack_nor_forge_the_spool() {
         .collect();
     assert_eq!(users, [1], "nobody's own csv import is kept");
 }
+
+/// Old customs data has no pids: its processes are compared by job only, and say so.
+#[test]
+fn old_customs_data_is_compared_by_job() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    output_ok(
+        Command::new(bin())
+            .args(["synth", "--rows", "3000", "--seed", "9", "--out"])
+            .arg(&data),
+    );
+    let out = output_ok(
+        Command::new(bin())
+            .arg("show")
+            .arg(&data)
+            .args(["--format", "jsonl"]),
+    );
+    let mut jobs = std::collections::BTreeSet::new();
+    for l in String::from_utf8(out.stdout).unwrap().lines() {
+        let r: Value = serde_json::from_str(l).unwrap();
+        if let Some(j) = r["job_id"].as_str() {
+            jobs.insert(j.to_owned());
+        }
+    }
+    let mut lines = String::new();
+    for j in jobs
+        .iter()
+        .take(5)
+        .chain(std::iter::once(&"no-such-job".to_owned()))
+    {
+        lines.push_str(&format!(
+            "{{\"package\": \"numpy\", \"timestamp\": 1764000000, \"job_id\": \"{j}\", \
+             \"username\": \"old\", \"executable\": \"/usr/bin/python3\"}}\n"
+        ));
+    }
+    let file = d.path().join("customs.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    let old = d.path().join("old");
+    output_ok(
+        Command::new(bin())
+            .arg("import-customs")
+            .arg(&file)
+            .arg("--out")
+            .arg(&old),
+    );
+    let c = compare(&data, &old, &[]);
+    assert_eq!(c["processes"]["matched"], 0);
+    let why = &c["atexit_only"][0];
+    assert_eq!(why["key"], "no pid in the atexit data (joined by job only)");
+    assert_eq!(why["count"], 6);
+    assert_eq!(
+        (&c["jobs"]["both"], &c["jobs"]["atexit_only"]),
+        (&5.into(), &1.into())
+    );
+}
