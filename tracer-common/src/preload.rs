@@ -36,6 +36,18 @@
 //! The [`MessageKind::Hello`] fields (program, command line, environment) are what an exec
 //! event of the eBPF tracer carries, read by the library at load, before any Python code of the
 //! process ran: the same untrusted input the kernel copies from the process's memory at exec.
+//!
+//! # The atexit hook
+//!
+//! Not only the library writes to the socket: a `sitecustomize` hook lists, at interpreter
+//! exit, the top-level modules in `sys.modules` and sends them as [`MessageKind::Atexit`]
+//! messages on a connection of its own, with no `Hello`. Its args are a pair list,
+//! `package NUL path NUL` repeated (checked by [`AtexitModules::parse`]; a list that does not
+//! fit in [`ARGS_MAX`] is split over several messages, never cut). From Python:
+//!
+//! ```text
+//! struct.pack('<BBBBHHHH', 1, 6, 0, 0, 0, 0, len(args), 0) + args
+//! ```
 
 /// Version byte of the current format. A daemon rejects other versions (and counts them).
 pub const VERSION: u8 = 1;
@@ -88,6 +100,10 @@ pub enum MessageKind {
     /// [`OPEN_RECORD_LEN`] bytes. The daemon tells imports from reads by the same sequence
     /// rules as for the eBPF tracer's opens.
     Open = 5,
+    /// The `sitecustomize` atexit hook's list of the top-level modules in `sys.modules` at
+    /// interpreter exit: in args, `package NUL path NUL` pairs ([`AtexitModules`]), at least
+    /// one; name, path and env empty. Sent on a connection of its own, without a `Hello`.
+    Atexit = 6,
 }
 
 /// Length of the [`OpenRecord`] an [`MessageKind::Open`] carries in its args.
@@ -139,6 +155,7 @@ impl MessageKind {
             3 => Some(Self::Exec),
             4 => Some(Self::Hello),
             5 => Some(Self::Open),
+            6 => Some(Self::Atexit),
             _ => None,
         }
     }
@@ -148,7 +165,7 @@ impl MessageKind {
     }
 
     fn has_path(self) -> bool {
-        !matches!(self, Self::Import)
+        !matches!(self, Self::Import | Self::Atexit)
     }
 
     fn has_process(self) -> bool {
@@ -156,7 +173,93 @@ impl MessageKind {
     }
 
     fn has_args(self) -> bool {
-        matches!(self, Self::Hello | Self::Open)
+        matches!(self, Self::Hello | Self::Open | Self::Atexit)
+    }
+}
+
+/// What an atexit report says of a module's file (the pair's second item).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleFile<'a> {
+    /// `__file__`, an absolute path (at most [`PATH_MAX`] bytes).
+    Path(&'a [u8]),
+    /// `<built-in>`: compiled into the interpreter (`sys`, `builtins`).
+    BuiltIn,
+    /// `<frozen>`: frozen into the interpreter, no file read.
+    Frozen,
+    /// Empty: no file is known (a namespace package, a module without `__file__`).
+    Unknown,
+}
+
+impl<'a> ModuleFile<'a> {
+    /// The item as sent; `None` for anything else than the four forms (a relative path).
+    pub fn parse(b: &'a [u8]) -> Option<Self> {
+        match b {
+            b"" => Some(Self::Unknown),
+            b"<built-in>" => Some(Self::BuiltIn),
+            b"<frozen>" => Some(Self::Frozen),
+            [b'/', ..] if b.len() <= PATH_MAX => Some(Self::Path(b)),
+            _ => None,
+        }
+    }
+}
+
+/// One pair of an atexit report: a top-level module and its file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtexitModule<'a> {
+    /// A top-level module name: UTF-8, 1 to [`NAME_MAX`] bytes, no `.`, `/` or NUL.
+    pub package: &'a str,
+    /// Its file.
+    pub file: ModuleFile<'a>,
+}
+
+/// The pairs of an [`MessageKind::Atexit`]'s args, `package NUL path NUL` repeated: checked
+/// whole by [`AtexitModules::parse`] (so that a list is used entirely or not at all), then
+/// iterated. Never panics, never allocates.
+#[derive(Clone, Debug)]
+pub struct AtexitModules<'a> {
+    rest: &'a [u8],
+}
+
+/// The item of `rest` up to its NUL, and what follows the NUL; `None` without a NUL.
+fn item(rest: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = rest.iter().position(|&b| b == 0)?;
+    Some((rest.get(..end)?, rest.get(end + 1..)?))
+}
+
+/// The first pair of `rest` and what follows it.
+fn pair<'a>(rest: &'a [u8]) -> Result<(AtexitModule<'a>, &'a [u8]), DecodeError> {
+    let (package, rest) = item(rest).ok_or(DecodeError::Modules)?;
+    let (file, rest) = item(rest).ok_or(DecodeError::Modules)?;
+    let package = core::str::from_utf8(package).map_err(|_| DecodeError::Modules)?;
+    if package.is_empty() || package.len() > NAME_MAX || package.contains(['.', '/']) {
+        return Err(DecodeError::Modules);
+    }
+    let file = ModuleFile::parse(file).ok_or(DecodeError::Modules)?;
+    Ok((AtexitModule { package, file }, rest))
+}
+
+impl<'a> AtexitModules<'a> {
+    /// Checks every pair of `args`: at least one, each item NUL-terminated, an even number of
+    /// items, each package a top-level name and each file one of [`ModuleFile`]'s forms.
+    pub fn parse(args: &'a [u8]) -> Result<Self, DecodeError> {
+        if args.is_empty() {
+            return Err(DecodeError::Modules);
+        }
+        let mut rest = args;
+        while !rest.is_empty() {
+            rest = pair(rest)?.1;
+        }
+        Ok(AtexitModules { rest: args })
+    }
+}
+
+impl<'a> Iterator for AtexitModules<'a> {
+    type Item = AtexitModule<'a>;
+
+    fn next(&mut self) -> Option<AtexitModule<'a>> {
+        let (m, rest) = pair(self.rest).ok()?;
+        self.rest = rest;
+        Some(m)
     }
 }
 
@@ -169,7 +272,8 @@ pub struct Message<'a> {
     pub name: &'a str,
     /// File path bytes (empty for [`MessageKind::Import`]).
     pub path: &'a [u8],
-    /// Command line, NUL-separated (only [`MessageKind::Hello`]).
+    /// Command line, NUL-separated ([`MessageKind::Hello`]); the [`OpenRecord`]
+    /// ([`MessageKind::Open`]); the module pairs ([`MessageKind::Atexit`]).
     pub args: &'a [u8],
     /// Environment, NUL-separated `KEY=value` (only [`MessageKind::Hello`]).
     pub env: &'a [u8],
@@ -215,6 +319,8 @@ pub enum DecodeError {
     Shape,
     /// The name is not UTF-8.
     Utf8,
+    /// The module pairs of an [`MessageKind::Atexit`] are malformed (see [`AtexitModules`]).
+    Modules,
 }
 
 /// Why [`encode`] wrote nothing.
@@ -223,7 +329,8 @@ pub enum EncodeError {
     /// The buffer is shorter than the message ([`IMPORT_MAX`] fits every import message,
     /// [`MAX_MESSAGE`] every message).
     Buffer,
-    /// A field the kind requires is empty.
+    /// A field the kind requires is empty (or an atexit report's pairs are malformed or
+    /// longer than [`ARGS_MAX`]: they are split over several messages, never cut).
     Shape,
 }
 
@@ -257,6 +364,10 @@ pub fn encode(m: &Message<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
     let args = if kind.has_args() { m.args } else { &[] };
     let env = if kind.has_process() { m.env } else { &[] };
     if kind == MessageKind::Open && args.len() != OPEN_RECORD_LEN {
+        return Err(EncodeError::Shape);
+    }
+    if kind == MessageKind::Atexit && (args.len() > ARGS_MAX || AtexitModules::parse(args).is_err())
+    {
         return Err(EncodeError::Shape);
     }
     if (kind.has_name() && name.is_empty()) || (kind.has_path() && path.is_empty()) {
@@ -338,6 +449,7 @@ pub fn decode(datagram: &[u8]) -> Result<Message<'_>, DecodeError> {
         || (!kind.has_args() && lens[2] > 0)
         || (!kind.has_process() && lens[3] > 0)
         || (kind == MessageKind::Open && lens[2] != OPEN_RECORD_LEN)
+        || (kind == MessageKind::Atexit && lens[2] == 0)
     {
         return Err(DecodeError::Shape);
     }
@@ -345,6 +457,9 @@ pub fn decode(datagram: &[u8]) -> Result<Message<'_>, DecodeError> {
     let (path, rest) = rest.split_at(lens[1]);
     let (args, env) = rest.split_at(lens[2]);
     let name = core::str::from_utf8(name).map_err(|_| DecodeError::Utf8)?;
+    if kind == MessageKind::Atexit {
+        AtexitModules::parse(args)?;
+    }
     Ok(Message {
         kind,
         name,
@@ -557,6 +672,168 @@ mod tests {
         assert_eq!(decode(&[0u8; MAX_MESSAGE + 1]), Err(DecodeError::Long));
     }
 
+    /// An atexit report as the Python hook builds it: `struct.pack('<BBBBHHHH', 1, 6, 0, 0,
+    /// 0, 0, len(args), 0) + args`.
+    fn python_atexit(args: &[u8]) -> std::vec::Vec<u8> {
+        let mut d = vec![1u8, 6, 0, 0, 0, 0, 0, 0];
+        d.extend((args.len() as u16).to_le_bytes());
+        d.extend([0, 0]);
+        d.extend_from_slice(args);
+        d
+    }
+
+    #[test]
+    fn atexit_reports_roundtrip_as_python_builds_them() {
+        let args: &[u8] = b"json\0/usr/lib/python3.11/json/__init__.py\0sys\0<built-in>\0\
+            zipimport\0<frozen>\0google\0\0";
+        let (b, n) = roundtrip(Message {
+            args,
+            name: "dropped",
+            path: b"/dropped",
+            ..Message::new(MessageKind::Atexit)
+        });
+        // Byte for byte what the hook sends.
+        assert_eq!(&b[..n], &python_atexit(args)[..]);
+        let m = decode(&b[..n]).unwrap();
+        assert_eq!(
+            (m.kind, m.name, m.path),
+            (MessageKind::Atexit, "", &b""[..])
+        );
+        let pairs: std::vec::Vec<_> = AtexitModules::parse(m.args).unwrap().collect();
+        assert_eq!(
+            pairs,
+            [
+                AtexitModule {
+                    package: "json",
+                    file: ModuleFile::Path(b"/usr/lib/python3.11/json/__init__.py"),
+                },
+                AtexitModule {
+                    package: "sys",
+                    file: ModuleFile::BuiltIn,
+                },
+                AtexitModule {
+                    package: "zipimport",
+                    file: ModuleFile::Frozen,
+                },
+                AtexitModule {
+                    package: "google",
+                    file: ModuleFile::Unknown,
+                },
+            ]
+        );
+        // A list filling the args exactly is one message; one byte more is two messages.
+        let mut full = vec![];
+        while full.len() + 8 < ARGS_MAX {
+            full.extend_from_slice(b"m\0/x.py\0");
+        }
+        full.extend(std::iter::repeat_n(b'm', ARGS_MAX - full.len() - 2));
+        full.extend_from_slice(b"\0\0");
+        assert_eq!(full.len(), ARGS_MAX);
+        let (b, n) = roundtrip(Message {
+            args: &full,
+            ..Message::new(MessageKind::Atexit)
+        });
+        assert_eq!(
+            AtexitModules::parse(decode(&b[..n]).unwrap().args)
+                .unwrap()
+                .count(),
+            512
+        );
+        full.insert(0, b'm');
+        let mut buf = [0u8; MAX_MESSAGE];
+        let over = Message {
+            args: &full,
+            ..Message::new(MessageKind::Atexit)
+        };
+        assert_eq!(encode(&over, &mut buf), Err(EncodeError::Shape));
+    }
+
+    #[test]
+    fn malformed_module_pairs_are_rejected() {
+        let mut buf = [0u8; 256];
+        for bad in [
+            &b""[..],                   // no pair at all
+            b"json",                    // no NUL
+            b"json\0",                  // an odd number of items
+            b"json\0/x/json.py",        // the final NUL missing
+            b"json\0/x/json.py\0sys\0", // a pair cut in half
+            b"\0<built-in>\0",          // an empty name
+            b"json\0json.py\0",         // a relative path
+            b"json\0<builtin>\0",       // neither a path nor a marker
+            b"os.path\0/x/os.py\0",     // not a top-level name
+            b"a/b\0\0",
+            b"\xff\0\0", // not UTF-8
+        ] {
+            assert_eq!(
+                AtexitModules::parse(bad).err(),
+                Some(DecodeError::Modules),
+                "{bad:?}"
+            );
+            let d = python_atexit(bad);
+            let want = if bad.is_empty() {
+                DecodeError::Shape
+            } else {
+                DecodeError::Modules
+            };
+            assert_eq!(decode(&d), Err(want), "{bad:?}");
+            let m = Message {
+                args: bad,
+                ..Message::new(MessageKind::Atexit)
+            };
+            assert_eq!(encode(&m, &mut buf), Err(EncodeError::Shape), "{bad:?}");
+        }
+        let long_name = vec![b'n'; NAME_MAX + 1];
+        let mut args = long_name.clone();
+        args.extend_from_slice(b"\0\0");
+        assert_eq!(decode(&python_atexit(&args)), Err(DecodeError::Modules));
+        args.drain(..1);
+        assert!(decode(&python_atexit(&args)).is_ok(), "NAME_MAX bytes fit");
+        // A report carries nothing in name, path or env.
+        let mut d = python_atexit(b"sys\0<built-in>\0");
+        d[6] = 1;
+        d.insert(HEADER_LEN, b'/');
+        assert_eq!(decode(&d), Err(DecodeError::Shape));
+    }
+
+    /// Property: the pair parser never panics, and whatever it accepts is exactly the pairs it
+    /// yields written back. Exhaustive over every list of up to 7 bytes of an alphabet that
+    /// reaches each rule.
+    #[test]
+    fn module_pairs_total_on_arbitrary_bytes() {
+        const ALPHABET: [u8; 6] = [0, b'a', b'/', b'.', b'<', 0xc3];
+        let mut accepted = 0;
+        for len in 0..=7u32 {
+            for code in 0..ALPHABET.len().pow(len) {
+                let mut c = code;
+                let args: std::vec::Vec<u8> = (0..len)
+                    .map(|_| {
+                        let b = ALPHABET[c % ALPHABET.len()];
+                        c /= ALPHABET.len();
+                        b
+                    })
+                    .collect();
+                let Ok(pairs) = AtexitModules::parse(&args) else {
+                    continue;
+                };
+                accepted += 1;
+                let mut back = vec![];
+                for m in pairs {
+                    back.extend_from_slice(m.package.as_bytes());
+                    back.push(0);
+                    back.extend_from_slice(match m.file {
+                        ModuleFile::Path(p) => p,
+                        ModuleFile::BuiltIn => b"<built-in>",
+                        ModuleFile::Frozen => b"<frozen>",
+                        ModuleFile::Unknown => b"",
+                    });
+                    back.push(0);
+                }
+                assert_eq!(back, args);
+            }
+        }
+        assert!(accepted > 100, "{accepted}");
+    }
+
     /// Property: `decode` never panics, and whatever it accepts re-encodes to the same bytes.
     /// Exhaustive over every header with small lengths, then random datagrams from xorshift.
     #[test]
@@ -570,7 +847,7 @@ mod tests {
                 assert_eq!(&buf[..2], &d[..2]);
             }
         }
-        // Exhaustive: versions 0..=2, kinds 0..=5, flags {0, 1, 16}, reserved 0..=1, every
+        // Exhaustive: versions 0..=2, kinds 0..=6, flags {0, 1, 16}, reserved 0..=1, every
         // field length 0..=2, with bodies of every length 0..=6.
         let mut d = [0u8; HEADER_LEN + 6];
         for v in 0..=2u8 {
@@ -614,7 +891,7 @@ mod tests {
             if i % 2 == 0 && len >= HEADER_LEN {
                 let mut left = len - HEADER_LEN;
                 buf[0] = VERSION;
-                buf[1] = (next() % 6) as u8;
+                buf[1] = (next() % 7) as u8;
                 buf[2] &= KNOWN_FLAGS;
                 buf[3] = 0;
                 for f in 0..4 {
