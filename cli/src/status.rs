@@ -52,10 +52,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             );
             if let Some(p) = &st.preload {
                 println!(
-                    "preload:     {} ({}); {} connections ({} refused), {} messages, {} malformed, {} without Hello, {} uid pauses, {} Hellos over budget, {} connector overruns",
+                    "preload:     {} ({}); {} connections ({} refused), {} messages, {} atexit reports, {} malformed, {} without Hello, {} uid pauses, {} Hellos over budget, {} connector overruns",
                     st.collectors.join(" + "),
                     if st.collectors.iter().any(|c| c == "ebpf") { "both" } else { "preload-only" },
-                    p.connections, p.refused, p.messages, p.malformed, p.no_hello, p.paused,
+                    p.connections, p.refused, p.messages, p.atexit, p.malformed, p.no_hello, p.paused,
                     p.hello_limited, p.cnproc_overruns
                 );
             }

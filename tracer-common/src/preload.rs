@@ -201,6 +201,16 @@ impl<'a> ModuleFile<'a> {
             _ => None,
         }
     }
+
+    /// The item as sent.
+    pub fn as_bytes(self) -> &'a [u8] {
+        match self {
+            Self::Path(p) => p,
+            Self::BuiltIn => b"<built-in>",
+            Self::Frozen => b"<frozen>",
+            Self::Unknown => b"",
+        }
+    }
 }
 
 /// One pair of an atexit report: a top-level module and its file.
@@ -820,12 +830,7 @@ mod tests {
                 for m in pairs {
                     back.extend_from_slice(m.package.as_bytes());
                     back.push(0);
-                    back.extend_from_slice(match m.file {
-                        ModuleFile::Path(p) => p,
-                        ModuleFile::BuiltIn => b"<built-in>",
-                        ModuleFile::Frozen => b"<frozen>",
-                        ModuleFile::Unknown => b"",
-                    });
+                    back.extend_from_slice(m.file.as_bytes());
                     back.push(0);
                 }
                 assert_eq!(back, args);

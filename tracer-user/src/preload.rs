@@ -15,6 +15,10 @@
 //!   from `SO_PASSCRED`): pid, uid and gid, never a claim in the payload. A fork child writing
 //!   on its parent's connection is reported with its own pid. A datagram without credentials
 //!   is dropped.
+//! - **Atexit reports** ([`MessageKind::Atexit`]: the `sitecustomize` hook's list of the
+//!   modules a process holds at exit) come on a connection of their own, without a `Hello`, and
+//!   are taken on any connection: they claim nothing but packages of the sending pid, which the
+//!   process table gives only to a process of the sender's uid.
 //! - **What it says** is decoded by [`tracer_common::preload::decode`], which checks every
 //!   field; a malformed datagram is counted and dropped, the connection kept (its next message
 //!   may be fine). A connection whose first message is not a `Hello` has its messages dropped.
@@ -56,7 +60,10 @@ use nix::{
 };
 use serde::{Deserialize, Serialize};
 use tracer_common::{
-    preload::{decode, MessageKind, OpenRecord, FLAG_PATH_TRUNCATED, MAX_MESSAGE},
+    preload::{
+        decode, AtexitModules, MessageKind, OpenRecord, FLAG_ARGS_TRUNCATED, FLAG_PATH_TRUNCATED,
+        MAX_MESSAGE,
+    },
     user::Event,
 };
 
@@ -120,6 +127,10 @@ pub enum Body {
         /// As passed, possibly relative.
         path: Vec<u8>,
     },
+    /// The `sitecustomize` atexit hook listed the top-level modules in `sys.modules`: each
+    /// package with its file as sent (an absolute path, `<built-in>`, `<frozen>` or empty; see
+    /// [`tracer_common::preload::ModuleFile`]).
+    Atexit(Vec<(String, Vec<u8>)>),
 }
 
 /// What the socket saw, for `status.json` (`preload`).
@@ -132,6 +143,8 @@ pub struct PreloadCounters {
     pub refused: u64,
     /// Messages read.
     pub messages: u64,
+    /// Atexit reports taken (one per datagram; a malformed one is counted in `malformed`).
+    pub atexit: u64,
     /// Datagrams that did not decode, were cut by the receive buffer, or named a relative
     /// path.
     pub malformed: u64,
@@ -146,7 +159,8 @@ pub struct PreloadCounters {
     pub hello_limited: u64,
     /// Failed accepts (out of descriptors): the listener paused for a moment each time.
     pub accept_errors: u64,
-    /// Paths the library had to cut (longer than `PATH_MAX`: no real file).
+    /// Paths the library had to cut (longer than `PATH_MAX`: no real file), and atexit reports
+    /// whose sender cut its module list (it should have split it): dropped.
     pub truncated: u64,
     /// Times a uid went over its rate and its connections were left unread for a while.
     pub paused: u64,
@@ -531,8 +545,13 @@ impl Listener {
     }
 
     /// Reads every connection that is ready now, without waiting (bounded: a connection that
-    /// stays ready is read [`PER_TURN`] messages at a time, a few turns).
+    /// stays ready is read [`PER_TURN`] messages at a time, a few turns). Connections still in
+    /// the backlog are accepted first: the atexit hook connects, sends and exits at once, and
+    /// its report must not be read after its exit.
     fn read_ready_again(&mut self, msgs: &mut Vec<PreloadMsg>) {
+        if self.listener_paused_until.is_none() {
+            self.accept();
+        }
         let mut ready = vec![EpollEvent::empty(); 256];
         for _ in 0..4 {
             let n = match self.epoll.wait(&mut ready, 0u16) {
@@ -815,6 +834,24 @@ impl Listener {
                 }
                 Body::Module(m.path.to_vec())
             }
+            // On any connection, Hello or not: the hook's is a connection of its own.
+            MessageKind::Atexit => {
+                if m.truncated(FLAG_ARGS_TRUNCATED) {
+                    self.counters.truncated += 1;
+                    return Recv::Dropped;
+                }
+                let Ok(modules) = AtexitModules::parse(m.args) else {
+                    // `decode` checked the pairs already.
+                    self.counters.malformed += 1;
+                    return Recv::Dropped;
+                };
+                self.counters.atexit += 1;
+                Body::Atexit(
+                    modules
+                        .map(|p| (p.package.to_owned(), p.file.as_bytes().to_vec()))
+                        .collect(),
+                )
+            }
         };
         Recv::Message(PreloadMsg {
             pid,
@@ -996,6 +1033,69 @@ mod tests {
         assert_eq!(
             (counters.no_hello, counters.extra_hello, counters.malformed),
             (1, 1, 2)
+        );
+    }
+
+    /// An atexit report as the Python hook builds it (`struct.pack('<BBBBHHHH', 1, 6, flags,
+    /// 0, 0, 0, len(args), 0) + args`).
+    fn python_atexit(flags: u8, args: &[u8]) -> Vec<u8> {
+        let mut d = vec![1u8, 6, flags, 0, 0, 0, 0, 0];
+        d.extend((args.len() as u16).to_le_bytes());
+        d.extend([0, 0]);
+        d.extend_from_slice(args);
+        d
+    }
+
+    #[test]
+    fn atexit_reports_need_no_hello_and_carry_the_kernels_credentials() {
+        let r = Running::start(Limits::default());
+        // The hook's own connection: no Hello, the report at once, then gone.
+        let hook = client(&r.path);
+        let args = b"json\0/usr/lib/python3.11/json/__init__.py\0sys\0<built-in>\0";
+        hook.send(&python_atexit(0, args)).unwrap();
+        // A pair cut in half, and a list the sender cut: counted, dropped.
+        hook.send(&python_atexit(0, b"json\0/x/json.py\0sys\0"))
+            .unwrap();
+        hook.send(&python_atexit(FLAG_ARGS_TRUNCATED, b"sys\0<built-in>\0"))
+            .unwrap();
+        drop(hook);
+        // On the library's connection, after its Hello, a report is taken too.
+        let lib = client(&r.path);
+        lib.send(&message(MessageKind::Hello, b"/usr/bin/python3"))
+            .unwrap();
+        lib.send(&python_atexit(0, b"os\0/usr/lib/python3.11/os.py\0"))
+            .unwrap();
+        let (msgs, counters) = r.stop();
+        let reports: Vec<&PreloadMsg> = msgs
+            .iter()
+            .filter(|m| matches!(m.body, Body::Atexit(_)))
+            .collect();
+        assert_eq!(reports.len(), 2, "{msgs:?}");
+        let me = std::process::id();
+        // SAFETY: getuid and getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        assert!(reports
+            .iter()
+            .all(|m| (m.pid, m.uid, m.gid) == (me, uid, gid)));
+        assert_eq!(reports[0].conn_pid, 0, "no Hello on the hook's connection");
+        assert_eq!(
+            reports[0].body,
+            Body::Atexit(vec![
+                (
+                    "json".into(),
+                    b"/usr/lib/python3.11/json/__init__.py".to_vec()
+                ),
+                ("sys".into(), b"<built-in>".to_vec()),
+            ])
+        );
+        assert_eq!(
+            (
+                counters.atexit,
+                counters.malformed,
+                counters.truncated,
+                counters.no_hello
+            ),
+            (2, 1, 1, 0)
         );
     }
 

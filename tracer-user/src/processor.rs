@@ -111,8 +111,11 @@ impl Processor {
         }
     }
 
-    /// Says in `status.json` which collectors capture imports.
+    /// Says in `status.json` which collectors capture imports. With the preload socket, a
+    /// process ended by its exit waits a moment for its atexit report (see `proctable::atexit`).
     pub fn set_collectors(&mut self, ebpf: bool, preload: bool) {
+        self.table
+            .set_exit_grace(preload.then_some(crate::proctable::EXIT_GRACE));
         self.status.collectors = [(ebpf, "ebpf"), (preload, "preload")]
             .iter()
             .filter(|(on, _)| *on)
@@ -323,6 +326,9 @@ impl Processor {
                 Ok(Msg::Observed(o)) => self.observed(o),
                 Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return self.shutdown(),
                 Err(RecvTimeoutError::Timeout) => {}
+            }
+            for f in self.table.closed(Instant::now()) {
+                self.add(f);
             }
             if Instant::now() >= next_tick {
                 self.tick();

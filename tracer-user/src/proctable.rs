@@ -30,12 +30,14 @@ use crate::{
     untrusted::Creds,
 };
 
+mod atexit;
 mod facts;
 mod lifecycle;
 mod opens;
 mod preload;
 mod upkeep;
 
+pub use atexit::EXIT_GRACE;
 pub use facts::{Identity, ProcFacts, ProcFs, Without};
 
 /// What the table saw that it did not record, so a centre can see what capture cannot tell
@@ -80,6 +82,10 @@ pub struct Fidelity {
     /// Opens of files deeper than the kernel's path walk whose passed path does not end as the
     /// kernel's: not used (nothing trustworthy says what was opened).
     pub opened_unverified: u64,
+    /// Atexit reports not used: their pid was another user's process, or no process of the
+    /// sender's uid (tabled, ending, or live in `/proc`), or it ended before the report was
+    /// read and past the grace that waits for reports (`ProcTable::set_exit_grace`).
+    pub atexit_late: u64,
 }
 
 /// One package seen in one process.
@@ -93,8 +99,10 @@ pub struct PackageSeen {
     pub n_files: u32,
     /// Module files the preload library reported imported.
     pub n_preload: u32,
-    /// Wall-clock µs of the first open.
+    /// Wall-clock µs of the first open (of the atexit report, for a package only it named).
     pub first_seen: i64,
+    /// The process's atexit report named it.
+    pub atexit: bool,
 }
 
 /// Which collector saw an import.
@@ -348,6 +356,13 @@ pub struct ProcTable {
     /// Processes that ended on an exit event, with when (wall µs), for a while: a preload
     /// `Hello` read after its process's exit must not start it again.
     recent_ends: HashMap<u32, i64>,
+    /// How long a process ended by its exit event waits for its atexit report before it is
+    /// handed on (`None`: at once). See `atexit`.
+    exit_grace: Option<std::time::Duration>,
+    /// Processes ended by their exit event, waiting until the instant for an atexit report.
+    closing: HashMap<u32, (Finished, std::time::Instant)>,
+    /// Ended processes ready to be handed on by [`ProcTable::closed`].
+    closed: Vec<Finished>,
 }
 
 impl ProcTable {
@@ -368,6 +383,9 @@ impl ProcTable {
             boot_to_wall_us,
             host_mnt_ns,
             recent_ends: HashMap::new(),
+            exit_grace: None,
+            closing: HashMap::new(),
+            closed: Vec::new(),
         }
     }
 
@@ -416,11 +434,9 @@ impl ProcTable {
                 ktime_ns,
             } => {
                 let at = self.wall(ktime_ns);
-                let f = self.finish(tgid, Ending::from_exit_code(exit_code), at);
-                if f.is_some() {
-                    self.ended(tgid, at);
-                }
-                f
+                let f = self.finish(tgid, Ending::from_exit_code(exit_code), at)?;
+                self.ended(tgid, at);
+                self.close(f)
             }
             Event::Open(o) => {
                 self.open(o, facts, Seen::Kernel);

@@ -65,10 +65,11 @@ pub fn signal_name(sig: i32) -> String {
         .unwrap_or_else(|_| format!("SIG{sig}"))
 }
 
-/// Which collectors saw package `s` in process `p`, the kernel first.
+/// Which collectors saw package `s` in process `p`: the kernel, the library, the atexit
+/// report, in that order (the first is the record's `source`).
 fn sources(p: &Process, s: &PackageSeen) -> Vec<Source> {
-    let mut v = Vec::with_capacity(2);
-    if s.n_files > 0 || s.n_preload == 0 {
+    let mut v = Vec::with_capacity(3);
+    if s.n_files > 0 || (s.n_preload == 0 && !s.atexit) {
         v.push(if p.seeded {
             Source::EbpfSeeded
         } else {
@@ -77,6 +78,9 @@ fn sources(p: &Process, s: &PackageSeen) -> Vec<Source> {
     }
     if s.n_preload > 0 {
         v.push(Source::Preload);
+    }
+    if s.atexit {
+        v.push(Source::Atexit);
     }
     v
 }

@@ -55,7 +55,8 @@ pub fn scan(self_pid: u32) -> Vec<Seeded> {
     out
 }
 
-fn inspect(pid: u32, self_pid: u32, elf: &mut ElfCache) -> Option<Seeded> {
+/// `pid`, if it is a live Python process outside `self_pid`'s tree (the daemon's).
+pub(crate) fn inspect(pid: u32, self_pid: u32, elf: &mut ElfCache) -> Option<Seeded> {
     let base = PathBuf::from(format!("/proc/{pid}"));
     let stat = std::fs::read_to_string(base.join("stat")).ok()?;
     // Fields after the parenthesised command (which may contain spaces and parentheses).

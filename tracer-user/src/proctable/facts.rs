@@ -29,6 +29,11 @@ pub trait ProcFacts {
     fn identity(&self, _pid: u32) -> Option<Identity> {
         None
     }
+    /// A live Python process as the scan at daemon start finds it ([`crate::seed`]): for an
+    /// atexit report of a process the table missed.
+    fn seed(&self, _pid: u32, _elf: &mut crate::elf::ElfCache) -> Option<crate::seed::Seeded> {
+        None
+    }
 }
 
 /// Who a live process is (see [`ProcFacts::identity`]).
@@ -116,6 +121,9 @@ impl ProcFacts for ProcFs {
     }
     fn is_interpreter(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<bool> {
         crate::elf::is_interpreter(Path::new(&format!("/proc/{pid}")), elf)
+    }
+    fn seed(&self, pid: u32, elf: &mut crate::elf::ElfCache) -> Option<crate::seed::Seeded> {
+        crate::seed::inspect(pid, std::process::id(), elf)
     }
     fn identity(&self, pid: u32) -> Option<Identity> {
         use std::os::unix::fs::MetadataExt;

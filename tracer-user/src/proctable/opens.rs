@@ -279,6 +279,7 @@ impl ProcTable {
             n_files: 0,
             n_preload: 0,
             first_seen: at,
+            atexit: false,
         };
         seen.count(by, at);
         p.packages.push(seen);

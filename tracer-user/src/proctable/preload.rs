@@ -100,6 +100,10 @@ impl ProcTable {
                 }
                 None
             }
+            Body::Atexit(ref modules) => {
+                self.atexit(&m, modules, facts);
+                None
+            }
         }
     }
 

@@ -916,6 +916,178 @@ mod preload {
         assert!(t.shared.uid_bytes.is_empty());
     }
 
+    /// The atexit hook's report of uid 1000's process `pid` (on a connection of its own).
+    fn atexit(pid: u32, t: u64, modules: &[(&str, &str)]) -> PreloadMsg {
+        let body = Body::Atexit(
+            modules
+                .iter()
+                .map(|(p, f)| (p.to_string(), f.as_bytes().to_vec()))
+                .collect(),
+        );
+        PreloadMsg {
+            conn_pid: 0,
+            conn: 1_000_000,
+            ..msg(pid, pid, t, body)
+        }
+    }
+
+    fn record_of<'a>(f: &'a Finished, package: &str) -> &'a PackageSeen {
+        f.process
+            .packages
+            .iter()
+            .find(|s| s.resolved.package == package)
+            .unwrap_or_else(|| panic!("no {package} in {:?}", names(f)))
+    }
+
+    #[test]
+    fn an_atexit_report_marks_the_kernels_packages_and_adds_the_others() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        t.handle(
+            exec(10, 1, "/usr/bin/python3.11", "python -c x", "", 1_000),
+            &f,
+        );
+        imp(&mut t, 10, JSON, 2_000, &f);
+        let report = atexit(
+            10,
+            5_000,
+            &[
+                ("json", JSON),
+                ("sys", "<built-in>"),
+                ("zipimport", "<frozen>"),
+                ("nspkg", ""),
+            ],
+        );
+        assert!(t.preload(report, &f).is_none());
+        let done = exit(&mut t, 10, &f);
+        assert_eq!(names(&done), ["json", "sys", "zipimport", "nspkg"]);
+        assert_eq!(
+            sources(&done),
+            [
+                vec![Source::Ebpf, Source::Atexit],
+                vec![Source::Atexit],
+                vec![Source::Atexit],
+                vec![Source::Atexit],
+            ]
+        );
+        let json = record_of(&done, "json");
+        assert_eq!(
+            (json.n_files, json.first_seen),
+            (1, 2),
+            "the kernel's account kept"
+        );
+        let sys = record_of(&done, "sys");
+        assert_eq!(sys.resolved.env_kind, crate::resolver::EnvKind::Stdlib);
+        assert_eq!((sys.first_path.as_str(), sys.n_files), ("<built-in>", 0));
+        assert_eq!(sys.first_seen, 5, "when the report was read");
+        assert_eq!(record_of(&done, "zipimport").first_path, "<frozen>");
+        let ns = record_of(&done, "nspkg");
+        assert_eq!(ns.resolved.env_kind, crate::resolver::EnvKind::Unknown);
+        assert_eq!(ns.first_path, "");
+        assert!(t.shared.uid_bytes.is_empty());
+    }
+
+    #[test]
+    fn an_atexit_only_package_with_a_file_is_classified_by_it() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        // A process only the library reported: the report adds to what it saw.
+        t.preload(hello(10, 1_000), &f);
+        t.preload(module(10, 10, NP, 1_100), &f);
+        let yaml = "/v/lib/python3.11/site-packages/yaml/__init__.py";
+        t.preload(atexit(10, 2_000, &[("numpy", NP), ("yaml", yaml)]), &f);
+        let done = exit(&mut t, 10, &f);
+        assert_eq!(
+            sources(&done),
+            [vec![Source::Preload, Source::Atexit], vec![Source::Atexit]]
+        );
+        // Classified as the library's file of the same site directory was.
+        let (y, np) = (record_of(&done, "yaml"), record_of(&done, "numpy"));
+        assert_eq!(y.resolved.env_kind, crate::resolver::EnvKind::System);
+        assert_eq!(
+            (y.resolved.env_kind, &y.resolved.env_prefix),
+            (np.resolved.env_kind, &np.resolved.env_prefix)
+        );
+        assert!(y.resolved.env_prefix.is_some());
+        assert_eq!((y.first_path.as_str(), y.n_files), (yaml, 0));
+    }
+
+    #[test]
+    fn an_atexit_report_is_taken_only_by_a_process_of_the_senders_uid() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        t.handle(
+            exec(10, 1, "/usr/bin/python3.11", "python -c x", "", 1_000),
+            &f,
+        );
+        imp(&mut t, 10, JSON, 2_000, &f);
+        // Another user claiming packages for pid 10.
+        let mut forged = atexit(10, 3_000, &[("sys", "<built-in>"), ("json", JSON)]);
+        forged.uid = 2000;
+        t.preload(forged, &f);
+        // A pid the table does not hold, whose /proc entry says nothing (NoFacts: no seed).
+        t.preload(atexit(11, 3_100, &[("sys", "<built-in>")]), &f);
+        assert_eq!(t.fidelity().atexit_late, 2);
+        assert_eq!(t.len(), 1);
+        let done = exit(&mut t, 10, &f);
+        assert_eq!(sources(&done), [vec![Source::Ebpf]]);
+    }
+
+    #[test]
+    fn an_atexit_report_read_after_the_exit_still_lands_within_the_grace() {
+        let (mut t, f) = (ProcTable::new(0, 1), NoFacts);
+        let grace = std::time::Duration::from_millis(250);
+        t.set_exit_grace(Some(grace));
+        let start = std::time::Instant::now();
+        t.handle(
+            exec(10, 1, "/usr/bin/python3.11", "python -c x", "", 1_000),
+            &f,
+        );
+        imp(&mut t, 10, JSON, 2_000, &f);
+        t.handle(
+            exec(12, 1, "/usr/bin/python3.11", "python -c x", "", 1_000),
+            &f,
+        );
+        imp(&mut t, 12, JSON, 2_000, &f);
+        let exit_event = |tgid| Event::Exit {
+            tgid,
+            exit_code: 0,
+            ktime_ns: 9_000,
+        };
+        // The exits are handled first (the ring buffer was drained before the listener's
+        // batch came): the processes wait, still charged.
+        assert!(t.handle(exit_event(10), &f).is_none());
+        assert!(t.handle(exit_event(12), &f).is_none());
+        assert!(t.closed(start).is_empty());
+        assert!(!t.shared.uid_bytes.is_empty());
+        t.preload(
+            atexit(10, 9_500, &[("json", JSON), ("sys", "<built-in>")]),
+            &f,
+        );
+        // A Hello or a module of the library after the exit is still late.
+        t.preload(module(10, 10, NP, 9_600), &f);
+        assert_eq!(t.fidelity().preload_late, 1);
+        assert_eq!(t.fidelity().atexit_late, 0);
+        let mut done = t.closed(std::time::Instant::now() + grace);
+        done.sort_by_key(|d| d.process.pid);
+        assert_eq!(done.len(), 2);
+        assert_eq!(done[0].ending, Ending::Exited(0));
+        assert_eq!(
+            sources(&done[0]),
+            [vec![Source::Ebpf, Source::Atexit], vec![Source::Atexit]]
+        );
+        // No report: the same records as without a grace.
+        assert_eq!(sources(&done[1]), [vec![Source::Ebpf]]);
+        assert!(t.shared.uid_bytes.is_empty(), "given back when handed on");
+        // Past the grace, a report is late.
+        t.preload(atexit(10, 20_000, &[("sys", "<built-in>")]), &f);
+        assert_eq!(t.fidelity().atexit_late, 1);
+        // Without a grace (no preload socket) the exit hands the process on at once.
+        t.set_exit_grace(None);
+        t.handle(
+            exec(10, 1, "/usr/bin/python3.11", "python -c x", "", 30_000),
+            &f,
+        );
+        assert!(t.handle(exit_event(10), &f).is_some());
+    }
+
     #[test]
     fn messages_after_the_exit_are_counted_not_turned_into_a_process() {
         let (mut t, f) = (ProcTable::new(0, 1), NoFacts);

@@ -89,15 +89,15 @@ impl ProcTable {
             .collect()
     }
 
-    /// Ends every process (daemon shutdown): they are reported as still running.
+    /// Ends every process (daemon shutdown): live ones are reported as still running, ended
+    /// ones waiting for their atexit report as they ended.
     pub fn drain(&mut self) -> Vec<Finished> {
-        self.procs
-            .drain()
-            .map(|(_, process)| Finished {
-                process,
-                ending: Ending::Running,
-                end: None,
-            })
-            .collect()
+        let mut out = self.close_all();
+        out.extend(self.procs.drain().map(|(_, process)| Finished {
+            process,
+            ending: Ending::Running,
+            end: None,
+        }));
+        out
     }
 }
