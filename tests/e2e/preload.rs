@@ -593,3 +593,85 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// What the `sitecustomize` atexit hook does, written out for the test: at exit, report `json`
+/// and `encodings` with their files and `sys` as built-in, on a connection of its own (no
+/// Hello), then exit at once. The socket's path is the first argument.
+const ATEXIT_HOOK: &str = r#"
+import atexit, socket, struct, sys
+def report():
+    args = b''
+    for name in ('json', 'sys', 'encodings'):
+        f = getattr(sys.modules[name], '__file__', None) or '<built-in>'
+        args += name.encode() + b'\0' + f.encode() + b'\0'
+    d = struct.pack('<BBBBHHHH', 1, 6, 0, 0, 0, 0, len(args), 0) + args
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.connect(sys.argv[1])
+    s.send(d)
+    s.close()
+atexit.register(report)
+import json
+"#;
+
+/// Short processes whose atexit report is sent microseconds before they exit: every report
+/// lands in its process's records, with the kernel's account of the same packages (eBPF) or
+/// the library's (preload-only), even when the exit is handled first.
+#[test]
+fn atexit_reports_land_in_the_records_of_processes_that_exit_at_once() {
+    for mode in [Mode::Both, Mode::PreloadOnly] {
+        let node = Node::start(mode);
+        let sock = node.sock.to_str().unwrap().to_owned();
+        let pids: Vec<u32> = (0..20)
+            .map(|_| {
+                let mut cmd = python(pyenv("3.11.7"), ATEXIT_HOOK);
+                cmd.arg(&sock);
+                // Preload-only: the library tables the process (its Hello), the exit comes
+                // from the process connector.
+                if mode == Mode::PreloadOnly {
+                    node.preload(&mut cmd);
+                }
+                let (pid, out) = run(&mut cmd);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                pid
+            })
+            .collect();
+        let r = node.daemon.stop();
+        let other = match mode {
+            Mode::Both => "ebpf",
+            Mode::PreloadOnly => "preload",
+        };
+        for pid in &pids {
+            for package in ["json", "encodings"] {
+                let x = r.one(*pid, package);
+                assert_eq!(x["source"], other, "{mode:?}: {x}");
+                assert_eq!(
+                    x["sources"],
+                    serde_json::json!([other, "atexit"]),
+                    "{mode:?}: {x}\n{}",
+                    r.status
+                );
+                assert_eq!(x["env_kind"], "stdlib", "{x}");
+            }
+            let sys = r.one(*pid, "sys");
+            assert_eq!(
+                (&sys["source"], &sys["sources"]),
+                (&"atexit".into(), &serde_json::json!(["atexit"])),
+                "{mode:?}: {sys}"
+            );
+            assert_eq!(
+                (&sys["env_kind"], &sys["first_path"], &sys["n_files"]),
+                (&"stdlib".into(), &"<built-in>".into(), &0.into()),
+                "{sys}"
+            );
+            assert_eq!(sys["exit"], "exited");
+        }
+        let p = &r.status["preload"];
+        assert_eq!(p["atexit"], 20, "{mode:?}: {p}");
+        assert_eq!(p["malformed"], 0, "{p}");
+        assert_eq!(r.status["fidelity"]["atexit_late"], 0, "{}", r.status);
+    }
+}
