@@ -489,3 +489,55 @@ fn old_customs_data_is_compared_by_job() {
         (&5.into(), &1.into())
     );
 }
+
+/// The hook reporting through the daemon's socket: one dataset holds both sides, the kernel's
+/// records marked `atexit` too where the hook named the package, and `compare` reads it as
+/// both.
+#[test]
+fn the_hook_reports_through_the_daemons_socket() {
+    let t = shared_tempdir();
+    let sock = t.path().join("preload.sock");
+    let dir = t.path().join("hook");
+    output_ok(
+        Command::new(bin())
+            .args(["atexit", "install", "--prefix"])
+            .arg(&dir)
+            .arg("--socket")
+            .arg(&sock),
+    );
+    let d = Daemon::start_with(&["--preload-socket", sock.to_str().unwrap()], &[]);
+    let py = venv_python();
+    let with_hook = |code: &str| {
+        let mut c = python(&py, code);
+        c.env("PYTHONPATH", &dir);
+        c
+    };
+    let (normal, out) = run(&mut with_hook("import json, yaml"));
+    assert!(out.status.success(), "{out:?}");
+    let (killed, _) = run(&mut with_hook(
+        "import json, os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+    ));
+    let r = d.stop();
+    let of = |pid: u32, pkg: &str| {
+        r.recs
+            .iter()
+            .find(|x| x["pid"] == pid && x["package"] == pkg)
+            .unwrap_or_else(|| panic!("no {pkg} record of {pid}\n{}", r.log))
+    };
+    assert_eq!(
+        of(normal, "yaml")["sources"],
+        serde_json::json!(["ebpf", "atexit"])
+    );
+    assert_eq!(of(normal, "sys")["sources"], serde_json::json!(["atexit"]));
+    assert_eq!(of(normal, "sys")["first_path"], "<built-in>");
+    assert_eq!(of(killed, "json")["sources"], serde_json::json!(["ebpf"]));
+    assert_eq!(
+        r.status["preload"]["atexit"].as_u64().map(|n| n >= 1),
+        Some(true)
+    );
+    let c = compare(&r.data, &r.data, &["--examples", "100000"]);
+    assert_eq!(reason_of(&c, normal), None);
+    assert_eq!(reason_of(&c, killed).as_deref(), Some("signal:SIGKILL"));
+    // The spool was never needed.
+    assert!(!t.path().join("spool").exists());
+}
