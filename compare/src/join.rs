@@ -160,14 +160,12 @@ pub fn processes(records: &[Record], side: Side) -> Vec<Proc> {
         .iter()
         .filter(|r| side.saw(r) && r.package != HOOK_BODY)
     {
-        let extra = (r.pid == 0).then(|| {
-            (
-                r.job_id.as_deref(),
-                r.username.as_deref(),
-                r.executable.as_str(),
-                r.main.as_deref(),
-            )
-        });
+        let extra = (r.pid == 0).then_some((
+            r.job_id.as_deref(),
+            r.username.as_deref(),
+            r.executable.as_str(),
+            r.main.as_deref(),
+        ));
         let p = by
             .entry((r.host.as_str(), r.pid, r.process_start, extra))
             .or_insert_with(|| Proc::of(r));
