@@ -176,6 +176,16 @@ pub fn render(c: &Comparison) -> String {
         "Packages of processes both saw, on one side only",
         &c.package_gaps,
     );
+    reasons(
+        &mut out,
+        "Packages the hook never reported (examples: packages)",
+        &c.never_on_atexit_side,
+    );
+    reasons(
+        &mut out,
+        "Packages only the hook reported (examples: packages)",
+        &c.never_on_kernel_side,
+    );
     out.push_str("<h2>Bias of the old rankings</h2>");
     ranking(&mut out, "Top packages by users", &c.ranking_users, false);
     ranking(

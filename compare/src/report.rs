@@ -7,8 +7,8 @@ use pyusage_record::{EnvKind, Micros, Record};
 use serde::Serialize;
 
 use crate::join::{
-    hook_dir, match_processes, processes, why_atexit_only, why_kernel_only, why_package_gap, Proc,
-    Side,
+    hook_dir, match_processes, processes, why_atexit_only, why_kernel_only, why_package_gap,
+    KernelOnly, Proc, Side,
 };
 
 /// How to compare.
@@ -190,11 +190,10 @@ pub struct Comparison {
     pub packages: Vec<PackageRow>,
     /// In processes both saw: process-package pairs on one side only, by reason.
     pub package_gaps: Vec<Reason>,
-    /// Packages the kernel side saw in no process the hook reported at all (in matched
-    /// processes or not).
-    pub never_on_atexit_side: Vec<String>,
-    /// Packages only the hook reported.
-    pub never_on_kernel_side: Vec<String>,
+    /// Packages the hook never reported, by reason (examples: package names).
+    pub never_on_atexit_side: Vec<Reason>,
+    /// Packages only the hook reported, by kind (examples: package names).
+    pub never_on_kernel_side: Vec<Reason>,
     /// The paper's ranking, top packages by users, on each side.
     pub ranking_users: Vec<RankRow>,
     /// Top packages by share of jobs, on each side.
@@ -416,9 +415,12 @@ pub fn compare(
         .filter(|d| !d.is_empty())
         .collect();
     let mut t = Tally::default();
+    // Each kernel-side process's reason, for the packages found only in such processes.
+    let mut reason_of: Vec<Option<KernelOnly>> = vec![None; kernel.len()];
     for &i in &m.kernel_only {
         let why = why_kernel_only(&kernel, i, &by_pid, &o.timeouts, &hooks);
         t.add(why.key(), why.words(), || kernel[i].describe(), o.examples);
+        reason_of[i] = Some(why);
     }
     let kernel_only = t.into_reasons();
     let hosts: HashSet<&str> = kernel.iter().map(|p| p.host.as_str()).collect();
@@ -492,16 +494,58 @@ pub fn compare(
             .cmp(&(a.kernel.users, a.atexit.users))
             .then_with(|| a.package.cmp(&b.package))
     });
-    let never_on_atexit_side = ku
-        .keys()
-        .filter(|p| !au.contains_key(*p))
-        .cloned()
-        .collect();
-    let never_on_kernel_side = au
-        .keys()
-        .filter(|p| !ku.contains_key(*p))
-        .cloned()
-        .collect();
+    // Packages one side never saw, by why: for the kernel side's, the reason most of the
+    // processes holding them went unreported (a package only multiprocessing workers import:
+    // `fork_child`), or that processes both saw held it but not at exit; for the hook's, what
+    // kind of module it was.
+    let mut never = Tally::default();
+    for name in ku.keys().filter(|p| !au.contains_key(*p)) {
+        let mut why: BTreeMap<String, (String, usize)> = BTreeMap::new();
+        let mut in_matched = false;
+        for (i, p) in kernel.iter().enumerate() {
+            if !p.packages.contains_key(name) {
+                continue;
+            }
+            match &reason_of[i] {
+                Some(r) => why.entry(r.key()).or_insert((r.words(), 0)).1 += 1,
+                None => in_matched = true,
+            }
+        }
+        let (key, words) = match why
+            .into_iter()
+            .max_by_key(|(k, (_, n))| (*n, std::cmp::Reverse(k.clone())))
+        {
+            Some((k, (w, _))) if !in_matched => (
+                format!("kernel_only:{k}"),
+                format!("only in processes the hook did not report, mostly: {w}"),
+            ),
+            _ => (
+                "kernel_only:not_at_exit".to_owned(),
+                "in processes both saw, never in sys.modules at exit".to_owned(),
+            ),
+        };
+        never.add(key, words, || name.clone(), o.examples);
+    }
+    let mut never_k = Tally::default();
+    for name in au.keys().filter(|p| !ku.contains_key(*p)) {
+        let fileless = atexit
+            .iter()
+            .any(|a| a.packages.get(name).is_some_and(|p| p.fileless()));
+        let (key, words) = if fileless {
+            (
+                "atexit_only:fileless",
+                "built-in or frozen module (no file to open)",
+            )
+        } else {
+            (
+                "atexit_only:missed",
+                "a module the kernel side never recorded",
+            )
+        };
+        never_k.add(key.into(), words.into(), || name.clone(), o.examples);
+    }
+    let never_on_atexit_side = never.into_reasons();
+    let never_on_kernel_side = never_k.into_reasons();
 
     // Rankings leave out the hook itself, modules without files (the kernel cannot see a
     // built-in module: ranking them would only show that) and, unless asked, the standard
@@ -656,6 +700,16 @@ mod tests {
             (c.jobs.both, c.jobs.kernel_only, c.jobs.kernel_saw_more),
             (1, 2, 1)
         );
-        assert_eq!(c.never_on_kernel_side, ["sys"]);
+        assert_eq!(c.never_on_kernel_side[0].examples, ["sys"]);
+        assert_eq!(c.never_on_kernel_side[0].key, "atexit_only:fileless");
+        let never: Vec<(&str, &[String])> = c
+            .never_on_atexit_side
+            .iter()
+            .map(|r| (r.key.as_str(), &r.examples[..]))
+            .collect();
+        assert_eq!(
+            never,
+            [("kernel_only:not_at_exit", &["scipy".to_string()][..])]
+        );
     }
 }

@@ -95,6 +95,18 @@ pub fn render(c: &Comparison, safe: &dyn Fn(&str) -> String) -> String {
         &c.package_gaps,
         safe,
     );
+    reasons(
+        &mut out,
+        "Packages the hook never reported (examples: packages):",
+        &c.never_on_atexit_side,
+        safe,
+    );
+    reasons(
+        &mut out,
+        "Packages only the hook reported (examples: packages):",
+        &c.never_on_kernel_side,
+        safe,
+    );
     rank(
         &mut out,
         "Top packages by users (the paper's ranking), each side:",

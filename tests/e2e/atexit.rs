@@ -187,13 +187,21 @@ fn compare_classifies_every_process_of_a_scripted_mix() {
             "worker {w}"
         );
     }
-    // Exactly these of the test's processes (children of this test, of `timeout` and of the
-    // pool's parent) are on the kernel side only: other tests' processes run beside them.
-    let parents = [std::process::id(), wrapper, mp].map(u64::from);
+    // Exactly these of the test's processes (the ones it started, and the children of
+    // `timeout` and of the pool's parent) are on the kernel side only: other tests' processes
+    // run beside them, some started by this same test binary.
+    let started: Vec<u64> = pids
+        .iter()
+        .map(|(_, p)| *p)
+        .chain([normal, old, mp, wrapper])
+        .map(u64::from)
+        .collect();
+    let parents = [wrapper, mp].map(u64::from);
     let ours = |pid: u64| {
-        r.recs
-            .iter()
-            .any(|x| x["pid"] == pid && parents.contains(&x["ppid"].as_u64().unwrap()))
+        started.contains(&pid)
+            || r.recs
+                .iter()
+                .any(|x| x["pid"] == pid && parents.contains(&x["ppid"].as_u64().unwrap()))
     };
     let mut got: Vec<u64> = c["kernel_only"]
         .as_array()

@@ -441,8 +441,14 @@ fn atexit_comparison_of_an_mpi_job_and_a_time_limit() {
             "{why}: {}",
             c["kernel_only"]
         );
-        // By job: both sides saw the MPI job (rank 0); only the kernel saw the timed-out one.
+        // By job: the hook reported the MPI job (rank 0) only, and both sides have it; the
+        // kernel side also has the timed-out one (and other tests' jobs: the node is shared).
+        assert_eq!(c["jobs"]["atexit"], 1, "{}", c["jobs"]);
         assert_eq!(c["jobs"]["both"], 1, "{}", c["jobs"]);
-        assert_eq!(c["jobs"]["kernel_only"], 1, "{}", c["jobs"]);
+        assert!(
+            c["jobs"]["kernel_only"].as_u64() >= Some(1),
+            "{}",
+            c["jobs"]
+        );
     });
 }
