@@ -41,13 +41,7 @@ fn ranking(out: &mut String, title: &str, rows: &[RankRow], pct: bool) {
          <th>atexit rank</th><th>value</th><th>change</th></tr>",
         esc(title)
     );
-    let v = |x: f64| {
-        if pct {
-            format!("{:.1} %", x * 100.0)
-        } else {
-            format!("{x}")
-        }
-    };
+    let v = |x: f64| RankRow::value_text(x, pct);
     let r_ = |r: Option<usize>| r.map_or("–".into(), |r| r.to_string());
     for r in rows {
         let change = match r.change {

@@ -129,6 +129,17 @@ pub struct RankRow {
     pub change: Option<i64>,
 }
 
+impl RankRow {
+    /// A ranking's value as text: users as an integer, a share as a percentage.
+    pub fn value_text(v: f64, share: bool) -> String {
+        if share {
+            format!("{:.1}%", v * 100.0)
+        } else {
+            format!("{v}")
+        }
+    }
+}
+
 /// Users per month of one package on both sides, and the stitched series.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Series {

@@ -26,13 +26,7 @@ fn rank(out: &mut String, title: &str, rows: &[RankRow], pct: bool, safe: &dyn F
         "package", "kernel", "value", "atexit", "value", "change"
     );
     let r_ = |r: Option<usize>| r.map_or("-".into(), |r| r.to_string());
-    let v_ = |v: f64| {
-        if pct {
-            format!("{:.1}%", v * 100.0)
-        } else {
-            format!("{v}")
-        }
-    };
+    let v_ = |v: f64| RankRow::value_text(v, pct);
     for r in rows {
         let change = r.change.map_or("new".into(), |c| format!("{c:+}"));
         let _ = writeln!(
