@@ -135,7 +135,7 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
             .map(timeouts)
             .transpose()?
             .unwrap_or_default(),
-        ..Options::default()
+        examples: a.examples,
     };
     let names = (
         a.kernel.display().to_string(),

@@ -89,6 +89,10 @@ pub struct Proc {
     pub rank: Option<i32>,
     /// Packages by name.
     pub packages: BTreeMap<String, Pkg>,
+    /// When the hook's exit handler ran, as the kernel saw it: the first open of its
+    /// exit-time module ([`HOOK_BODY`]). What the kernel saw imported from then on and the
+    /// report does not name is the hook's own doing (`_socket` to reach the daemon).
+    pub hook_ran_at: Option<Micros>,
 }
 
 impl Proc {
@@ -109,6 +113,7 @@ impl Proc {
             job_id: r.job_id.clone(),
             rank: r.rank,
             packages: BTreeMap::new(),
+            hook_ran_at: None,
         }
     }
 
@@ -156,10 +161,7 @@ pub fn processes(records: &[Record], side: Side) -> Vec<Proc> {
     // the interpreter and the script.
     type Extra<'a> = Option<(Option<&'a str>, Option<&'a str>, &'a str, Option<&'a str>)>;
     let mut by: BTreeMap<(&str, i32, Micros, Extra), Proc> = BTreeMap::new();
-    for r in records
-        .iter()
-        .filter(|r| side.saw(r) && r.package != HOOK_BODY)
-    {
+    for r in records.iter().filter(|r| side.saw(r)) {
         let extra = (r.pid == 0).then_some((
             r.job_id.as_deref(),
             r.username.as_deref(),
@@ -172,8 +174,13 @@ pub fn processes(records: &[Record], side: Side) -> Vec<Proc> {
         // A final record's ending beats a running snapshot's.
         if p.exit == Exit::Running && r.exit != Exit::Running {
             let pkgs = std::mem::take(&mut p.packages);
+            let ran = p.hook_ran_at;
             *p = Proc::of(r);
-            p.packages = pkgs;
+            (p.packages, p.hook_ran_at) = (pkgs, ran);
+        }
+        if r.package == HOOK_BODY {
+            p.hook_ran_at = Some(p.hook_ran_at.map_or(r.first_seen, |t| t.min(r.first_seen)));
+            continue;
         }
         let pkg = Pkg {
             first_path: r.first_path.clone(),

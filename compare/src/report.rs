@@ -411,9 +411,30 @@ pub fn compare(
     unreadable: Vec<String>,
     o: &Options,
 ) -> Comparison {
-    let kernel = processes(kernel_records, Side::Kernel);
+    let mut kernel = processes(kernel_records, Side::Kernel);
     let atexit = processes(atexit_records, Side::Atexit);
     let m = match_processes(&kernel, &atexit, o.skew_us);
+    // What the hook itself imported at exit (after its snapshot of sys.modules) the kernel
+    // saw as the process's: left out, and counted.
+    let mut gaps = Tally::default();
+    for &(i, j) in &m.pairs {
+        let Some(t) = kernel[i].hook_ran_at else {
+            continue;
+        };
+        let k = &mut kernel[i];
+        let own: Vec<String> = k
+            .packages
+            .iter()
+            .filter(|(n, p)| p.first_seen >= t && !atexit[j].packages.contains_key(*n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in own {
+            k.packages.remove(&name);
+            let ex = || format!("{name}: {}", k.describe());
+            let why = "imported by the hook itself at exit (left out)";
+            gaps.add(format!("kernel_only:{why}"), why.into(), ex, o.examples);
+        }
+    }
     let mut by_pid: HashMap<(&str, i32), Vec<usize>> = HashMap::new();
     for (i, p) in kernel.iter().enumerate() {
         by_pid.entry((p.host.as_str(), p.pid)).or_default().push(i);
@@ -442,7 +463,6 @@ pub fn compare(
     }
     let atexit_only = t.into_reasons();
 
-    let mut gaps = Tally::default();
     for &(i, j) in &m.pairs {
         let (k, a) = (&kernel[i], &atexit[j]);
         for name in k.packages.keys().filter(|n| !a.packages.contains_key(*n)) {

@@ -148,8 +148,18 @@ fn compare_classifies_every_process_of_a_scripted_mix() {
         assert_eq!(
             reason_of(&c, *pid).as_deref(),
             Some(*label),
-            "pid {pid}: {}",
-            serde_json::to_string_pretty(&c["kernel_only"]).unwrap()
+            "pid {pid}: its records {:?}\nkernel-only: {}\nmatched: {}",
+            r.recs
+                .iter()
+                .filter(|x| x["pid"] == *pid)
+                .map(|x| (
+                    x["package"].as_str(),
+                    x["exit"].as_str(),
+                    x["first_path"].as_str()
+                ))
+                .collect::<Vec<_>>(),
+            serde_json::to_string(&c["kernel_only"]).unwrap(),
+            c["processes"]
         );
     }
     assert_eq!(reason_of(&c, term).as_deref(), Some("signal:SIGTERM"));
@@ -268,7 +278,8 @@ fn compare_classifies_every_process_of_a_scripted_mix() {
         .iter()
         .find(|p| p["package"] == "yaml")
         .unwrap();
-    assert_eq!(yaml["kernel"]["processes"], 1);
+    // (Other tests' processes on the node may import yaml too: the kernel side is node-wide.)
+    assert!(yaml["kernel"]["processes"].as_u64() >= Some(1), "{yaml}");
     assert_eq!(yaml["atexit"]["processes"], 1);
     // The paper's ranking on each side: yaml is in both, at some rank.
     let row = c["ranking_users"]
@@ -545,6 +556,22 @@ fn the_hook_reports_through_the_daemons_socket() {
     );
     let c = compare(&r.data, &r.data, &["--examples", "100000"]);
     assert_eq!(reason_of(&c, normal), None);
+    // The hook's own `_socket` import at exit, seen by the kernel, is left out by compare.
+    let own = c["package_gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == "kernel_only:imported by the hook itself at exit (left out)")
+        .unwrap_or_else(|| panic!("{}", c["package_gaps"]));
+    let needle = format!("_socket: testhost pid {normal} ");
+    assert!(
+        own["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with(&needle)),
+        "{own}"
+    );
     assert_eq!(reason_of(&c, killed).as_deref(), Some("signal:SIGKILL"));
     // The spool was never needed.
     assert!(!t.path().join("spool").exists());

@@ -236,12 +236,17 @@ def _packages(modules, deadline):
     return out
 
 
-def _socket_send(path, pairs):
-    """The daemon's socket (wire kind 6, Atexit): NUL-separated `package, path` pairs."""
-    import socket
-    import struct
+def _header(n):
+    """The wire header of an Atexit message with `n` bytes of pairs (version 1, kind 6)."""
+    return bytes(bytearray([1, 6, 0, 0, 0, 0, 0, 0, n & 0xFF, n >> 8, 0, 0]))
 
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+def _socket_send(path, pairs):
+    """The daemon's socket (wire kind 6, Atexit): NUL-separated `package, path` pairs. Only
+    `_socket` is imported (not `socket` and what it pulls in, nor `struct`): the kernel sees
+    whatever the hook imports, at the process's exit."""
+    _socket = sys.modules.get("_socket") or __import__("_socket")
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     try:
         s.settimeout(0.05)
         s.connect(path)
@@ -251,13 +256,29 @@ def _socket_send(path, pairs):
             if len(item) > 4096:
                 item = pkg.encode("utf-8", "replace") + b"\0\0"
             if len(chunk) + len(item) > 4096:
-                s.send(struct.pack("<BBBBHHHH", 1, 6, 0, 0, 0, 0, len(chunk), 0) + chunk)
+                s.send(_header(len(chunk)) + chunk)
                 chunk = b""
             chunk += item
         if chunk:
-            s.send(struct.pack("<BBBBHHHH", 1, 6, 0, 0, 0, 0, len(chunk), 0) + chunk)
+            s.send(_header(len(chunk)) + chunk)
     finally:
         s.close()
+
+
+def _username(uid):
+    """The user's name: from `pwd` if the program loaded it, else /etc/passwd (importing pwd
+    would be an import the kernel sees at exit); None for a user only a directory service
+    knows."""
+    pwd = sys.modules.get("pwd")
+    if pwd is not None:
+        return pwd.getpwuid(uid)[0]
+    want = str(uid).encode()
+    with open("/etc/passwd", "rb") as f:
+        for line in f:
+            fields = line.split(b":")
+            if len(fields) > 2 and fields[2] == want:
+                return fields[0].decode("utf-8", "replace")
+    return None
 
 
 def _append(path, text):
@@ -300,9 +321,7 @@ def _report(modules):
     host = os.uname()[1].split(".")[0]
     uid = os.getuid()
     try:
-        import pwd
-
-        username = pwd.getpwuid(uid)[0]
+        username = _username(uid)
     except Exception:
         username = None
     staff = False
