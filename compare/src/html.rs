@@ -64,7 +64,9 @@ fn ranking(out: &mut String, title: &str, rows: &[RankRow], pct: bool) {
     out.push_str("</table>");
 }
 
-/// A small multiple per package: kernel (solid), atexit (dashed), stitched (grey, wide).
+/// A small multiple per package: kernel (blue, solid), atexit (red, dashed), stitched (grey,
+/// wide), a dot per month (so a single month shows). Attributes quoted: an unquoted value
+/// before `/>` would take the slash.
 fn series_svg(out: &mut String, months: &[String], s: &Series, cutover: Option<&str>) {
     let (w, h, pad) = (260.0, 110.0, 18.0);
     let max = s
@@ -76,44 +78,72 @@ fn series_svg(out: &mut String, months: &[String], s: &Series, cutover: Option<&
         .max()
         .unwrap_or(0)
         .max(1) as f64;
-    let n = months.len().max(2) as f64 - 1.0;
-    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / n;
-    let y = |v: u64| h - pad - (h - 2.0 * pad) * v as f64 / max;
-    let line = |vals: &[u64], style: &str| {
+    // One month sits in the middle.
+    let n = months.len().saturating_sub(1) as f64;
+    let x = |i: usize| {
+        if n == 0.0 {
+            w / 2.0
+        } else {
+            pad + (w - 2.0 * pad) * i as f64 / n
+        }
+    };
+    // Below the title.
+    let y = |v: u64| h - pad - (h - pad - 24.0) * v as f64 / max;
+    let line = |vals: &[u64], colour: &str, style: &str| {
         let pts: Vec<String> = vals
             .iter()
             .enumerate()
             .map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v)))
             .collect();
-        format!("<polyline fill=none {style} points=\"{}\"/>", pts.join(" "))
+        let mut svg = format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" {style} points=\"{}\"/>",
+            pts.join(" ")
+        );
+        for (i, v) in vals.iter().enumerate() {
+            let _ = write!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"/>",
+                x(i),
+                y(*v)
+            );
+        }
+        svg
     };
     let _ = write!(
         out,
         "<figure style=\"display:inline-block;margin:.3em\"><svg xmlns=\"http://www.w3.org/2000/svg\" \
-         width={w} height={h} role=img aria-label=\"users per month of {p}\">\
-         <rect width={w} height={h} fill=#fff stroke=#ccc/>",
+         width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"users per month of {p}\">\
+         <rect x=\"0.5\" y=\"0.5\" width=\"{}\" height=\"{}\" fill=\"#fff\" stroke=\"#ccc\"/>\
+         <line x1=\"{pad}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"#ddd\"/>",
+        w - 1.0,
+        h - 1.0,
+        w - pad,
+        h - pad,
+        h - pad,
         p = esc(&s.package)
     );
     if !s.stitched.is_empty() {
-        out.push_str(&line(&s.stitched, "stroke=#bbb stroke-width=6"));
+        out.push_str(&line(&s.stitched, "#bbb", "stroke-width=\"6\""));
     }
-    out.push_str(&line(&s.kernel, "stroke=#1f77b4 stroke-width=2"));
+    out.push_str(&line(&s.kernel, "#1f77b4", "stroke-width=\"2\""));
     out.push_str(&line(
         &s.atexit,
-        "stroke=#d62728 stroke-width=2 stroke-dasharray=4,3",
+        "#d62728",
+        "stroke-width=\"2\" stroke-dasharray=\"4,3\"",
     ));
     if let Some(i) = cutover.and_then(|c| months.iter().position(|m| m.as_str() >= c)) {
         let _ = write!(
             out,
-            "<line x1={0:.1} x2={0:.1} y1={pad} y2={1:.1} stroke=#888 stroke-dasharray=2,2/>",
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{pad}\" y2=\"{1:.1}\" stroke=\"#888\" \
+             stroke-dasharray=\"2,2\"/>",
             x(i),
             h - pad
         );
     }
     let _ = write!(
         out,
-        "<text x={pad} y=13 font-size=11>{} (max {max})</text></svg>\
-         <figcaption><small>{} … {}; ratio kernel/atexit {}</small></figcaption></figure>",
+        "<text x=\"{pad}\" y=\"13\" font-size=\"11\">{} (max {max} users)</text></svg>\
+         <figcaption><small>{} … {}; kernel/atexit {}</small></figcaption></figure>",
         esc(&s.package),
         esc(months.first().map_or("", |m| m)),
         esc(months.last().map_or("", |m| m)),
@@ -181,6 +211,10 @@ pub fn render(c: &Comparison) -> String {
         &c.never_on_kernel_side,
     );
     out.push_str("<h2>Bias of the old rankings</h2>");
+    out.push_str(
+        "<p><small>Change = atexit rank − kernel rank: how many places lower (+) or higher (−) \
+         the atexit method ranked the package. Ties share a rank.</small></p>",
+    );
     ranking(&mut out, "Top packages by users", &c.ranking_users, false);
     ranking(
         &mut out,

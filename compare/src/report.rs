@@ -665,6 +665,44 @@ mod tests {
     }
 
     #[test]
+    fn monthly_series_are_stitched_at_the_cutover() {
+        use Source::{Atexit as A, Ebpf as E};
+        let at =
+            |month: &str| pyusage_record::parse_micros(&format!("{month}-15T00:00:00Z")).unwrap();
+        let mut v = Vec::new();
+        // 2026-01: atexit only (old data); 2026-02: both (kernel 3 users, atexit 2); 2026-03:
+        // kernel only.
+        for (pid, month, user, src) in [
+            (1, "2026-01", "a", A),
+            (2, "2026-01", "b", A),
+            (3, "2026-02", "a", E),
+            (4, "2026-02", "b", E),
+            (5, "2026-02", "c", E),
+            (6, "2026-02", "a", A),
+            (7, "2026-02", "b", A),
+            (8, "2026-03", "a", E),
+        ] {
+            let mut r = rec(pid, user, "j", "numpy", &[src]);
+            r.process_start = at(month);
+            v.push(r);
+        }
+        let m = monthly(
+            &processes(&v, Side::Kernel),
+            &processes(&v, Side::Atexit),
+            &["numpy".to_string()],
+            Some("2026-02"),
+        );
+        assert_eq!(m.months, ["2026-01", "2026-02", "2026-03"]);
+        let s = &m.series[0];
+        assert_eq!(
+            (&s.kernel[..], &s.atexit[..]),
+            (&[0, 3, 1][..], &[2, 2, 0][..])
+        );
+        assert_eq!(s.stitched, [2, 3, 1]);
+        assert_eq!(s.overlap_ratio, Some(1.5));
+    }
+
+    #[test]
     fn rankings_gaps_and_jobs() {
         use Source::{Atexit as A, Ebpf as E};
         let mut v = vec![
