@@ -357,6 +357,26 @@ fn hook_never_breaks_the_program_and_chains_a_shadowed_sitecustomize() {
 }
 
 #[test]
+fn a_report_past_its_time_budget_is_cut_and_counted() {
+    let hook = Hook::install(&["--budget-ms", "0"]);
+    let out = output_ok(&mut hook.python(
+        venv_python(),
+        "import json, csv, email.parser, http.client, decimal, argparse; print('done')",
+    ));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+    let d = tempfile::tempdir().unwrap();
+    let c = compare(d.path(), &hook.spool, &[]);
+    assert_eq!(
+        c["hook_health"]["budget_exceeded"], 1,
+        "{}",
+        c["hook_health"]
+    );
+    // What was listed before the budget ran out is kept: some packages, not all of them.
+    let n = c["packages"].as_array().unwrap().len();
+    assert!(n > 0 && n < 60, "{n} packages");
+}
+
+#[test]
 fn an_ordinary_user_can_neither_read_nor_hijack_nor_forge_the_spool() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let hook = Hook::install(&[]);
@@ -536,6 +556,11 @@ fn the_hook_reports_through_the_daemons_socket() {
     let (killed, _) = run(&mut with_hook(
         "import json, os, signal; os.kill(os.getpid(), signal.SIGKILL)",
     ));
+    // CPython 2.7 reaches the socket the same way (`_socket`, a header packed by hand).
+    let (old, out) = run(
+        python("/root/.pyenv/versions/2.7.18/bin/python", "import json").env("PYTHONPATH", &dir),
+    );
+    assert!(out.status.success(), "{out:?}");
     let r = d.stop();
     let of = |pid: u32, pkg: &str| {
         r.recs
@@ -550,6 +575,10 @@ fn the_hook_reports_through_the_daemons_socket() {
     assert_eq!(of(normal, "sys")["sources"], serde_json::json!(["atexit"]));
     assert_eq!(of(normal, "sys")["first_path"], "<built-in>");
     assert_eq!(of(killed, "json")["sources"], serde_json::json!(["ebpf"]));
+    assert_eq!(
+        of(old, "json")["sources"],
+        serde_json::json!(["ebpf", "atexit"])
+    );
     assert_eq!(
         r.status["preload"]["atexit"].as_u64().map(|n| n >= 1),
         Some(true)
