@@ -94,7 +94,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         system: a.system,
         subsystem: a.subsystem,
     };
-    let files = install(&a.prefix, &cfg)?;
+    // Absolute: the PYTHONPATH printed below is pasted into other shells and job scripts.
+    let prefix = std::path::absolute(&a.prefix)?;
+    let files = install(&prefix, &cfg)?;
     for f in &files {
         println!("wrote {}", f.display());
     }
@@ -105,7 +107,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             .collect()
     });
     for py in &pythons {
-        match compile(&a.prefix, py) {
+        match compile(&prefix, py) {
             Ok(()) => println!("compiled with {}", py.display()),
             // The hook still works: that interpreter compiles it at each exit.
             Err(e) => eprintln!("pyusage: warning: {}", pyusage_record::error_line(&e)),
@@ -113,7 +115,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     }
     println!(
         "use it with: export PYTHONPATH={}${{PYTHONPATH:+:$PYTHONPATH}}",
-        a.prefix.display()
+        prefix.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ use std::{
 use anyhow::Context;
 use pyusage_compare::{
     atexit,
+    join::Side,
     report::{compare, HookHealth, Options},
 };
 use pyusage_record::{
@@ -65,6 +66,8 @@ pub struct Args {
 struct Loaded {
     records: Vec<Record>,
     health: HookHealth,
+    /// (host, pid, uid) of processes whose hook recorded an error.
+    errored: HashSet<(String, i32, u32)>,
     unreadable: Vec<String>,
 }
 
@@ -77,10 +80,16 @@ fn read(path: &Path) -> anyhow::Result<Loaded> {
             errors: s.errors.iter().map(|e| e.errors.len() as u64).sum(),
             budget_exceeded: s.errors.iter().filter(|e| e.budget_exceeded).count() as u64,
             forged_records: s.forged,
+            bad_lines: s.bad_lines,
         };
         return Ok(Loaded {
             records: s.records,
             health,
+            errored: s
+                .errors
+                .iter()
+                .map(|e| (e.host.clone(), e.pid, e.uid))
+                .collect(),
             unreadable: s.unreadable.iter().map(|e| e.to_string()).collect(),
         });
     }
@@ -89,6 +98,7 @@ fn read(path: &Path) -> anyhow::Result<Loaded> {
     Ok(Loaded {
         records: l.records,
         health: HookHealth::default(),
+        errored: HashSet::new(),
         unreadable: l.errors.iter().map(|e| e.to_string()).collect(),
     })
 }
@@ -109,16 +119,33 @@ fn timeouts(path: &Path) -> anyhow::Result<HashSet<String>> {
 
 /// Compares and prints (or writes) the report; exit status 2 when some input was unreadable.
 pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
-    if let Some(c) = &a.cutover {
-        chrono::NaiveDate::parse_from_str(&format!("{c}-01"), "%Y-%m-%d")
-            .with_context(|| format!("--cutover {c:?}: expected YYYY-MM"))?;
-    }
+    // Normalised (`2026-2` → `2026-02`): the series compare months as text.
+    let cutover = a
+        .cutover
+        .as_deref()
+        .map(|c| {
+            chrono::NaiveDate::parse_from_str(&format!("{c}-01"), "%Y-%m-%d")
+                .map(|d| d.format("%Y-%m").to_string())
+                .with_context(|| format!("--cutover {c:?}: expected YYYY-MM"))
+        })
+        .transpose()?;
     if !(a.skew.is_finite() && a.skew >= 0.0) {
         anyhow::bail!("--skew {}: expected seconds ≥ 0", a.skew);
     }
     let kernel = read(&a.kernel)?;
     let same = a.kernel.canonicalize().ok() == a.atexit.canonicalize().ok();
-    let atexit = if same { None } else { Some(read(&a.atexit)?) };
+    let mut atexit = if same { None } else { Some(read(&a.atexit)?) };
+    // A hook installed with a spool and the daemon's socket writes to whichever it finds: the
+    // reports the daemon received are in the kernel side's dataset, marked `atexit`.
+    if let Some(x) = atexit.as_mut() {
+        x.records.extend(
+            kernel
+                .records
+                .iter()
+                .filter(|r| Side::Atexit.saw(r))
+                .cloned(),
+        );
+    }
     let at = atexit.as_ref().unwrap_or(&kernel);
     let mut unreadable = kernel.unreadable.clone();
     if let Some(x) = &atexit {
@@ -126,7 +153,7 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
     }
     let o = Options {
         skew_us: (a.skew * 1e6) as i64,
-        cutover: a.cutover,
+        cutover,
         top: a.top,
         with_stdlib: a.with_stdlib,
         timeouts: a
@@ -146,6 +173,7 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
         &at.records,
         names,
         at.health.clone(),
+        at.errored.clone(),
         unreadable,
         &o,
     );

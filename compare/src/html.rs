@@ -258,8 +258,8 @@ pub fn render(c: &Comparison) -> String {
     let _ = write!(
         out,
         "</table><p>Hook health: {} processes with errors ({} errors), {} reports cut at the \
-         time budget, {} spool records dropped as forged (another user than the file's owner).</p>",
-        h.processes_with_errors, h.errors, h.budget_exceeded, h.forged_records
+         time budget, {} spool records dropped as forged (another user than the file's owner), {} bad spool lines skipped.</p>",
+        h.processes_with_errors, h.errors, h.budget_exceeded, h.forged_records, h.bad_lines
     );
     for u in &c.unreadable {
         let _ = write!(out, "<p>Unreadable: {}</p>", esc(u));

@@ -81,7 +81,10 @@ pub struct Proc {
     pub executable: String,
     /// Script, `-c`, `-m mod`.
     pub main: Option<String>,
-    /// User (name, else uid).
+    /// The uid (0 also when unknown: old data).
+    pub uid: u32,
+    /// Who counts as one user: the uid (a hook may know a user's name in one process and not in
+    /// the next); the name for old data without pids.
     pub user: String,
     /// Slurm job.
     pub job_id: Option<String>,
@@ -109,7 +112,11 @@ impl Proc {
             exit_signal: r.exit_signal.clone(),
             executable: r.executable.clone(),
             main: r.main.clone(),
-            user: r.username.clone().unwrap_or_else(|| r.uid.to_string()),
+            uid: r.uid,
+            user: match (r.pid, &r.username) {
+                (0, Some(name)) => name.clone(),
+                _ => format!("uid {}", r.uid),
+            },
             job_id: r.job_id.clone(),
             rank: r.rank,
             packages: BTreeMap::new(),
@@ -160,7 +167,9 @@ pub fn processes(records: &[Record], side: Side) -> Vec<Proc> {
     // Without a pid (old customs data), what else tells processes apart: the job, the user,
     // the interpreter and the script.
     type Extra<'a> = Option<(Option<&'a str>, Option<&'a str>, &'a str, Option<&'a str>)>;
-    let mut by: BTreeMap<(&str, i32, Micros, Extra), Proc> = BTreeMap::new();
+    // The uid is part of a process's identity: a spool record of one user's naming another
+    // user's pid and start time (both readable in /proc) stays that user's own process.
+    let mut by: BTreeMap<(&str, i32, Micros, u32, Extra), Proc> = BTreeMap::new();
     for r in records.iter().filter(|r| side.saw(r)) {
         let extra = (r.pid == 0).then_some((
             r.job_id.as_deref(),
@@ -169,7 +178,7 @@ pub fn processes(records: &[Record], side: Side) -> Vec<Proc> {
             r.main.as_deref(),
         ));
         let p = by
-            .entry((r.host.as_str(), r.pid, r.process_start, extra))
+            .entry((r.host.as_str(), r.pid, r.process_start, r.uid, extra))
             .or_insert_with(|| Proc::of(r));
         // A final record's ending beats a running snapshot's.
         if p.exit == Exit::Running && r.exit != Exit::Running {
@@ -204,8 +213,9 @@ pub struct Matching {
     pub atexit_only: Vec<usize>,
 }
 
-/// Matches processes by host and pid, start times within `skew` µs, closest first, each
-/// process at most once. A pid of 0 (old data without pids) never matches.
+/// Matches processes by host, pid and uid, start times within `skew` µs: each atexit-side
+/// process in turn takes the closest kernel-side candidate not yet taken. A pid of 0 (old data
+/// without pids) never matches.
 pub fn match_processes(kernel: &[Proc], atexit: &[Proc], skew: Micros) -> Matching {
     let mut index: HashMap<(&str, i32), Vec<usize>> = HashMap::new();
     for (i, p) in kernel.iter().enumerate() {
@@ -221,7 +231,11 @@ pub fn match_processes(kernel: &[Proc], atexit: &[Proc], skew: Micros) -> Matchi
                 cands
                     .iter()
                     .copied()
-                    .filter(|&i| !taken[i] && (kernel[i].start - a.start).abs() <= skew)
+                    .filter(|&i| {
+                        !taken[i]
+                            && kernel[i].uid == a.uid
+                            && (kernel[i].start - a.start).abs() <= skew
+                    })
                     .min_by_key(|&i| (kernel[i].start - a.start).abs())
             });
         match best {
@@ -246,7 +260,8 @@ pub enum KernelOnly {
     ForkChild,
     /// No `sitecustomize` loaded: `python -I`, `-E`, `-S`, or no `PYTHONPATH` with the hook.
     HookNotLoaded,
-    /// The hook loaded; an MPI rank other than 0 (the old tool's rank-0-only reports).
+    /// The hook loaded; an MPI rank other than 0 of a job whose rank 0 reported and no other
+    /// rank did (a rank-0-only hook, the old tool's behaviour).
     NonZeroRank,
     /// Killed at the Slurm time limit (the job's state is TIMEOUT), by this signal.
     TimeLimit(String),
@@ -254,8 +269,10 @@ pub enum KernelOnly {
     Signal(String),
     /// The interpreter crashed (SIGSEGV, SIGABRT, SIGBUS, SIGILL, SIGFPE).
     Crash(String),
-    /// Exited without running atexit handlers: `os._exit` (with this status).
+    /// Exited (with this status) and no report: `os._exit`, or a report lost on its way.
     OsExit(i32),
+    /// The hook ran and recorded an error for this process (its `.errors` file).
+    HookError,
     /// The image was replaced by a non-Python exec, or the end was not seen.
     ExecOrUnknown,
 }
@@ -272,6 +289,7 @@ impl KernelOnly {
             KernelOnly::Signal(s) => format!("signal:{s}"),
             KernelOnly::Crash(s) => format!("crash:{s}"),
             KernelOnly::OsExit(c) => format!("os_exit:{c}"),
+            KernelOnly::HookError => "hook_error".into(),
             KernelOnly::ExecOrUnknown => "exec_or_unknown".into(),
         }
     }
@@ -290,7 +308,10 @@ impl KernelOnly {
             KernelOnly::TimeLimit(s) => format!("killed at the Slurm time limit ({s})"),
             KernelOnly::Signal(s) => format!("killed by {s}"),
             KernelOnly::Crash(s) => format!("interpreter crash ({s})"),
-            KernelOnly::OsExit(c) => format!("os._exit({c}): atexit handlers skipped"),
+            KernelOnly::OsExit(c) => {
+                format!("exited ({c}) without a report: os._exit, or the report was lost")
+            }
+            KernelOnly::HookError => "the hook recorded an error (see hook health)".into(),
             KernelOnly::ExecOrUnknown => "exec of another program, or end not seen".into(),
         }
     }
@@ -298,43 +319,59 @@ impl KernelOnly {
 
 const CRASH: &[&str] = &["SIGSEGV", "SIGABRT", "SIGBUS", "SIGILL", "SIGFPE"];
 
-/// Classifies kernel-side process `i`, which the hook did not report. `timeouts`: jobs that
-/// ended at their time limit (from `sacct`).
-pub fn why_kernel_only(
-    kernel: &[Proc],
-    i: usize,
-    by_pid: &HashMap<(&str, i32), Vec<usize>>,
-    timeouts: &HashSet<String>,
-    hooks: &HashSet<String>,
-) -> KernelOnly {
+/// What the classification of kernel-only processes needs besides the process.
+#[derive(Debug, Default)]
+pub struct Evidence<'a> {
+    /// Kernel-side processes by (host, pid).
+    pub by_pid: HashMap<(&'a str, i32), Vec<usize>>,
+    /// Jobs that ended at their time limit (from `sacct`).
+    pub timeouts: HashSet<String>,
+    /// The hook's directories (learnt from its reports of its own `sitecustomize`).
+    pub hooks: HashSet<String>,
+    /// Jobs whose rank 0 reported and no other rank did: a rank-0-only hook.
+    pub rank0_jobs: HashSet<String>,
+    /// (host, pid, uid) of processes whose hook recorded an error.
+    pub errored: HashSet<(String, i32, u32)>,
+}
+
+/// Classifies kernel-side process `i`, which the hook did not report.
+pub fn why_kernel_only(kernel: &[Proc], i: usize, ev: &Evidence<'_>) -> KernelOnly {
     let p = &kernel[i];
     if p.exit == Exit::Running {
         return KernelOnly::StillRunning;
     }
-    if !p.has_hook(hooks) {
-        // A fork child starts with no packages of its own: its parent loaded the hook.
-        let parent_hooked = by_pid
+    if !p.has_hook(&ev.hooks) {
+        // A fork child starts with no packages of its own and imports no `encodings` (a new
+        // interpreter always does: a Python its hooked parent started with -I is no fork
+        // child); its parent loaded the hook.
+        let parent_hooked = ev
+            .by_pid
             .get(&(p.host.as_str(), p.ppid))
             .into_iter()
             .flatten()
             .any(|&k| {
                 let q = &kernel[k];
-                q.has_hook(hooks) && q.start <= p.start && q.end.is_none_or(|e| e >= p.start)
+                q.has_hook(&ev.hooks) && q.start <= p.start && q.end.is_none_or(|e| e >= p.start)
             });
-        return if parent_hooked && p.root_pid != p.pid {
+        let fresh = p.packages.contains_key("encodings");
+        return if parent_hooked && !fresh && p.root_pid != p.pid {
             KernelOnly::ForkChild
         } else {
             KernelOnly::HookNotLoaded
         };
     }
-    if p.rank.is_some_and(|r| r > 0) && p.exit == Exit::Exited {
+    if ev.errored.contains(&(p.host.clone(), p.pid, p.uid)) {
+        return KernelOnly::HookError;
+    }
+    let rank0_only = p.job_id.as_ref().is_some_and(|j| ev.rank0_jobs.contains(j));
+    if p.rank.is_some_and(|r| r > 0) && p.exit == Exit::Exited && rank0_only {
         return KernelOnly::NonZeroRank;
     }
     match (p.exit, &p.exit_signal) {
         (Exit::Signaled, Some(s)) if CRASH.contains(&s.as_str()) => KernelOnly::Crash(s.clone()),
         (Exit::Signaled, s) => {
             let s = s.clone().unwrap_or_else(|| "a signal".into());
-            if p.job_id.as_ref().is_some_and(|j| timeouts.contains(j)) {
+            if p.job_id.as_ref().is_some_and(|j| ev.timeouts.contains(j)) {
                 KernelOnly::TimeLimit(s)
             } else {
                 KernelOnly::Signal(s)
@@ -441,14 +478,21 @@ mod tests {
         let mut os_exit = rec("n", 15, 5, "sitecustomize", Source::Ebpf);
         (os_exit.exit, os_exit.exit_code) = (Exit::Exited, Some(3));
         recs.push(os_exit);
+        // A new interpreter the hooked parent started with -I: not a fork child.
+        let mut spawned = rec("n", 16, 5, "encodings", Source::Ebpf);
+        (spawned.ppid, spawned.root_pid, spawned.exit) = (10, 10, Exit::Exited);
+        recs.push(spawned);
         let k = processes(&recs, Side::Kernel);
-        let mut by_pid: HashMap<(&str, i32), Vec<usize>> = HashMap::new();
+        let mut ev = Evidence::default();
         for (i, p) in k.iter().enumerate() {
-            by_pid.entry((p.host.as_str(), p.pid)).or_default().push(i);
+            ev.by_pid
+                .entry((p.host.as_str(), p.pid))
+                .or_default()
+                .push(i);
         }
-        let timeouts = ["77".to_string()].into_iter().collect();
+        ev.timeouts = ["77".to_string()].into_iter().collect();
         let got: Vec<String> = (1..k.len())
-            .map(|i| why_kernel_only(&k, i, &by_pid, &timeouts, &HashSet::new()).key())
+            .map(|i| why_kernel_only(&k, i, &ev).key())
             .collect();
         assert_eq!(
             got,
@@ -457,7 +501,8 @@ mod tests {
                 "hook_not_loaded",
                 "time_limit:SIGKILL",
                 "crash:SIGSEGV",
-                "os_exit:3"
+                "os_exit:3",
+                "hook_not_loaded"
             ]
         );
     }

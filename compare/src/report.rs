@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::join::{
     hook_dir, match_processes, processes, why_atexit_only, why_kernel_only, why_package_gap,
-    KernelOnly, Proc, Side,
+    Evidence, KernelOnly, Proc, Side,
 };
 
 /// How to compare.
@@ -178,6 +178,8 @@ pub struct HookHealth {
     pub budget_exceeded: u64,
     /// Spool records dropped for claiming another user than their file's owner.
     pub forged_records: u64,
+    /// Spool lines that were not records (torn writes, edits): skipped, the rest kept.
+    pub bad_lines: u64,
 }
 
 /// The whole comparison.
@@ -332,6 +334,23 @@ fn ranking(
     rows
 }
 
+/// `YYYY-MM` from `first` to `last`, both included.
+fn every_month(first: Option<&String>, last: Option<&String>) -> Vec<String> {
+    let parse = |s: &String| {
+        let (y, m) = s.split_once('-')?;
+        Some((y.parse::<i32>().ok()?, m.parse::<u32>().ok()?))
+    };
+    let (Some((mut y, mut m)), Some(end)) = (first.and_then(parse), last.and_then(parse)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while (y, m) <= end && out.len() < 12 * 200 {
+        out.push(format!("{y:04}-{m:02}"));
+        (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    }
+    out
+}
+
 fn month(us: Micros) -> String {
     chrono::DateTime::from_timestamp_micros(us)
         .map(|t| t.format("%Y-%m").to_string())
@@ -358,12 +377,13 @@ fn monthly(
         m
     };
     let (k, a) = (per(kernel), per(atexit));
-    let months: BTreeSet<String> = kernel
+    // Every month from the first to the last, those without data too (a gap shows as 0).
+    let seen: BTreeSet<String> = kernel
         .iter()
         .chain(atexit)
         .map(|p| month(p.start))
         .collect();
-    let months: Vec<String> = months.into_iter().collect();
+    let months = every_month(seen.first(), seen.last());
     let count = |m: &BTreeMap<(String, String), HashSet<String>>, mo: &str, pkg: &str| {
         m.get(&(mo.to_owned(), pkg.to_owned()))
             .map_or(0, |s| s.len() as u64)
@@ -408,6 +428,7 @@ pub fn compare(
     atexit_records: &[Record],
     names: (String, String),
     hook_health: HookHealth,
+    errored: HashSet<(String, i32, u32)>,
     unreadable: Vec<String>,
     o: &Options,
 ) -> Comparison {
@@ -435,22 +456,43 @@ pub fn compare(
             gaps.add(format!("kernel_only:{why}"), why.into(), ex, o.examples);
         }
     }
-    let mut by_pid: HashMap<(&str, i32), Vec<usize>> = HashMap::new();
+    let mut ev = Evidence {
+        timeouts: o.timeouts.clone(),
+        errored,
+        ..Evidence::default()
+    };
     for (i, p) in kernel.iter().enumerate() {
-        by_pid.entry((p.host.as_str(), p.pid)).or_default().push(i);
+        ev.by_pid
+            .entry((p.host.as_str(), p.pid))
+            .or_default()
+            .push(i);
     }
     // Where the hook lives: its own report names its sitecustomize.
-    let hooks: HashSet<String> = atexit
+    ev.hooks = atexit
         .iter()
         .filter_map(|a| a.packages.get("sitecustomize"))
         .map(|p| hook_dir(&p.first_path).to_owned())
         .filter(|d| !d.is_empty())
         .collect();
+    // Jobs whose rank 0 reported and no other rank did.
+    let mut ranks: HashMap<&str, (bool, bool)> = HashMap::new();
+    for a in &atexit {
+        if let (Some(j), Some(r)) = (&a.job_id, a.rank) {
+            let e = ranks.entry(j.as_str()).or_default();
+            e.0 |= r == 0;
+            e.1 |= r > 0;
+        }
+    }
+    ev.rank0_jobs = ranks
+        .into_iter()
+        .filter(|(_, (zero, other))| *zero && !*other)
+        .map(|(j, _)| j.to_owned())
+        .collect();
     let mut t = Tally::default();
     // Each kernel-side process's reason, for the packages found only in such processes.
     let mut reason_of: Vec<Option<KernelOnly>> = vec![None; kernel.len()];
     for &i in &m.kernel_only {
-        let why = why_kernel_only(&kernel, i, &by_pid, &o.timeouts, &hooks);
+        let why = why_kernel_only(&kernel, i, &ev);
         t.add(why.key(), why.words(), || kernel[i].describe(), o.examples);
         reason_of[i] = Some(why);
     }
@@ -529,19 +571,24 @@ pub fn compare(
     // processes holding them went unreported (a package only multiprocessing workers import:
     // `fork_child`), or that processes both saw held it but not at exit; for the hook's, what
     // kind of module it was.
-    let mut never = Tally::default();
-    for name in ku.keys().filter(|p| !au.contains_key(*p)) {
-        let mut why: BTreeMap<String, (String, usize)> = BTreeMap::new();
-        let mut in_matched = false;
-        for (i, p) in kernel.iter().enumerate() {
-            if !p.packages.contains_key(name) {
-                continue;
-            }
+    // One pass over the processes: for each package the hook never reported, its processes'
+    // reasons (and whether a process both saw held it).
+    type Whys = (BTreeMap<String, (String, usize)>, bool);
+    let mut whys: HashMap<&str, Whys> = HashMap::new();
+    for (i, p) in kernel.iter().enumerate() {
+        for name in p.packages.keys().filter(|n| !au.contains_key(*n)) {
+            let (why, in_matched) = whys.entry(name.as_str()).or_default();
             match &reason_of[i] {
                 Some(r) => why.entry(r.key()).or_insert((r.words(), 0)).1 += 1,
-                None => in_matched = true,
+                None => *in_matched = true,
             }
         }
+    }
+    let mut never = Tally::default();
+    let mut unreported: Vec<&str> = whys.keys().copied().collect();
+    unreported.sort_unstable();
+    for name in unreported {
+        let (why, in_matched) = whys.remove(name).unwrap_or_default();
         let (key, words) = match why
             .into_iter()
             .max_by_key(|(k, (_, n))| (*n, std::cmp::Reverse(k.clone())))
@@ -555,7 +602,7 @@ pub fn compare(
                 "in processes both saw, never in sys.modules at exit".to_owned(),
             ),
         };
-        never.add(key, words, || name.clone(), o.examples);
+        never.add(key, words, || name.to_owned(), o.examples);
     }
     let mut never_k = Tally::default();
     for name in au.keys().filter(|p| !ku.contains_key(*p)) {
@@ -581,17 +628,27 @@ pub fn compare(
     // Rankings leave out the hook itself, modules without files (the kernel cannot see a
     // built-in module: ranking them would only show that) and, unless asked, the standard
     // library.
+    // Both decided by the kernel side where it saw the package (the daemon's resolver, not
+    // what a user's hook said): one spool line calling numpy "stdlib" or "<built-in>" must
+    // not take it out of the rankings.
     let fileless: HashSet<&str> = atexit
         .iter()
         .flat_map(|a| a.packages.iter())
-        .filter(|(_, p)| p.fileless())
+        .filter(|(n, p)| p.fileless() && !ku.contains_key(*n))
         .map(|(n, _)| n.as_str())
         .collect();
+    let stdlib = |p: &str| {
+        if ku.contains_key(p) {
+            kstd.contains(p)
+        } else {
+            astd.contains(p)
+        }
+    };
     let rankable = |p: &str| {
         p != "sitecustomize"
             && p != "__main__"
             && !fileless.contains(p)
-            && (o.with_stdlib || !(kstd.contains(p) || astd.contains(p)))
+            && (o.with_stdlib || !stdlib(p))
     };
     let values = |u: &BTreeMap<String, Usage>, f: &dyn Fn(&Usage) -> f64| {
         u.iter()
@@ -654,6 +711,8 @@ mod tests {
         let mut r = Record::example();
         r.pid = pid;
         r.username = Some(user.into());
+        // Users are told apart by uid.
+        r.uid = user.bytes().map(u32::from).sum();
         r.job_id = Some(job.into());
         r.package = pkg.into();
         r.source = src[0];
@@ -671,7 +730,7 @@ mod tests {
             |month: &str| pyusage_record::parse_micros(&format!("{month}-15T00:00:00Z")).unwrap();
         let mut v = Vec::new();
         // 2026-01: atexit only (old data); 2026-02: both (kernel 3 users, atexit 2); 2026-03:
-        // kernel only.
+        // none; 2026-04: kernel only.
         for (pid, month, user, src) in [
             (1, "2026-01", "a", A),
             (2, "2026-01", "b", A),
@@ -680,7 +739,7 @@ mod tests {
             (5, "2026-02", "c", E),
             (6, "2026-02", "a", A),
             (7, "2026-02", "b", A),
-            (8, "2026-03", "a", E),
+            (8, "2026-04", "a", E),
         ] {
             let mut r = rec(pid, user, "j", "numpy", &[src]);
             r.process_start = at(month);
@@ -692,13 +751,13 @@ mod tests {
             &["numpy".to_string()],
             Some("2026-02"),
         );
-        assert_eq!(m.months, ["2026-01", "2026-02", "2026-03"]);
+        assert_eq!(m.months, ["2026-01", "2026-02", "2026-03", "2026-04"]);
         let s = &m.series[0];
         assert_eq!(
             (&s.kernel[..], &s.atexit[..]),
-            (&[0, 3, 1][..], &[2, 2, 0][..])
+            (&[0, 3, 0, 1][..], &[2, 2, 0, 0][..])
         );
-        assert_eq!(s.stitched, [2, 3, 1]);
+        assert_eq!(s.stitched, [2, 3, 0, 1]);
         assert_eq!(s.overlap_ratio, Some(1.5));
     }
 
@@ -726,6 +785,7 @@ mod tests {
             &v,
             ("d".into(), "d".into()),
             HookHealth::default(),
+            HashSet::new(),
             vec![],
             &Options::default(),
         );

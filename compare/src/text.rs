@@ -28,7 +28,7 @@ fn rank(out: &mut String, title: &str, rows: &[RankRow], pct: bool, safe: &dyn F
     let r_ = |r: Option<usize>| r.map_or("-".into(), |r| r.to_string());
     let v_ = |v: f64| RankRow::value_text(v, pct);
     for r in rows {
-        let change = r.change.map_or("new".into(), |c| format!("{c:+}"));
+        let change = r.change.map_or("one side".into(), |c| format!("{c:+}"));
         let _ = writeln!(
             out,
             "  {:<24} {:>6} {:>9} {:>6} {:>9} {:>7}",
@@ -141,8 +141,8 @@ pub fn render(c: &Comparison, safe: &dyn Fn(&str) -> String) -> String {
     let h = &c.hook_health;
     let _ = writeln!(
         out,
-        "\nhook health: {} processes with errors ({} errors), {} reports cut at the time budget, {} records dropped as forged",
-        h.processes_with_errors, h.errors, h.budget_exceeded, h.forged_records
+        "\nhook health: {} processes with errors ({} errors), {} reports cut at the time budget, {} records dropped as forged, {} bad spool lines skipped",
+        h.processes_with_errors, h.errors, h.budget_exceeded, h.forged_records, h.bad_lines
     );
     for u in &c.unreadable {
         let _ = writeln!(out, "unreadable: {}", safe(u));

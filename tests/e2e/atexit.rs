@@ -427,6 +427,28 @@ fn an_ordinary_user_can_neither_read_nor_hijack_nor_forge_the_spool() {
         "{link}"
     );
     assert!(owned.contains("not owned by this user"), "{owned}");
+    // nobody plants a FIFO there instead: root's program still exits at once (no reader, no
+    // wait), and says why in its errors.
+    let out = nobody_sh(&format!(
+        "rm {f} && mkfifo -m 666 {f}",
+        f = root_file.display()
+    ));
+    assert!(out.status.success(), "{out:?}");
+    let started = std::time::Instant::now();
+    output_ok(&mut hook.python(DEBIAN_PYTHON, "import json"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the exit hung on a FIFO"
+    );
+    let errors =
+        std::fs::read_to_string(hook.spool.join(format!("atexit-{host}-0.errors"))).unwrap();
+    assert!(
+        errors
+            .lines()
+            .nth(2)
+            .is_some_and(|l| l.contains("No such device")),
+        "{errors}"
+    );
     // nobody's own reports: its own file, mode 0600; root's are unreadable to it, and it
     // cannot list the spool.
     std::fs::remove_file(&root_file).unwrap();

@@ -22,6 +22,11 @@ _PY2 = sys.version_info[0] == 2
 _text = unicode if _PY2 else str  # noqa: F821 (Python 2 only)
 _ESCAPES = dict((i, u"\\u%04x" % i) for i in range(32))
 _ESCAPES.update({ord(u'"'): u'\\"', ord(u"\\"): u"\\\\", 10: u"\\n", 9: u"\\t", 13: u"\\r"})
+# Lone surrogates (undecodable bytes of a file name; Python 2 decodes encoded surrogates to
+# them) are not valid JSON or UTF-8: U+FFFD instead.
+_ESCAPES.update((c, u"\\ufffd") for c in range(0xD800, 0xE000))
+_INT = (int, type(2 ** 64))  # Python 2's long too
+_I32, _U32 = 2 ** 31 - 1, 2 ** 32 - 1
 _state = {"errors": [], "budget_exceeded": False}
 _enc = None
 
@@ -38,7 +43,7 @@ def _j(v):
         return u"true"
     if v is False:
         return u"false"
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
+    if isinstance(v, _INT) and not isinstance(v, bool):
         return _text(int(v))
     if isinstance(v, list):
         return u"[" + u",".join(_j(x) for x in v) + u"]"
@@ -48,8 +53,6 @@ def _j(v):
         out = _enc(v)
         if u"\\ud" not in out:
             return out
-        # Undecodable bytes of a file name (lone surrogates): not valid JSON. Replaced.
-        v = v.encode("utf-8", "replace").decode("utf-8", "replace")
     return u'"' + v.translate(_ESCAPES) + u'"'
 
 
@@ -65,7 +68,8 @@ def _micros_text(t):
 
 
 def _start_time():
-    """Exec time from /proc (clock ticks since boot + boot time): about 10 ms fine."""
+    """Exec time from /proc: clock ticks since boot (10 ms) + the boot time (whole seconds), so
+    within about a second of the kernel's exec time."""
     with open("/proc/self/stat", "rb") as f:
         stat = f.read()
     fields = stat[stat.rindex(b")") + 2:].split()
@@ -85,10 +89,19 @@ def _rank(env):
         v = env.get(var)
         if v is not None:
             try:
-                return int(v)
+                r = int(v)
             except ValueError:
                 return None
+            return r if -_I32 - 1 <= r <= _I32 else None
     return None
+
+
+def _nodes(env):
+    try:
+        n = int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+    except ValueError:
+        return 1
+    return n if 1 <= n <= _U32 else 1
 
 
 def _job(env):
@@ -215,7 +228,7 @@ def _packages(modules, deadline):
         if n % 64 == 0 and __import__("time").time() > deadline:
             _state["budget_exceeded"] = True
             break
-        if mod is None or not name or name in ("__main__", __name__):
+        if mod is None or not isinstance(name, (str, _text)) or not name or name in ("__main__", __name__):
             continue
         top = name.partition(".")[0]
         if only is not None and top not in only:
@@ -241,26 +254,37 @@ def _header(n):
     return bytes(bytearray([1, 6, 0, 0, 0, 0, 0, 0, n & 0xFF, n >> 8, 0, 0]))
 
 
+def _utf8(s):
+    """Bytes of a name or path: Python 2's as they are, Python 3's with undecodable bytes
+    restored (surrogateescape)."""
+    if isinstance(s, bytes):
+        return s
+    return s.encode("utf-8", "replace" if _PY2 else "surrogateescape")
+
+
 def _socket_send(path, pairs):
-    """The daemon's socket (wire kind 6, Atexit): NUL-separated `package, path` pairs. Only
-    `_socket` is imported (not `socket` and what it pulls in, nor `struct`): the kernel sees
-    whatever the hook imports, at the process's exit."""
+    """The daemon's socket (wire kind 6, Atexit): NUL-separated `package, path` pairs, every
+    datagram built before the first is sent (a report is not split between the daemon and
+    the spool). Only `_socket` is imported (not `socket` and what it pulls in, nor `struct`):
+    the kernel sees whatever the hook imports, at the process's exit."""
+    chunks, chunk = [], b""
+    for pkg, where in pairs:
+        item = _utf8(pkg) + b"\0" + _utf8(where) + b"\0"
+        if len(item) > 4096:
+            item = _utf8(pkg)[:1024] + b"\0\0"
+        if len(chunk) + len(item) > 4096:
+            chunks.append(chunk)
+            chunk = b""
+        chunk += item
+    if chunk:
+        chunks.append(chunk)
     _socket = sys.modules.get("_socket") or __import__("_socket")
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     try:
         s.settimeout(0.05)
         s.connect(path)
-        chunk = b""
-        for pkg, where in pairs:
-            item = pkg.encode("utf-8", "replace") + b"\0" + where.encode("utf-8", "replace") + b"\0"
-            if len(item) > 4096:
-                item = pkg.encode("utf-8", "replace") + b"\0\0"
-            if len(chunk) + len(item) > 4096:
-                s.send(_header(len(chunk)) + chunk)
-                chunk = b""
-            chunk += item
-        if chunk:
-            s.send(_header(len(chunk)) + chunk)
+        for c in chunks:
+            s.send(_header(len(c)) + c)
     finally:
         s.close()
 
@@ -283,11 +307,16 @@ def _username(uid):
 
 def _append(path, text):
     """Appends in one write to a file of our own (never through a link, never another's)."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    # O_NONBLOCK: a FIFO planted under this user's name must not hang the program's exit.
     fd = os.open(path, flags, 0o600)
     try:
-        if os.fstat(fd).st_uid != os.getuid():
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid():
             raise OSError("%s: not owned by this user" % path)
+        if (st.st_mode & 0o170000) != 0o100000 or st.st_nlink != 1:
+            raise OSError("%s: not a regular file with one link" % path)
         data = text.encode("utf-8", "replace")
         while data:
             data = data[os.write(fd, data):]
@@ -349,7 +378,7 @@ def _report(modules):
         ("in_container", in_container), ("container_runtime", runtime), ("blas", _blas() if "numpy" in packages or "scipy" in packages else None),
         ("job_id", job), ("step_id", env.get("SLURM_STEP_ID") if job else None),
         ("job_source", "env" if job else None), ("rank", rank), ("n_ranks", None),
-        ("num_nodes", int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)),
+        ("num_nodes", _nodes(env)),
         ("qos", env.get("SLURM_JOB_QOS")), ("account", env.get("SLURM_JOB_ACCOUNT")),
         ("partition", env.get("SLURM_JOB_PARTITION")),
     ]
@@ -380,7 +409,7 @@ def at_exit(modules):
             if spool:
                 host = os.uname()[1].split(".")[0]
                 line = u'{"pid":%d,"host":%s,"budget_exceeded":%s,"errors":%s}\n' % (
-                    os.getpid(), _j(host), _j(_state["budget_exceeded"]), _j([_text(e) for e in _state["errors"]]))
+                    os.getpid(), _j(host), _j(_state["budget_exceeded"]), _j(_state["errors"]))
                 _append(os.path.join(spool, "atexit-%s-%d.errors" % (host, os.getuid())), line)
         except BaseException:  # noqa: B902
             pass

@@ -49,8 +49,26 @@ def _chain():
         sys.modules[__name__] = me
 
 
+def _register(handler):
+    if sys.version_info[0] == 2 and "atexit" not in sys.modules:
+        # Python 2's atexit is a .py file: importing it would be an import the kernel sees.
+        # It builds on sys.exitfunc (and keeps one set before it is imported): so do we.
+        previous = getattr(sys, "exitfunc", None)
+
+        def exitfunc():
+            try:
+                if previous is not None:
+                    previous()
+            finally:
+                handler()
+
+        sys.exitfunc = exitfunc
+    else:
+        __import__("atexit").register(handler)
+
+
 try:
-    __import__("atexit").register(_pyusage_at_exit)
+    _register(_pyusage_at_exit)
 except Exception:  # noqa: B902
     pass
 _chain()
