@@ -22,9 +22,7 @@ _PY2 = sys.version_info[0] == 2
 _text = unicode if _PY2 else str  # noqa: F821 (Python 2 only)
 _ESCAPES = dict((i, u"\\u%04x" % i) for i in range(32))
 _ESCAPES.update({ord(u'"'): u'\\"', ord(u"\\"): u"\\\\", 10: u"\\n", 9: u"\\t", 13: u"\\r"})
-# Lone surrogates (undecodable bytes of a file name; Python 2 decodes encoded surrogates to
-# them) are not valid JSON or UTF-8: U+FFFD instead.
-_ESCAPES.update((c, u"\\ufffd") for c in range(0xD800, 0xE000))
+_SURROGATES = {}  # Python 2: U+D800-DFFF -> U+FFFD, built on first need
 _INT = (int, type(2 ** 64))  # Python 2's long too
 _I32, _U32 = 2 ** 31 - 1, 2 ** 32 - 1
 _state = {"errors": [], "budget_exceeded": False}
@@ -53,7 +51,25 @@ def _j(v):
         out = _enc(v)
         if u"\\ud" not in out:
             return out
-    return u'"' + v.translate(_ESCAPES) + u'"'
+    return u'"' + _valid(v).translate(_ESCAPES) + u'"'
+
+
+def _valid(v):
+    """`v` without lone surrogates (undecodable bytes of a file name; Python 2 also decodes
+    encoded surrogates to them), which are neither JSON nor UTF-8: U+FFFD instead."""
+    if _PY2:
+        if not _SURROGATES:
+            _SURROGATES.update((c, 0xFFFD) for c in range(0xD800, 0xE000))
+        return v.translate(_SURROGATES)
+    try:
+        v.encode("utf-8")
+        return v
+    except UnicodeEncodeError:
+        pass
+    try:  # the bytes surrogateescape stood for, each undecodable one as U+FFFD
+        return v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return v.encode("utf-8", "replace").decode("utf-8")
 
 
 def rand_hex():
