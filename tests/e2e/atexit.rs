@@ -19,7 +19,27 @@ pub struct Hook {
 }
 
 impl Hook {
+    /// A hook writing to its spool only.
     pub fn install(extra: &[&str]) -> Hook {
+        Hook::install_with(|_, spool| {
+            let mut a = vec![
+                "--out".into(),
+                spool.as_os_str().to_owned(),
+                "--no-socket".into(),
+            ];
+            a.extend(extra.iter().map(Into::into));
+            a
+        })
+    }
+
+    /// A hook sending to the daemon's socket `<dir>/preload.sock` only (no spool).
+    pub fn install_socket() -> Hook {
+        Hook::install_with(|sock, _| vec!["--socket".into(), sock.as_os_str().to_owned()])
+    }
+
+    /// `pyusage atexit install --prefix <dir>/hook` with the arguments `args` makes from the
+    /// socket's and the spool's paths.
+    fn install_with(args: impl FnOnce(&Path, &Path) -> Vec<std::ffi::OsString>) -> Hook {
         let t = shared_tempdir();
         let dir = t.path().join("hook");
         let spool = t.path().join("spool");
@@ -27,12 +47,14 @@ impl Hook {
             Command::new(bin())
                 .args(["atexit", "install", "--prefix"])
                 .arg(&dir)
-                .arg("--out")
-                .arg(&spool)
-                .arg("--no-socket")
-                .args(extra),
+                .args(args(&t.path().join("preload.sock"), &spool)),
         );
         Hook { dir, spool, _t: t }
+    }
+
+    /// The daemon socket an [`Hook::install_socket`] hook sends to.
+    pub fn socket(&self) -> PathBuf {
+        self._t.path().join("preload.sock")
     }
 
     /// `python -c code` with the hook on PYTHONPATH.
@@ -556,32 +578,19 @@ fn old_customs_data_is_compared_by_job() {
 /// both.
 #[test]
 fn the_hook_reports_through_the_daemons_socket() {
-    let t = shared_tempdir();
-    let sock = t.path().join("preload.sock");
-    let dir = t.path().join("hook");
-    output_ok(
-        Command::new(bin())
-            .args(["atexit", "install", "--prefix"])
-            .arg(&dir)
-            .arg("--socket")
-            .arg(&sock),
-    );
+    let hook = Hook::install_socket();
+    let sock = hook.socket();
     let d = Daemon::start_with(&["--preload-socket", sock.to_str().unwrap()], &[]);
     let py = venv_python();
-    let with_hook = |code: &str| {
-        let mut c = python(&py, code);
-        c.env("PYTHONPATH", &dir);
-        c
-    };
+    let with_hook = |code: &str| hook.python(&py, code);
     let (normal, out) = run(&mut with_hook("import json, yaml"));
     assert!(out.status.success(), "{out:?}");
     let (killed, _) = run(&mut with_hook(
         "import json, os, signal; os.kill(os.getpid(), signal.SIGKILL)",
     ));
     // CPython 2.7 reaches the socket the same way (`_socket`, a header packed by hand).
-    let (old, out) = run(
-        python("/root/.pyenv/versions/2.7.18/bin/python", "import json").env("PYTHONPATH", &dir),
-    );
+    let (old, out) =
+        run(&mut hook.python("/root/.pyenv/versions/2.7.18/bin/python", "import json"));
     assert!(out.status.success(), "{out:?}");
     let r = d.stop();
     let of = |pid: u32, pkg: &str| {
@@ -625,5 +634,5 @@ fn the_hook_reports_through_the_daemons_socket() {
     );
     assert_eq!(reason_of(&c, killed).as_deref(), Some("signal:SIGKILL"));
     // The spool was never needed.
-    assert!(!t.path().join("spool").exists());
+    assert!(!hook.spool.exists());
 }
