@@ -1,53 +1,32 @@
-//! The CPU back end: multi-threaded (rayon), streaming. Each partition's chunk is folded into
-//! month-level sets of distinct keys as soon as it is decoded and then dropped, so memory is
-//! bounded by the distinct (month, job, package), (month, package, user, version) and
-//! (month, job, BLAS) keys, not by rows. Process-level keys never leave their partition (a
-//! process lives in one): they become per-month counts right away.
-//!
-//! Coarser periods come from the month-level sets by mapping each month to its quarter, year
-//! or `all` and removing duplicates again — distinct counts do not add up across months, keys
-//! do.
-use std::{collections::BTreeSet, sync::Mutex};
-
-use rayon::prelude::*;
-use rustc_hash::FxHashMap;
+//! The CPU back end: multi-threaded (rayon), streaming. Each partition's chunk becomes a
+//! [`State`] as soon as it is decoded and is then dropped, so memory is bounded by the
+//! distinct month-level keys, not by rows; the counts come from the merged state
+//! ([`State::counts`]).
+use std::sync::Mutex;
 
 use crate::{
     backend::{Backend, BackendError},
-    counts::{pair_rows, Dims, KindCounts, PeriodKind, MAX_PAIR_ROWS},
-    model::{flag, node_bin, Chunk, Names, MAX_NODES, NODE_BINS, NONE, NO_JOB},
+    counts::{KindCounts, PeriodKind},
+    model::{Chunk, Names},
+    state::{sort_dedup, State},
 };
-
-/// (month, package, user, version).
-type UKey = (u16, u32, u32, u32);
-/// (month, job, package, nodes, kept for job tables).
-type JKey = (u16, u64, u32, u32, bool);
-/// (month, job, BLAS).
-type BKey = (u16, u64, u32);
-
-#[derive(Default)]
-struct State {
-    months: BTreeSet<u16>,
-    rows: FxHashMap<u16, u64>,
-    u: Vec<UKey>,
-    j: Vec<JKey>,
-    b: Vec<BKey>,
-    compact_at: [usize; 3],
-    /// (month, package) → (processes, signaled processes).
-    processes: FxHashMap<(u16, u32), (u64, u64)>,
-    /// (month, env kind) → processes.
-    env_kinds: FxHashMap<(u16, u32), u64>,
-}
 
 /// The CPU back end.
 #[derive(Default)]
 pub struct Cpu {
-    state: Mutex<State>,
+    inner: Mutex<Folded>,
 }
 
-fn sort_dedup<T: Ord + Send>(v: &mut Vec<T>) {
-    v.par_sort_unstable();
-    v.dedup();
+/// The state so far, and each key list's length after its last de-duplication.
+#[derive(Default)]
+struct Folded {
+    state: State,
+    compact_at: [usize; 3],
+}
+
+/// Takes `v` out for sorting and de-duplication once it has doubled since the last time.
+fn due<T>(v: &mut Vec<T>, at: usize) -> Option<Vec<T>> {
+    (v.len() > at.max(1 << 20) * 2).then(|| std::mem::take(v))
 }
 
 /// `v`, sorted and de-duplicated.
@@ -58,18 +37,50 @@ fn sorted<T: Ord + Send>(v: Option<Vec<T>>) -> Option<Vec<T>> {
     })
 }
 
-/// Takes `v` out for sorting and de-duplication once it has doubled since the last time.
-fn due<T>(v: &mut Vec<T>, at: usize) -> Option<Vec<T>> {
-    (v.len() > at.max(1 << 20) * 2).then(|| std::mem::take(v))
+impl Cpu {
+    /// Adds a partition's state, compacting key lists that have doubled.
+    pub fn merge(&self, p: State) {
+        let mut f = self.inner.lock().expect("cpu state");
+        f.state.absorb(p);
+        let Folded { state, compact_at } = &mut *f;
+        let due = (
+            due(&mut state.u, compact_at[0]),
+            due(&mut state.j, compact_at[1]),
+            due(&mut state.b, compact_at[2]),
+        );
+        drop(f);
+        // Sort outside the lock: a rayon thread waiting inside a parallel sort may steal
+        // another partition's `add`, which must be able to take the lock.
+        let (u, j, b) = (sorted(due.0), sorted(due.1), sorted(due.2));
+        let mut f = self.inner.lock().expect("cpu state");
+        if let Some(u) = u {
+            f.compact_at[0] = u.len();
+            f.state.u.extend(u);
+        }
+        if let Some(j) = j {
+            f.compact_at[1] = j.len();
+            f.state.j.extend(j);
+        }
+        if let Some(b) = b {
+            f.compact_at[2] = b.len();
+            f.state.b.extend(b);
+        }
+    }
+
+    /// The state of everything added so far.
+    pub fn into_state(self) -> State {
+        self.inner.into_inner().expect("cpu state").state
+    }
 }
 
 impl Backend for Cpu {
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        // No thread count: a report merged from shards must read the same as a single run.
+        "cpu".into()
     }
 
     fn add(&self, c: Chunk) {
-        self.merge(Partial::of(&c));
+        self.merge(State::of(&c));
     }
 
     fn finish(
@@ -78,320 +89,6 @@ impl Backend for Cpu {
         kinds: &[PeriodKind],
         top: usize,
     ) -> Result<Vec<(PeriodKind, KindCounts)>, BackendError> {
-        let mut s = self.state.into_inner().expect("cpu state");
-        sort_dedup(&mut s.u);
-        sort_dedup(&mut s.j);
-        sort_dedup(&mut s.b);
-        let months: Vec<u16> = s.months.iter().copied().collect();
-        // Sizes first: `Dims::of` takes the interner locks that `packages` then holds.
-        let base = Dims::of(names, 0);
-        let packages = names.packages.lock().expect("lock");
-        let mut out = Vec::new();
-        for &kind in kinds {
-            let (buckets, lut) = kind.layout(&months);
-            let d = Dims {
-                buckets: buckets.len(),
-                ..base
-            };
-            let p = Periods {
-                kind,
-                first: months.first().copied().unwrap_or(0),
-                lut,
-            };
-            let mut k = KindCounts::zeroed(buckets, d);
-            s.process_counts(&p, d, &mut k);
-            s.user_counts(&p, d, &mut k);
-            let j = remap(&s.j, kind, |x| (p.bucket(x.0), x.1, x.2, x.3, x.4));
-            job_counts(&j, d, &mut k);
-            for b in 0..d.buckets {
-                let np = d.packages;
-                k.pair_rows[b] = pair_rows(&k.job_packages[b * np..(b + 1) * np], &packages, top);
-            }
-            pair_counts(&j, d, &mut k);
-            s.blas_counts(&p, d, &mut k);
-            out.push((kind, k));
-        }
-        Ok(out)
+        Ok(self.into_state().counts(names, kinds, top))
     }
-}
-
-/// One chunk's contribution, computed outside the lock: its month-level keys (sorted, unique)
-/// and its process-level counts (final: a process lives in one chunk).
-struct Partial {
-    rows: FxHashMap<u16, u64>,
-    u: Vec<UKey>,
-    j: Vec<JKey>,
-    b: Vec<BKey>,
-    processes: FxHashMap<(u16, u32), (u64, u64)>,
-    env_kinds: FxHashMap<(u16, u32), u64>,
-}
-
-impl Partial {
-    fn of(c: &Chunk) -> Partial {
-        let n = c.len();
-        let mut u: Vec<UKey> = (0..n)
-            .map(|i| (c.month[i], c.package[i], c.user[i], c.version[i]))
-            .collect();
-        u.sort_unstable();
-        u.dedup();
-        let mut j: Vec<JKey> = (0..n)
-            .filter(|&i| c.job[i] != NO_JOB)
-            .map(|i| {
-                let kj = c.flags[i] & flag::KEEP_JOB != 0;
-                (c.month[i], c.job[i], c.package[i], c.nodes[i], kj)
-            })
-            .collect();
-        j.sort_unstable();
-        j.dedup();
-        let mut b: Vec<BKey> = (0..n)
-            .filter(|&i| c.job[i] != NO_JOB && c.flags[i] & flag::NUMPYISH != 0)
-            .map(|i| (c.month[i], c.job[i], c.blas[i]))
-            .collect();
-        b.sort_unstable();
-        b.dedup();
-        let mut rows: FxHashMap<u16, u64> = FxHashMap::default();
-        for &m in &c.month {
-            *rows.entry(m).or_default() += 1;
-        }
-        Partial {
-            rows,
-            u,
-            j,
-            b,
-            processes: process_counts(c),
-            env_kinds: env_kind_counts(c),
-        }
-    }
-}
-
-/// (month, package) → (processes, signalled processes): distinct (process, package) in a chunk.
-fn process_counts(c: &Chunk) -> FxHashMap<(u16, u32), (u64, u64)> {
-    let mut pp: Vec<(u32, u32, u16, bool)> = (0..c.len())
-        .map(|i| {
-            let sig = c.flags[i] & flag::SIGNALED != 0;
-            (c.process[i], c.package[i], c.month[i], sig)
-        })
-        .collect();
-    pp.sort_unstable();
-    let mut processes: FxHashMap<(u16, u32), (u64, u64)> = FxHashMap::default();
-    for g in pp.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-        let e = processes.entry((g[0].2, g[0].1)).or_default();
-        e.0 += 1;
-        e.1 += g.iter().any(|x| x.3) as u64;
-    }
-    processes
-}
-
-/// (month, env kind) → processes: distinct (process, env kind) in a chunk, `stdlib` excluded.
-fn env_kind_counts(c: &Chunk) -> FxHashMap<(u16, u32), u64> {
-    let mut pe: Vec<(u32, u32, u16)> = (0..c.len())
-        .filter(|&i| c.flags[i] & flag::NON_STDLIB != 0)
-        .map(|i| (c.process[i], c.env_kind[i], c.month[i]))
-        .collect();
-    pe.sort_unstable();
-    pe.dedup_by_key(|x| (x.0, x.1));
-    let mut env_kinds: FxHashMap<(u16, u32), u64> = FxHashMap::default();
-    for (_, e, m) in pe {
-        *env_kinds.entry((m, e)).or_default() += 1;
-    }
-    env_kinds
-}
-
-impl Cpu {
-    /// Adds a chunk's contribution to the state, compacting key lists that have doubled.
-    fn merge(&self, p: Partial) {
-        let mut s = self.state.lock().expect("cpu state");
-        s.months.extend(p.rows.keys().copied());
-        for (m, r) in p.rows {
-            *s.rows.entry(m).or_default() += r;
-        }
-        for (k, v) in p.processes {
-            let e = s.processes.entry(k).or_default();
-            e.0 += v.0;
-            e.1 += v.1;
-        }
-        for (k, v) in p.env_kinds {
-            *s.env_kinds.entry(k).or_default() += v;
-        }
-        let State {
-            u: su,
-            j: sj,
-            b: sb,
-            compact_at,
-            ..
-        } = &mut *s;
-        su.extend(p.u);
-        sj.extend(p.j);
-        sb.extend(p.b);
-        let due = (
-            due(su, compact_at[0]),
-            due(sj, compact_at[1]),
-            due(sb, compact_at[2]),
-        );
-        drop(s);
-        // Sort outside the lock: a rayon thread waiting inside a parallel sort may steal
-        // another partition's `add`, which must be able to take the lock.
-        let (u, j, b) = (sorted(due.0), sorted(due.1), sorted(due.2));
-        let mut s = self.state.lock().expect("cpu state");
-        if let Some(u) = u {
-            s.compact_at[0] = u.len();
-            s.u.extend(u);
-        }
-        if let Some(j) = j {
-            s.compact_at[1] = j.len();
-            s.j.extend(j);
-        }
-        if let Some(b) = b {
-            s.compact_at[2] = b.len();
-            s.b.extend(b);
-        }
-    }
-}
-
-/// The buckets of one granularity: `lut[month - first]` is a month's bucket index.
-struct Periods {
-    kind: PeriodKind,
-    first: u16,
-    lut: Vec<u32>,
-}
-
-impl Periods {
-    fn bucket(&self, m: u16) -> u32 {
-        self.lut[(m - self.first) as usize]
-    }
-}
-
-impl State {
-    /// Rows, processes (all and signalled) and environment kinds: sums of month counts.
-    fn process_counts(&self, p: &Periods, d: Dims, k: &mut KindCounts) {
-        let np = d.packages;
-        for (&m, &r) in &self.rows {
-            k.rows[p.bucket(m) as usize] += r;
-        }
-        for (&(m, pk), &(n, sig)) in &self.processes {
-            let at = p.bucket(m) as usize * np + pk as usize;
-            k.by_process[at] += n;
-            k.signaled[at] += sig;
-        }
-        for (&(m, e), &n) in &self.env_kinds {
-            k.env_kinds[p.bucket(m) as usize * d.env_kinds + e as usize] += n;
-        }
-    }
-
-    /// Users and versions: runs of (bucket, package, user).
-    fn user_counts(&self, p: &Periods, d: Dims, k: &mut KindCounts) {
-        let np = d.packages;
-        let u = remap(&self.u, p.kind, |x| (p.bucket(x.0), x.1, x.2, x.3));
-        for g in u.chunk_by(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2)) {
-            let at = g[0].0 as usize * np + g[0].1 as usize;
-            k.by_user[at] += 1;
-            let mut versioned = false;
-            for x in g.iter().filter(|x| x.3 != NONE) {
-                k.version_users[x.0 as usize * d.versions + x.3 as usize] += 1;
-                versioned = true;
-            }
-            k.versioned_users[at] += versioned as u64;
-        }
-    }
-
-    /// BLAS among numpy/scipy jobs.
-    fn blas_counts(&self, p: &Periods, d: Dims, k: &mut KindCounts) {
-        let bl = remap(&self.b, p.kind, |x| (p.bucket(x.0), x.1, x.2));
-        let w = d.blases + 1;
-        for g in bl.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-            let b = g[0].0 as usize;
-            let known: Vec<u32> = g.iter().map(|x| x.2).filter(|&x| x != NONE).collect();
-            if known.is_empty() {
-                k.blas[b * w] += 1;
-            }
-            for x in known {
-                k.blas[b * w + 1 + x as usize] += 1;
-            }
-        }
-    }
-}
-
-/// Job keys with months mapped to buckets: (bucket, job, package, nodes, kept for job tables).
-type BucketJKey = (u32, u64, u32, u32, bool);
-
-/// Jobs: groups of (bucket, job), packages ascending within.
-fn job_counts(j: &[BucketJKey], d: Dims, k: &mut KindCounts) {
-    let np = d.packages;
-    let mut nodes = Vec::new();
-    for g in j.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-        let b = g[0].0 as usize;
-        for pg in g.chunk_by(|a, b| a.2 == b.2) {
-            k.by_job[b * np + pg[0].2 as usize] += 1;
-            let kept: Vec<_> = pg.iter().filter(|x| x.4).collect();
-            if kept.is_empty() {
-                continue;
-            }
-            k.job_packages[b * np + pg[0].2 as usize] += 1;
-            let mut last = u32::MAX;
-            for x in kept {
-                nodes.push(x.3);
-                let bin = node_bin(x.3);
-                if bin != last {
-                    last = bin;
-                    let at = (b * np + x.2 as usize) * NODE_BINS as usize + bin as usize;
-                    k.package_sizes[at] += 1;
-                }
-            }
-        }
-        if !nodes.is_empty() {
-            k.jobs[b] += 1;
-            nodes.sort_unstable();
-            nodes.dedup();
-            for &n in &nodes {
-                k.job_sizes[b * MAX_NODES as usize + n as usize] += 1;
-            }
-            nodes.clear();
-        }
-    }
-}
-
-/// Pairs among job rows, for the shared choice of rows (`k.pair_rows`, set by the caller).
-fn pair_counts(j: &[BucketJKey], d: Dims, k: &mut KindCounts) {
-    let np = d.packages;
-    let mut rindex = vec![u8::MAX; d.buckets * np];
-    for b in 0..d.buckets {
-        for (r, &p) in k.pair_rows[b].iter().enumerate() {
-            rindex[b * np + p as usize] = r as u8;
-        }
-    }
-    let mut set = Vec::new();
-    for g in j.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-        let b = g[0].0 as usize;
-        set.clear();
-        set.extend(g.iter().filter(|x| x.4).map(|x| x.2));
-        set.dedup();
-        let mut mask = 0u64;
-        for &p in &set {
-            let r = rindex[b * np + p as usize];
-            if r != u8::MAX {
-                mask |= 1 << r;
-            }
-        }
-        while mask != 0 {
-            let r = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            for &p in &set {
-                k.pairs[(b * MAX_PAIR_ROWS + r) * np + p as usize] += 1;
-            }
-        }
-    }
-}
-
-/// `keys` (sorted, unique) with months mapped to buckets: still sorted and unique for months
-/// (the map is monotone and one-to-one), sorted and de-duplicated again otherwise.
-fn remap<K: Sync, T: Ord + Send>(
-    keys: &[K],
-    kind: PeriodKind,
-    f: impl Fn(&K) -> T + Sync + Send,
-) -> Vec<T> {
-    let mut v: Vec<T> = keys.par_iter().map(f).collect();
-    if kind != PeriodKind::Month {
-        sort_dedup(&mut v);
-    }
-    v
 }

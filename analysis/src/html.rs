@@ -90,8 +90,8 @@ fn header(out: &mut String, h: &Header) {
     out.push_str("<h1>Python package usage</h1><dl>");
     let range = format!(
         "{} to {}",
-        h.range.0.as_deref().unwrap_or("first record"),
-        h.range.1.as_deref().unwrap_or("last record")
+        h.dates.0.as_deref().unwrap_or("first record"),
+        h.dates.1.as_deref().unwrap_or("last record")
     );
     for (k, v) in [
         ("Dataset", h.dataset.display().to_string()),

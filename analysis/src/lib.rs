@@ -3,6 +3,9 @@
 //! [`scan`] (Parquet → integer chunks with global ids, filtered by [`filter`]) →
 //! a [`backend`] ([`cpu`] or [`gpu`]) → integer [`counts`] → [`report`] tables (the only
 //! floats) → [`export`] (JSON, CSV) and [`html`]. [`run`] drives one run through them.
+//! The CPU back end folds chunks into a mergeable [`state`], which is also what a shard of a
+//! sharded run writes (`--partial`, [`state::file`]), what `merge` combines, and what
+//! [`cache`] keeps per partition for incremental re-runs.
 //!
 //! Dependencies point inwards: [`model`] (ids and integer rows) and [`counts`] are the core
 //! every stage shares; scan (Parquet in) and export/html (files out) are edges no other stage
@@ -11,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod cache;
 pub mod counts;
 pub mod cpu;
 pub mod export;
@@ -21,4 +25,5 @@ pub mod model;
 pub mod report;
 pub mod run;
 pub mod scan;
+pub mod state;
 pub mod synth;

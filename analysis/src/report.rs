@@ -105,8 +105,9 @@ pub struct Header {
     pub backend: String,
     /// Rows kept by the filters.
     pub rows: u64,
-    /// `--from`/`--to`.
-    pub range: (Option<String>, Option<String>),
+    /// The first and last `date=` partitions read (within `--from`/`--to`): what the data
+    /// covers, the same for a single run and for the merge of its shards.
+    pub dates: (Option<String>, Option<String>),
     /// Filters, in words.
     pub filters: BTreeMap<String, String>,
     /// Packages per top list.

@@ -2,17 +2,28 @@
 //! [`Backend`] (chosen here, [`select`]) folds them into [`crate::counts`], and
 //! [`crate::report`] turns those into tables. The only module that knows every stage, so each
 //! stage knows no more than its own input and output.
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use pyusage_record::atomic::Durability;
+use rayon::prelude::*;
 
 use crate::{
     backend::{Backend, BackendError},
-    counts::{PeriodKind, MAX_PAIR_ROWS, SLICES},
+    cache::{self, CacheError, CacheStats},
+    counts::{KindCounts, PeriodKind, MAX_PAIR_ROWS, SLICES},
     cpu::Cpu,
     filter::Filter,
     gpu::Gpu,
     model::Names,
     report::{self, Analysis, Header},
     scan::{self, ScanError, Selection},
+    state::{
+        file::{self, Meta, StateFileError},
+        State,
+    },
 };
 
 /// `--device`: which back end computes the counts.
@@ -53,9 +64,28 @@ pub enum AnalyzeError {
     /// The back end.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The cache.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// A state file (`--partial`, `merge`).
+    #[error(transparent)]
+    State(#[from] StateFileError),
     /// Nothing to analyse.
     #[error("no records under {0} (after date range and filters)")]
-    Empty(PathBuf),
+    Empty(String),
+    /// `--device gpu` with `--cache` or `--partial`, which work on the CPU's state.
+    #[error(
+        "--cache and --partial keep the CPU back end's mergeable state; use --device cpu or auto"
+    )]
+    GpuState,
+    /// Partials that cannot be merged.
+    #[error("cannot merge {}: {why}", path.display())]
+    Mismatch {
+        /// The partial that disagrees with the first.
+        path: PathBuf,
+        /// How.
+        why: String,
+    },
 }
 
 /// Options of a run.
@@ -69,6 +99,17 @@ pub struct Options {
     pub kinds: Vec<PeriodKind>,
     /// Packages per top list (≤ 60, so pair rows fit a 64-bit job mask).
     pub top: usize,
+    /// `--cache`: keep each partition's state here and reuse it.
+    pub cache: Option<PathBuf>,
+}
+
+/// What a run did besides its report, for its summary line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunStats {
+    /// Partitions in the selection.
+    pub partitions: u64,
+    /// With `--cache`: what the cache did.
+    pub cache: Option<CacheStats>,
 }
 
 /// Runs the analysis. `note` receives one-line messages (the CPU fallback); `progress` is
@@ -77,40 +118,194 @@ pub fn analyze(
     o: &Options,
     note: &dyn Fn(&str),
     progress: &(dyn Fn(Option<u64>) + Sync),
-) -> Result<Analysis, AnalyzeError> {
+) -> Result<(Analysis, RunStats), AnalyzeError> {
+    let parts = scan::partitions(&o.selection)?;
+    progress(Some(parts.len() as u64));
+    let mut stats = RunStats {
+        partitions: parts.len() as u64,
+        cache: None,
+    };
+    let names = Names::default();
+    let mut meta = cache::meta_of(&o.selection);
+    meta.dates = parts.iter().map(|p| p.0.clone()).collect();
+    if let Some(dir) = &o.cache {
+        if o.device == Device::Gpu {
+            return Err(AnalyzeError::GpuState);
+        }
+        let (state, cs) = cache::fold(&o.selection, &parts, Some(dir), &names, &|| progress(None))?;
+        stats.cache = Some(cs);
+        let analysis = report_of(state, &names, &meta, &o.kinds, o.top, Cpu::default().name())?;
+        return Ok((analysis, stats));
+    }
     let (backend, fallback) = select(o.device)?;
     if let Some(line) = fallback {
         note(&line);
     }
-    let names = Names::default();
-    let parts = scan::partitions(&o.selection)?;
-    progress(Some(parts.len() as u64));
-    let sink = |c| backend.add(c);
+    let sink = |_: &str, c| backend.add(c);
     scan::scan(&o.selection, &parts, &names, &sink, &|| progress(None))?;
     let backend_name = backend.name();
-    let mut kinds = vec![PeriodKind::Month];
-    kinds.extend(o.kinds.iter().filter(|&&k| k != PeriodKind::Month));
-    let top = o.top.clamp(1, MAX_PAIR_ROWS - SLICES.len());
+    let kinds = with_months(&o.kinds);
+    let top = clamp_top(o.top);
     let counts = backend.finish(&names, &kinds, top)?;
+    Ok((
+        analysis_of(&names, &counts, &meta, &o.kinds, o.top, backend_name)?,
+        stats,
+    ))
+}
+
+/// `--partial OUT`: folds the selection (through the cache, if any) and writes its state to
+/// `out` for `merge`. Returns the rows kept and the run's stats.
+pub fn partial(
+    o: &Options,
+    out: &Path,
+    progress: &(dyn Fn(Option<u64>) + Sync),
+) -> Result<(u64, RunStats), AnalyzeError> {
+    if o.device == Device::Gpu {
+        return Err(AnalyzeError::GpuState);
+    }
+    let parts = scan::partitions(&o.selection)?;
+    progress(Some(parts.len() as u64));
+    let names = Names::default();
+    let (state, cs) = cache::fold(&o.selection, &parts, o.cache.as_deref(), &names, &|| {
+        progress(None)
+    })?;
+    let mut meta = cache::meta_of(&o.selection);
+    meta.dates = parts.iter().map(|p| p.0.clone()).collect();
+    file::save(out, &state, &names, &meta, Durability::Durable)?;
+    let stats = RunStats {
+        partitions: parts.len() as u64,
+        cache: o.cache.as_ref().map(|_| cs),
+    };
+    Ok((state.rows(), stats))
+}
+
+/// `analyze merge`: the report of the union of the shards whose partials are `paths` —
+/// identical to a single run over the same data. The shards must have kept rows by the
+/// same rules and not overlap: no date read twice for the same hosts.
+pub fn merge(
+    paths: &[PathBuf],
+    kinds: &[PeriodKind],
+    top: usize,
+) -> Result<Analysis, AnalyzeError> {
+    let names = Names::default();
+    let mut state = State::default();
+    let mut metas: Vec<(PathBuf, Meta)> = Vec::new();
+    let loaded: Vec<Result<(State, Meta), StateFileError>> =
+        paths.par_iter().map(|p| file::load(p, &names)).collect();
+    for (p, r) in paths.iter().zip(loaded) {
+        let (s, m) = r?;
+        check_mergeable(&metas, p, &m)?;
+        state.absorb(s);
+        metas.push((p.clone(), m));
+    }
+    let mut datasets: Vec<&str> = metas.iter().map(|(_, m)| m.dataset.as_str()).collect();
+    datasets.sort_unstable();
+    datasets.dedup();
+    let mut dates: Vec<String> = metas.iter().flat_map(|(_, m)| m.dates.clone()).collect();
+    dates.sort_unstable();
+    dates.dedup();
+    let meta = Meta {
+        dataset: datasets.join(", "),
+        filter: metas
+            .first()
+            .map(|(_, m)| m.filter.clone())
+            .unwrap_or_default(),
+        hosts: None,
+        dates,
+        files: Vec::new(),
+    };
+    report_of(state, &names, &meta, kinds, top, Cpu::default().name())
+}
+
+/// A partial `m` (from `path`) can join `seen` if it kept rows by the same filter and reads
+/// no date that a partial of the same host group already read.
+fn check_mergeable(seen: &[(PathBuf, Meta)], path: &Path, m: &Meta) -> Result<(), AnalyzeError> {
+    let mismatch = |why: String| {
+        Err(AnalyzeError::Mismatch {
+            path: path.to_path_buf(),
+            why,
+        })
+    };
+    for (q, s) in seen {
+        if s.filter != m.filter {
+            return mismatch(format!(
+                "its filter ({:?}) differs from that of {} ({:?})",
+                m.filter,
+                q.display(),
+                s.filter
+            ));
+        }
+        if s.hosts == m.hosts {
+            if let Some(d) = m.dates.iter().find(|d| s.dates.binary_search(d).is_ok()) {
+                return mismatch(format!(
+                    "it overlaps {} (both read date={d}{}); shards must be disjoint",
+                    q.display(),
+                    m.hosts
+                        .as_deref()
+                        .map(|h| format!(" for hosts {h}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Month counts always, then the others requested.
+fn with_months(kinds: &[PeriodKind]) -> Vec<PeriodKind> {
+    let mut all = vec![PeriodKind::Month];
+    all.extend(kinds.iter().filter(|&&k| k != PeriodKind::Month));
+    all
+}
+
+/// The pair rows hold `top` packages plus the slice packages in 64 bits.
+fn clamp_top(top: usize) -> usize {
+    top.clamp(1, MAX_PAIR_ROWS - SLICES.len())
+}
+
+/// The report of a merged state.
+fn report_of(
+    state: State,
+    names: &Names,
+    meta: &Meta,
+    kinds: &[PeriodKind],
+    top: usize,
+    backend: String,
+) -> Result<Analysis, AnalyzeError> {
+    let counts = state.counts(names, &with_months(kinds), clamp_top(top));
+    analysis_of(names, &counts, meta, kinds, top, backend)
+}
+
+/// The report from the counts: the header from `meta` (what was read, and how).
+fn analysis_of(
+    names: &Names,
+    counts: &[(PeriodKind, KindCounts)],
+    meta: &Meta,
+    kinds: &[PeriodKind],
+    top: usize,
+    backend: String,
+) -> Result<Analysis, AnalyzeError> {
     let rows: u64 = counts[0].1.rows.iter().sum();
     if rows == 0 {
-        return Err(AnalyzeError::Empty(o.selection.root.clone()));
+        return Err(AnalyzeError::Empty(meta.dataset.clone()));
     }
+    let filter = (!meta.filter.is_empty()).then_some(meta.filter.as_str());
     Ok(Analysis {
         header: Header {
-            dataset: o.selection.root.clone(),
-            backend: backend_name,
+            dataset: PathBuf::from(&meta.dataset),
+            backend,
             rows,
-            range: (o.selection.from.clone(), o.selection.to.clone()),
-            filters: filters_in_words(o.selection.filter.as_ref()),
-            top: o.top,
+            dates: (meta.dates.first().cloned(), meta.dates.last().cloned()),
+            filters: filters_in_words(filter),
+            top,
         },
-        periods: report::periods(&names, &counts, &o.kinds, top),
+        periods: report::periods(names, counts, kinds, clamp_top(top)),
     })
 }
 
-/// The header's account of which rows each kind of table counts.
-fn filters_in_words(filter: Option<&Filter>) -> BTreeMap<String, String> {
+/// The header's account of which rows each kind of table counts (`filter`: `--filter`'s
+/// canonical text).
+fn filters_in_words(filter: Option<&str>) -> BTreeMap<String, String> {
     let mut filters = BTreeMap::new();
     match filter {
         None => {
@@ -121,7 +316,7 @@ fn filters_in_words(filter: Option<&Filter>) -> BTreeMap<String, String> {
             );
         }
         Some(f) => {
-            filters.insert("all tables (--filter)".into(), f.to_string());
+            filters.insert("all tables (--filter)".into(), f.to_owned());
             filters.insert("job-based tables".into(), "in a job".into());
         }
     }

@@ -34,7 +34,7 @@ mod partitions;
 
 pub use decode::DecodeError;
 use decode::{decode, ProcessKey};
-pub use partitions::{partitions, Selection};
+pub use partitions::{partitions, HostGlob, Selection};
 
 /// Errors name the file or directory; the cause is the [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
@@ -76,26 +76,36 @@ pub enum ScanError {
     },
 }
 
-/// Reads the partitions `parts` (from [`partitions`]) in parallel and hands each chunk to
-/// `sink` (from the worker threads); `progress` is called once per partition done.
+/// Reads the partitions `parts` (from [`partitions`]) in parallel and hands each chunk, with
+/// its partition's date, to `sink` (from the worker threads); `progress` is called once per
+/// partition done.
 pub fn scan(
     sel: &Selection,
     parts: &[(String, Vec<PathBuf>)],
     names: &Names,
-    sink: &(dyn Fn(Chunk) + Sync),
+    sink: &(dyn Fn(&str, Chunk) + Sync),
     progress: &(dyn Fn() + Sync),
 ) -> Result<(), ScanError> {
-    parts.par_iter().try_for_each(|(_, files)| {
-        let mut chunk = Chunk::default();
-        let mut procs = FxHashMap::default();
-        for f in files {
-            read_file(f, sel, names, &mut chunk, &mut procs)?;
-        }
-        chunk.processes = procs.len() as u32;
-        sink(chunk);
+    parts.par_iter().try_for_each(|(date, files)| {
+        sink(date, read_partition(sel, files, names)?);
         progress();
         Ok(())
     })
+}
+
+/// The kept rows of one partition's files.
+pub fn read_partition(
+    sel: &Selection,
+    files: &[PathBuf],
+    names: &Names,
+) -> Result<Chunk, ScanError> {
+    let mut chunk = Chunk::default();
+    let mut procs = FxHashMap::default();
+    for f in files {
+        read_file(f, sel, names, &mut chunk, &mut procs)?;
+    }
+    chunk.processes = procs.len() as u32;
+    Ok(chunk)
 }
 
 /// The columns the analysis reads (the filter's are added to them).
@@ -183,7 +193,7 @@ fn read_file(
             path: path(),
             source,
         })?;
-        decode(&batch, sel.filter.as_ref(), names, chunk, procs).map_err(columns)?;
+        decode(&batch, sel, names, chunk, procs).map_err(columns)?;
     }
     Ok(())
 }

@@ -24,12 +24,14 @@ fn run(
             from: range.0.map(str::to_owned),
             to: range.1.map(str::to_owned),
             filter: filter.map(|f| Filter::parse(f).unwrap()),
+            hosts: None,
         },
         device: Device::Cpu,
         kinds: kinds.to_vec(),
         top: 20,
+        cache: None,
     };
-    analyze(&o, &|_| {}, &|_| {}).unwrap()
+    analyze(&o, &|_| {}, &|_| {}).unwrap().0
 }
 
 fn one(a: &Analysis, kind: &str) -> PeriodReport {

@@ -31,12 +31,14 @@ fn json(root: &Path, device: Device, filter: Option<&str>) -> String {
             from: None,
             to: None,
             filter: filter.map(|f| Filter::parse(f).unwrap()),
+            hosts: None,
         },
         device,
         kinds: PeriodKind::ALL.to_vec(),
         top: 20,
+        cache: None,
     };
-    let mut a = analyze(&o, &|_| {}, &|_| {}).unwrap();
+    let mut a = analyze(&o, &|_| {}, &|_| {}).unwrap().0;
     a.header.backend.clear();
     let mut out = Vec::new();
     write_json(&a, &mut out).unwrap();

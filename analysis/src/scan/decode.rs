@@ -10,6 +10,7 @@ use arrow_schema::DataType;
 use pyusage_record::{columns as c, EnvKind, Exit};
 use rustc_hash::FxHashMap;
 
+use super::Selection;
 use crate::{
     filter::Filter,
     model::{flag, month_of, Chunk, Interner, Names, MAX_NODES, NONE, NO_JOB},
@@ -47,16 +48,24 @@ pub(super) type ProcessKey = (u32, i32, i64);
 /// Appends the kept rows of `b` to `out`; `procs` numbers the chunk's processes.
 pub(super) fn decode(
     b: &RecordBatch,
-    filter: Option<&Filter>,
+    sel: &Selection,
     names: &Names,
     out: &mut Chunk,
     procs: &mut FxHashMap<ProcessKey, u32>,
 ) -> Result<(), DecodeError> {
+    let filter = sel.filter.as_ref();
     let c = Columns::read(b)?;
-    let keep: Vec<bool> = match filter {
+    let mut keep: Vec<bool> = match filter {
         Some(f) => keep_rows(b, f)?,
         None => (0..b.num_rows()).map(|i| !c.staff.value(i)).collect(),
     };
+    if let Some(g) = &sel.hosts {
+        // Once per distinct host of the batch, not per row.
+        let hit: Vec<bool> = c.host.values.iter().map(|h| g.is_match(h)).collect();
+        for (k, &code) in keep.iter_mut().zip(&c.host.codes) {
+            *k &= code != NONE && hit[code as usize];
+        }
+    }
     let ids = BatchIds::new(&c, names);
     let mut rows = RowIds::default();
     for (i, _) in keep.iter().enumerate().filter(|(_, &k)| k) {
