@@ -26,12 +26,13 @@ use crate::{
 
 pub mod file;
 
-/// (month, package, user, version).
-pub type UKey = (u16, u32, u32, u32);
-/// (month, job, package, nodes, kept for job tables).
-pub type JKey = (u16, u64, u32, u32, bool);
-/// (month, job, BLAS).
-pub type BKey = (u16, u64, u32);
+/// (package, user, month, version): sorted, a (package, user) is one run of keys, so every
+/// granularity's distinct users come from one pass (see [`State::counts`]).
+pub type UKey = (u32, u32, u16, u32);
+/// (job, month, package, nodes, kept for job tables): a job is one run, its months in order.
+pub type JKey = (u64, u16, u32, u32, bool);
+/// (job, month, BLAS).
+pub type BKey = (u64, u16, u32);
 
 /// Month-level keys and counts of some partitions (see the module's doc).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -52,8 +53,12 @@ pub struct State {
     pub(crate) env_kinds: FxHashMap<(u16, u32), u64>,
 }
 
+/// Sorts and de-duplicates keys. A stable (merge) sort on purpose: keys arrive as sorted runs,
+/// one per partition, and job ids grow with time, so the runs are nearly in order already —
+/// what a run-detecting merge sort does in about one pass and pattern-defeating quicksort
+/// does not (it was a third of a cached run's time).
 pub(crate) fn sort_dedup<T: Ord + Send>(v: &mut Vec<T>) {
-    v.par_sort_unstable();
+    v.par_sort();
     v.dedup();
 }
 
@@ -63,7 +68,7 @@ impl State {
     pub fn of(c: &Chunk) -> State {
         let n = c.len();
         let mut u: Vec<UKey> = (0..n)
-            .map(|i| (c.month[i], c.package[i], c.user[i], c.version[i]))
+            .map(|i| (c.package[i], c.user[i], c.month[i], c.version[i]))
             .collect();
         u.sort_unstable();
         u.dedup();
@@ -71,14 +76,14 @@ impl State {
             .filter(|&i| c.job[i] != NO_JOB)
             .map(|i| {
                 let kj = c.flags[i] & flag::KEEP_JOB != 0;
-                (c.month[i], c.job[i], c.package[i], c.nodes[i], kj)
+                (c.job[i], c.month[i], c.package[i], c.nodes[i], kj)
             })
             .collect();
         j.sort_unstable();
         j.dedup();
         let mut b: Vec<BKey> = (0..n)
             .filter(|&i| c.job[i] != NO_JOB && c.flags[i] & flag::NUMPYISH != 0)
-            .map(|i| (c.month[i], c.job[i], c.blas[i]))
+            .map(|i| (c.job[i], c.month[i], c.blas[i]))
             .collect();
         b.sort_unstable();
         b.dedup();
@@ -130,6 +135,12 @@ impl State {
     }
 
     /// The counts of each granularity in `kinds`; `top` sizes the pair-count rows.
+    ///
+    /// One sort of each key list, then one parallel pass per table family for all
+    /// granularities at once: keys are grouped by (package, user) or by job, and a group's
+    /// keys of one bucket (a month, quarter, year or `all`) are de-duplicated inside the
+    /// group — a handful of keys, in cache — instead of re-sorting every key list per
+    /// granularity.
     pub fn counts(
         mut self,
         names: &Names,
@@ -141,33 +152,93 @@ impl State {
         let months: Vec<u16> = s.months.iter().copied().collect();
         // Sizes first: `Dims::of` takes the interner locks that `packages` then holds.
         let base = Dims::of(names, 0);
+        let periods: Vec<Periods> = kinds
+            .iter()
+            .map(|&kind| {
+                let (buckets, lut) = kind.layout(&months);
+                Periods {
+                    first: months.first().copied().unwrap_or(0),
+                    lut,
+                    dims: Dims {
+                        buckets: buckets.len(),
+                        ..base
+                    },
+                    buckets,
+                }
+            })
+            .collect();
+        let mut out: Vec<KindCounts> = periods
+            .iter()
+            .map(|p| KindCounts::zeroed(p.buckets.clone(), p.dims))
+            .collect();
+        for (p, k) in periods.iter().zip(&mut out) {
+            s.process_counts(p, k);
+        }
+        let zero =
+            |pass| -> Vec<KindCounts> { periods.iter().map(|p| pass_zero(pass, p)).collect() };
+        let users = in_parallel(
+            &s.u,
+            |a, b| (a.0, a.1) == (b.0, b.1),
+            &|| zero(Pass::Users),
+            |g, acc| user_group(g, &periods, acc),
+        );
+        let jobs = in_parallel(
+            &s.j,
+            |a, b| a.0 == b.0,
+            &|| zero(Pass::Jobs),
+            |g, acc| job_group(g, &periods, acc),
+        );
+        let blas = in_parallel(
+            &s.b,
+            |a, b| a.0 == b.0,
+            &|| zero(Pass::Blas),
+            |g, acc| blas_group(g, &periods, acc),
+        );
+        for part in [users, jobs, blas] {
+            for (k, x) in out.iter_mut().zip(part) {
+                add(k, &x);
+            }
+        }
         let packages = names.packages.lock().expect("lock");
-        let mut out = Vec::new();
-        for &kind in kinds {
-            let (buckets, lut) = kind.layout(&months);
-            let d = Dims {
-                buckets: buckets.len(),
-                ..base
-            };
-            let p = Periods {
-                kind,
-                first: months.first().copied().unwrap_or(0),
-                lut,
-            };
-            let mut k = KindCounts::zeroed(buckets, d);
-            s.process_counts(&p, d, &mut k);
-            s.user_counts(&p, d, &mut k);
-            let j = remap(&s.j, kind, |x| (p.bucket(x.0), x.1, x.2, x.3, x.4));
-            job_counts(&j, d, &mut k);
-            for b in 0..d.buckets {
-                let np = d.packages;
+        for (p, k) in periods.iter().zip(&mut out) {
+            let np = p.dims.packages;
+            for b in 0..p.dims.buckets {
                 k.pair_rows[b] = pair_rows(&k.job_packages[b * np..(b + 1) * np], &packages, top);
             }
-            pair_counts(&j, d, &mut k);
-            s.blas_counts(&p, d, &mut k);
-            out.push((kind, k));
         }
-        out
+        drop(packages);
+        let rows: Vec<Vec<u8>> = periods
+            .iter()
+            .zip(&out)
+            .map(|(p, k)| row_index(p, k))
+            .collect();
+        let pairs = in_parallel(
+            &s.j,
+            |a, b| a.0 == b.0,
+            &|| zero(Pass::Pairs),
+            |g, acc| pair_group(g, &periods, &rows, acc),
+        );
+        for (k, x) in out.iter_mut().zip(pairs) {
+            add(k, &x);
+        }
+        kinds.iter().copied().zip(out).collect()
+    }
+
+    /// Rows, processes (all and signalled) and environment kinds: sums of month counts.
+    fn process_counts(&self, p: &Periods, k: &mut KindCounts) {
+        let d = p.dims;
+        let np = d.packages;
+        for (&m, &r) in &self.rows {
+            k.rows[p.bucket(m) as usize] += r;
+        }
+        for (&(m, pk), &(n, sig)) in &self.processes {
+            let at = p.bucket(m) as usize * np + pk as usize;
+            k.by_process[at] += n;
+            k.signaled[at] += sig;
+        }
+        for (&(m, e), &n) in &self.env_kinds {
+            k.env_kinds[p.bucket(m) as usize * d.env_kinds + e as usize] += n;
+        }
     }
 }
 
@@ -206,9 +277,10 @@ fn env_kind_counts(c: &Chunk) -> FxHashMap<(u16, u32), u64> {
 
 /// The buckets of one granularity: `lut[month - first]` is a month's bucket index.
 struct Periods {
-    kind: PeriodKind,
     first: u16,
     lut: Vec<u32>,
+    dims: Dims,
+    buckets: Vec<u32>,
 }
 
 impl Periods {
@@ -217,137 +289,259 @@ impl Periods {
     }
 }
 
-impl State {
-    /// Rows, processes (all and signalled) and environment kinds: sums of month counts.
-    fn process_counts(&self, p: &Periods, d: Dims, k: &mut KindCounts) {
-        let np = d.packages;
-        for (&m, &r) in &self.rows {
-            k.rows[p.bucket(m) as usize] += r;
-        }
-        for (&(m, pk), &(n, sig)) in &self.processes {
-            let at = p.bucket(m) as usize * np + pk as usize;
-            k.by_process[at] += n;
-            k.signaled[at] += sig;
-        }
-        for (&(m, e), &n) in &self.env_kinds {
-            k.env_kinds[p.bucket(m) as usize * d.env_kinds + e as usize] += n;
-        }
-    }
+/// The table families counted in one parallel pass over one key list.
+#[derive(Clone, Copy)]
+enum Pass {
+    Users,
+    Jobs,
+    Blas,
+    Pairs,
+}
 
-    /// Users and versions: runs of (bucket, package, user).
-    fn user_counts(&self, p: &Periods, d: Dims, k: &mut KindCounts) {
-        let np = d.packages;
-        let u = remap(&self.u, p.kind, |x| (p.bucket(x.0), x.1, x.2, x.3));
-        for g in u.chunk_by(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2)) {
-            let at = g[0].0 as usize * np + g[0].1 as usize;
-            k.by_user[at] += 1;
-            let mut versioned = false;
-            for x in g.iter().filter(|x| x.3 != NONE) {
-                k.version_users[x.0 as usize * d.versions + x.3 as usize] += 1;
-                versioned = true;
+/// Zeroed arrays for the counts one `pass` writes, the others left empty: every thread of a
+/// pass has its own, and zeroing the large arrays no pass writes (job sizes are 65,536 wide
+/// per bucket) cost more than the pass.
+fn pass_zero(pass: Pass, p: &Periods) -> KindCounts {
+    let (d, b) = (p.dims, p.dims.buckets);
+    let z = |n: usize| vec![0u64; b * n];
+    let mut k = KindCounts {
+        buckets: p.buckets.clone(),
+        ..KindCounts::default()
+    };
+    match pass {
+        Pass::Users => {
+            k.by_user = z(d.packages);
+            k.versioned_users = z(d.packages);
+            k.version_users = z(d.versions);
+        }
+        Pass::Jobs => {
+            k.by_job = z(d.packages);
+            k.job_packages = z(d.packages);
+            k.package_sizes = z(d.packages * NODE_BINS as usize);
+            k.jobs = z(1);
+            k.job_sizes = z(MAX_NODES as usize);
+        }
+        Pass::Blas => k.blas = z(d.blases + 1),
+        Pass::Pairs => k.pairs = z(MAX_PAIR_ROWS * d.packages),
+    }
+    k
+}
+
+/// Runs `each` over the groups of `keys` (runs of keys `same` says belong together) on all
+/// threads, each thread into its own counts (from `zero`), and returns their sum. A group is
+/// never split between threads.
+fn in_parallel<T: Sync>(
+    keys: &[T],
+    same: impl Fn(&T, &T) -> bool + Sync,
+    zero: &(dyn Fn() -> Vec<KindCounts> + Sync),
+    each: impl Fn(&[T], &mut [KindCounts]) + Sync,
+) -> Vec<KindCounts> {
+    let pieces = split(keys, rayon::current_num_threads() * 4, &same);
+    pieces
+        .into_par_iter()
+        .fold(zero, |mut acc, piece| {
+            for g in piece.chunk_by(&same) {
+                each(g, &mut acc);
             }
-            k.versioned_users[at] += versioned as u64;
+            acc
+        })
+        .reduce(zero, |mut a, b| {
+            for (x, y) in a.iter_mut().zip(&b) {
+                add(x, y);
+            }
+            a
+        })
+}
+
+/// `keys` cut into about `n` slices, each cut moved forward to a group boundary.
+fn split<'k, T>(keys: &'k [T], n: usize, same: &impl Fn(&T, &T) -> bool) -> Vec<&'k [T]> {
+    let step = keys.len().div_ceil(n.max(1)).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < keys.len() {
+        let mut end = (start + step).min(keys.len());
+        while end < keys.len() && same(&keys[end - 1], &keys[end]) {
+            end += 1;
+        }
+        out.push(&keys[start..end]);
+        start = end;
+    }
+    out
+}
+
+/// Adds every count of `y` to `x` (same granularity, same dimensions; an empty array is an
+/// array not counted into yet — see [`Pass::zero`]).
+fn add(x: &mut KindCounts, y: &KindCounts) {
+    let sum = |a: &mut Vec<u64>, b: &Vec<u64>| {
+        if a.is_empty() {
+            a.clone_from(b);
+            return;
+        }
+        for (a, b) in a.iter_mut().zip(b) {
+            *a += b;
+        }
+    };
+    sum(&mut x.rows, &y.rows);
+    sum(&mut x.by_user, &y.by_user);
+    sum(&mut x.by_job, &y.by_job);
+    sum(&mut x.by_process, &y.by_process);
+    sum(&mut x.signaled, &y.signaled);
+    sum(&mut x.versioned_users, &y.versioned_users);
+    sum(&mut x.version_users, &y.version_users);
+    sum(&mut x.env_kinds, &y.env_kinds);
+    sum(&mut x.jobs, &y.jobs);
+    sum(&mut x.job_sizes, &y.job_sizes);
+    sum(&mut x.job_packages, &y.job_packages);
+    sum(&mut x.package_sizes, &y.package_sizes);
+    sum(&mut x.blas, &y.blas);
+    sum(&mut x.pairs, &y.pairs);
+}
+
+/// One (package, user), months ascending: the user counts once per bucket it appears in, as
+/// a versioned user once per bucket with a known version, and per (bucket, version).
+fn user_group(g: &[UKey], periods: &[Periods], acc: &mut [KindCounts]) {
+    let (p, mut versions) = (g[0].0 as usize, Vec::new());
+    for (pe, k) in periods.iter().zip(acc) {
+        let (np, nv) = (pe.dims.packages, pe.dims.versions);
+        let (mut last, mut last_versioned) = (u32::MAX, u32::MAX);
+        versions.clear();
+        for x in g {
+            let b = pe.bucket(x.2);
+            if b != last {
+                last = b;
+                k.by_user[b as usize * np + p] += 1;
+            }
+            if x.3 != NONE {
+                if b != last_versioned {
+                    last_versioned = b;
+                    k.versioned_users[b as usize * np + p] += 1;
+                }
+                versions.push((b, x.3));
+            }
+        }
+        versions.sort_unstable();
+        versions.dedup();
+        for &(b, v) in &versions {
+            k.version_users[b as usize * nv + v as usize] += 1;
         }
     }
+}
 
-    /// BLAS among numpy/scipy jobs.
-    fn blas_counts(&self, p: &Periods, d: Dims, k: &mut KindCounts) {
-        let bl = remap(&self.b, p.kind, |x| (p.bucket(x.0), x.1, x.2));
-        let w = d.blases + 1;
-        for g in bl.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-            let b = g[0].0 as usize;
-            let known: Vec<u32> = g.iter().map(|x| x.2).filter(|&x| x != NONE).collect();
+/// The distinct (package, nodes, kept) of one job in one bucket, each granularity in turn:
+/// `f(bucket, keys)` with `keys` sorted and unique. Months are ascending in `g`, so a bucket's
+/// keys are one run; in a month run they are sorted and unique already.
+fn per_bucket(
+    g: &[JKey],
+    pe: &Periods,
+    scratch: &mut Vec<(u32, u32, bool)>,
+    mut f: impl FnMut(usize, &[(u32, u32, bool)]),
+) {
+    for run in g.chunk_by(|a, b| pe.bucket(a.1) == pe.bucket(b.1)) {
+        scratch.clear();
+        scratch.extend(run.iter().map(|x| (x.2, x.3, x.4)));
+        if run.first().map(|x| x.1) != run.last().map(|x| x.1) {
+            scratch.sort_unstable();
+            scratch.dedup();
+        }
+        f(pe.bucket(run[0].1) as usize, scratch);
+    }
+}
+
+/// One job: its packages (all rows), and among job rows its packages, node counts and node
+/// bins, per bucket.
+fn job_group(g: &[JKey], periods: &[Periods], acc: &mut [KindCounts]) {
+    let (mut scratch, mut nodes) = (Vec::new(), Vec::new());
+    for (pe, k) in periods.iter().zip(acc) {
+        let np = pe.dims.packages;
+        per_bucket(g, pe, &mut scratch, |b, keys| {
+            for pg in keys.chunk_by(|a, b| a.0 == b.0) {
+                let p = pg[0].0 as usize;
+                k.by_job[b * np + p] += 1;
+                let mut kept = pg.iter().filter(|x| x.2).peekable();
+                if kept.peek().is_none() {
+                    continue;
+                }
+                k.job_packages[b * np + p] += 1;
+                let mut last = u32::MAX;
+                for x in kept {
+                    nodes.push(x.1);
+                    let bin = node_bin(x.1);
+                    if bin != last {
+                        last = bin;
+                        k.package_sizes[(b * np + p) * NODE_BINS as usize + bin as usize] += 1;
+                    }
+                }
+            }
+            if !nodes.is_empty() {
+                k.jobs[b] += 1;
+                nodes.sort_unstable();
+                nodes.dedup();
+                for &n in &nodes {
+                    k.job_sizes[b * MAX_NODES as usize + n as usize] += 1;
+                }
+                nodes.clear();
+            }
+        });
+    }
+}
+
+/// `[bucket][package]` → the package's pair row in that bucket, or `u8::MAX`.
+fn row_index(p: &Periods, k: &KindCounts) -> Vec<u8> {
+    let np = p.dims.packages;
+    let mut rindex = vec![u8::MAX; p.dims.buckets * np];
+    for b in 0..p.dims.buckets {
+        for (r, &pk) in k.pair_rows[b].iter().enumerate() {
+            rindex[b * np + pk as usize] = r as u8;
+        }
+    }
+    rindex
+}
+
+/// One job's pairs among its job-row packages, per bucket, for the pair rows chosen.
+fn pair_group(g: &[JKey], periods: &[Periods], rows: &[Vec<u8>], acc: &mut [KindCounts]) {
+    let (mut scratch, mut set) = (Vec::new(), Vec::new());
+    for ((pe, rindex), k) in periods.iter().zip(rows).zip(acc) {
+        let np = pe.dims.packages;
+        per_bucket(g, pe, &mut scratch, |b, keys| {
+            set.clear();
+            set.extend(keys.iter().filter(|x| x.2).map(|x| x.0));
+            set.dedup();
+            let mut mask = 0u64;
+            for &p in &set {
+                let r = rindex[b * np + p as usize];
+                if r != u8::MAX {
+                    mask |= 1 << r;
+                }
+            }
+            while mask != 0 {
+                let r = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                for &p in &set {
+                    k.pairs[(b * MAX_PAIR_ROWS + r) * np + p as usize] += 1;
+                }
+            }
+        });
+    }
+}
+
+/// One job's BLAS backends among its numpy/scipy rows, per bucket: "none seen" when no row
+/// names one, else once per backend named.
+fn blas_group(g: &[BKey], periods: &[Periods], acc: &mut [KindCounts]) {
+    let mut known = Vec::new();
+    for (pe, k) in periods.iter().zip(acc) {
+        let w = pe.dims.blases + 1;
+        for run in g.chunk_by(|a, b| pe.bucket(a.1) == pe.bucket(b.1)) {
+            let b = pe.bucket(run[0].1) as usize;
+            known.clear();
+            known.extend(run.iter().map(|x| x.2).filter(|&x| x != NONE));
+            known.sort_unstable();
+            known.dedup();
             if known.is_empty() {
                 k.blas[b * w] += 1;
             }
-            for x in known {
+            for &x in &known {
                 k.blas[b * w + 1 + x as usize] += 1;
             }
         }
     }
-}
-
-/// Job keys with months mapped to buckets: (bucket, job, package, nodes, kept for job tables).
-type BucketJKey = (u32, u64, u32, u32, bool);
-
-/// Jobs: groups of (bucket, job), packages ascending within.
-fn job_counts(j: &[BucketJKey], d: Dims, k: &mut KindCounts) {
-    let np = d.packages;
-    let mut nodes = Vec::new();
-    for g in j.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-        let b = g[0].0 as usize;
-        for pg in g.chunk_by(|a, b| a.2 == b.2) {
-            k.by_job[b * np + pg[0].2 as usize] += 1;
-            let kept: Vec<_> = pg.iter().filter(|x| x.4).collect();
-            if kept.is_empty() {
-                continue;
-            }
-            k.job_packages[b * np + pg[0].2 as usize] += 1;
-            let mut last = u32::MAX;
-            for x in kept {
-                nodes.push(x.3);
-                let bin = node_bin(x.3);
-                if bin != last {
-                    last = bin;
-                    let at = (b * np + x.2 as usize) * NODE_BINS as usize + bin as usize;
-                    k.package_sizes[at] += 1;
-                }
-            }
-        }
-        if !nodes.is_empty() {
-            k.jobs[b] += 1;
-            nodes.sort_unstable();
-            nodes.dedup();
-            for &n in &nodes {
-                k.job_sizes[b * MAX_NODES as usize + n as usize] += 1;
-            }
-            nodes.clear();
-        }
-    }
-}
-
-/// Pairs among job rows, for the shared choice of rows (`k.pair_rows`, set by the caller).
-fn pair_counts(j: &[BucketJKey], d: Dims, k: &mut KindCounts) {
-    let np = d.packages;
-    let mut rindex = vec![u8::MAX; d.buckets * np];
-    for b in 0..d.buckets {
-        for (r, &p) in k.pair_rows[b].iter().enumerate() {
-            rindex[b * np + p as usize] = r as u8;
-        }
-    }
-    let mut set = Vec::new();
-    for g in j.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-        let b = g[0].0 as usize;
-        set.clear();
-        set.extend(g.iter().filter(|x| x.4).map(|x| x.2));
-        set.dedup();
-        let mut mask = 0u64;
-        for &p in &set {
-            let r = rindex[b * np + p as usize];
-            if r != u8::MAX {
-                mask |= 1 << r;
-            }
-        }
-        while mask != 0 {
-            let r = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            for &p in &set {
-                k.pairs[(b * MAX_PAIR_ROWS + r) * np + p as usize] += 1;
-            }
-        }
-    }
-}
-
-/// `keys` (sorted, unique) with months mapped to buckets: still sorted and unique for months
-/// (the map is monotone and one-to-one), sorted and de-duplicated again otherwise.
-fn remap<K: Sync, T: Ord + Send>(
-    keys: &[K],
-    kind: PeriodKind,
-    f: impl Fn(&K) -> T + Sync + Send,
-) -> Vec<T> {
-    let mut v: Vec<T> = keys.par_iter().map(f).collect();
-    if kind != PeriodKind::Month {
-        sort_dedup(&mut v);
-    }
-    v
 }

@@ -157,11 +157,11 @@ pub fn save(
         state
             .u
             .iter()
-            .map(|k| k.1)
+            .map(|k| k.0)
             .chain(state.j.iter().map(|k| k.2))
             .chain(state.processes.keys().map(|k| k.1)),
     );
-    let users = Local::new(&names.users, state.u.iter().map(|k| k.2));
+    let users = Local::new(&names.users, state.u.iter().map(|k| k.1));
     let versions = Local::new(&names.versions, state.u.iter().map(|k| k.3));
     let env_kinds = Local::new(&names.env_kinds, state.env_kinds.keys().map(|k| k.1));
     let blases = Local::new(&names.blases, state.b.iter().map(|k| k.2));
@@ -171,8 +171,8 @@ pub fn save(
         state
             .j
             .iter()
-            .filter_map(|k| odd(k.1))
-            .chain(state.b.iter().filter_map(|k| odd(k.1))),
+            .filter_map(|k| odd(k.0))
+            .chain(state.b.iter().filter_map(|k| odd(k.0))),
     );
     let job = |j: u64| match odd(j) {
         Some(o) => ODD | odd_jobs.get(o) as u64,
@@ -181,17 +181,17 @@ pub fn save(
     let mut u: Vec<UKey> = state
         .u
         .iter()
-        .map(|k| (k.0, packages.get(k.1), users.get(k.2), versions.get(k.3)))
+        .map(|k| (packages.get(k.0), users.get(k.1), k.2, versions.get(k.3)))
         .collect();
     let mut j: Vec<JKey> = state
         .j
         .iter()
-        .map(|k| (k.0, job(k.1), packages.get(k.2), k.3, k.4))
+        .map(|k| (job(k.0), k.1, packages.get(k.2), k.3, k.4))
         .collect();
     let mut b: Vec<BKey> = state
         .b
         .iter()
-        .map(|k| (k.0, job(k.1), blases.get(k.2)))
+        .map(|k| (job(k.0), k.1, blases.get(k.2)))
         .collect();
     for v in [&mut u as &mut dyn SortDedup, &mut j, &mut b] {
         v.sort_dedup();
@@ -296,20 +296,20 @@ pub fn load(path: &Path, names: &Names) -> Result<(State, Meta), StateFileError>
         s.u.iter()
             .map(|k| {
                 (
-                    k.0,
-                    packages[k.1 as usize],
-                    users[k.2 as usize],
+                    packages[k.0 as usize],
+                    users[k.1 as usize],
+                    k.2,
                     opt(&versions, k.3),
                 )
             })
             .collect();
     state.j =
         s.j.iter()
-            .map(|k| (k.0, job(k.1), packages[k.2 as usize], k.3, k.4))
+            .map(|k| (job(k.0), k.1, packages[k.2 as usize], k.3, k.4))
             .collect();
     state.b =
         s.b.iter()
-            .map(|k| (k.0, job(k.1), opt(&blases, k.2)))
+            .map(|k| (job(k.0), k.1, opt(&blases, k.2)))
             .collect();
     Ok((state, s.meta))
 }
@@ -348,19 +348,19 @@ fn validate(path: &Path, s: &Stored) -> Result<(), StateFileError> {
     let (np, nu, nv) = (s.packages.len(), s.users.len(), s.versions.len());
     if let Some(k) =
         s.u.iter()
-            .find(|k| !within(k.1, np) || !within(k.2, nu) || !opt_within(k.3, nv))
+            .find(|k| !within(k.0, np) || !within(k.1, nu) || !opt_within(k.3, nv))
     {
         return bad(format!("user key {k:?} refers to a name it does not carry"));
     }
     if let Some(k) =
         s.j.iter()
-            .find(|k| !within(k.2, np) || !job_ok(k.1) || k.3 >= MAX_NODES)
+            .find(|k| !within(k.2, np) || !job_ok(k.0) || k.3 >= MAX_NODES)
     {
         return bad(format!("job key {k:?} out of range"));
     }
     if let Some(k) =
         s.b.iter()
-            .find(|k| !job_ok(k.1) || !opt_within(k.2, s.blases.len()))
+            .find(|k| !job_ok(k.0) || !opt_within(k.2, s.blases.len()))
     {
         return bad(format!("BLAS key {k:?} out of range"));
     }
@@ -377,9 +377,9 @@ fn validate(path: &Path, s: &Stored) -> Result<(), StateFileError> {
     let months: std::collections::BTreeSet<u16> = s.rows.iter().map(|r| r.0).collect();
     let keyed =
         s.u.iter()
-            .map(|k| k.0)
-            .chain(s.j.iter().map(|k| k.0))
-            .chain(s.b.iter().map(|k| k.0))
+            .map(|k| k.2)
+            .chain(s.j.iter().map(|k| k.1))
+            .chain(s.b.iter().map(|k| k.1))
             .chain(s.processes.iter().map(|k| k.0))
             .chain(s.env_kind_processes.iter().map(|k| k.0));
     for m in keyed {
@@ -470,13 +470,13 @@ mod tests {
             load(&p, &Names::default()).unwrap_err().to_string()
         };
         let mut s = good.clone();
-        s.u[0].1 = 99;
+        s.u[0].0 = 99;
         assert!(reload(&s).contains("user key"), "{}", reload(&s));
         let mut s = good.clone();
         s.j[0].3 = MAX_NODES;
         assert!(reload(&s).contains("job key"), "{}", reload(&s));
         let mut s = good.clone();
-        s.j[0].1 = ODD | 5;
+        s.j[0].0 = ODD | 5;
         assert!(reload(&s).contains("job key"));
         let mut s = good.clone();
         s.b[0].2 = 7;
@@ -485,7 +485,7 @@ mod tests {
         s.processes[0].3 = s.processes[0].2 + 1;
         assert!(reload(&s).contains("process count"));
         let mut s = good.clone();
-        s.rows.retain(|r| r.0 != good.u[0].0);
+        s.rows.retain(|r| r.0 != good.u[0].2);
         assert!(reload(&s).contains("no rows in that month"));
         // Truncated, bit-flipped, foreign.
         forge(&p, &good);
