@@ -452,3 +452,89 @@ fn atexit_comparison_of_an_mpi_job_and_a_time_limit() {
         );
     });
 }
+
+/// packaging/slurm/: four shards as a job array on the real Slurm, the merge after them
+/// (afterok), and its report byte for byte the single run's.
+#[test]
+fn sharded_analysis_as_a_job_array_and_a_merge() {
+    let t = shared_tempdir();
+    let data = t.path().join("dataset");
+    output_ok(
+        Command::new(bin())
+            .args(["synth", "--rows", "120000", "--seed", "11", "--out"])
+            .arg(&data),
+    );
+    let single = t.path().join("single");
+    output_ok(
+        Command::new(bin())
+            .args(["analyze", "--device", "cpu", "--format", "json", "--out"])
+            .arg(&single)
+            .arg(&data),
+    );
+    // Per quarter, the last open-ended (synthetic jobs run into the next year); a comment
+    // and a blank line, as an administrator's file would have.
+    let shards = t.path().join("shards.txt");
+    std::fs::write(
+        &shards,
+        "# quarters\n--to 2026-03-31\n--from 2026-04-01 --to 2026-06-30\n\n\
+         --from 2026-07-01 --to 2026-09-30\n--from 2026-10-01\n",
+    )
+    .unwrap();
+    let (work, out) = (t.path().join("work"), t.path().join("merged"));
+    let submit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/slurm/submit.sh");
+    with_slurm(|conf| {
+        let o = output_ok(
+            slurm(conf, submit.to_str().unwrap())
+                .env("PYUSAGE", bin())
+                .arg(&shards)
+                .arg(&data)
+                .arg(&work)
+                .arg(&out)
+                .args(["--chdir", t.path().to_str().unwrap()]),
+        );
+        let ids = String::from_utf8_lossy(&o.stdout).to_string();
+        let (array, merge) = ids.trim().split_once(' ').expect("two job ids");
+        // Both leave the queue: the array's four tasks, then the merge.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !(job_state(conf, array).is_empty() && job_state(conf, merge).is_empty()) {
+            assert!(
+                Instant::now() < deadline,
+                "jobs {array} {merge} still queued"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let logs = |prefix: &str| -> String {
+            std::fs::read_dir(t.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        for n in 0..4 {
+            assert!(
+                work.join(format!("shard-{n}.state")).exists(),
+                "shard {n} missing; logs:\n{}",
+                logs("pyusage-shard")
+            );
+        }
+        let merged = std::fs::read(out.join("report.json")).unwrap_or_else(|e| {
+            panic!(
+                "no merged report ({e}); merge log:\n{}",
+                logs("pyusage-merge")
+            )
+        });
+        assert!(
+            logs("pyusage-merge").contains("from 4 partials"),
+            "{}",
+            logs("pyusage-merge")
+        );
+        let single = std::fs::read(single.join("report.json")).unwrap();
+        assert!(single.len() > 10_000);
+        assert!(
+            merged == single,
+            "the merged report differs from the single run's"
+        );
+    });
+}
