@@ -1,8 +1,11 @@
 //! `pyusage synth`: a deterministic synthetic dataset in the record schema, written to Parquet
 //! one block of a million records at a time, blocks in parallel (bounded memory, all cores).
+//! The same seed writes the same records whatever the number of threads; see
+//! [`pyusage_analysis::synth`] for what the data exercises (jobs over month and year
+//! boundaries, login-node rows, running snapshots, array and het job ids, a long tail).
 use std::{path::PathBuf, process::ExitCode};
 
-use pyusage_analysis::synth::{block, blocks, Params};
+use pyusage_analysis::synth::{block, blocks, write, Params};
 use rayon::prelude::*;
 
 /// Arguments.
@@ -31,7 +34,7 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
     };
     (0..blocks(p)).into_par_iter().try_for_each(|k| {
         let records: Vec<_> = block(p, k).collect();
-        pyusage_record::dataset::write(&a.out, &records).map(|_| ())
+        write(&a.out, &records).map(|_| ())
     })?;
     let n = a.rows;
     println!("wrote {n} records under {}", a.out.display());
