@@ -370,23 +370,24 @@ fn periods_pruning_and_planted_structure() {
     let kept = recs.iter().filter(|r| !r.is_staff).count() as u64;
     assert_eq!(a.header.rows, kept);
     let months = &a.periods["month"];
-    assert_eq!(months.len(), 12);
+    // A year of jobs, the last ones running into January of the next.
+    assert_eq!(months.len(), 13);
     assert_eq!(months.iter().map(|p| p.rows).sum::<u64>(), kept);
     assert_eq!(months[0].period, "2026-01");
+    assert_eq!(months[12].period, "2027-01");
     let q: Vec<&str> = a.periods["quarter"]
         .iter()
         .map(|q| q.period.as_str())
         .collect();
-    assert_eq!(q, ["2026-Q1", "2026-Q2", "2026-Q3", "2026-Q4"]);
-    let year = one(&a, "year");
+    assert_eq!(q, ["2026-Q1", "2026-Q2", "2026-Q3", "2026-Q4", "2027-Q1"]);
+    let years = &a.periods["year"];
+    assert_eq!(years.len(), 2);
+    let (year, next) = (years[0].clone(), &years[1]);
     let all = one(&a, "all");
-    assert_eq!(
-        year,
-        PeriodReport {
-            period: "2026".into(),
-            ..all.clone()
-        }
-    );
+    assert_eq!(year.rows + next.rows, all.rows);
+    // A job over the new year counts in both years, once in `all`.
+    let jobs = |r: &PeriodReport| r.correlation.jobs;
+    assert!(jobs(&year) + jobs(next) > jobs(&all));
     // Distinct users per package in a quarter never exceed the year's; they do not add up.
     for c in &year.top_packages_by_user {
         let per_q: Vec<u64> = a.periods["quarter"]
@@ -414,7 +415,7 @@ fn periods_pruning_and_planted_structure() {
             .unwrap()
             .count
     };
-    assert_eq!(months.iter().map(procs).sum::<u64>(), procs(&year));
+    assert_eq!(months.iter().map(procs).sum::<u64>(), procs(&all));
     // Planted: numpy first, xarray → dask, thousand-node jobs use mpi4py, MKL ≈ 1/6 of users.
     assert_eq!(year.top_packages_by_user[0].package, "numpy");
     let dask = &year.correlation_slices["dask"];
@@ -459,7 +460,10 @@ fn periods_pruning_and_planted_structure() {
     ] {
         assert!(html.contains(title), "{title}");
     }
-    assert_eq!(html.matches("<svg").count(), 7);
+    // Figs. 3–6, a fig. 7 per slice package present (dask, mpi4py, multiprocessing), users per month.
+    let slices = year.correlation_slices.len();
+    assert!(slices >= 2);
+    assert_eq!(html.matches("<svg").count(), 5 + slices);
     assert!(!html.contains("<script") && !html.contains(" src="));
     // Pruning: a date range keeps only its partitions.
     let some = run(

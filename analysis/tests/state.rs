@@ -108,13 +108,20 @@ fn merged_shards_match_a_single_run_byte_for_byte() {
     let merged = json(&merge(&parts, &PeriodKind::ALL, 20).unwrap());
     assert!(single.len() > 10_000);
     assert!(merged == single, "date shards: merged report differs");
-    // Host groups crossed with dates: ranks 0–1 by half-year, ranks 2–3 whole.
+    // Host groups crossed with dates: nodes 0–1999 by half-year, the others (and the login
+    // nodes) whole.
     let (first, mid, last) = (&all[0], &all[all.len() / 2], &all[all.len() - 1]);
     let next = &all[all.len() / 2 + 1];
     let hosts = [
-        shard(&o, first, mid, Some("nid00000[01]"), &t.path().join("h1a")),
-        shard(&o, next, last, Some("nid00000[01]"), &t.path().join("h1b")),
-        shard(&o, first, last, Some("nid00000[2-9]"), &t.path().join("h2")),
+        shard(&o, first, mid, Some("nid00[01]*"), &t.path().join("h1a")),
+        shard(&o, next, last, Some("nid00[01]*"), &t.path().join("h1b")),
+        shard(
+            &o,
+            first,
+            last,
+            Some("{nid00[2-9]*,login*}"),
+            &t.path().join("h2"),
+        ),
     ];
     let merged = json(&merge(&hosts, &PeriodKind::ALL, 20).unwrap());
     assert!(merged == single, "host shards: merged report differs");

@@ -61,7 +61,7 @@ def tables(con, kind):
         "blas": f"""WITH jb AS (SELECT {P} AS p, job_id,
                        list(DISTINCT blas) FILTER (WHERE blas IS NOT NULL) AS bs
                      FROM t WHERE package IN ('numpy', 'scipy') AND job_id IS NOT NULL GROUP BY ALL),
-                   x AS (SELECT p, unnest(CASE WHEN len(bs) = 0 THEN ['unknown'] ELSE bs END) AS b FROM jb)
+                   x AS (SELECT p, unnest(CASE WHEN coalesce(len(bs), 0) = 0 THEN ['unknown'] ELSE bs END) AS b FROM jb)
                    SELECT p, b, count(*) FROM x GROUP BY ALL""",
         "signaled": f"""SELECT {P}, package, count(DISTINCT proc) FILTER (WHERE exit = 'signaled'),
                        count(DISTINCT proc) FROM t GROUP BY ALL""",
