@@ -91,14 +91,15 @@ impl State {
         for &m in &c.month {
             *rows.entry(m).or_default() += 1;
         }
+        let (processes, env_kinds) = process_counts(c);
         State {
             months: rows.keys().copied().collect(),
             rows,
             u,
             j,
             b,
-            processes: process_counts(c),
-            env_kinds: env_kind_counts(c),
+            processes,
+            env_kinds,
         }
     }
 
@@ -242,37 +243,86 @@ impl State {
     }
 }
 
-/// (month, package) → (processes, signalled processes): distinct (process, package) in a chunk.
-fn process_counts(c: &Chunk) -> FxHashMap<(u16, u32), (u64, u64)> {
-    let mut pp: Vec<(u32, u32, u16, bool)> = (0..c.len())
-        .map(|i| {
-            let sig = c.flags[i] & flag::SIGNALED != 0;
-            (c.process[i], c.package[i], c.month[i], sig)
-        })
-        .collect();
-    pp.sort_unstable();
-    let mut processes: FxHashMap<(u16, u32), (u64, u64)> = FxHashMap::default();
-    for g in pp.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-        let e = processes.entry((g[0].2, g[0].1)).or_default();
-        e.0 += 1;
-        e.1 += g.iter().any(|x| x.3) as u64;
-    }
-    processes
+/// The rows of each process of a chunk: `order` lists row indices process by process, and
+/// process `p`'s rows are `order[start[p]..start[p + 1]]`. A counting sort on the dense
+/// process ids — linear, where sorting (process, package) tuples was a fifth of a cold run;
+/// the daemon writes a process's records together, so usually `order` is just 0..n.
+struct ByProcess {
+    order: Vec<u32>,
+    start: Vec<u32>,
 }
 
-/// (month, env kind) → processes: distinct (process, env kind) in a chunk, `stdlib` excluded.
-fn env_kind_counts(c: &Chunk) -> FxHashMap<(u16, u32), u64> {
-    let mut pe: Vec<(u32, u32, u16)> = (0..c.len())
-        .filter(|&i| c.flags[i] & flag::NON_STDLIB != 0)
-        .map(|i| (c.process[i], c.env_kind[i], c.month[i]))
-        .collect();
-    pe.sort_unstable();
-    pe.dedup_by_key(|x| (x.0, x.1));
-    let mut env_kinds: FxHashMap<(u16, u32), u64> = FxHashMap::default();
-    for (_, e, m) in pe {
-        *env_kinds.entry((m, e)).or_default() += 1;
+impl ByProcess {
+    fn of(c: &Chunk) -> ByProcess {
+        let n = c.len();
+        let procs = c.process.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
+        let mut start = vec![0u32; procs + 1];
+        for &p in &c.process {
+            start[p as usize + 1] += 1;
+        }
+        for p in 0..procs {
+            start[p + 1] += start[p];
+        }
+        let order = if c.process.is_sorted() {
+            (0..n as u32).collect()
+        } else {
+            let mut next = start.clone();
+            let mut order = vec![0u32; n];
+            for (i, &p) in c.process.iter().enumerate() {
+                order[next[p as usize] as usize] = i as u32;
+                next[p as usize] += 1;
+            }
+            order
+        };
+        ByProcess { order, start }
     }
-    env_kinds
+
+    /// Each process's row indices.
+    fn groups(&self) -> impl Iterator<Item = &[u32]> {
+        self.start
+            .windows(2)
+            .map(|w| &self.order[w[0] as usize..w[1] as usize])
+            .filter(|g| !g.is_empty())
+    }
+}
+
+/// Per process: (month, package) → (processes, signalled processes), and (month, env kind) →
+/// processes with non-stdlib rows — distinct (process, package) and (process, env kind).
+#[allow(clippy::type_complexity)]
+fn process_counts(
+    c: &Chunk,
+) -> (
+    FxHashMap<(u16, u32), (u64, u64)>,
+    FxHashMap<(u16, u32), u64>,
+) {
+    let mut processes: FxHashMap<(u16, u32), (u64, u64)> = FxHashMap::default();
+    let mut env_kinds: FxHashMap<(u16, u32), u64> = FxHashMap::default();
+    let (mut pk, mut ek) = (Vec::new(), Vec::new());
+    for g in ByProcess::of(c).groups() {
+        // A process has one start, so one month.
+        let month = c.month[g[0] as usize];
+        pk.clear();
+        ek.clear();
+        for &i in g {
+            let i = i as usize;
+            pk.push((c.package[i], c.flags[i] & flag::SIGNALED != 0));
+            if c.flags[i] & flag::NON_STDLIB != 0 {
+                ek.push(c.env_kind[i]);
+            }
+        }
+        pk.sort_unstable();
+        for pg in pk.chunk_by(|a, b| a.0 == b.0) {
+            let e = processes.entry((month, pg[0].0)).or_default();
+            e.0 += 1;
+            e.1 += pg.iter().any(|x| x.1) as u64;
+        }
+        ek.sort_unstable();
+        ek.dedup();
+        for &e in &ek {
+            *env_kinds.entry((month, e)).or_default() += 1;
+        }
+    }
+    (processes, env_kinds)
 }
 
 /// The buckets of one granularity: `lut[month - first]` is a month's bucket index.
@@ -543,5 +593,54 @@ fn blas_group(g: &[BKey], periods: &[Periods], acc: &mut [KindCounts]) {
                 k.blas[b * w + 1 + x as usize] += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of processes 0, 1, 2 interleaved: packages 5 and 6, process 1 signalled, process 2
+    /// all stdlib.
+    fn chunk(order: &[usize]) -> Chunk {
+        let process = [0, 1, 0, 2, 1, 0];
+        let package = [5, 5, 6, 5, 5, 5];
+        let flags = [
+            flag::NON_STDLIB,
+            flag::NON_STDLIB | flag::SIGNALED,
+            flag::NON_STDLIB,
+            0,
+            flag::SIGNALED,
+            flag::NON_STDLIB,
+        ];
+        let env = [1, 1, 2, 0, 1, 1];
+        Chunk {
+            month: vec![7; order.len()],
+            package: order.iter().map(|&i| package[i]).collect(),
+            user: vec![0; order.len()],
+            job: vec![NO_JOB; order.len()],
+            process: order.iter().map(|&i| process[i]).collect(),
+            nodes: vec![1; order.len()],
+            version: vec![NONE; order.len()],
+            env_kind: order.iter().map(|&i| env[i]).collect(),
+            blas: vec![NONE; order.len()],
+            flags: order.iter().map(|&i| flags[i]).collect(),
+            processes: 3,
+        }
+    }
+
+    #[test]
+    fn process_counts_do_not_depend_on_row_order() {
+        let interleaved = process_counts(&chunk(&[0, 1, 2, 3, 4, 5]));
+        let grouped = process_counts(&chunk(&[0, 2, 5, 1, 4, 3]));
+        assert_eq!(interleaved, grouped);
+        let (p, e) = grouped;
+        // Package 5: processes 0, 1, 2 (1 signalled); package 6: process 0.
+        assert_eq!(p[&(7, 5)], (3, 1));
+        assert_eq!(p[&(7, 6)], (1, 0));
+        // Env kind 1: processes 0 and 1; kind 2: process 0; process 2 is stdlib only.
+        assert_eq!(e[&(7, 1)], 2);
+        assert_eq!(e[&(7, 2)], 1);
+        assert_eq!(e.len(), 2);
     }
 }
