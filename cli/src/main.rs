@@ -16,6 +16,7 @@ mod daemon;
 #[cfg(feature = "daemon")]
 mod doctor;
 mod import_customs;
+mod ingest;
 mod show;
 #[cfg(feature = "daemon")]
 mod status;
@@ -60,6 +61,8 @@ enum Command {
     ImportCustoms(import_customs::Args),
     /// Compare the kernel's (or the library's) records against atexit records.
     Compare(compare::Args),
+    /// Central ingest: records from rsyslog (omprog, stdin) or node datasets into one dataset.
+    Ingest(ingest::Args),
 }
 
 fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -78,6 +81,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Atexit(a) => atexit::execute(a),
         Command::ImportCustoms(a) => import_customs::execute(a),
         Command::Compare(a) => compare::execute(a),
+        Command::Ingest(a) => ingest::execute(a),
     }
 }
 

@@ -1,0 +1,106 @@
+//! `pyusage ingest`: the central end of the syslog path (run by rsyslog's `omprog`, records
+//! on stdin), or a merge of node datasets (`--from-dir`), into one de-duplicated Hive
+//! Parquet dataset. The engine is the `pyusage-ingest` crate; this file maps flags to its
+//! options. stdout belongs to omprog's protocol: everything else goes to stderr.
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use pyusage_ingest::{
+    compact::CompactOptions,
+    merge,
+    protocol::{self, Marks, Polled},
+    Ingest, Options,
+};
+use pyusage_record::error_line;
+
+/// Arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Dataset root to write (`date=…/` partitions; state in `.ingest/`, malformed messages
+    /// in `_quarantine.jsonl`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Merge these node data directories (or dataset roots) instead of reading stdin.
+    #[arg(long, num_args = 1..)]
+    from_dir: Vec<PathBuf>,
+    /// Compact every partition now (merge its small files) and exit.
+    #[arg(long, conflicts_with = "from_dir")]
+    compact: bool,
+    /// First part of the Parquet file names: `<name>-<first number>.parquet`.
+    #[arg(long, default_value = "ingest")]
+    name: String,
+    /// Records per Parquet file written from the log (before compaction).
+    #[arg(long, default_value_t = 200_000)]
+    flush_records: usize,
+    /// Seconds after which records in the log are written to Parquet even if fewer.
+    #[arg(long, default_value_t = 30)]
+    flush_secs: u64,
+    /// Days (of `process_start`) of the de-duplication index kept in memory.
+    #[arg(long, default_value_t = 64)]
+    index_days: usize,
+    /// Compact a partition once it has this many small files.
+    #[arg(long, default_value_t = 8)]
+    compact_min_files: usize,
+    /// Compacted file size to aim for, MiB (files under half of it are small).
+    #[arg(long, default_value_t = 256)]
+    compact_target_mib: u64,
+    /// omprog's `beginTransactionMark`.
+    #[arg(long, default_value = "BEGIN TRANSACTION")]
+    begin_mark: String,
+    /// omprog's `commitTransactionMark`.
+    #[arg(long, default_value = "COMMIT TRANSACTION")]
+    commit_mark: String,
+}
+
+/// Runs it.
+pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
+    let opts = Options {
+        name: a.name,
+        flush_records: a.flush_records.max(1),
+        flush_after: Duration::from_secs(a.flush_secs),
+        index_days: a.index_days,
+        compact: CompactOptions {
+            min_files: a.compact_min_files,
+            target_bytes: a.compact_target_mib << 20,
+        },
+        ..Options::new(&a.out)
+    };
+    if !a.from_dir.is_empty() || a.compact {
+        let mut ing = Ingest::open(opts, &mut || {})
+            .with_context(|| format!("opening {}", a.out.display()))?;
+        let mut bad = false;
+        if a.compact {
+            let c = ing.compact_all()?;
+            eprintln!(
+                "compacted {} files into {}, {} running snapshots left out",
+                c.inputs, c.outputs, c.superseded
+            );
+        } else {
+            let m = merge::merge(&mut ing, &a.from_dir)?;
+            for e in &m.errors {
+                eprintln!("pyusage: skipped: {}", error_line(e));
+            }
+            bad = !m.errors.is_empty();
+            eprintln!(
+                "merged {} files: {} records read, {} new",
+                m.files, m.records, m.accepted
+            );
+        }
+        let st = ing.finish()?;
+        eprintln!("{}", serde_json::to_string(&st)?);
+        return Ok(if bad {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let marks = Marks {
+        begin: a.begin_mark.into_bytes(),
+        commit: a.commit_mark.into_bytes(),
+    };
+    let mut input = Polled::new(std::io::stdin());
+    let mut out = std::io::stdout().lock();
+    let st = protocol::serve(opts, &marks, &mut input, &mut out)?;
+    eprintln!("pyusage ingest: {}", serde_json::to_string(&st)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,293 @@
+//! Compaction: a partition's small files merged into large ones, so that a day of 10,000
+//! hosts stays a few files, not tens of thousands (readers open every file's footer).
+//!
+//! Merging streams batches (memory stays at one batch) and leaves out `running` snapshots
+//! whose final record the index knows (the record crate's "final beats running", applied
+//! once, here, instead of by every reader). The output takes the first input's name. The
+//! switch is crash-safe through an intent file: the merged file is written to a hidden
+//! temporary and fsynced, then `compact.json` names the inputs, then the temporary is renamed
+//! over the first input and the others are deleted, then the intent goes. On start, an intent
+//! whose temporary still exists was not switched (the temporary is removed); one whose
+//! temporary is gone was (its remaining inputs are removed). A reader listing the partition
+//! between the rename and the deletions can see a record twice; pyusage's readers
+//! de-duplicate by record key anyway.
+use std::{
+    fs::{self, File},
+    path::{Path, PathBuf},
+};
+
+use arrow_array::{
+    cast::AsArray,
+    types::{Int32Type, TimestampMicrosecondType},
+    Array, BooleanArray, RecordBatch,
+};
+use parquet::arrow::{arrow_reader::ParquetRecordBatchReaderBuilder, ArrowWriter};
+use pyusage_record::{
+    arrow_schema,
+    atomic::{write_bytes_atomic, Durability, PathError},
+    columns,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    index::{self, date_of, Day, Kind},
+    writer::properties,
+    Paths,
+};
+
+/// When and how much to merge.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// Merge once a partition has this many small files.
+    pub min_files: usize,
+    /// A file is small below half of this; a merged file stays under it (compressed bytes).
+    pub target_bytes: u64,
+}
+
+impl Default for CompactOptions {
+    fn default() -> CompactOptions {
+        CompactOptions {
+            min_files: 8,
+            target_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Compaction failed; each error names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// I/O.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// Reading or writing Parquet.
+    #[error("{}: {source}", path.display())]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: parquet::errors::ParquetError,
+    },
+    /// A file whose columns are not the dataset's schema.
+    #[error("{}: {source}", path.display())]
+    Arrow {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: arrow_schema::ArrowError,
+    },
+}
+
+/// What a compaction did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// Files written.
+    pub outputs: u64,
+    /// Files merged away (inputs).
+    pub inputs: u64,
+    /// `running` snapshots left out.
+    pub superseded: u64,
+}
+
+/// The switch in progress (`compact.json`).
+#[derive(Debug, Serialize, Deserialize)]
+struct Intent {
+    dir: PathBuf,
+    output: String,
+    inputs: Vec<String>,
+}
+
+fn tmp_of(dir: &Path, output: &str) -> PathBuf {
+    dir.join(format!(".{output}.tmp"))
+}
+
+/// Finishes or undoes a switch a crash interrupted.
+pub fn recover(paths: &Paths) -> Result<(), PathError> {
+    let Ok(bytes) = fs::read(&paths.intent) else {
+        return Ok(());
+    };
+    if let Ok(i) = serde_json::from_slice::<Intent>(&bytes) {
+        let tmp = tmp_of(&i.dir, &i.output);
+        if tmp.exists() {
+            fs::remove_file(&tmp).map_err(PathError::at(&tmp))?;
+        } else {
+            for f in i.inputs.iter().filter(|f| **f != i.output) {
+                let p = i.dir.join(f);
+                match fs::remove_file(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(PathError::at(&p)(e))
+                    }
+                    _ => {}
+                }
+            }
+            sync_dir(&i.dir)?;
+        }
+    }
+    fs::remove_file(&paths.intent).map_err(PathError::at(&paths.intent))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), PathError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(PathError::at(dir))
+}
+
+/// Compacts the partition of `day` if it has at least `min_files` small files.
+pub fn compact_day(
+    paths: &Paths,
+    day: Day,
+    opts: &CompactOptions,
+) -> Result<Compacted, CompactError> {
+    let dir = paths.out.join(format!("date={}", date_of(day)));
+    let mut small: Vec<(String, u64)> = Vec::new();
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Compacted::default()),
+        Err(e) => return Err(PathError::at(&dir)(e).into()),
+    };
+    for e in rd {
+        let e = e.map_err(PathError::at(&dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".parquet") {
+            continue;
+        }
+        let len = e.metadata().map_err(PathError::at(&e.path()))?.len();
+        if len < opts.target_bytes / 2 {
+            small.push((name, len));
+        }
+    }
+    small.sort();
+    let mut done = Compacted::default();
+    if small.len() < opts.min_files.max(2) {
+        return Ok(done);
+    }
+    let finals = index::read_set(&index::day_file(&paths.index, day, Kind::Finals))?;
+    // Greedy groups in name (= arrival) order, each under the target size.
+    let mut groups: Vec<Vec<String>> = vec![Vec::new()];
+    let mut size = 0;
+    for (name, len) in small {
+        if size + len > opts.target_bytes && !groups.last().expect("one").is_empty() {
+            groups.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        groups.last_mut().expect("one").push(name);
+    }
+    for g in groups.into_iter().filter(|g| g.len() >= 2) {
+        done.superseded += merge(paths, &dir, &g, &finals)?;
+        done.outputs += 1;
+        done.inputs += g.len() as u64;
+    }
+    Ok(done)
+}
+
+/// Merges `inputs` (names in `dir`) into the first one's name; returns the snapshots left out.
+fn merge(
+    paths: &Paths,
+    dir: &Path,
+    inputs: &[String],
+    finals: &std::collections::HashSet<u128>,
+) -> Result<u64, CompactError> {
+    let output = inputs[0].clone();
+    let tmp = tmp_of(dir, &output);
+    let result = (|| {
+        let file = File::create(&tmp).map_err(PathError::at(&tmp))?;
+        let pq_out = |source| CompactError::Parquet {
+            path: tmp.clone(),
+            source,
+        };
+        let mut w =
+            ArrowWriter::try_new(file, arrow_schema(), Some(properties())).map_err(pq_out)?;
+        let mut superseded = 0;
+        for name in inputs {
+            let path = dir.join(name);
+            let pq = |source| CompactError::Parquet {
+                path: path.clone(),
+                source,
+            };
+            let f = File::open(&path).map_err(PathError::at(&path))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+                .map_err(pq)?
+                .with_batch_size(16 * 1024)
+                .build()
+                .map_err(pq)?;
+            for batch in reader {
+                let arrow = |source| CompactError::Arrow {
+                    path: path.clone(),
+                    source,
+                };
+                let batch = batch.map_err(arrow)?;
+                let (batch, dropped) = drop_superseded(batch, finals).map_err(arrow)?;
+                superseded += dropped;
+                w.write(&batch).map_err(pq_out)?;
+            }
+        }
+        let file = w.into_inner().map_err(pq_out)?;
+        file.sync_all().map_err(PathError::at(&tmp))?;
+        Ok(superseded)
+    })();
+    let superseded = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let intent = Intent {
+        dir: dir.to_path_buf(),
+        output: output.clone(),
+        inputs: inputs.to_vec(),
+    };
+    write_bytes_atomic(
+        &paths.intent,
+        &serde_json::to_vec(&intent).expect("serialises"),
+        Durability::Durable,
+    )?;
+    let out = dir.join(&output);
+    fs::rename(&tmp, &out).map_err(PathError::at(&out))?;
+    sync_dir(dir)?;
+    recover(paths)?;
+    Ok(superseded)
+}
+
+/// Leaves out the `running` rows whose (process, package) has a final record.
+fn drop_superseded(
+    batch: RecordBatch,
+    finals: &std::collections::HashSet<u128>,
+) -> Result<(RecordBatch, u64), arrow_schema::ArrowError> {
+    if finals.is_empty() {
+        return Ok((batch, 0));
+    }
+    let col = |n: &str| {
+        batch
+            .column_by_name(n)
+            .ok_or_else(|| arrow_schema::ArrowError::SchemaError(format!("no column {n}")))
+    };
+    let exit = col(columns::EXIT)?.as_string::<i32>();
+    let host = col(columns::HOST)?.as_string::<i32>();
+    let package = col(columns::PACKAGE)?.as_string::<i32>();
+    let id = col(columns::RECORD_ID)?.as_string::<i32>();
+    let pid = col(columns::PID)?.as_primitive::<Int32Type>();
+    let start = col(columns::PROCESS_START)?.as_primitive::<TimestampMicrosecondType>();
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|i| {
+            let superseded = exit.is_valid(i)
+                && exit.value(i) == "running"
+                && finals.contains(&index::key_hash(
+                    host.value(i),
+                    pid.value(i),
+                    start.value(i),
+                    package.value(i),
+                    id.value(i),
+                ));
+            Some(!superseded)
+        })
+        .collect();
+    let dropped = keep.false_count() as u64;
+    if dropped == 0 {
+        return Ok((batch, 0));
+    }
+    Ok((
+        arrow_select::filter::filter_record_batch(&batch, &keep)?,
+        dropped,
+    ))
+}

@@ -1,0 +1,514 @@
+//! The ingest engine: messages in, transactions committed, segments handed to the writer.
+//!
+//! A transaction is what rsyslog confirms at once: its records are checked against the index
+//! and staged; [`Ingest::commit`] writes the quarantined messages, then the records to the WAL
+//! with one `fdatasync`, and only then makes them visible to de-duplication. A commit that
+//! fails rolls the whole transaction back (rsyslog resends all of it, which must not then be
+//! mistaken for duplicates). Counters move at commit for the same reason.
+use std::{
+    fs::{self, File},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use nix::fcntl::{Flock, FlockArg};
+use pyusage_record::{
+    atomic::{write_bytes_atomic, Durability, PathError},
+    error_line, Record,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    compact::{self, CompactOptions},
+    index::{Entry, Index, Staged, Verdict},
+    parse::{self, Malformed},
+    quarantine::Quarantine,
+    wal::{self, CommitError, Wal},
+    writer::{self, Sealed, WriteError, Writer},
+    Paths,
+};
+
+/// Settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The dataset root.
+    pub out: std::path::PathBuf,
+    /// First part of the Parquet file names (`<name>-<first number>.parquet`).
+    pub name: String,
+    /// Records per WAL segment (and so at most per Parquet file before compaction).
+    pub flush_records: usize,
+    /// A segment with records is converted after this long even if not full.
+    pub flush_after: Duration,
+    /// Days of the index held in memory.
+    pub index_days: usize,
+    /// Compaction.
+    pub compact: CompactOptions,
+    /// How long to wait for another ingest holding the dataset's lock.
+    pub lock_wait: Duration,
+}
+
+impl Options {
+    /// Defaults for a dataset at `out`.
+    pub fn new(out: &Path) -> Options {
+        Options {
+            out: out.to_path_buf(),
+            name: "ingest".into(),
+            flush_records: 200_000,
+            flush_after: Duration::from_secs(30),
+            index_days: 64,
+            compact: CompactOptions::default(),
+            lock_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Ingest failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Making the state directories, or reading state.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// Another ingest holds the dataset.
+    #[error("{}: another pyusage ingest holds this dataset", path.display())]
+    Locked {
+        /// The lock file.
+        path: std::path::PathBuf,
+    },
+    /// Taking the lock failed.
+    #[error("{}: locking: {source}", path.display())]
+    Lock {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// Cause.
+        source: nix::errno::Errno,
+    },
+    /// Converting a WAL segment left by the last run.
+    #[error("recovering the WAL: {0}")]
+    Recover(#[source] WriteError),
+    /// Finishing a compaction left by the last run.
+    #[error("recovering a compaction: {0}")]
+    RecoverCompaction(#[source] PathError),
+    /// A transaction could not be made durable; it was rolled back (resend it).
+    #[error("commit failed, transaction rolled back: {0}")]
+    Commit(#[source] CommitError),
+    /// Quarantined messages could not be written; the transaction was rolled back.
+    #[error("commit failed writing the quarantine, transaction rolled back: {0}")]
+    Quarantine(#[source] PathError),
+    /// Compacting on request.
+    #[error("compacting: {0}")]
+    Compact(#[source] compact::CompactError),
+}
+
+impl IngestError {
+    /// Whether the engine can go on (the transaction is gone, the state is consistent).
+    pub fn recoverable(&self) -> bool {
+        matches!(
+            self,
+            IngestError::Commit(CommitError::RolledBack(_)) | IngestError::Quarantine(_)
+        )
+    }
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Staged for the dataset.
+    Accepted,
+    /// Its `record_id` was already there.
+    Duplicate,
+    /// A `running` snapshot whose final record is already there.
+    Superseded,
+    /// Malformed: staged for the quarantine.
+    Quarantined(Malformed),
+}
+
+/// Counters, since the dataset was created (`.ingest/stats.json`).
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Stats {
+    /// Records stored.
+    pub accepted: u64,
+    /// Resent records dropped.
+    pub duplicates: u64,
+    /// `running` snapshots dropped on arrival (their final record was there).
+    pub superseded: u64,
+    /// Malformed messages quarantined.
+    pub quarantined: u64,
+    /// Stored records whose sender had cut long fields (`_truncated`).
+    pub truncated: u64,
+    /// Transactions committed.
+    pub commits: u64,
+    /// Commits that failed and were rolled back.
+    pub commit_errors: u64,
+    /// Parquet files written from the WAL.
+    pub files: u64,
+    /// Compactions, files merged away by them, snapshots they left out.
+    pub compactions: u64,
+    /// See `compactions`.
+    pub compacted_files: u64,
+    /// See `compactions`.
+    pub superseded_compacted: u64,
+}
+
+impl Stats {
+    fn add(&mut self, o: &Stats) {
+        self.accepted += o.accepted;
+        self.duplicates += o.duplicates;
+        self.superseded += o.superseded;
+        self.quarantined += o.quarantined;
+        self.truncated += o.truncated;
+        self.commits += o.commits;
+        self.commit_errors += o.commit_errors;
+        self.files += o.files;
+        self.compactions += o.compactions;
+        self.compacted_files += o.compacted_files;
+        self.superseded_compacted += o.superseded_compacted;
+    }
+}
+
+/// The open transaction.
+#[derive(Default)]
+struct Txn {
+    lines: Vec<u8>,
+    /// (entry, start, end) in `lines`.
+    records: Vec<(Entry, usize, usize)>,
+    staged: Staged,
+    quarantine: Vec<u8>,
+    stats: Stats,
+}
+
+impl Txn {
+    fn clear(&mut self) {
+        self.lines.clear();
+        self.records.clear();
+        self.staged.clear();
+        self.quarantine.clear();
+        self.stats = Stats::default();
+    }
+}
+
+/// The engine over one dataset (holding its lock).
+pub struct Ingest {
+    opts: Options,
+    paths: Paths,
+    _lock: Flock<File>,
+    index: Index,
+    quarantine: Quarantine,
+    wal: Wal,
+    current: Sealed,
+    started: Instant,
+    txn: Txn,
+    writer: Option<Writer>,
+    /// Segments handed to the writer and not yet converted.
+    in_flight: usize,
+    base: Stats,
+    run: Stats,
+}
+
+impl Ingest {
+    /// Opens the dataset at `opts.out` (created if absent): takes its lock (calling `waiting`
+    /// about once a second while another ingest holds it, for omprog's keep-alive), finishes
+    /// what a crash left (a compaction's switch, WAL segments not yet in Parquet), and starts
+    /// a new WAL segment.
+    pub fn open(opts: Options, waiting: &mut dyn FnMut()) -> Result<Ingest, IngestError> {
+        let paths = Paths::new(&opts.out);
+        for d in [&paths.out, &paths.state_dir, &paths.wal, &paths.index] {
+            fs::create_dir_all(d).map_err(PathError::at(d))?;
+        }
+        let lock = lock(&paths.lock, opts.lock_wait, waiting)?;
+        compact::recover(&paths).map_err(IngestError::RecoverCompaction)?;
+        let mut next = writer::saved_next(&paths)?.unwrap_or(1);
+        for (first, path) in wal::segments(&paths.wal)? {
+            let s = Sealed::from_wal(&path, first).map_err(IngestError::Recover)?;
+            if s.rows() > 0 {
+                tracing::info!(
+                    "ingest: converting {} records left in {}",
+                    s.rows(),
+                    path.display()
+                );
+            }
+            next = next.max(s.next).max(first);
+            if s.rows() == 0 {
+                fs::remove_file(&path).map_err(PathError::at(&path))?;
+                continue;
+            }
+            writer::write_sealed(&paths, &opts.name, &s).map_err(IngestError::Recover)?;
+        }
+        let base = fs::read(&paths.stats)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let wal = Wal::create(&paths.wal, next)?;
+        let writer = Writer::start(paths.clone(), opts.name.clone(), opts.compact.clone());
+        Ok(Ingest {
+            index: Index::open(&paths.index, opts.index_days)?,
+            quarantine: Quarantine::new(&paths.quarantine),
+            current: Sealed {
+                wal: wal.path().to_path_buf(),
+                next,
+                ..Sealed::default()
+            },
+            wal,
+            started: Instant::now(),
+            txn: Txn::default(),
+            writer: Some(writer),
+            in_flight: 0,
+            base,
+            run: Stats::default(),
+            _lock: lock,
+            opts,
+            paths,
+        })
+    }
+
+    /// Parses, validates and checks one message and stages it in the open transaction.
+    /// An `Err` is an index file that could not be read (the message is not staged).
+    pub fn accept(&mut self, line: &[u8]) -> Result<Outcome, IngestError> {
+        match parse::parse(line) {
+            Ok(p) => {
+                if p.truncated {
+                    self.txn.stats.truncated += 1;
+                }
+                self.stage(&p.record, &p.json)
+            }
+            Err(why) => {
+                Quarantine::line(&mut self.txn.quarantine, line, &why.to_string());
+                self.txn.stats.quarantined += 1;
+                Ok(Outcome::Quarantined(why))
+            }
+        }
+    }
+
+    /// Stages a record read from a node's dataset (validated like a message).
+    pub fn accept_record(&mut self, r: &Record) -> Result<Outcome, IngestError> {
+        if let Err(why) = parse::validate(r) {
+            let json = serde_json::to_vec(r).expect("records serialise");
+            Quarantine::line(&mut self.txn.quarantine, &json, &why.to_string());
+            self.txn.stats.quarantined += 1;
+            return Ok(Outcome::Quarantined(why));
+        }
+        let json = serde_json::to_vec(r).expect("records serialise");
+        self.stage(r, &json)
+    }
+
+    fn stage(&mut self, r: &Record, json: &[u8]) -> Result<Outcome, IngestError> {
+        let e = Entry::of(r);
+        match self.index.check(&e, &self.txn.staged)? {
+            Verdict::Duplicate => {
+                self.txn.stats.duplicates += 1;
+                Ok(Outcome::Duplicate)
+            }
+            Verdict::Superseded => {
+                self.txn.stats.superseded += 1;
+                Ok(Outcome::Superseded)
+            }
+            Verdict::New => {
+                let start = self.txn.lines.len();
+                self.txn.lines.extend_from_slice(json);
+                self.txn.lines.push(b'\n');
+                self.txn.records.push((e, start, self.txn.lines.len() - 1));
+                self.txn.staged.add(&e);
+                self.txn.stats.accepted += 1;
+                Ok(Outcome::Accepted)
+            }
+        }
+    }
+
+    /// Drops the open transaction (its sender did not ask for a commit).
+    pub fn rollback(&mut self) {
+        self.txn.clear();
+    }
+
+    /// Makes the open transaction durable: quarantine lines, then the records with one
+    /// `fdatasync`. On error the transaction is rolled back.
+    pub fn commit(&mut self) -> Result<(), IngestError> {
+        let r = self.commit_inner();
+        if r.is_err() {
+            self.run.commit_errors += 1;
+            self.txn.clear();
+        }
+        r
+    }
+
+    fn commit_inner(&mut self) -> Result<(), IngestError> {
+        self.absorb_converted();
+        if self.txn.records.is_empty() && self.txn.quarantine.is_empty() {
+            self.run.add(&self.txn.stats);
+            self.txn.clear();
+            return self.maybe_rotate(false);
+        }
+        self.quarantine
+            .append(&self.txn.quarantine)
+            .map_err(IngestError::Quarantine)?;
+        let n0 = self.wal.next_number();
+        self.wal
+            .commit(&self.txn.lines, self.txn.records.len() as u64)
+            .map_err(IngestError::Commit)?;
+        self.index.commit(&self.txn.staged);
+        for (i, (e, s, end)) in self.txn.records.iter().enumerate() {
+            self.current
+                .push(*e, n0 + i as u64, &self.txn.lines[*s..*end]);
+        }
+        self.txn.stats.commits = 1;
+        self.run.add(&self.txn.stats);
+        self.txn.clear();
+        self.maybe_rotate(false)
+    }
+
+    /// Converts the current segment if it is due by time (call when idle).
+    pub fn tick(&mut self) -> Result<(), IngestError> {
+        self.absorb_converted();
+        self.maybe_rotate(false)
+    }
+
+    fn maybe_rotate(&mut self, force: bool) -> Result<(), IngestError> {
+        let rows = self.current.rows();
+        let due = rows >= self.opts.flush_records
+            || (rows > 0 && self.started.elapsed() >= self.opts.flush_after)
+            || (rows > 0 && force);
+        if !due {
+            return Ok(());
+        }
+        // Back-pressure only when far behind: a busy writer (one segment converting, one
+        // queued) normally just means a bigger next segment.
+        if self.in_flight >= 2 && !force && rows < 4 * self.opts.flush_records {
+            return Ok(());
+        }
+        // The new segment first: if it cannot be made, go on appending to this one.
+        let wal = match Wal::create(&self.paths.wal, self.wal.next_number()) {
+            Ok(w) => w,
+            Err(e) if !force => {
+                tracing::warn!("ingest: starting a new WAL segment: {}", error_line(&e));
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let next = Sealed {
+            wal: wal.path().to_path_buf(),
+            next: wal.first(),
+            ..Sealed::default()
+        };
+        let sealed = std::mem::replace(&mut self.current, next);
+        self.writer.as_ref().expect("running").send(sealed);
+        self.in_flight += 1;
+        self.wal = wal;
+        self.started = Instant::now();
+        self.save_stats();
+        Ok(())
+    }
+
+    fn absorb_converted(&mut self) {
+        if let Some(w) = &self.writer {
+            for entries in w.converted() {
+                self.index.persisted(&entries);
+                self.in_flight -= 1;
+            }
+        }
+    }
+
+    /// Counters: the dataset's so far, this run's included.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.base.clone();
+        s.add(&self.run);
+        if let Some(w) = &self.writer {
+            let g = w.stats.lock().expect("stats");
+            s.files += g.files;
+            s.compactions += g.compactions;
+            s.compacted_files += g.compacted_files;
+            s.superseded_compacted += g.superseded_dropped;
+        }
+        s
+    }
+
+    fn save_stats(&self) {
+        let s = self.stats();
+        if let Err(e) = write_bytes_atomic(
+            &self.paths.stats,
+            &serde_json::to_vec_pretty(&s).expect("serialises"),
+            Durability::BestEffort,
+        ) {
+            tracing::warn!("ingest: {}", error_line(&e));
+        }
+    }
+
+    /// Compacts every partition now (at least two small files each).
+    pub fn compact_all(&mut self) -> Result<compact::Compacted, IngestError> {
+        let mut opts = self.opts.compact.clone();
+        opts.min_files = 2;
+        let mut total = compact::Compacted::default();
+        let parts = pyusage_record::dataset::partitions(&self.paths.out).map_err(|e| {
+            IngestError::Path(PathError {
+                path: self.paths.out.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?;
+        for p in parts {
+            let Some(day) = crate::index::parse_date(&p.date) else {
+                continue;
+            };
+            let c = compact::compact_day(&self.paths, day, &opts).map_err(IngestError::Compact)?;
+            total.outputs += c.outputs;
+            total.inputs += c.inputs;
+            total.superseded += c.superseded;
+        }
+        self.run.compactions += total.outputs;
+        self.run.compacted_files += total.inputs;
+        self.run.superseded_compacted += total.superseded;
+        Ok(total)
+    }
+
+    /// Ends: drops an unconfirmed transaction, converts everything committed to Parquet
+    /// (what fails stays in the WAL for the next start) and saves the counters.
+    pub fn finish(mut self) -> Result<Stats, IngestError> {
+        self.txn.clear();
+        let r = self.maybe_rotate(true);
+        if let Some(w) = self.writer.take() {
+            let stats = w.stats.clone();
+            for entries in w.finish() {
+                self.index.persisted(&entries);
+            }
+            let g = stats.lock().expect("stats");
+            self.run.files += g.files;
+            self.run.compactions += g.compactions;
+            self.run.compacted_files += g.compacted_files;
+            self.run.superseded_compacted += g.superseded_dropped;
+        }
+        // An empty last segment is not worth keeping.
+        if self.current.rows() == 0 {
+            let _ = fs::remove_file(self.wal.path());
+        }
+        self.save_stats();
+        r?;
+        Ok(self.stats())
+    }
+}
+
+/// Takes the dataset's lock, waiting up to `wait`.
+fn lock(
+    path: &Path,
+    wait: Duration,
+    waiting: &mut dyn FnMut(),
+) -> Result<Flock<File>, IngestError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let f = File::create(path).map_err(PathError::at(path))?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(l),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                waiting();
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(IngestError::Locked {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err((_, source)) => {
+                return Err(IngestError::Lock {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! One delivered message → a validated [`Record`], or the reason it is malformed.
+//!
+//! rsyslog hands `omprog` one line per message in the template the central snippet names
+//! (`RSYSLOG_SyslogProtocol23Format`: an RFC 5424 line). A bare JSON object is taken too, so
+//! that a template of `%msg%` works. The schema is the record crate's [`Record`] (unknown
+//! fields are refused), plus checks serde cannot express: identity fields that are empty
+//! would make the record impossible to de-duplicate or place.
+use pyusage_record::Record;
+
+/// Why a message was quarantined; the text goes into the quarantine file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    /// Not an RFC 5424 line and not a JSON object.
+    #[error("not an RFC 5424 message: {0}")]
+    Header(&'static str),
+    /// Another application's message or MSGID reached ingest (a filter in rsyslog's
+    /// configuration let it through).
+    #[error("not a pyusage record: APP-NAME {app:?}, MSGID {msgid:?}")]
+    NotPyusage {
+        /// APP-NAME.
+        app: String,
+        /// MSGID.
+        msgid: String,
+    },
+    /// The payload is not valid UTF-8 (a message cut at a byte boundary by a relay).
+    #[error("payload is not UTF-8 at byte {0}")]
+    Utf8(usize),
+    /// The payload does not decode as a record (the serde message names the field).
+    #[error("payload is not a record: {0}")]
+    Json(String),
+    /// It decodes, but a field the dataset depends on is unusable.
+    #[error("invalid record: {0}")]
+    Invalid(&'static str),
+}
+
+/// A message that passed: the record and the JSON line that stores it.
+#[derive(Debug)]
+pub struct Parsed {
+    /// The record.
+    pub record: Record,
+    /// The record as one JSON object (no newline): the payload as received when it is
+    /// complete, which saves re-encoding it, else the record re-encoded.
+    pub json: Vec<u8>,
+    /// The sender cut long fields to fit a message (`_truncated` in the payload).
+    pub truncated: bool,
+}
+
+/// The JSON payload of a line: after the RFC 5424 header, or the line itself when it is a
+/// bare JSON object.
+pub fn payload(line: &[u8]) -> Result<&[u8], Malformed> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.first() == Some(&b'{') {
+        return Ok(line);
+    }
+    let mut rest = line
+        .strip_prefix(b"<")
+        .ok_or(Malformed::Header("no <PRI>"))?;
+    let close = rest
+        .iter()
+        .take(4)
+        .position(|&c| c == b'>')
+        .ok_or(Malformed::Header("bad <PRI>"))?;
+    if close == 0 || !rest[..close].iter().all(u8::is_ascii_digit) {
+        return Err(Malformed::Header("bad <PRI>"));
+    }
+    rest = &rest[close + 1..];
+    let mut field = |what: &'static str| -> Result<&[u8], Malformed> {
+        let sp = rest
+            .iter()
+            .position(|&c| c == b' ')
+            .ok_or(Malformed::Header(what))?;
+        let f = &rest[..sp];
+        rest = &rest[sp + 1..];
+        if f.is_empty() {
+            return Err(Malformed::Header(what));
+        }
+        Ok(f)
+    };
+    let version = field("no VERSION")?;
+    if version != b"1" {
+        return Err(Malformed::Header("VERSION is not 1"));
+    }
+    field("no TIMESTAMP")?;
+    field("no HOSTNAME")?;
+    let app = field("no APP-NAME")?;
+    field("no PROCID")?;
+    let msgid = field("no MSGID")?;
+    if app != b"pyusage" || msgid != b"IMPORT" {
+        return Err(Malformed::NotPyusage {
+            app: String::from_utf8_lossy(app).into_owned(),
+            msgid: String::from_utf8_lossy(msgid).into_owned(),
+        });
+    }
+    let msg = skip_structured_data(rest)?;
+    Ok(msg.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(msg))
+}
+
+/// Skips STRUCTURED-DATA (`-` or `[id k="v"]…`, where `\]`, `\"` and `\\` are escaped in
+/// values) and the space after it; returns MSG.
+fn skip_structured_data(s: &[u8]) -> Result<&[u8], Malformed> {
+    if let Some(rest) = s.strip_prefix(b"-") {
+        return match rest {
+            [] => Ok(rest),
+            [b' ', msg @ ..] => Ok(msg),
+            _ => Err(Malformed::Header("bad STRUCTURED-DATA")),
+        };
+    }
+    let mut i = 0;
+    while s.get(i) == Some(&b'[') {
+        let mut quoted = false;
+        i += 1;
+        loop {
+            match s.get(i) {
+                None => return Err(Malformed::Header("unterminated STRUCTURED-DATA")),
+                Some(b'\\') if quoted => i += 2,
+                Some(b'"') => {
+                    quoted = !quoted;
+                    i += 1;
+                }
+                Some(b']') if !quoted => {
+                    i += 1;
+                    break;
+                }
+                Some(_) => i += 1,
+            }
+        }
+    }
+    match &s[i.min(s.len())..] {
+        _ if i == 0 => Err(Malformed::Header("bad STRUCTURED-DATA")),
+        [] => Ok(&[]),
+        [b' ', msg @ ..] => Ok(msg),
+        _ => Err(Malformed::Header("bad STRUCTURED-DATA")),
+    }
+}
+
+/// Parses and validates one line.
+pub fn parse(line: &[u8]) -> Result<Parsed, Malformed> {
+    let json = payload(line)?;
+    if let Err(e) = std::str::from_utf8(json) {
+        return Err(Malformed::Utf8(e.valid_up_to()));
+    }
+    // `_truncated` is the sender's note, not a field of the record: decoded apart.
+    let truncated = contains(json, br#""_truncated""#);
+    let record: Record = if truncated {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| Malformed::Json(e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("_truncated");
+        }
+        serde_json::from_value(v).map_err(|e| Malformed::Json(e.to_string()))?
+    } else {
+        serde_json::from_slice(json).map_err(|e| Malformed::Json(e.to_string()))?
+    };
+    validate(&record)?;
+    // The payload is stored as received when it has every field the Parquet schema
+    // requires: `sources` is the one non-null field serde fills in when absent.
+    let json = if truncated || !contains(json, br#""sources""#) {
+        serde_json::to_vec(&record).expect("records serialise")
+    } else {
+        json.to_vec()
+    };
+    Ok(Parsed {
+        record,
+        json,
+        truncated,
+    })
+}
+
+/// What the schema's types allow but the dataset cannot use.
+pub fn validate(r: &Record) -> Result<(), Malformed> {
+    if r.record_id.is_empty() {
+        return Err(Malformed::Invalid("empty record_id"));
+    }
+    if r.record_id.len() > 256 {
+        return Err(Malformed::Invalid("record_id longer than 256 bytes"));
+    }
+    if r.host.is_empty() {
+        return Err(Malformed::Invalid("empty host"));
+    }
+    if r.package.is_empty() {
+        return Err(Malformed::Invalid("empty package"));
+    }
+    if r.num_nodes == 0 {
+        return Err(Malformed::Invalid("num_nodes is 0 (1 outside a job)"));
+    }
+    Ok(())
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(r: &Record) -> Vec<u8> {
+        format!(
+            "<134>1 2026-11-25T10:00:00.000002Z n1 pyusage 42 IMPORT - {}\n",
+            serde_json::to_string(r).unwrap()
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn rfc5424_lines_and_bare_json_parse() {
+        let r = Record::example();
+        let p = parse(&line(&r)).unwrap();
+        assert_eq!(p.record, r);
+        assert!(!p.truncated);
+        assert_eq!(
+            p.json,
+            serde_json::to_vec(&r).unwrap(),
+            "stored as received"
+        );
+        let bare = serde_json::to_vec(&r).unwrap();
+        assert_eq!(parse(&bare).unwrap().record, r);
+        // Structured data with an escaped bracket, and a BOM before MSG.
+        let sd = format!(
+            "<134>1 - h pyusage 1 IMPORT [x@1 a=\"b\\]c\"][y@2] \u{feff}{}",
+            serde_json::to_string(&r).unwrap()
+        );
+        assert_eq!(parse(sd.as_bytes()).unwrap().record, r);
+    }
+
+    #[test]
+    fn malformed_messages_say_why() {
+        let r = Record::example();
+        let good = String::from_utf8(line(&r)).unwrap();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"hello".to_vec(), "no <PRI>"),
+            (b"<x>1 a b c d e - {}".to_vec(), "bad <PRI>"),
+            (
+                good.replace(" pyusage ", " sshd ").into_bytes(),
+                "APP-NAME \"sshd\"",
+            ),
+            (
+                good.replace("\"yaml\"", "\"\"").into_bytes(),
+                "empty package",
+            ),
+            (
+                good.replace("\"seq\":7", "\"seq\":-1").into_bytes(),
+                "not a record",
+            ),
+            (
+                good.replace("\"seq\":7", "\"seq\":7,\"bogus\":1")
+                    .into_bytes(),
+                "unknown field `bogus`",
+            ),
+            (good[..good.len() / 2].as_bytes().to_vec(), "not a record"),
+            (
+                b"<1>1 - h pyusage 1 IMPORT - {\"a\":\"\xff\"}".to_vec(),
+                "UTF-8",
+            ),
+            (b"<1>1 - h pyusage 1 IMPORT [x".to_vec(), "unterminated"),
+        ];
+        for (l, want) in cases {
+            let e = parse(&l).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn truncated_and_old_payloads_are_re_encoded_complete() {
+        let r = Record::example();
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["_truncated"] = serde_json::json!(["first_path"]);
+        let p = parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(p.truncated);
+        assert_eq!(p.record, r);
+        assert!(!contains(&p.json, b"_truncated"));
+        let mut old = serde_json::to_value(&r).unwrap();
+        old.as_object_mut().unwrap().remove("sources");
+        let p = parse(&serde_json::to_vec(&old).unwrap()).unwrap();
+        assert!(contains(&p.json, br#""sources":[]"#));
+    }
+}

@@ -1,0 +1,303 @@
+//! rsyslog's `omprog` interface, with `confirmMessages="on"` (and, for throughput,
+//! `useTransactions="on"`): one message per line on stdin, one status line per message on
+//! stdout (rsyslog's `plugins/external/INTERFACE.md`).
+//!
+//! - At start: `OK` once the dataset is open and recovered (dots while waiting for another
+//!   ingest's lock: omprog's keep-alive).
+//! - `BEGIN TRANSACTION` → `OK`; each message → `DEFER_COMMIT`; `COMMIT TRANSACTION` → `OK`
+//!   only after the transaction's records are durable, else an error line, and rsyslog
+//!   retries the whole transaction later (its messages stay in rsyslog's queue). Messages are
+//!   never refused one by one: rsyslog 8.2302 does not retry a transaction's earlier
+//!   `DEFER_COMMIT` messages when a later one fails (rsyslog issue 2420), only a failed
+//!   commit. A malformed message is quarantined and confirmed with the rest.
+//! - Without transactions: each message → `OK` after its own commit (an fsync per message).
+//!
+//! `DEFER_COMMIT` commits nothing, so it is written as soon as the line is read, before the
+//! message is parsed: rsyslog, which waits for each reply, sends the next message meanwhile.
+use std::{
+    io::{self, BufRead, Write},
+    os::fd::AsFd,
+    time::Duration,
+};
+
+use pyusage_record::error_line;
+
+use crate::engine::{Ingest, IngestError, Options, Stats};
+
+/// The transaction marks (omprog's `beginTransactionMark`, `commitTransactionMark`).
+#[derive(Debug, Clone)]
+pub struct Marks {
+    /// Begin.
+    pub begin: Vec<u8>,
+    /// Commit.
+    pub commit: Vec<u8>,
+}
+
+impl Default for Marks {
+    fn default() -> Marks {
+        Marks {
+            begin: b"BEGIN TRANSACTION".to_vec(),
+            commit: b"COMMIT TRANSACTION".to_vec(),
+        }
+    }
+}
+
+/// What the input gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A line (in the buffer, without its newline).
+    Line,
+    /// Nothing for the idle period.
+    Idle,
+    /// End of input: rsyslog is stopping the program.
+    Eof,
+}
+
+/// Where lines come from.
+pub trait Input {
+    /// Reads the next line into `buf` (cleared first), or says the input was idle for
+    /// `idle`, or ended.
+    fn next(&mut self, buf: &mut Vec<u8>, idle: Duration) -> io::Result<Event>;
+}
+
+/// A file descriptor (stdin), polled so that an idle input still lets due segments be
+/// converted; read through a large buffer.
+pub struct Polled<R: io::Read>(io::BufReader<R>);
+
+impl<R: io::Read + AsFd> Polled<R> {
+    /// Wraps `r`.
+    pub fn new(r: R) -> Polled<R> {
+        Polled(io::BufReader::with_capacity(1 << 20, r))
+    }
+}
+
+impl<R: io::Read + AsFd> Input for Polled<R> {
+    fn next(&mut self, buf: &mut Vec<u8>, idle: Duration) -> io::Result<Event> {
+        buf.clear();
+        if self.0.buffer().is_empty() {
+            let mut fds = [nix::poll::PollFd::new(
+                self.0.get_ref().as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms = idle.as_millis().min(u16::MAX as u128) as u16;
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+                Ok(0) => return Ok(Event::Idle),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        read_line(&mut self.0, buf)
+    }
+}
+
+/// Any buffered reader, never idle (tests, files).
+pub struct Plain<R>(pub R);
+
+impl<R: BufRead> Input for Plain<R> {
+    fn next(&mut self, buf: &mut Vec<u8>, _idle: Duration) -> io::Result<Event> {
+        buf.clear();
+        read_line(&mut self.0, buf)
+    }
+}
+
+fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Event> {
+    if r.read_until(b'\n', buf)? == 0 {
+        return Ok(Event::Eof);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    }
+    Ok(Event::Line)
+}
+
+/// The protocol failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// Opening the dataset (reported to rsyslog as a failed start).
+    #[error("opening the dataset: {0}")]
+    Open(#[source] IngestError),
+    /// A commit left the engine in a state it cannot go on from; the next start recovers.
+    #[error(transparent)]
+    Fatal(IngestError),
+    /// Reading stdin or writing stdout.
+    #[error("talking to rsyslog: {0}")]
+    Io(#[from] io::Error),
+}
+
+fn reply(out: &mut dyn Write, s: &[u8]) -> io::Result<()> {
+    out.write_all(s)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// An error as one status line (anything but `OK` tells rsyslog to retry).
+fn error_reply(e: &IngestError) -> Vec<u8> {
+    format!("ERROR {}", error_line(e).replace(['\n', '\r'], " ")).into_bytes()
+}
+
+/// Runs the protocol until the input ends; returns the dataset's counters.
+pub fn serve(
+    opts: Options,
+    marks: &Marks,
+    input: &mut dyn Input,
+    out: &mut dyn Write,
+) -> Result<Stats, ProtocolError> {
+    let idle = opts
+        .flush_after
+        .clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut keepalive = || {
+        let _ = out.write_all(b".").and_then(|()| out.flush());
+    };
+    let mut ingest = match Ingest::open(opts, &mut keepalive) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = reply(out, &error_reply(&e));
+            return Err(ProtocolError::Open(e));
+        }
+    };
+    reply(out, b"OK")?;
+    let mut line = Vec::with_capacity(16 << 10);
+    let mut in_txn = false;
+    // An index read that failed inside the transaction: its commit must fail.
+    let mut failed: Option<IngestError> = None;
+    loop {
+        match input.next(&mut line, idle)? {
+            Event::Eof => break,
+            Event::Idle => {
+                if let Err(e) = ingest.tick() {
+                    tracing::warn!("ingest: {}", error_line(&e));
+                }
+            }
+            Event::Line if line == marks.begin => {
+                ingest.rollback();
+                failed = None;
+                in_txn = true;
+                reply(out, b"OK")?;
+            }
+            Event::Line if line == marks.commit => {
+                in_txn = false;
+                let r = match failed.take() {
+                    Some(e) => {
+                        ingest.rollback();
+                        Err(e)
+                    }
+                    None => ingest.commit(),
+                };
+                settle(r, out)?;
+            }
+            Event::Line if in_txn => {
+                reply(out, b"DEFER_COMMIT")?;
+                if failed.is_none() {
+                    if let Err(e) = ingest.accept(&line) {
+                        failed = Some(e);
+                    }
+                }
+            }
+            Event::Line => {
+                let r = ingest.accept(&line).and_then(|_| ingest.commit());
+                if r.is_err() {
+                    ingest.rollback();
+                }
+                settle(r, out)?;
+            }
+        }
+    }
+    ingest.finish().map_err(ProtocolError::Fatal)
+}
+
+/// Replies to a commit: `OK`, or an error line (and stops when the engine cannot go on).
+fn settle(r: Result<(), IngestError>, out: &mut dyn Write) -> Result<(), ProtocolError> {
+    match r {
+        Ok(()) => Ok(reply(out, b"OK")?),
+        Err(e) => {
+            reply(out, &error_reply(&e))?;
+            tracing::error!("ingest: {}", error_line(&e));
+            if e.recoverable() || matches!(e, IngestError::Path(_)) {
+                Ok(())
+            } else {
+                Err(ProtocolError::Fatal(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyusage_record::{Exit, Record};
+
+    fn msg(r: &Record) -> String {
+        format!(
+            "<134>1 2026-11-25T10:00:00.000002Z {} pyusage {} IMPORT - {}\n",
+            r.host,
+            r.pid,
+            serde_json::to_string(r).unwrap()
+        )
+    }
+
+    fn rec(i: u64) -> Record {
+        let mut r = Record::example();
+        r.record_id = format!("id-{i}");
+        r.seq = i;
+        r.pid = 100 + i as i32;
+        r.exit = Exit::Exited;
+        r
+    }
+
+    fn run(opts: &Options, input: &str) -> (String, Stats) {
+        let mut out = Vec::new();
+        let st = serve(
+            opts.clone(),
+            &Marks::default(),
+            &mut Plain(input.as_bytes()),
+            &mut out,
+        )
+        .unwrap();
+        (String::from_utf8(out).unwrap(), st)
+    }
+
+    #[test]
+    fn transactions_are_confirmed_and_resends_dropped_across_restarts() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = Options::new(&d.path().join("ds"));
+        let mut input = String::from("BEGIN TRANSACTION\n");
+        input += &msg(&rec(1));
+        input += &msg(&rec(2));
+        input += "garbage\n";
+        input += &msg(&rec(1));
+        input += "COMMIT TRANSACTION\n";
+        let (out, st) = run(&opts, &input);
+        assert_eq!(
+            out,
+            "OK\nOK\nDEFER_COMMIT\nDEFER_COMMIT\nDEFER_COMMIT\nDEFER_COMMIT\nOK\n"
+        );
+        assert_eq!((st.accepted, st.duplicates, st.quarantined), (2, 1, 1));
+        // A restart and a resend of the same transaction, plus one new record, unbatched.
+        let (out, st) = run(&opts, &(input.clone() + &msg(&rec(3))));
+        assert!(out.ends_with("COMMIT\nOK\nOK\n"), "{out}");
+        assert_eq!((st.accepted, st.duplicates, st.quarantined), (3, 4, 2));
+        let l = pyusage_record::data_dir::load(
+            &d.path().join("ds"),
+            &pyusage_record::data_dir::Filter::default(),
+        )
+        .unwrap();
+        assert!(l.errors.is_empty(), "{:?}", l.errors);
+        let mut ids: Vec<_> = l.records.iter().map(|r| r.record_id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, ["id-1", "id-2", "id-3"]);
+        let q = std::fs::read_to_string(d.path().join("ds/_quarantine.jsonl")).unwrap();
+        assert_eq!(q.lines().count(), 2);
+        assert!(q.contains("no <PRI>") && q.contains("garbage"), "{q}");
+    }
+
+    #[test]
+    fn an_unconfirmed_transaction_is_not_stored() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = Options::new(&d.path().join("ds"));
+        let input = format!("BEGIN TRANSACTION\n{}", msg(&rec(1)));
+        let (_, st) = run(&opts, &input);
+        assert_eq!(st.accepted, 0);
+        let (_, st) = run(&opts, &format!("{input}COMMIT TRANSACTION\n"));
+        assert_eq!((st.accepted, st.duplicates), (1, 0));
+    }
+}

@@ -1,0 +1,348 @@
+//! A full WAL segment → Parquet files in the dataset, on a thread of its own so that
+//! encoding and compression (most of the CPU a record costs) overlap with reading and
+//! validating the next messages.
+//!
+//! Per segment: one file per date partition, `date=YYYY-MM-DD/<name>-<first number, 20
+//! digits>.parquet`, written to `.<file>.tmp`, fsynced and renamed (the record crate's
+//! [`write_atomic`]); then the segment's index entries are appended to the day files, the next
+//! number is saved, and the segment is deleted. Every step is idempotent: a crash anywhere
+//! means the segment is converted again on the next start, into files of the same names and
+//! content.
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use arrow_array::RecordBatch;
+use parquet::{
+    arrow::ArrowWriter,
+    basic::{Compression, ZstdLevel},
+    file::properties::WriterProperties,
+};
+use pyusage_record::{
+    arrow_schema,
+    atomic::{write_atomic, write_bytes_atomic, Durability, PathError},
+    Record,
+};
+
+use crate::{
+    compact::{self, CompactOptions},
+    index::{self, date_of, Day, Entry},
+    wal, Paths,
+};
+
+/// Writing the dataset failed; each error names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Writing, syncing, renaming or deleting a file.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// A WAL line that does not decode (the WAL holds only validated records: this is
+    /// damage).
+    #[error("{}:{line}: {source}", path.display())]
+    WalLine {
+        /// The segment.
+        path: PathBuf,
+        /// 1-based number among its committed lines.
+        line: usize,
+        /// Cause.
+        source: serde_json::Error,
+    },
+    /// JSON → Arrow.
+    #[error("{}: {source}", path.display())]
+    Arrow {
+        /// The Parquet file being made.
+        path: PathBuf,
+        /// Cause.
+        source: arrow_schema::ArrowError,
+    },
+    /// Parquet encoding.
+    #[error("{}: {source}", path.display())]
+    Parquet {
+        /// The Parquet file being made.
+        path: PathBuf,
+        /// Cause.
+        source: parquet::errors::ParquetError,
+    },
+}
+
+/// One date's records of a segment.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// Number of the first.
+    pub first: u64,
+    /// JSON lines.
+    pub json: Vec<u8>,
+    /// How many.
+    pub rows: usize,
+}
+
+/// A segment closed for appending, with its content at hand (no need to read it back).
+#[derive(Debug, Default)]
+pub struct Sealed {
+    /// The WAL file, deleted once converted.
+    pub wal: PathBuf,
+    /// Records by day.
+    pub chunks: BTreeMap<Day, Chunk>,
+    /// Index entries of the records.
+    pub entries: Vec<Entry>,
+    /// The number after the segment's last record.
+    pub next: u64,
+}
+
+impl Sealed {
+    /// Adds record number `n` (numbers must increase).
+    pub fn push(&mut self, e: Entry, n: u64, json: &[u8]) {
+        let c = self.chunks.entry(e.day).or_insert_with(|| Chunk {
+            first: n,
+            ..Chunk::default()
+        });
+        c.json.extend_from_slice(json);
+        c.json.push(b'\n');
+        c.rows += 1;
+        self.entries.push(e);
+        self.next = n + 1;
+    }
+
+    /// Records held.
+    pub fn rows(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// A segment read back from its file (recovery): its committed lines numbered from
+    /// `first`.
+    pub fn from_wal(path: &Path, first: u64) -> Result<Sealed, WriteError> {
+        let mut s = Sealed {
+            wal: path.to_path_buf(),
+            next: first,
+            ..Sealed::default()
+        };
+        for (i, line) in wal::committed_lines(path)?.iter().enumerate() {
+            let r: Record = serde_json::from_slice(line).map_err(|source| WriteError::WalLine {
+                path: path.to_path_buf(),
+                line: i + 1,
+                source,
+            })?;
+            s.push(Entry::of(&r), first + i as u64, line);
+        }
+        Ok(s)
+    }
+}
+
+/// The dataset's Parquet settings (the node daemon's: zstd, dictionary-encoded strings).
+pub fn properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
+        .set_dictionary_enabled(true)
+        .build()
+}
+
+/// Decodes JSON lines (validated records) into one batch of the dataset's schema.
+fn decode(json: &[u8], rows: usize) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let mut dec = arrow_json::ReaderBuilder::new(arrow_schema())
+        .with_batch_size(rows.max(1))
+        .build_decoder()?;
+    let mut at = 0;
+    while at < json.len() {
+        let n = dec.decode(&json[at..])?;
+        if n == 0 {
+            break;
+        }
+        at += n;
+    }
+    Ok(dec
+        .flush()?
+        .unwrap_or_else(|| RecordBatch::new_empty(arrow_schema())))
+}
+
+/// The Parquet file of a date's chunk.
+pub fn chunk_path(out: &Path, name: &str, day: Day, first: u64) -> PathBuf {
+    out.join(format!("date={}", date_of(day)))
+        .join(format!("{name}-{first:020}.parquet"))
+}
+
+/// Converts a segment: Parquet files, index entries, the next number, then deletes the
+/// segment. Returns the days written.
+pub fn write_sealed(paths: &Paths, name: &str, s: &Sealed) -> Result<Vec<Day>, WriteError> {
+    for (&day, c) in &s.chunks {
+        let path = chunk_path(&paths.out, name, day, c.first);
+        let dir = path.parent().expect("in a partition");
+        fs::create_dir_all(dir).map_err(PathError::at(dir))?;
+        let batch = decode(&c.json, c.rows).map_err(|source| WriteError::Arrow {
+            path: path.clone(),
+            source,
+        })?;
+        debug_assert_eq!(batch.num_rows(), c.rows);
+        let pq = |source| WriteError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        write_atomic(&path, Durability::Durable, |file| {
+            let mut w =
+                ArrowWriter::try_new(file, batch.schema(), Some(properties())).map_err(pq)?;
+            w.write(&batch).map_err(pq)?;
+            w.into_inner().map_err(pq)
+        })?;
+    }
+    index::persist(&paths.index, &s.entries)?;
+    write_bytes_atomic(
+        &paths.state,
+        format!("{{\"next\":{}}}\n", s.next).as_bytes(),
+        Durability::Durable,
+    )?;
+    match fs::remove_file(&s.wal) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(PathError::at(&s.wal)(e).into()),
+    }
+    Ok(s.chunks.keys().copied().collect())
+}
+
+/// The next number saved by the last conversion, if any.
+pub fn saved_next(paths: &Paths) -> Result<Option<u64>, PathError> {
+    match fs::read(&paths.state) {
+        Ok(b) => Ok(serde_json::from_slice::<serde_json::Value>(&b)
+            .ok()
+            .and_then(|v| v["next"].as_u64())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(PathError::at(&paths.state)(e)),
+    }
+}
+
+/// What the writer thread did, for the stats.
+#[derive(Debug, Default, Clone)]
+pub struct WriterStats {
+    /// Parquet files written from segments.
+    pub files: u64,
+    /// Compactions (each merges several files into one).
+    pub compactions: u64,
+    /// Files removed by compaction.
+    pub compacted_files: u64,
+    /// `running` snapshots left out by compaction (their final record is in the dataset).
+    pub superseded_dropped: u64,
+    /// Failed attempts (each retried).
+    pub errors: u64,
+    /// The last error, while it persists.
+    pub last_error: Option<String>,
+}
+
+/// The writer thread and its channels.
+pub struct Writer {
+    jobs: Option<mpsc::SyncSender<Sealed>>,
+    done: mpsc::Receiver<Vec<Entry>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Shared with the thread.
+    pub stats: Arc<Mutex<WriterStats>>,
+}
+
+impl Writer {
+    /// Starts the thread.
+    pub fn start(paths: Paths, name: String, compact: CompactOptions) -> Writer {
+        let (jobs, rx) = mpsc::sync_channel::<Sealed>(1);
+        let (done_tx, done) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Mutex::new(WriterStats::default()));
+        let (st, stop2) = (stats.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("ingest-writer".into())
+            .spawn(move || {
+                for s in rx {
+                    let mut backoff = Duration::from_millis(200);
+                    let days = loop {
+                        match write_sealed(&paths, &name, &s) {
+                            Ok(days) => {
+                                let mut g = st.lock().expect("stats");
+                                g.files += s.chunks.len() as u64;
+                                if g.last_error.take().is_some() {
+                                    tracing::info!("ingest: writing the dataset again");
+                                }
+                                break Some(days);
+                            }
+                            Err(e) => {
+                                let msg = pyusage_record::error_line(&e);
+                                let mut g = st.lock().expect("stats");
+                                g.errors += 1;
+                                if g.last_error.as_deref() != Some(&msg) {
+                                    tracing::error!(
+                                        "ingest: converting {} failed, retrying (it stays in the WAL): {msg}",
+                                        s.wal.display()
+                                    );
+                                    g.last_error = Some(msg);
+                                }
+                            }
+                        }
+                        if stop2.load(Ordering::Relaxed) {
+                            break None;
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    };
+                    let Some(days) = days else { continue };
+                    for day in days {
+                        match compact::compact_day(&paths, day, &compact) {
+                            Ok(c) => {
+                                let mut g = st.lock().expect("stats");
+                                g.compactions += c.outputs;
+                                g.compacted_files += c.inputs;
+                                g.superseded_dropped += c.superseded;
+                            }
+                            Err(e) => tracing::warn!(
+                                "ingest: compacting {} failed (retried after the next flush): {}",
+                                date_of(day),
+                                pyusage_record::error_line(&e)
+                            ),
+                        }
+                    }
+                    if done_tx.send(s.entries).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the writer thread");
+        Writer {
+            jobs: Some(jobs),
+            done,
+            stop,
+            thread: Some(thread),
+            stats,
+        }
+    }
+
+    /// Hands a segment over, waiting for room.
+    pub fn send(&self, s: Sealed) {
+        // The thread only ends when the sender is dropped: a send cannot fail before.
+        let _ = self.jobs.as_ref().expect("running").send(s);
+    }
+
+    /// Entries of segments converted since the last call.
+    pub fn converted(&self) -> Vec<Vec<Entry>> {
+        self.done.try_iter().collect()
+    }
+
+    /// Converts what was handed over (one attempt each if the last attempt fails: the rest
+    /// stays in the WAL for the next start) and ends the thread.
+    pub fn finish(mut self) -> Vec<Vec<Entry>> {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            // Failing segments are retried until stop; ask for it only when the queue is
+            // empty, so that a healthy disk converts everything.
+            while !t.is_finished() {
+                if self.stats.lock().expect("stats").last_error.is_some() {
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = t.join();
+        }
+        self.done.try_iter().collect()
+    }
+}
