@@ -30,14 +30,15 @@ pub struct Args {
     #[arg(long, default_value = "ingest")]
     name: String,
     /// Records per Parquet file written from the log (before compaction).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 100_000)]
     flush_records: usize,
     /// Seconds after which records in the log are written to Parquet even if fewer.
     #[arg(long, default_value_t = 30)]
     flush_secs: u64,
-    /// Days (of `process_start`) of the de-duplication index kept in memory.
-    #[arg(long, default_value_t = 64)]
-    index_days: usize,
+    /// De-duplication hashes kept in memory (~40 bytes each; whole days of `process_start`,
+    /// the least recently used dropped first and read back from disk when needed).
+    #[arg(long, default_value_t = 20_000_000)]
+    index_entries: usize,
     /// Compact a partition once it has this many small files.
     #[arg(long, default_value_t = 8)]
     compact_min_files: usize,
@@ -58,7 +59,7 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
         name: a.name,
         flush_records: a.flush_records.max(1),
         flush_after: Duration::from_secs(a.flush_secs),
-        index_days: a.index_days,
+        index_entries: a.index_entries,
         compact: CompactOptions {
             min_files: a.compact_min_files,
             target_bytes: a.compact_target_mib << 20,

@@ -185,7 +185,7 @@ fn merge(
     paths: &Paths,
     dir: &Path,
     inputs: &[String],
-    finals: &std::collections::HashSet<u128>,
+    finals: &index::Set,
 ) -> Result<u64, CompactError> {
     let output = inputs[0].clone();
     let tmp = tmp_of(dir, &output);
@@ -252,7 +252,7 @@ fn merge(
 /// Leaves out the `running` rows whose (process, package) has a final record.
 fn drop_superseded(
     batch: RecordBatch,
-    finals: &std::collections::HashSet<u128>,
+    finals: &index::Set,
 ) -> Result<(RecordBatch, u64), arrow_schema::ArrowError> {
     if finals.is_empty() {
         return Ok((batch, 0));

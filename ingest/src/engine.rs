@@ -39,8 +39,8 @@ pub struct Options {
     pub flush_records: usize,
     /// A segment with records is converted after this long even if not full.
     pub flush_after: Duration,
-    /// Days of the index held in memory.
-    pub index_days: usize,
+    /// Index hashes held in memory (~40 bytes each); days beyond are read back when needed.
+    pub index_entries: usize,
     /// Compaction.
     pub compact: CompactOptions,
     /// How long to wait for another ingest holding the dataset's lock.
@@ -53,9 +53,9 @@ impl Options {
         Options {
             out: out.to_path_buf(),
             name: "ingest".into(),
-            flush_records: 200_000,
+            flush_records: 100_000,
             flush_after: Duration::from_secs(30),
-            index_days: 64,
+            index_entries: 20_000_000,
             compact: CompactOptions::default(),
             lock_wait: Duration::from_secs(120),
         }
@@ -241,7 +241,7 @@ impl Ingest {
         let wal = Wal::create(&paths.wal, next)?;
         let writer = Writer::start(paths.clone(), opts.name.clone(), opts.compact.clone());
         Ok(Ingest {
-            index: Index::open(&paths.index, opts.index_days)?,
+            index: Index::open(&paths.index, opts.index_entries)?,
             quarantine: Quarantine::new(&paths.quarantine),
             current: Sealed {
                 wal: wal.path().to_path_buf(),

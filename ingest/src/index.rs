@@ -21,6 +21,28 @@ use pyusage_record::{atomic::PathError, Exit, Record};
 /// A day: days since the Unix epoch (UTC) of `process_start`.
 pub type Day = i32;
 
+/// Hashes of ids and keys are uniformly distributed already (UUID bits, FNV): a set of them
+/// needs no SipHash, only the two halves folded and spread.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fold(u64);
+
+impl std::hash::Hasher for Fold {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = ((v >> 64) as u64 ^ v as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A set of 128-bit hashes.
+pub type Set = HashSet<u128, std::hash::BuildHasherDefault<Fold>>;
+
 /// The day of a µs timestamp.
 pub fn day_of(us: i64) -> Day {
     us.div_euclid(86_400_000_000) as Day
@@ -139,7 +161,7 @@ pub fn day_file(dir: &Path, day: Day, kind: Kind) -> PathBuf {
 
 /// Reads a day's file; a missing file is empty, and a torn last entry (a crash while
 /// appending; the WAL still holds it) is left out.
-pub fn read_set(path: &Path) -> Result<HashSet<u128>, PathError> {
+pub fn read_set(path: &Path) -> Result<Set, PathError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -175,20 +197,21 @@ pub fn append(path: &Path, hashes: &[u128]) -> Result<(), PathError> {
 }
 
 struct DaySets {
-    ids: HashSet<u128>,
-    finals: HashSet<u128>,
+    ids: Set,
+    finals: Set,
     used: u64,
 }
 
 /// The in-memory side of the index (the ingest thread's).
 pub struct Index {
     dir: PathBuf,
-    max_days: usize,
+    max_entries: usize,
+    entries: usize,
     days: HashMap<Day, DaySets>,
     tick: u64,
     /// Accepted, not yet in the day files.
-    pending_ids: HashSet<u128>,
-    pending_finals: HashSet<u128>,
+    pending_ids: Set,
+    pending_finals: Set,
 }
 
 /// What the index says of a record.
@@ -203,16 +226,18 @@ pub enum Verdict {
 }
 
 impl Index {
-    /// The index kept in `dir` (created if absent).
-    pub fn open(dir: &Path, max_days: usize) -> Result<Index, PathError> {
+    /// The index kept in `dir` (created if absent), holding days in memory up to about
+    /// `max_entries` hashes (~40 bytes each), the least recently used dropped first.
+    pub fn open(dir: &Path, max_entries: usize) -> Result<Index, PathError> {
         fs::create_dir_all(dir).map_err(PathError::at(dir))?;
         Ok(Index {
             dir: dir.to_path_buf(),
-            max_days: max_days.max(1),
+            max_entries,
+            entries: 0,
             days: HashMap::new(),
             tick: 0,
-            pending_ids: HashSet::new(),
-            pending_finals: HashSet::new(),
+            pending_ids: Set::default(),
+            pending_finals: Set::default(),
         })
     }
 
@@ -224,20 +249,23 @@ impl Index {
     fn day(&mut self, day: Day) -> Result<&DaySets, PathError> {
         self.tick += 1;
         if !self.days.contains_key(&day) {
-            if self.days.len() >= self.max_days {
+            let sets = DaySets {
+                ids: read_set(&day_file(&self.dir, day, Kind::Ids))?,
+                finals: read_set(&day_file(&self.dir, day, Kind::Finals))?,
+                used: 0,
+            };
+            let size = sets.ids.len() + sets.finals.len();
+            while !self.days.is_empty() && self.entries + size > self.max_entries {
                 let oldest = self
                     .days
                     .iter()
                     .min_by_key(|(_, d)| d.used)
                     .map(|(k, _)| *k)
                     .expect("not empty");
-                self.days.remove(&oldest);
+                let d = self.days.remove(&oldest).expect("present");
+                self.entries -= d.ids.len() + d.finals.len();
             }
-            let sets = DaySets {
-                ids: read_set(&day_file(&self.dir, day, Kind::Ids))?,
-                finals: read_set(&day_file(&self.dir, day, Kind::Finals))?,
-                used: 0,
-            };
+            self.entries += size;
             self.days.insert(day, sets);
         }
         let d = self.days.get_mut(&day).expect("inserted");
@@ -275,9 +303,9 @@ impl Index {
                 self.pending_finals.remove(&e.key);
             }
             if let Some(d) = self.days.get_mut(&e.day) {
-                d.ids.insert(e.id);
+                self.entries += d.ids.insert(e.id) as usize;
                 if e.is_final {
-                    d.finals.insert(e.key);
+                    self.entries += d.finals.insert(e.key) as usize;
                 }
             }
         }
@@ -293,9 +321,9 @@ impl Index {
 #[derive(Debug, Default)]
 pub struct Staged {
     /// Record ids.
-    pub ids: HashSet<u128>,
+    pub ids: Set,
     /// Keys of final records.
-    pub finals: HashSet<u128>,
+    pub finals: Set,
 }
 
 impl Staged {

@@ -137,20 +137,21 @@ fn skip_structured_data(s: &[u8]) -> Result<&[u8], Malformed> {
 /// Parses and validates one line.
 pub fn parse(line: &[u8]) -> Result<Parsed, Malformed> {
     let json = payload(line)?;
-    if let Err(e) = std::str::from_utf8(json) {
-        return Err(Malformed::Utf8(e.valid_up_to()));
-    }
+    // serde_json checks UTF-8 in strings; the cause is looked for only when it fails.
+    let bad = |e: serde_json::Error| match std::str::from_utf8(json) {
+        Err(u) => Malformed::Utf8(u.valid_up_to()),
+        Ok(_) => Malformed::Json(e.to_string()),
+    };
     // `_truncated` is the sender's note, not a field of the record: decoded apart.
     let truncated = contains(json, br#""_truncated""#);
     let record: Record = if truncated {
-        let mut v: serde_json::Value =
-            serde_json::from_slice(json).map_err(|e| Malformed::Json(e.to_string()))?;
+        let mut v: serde_json::Value = serde_json::from_slice(json).map_err(bad)?;
         if let Some(o) = v.as_object_mut() {
             o.remove("_truncated");
         }
         serde_json::from_value(v).map_err(|e| Malformed::Json(e.to_string()))?
     } else {
-        serde_json::from_slice(json).map_err(|e| Malformed::Json(e.to_string()))?
+        serde_json::from_slice(json).map_err(bad)?
     };
     validate(&record)?;
     // The payload is stored as received when it has every field the Parquet schema

@@ -72,15 +72,38 @@ pub enum WriteError {
     },
 }
 
+/// Bytes of JSON per block of a chunk: blocks instead of one growing buffer, so a segment of
+/// a few hundred MB is never copied to grow it, and each block decodes as one Arrow batch.
+const BLOCK: usize = 4 << 20;
+
 /// One date's records of a segment.
 #[derive(Debug, Default)]
 pub struct Chunk {
     /// Number of the first.
     pub first: u64,
-    /// JSON lines.
-    pub json: Vec<u8>,
+    /// JSON lines, in blocks of about [`BLOCK`] bytes, each with its row count.
+    pub blocks: Vec<(Vec<u8>, usize)>,
     /// How many.
     pub rows: usize,
+}
+
+impl Chunk {
+    fn push(&mut self, json: &[u8]) {
+        match self.blocks.last_mut() {
+            Some((b, n)) if b.len() + json.len() < b.capacity() => {
+                b.extend_from_slice(json);
+                b.push(b'\n');
+                *n += 1;
+            }
+            _ => {
+                let mut b = Vec::with_capacity(BLOCK.max(json.len() + 1));
+                b.extend_from_slice(json);
+                b.push(b'\n');
+                self.blocks.push((b, 1));
+            }
+        }
+        self.rows += 1;
+    }
 }
 
 /// A segment closed for appending, with its content at hand (no need to read it back).
@@ -103,9 +126,7 @@ impl Sealed {
             first: n,
             ..Chunk::default()
         });
-        c.json.extend_from_slice(json);
-        c.json.push(b'\n');
-        c.rows += 1;
+        c.push(json);
         self.entries.push(e);
         self.next = n + 1;
     }
@@ -176,19 +197,22 @@ pub fn write_sealed(paths: &Paths, name: &str, s: &Sealed) -> Result<Vec<Day>, W
         let path = chunk_path(&paths.out, name, day, c.first);
         let dir = path.parent().expect("in a partition");
         fs::create_dir_all(dir).map_err(PathError::at(dir))?;
-        let batch = decode(&c.json, c.rows).map_err(|source| WriteError::Arrow {
+        let arrow = |source| WriteError::Arrow {
             path: path.clone(),
             source,
-        })?;
-        debug_assert_eq!(batch.num_rows(), c.rows);
+        };
         let pq = |source| WriteError::Parquet {
             path: path.clone(),
             source,
         };
         write_atomic(&path, Durability::Durable, |file| {
             let mut w =
-                ArrowWriter::try_new(file, batch.schema(), Some(properties())).map_err(pq)?;
-            w.write(&batch).map_err(pq)?;
+                ArrowWriter::try_new(file, arrow_schema(), Some(properties())).map_err(pq)?;
+            for (block, rows) in &c.blocks {
+                let batch = decode(block, *rows).map_err(arrow)?;
+                debug_assert_eq!(batch.num_rows(), *rows);
+                w.write(&batch).map_err(pq)?;
+            }
             w.into_inner().map_err(pq)
         })?;
     }
