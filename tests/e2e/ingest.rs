@@ -1,0 +1,580 @@
+//! Central ingest through real rsyslog on loopback: two node daemons (different `--host`)
+//! send to a node-side relay rsyslog (packaging/rsyslog/pyusage-relay.conf), which forwards
+//! over RELP to a central rsyslog (packaging/rsyslog/pyusage-central.conf) running
+//! `pyusage ingest` through omprog. The relay and the central rsyslog are stopped and
+//! restarted, ingest is SIGKILLed mid-stream, the central disk fills up; afterwards every
+//! record the daemons delivered is in the central dataset exactly once (counted with DuckDB,
+//! against the node datasets), and a `--from-dir` merge of the node datasets makes the
+//! central dataset equal to them. Other tests' processes are recorded too: only this test's
+//! hosts are asserted on.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn snippet(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging/rsyslog")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A private rsyslogd with a given configuration, listening on `port`.
+struct Syslogd {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Syslogd {
+    fn start(dir: &Path, conf: &str, port: u16) -> Syslogd {
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        let conf = format!(
+            "global(maxMessageSize=\"64k\" workDirectory=\"{}\")\n{conf}",
+            dir.join("work").display()
+        );
+        std::fs::write(dir.join("rsyslog.conf"), conf).unwrap();
+        let mut s = Syslogd {
+            child: None,
+            dir: dir.to_path_buf(),
+            port,
+        };
+        s.restart();
+        s
+    }
+
+    fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("rsyslogd.log"))
+            .unwrap();
+        let child = Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(self.dir.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(self.dir.join("rsyslog.pid"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting rsyslogd (scripts/install-deps.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("rsyslogd exited ({st}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd not listening on {}:\n{}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("rsyslogd.log")).unwrap_or_default()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM (a service stop): rsyslog saves its queues and closes ingest's stdin.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill with our child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while c.try_wait().unwrap().is_none() {
+                assert!(Instant::now() < deadline, "rsyslogd did not stop");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Drop for Syslogd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The pids of `pyusage ingest` processes whose parent is `parent`.
+fn ingest_children(parent: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some(after) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let ppid: u32 = after
+            .1
+            .split(' ')
+            .nth(1)
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == parent && cmd.windows(6).any(|w| w == b"ingest") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The central chain: relay and collector, and the dataset.
+struct Chain {
+    relay: Syslogd,
+    central: Syslogd,
+    dataset: PathBuf,
+}
+
+impl Chain {
+    fn start(tmp: &Path, dataset: &Path) -> Chain {
+        let (relay_port, central_port) = (free_port(), free_port());
+        let relay_conf = format!(
+            "module(load=\"imtcp\")\ninput(type=\"imtcp\" address=\"127.0.0.1\" port=\"{relay_port}\")\n{}",
+            snippet("pyusage-relay.conf")
+                .replace("pyusage-central.example", "127.0.0.1")
+                .replace("port=\"2514\"", &format!("port=\"{central_port}\""))
+                .replace("resumeInterval=\"5\"", "resumeInterval=\"1\"")
+        );
+        let ingest = format!(
+            "{} ingest --out {} --flush-secs 1 --flush-records 400 --compact-min-files 4",
+            bin().display(),
+            dataset.display()
+        );
+        let central_conf = snippet("pyusage-central.conf")
+            .replace(
+                "input(type=\"imrelp\" port=\"2514\"",
+                &format!("input(type=\"imrelp\" address=\"127.0.0.1\" port=\"{central_port}\""),
+            )
+            .replace(
+                "/usr/bin/pyusage ingest --out /srv/pyusage/dataset",
+                &ingest,
+            )
+            .replace(
+                "/var/log/pyusage-ingest.log",
+                &tmp.join("ingest.log").display().to_string(),
+            )
+            .replace("resumeInterval=\"5\"", "resumeInterval=\"1\"");
+        assert!(
+            central_conf.contains(&ingest),
+            "the snippet's binary line changed"
+        );
+        let central = Syslogd::start(&tmp.join("central"), &central_conf, central_port);
+        let relay = Syslogd::start(&tmp.join("relay"), &relay_conf, relay_port);
+        Chain {
+            relay,
+            central,
+            dataset: dataset.to_path_buf(),
+        }
+    }
+
+    fn ingest_log(&self) -> String {
+        std::fs::read_to_string(self.central.dir.parent().unwrap().join("ingest.log"))
+            .unwrap_or_default()
+    }
+
+    /// SIGKILLs the running ingest (waiting for one to exist); returns its pid.
+    fn kill_ingest(&self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(&pid) = ingest_children(self.central.pid()).first() {
+                // SAFETY: kill with a pid we just found as rsyslog's child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return pid;
+            }
+            assert!(Instant::now() < deadline, "no ingest process running");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// (host, record_id) → copies in the central dataset, for `hosts`, counted by DuckDB.
+fn central_counts(dataset: &Path, hosts: &[&str]) -> BTreeMap<(String, String), u64> {
+    let any = std::fs::read_dir(dataset)
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("date="))
+        })
+        .unwrap_or(false);
+    if !any {
+        return BTreeMap::new();
+    }
+    let code = r#"
+import duckdb, json, sys
+root, hosts = sys.argv[1], sys.argv[2:]
+q = ("select host, record_id, count(*) from read_parquet(?, hive_partitioning=true) "
+     "where list_contains(?, host) group by all")
+print(json.dumps(duckdb.execute(q, [root + "/date=*/*.parquet", hosts]).fetchall()))
+"#;
+    // A compaction can delete a file between DuckDB's listing and its read: read again.
+    let mut tries = 0;
+    let out = loop {
+        let out = Command::new(fixtures().join("tools/bin/python"))
+            .arg("-c")
+            .arg(code)
+            .arg(dataset)
+            .args(hosts)
+            .output()
+            .unwrap();
+        tries += 1;
+        if out.status.success()
+            || tries == 5
+            || !String::from_utf8_lossy(&out.stderr).contains("No such file")
+        {
+            break out;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<(String, String, u64)> = serde_json::from_slice(&out.stdout).unwrap();
+    rows.into_iter().map(|(h, id, n)| ((h, id), n)).collect()
+}
+
+/// (host, record_id, seq) of a node's records.
+fn node_ids(data: &Path) -> Vec<(String, String, u64)> {
+    show_lines(data)
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["host"].as_str().unwrap().to_owned(),
+                v["record_id"].as_str().unwrap().to_owned(),
+                v["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Python processes started in a loop until stopped: records on every daemon.
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u32>>,
+}
+
+impl Load {
+    fn start() -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !s.load(Ordering::Relaxed) {
+                let (_, out) = run(&mut python(venv_python(), "import yaml, json, email"));
+                assert!(out.status.success());
+                n += 1;
+            }
+            n
+        });
+        Load {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> u32 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Waits until every record of `want` is in the central dataset.
+fn wait_central(chain: &Chain, hosts: &[&str], want: &BTreeSet<(String, String)>, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let got = central_counts(&chain.dataset, hosts);
+        let missing = want.iter().filter(|k| !got.contains_key(*k)).count();
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} records not in the central dataset after {secs} s\ningest log:\n{}\n\
+             central rsyslog:\n{}\nrelay rsyslog:\n{}",
+            want.len(),
+            chain.ingest_log(),
+            chain.central.log(),
+            chain.relay.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits until the central dataset has at least `n` records of `hosts`.
+fn wait_growth(chain: &Chain, hosts: &[&str], n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while central_counts(&chain.dataset, hosts).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "central dataset stuck below {n} records\ningest log:\n{}\ncentral rsyslog:\n{}\n\
+             relay rsyslog:\n{}",
+            chain.ingest_log(),
+            chain.central.log(),
+            chain.relay.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn two_daemons(relay_port: u16, tag: &str) -> (Daemon, Daemon, String, String) {
+    let target = format!("tcp:127.0.0.1:{relay_port}");
+    let a = format!("ingest-{tag}-a-{}", std::process::id());
+    let b = format!("ingest-{tag}-b-{}", std::process::id());
+    let da = Daemon::start_with(&["--host", &a, "--syslog", &target], &[]);
+    let db = Daemon::start_with(&["--host", &b, "--syslog", &target], &[]);
+    (da, db, a, b)
+}
+
+/// Stops the load and waits until what the daemons had spooled is central, then stops them:
+/// returns their records and the set every daemon confirmed delivering (`delivered_seq`).
+fn drain(
+    chain: &Chain,
+    load: Load,
+    daemons: Vec<Daemon>,
+    hosts: &[&str],
+) -> (Vec<Records>, BTreeSet<(String, String)>) {
+    assert!(load.stop() > 0);
+    std::thread::sleep(Duration::from_secs(1));
+    let spooled: BTreeSet<(String, String)> = daemons
+        .iter()
+        .flat_map(|d| node_ids(&d.data()))
+        .map(|(h, id, _)| (h, id))
+        .collect();
+    wait_central(chain, hosts, &spooled, 180);
+    let recs: Vec<Records> = daemons.into_iter().map(Daemon::stop).collect();
+    let mut delivered = BTreeSet::new();
+    for r in &recs {
+        let upto = r.status["syslog"]["delivered_seq"].as_u64().unwrap();
+        for (h, id, seq) in node_ids(&r.data) {
+            if seq <= upto {
+                delivered.insert((h, id));
+            }
+        }
+    }
+    // What was sent between the snapshot above and the stop is on its way.
+    wait_central(chain, hosts, &delivered, 120);
+    (recs, delivered)
+}
+
+/// Exactly once: no record twice, nothing of these hosts that no node has.
+fn assert_once(counts: &BTreeMap<(String, String), u64>, node: &BTreeSet<(String, String)>) {
+    let twice: Vec<_> = counts.iter().filter(|(_, &n)| n != 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    let foreign: Vec<_> = counts.keys().filter(|k| !node.contains(*k)).collect();
+    assert!(foreign.is_empty(), "not in any node dataset: {foreign:?}");
+}
+
+#[test]
+fn ingest_through_relay_and_central_rsyslog_survives_kills_every_record_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = tmp.path().join("dataset");
+    let mut chain = Chain::start(tmp.path(), &dataset);
+    let (da, db, a, b) = two_daemons(chain.relay.port, "kill");
+    let hosts = [a.as_str(), b.as_str()];
+    let load = Load::start();
+    wait_growth(&chain, &hosts, 20);
+    // The relay stopped and started while the daemons keep sending.
+    chain.relay.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    chain.relay.restart();
+    let n = central_counts(&dataset, &hosts).len();
+    wait_growth(&chain, &hosts, n + 20);
+    // ingest killed mid-stream: rsyslog restarts it and resends the unconfirmed batch.
+    let killed = chain.kill_ingest();
+    let n = central_counts(&dataset, &hosts).len();
+    wait_growth(&chain, &hosts, n + 20);
+    assert!(!ingest_children(chain.central.pid()).contains(&killed));
+    // The central rsyslog stopped and started (ingest sees EOF and finishes).
+    chain.central.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    chain.central.restart();
+    let n = central_counts(&dataset, &hosts).len();
+    wait_growth(&chain, &hosts, n + 20);
+    chain.kill_ingest();
+    // A malformed message through the whole chain is quarantined with its reason.
+    let marker = format!("not-json-{}", std::process::id());
+    output_ok(
+        Command::new("logger")
+            .args(["--rfc5424", "-n", "127.0.0.1", "-T", "-P"])
+            .arg(chain.relay.port.to_string())
+            .args(["--tag", "pyusage", "--msgid", "IMPORT", &marker]),
+    );
+    let (recs, delivered) = drain(&chain, load, vec![da, db], &hosts);
+    let node: BTreeSet<(String, String)> = recs
+        .iter()
+        .flat_map(|r| node_ids(&r.data))
+        .map(|(h, id, _)| (h, id))
+        .collect();
+    let counts = central_counts(&dataset, &hosts);
+    assert_once(&counts, &node);
+    let missing: Vec<_> = delivered
+        .iter()
+        .filter(|k| !counts.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} delivered records missing: {:?}",
+        missing.len(),
+        delivered.len(),
+        &missing[..missing.len().min(3)]
+    );
+    let q = std::fs::read_to_string(dataset.join("_quarantine.jsonl")).unwrap_or_default();
+    let line = q
+        .lines()
+        .find(|l| l.contains(&marker))
+        .unwrap_or_else(|| panic!("the malformed message was not quarantined:\n{q}"));
+    assert!(line.contains("payload is not a record"), "{line}");
+    // The collector stopped, the node datasets merged: now exactly the nodes' records.
+    chain.central.stop();
+    let mut merge = Command::new(bin());
+    merge
+        .args(["ingest", "--out"])
+        .arg(&dataset)
+        .arg("--from-dir");
+    for r in &recs {
+        merge.arg(&r.data);
+    }
+    let out = output_ok(&mut merge);
+    let said = String::from_utf8_lossy(&out.stderr);
+    let counts = central_counts(&dataset, &hosts);
+    assert_once(&counts, &node);
+    assert_eq!(
+        counts.keys().cloned().collect::<BTreeSet<_>>(),
+        node,
+        "after --from-dir: {said}"
+    );
+    // Counters and compaction, and the dataset as the analysis reads it.
+    let stats: Value =
+        serde_json::from_slice(&std::fs::read(dataset.join(".ingest/stats.json")).unwrap())
+            .unwrap();
+    // Counters are saved with each segment: a killed ingest's last seconds are not counted.
+    assert!(stats["accepted"].as_u64().unwrap() > 0, "{stats}");
+    assert!(
+        stats["duplicates"].as_u64().unwrap() > 0,
+        "the merge found them: {stats}"
+    );
+    assert!(stats["quarantined"].as_u64().unwrap() >= 1, "{stats}");
+    let out = output_ok(
+        Command::new(bin())
+            .args(["ingest", "--compact", "--out"])
+            .arg(&dataset),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("compacted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_once(&central_counts(&dataset, &hosts), &node);
+    for p in std::fs::read_dir(&dataset).unwrap().flatten() {
+        let name = p.file_name().to_string_lossy().into_owned();
+        if name.starts_with("date=") {
+            let files = std::fs::read_dir(p.path()).unwrap().count();
+            assert_eq!(files, 1, "{name}: compacted into one file");
+        }
+    }
+    let out = output_ok(
+        Command::new(bin())
+            .args(["analyze", "--format", "json"])
+            .arg(&dataset),
+    );
+    assert!(!out.stdout.is_empty());
+}
+
+#[test]
+fn ingest_with_the_central_disk_full_then_freed_every_record_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a small tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let dataset = mnt.join("dataset");
+    let chain = Chain::start(tmp.path(), &dataset);
+    let (da, db, a, b) = two_daemons(chain.relay.port, "full");
+    let hosts = [a.as_str(), b.as_str()];
+    let load = Load::start();
+    wait_growth(&chain, &hosts, 20);
+    let filler = mnt.join("filler");
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .args(["bs=64k", "status=none"])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !chain.ingest_log().contains("No space left on device") {
+        assert!(
+            Instant::now() < deadline,
+            "the full disk was not noticed:\n{}",
+            chain.ingest_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3)); // rsyslog retries while still full
+    std::fs::remove_file(&filler).unwrap();
+    let (recs, delivered) = drain(&chain, load, vec![da, db], &hosts);
+    let node: BTreeSet<(String, String)> = recs
+        .iter()
+        .flat_map(|r| node_ids(&r.data))
+        .map(|(h, id, _)| (h, id))
+        .collect();
+    let counts = central_counts(&dataset, &hosts);
+    assert_once(&counts, &node);
+    let missing = delivered
+        .iter()
+        .filter(|k| !counts.contains_key(*k))
+        .count();
+    assert_eq!(
+        missing, 0,
+        "delivered records missing after the disk was freed"
+    );
+    assert!(
+        chain.ingest_log().contains("commit failed"),
+        "{}",
+        chain.ingest_log()
+    );
+}
