@@ -291,3 +291,86 @@ fn drop_superseded(
         dropped,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Ingest, Options};
+    use pyusage_record::{data_dir, dataset, Exit, Record};
+
+    #[test]
+    fn small_files_merge_into_one_without_superseded_snapshots() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("ds");
+        let mut opts = Options::new(&out);
+        opts.flush_records = 1;
+        let mut ing = Ingest::open(opts.clone(), &mut || {}).unwrap();
+        let mut snap = Record::example();
+        snap.record_id = "snap".into();
+        let mut fin = snap.clone();
+        fin.record_id = "fin".into();
+        fin.seq += 1;
+        fin.exit = Exit::Exited;
+        let mut other = fin.clone();
+        other.record_id = "other".into();
+        other.package = "numpy".into();
+        for r in [&snap, &fin, &other] {
+            ing.accept_record(r).unwrap();
+            ing.commit().unwrap();
+        }
+        ing.finish().unwrap();
+        let part = dataset::partitions(&out).unwrap().remove(0);
+        assert_eq!(part.files().unwrap().len(), 3, "one file per segment");
+        let mut ing = Ingest::open(opts, &mut || {}).unwrap();
+        let c = ing.compact_all().unwrap();
+        assert_eq!(
+            c,
+            Compacted {
+                outputs: 1,
+                inputs: 3,
+                superseded: 1
+            }
+        );
+        ing.finish().unwrap();
+        let files = part.files().unwrap();
+        assert_eq!(files.len(), 1);
+        assert!(files[0].ends_with("ingest-00000000000000000001.parquet"));
+        let mut ids: Vec<_> = dataset::read(&files[0])
+            .unwrap()
+            .into_iter()
+            .map(|r| r.record_id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["fin", "other"]);
+        assert!(data_dir::load(&out, &data_dir::Filter::default())
+            .unwrap()
+            .errors
+            .is_empty());
+    }
+
+    #[test]
+    fn an_interrupted_switch_is_undone_or_finished() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = Paths::new(d.path());
+        fs::create_dir_all(&paths.state_dir).unwrap();
+        let dir = d.path().join("date=2026-11-25");
+        fs::create_dir_all(&dir).unwrap();
+        for f in ["a.parquet", "b.parquet", ".a.parquet.tmp"] {
+            fs::write(dir.join(f), f).unwrap();
+        }
+        let intent = Intent {
+            dir: dir.clone(),
+            output: "a.parquet".into(),
+            inputs: vec!["a.parquet".into(), "b.parquet".into()],
+        };
+        fs::write(&paths.intent, serde_json::to_vec(&intent).unwrap()).unwrap();
+        // Not switched yet (the temporary exists): the inputs stay, the temporary goes.
+        recover(&paths).unwrap();
+        assert!(dir.join("b.parquet").exists() && !dir.join(".a.parquet.tmp").exists());
+        assert!(!paths.intent.exists());
+        // Switched (the temporary is gone): the other inputs go.
+        fs::write(&paths.intent, serde_json::to_vec(&intent).unwrap()).unwrap();
+        recover(&paths).unwrap();
+        assert!(dir.join("a.parquet").exists() && !dir.join("b.parquet").exists());
+    }
+}

@@ -249,7 +249,7 @@ mod tests {
                     .into_bytes(),
                 "unknown field `bogus`",
             ),
-            (good[..good.len() / 2].as_bytes().to_vec(), "not a record"),
+            (good.as_bytes()[..good.len() / 2].to_vec(), "not a record"),
             (
                 b"<1>1 - h pyusage 1 IMPORT - {\"a\":\"\xff\"}".to_vec(),
                 "UTF-8",

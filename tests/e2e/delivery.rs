@@ -230,20 +230,7 @@ fn canary_passes_through_rsyslog_and_fails_with_a_reason_when_the_sink_is_down()
 fn full_disk_keeps_records_in_memory_and_catches_up() {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("small");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mounting a small tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let small = Tmpfs::mount(&mnt, "4m");
     let data = mnt.join("data");
     let d = Daemon::start_at(&data, &[], &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -252,12 +239,7 @@ fn full_disk_keeps_records_in_memory_and_catches_up() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Fill the file system.
-    let filler = mnt.join("filler");
-    let _ = Command::new("dd")
-        .arg("if=/dev/zero")
-        .arg(format!("of={}", filler.display()))
-        .args(["bs=64k", "status=none"])
-        .status();
+    let filler = small.fill();
     let (full_pid, _) = run(&mut python(venv_python(), "import yaml"));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !d.log().contains("spool write failed") {

@@ -282,6 +282,14 @@ fn node_ids(data: &Path) -> Vec<(String, String, u64)> {
         .collect()
 }
 
+/// (host, record_id) of the nodes' records.
+fn node_set(recs: &[Records]) -> BTreeSet<(String, String)> {
+    recs.iter()
+        .flat_map(|r| node_ids(&r.data))
+        .map(|(h, id, _)| (h, id))
+        .collect()
+}
+
 /// Python processes started in a loop until stopped: records on every daemon.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -435,11 +443,7 @@ fn ingest_through_relay_and_central_rsyslog_survives_kills_every_record_once() {
             .args(["--tag", "pyusage", "--msgid", "IMPORT", &marker]),
     );
     let (recs, delivered) = drain(&chain, load, vec![da, db], &hosts);
-    let node: BTreeSet<(String, String)> = recs
-        .iter()
-        .flat_map(|r| node_ids(&r.data))
-        .map(|(h, id, _)| (h, id))
-        .collect();
+    let node = node_set(&recs);
     let counts = central_counts(&dataset, &hosts);
     assert_once(&counts, &node);
     let missing: Vec<_> = delivered
@@ -519,32 +523,14 @@ fn ingest_through_relay_and_central_rsyslog_survives_kills_every_record_once() {
 fn ingest_with_the_central_disk_full_then_freed_every_record_once() {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("small");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mounting a small tmpfs");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let small = Tmpfs::mount(&mnt, "48m");
     let dataset = mnt.join("dataset");
     let chain = Chain::start(tmp.path(), &dataset);
     let (da, db, a, b) = two_daemons(chain.relay.port, "full");
     let hosts = [a.as_str(), b.as_str()];
     let load = Load::start();
     wait_growth(&chain, &hosts, 20);
-    let filler = mnt.join("filler");
-    let _ = Command::new("dd")
-        .arg("if=/dev/zero")
-        .arg(format!("of={}", filler.display()))
-        .args(["bs=64k", "status=none"])
-        .status();
+    let filler = small.fill();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !chain.ingest_log().contains("No space left on device") {
         assert!(
@@ -557,11 +543,7 @@ fn ingest_with_the_central_disk_full_then_freed_every_record_once() {
     std::thread::sleep(Duration::from_secs(3)); // rsyslog retries while still full
     std::fs::remove_file(&filler).unwrap();
     let (recs, delivered) = drain(&chain, load, vec![da, db], &hosts);
-    let node: BTreeSet<(String, String)> = recs
-        .iter()
-        .flat_map(|r| node_ids(&r.data))
-        .map(|(h, id, _)| (h, id))
-        .collect();
+    let node = node_set(&recs);
     let counts = central_counts(&dataset, &hosts);
     assert_once(&counts, &node);
     let missing = delivered

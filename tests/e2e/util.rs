@@ -484,3 +484,38 @@ pub fn short_hostname() -> String {
     let h = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     h.trim().split('.').next().unwrap().to_owned()
 }
+
+/// A small tmpfs mounted at `dir` (created), unmounted when dropped: a file system to fill.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts `size` (e.g. `4m`) at `dir`.
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a small tmpfs");
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Fills it with a file `filler` (returned) until no space is left.
+    pub fn fill(&self) -> PathBuf {
+        let filler = self.0.join("filler");
+        let _ = Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!("of={}", filler.display()))
+            .args(["bs=64k", "status=none"])
+            .stderr(Stdio::null())
+            .status();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

@@ -1,0 +1,176 @@
+"""Central ingest benchmark: records/s into the central dataset, and its size per million.
+
+    ingest.py --bin target/release/pyusage [--records N] [--batch B] [--rsyslog]
+
+Records come from `pyusage synth` (realistic field values; dates moved to one day, as a live
+stream's are), printed back by `pyusage show` and wrapped as the RFC 5424 lines the daemon
+sends and rsyslog hands to omprog (`RSYSLOG_SyslogProtocol23Format`). Two measurements:
+
+1. stdin: the lines fed straight into `pyusage ingest`, in transactions of B messages
+   (rsyslog's dequeueBatchSize) between BEGIN/COMMIT TRANSACTION marks, as omprog with
+   confirmMessages and useTransactions sends them (ingest's replies go to /dev/null: the
+   pipe is not waited on per message as rsyslog does). Time until ingest has exited, i.e. every
+   record is in Parquet.
+2. --rsyslog: a real rsyslogd with packaging/rsyslog/pyusage-central.conf's omprog action
+   (imtcp instead of imrelp as the input), the lines sent over TCP with octet counting. Time
+   from the first byte sent until ingest's stats say every record is stored.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+DAY = "2026-11-25"
+
+
+def sh(*a, **kw):
+    return subprocess.run(a, check=True, **kw)
+
+
+def lines_of(bin_, n, work):
+    synth = os.path.join(work, "synth")
+    sh(bin_, "synth", "--rows", str(n), "--out", synth, stdout=subprocess.DEVNULL)
+    out = subprocess.run([bin_, "show", "--format", "jsonl", synth], check=True,
+                         capture_output=True).stdout.splitlines()
+    msgs = []
+    for j in out:
+        r = json.loads(j)
+        # A live stream: synth spreads a year, the centre receives today's processes. The
+        # time of day is kept, the date set to one day.
+        for f in ("process_start", "process_end", "first_seen"):
+            if r[f]:
+                r[f] = DAY + r[f][10:]
+        j = json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode()
+        head = "<134>1 %s %s pyusage %d IMPORT - " % (r["first_seen"], r["host"], r["pid"])
+        msgs.append(head.encode() + j)
+    return msgs
+
+
+def size_of(root):
+    total = 0
+    for d, _, files in os.walk(root):
+        if os.path.basename(d).startswith("date="):
+            total += sum(os.path.getsize(os.path.join(d, f)) for f in files)
+    return total
+
+
+def files_of(root):
+    return sum(len(fs) for d, _, fs in os.walk(root) if os.path.basename(d).startswith("date="))
+
+
+def bench_stdin(bin_, msgs, batch, work):
+    feed = os.path.join(work, "feed")
+    with open(feed, "wb") as f:
+        for i in range(0, len(msgs), batch):
+            f.write(b"BEGIN TRANSACTION\n")
+            f.write(b"\n".join(msgs[i:i + batch]) + b"\n")
+            f.write(b"COMMIT TRANSACTION\n")
+    out = os.path.join(work, "central-stdin")
+    t0 = time.time()
+    with open(feed, "rb") as f:
+        p = subprocess.run([bin_, "ingest", "--out", out], stdin=f, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, check=True)
+    dt = time.time() - t0
+    stats = json.load(open(os.path.join(out, ".ingest/stats.json")))
+    assert stats["accepted"] == len(msgs), (stats, p.stderr[-2000:])
+    # Compacted on request, as the running ingest does once a partition has enough files.
+    sh(bin_, "ingest", "--compact", "--out", out, stderr=subprocess.DEVNULL)
+    return dt, size_of(out), files_of(out), stats
+
+
+def bench_rsyslog(bin_, msgs, work, repo):
+    port = free_port()
+    out = os.path.join(work, "central-rsyslog")
+    conf = open(os.path.join(repo, "packaging/rsyslog/pyusage-central.conf")).read()
+    conf = conf.replace('module(load="imrelp")', 'module(load="imtcp")')
+    conf = conf.replace('input(type="imrelp" port="2514" maxDataSize="65536"',
+                        'input(type="imtcp" address="127.0.0.1" port="%d"' % port)
+    conf = conf.replace("/usr/bin/pyusage ingest --out /srv/pyusage/dataset",
+                        "%s ingest --out %s --flush-secs 1" % (bin_, out))
+    conf = conf.replace("/var/log/pyusage-ingest.log", os.path.join(work, "ingest.log"))
+    wd = os.path.join(work, "rs")
+    os.makedirs(wd + "/work", exist_ok=True)
+    with open(wd + "/rsyslog.conf", "w") as f:
+        f.write('global(maxMessageSize="64k" workDirectory="%s/work")\n' % wd + conf)
+    rs = subprocess.Popen(["rsyslogd", "-n", "-f", wd + "/rsyslog.conf", "-i", wd + "/pid"])
+    try:
+        for _ in range(200):
+            try:
+                s = socket.create_connection(("127.0.0.1", port))
+                break
+            except OSError:
+                time.sleep(0.05)
+        t0 = time.time()
+        buf = bytearray()
+        for m in msgs:
+            buf += b"%d " % len(m) + m
+            if len(buf) > 1 << 20:
+                s.sendall(buf)
+                buf.clear()
+        s.sendall(buf)
+        sent = time.time() - t0
+        stats_path = os.path.join(out, ".ingest/stats.json")
+        while True:
+            try:
+                st = json.load(open(stats_path))
+            except (OSError, ValueError):
+                st = {"accepted": 0}
+            if st["accepted"] >= len(msgs):
+                break
+            if time.time() - t0 > 600:
+                raise SystemExit("rsyslog path: only %d of %d after 600 s" % (st["accepted"], len(msgs)))
+            time.sleep(0.1)
+        dt = time.time() - t0
+        s.close()
+    finally:
+        rs.send_signal(signal.SIGTERM)
+        rs.wait()
+    return dt, sent
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--rsyslog", action="store_true")
+    a = ap.parse_args()
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    work = tempfile.mkdtemp(prefix="pyusage-bench-ingest-")
+    try:
+        msgs = lines_of(os.path.abspath(a.bin), a.records, work)
+        n = len(msgs)
+        raw = sum(len(m) + 1 for m in msgs)
+        print("records: %d, syslog lines %.0f bytes each" % (n, raw / n))
+        dt, size, files, st = bench_stdin(a.bin, msgs, a.batch, work)
+        print("stdin (omprog protocol, %d per transaction): %.2f s, %.0f records/s"
+              % (a.batch, dt, n / dt))
+        print("central dataset: %.1f MB per million records (%d files after compaction; "
+              "syslog text %.0f MB per million)" % (size / n, files, raw / n))
+        print("  %d commits, %d Parquet files written before compaction"
+              % (st["commits"], st["files"]))
+        if a.rsyslog:
+            dt, sent = bench_rsyslog(os.path.abspath(a.bin), msgs, work, repo)
+            print("rsyslog imtcp -> omprog -> ingest: %.2f s, %.0f records/s (sender done after %.2f s)"
+                  % (dt, n / dt, sent))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
