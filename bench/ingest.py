@@ -18,6 +18,7 @@ sends and rsyslog hands to omprog (`RSYSLOG_SyslogProtocol23Format`). Two measur
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -73,16 +74,19 @@ def bench_stdin(bin_, msgs, batch, work):
             f.write(b"\n".join(msgs[i:i + batch]) + b"\n")
             f.write(b"COMMIT TRANSACTION\n")
     out = os.path.join(work, "central-stdin")
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     with open(feed, "rb") as f:
         p = subprocess.run([bin_, "ingest", "--out", out], stdin=f, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, check=True)
     dt = time.time() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     stats = json.load(open(os.path.join(out, ".ingest/stats.json")))
     assert stats["accepted"] == len(msgs), (stats, p.stderr[-2000:])
     # Compacted on request, as the running ingest does once a partition has enough files.
     sh(bin_, "ingest", "--compact", "--out", out, stderr=subprocess.DEVNULL)
-    return dt, size_of(out), files_of(out), stats
+    return dt, cpu, size_of(out), files_of(out), stats
 
 
 def bench_rsyslog(bin_, msgs, work, repo):
@@ -157,9 +161,10 @@ def main():
         n = len(msgs)
         raw = sum(len(m) + 1 for m in msgs)
         print("records: %d, syslog lines %.0f bytes each" % (n, raw / n))
-        dt, size, files, st = bench_stdin(a.bin, msgs, a.batch, work)
-        print("stdin (omprog protocol, %d per transaction): %.2f s, %.0f records/s"
-              % (a.batch, dt, n / dt))
+        dt, cpu, size, files, st = bench_stdin(a.bin, msgs, a.batch, work)
+        print("stdin (omprog protocol, %d per transaction): %.2f s, %.0f records/s; "
+              "ingest's CPU %.2f s (%.1f us per record, both threads; load average %.1f)"
+              % (a.batch, dt, n / dt, cpu, cpu / n * 1e6, os.getloadavg()[0]))
         print("central dataset: %.1f MB per million records (%d files after compaction; "
               "syslog text %.0f MB per million)" % (size / n, files, raw / n))
         print("  %d commits, %d Parquet files written before compaction"

@@ -24,7 +24,7 @@ use crate::{
     parse::{self, Malformed},
     quarantine::Quarantine,
     wal::{self, CommitError, Wal},
-    writer::{self, Sealed, WriteError, Writer},
+    writer::{self, BlockPool, Sealed, WriteError, Writer},
     Paths,
 };
 
@@ -196,6 +196,8 @@ pub struct Ingest {
     quarantine: Quarantine,
     wal: Wal,
     current: Sealed,
+    /// Blocks of JSON reused from converted segments.
+    pool: BlockPool,
     started: Instant,
     txn: Txn,
     writer: Option<Writer>,
@@ -248,6 +250,7 @@ impl Ingest {
                 next,
                 ..Sealed::default()
             },
+            pool: BlockPool::default(),
             wal,
             started: Instant::now(),
             txn: Txn::default(),
@@ -386,6 +389,7 @@ impl Ingest {
         let next = Sealed {
             wal: wal.path().to_path_buf(),
             next: wal.first(),
+            pool: self.pool.clone(),
             ..Sealed::default()
         };
         let sealed = std::mem::replace(&mut self.current, next);

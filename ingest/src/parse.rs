@@ -35,12 +35,12 @@ pub enum Malformed {
 
 /// A message that passed: the record and the JSON line that stores it.
 #[derive(Debug)]
-pub struct Parsed {
+pub struct Parsed<'a> {
     /// The record.
     pub record: Record,
     /// The record as one JSON object (no newline): the payload as received when it is
-    /// complete, which saves re-encoding it, else the record re-encoded.
-    pub json: Vec<u8>,
+    /// complete, which saves re-encoding (and copying) it, else the record re-encoded.
+    pub json: std::borrow::Cow<'a, [u8]>,
     /// The sender cut long fields to fit a message (`_truncated` in the payload).
     pub truncated: bool,
 }
@@ -135,7 +135,7 @@ fn skip_structured_data(s: &[u8]) -> Result<&[u8], Malformed> {
 }
 
 /// Parses and validates one line.
-pub fn parse(line: &[u8]) -> Result<Parsed, Malformed> {
+pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Malformed> {
     let json = payload(line)?;
     // serde_json checks UTF-8 in strings; the cause is looked for only when it fails.
     let bad = |e: serde_json::Error| match std::str::from_utf8(json) {
@@ -157,9 +157,9 @@ pub fn parse(line: &[u8]) -> Result<Parsed, Malformed> {
     // The payload is stored as received when it has every field the Parquet schema
     // requires: `sources` is the one non-null field serde fills in when absent.
     let json = if truncated || !contains(json, br#""sources""#) {
-        serde_json::to_vec(&record).expect("records serialise")
+        std::borrow::Cow::Owned(serde_json::to_vec(&record).expect("records serialise"))
     } else {
-        json.to_vec()
+        std::borrow::Cow::Borrowed(json)
     };
     Ok(Parsed {
         record,
@@ -189,7 +189,7 @@ pub fn validate(r: &Record) -> Result<(), Malformed> {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 #[cfg(test)]
@@ -207,7 +207,8 @@ mod tests {
     #[test]
     fn rfc5424_lines_and_bare_json_parse() {
         let r = Record::example();
-        let p = parse(&line(&r)).unwrap();
+        let l = line(&r);
+        let p = parse(&l).unwrap();
         assert_eq!(p.record, r);
         assert!(!p.truncated);
         assert_eq!(
@@ -267,13 +268,15 @@ mod tests {
         let r = Record::example();
         let mut v = serde_json::to_value(&r).unwrap();
         v["_truncated"] = serde_json::json!(["first_path"]);
-        let p = parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+        let l = serde_json::to_vec(&v).unwrap();
+        let p = parse(&l).unwrap();
         assert!(p.truncated);
         assert_eq!(p.record, r);
         assert!(!contains(&p.json, b"_truncated"));
         let mut old = serde_json::to_value(&r).unwrap();
         old.as_object_mut().unwrap().remove("sources");
-        let p = parse(&serde_json::to_vec(&old).unwrap()).unwrap();
+        let l = serde_json::to_vec(&old).unwrap();
+        let p = parse(&l).unwrap();
         assert!(contains(&p.json, br#""sources":[]"#));
     }
 }

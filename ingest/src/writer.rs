@@ -87,8 +87,34 @@ pub struct Chunk {
     pub rows: usize,
 }
 
+/// Emptied blocks kept for the next segments: a block is 4 MiB of fresh memory otherwise,
+/// which the kernel zeroes page by page (a tenth of the ingest thread's time, measured).
+#[derive(Debug, Clone, Default)]
+pub struct BlockPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl BlockPool {
+    /// Blocks kept at most (a segment's worth).
+    const KEEP: usize = 32;
+
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .expect("pool")
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BLOCK))
+    }
+
+    fn give(&self, mut b: Vec<u8>) {
+        let mut pool = self.0.lock().expect("pool");
+        if pool.len() < Self::KEEP && b.capacity() == BLOCK {
+            b.clear();
+            pool.push(b);
+        }
+    }
+}
+
 impl Chunk {
-    fn push(&mut self, json: &[u8]) {
+    fn push(&mut self, json: &[u8], pool: &BlockPool) {
         match self.blocks.last_mut() {
             Some((b, n)) if b.len() + json.len() < b.capacity() => {
                 b.extend_from_slice(json);
@@ -96,7 +122,11 @@ impl Chunk {
                 *n += 1;
             }
             _ => {
-                let mut b = Vec::with_capacity(BLOCK.max(json.len() + 1));
+                let mut b = if json.len() < BLOCK {
+                    pool.take()
+                } else {
+                    Vec::with_capacity(json.len() + 1)
+                };
                 b.extend_from_slice(json);
                 b.push(b'\n');
                 self.blocks.push((b, 1));
@@ -117,6 +147,8 @@ pub struct Sealed {
     pub entries: Vec<Entry>,
     /// The number after the segment's last record.
     pub next: u64,
+    /// Where its blocks come from and go back to.
+    pub pool: BlockPool,
 }
 
 impl Sealed {
@@ -126,7 +158,7 @@ impl Sealed {
             first: n,
             ..Chunk::default()
         });
-        c.push(json);
+        c.push(json, &self.pool);
         self.entries.push(e);
         self.next = n + 1;
     }
@@ -311,6 +343,15 @@ impl Writer {
                         backoff = (backoff * 2).min(Duration::from_secs(10));
                     };
                     let Some(days) = days else { continue };
+                    let Sealed {
+                        chunks,
+                        entries,
+                        pool,
+                        ..
+                    } = s;
+                    for (b, _) in chunks.into_values().flat_map(|c| c.blocks) {
+                        pool.give(b);
+                    }
                     for day in days {
                         match compact::compact_day(&paths, day, &compact) {
                             Ok(c) => {
@@ -326,7 +367,7 @@ impl Writer {
                             ),
                         }
                     }
-                    if done_tx.send(s.entries).is_err() {
+                    if done_tx.send(entries).is_err() {
                         break;
                     }
                 }
