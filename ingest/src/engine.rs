@@ -91,9 +91,13 @@ pub enum IngestError {
     /// A transaction could not be made durable; it was rolled back (resend it).
     #[error("commit failed, transaction rolled back: {0}")]
     Commit(#[source] CommitError),
-    /// Quarantined messages could not be written; the transaction was rolled back.
-    #[error("commit failed writing the quarantine, transaction rolled back: {0}")]
+    /// Quarantined messages could not be synced; the transaction was rolled back.
+    #[error("commit failed syncing the quarantine, transaction rolled back: {0}")]
     Quarantine(#[source] PathError),
+    /// A record or a quarantine line could not be written as it arrived: the engine stops
+    /// (the sender retries that message; what was written is recovered at the next start).
+    #[error("writing an arriving message: {0}")]
+    Append(#[source] PathError),
     /// Compacting on request.
     #[error("compacting: {0}")]
     Compact(#[source] compact::CompactError),
@@ -104,7 +108,9 @@ impl IngestError {
     pub fn recoverable(&self) -> bool {
         matches!(
             self,
-            IngestError::Commit(CommitError::RolledBack(_)) | IngestError::Quarantine(_)
+            IngestError::Commit(CommitError::RolledBack(_))
+                | IngestError::Quarantine(_)
+                | IngestError::Path(_)
         )
     }
 }
@@ -136,6 +142,9 @@ pub struct Stats {
     pub quarantined: u64,
     /// Stored records whose sender had cut long fields (`_truncated`).
     pub truncated: u64,
+    /// Records found in the WAL at a start (a killed run's; counted by it as accepted only if
+    /// it saved its counters after them) and converted.
+    pub recovered: u64,
     /// Transactions committed.
     pub commits: u64,
     /// Commits that failed and were rolled back.
@@ -157,6 +166,7 @@ impl Stats {
         self.superseded += o.superseded;
         self.quarantined += o.quarantined;
         self.truncated += o.truncated;
+        self.recovered += o.recovered;
         self.commits += o.commits;
         self.commit_errors += o.commit_errors;
         self.files += o.files;
@@ -173,7 +183,10 @@ struct Txn {
     /// (entry, start, end) in `lines`.
     records: Vec<(Entry, usize, usize)>,
     staged: Staged,
+    /// A quarantine line's buffer.
     quarantine: Vec<u8>,
+    /// Quarantine lines were written in this transaction.
+    quarantined: bool,
     stats: Stats,
 }
 
@@ -183,6 +196,7 @@ impl Txn {
         self.records.clear();
         self.staged.clear();
         self.quarantine.clear();
+        self.quarantined = false;
         self.stats = Stats::default();
     }
 }
@@ -220,6 +234,7 @@ impl Ingest {
         let lock = lock(&paths.lock, opts.lock_wait, waiting)?;
         compact::recover(&paths).map_err(IngestError::RecoverCompaction)?;
         let mut next = writer::saved_next(&paths)?.unwrap_or(1);
+        let mut recovered = 0;
         for (first, path) in wal::segments(&paths.wal)? {
             let s = Sealed::from_wal(&path, first).map_err(IngestError::Recover)?;
             if s.rows() > 0 {
@@ -235,6 +250,7 @@ impl Ingest {
                 continue;
             }
             writer::write_sealed(&paths, &opts.name, &s).map_err(IngestError::Recover)?;
+            recovered += s.rows() as u64;
         }
         let base = fs::read(&paths.stats)
             .ok()
@@ -257,7 +273,10 @@ impl Ingest {
             writer: Some(writer),
             in_flight: 0,
             base,
-            run: Stats::default(),
+            run: Stats {
+                recovered,
+                ..Stats::default()
+            },
             _lock: lock,
             opts,
             paths,
@@ -274,24 +293,29 @@ impl Ingest {
                 }
                 self.stage(&p.record, &p.json)
             }
-            Err(why) => {
-                Quarantine::line(&mut self.txn.quarantine, line, &why.to_string());
-                self.txn.stats.quarantined += 1;
-                Ok(Outcome::Quarantined(why))
-            }
+            Err(why) => self.reject(line, why),
         }
     }
 
     /// Stages a record read from a node's dataset (validated like a message).
     pub fn accept_record(&mut self, r: &Record) -> Result<Outcome, IngestError> {
-        if let Err(why) = parse::validate(r) {
-            let json = serde_json::to_vec(r).expect("records serialise");
-            Quarantine::line(&mut self.txn.quarantine, &json, &why.to_string());
-            self.txn.stats.quarantined += 1;
-            return Ok(Outcome::Quarantined(why));
-        }
         let json = serde_json::to_vec(r).expect("records serialise");
-        self.stage(r, &json)
+        match parse::validate(r) {
+            Ok(()) => self.stage(r, &json),
+            Err(why) => self.reject(&json, why),
+        }
+    }
+
+    /// Quarantines a message: written at once, synced with the commit.
+    fn reject(&mut self, message: &[u8], why: Malformed) -> Result<Outcome, IngestError> {
+        self.txn.quarantine.clear();
+        Quarantine::line(&mut self.txn.quarantine, message, &why.to_string());
+        self.quarantine
+            .append(&self.txn.quarantine)
+            .map_err(IngestError::Append)?;
+        self.txn.quarantined = true;
+        self.txn.stats.quarantined += 1;
+        Ok(Outcome::Quarantined(why))
     }
 
     fn stage(&mut self, r: &Record, json: &[u8]) -> Result<Outcome, IngestError> {
@@ -309,6 +333,9 @@ impl Ingest {
                 let start = self.txn.lines.len();
                 self.txn.lines.extend_from_slice(json);
                 self.txn.lines.push(b'\n');
+                self.wal
+                    .append(&self.txn.lines[start..])
+                    .map_err(IngestError::Append)?;
                 self.txn.records.push((e, start, self.txn.lines.len() - 1));
                 self.txn.staged.add(&e);
                 self.txn.stats.accepted += 1;
@@ -317,9 +344,11 @@ impl Ingest {
         }
     }
 
-    /// Drops the open transaction (its sender did not ask for a commit).
-    pub fn rollback(&mut self) {
+    /// Drops the open transaction (a failure inside it means its commit must fail): its
+    /// records are cut from the WAL, and the sender is to retry all of it.
+    pub fn abort(&mut self) -> Result<(), IngestError> {
         self.txn.clear();
+        self.wal.rollback().map_err(IngestError::Append)
     }
 
     /// Makes the open transaction durable: quarantine lines, then the records with one
@@ -335,18 +364,17 @@ impl Ingest {
 
     fn commit_inner(&mut self) -> Result<(), IngestError> {
         self.absorb_converted();
-        if self.txn.records.is_empty() && self.txn.quarantine.is_empty() {
+        if self.txn.records.is_empty() && !self.txn.quarantined {
             self.run.add(&self.txn.stats);
             self.txn.clear();
             return self.maybe_rotate(false);
         }
-        self.quarantine
-            .append(&self.txn.quarantine)
-            .map_err(IngestError::Quarantine)?;
+        if let Err(e) = self.quarantine.sync() {
+            self.wal.rollback().map_err(IngestError::Append)?;
+            return Err(IngestError::Quarantine(e));
+        }
         let n0 = self.wal.next_number();
-        self.wal
-            .commit(&self.txn.lines, self.txn.records.len() as u64)
-            .map_err(IngestError::Commit)?;
+        self.wal.commit().map_err(IngestError::Commit)?;
         self.index.commit(&self.txn.staged);
         for (i, (e, s, end)) in self.txn.records.iter().enumerate() {
             self.current
@@ -461,10 +489,13 @@ impl Ingest {
         Ok(total)
     }
 
-    /// Ends: drops an unconfirmed transaction, converts everything committed to Parquet
-    /// (what fails stays in the WAL for the next start) and saves the counters.
+    /// Ends: commits an open transaction (its messages were answered `DEFER_COMMIT`, which
+    /// rsyslog 8.2302 may not send again), converts everything committed to Parquet (what
+    /// fails stays in the WAL for the next start) and saves the counters.
     pub fn finish(mut self) -> Result<Stats, IngestError> {
-        self.txn.clear();
+        if let Err(e) = self.commit() {
+            tracing::warn!("ingest: committing at the end: {}", error_line(&e));
+        }
         let r = self.maybe_rotate(true);
         if let Some(w) = self.writer.take() {
             let stats = w.stats.clone();

@@ -4,16 +4,15 @@
 //!
 //! - At start: `OK` once the dataset is open and recovered (dots while waiting for another
 //!   ingest's lock: omprog's keep-alive).
-//! - `BEGIN TRANSACTION` → `OK`; each message → `DEFER_COMMIT`; `COMMIT TRANSACTION` → `OK`
-//!   only after the transaction's records are durable, else an error line, and rsyslog
-//!   retries the whole transaction later (its messages stay in rsyslog's queue). Messages are
-//!   never refused one by one: rsyslog 8.2302 does not retry a transaction's earlier
-//!   `DEFER_COMMIT` messages when a later one fails (rsyslog issue 2420), only a failed
-//!   commit. A malformed message is quarantined and confirmed with the rest.
+//! - `BEGIN TRANSACTION` → `OK`; each message → `DEFER_COMMIT` once it is written to the WAL
+//!   (not synced); `COMMIT TRANSACTION` → `OK` only after the transaction is durable, else an
+//!   error line, and rsyslog retries the whole transaction later (its messages stay in
+//!   rsyslog's queue). Messages are never refused one by one: rsyslog 8.2302 does not retry a
+//!   transaction's earlier `DEFER_COMMIT` messages when a later one fails (rsyslog issue 2420),
+//!   only a failed commit; for the same reason a message that cannot even be written ends the
+//!   program (the written ones are recovered at the next start; see `wal`). A malformed
+//!   message is quarantined and confirmed with the rest.
 //! - Without transactions: each message → `OK` after its own commit (an fsync per message).
-//!
-//! `DEFER_COMMIT` commits nothing, so it is written as soon as the line is read, before the
-//! message is parsed: rsyslog, which waits for each reply, sends the next message meanwhile.
 use std::{
     io::{self, BufRead, Write},
     os::fd::AsFd,
@@ -169,35 +168,44 @@ pub fn serve(
                 }
             }
             Event::Line if line == marks.begin => {
-                ingest.rollback();
-                failed = None;
+                // A transaction left open (no COMMIT came): its messages were answered, so
+                // they are kept.
+                if in_txn && failed.is_none() {
+                    if let Err(e) = ingest.commit() {
+                        tracing::warn!("ingest: {}", error_line(&e));
+                    }
+                }
+                if failed.take().is_some() {
+                    ingest.abort().map_err(ProtocolError::Fatal)?;
+                }
                 in_txn = true;
                 reply(out, b"OK")?;
             }
             Event::Line if line == marks.commit => {
                 in_txn = false;
                 let r = match failed.take() {
-                    Some(e) => {
-                        ingest.rollback();
-                        Err(e)
-                    }
+                    Some(e) => ingest.abort().and(Err(e)),
                     None => ingest.commit(),
                 };
                 settle(r, out)?;
             }
             Event::Line if in_txn => {
-                reply(out, b"DEFER_COMMIT")?;
+                // Written to the WAL before the reply: see `wal`'s documentation.
                 if failed.is_none() {
-                    if let Err(e) = ingest.accept(&line) {
-                        failed = Some(e);
+                    match ingest.accept(&line) {
+                        Ok(_) => {}
+                        Err(e) if e.recoverable() => failed = Some(e),
+                        Err(e) => return Err(ProtocolError::Fatal(e)),
                     }
                 }
+                reply(out, b"DEFER_COMMIT")?;
             }
             Event::Line => {
-                let r = ingest.accept(&line).and_then(|_| ingest.commit());
-                if r.is_err() {
-                    ingest.rollback();
-                }
+                let r = match ingest.accept(&line) {
+                    Ok(_) => ingest.commit(),
+                    Err(e) if e.recoverable() => ingest.abort().and(Err(e)),
+                    Err(e) => return Err(ProtocolError::Fatal(e)),
+                };
                 settle(r, out)?;
             }
         }
@@ -291,13 +299,39 @@ mod tests {
     }
 
     #[test]
-    fn an_unconfirmed_transaction_is_not_stored() {
+    fn an_unconfirmed_transaction_is_kept_and_its_resend_dropped() {
+        // rsyslog 8.2302 does not resend deferred messages after the program ended: what
+        // was answered DEFER_COMMIT is kept.
         let d = tempfile::tempdir().unwrap();
         let opts = Options::new(&d.path().join("ds"));
         let input = format!("BEGIN TRANSACTION\n{}", msg(&rec(1)));
-        let (_, st) = run(&opts, &input);
-        assert_eq!(st.accepted, 0);
+        let (out, st) = run(&opts, &input);
+        assert_eq!(out, "OK\nOK\nDEFER_COMMIT\n");
+        assert_eq!(st.accepted, 1);
         let (_, st) = run(&opts, &format!("{input}COMMIT TRANSACTION\n"));
-        assert_eq!((st.accepted, st.duplicates), (1, 0));
+        assert_eq!((st.accepted, st.duplicates), (1, 1));
+    }
+
+    #[test]
+    fn a_killed_ingest_keeps_what_it_answered() {
+        // The WAL as a SIGKILL leaves it: answered lines without a commit line.
+        let d = tempfile::tempdir().unwrap();
+        let opts = Options::new(&d.path().join("ds"));
+        run(&opts, "");
+        let wal = d.path().join("ds/.ingest/wal");
+        let line = |i| serde_json::to_string(&rec(i)).unwrap();
+        std::fs::write(
+            wal.join(format!("{:020}.wal", 1)),
+            format!("{}\n#\n{}\n{{\"torn", line(1), line(2)),
+        )
+        .unwrap();
+        let (_, st) = run(&opts, &msg(&rec(2)));
+        assert_eq!((st.recovered, st.accepted, st.duplicates), (2, 0, 1));
+        let l = pyusage_record::data_dir::load(
+            &d.path().join("ds"),
+            &pyusage_record::data_dir::Filter::default(),
+        )
+        .unwrap();
+        assert_eq!(l.records.len(), 2);
     }
 }

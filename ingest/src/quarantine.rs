@@ -1,8 +1,8 @@
 //! Malformed messages, kept: one JSON line each in `DATASET/_quarantine.jsonl` with the time,
-//! the reason and the message (lossy UTF-8, control characters escaped by JSON). Written with
-//! the transaction they came in, before it is confirmed, so a message is never dropped
-//! unseen; a transaction that fails after this write and is resent may list its malformed
-//! messages twice (the count in `stats.json` counts committed transactions only).
+//! the reason and the message (lossy UTF-8, control characters escaped by JSON). Written as
+//! soon as the message is judged and synced with its transaction's commit, so a message is
+//! never dropped unseen; a transaction that fails and is resent lists its malformed messages
+//! twice (the count in `stats.json` counts committed transactions only).
 use std::{
     fs::{File, OpenOptions},
     io::Write,
@@ -15,6 +15,7 @@ use pyusage_record::atomic::PathError;
 pub struct Quarantine {
     path: PathBuf,
     file: Option<File>,
+    dirty: bool,
 }
 
 impl Quarantine {
@@ -23,6 +24,7 @@ impl Quarantine {
         Quarantine {
             path: path.to_path_buf(),
             file: None,
+            dirty: false,
         }
     }
 
@@ -37,7 +39,7 @@ impl Quarantine {
         buf.push(b'\n');
     }
 
-    /// Appends lines made by [`Quarantine::line`] and makes them durable.
+    /// Appends lines made by [`Quarantine::line`] (not synced).
     pub fn append(&mut self, lines: &[u8]) -> Result<(), PathError> {
         if lines.is_empty() {
             return Ok(());
@@ -50,9 +52,17 @@ impl Quarantine {
                 .map_err(PathError::at(&self.path))?;
             self.file = Some(f);
         }
+        self.dirty = true;
         let f = self.file.as_mut().expect("opened");
-        f.write_all(lines)
-            .and_then(|()| f.sync_data())
-            .map_err(PathError::at(&self.path))
+        f.write_all(lines).map_err(PathError::at(&self.path))
+    }
+
+    /// Makes what was appended durable.
+    pub fn sync(&mut self) -> Result<(), PathError> {
+        if let (true, Some(f)) = (self.dirty, &self.file) {
+            f.sync_data().map_err(PathError::at(&self.path))?;
+            self.dirty = false;
+        }
+        Ok(())
     }
 }

@@ -1,17 +1,24 @@
 //! The write-ahead log: what makes a transaction durable with one `fdatasync`.
 //!
 //! Writing a Parquet file per rsyslog transaction (a few hundred records) would fsync several
-//! files per batch and leave millions of tiny files; instead each transaction's records are
-//! appended to the current segment `wal/<first number, 20 digits>.wal` as JSON lines, followed
-//! by a commit line `#`, and the segment is `fdatasync`ed before rsyslog hears `OK`. A full
-//! segment is converted to Parquet in the background and then deleted.
+//! files per batch and leave millions of tiny files; instead each record is appended to the
+//! current segment `wal/<first number, 20 digits>.wal` as a JSON line as soon as it is
+//! accepted, and at the transaction's end a commit line `#` is written and the segment
+//! `fdatasync`ed before rsyslog hears `OK`. A full segment is converted to Parquet in the
+//! background and then deleted.
+//!
+//! Why each record is written (not synced) before rsyslog hears `DEFER_COMMIT`: rsyslog 8.2302
+//! does not resend a transaction's deferred messages when the program dies before the commit
+//! (rsyslog issue 2420, fixed in 2025), only the message it was sending. A killed ingest's
+//! records are in the kernel's page cache, and recovery keeps every complete line, committed
+//! or not: a resend of any of them is a duplicate, dropped by the index. Only a commit that
+//! fails (rsyslog then retries the whole transaction, correctly) cuts the segment back.
 //!
 //! Records get consecutive numbers (the ingest's own sequence, which names the Parquet files)
-//! in the order of their lines. On recovery only lines up to the last commit line count: the
-//! rest belongs to a transaction rsyslog was never told was committed, and will resend.
+//! in the order of their lines.
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, BufRead, BufReader, Write},
+    io::{self, Write},
     path::{Path, PathBuf},
 };
 
@@ -27,8 +34,12 @@ pub struct Wal {
     first: u64,
     /// Bytes committed (the file is cut back here when a commit fails).
     committed: u64,
+    /// Bytes written.
+    written: u64,
     /// Records committed.
     records: u64,
+    /// Records written since the last commit.
+    pending: u64,
 }
 
 /// A segment's path from its first number.
@@ -55,20 +66,16 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, PathError> {
     Ok(v)
 }
 
-/// The committed record lines of a segment (without their newlines).
-pub fn committed_lines(path: &Path) -> Result<Vec<Vec<u8>>, PathError> {
-    let f = File::open(path).map_err(PathError::at(path))?;
-    let mut out = Vec::new();
-    let mut open = Vec::new();
-    for line in BufReader::new(f).split(b'\n') {
-        let line = line.map_err(PathError::at(path))?;
-        if line == b"#" {
-            out.append(&mut open);
-        } else if !line.is_empty() {
-            open.push(line);
-        }
-    }
-    Ok(out)
+/// The record lines of a segment (without their newlines): every complete line, committed or
+/// not (see the module's documentation); a torn last line is left out.
+pub fn lines(path: &Path) -> Result<Vec<Vec<u8>>, PathError> {
+    let bytes = fs::read(path).map_err(PathError::at(path))?;
+    let end = bytes.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
+    Ok(bytes[..end]
+        .split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty() && *l != b"#")
+        .map(<[u8]>::to_vec)
+        .collect())
 }
 
 impl Wal {
@@ -89,40 +96,67 @@ impl Wal {
             file,
             first,
             committed: 0,
+            written: 0,
             records: 0,
+            pending: 0,
         })
     }
 
-    /// Appends a transaction's record lines (each ending in a newline; `records` of them)
-    /// and a commit line, and makes them durable. On failure the segment is cut back to its
-    /// last commit (the sender will resend the transaction); if even that fails the error
-    /// says so and the caller must stop.
-    pub fn commit(&mut self, lines: &[u8], records: u64) -> Result<(), CommitError> {
-        if records == 0 {
+    /// Writes one record line (ending in a newline) to the segment, not synced.
+    pub fn append(&mut self, line: &[u8]) -> Result<(), PathError> {
+        self.file
+            .write_all(line)
+            .map_err(PathError::at(&self.path))?;
+        self.written += line.len() as u64;
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// Writes a commit line and makes the segment durable. On failure the segment is cut back
+    /// to its last commit (the sender retries the whole transaction); if even that fails the
+    /// error says so and the caller must stop.
+    pub fn commit(&mut self) -> Result<(), CommitError> {
+        if self.pending == 0 {
             return Ok(());
         }
         let r = self
             .file
-            .write_all(lines)
-            .and_then(|()| self.file.write_all(COMMIT))
+            .write_all(COMMIT)
             .and_then(|()| self.file.sync_data());
         match r {
             Ok(()) => {
-                self.committed += (lines.len() + COMMIT.len()) as u64;
-                self.records += records;
+                self.written += COMMIT.len() as u64;
+                self.committed = self.written;
+                self.records += self.pending;
+                self.pending = 0;
                 Ok(())
             }
             Err(e) => {
                 let source = PathError::at(&self.path)(e);
-                match self.file.set_len(self.committed) {
+                match self.rollback() {
                     Ok(()) => Err(CommitError::RolledBack(source)),
-                    Err(e) => Err(CommitError::Stuck {
-                        source,
-                        cut: PathError::at(&self.path)(e),
-                    }),
+                    Err(cut) => Err(CommitError::Stuck { source, cut }),
                 }
             }
         }
+    }
+
+    /// Cuts the segment back to its last commit (a transaction that is not to be kept).
+    pub fn rollback(&mut self) -> Result<(), PathError> {
+        self.pending = 0;
+        if self.written == self.committed {
+            return Ok(());
+        }
+        self.file
+            .set_len(self.committed)
+            .map_err(PathError::at(&self.path))?;
+        // Appending writes at the end of the file: O_APPEND is not set, so seek back.
+        use std::io::Seek;
+        self.file
+            .seek(io::SeekFrom::Start(self.committed))
+            .map_err(PathError::at(&self.path))?;
+        self.written = self.committed;
+        Ok(())
     }
 
     /// Number the next committed record will get.
@@ -178,24 +212,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_committed_lines_survive() {
+    fn complete_lines_survive_and_a_failed_transaction_is_cut_back() {
         let d = tempfile::tempdir().unwrap();
         let mut w = Wal::create(d.path(), 5).unwrap();
-        w.commit(b"{\"a\":1}\n{\"a\":2}\n", 2).unwrap();
+        w.append(b"{\"a\":1}\n").unwrap();
+        w.append(b"{\"a\":2}\n").unwrap();
+        w.commit().unwrap();
         assert_eq!(w.next_number(), 7);
-        w.commit(b"{\"a\":4}\n", 1).unwrap();
-        // A crash mid-transaction: lines without a commit line after them.
+        w.append(b"{\"a\":3}\n").unwrap();
+        w.rollback().unwrap();
+        w.append(b"{\"a\":4}\n").unwrap();
+        w.commit().unwrap();
+        // A crash mid-transaction: a complete line without a commit, and a torn one.
         let mut f = OpenOptions::new().append(true).open(w.path()).unwrap();
         f.write_all(b"{\"a\":5}\n{\"a\":").unwrap();
-        let lines = committed_lines(w.path()).unwrap();
-        assert_eq!(
-            lines,
-            vec![
-                b"{\"a\":1}".to_vec(),
-                b"{\"a\":2}".to_vec(),
-                b"{\"a\":4}".to_vec()
-            ]
-        );
+        let got = lines(w.path()).unwrap();
+        let want: Vec<Vec<u8>> = [1, 2, 4, 5]
+            .iter()
+            .map(|i| format!("{{\"a\":{i}}}").into_bytes())
+            .collect();
+        assert_eq!(got, want);
         assert_eq!(w.records(), 3);
         assert_eq!(
             segments(d.path()).unwrap(),

@@ -168,15 +168,14 @@ impl Sealed {
         self.entries.len()
     }
 
-    /// A segment read back from its file (recovery): its committed lines numbered from
-    /// `first`.
+    /// A segment read back from its file (recovery): its lines numbered from `first`.
     pub fn from_wal(path: &Path, first: u64) -> Result<Sealed, WriteError> {
         let mut s = Sealed {
             wal: path.to_path_buf(),
             next: first,
             ..Sealed::default()
         };
-        for (i, line) in wal::committed_lines(path)?.iter().enumerate() {
+        for (i, line) in wal::lines(path)?.iter().enumerate() {
             let r: Record = serde_json::from_slice(line).map_err(|source| WriteError::WalLine {
                 path: path.to_path_buf(),
                 line: i + 1,

@@ -554,9 +554,11 @@ fn ingest_with_the_central_disk_full_then_freed_every_record_once() {
         missing, 0,
         "delivered records missing after the disk was freed"
     );
+    // A commit that failed (answered with an error line), or a message that could not be
+    // written (ingest ended, rsyslog restarted it).
+    let log = chain.ingest_log();
     assert!(
-        chain.ingest_log().contains("commit failed"),
-        "{}",
-        chain.ingest_log()
+        log.contains("commit failed") || log.contains("writing an arriving message"),
+        "{log}"
     );
 }
