@@ -49,7 +49,7 @@ measure() {
     local why; why=$(grep -ho 'signal [0-9]*\|exit status [0-9]*' "$t" "$t.err" | head -1 | tr ' ' '_')
     echo "$name failed($why)" >>"$RES"
     printf '  %-22s failed (%s)\n' "$name" "$why"
-    tail -25 "$out" "$t.err" | sed 's/^/    /'
+    tail -n 25 "$out" "$t.err" | sed 's/^/    /'
     FAILED=1
   fi
   rm -f "$t" "$t.err"
