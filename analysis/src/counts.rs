@@ -156,6 +156,55 @@ pub struct KindCounts {
     pub pair_rows: Vec<Vec<u32>>,
     /// `[b][row < MAX_PAIR_ROWS][package]`: distinct jobs among job rows using both.
     pub pairs: Vec<u64>,
+    /// With `--jobs` (empty otherwise): the scheduler's accounting of the jobs with job rows.
+    pub accounting: JobCounts,
+}
+
+/// Counts over the jobs with job rows joined to the scheduler's accounting (`--jobs`), per
+/// bucket; a job spanning two periods counts in both. Empty arrays: no accounting given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobCounts {
+    /// `[b]`: jobs the accounting does not know.
+    pub unaccounted: Vec<u64>,
+    /// `[b][package]`: accounted jobs using the package.
+    pub jobs: Vec<u64>,
+    /// `[b][package]`: their nodes × elapsed seconds (jobs with a known elapsed time).
+    pub node_seconds: Vec<u64>,
+    /// `[b][package][outcome]` (see [`crate::accounting::OUTCOMES`]).
+    pub outcomes: Vec<u64>,
+    /// `[b][account]`: accounted jobs.
+    pub account_jobs: Vec<u64>,
+    /// `[b][account]`: nodes × elapsed seconds.
+    pub account_node_seconds: Vec<u64>,
+    /// `[b][account][outcome]`.
+    pub account_outcomes: Vec<u64>,
+}
+
+impl JobCounts {
+    /// Zeroed arrays for `buckets`, `packages` and `accounts`.
+    pub fn zeroed(buckets: usize, packages: usize, accounts: usize) -> JobCounts {
+        let z = |n: usize| vec![0u64; buckets * n];
+        let o = crate::accounting::OUTCOMES.len();
+        JobCounts {
+            unaccounted: z(1),
+            jobs: z(packages),
+            node_seconds: z(packages),
+            outcomes: z(packages * o),
+            account_jobs: z(accounts),
+            account_node_seconds: z(accounts),
+            account_outcomes: z(accounts * o),
+        }
+    }
+
+    /// Whether accounting was given.
+    pub fn is_empty(&self) -> bool {
+        self.unaccounted.is_empty()
+    }
+}
+
+/// Node-hours from node-seconds — the one place this float is made, shared by every output.
+pub fn node_hours(node_seconds: u64) -> f64 {
+    node_seconds as f64 / 3600.0
 }
 
 impl KindCounts {
@@ -180,6 +229,7 @@ impl KindCounts {
             blas: z(d.blases + 1),
             pair_rows: vec![Vec::new(); b],
             pairs: z(MAX_PAIR_ROWS * d.packages),
+            accounting: JobCounts::default(),
         }
     }
 }

@@ -89,6 +89,6 @@ impl Backend for Cpu {
         kinds: &[PeriodKind],
         top: usize,
     ) -> Result<Vec<(PeriodKind, KindCounts)>, BackendError> {
-        Ok(self.into_state().counts(names, kinds, top))
+        Ok(self.into_state().counts(names, kinds, top, None))
     }
 }

@@ -5,7 +5,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::report::{Analysis, PeriodReport, Share};
+use crate::{
+    accounting::OUTCOMES,
+    report::{AccountingTables, Analysis, PeriodReport, Share},
+};
 
 /// Writes the whole analysis as pretty JSON.
 pub fn write_json(a: &Analysis, w: impl Write) -> serde_json::Result<()> {
@@ -22,12 +25,89 @@ fn f(x: Option<f64>) -> String {
 /// Writes one CSV per table into `dir`; returns the files written.
 pub fn write_csv(a: &Analysis, dir: &Path) -> Result<Vec<PathBuf>, csv::Error> {
     let mut t = CsvTables::create(dir)?;
+    let mut acct = a
+        .periods
+        .values()
+        .flatten()
+        .any(|r| r.accounting.is_some())
+        .then(|| AccountingCsv::create(dir))
+        .transpose()?;
     for (g, reports) in &a.periods {
         for r in reports {
             t.period(g, r)?;
+            if let (Some(w), Some(x)) = (acct.as_mut(), &r.accounting) {
+                w.period(g, r, x)?;
+            }
         }
     }
-    t.finish()
+    let mut files = t.finish()?;
+    if let Some(w) = acct {
+        files.extend(w.finish()?);
+    }
+    Ok(files)
+}
+
+/// With `--jobs`: `node_hours.csv` (package, jobs, node-hours), `outcomes.csv` (package,
+/// outcome, jobs, of, share) and `accounts.csv` (account, jobs, node-hours, then one column
+/// per outcome).
+struct AccountingCsv {
+    files: Vec<PathBuf>,
+    hours: Writer,
+    outcomes: Writer,
+    accounts: Writer,
+}
+
+impl AccountingCsv {
+    fn create(dir: &Path) -> Result<AccountingCsv, csv::Error> {
+        let mut files = Vec::new();
+        let mut open = |name: &str, header: &[&str]| open_csv(dir, &mut files, name, header);
+        let hours = open("node_hours.csv", &["package", "jobs", "node_hours"])?;
+        let outcomes = open(
+            "outcomes.csv",
+            &["package", "outcome", "jobs", "of", "share"],
+        )?;
+        let mut head = vec!["account", "jobs", "node_hours"];
+        head.extend(OUTCOMES);
+        let accounts = open("accounts.csv", &head)?;
+        Ok(AccountingCsv {
+            files,
+            hours,
+            outcomes,
+            accounts,
+        })
+    }
+
+    fn period(
+        &mut self,
+        g: &str,
+        r: &PeriodReport,
+        a: &AccountingTables,
+    ) -> Result<(), csv::Error> {
+        for n in &a.node_hours_by_package {
+            let rest = vec![n.package.clone(), n.jobs.to_string(), f(Some(n.node_hours))];
+            self.hours.write_record(row(g, r, rest))?;
+        }
+        keyed_share_rows(&mut self.outcomes, g, r, &a.outcomes_by_package)?;
+        for x in &a.by_account {
+            let mut rest = vec![x.account.clone(), x.jobs.to_string(), f(Some(x.node_hours))];
+            rest.extend(OUTCOMES.iter().map(|o| {
+                x.outcomes
+                    .iter()
+                    .find(|s| s.key == *o)
+                    .map_or(0, |s| s.count)
+                    .to_string()
+            }));
+            self.accounts.write_record(row(g, r, rest))?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<PathBuf>, csv::Error> {
+        for w in [&mut self.hours, &mut self.outcomes, &mut self.accounts] {
+            w.flush()?;
+        }
+        Ok(self.files)
+    }
 }
 
 type Writer = csv::Writer<std::fs::File>;
@@ -48,6 +128,22 @@ struct CsvTables {
     monthly: Writer,
 }
 
+/// Creates `dir/name` with the header `granularity, period, header…`, listing it in `files`.
+fn open_csv(
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+    name: &str,
+    header: &[&str],
+) -> Result<Writer, csv::Error> {
+    let path = dir.join(name);
+    files.push(path.clone());
+    let mut w = csv::Writer::from_path(path)?;
+    let mut h = vec!["granularity", "period"];
+    h.extend(header);
+    w.write_record(h)?;
+    Ok(w)
+}
+
 /// A row of period `r` of granularity `g`.
 fn row(g: &str, r: &PeriodReport, rest: Vec<String>) -> Vec<String> {
     let mut v = vec![g.to_owned(), r.period.clone()];
@@ -59,15 +155,7 @@ impl CsvTables {
     /// Creates the files and writes their headers.
     fn create(dir: &Path) -> Result<CsvTables, csv::Error> {
         let mut files = Vec::new();
-        let mut open = |name: &str, header: &[&str]| -> Result<Writer, csv::Error> {
-            let path = dir.join(name);
-            files.push(path.clone());
-            let mut w = csv::Writer::from_path(path)?;
-            let mut h = vec!["granularity", "period"];
-            h.extend(header);
-            w.write_record(h)?;
-            Ok(w)
-        };
+        let mut open = |name: &str, header: &[&str]| open_csv(dir, &mut files, name, header);
         let periods = open("periods.csv", &["rows", "jobs"])?;
         let top = open("top_packages.csv", &["by", "rank", "package", "count"])?;
         let sizes = open("job_sizes.csv", &["nodes", "jobs"])?;
@@ -135,18 +223,7 @@ impl CsvTables {
             }
         }
         self.correlations(g, r)?;
-        for (pkg, list) in &r.versions {
-            for s in list {
-                let rest = vec![
-                    pkg.clone(),
-                    s.key.clone(),
-                    s.count.to_string(),
-                    s.of.to_string(),
-                    f(s.share),
-                ];
-                self.versions.write_record(p(rest))?;
-            }
-        }
+        keyed_share_rows(&mut self.versions, g, r, &r.versions)?;
         share_rows(&mut self.env, g, r, &r.env_kinds)?;
         share_rows(&mut self.blas, g, r, &r.blas_in_numpy_jobs)?;
         share_rows(&mut self.sig, g, r, &r.signaled)?;
@@ -198,16 +275,37 @@ impl CsvTables {
     }
 }
 
+/// Share tables keyed by package (versions, outcomes): `package, key, count, of, share`.
+fn keyed_share_rows(
+    w: &mut Writer,
+    g: &str,
+    r: &PeriodReport,
+    tables: &std::collections::BTreeMap<String, Vec<Share>>,
+) -> Result<(), csv::Error> {
+    for (pkg, list) in tables {
+        for s in list {
+            let mut rest = vec![pkg.clone()];
+            rest.extend(share_fields(s));
+            w.write_record(row(g, r, rest))?;
+        }
+    }
+    Ok(())
+}
+
+/// `key, count, of, share`.
+fn share_fields(s: &Share) -> [String; 4] {
+    [
+        s.key.clone(),
+        s.count.to_string(),
+        s.of.to_string(),
+        f(s.share),
+    ]
+}
+
 /// A share table's rows of one period.
 fn share_rows(w: &mut Writer, g: &str, r: &PeriodReport, list: &[Share]) -> Result<(), csv::Error> {
     for s in list {
-        let rest = vec![
-            s.key.clone(),
-            s.count.to_string(),
-            s.of.to_string(),
-            f(s.share),
-        ];
-        w.write_record(row(g, r, rest))?;
+        w.write_record(row(g, r, share_fields(s).to_vec()))?;
     }
     Ok(())
 }

@@ -7,7 +7,10 @@ use std::fmt::Write as _;
 
 use plotters::drawing::DrawingAreaErrorKind;
 
-use crate::report::{Analysis, Count, Header, PeriodReport, Share};
+use crate::{
+    accounting::OUTCOMES,
+    report::{AccountingTables, Analysis, Count, Header, PeriodReport, Share},
+};
 
 mod charts;
 mod figures;
@@ -180,5 +183,62 @@ fn tables(out: &mut String, r: &PeriodReport) {
     for (p, v) in &r.versions {
         share_table(out, &format!("Versions of {p} (users)"), "version", v);
     }
+    if let Some(a) = &r.accounting {
+        accounting_tables(out, a);
+    }
     out.push_str("</div>");
+}
+
+/// `--jobs`: node-hours and outcomes by package and by account.
+fn accounting_tables(out: &mut String, a: &AccountingTables) {
+    let outcome_cells = |shares: &[Share]| -> String {
+        OUTCOMES
+            .iter()
+            .map(|o| {
+                let n = shares.iter().find(|s| s.key == *o).map_or(0, |s| s.count);
+                format!("<td>{n}</td>")
+            })
+            .collect()
+    };
+    let head: String = OUTCOMES
+        .iter()
+        .map(|o| format!("<th>{}</th>", esc(&o.to_lowercase())))
+        .collect();
+    let _ = write!(
+        out,
+        "<table><caption>Node-hours by package, with job outcomes (scheduler accounting;          {} jobs not in it)</caption><tr><th>package</th><th>jobs</th><th>node-hours</th>{head}</tr>",
+        a.jobs_without_accounting
+    );
+    for n in &a.node_hours_by_package {
+        let shares = a
+            .outcomes_by_package
+            .get(&n.package)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td>{}</tr>",
+            esc(&n.package),
+            n.jobs,
+            n.node_hours,
+            outcome_cells(shares)
+        );
+    }
+    out.push_str("</table>");
+    let _ = write!(
+        out,
+        "<table><caption>Accounts by node-hours of their Python jobs</caption>\
+         <tr><th>account</th><th>jobs</th><th>node-hours</th>{head}</tr>"
+    );
+    for r in &a.by_account {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}</td>{}</tr>",
+            esc(&r.account),
+            r.jobs,
+            r.node_hours,
+            outcome_cells(&r.outcomes)
+        );
+    }
+    out.push_str("</table>");
 }

@@ -13,6 +13,7 @@
 //! [`synth`] writes realistic test data.
 #![deny(missing_docs)]
 
+pub mod accounting;
 pub mod backend;
 pub mod cache;
 pub mod counts;

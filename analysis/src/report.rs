@@ -7,7 +7,8 @@ use std::{collections::BTreeMap, path::PathBuf};
 use serde::Serialize;
 
 use crate::{
-    counts::{pearson, share, KindCounts, PeriodKind, MAX_PAIR_ROWS, SLICES},
+    accounting::OUTCOMES,
+    counts::{node_hours, pearson, share, KindCounts, PeriodKind, MAX_PAIR_ROWS, SLICES},
     model::{Interner, Names, MAX_NODES, NODE_BINS},
 };
 
@@ -65,6 +66,49 @@ pub struct PeriodReport {
     pub signaled: Vec<Share>,
     /// For the top packages by user: distinct users per month.
     pub monthly_users: BTreeMap<String, BTreeMap<String, u64>>,
+    /// With `--jobs`: the jobs joined to the scheduler's accounting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accounting: Option<AccountingTables>,
+}
+
+/// What the scheduler's accounting (`--jobs`) adds: which packages consume the machine and how
+/// their jobs end. Over jobs with job rows (the job-based tables' filter) that the accounting
+/// knows; a job running over two periods counts in both.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccountingTables {
+    /// Jobs with job rows the accounting file does not list.
+    pub jobs_without_accounting: u64,
+    /// Packages by the node-hours of the jobs using them, most first.
+    pub node_hours_by_package: Vec<NodeHours>,
+    /// For the same packages: their accounted jobs by outcome (COMPLETED, TIMEOUT, FAILED,
+    /// OUT_OF_MEMORY, CANCELLED, OTHER).
+    pub outcomes_by_package: BTreeMap<String, Vec<Share>>,
+    /// Accounts by node-hours of their jobs with Python, most first, with outcomes.
+    pub by_account: Vec<AccountRow>,
+}
+
+/// Node-hours of the jobs that used a package (or of an account's jobs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeHours {
+    /// Package.
+    pub package: String,
+    /// Accounted jobs.
+    pub jobs: u64,
+    /// Nodes × elapsed hours.
+    pub node_hours: f64,
+}
+
+/// One account's jobs with Python.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccountRow {
+    /// Account (`""`: none given).
+    pub account: String,
+    /// Accounted jobs.
+    pub jobs: u64,
+    /// Nodes × elapsed hours.
+    pub node_hours: f64,
+    /// Jobs by outcome.
+    pub outcomes: Vec<Share>,
 }
 
 /// A count, its whole and the share derived from both (by [`share`], shared by back ends).
@@ -132,6 +176,7 @@ pub fn periods(
     counts: &[(PeriodKind, KindCounts)],
     requested: &[PeriodKind],
     top: usize,
+    accounts: Option<&[String]>,
 ) -> BTreeMap<String, Vec<PeriodReport>> {
     let months = counts
         .iter()
@@ -152,6 +197,7 @@ pub fn periods(
                         b,
                         months,
                         top,
+                        accounts,
                     };
                     p.report()
                 })
@@ -228,6 +274,8 @@ struct Period<'a> {
     /// The month counts, for the monthly trend of any period.
     months: &'a KindCounts,
     top: usize,
+    /// `--jobs`: the accounts' names.
+    accounts: Option<&'a [String]>,
 }
 
 impl Period<'_> {
@@ -248,6 +296,7 @@ impl Period<'_> {
             blas_in_numpy_jobs: self.blas_in_numpy_jobs(),
             signaled: self.signaled(&top_by_process),
             monthly_users: self.monthly_users(&top_by_user),
+            accounting: self.accounting(),
             top_packages_by_user: top_by_user,
             top_packages_by_process: top_by_process,
         }
@@ -412,6 +461,80 @@ impl Period<'_> {
                 (c.package.clone(), per)
             })
             .collect()
+    }
+
+    /// With `--jobs`: node-hours and outcomes by package and by account.
+    fn accounting(&self) -> Option<AccountingTables> {
+        let (accounts, a) = (self.accounts?, &self.k.accounting);
+        if a.is_empty() {
+            return None;
+        }
+        let (np, na, no) = (self.names.packages.len(), accounts.len(), OUTCOMES.len());
+        let b = self.b;
+        let outcomes = |v: &[u64], at: usize, of: u64| -> Vec<Share> {
+            shares(
+                OUTCOMES
+                    .iter()
+                    .enumerate()
+                    .map(|(o, name)| (name.to_string(), v[at * no + o]))
+                    .filter(|(_, c)| *c > 0)
+                    .collect(),
+                Some(of),
+            )
+        };
+        let mut by_package: Vec<(usize, u64, u64)> = (0..np)
+            .map(|p| (p, a.jobs[b * np + p], a.node_seconds[b * np + p]))
+            .filter(|x| x.1 > 0)
+            .collect();
+        by_package.sort_by(|x, y| {
+            y.2.cmp(&x.2)
+                .then_with(|| self.names.packages[x.0].cmp(&self.names.packages[y.0]))
+        });
+        by_package.truncate(self.top);
+        let mut by_account: Vec<(usize, u64, u64)> = (0..na)
+            .map(|x| {
+                (
+                    x,
+                    a.account_jobs[b * na + x],
+                    a.account_node_seconds[b * na + x],
+                )
+            })
+            .filter(|x| x.1 > 0)
+            .collect();
+        by_account.sort_by(|x, y| {
+            y.2.cmp(&x.2)
+                .then_with(|| accounts[x.0].cmp(&accounts[y.0]))
+        });
+        by_account.truncate(self.top);
+        Some(AccountingTables {
+            jobs_without_accounting: a.unaccounted[b],
+            outcomes_by_package: by_package
+                .iter()
+                .map(|&(p, jobs, _)| {
+                    (
+                        self.names.packages[p].clone(),
+                        outcomes(&a.outcomes, b * np + p, jobs),
+                    )
+                })
+                .collect(),
+            node_hours_by_package: by_package
+                .iter()
+                .map(|&(p, jobs, secs)| NodeHours {
+                    package: self.names.packages[p].clone(),
+                    jobs,
+                    node_hours: node_hours(secs),
+                })
+                .collect(),
+            by_account: by_account
+                .iter()
+                .map(|&(x, jobs, secs)| AccountRow {
+                    account: accounts[x].clone(),
+                    jobs,
+                    node_hours: node_hours(secs),
+                    outcomes: outcomes(&a.account_outcomes, b * na + x, jobs),
+                })
+                .collect(),
+        })
     }
 
     /// Fig. 4.

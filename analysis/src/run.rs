@@ -11,6 +11,7 @@ use pyusage_record::atomic::Durability;
 use rayon::prelude::*;
 
 use crate::{
+    accounting::{Accounting, AccountingError},
     backend::{Backend, BackendError},
     cache::{self, CacheError, CacheStats},
     counts::{KindCounts, PeriodKind, MAX_PAIR_ROWS, SLICES},
@@ -70,6 +71,9 @@ pub enum AnalyzeError {
     /// A state file (`--partial`, `merge`).
     #[error(transparent)]
     State(#[from] StateFileError),
+    /// The `--jobs` file.
+    #[error(transparent)]
+    Accounting(#[from] AccountingError),
     /// Nothing to analyse.
     #[error("no records under {0} (after date range and filters)")]
     Empty(String),
@@ -101,6 +105,8 @@ pub struct Options {
     pub top: usize,
     /// `--cache`: keep each partition's state here and reuse it.
     pub cache: Option<PathBuf>,
+    /// `--jobs`: the scheduler's accounting (`sacct --parsable2`) to join by job id.
+    pub jobs: Option<PathBuf>,
 }
 
 /// What a run did besides its report, for its summary line.
@@ -128,13 +134,28 @@ pub fn analyze(
     let names = Names::default();
     let mut meta = cache::meta_of(&o.selection);
     meta.dates = parts.iter().map(|p| p.0.clone()).collect();
-    if let Some(dir) = &o.cache {
+    if o.cache.is_some() || o.jobs.is_some() {
         if o.device == Device::Gpu {
             return Err(AnalyzeError::GpuState);
         }
-        let (state, cs) = cache::fold(&o.selection, &parts, Some(dir), &names, &|| progress(None))?;
-        stats.cache = Some(cs);
-        let analysis = report_of(state, &names, &meta, &o.kinds, o.top, Cpu::default().name())?;
+        let accounting = o.jobs.as_deref().map(Accounting::read).transpose()?;
+        if let Some(a) = &accounting {
+            for line in &a.bad_lines {
+                note(&format!("--jobs: {line} (line skipped)"));
+            }
+        }
+        let cache = o.cache.as_deref();
+        let (state, cs) = cache::fold(&o.selection, &parts, cache, &names, &|| progress(None))?;
+        stats.cache = cache.map(|_| cs);
+        let analysis = report_of(
+            state,
+            &names,
+            &meta,
+            &o.kinds,
+            o.top,
+            Cpu::default().name(),
+            accounting.as_ref(),
+        )?;
         return Ok((analysis, stats));
     }
     let (backend, fallback) = select(o.device)?;
@@ -148,7 +169,7 @@ pub fn analyze(
     let top = clamp_top(o.top);
     let counts = backend.finish(&names, &kinds, top)?;
     Ok((
-        analysis_of(&names, &counts, &meta, &o.kinds, o.top, backend_name)?,
+        analysis_of(&names, &counts, &meta, &o.kinds, o.top, backend_name, None)?,
         stats,
     ))
 }
@@ -186,6 +207,7 @@ pub fn merge(
     paths: &[PathBuf],
     kinds: &[PeriodKind],
     top: usize,
+    accounting: Option<&Accounting>,
 ) -> Result<Analysis, AnalyzeError> {
     let names = Names::default();
     let mut state = State::default();
@@ -214,7 +236,15 @@ pub fn merge(
         dates,
         files: Vec::new(),
     };
-    report_of(state, &names, &meta, kinds, top, Cpu::default().name())
+    report_of(
+        state,
+        &names,
+        &meta,
+        kinds,
+        top,
+        Cpu::default().name(),
+        accounting,
+    )
 }
 
 /// A partial `m` (from `path`) can join `seen` if it kept rows by the same filter and reads
@@ -271,9 +301,18 @@ fn report_of(
     kinds: &[PeriodKind],
     top: usize,
     backend: String,
+    accounting: Option<&Accounting>,
 ) -> Result<Analysis, AnalyzeError> {
-    let counts = state.counts(names, &with_months(kinds), clamp_top(top));
-    analysis_of(names, &counts, meta, kinds, top, backend)
+    let counts = state.counts(names, &with_months(kinds), clamp_top(top), accounting);
+    analysis_of(
+        names,
+        &counts,
+        meta,
+        kinds,
+        top,
+        backend,
+        accounting.map(|a| &a.accounts[..]),
+    )
 }
 
 /// The report from the counts: the header from `meta` (what was read, and how).
@@ -284,6 +323,7 @@ fn analysis_of(
     kinds: &[PeriodKind],
     top: usize,
     backend: String,
+    accounts: Option<&[String]>,
 ) -> Result<Analysis, AnalyzeError> {
     let rows: u64 = counts[0].1.rows.iter().sum();
     if rows == 0 {
@@ -299,7 +339,7 @@ fn analysis_of(
             filters: filters_in_words(filter),
             top,
         },
-        periods: report::periods(names, counts, kinds, clamp_top(top)),
+        periods: report::periods(names, counts, kinds, clamp_top(top), accounts),
     })
 }
 

@@ -20,7 +20,8 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::{
-    counts::{pair_rows, Dims, KindCounts, PeriodKind, MAX_PAIR_ROWS},
+    accounting::{Accounting, JobInfo, OUTCOMES},
+    counts::{pair_rows, Dims, JobCounts, KindCounts, PeriodKind, MAX_PAIR_ROWS},
     model::{flag, node_bin, Chunk, Names, MAX_NODES, NODE_BINS, NONE, NO_JOB},
 };
 
@@ -147,7 +148,11 @@ impl State {
         names: &Names,
         kinds: &[PeriodKind],
         top: usize,
+        accounting: Option<&Accounting>,
     ) -> Vec<(PeriodKind, KindCounts)> {
+        let acct = accounting.map(|a| (a.by_key(names), a.accounts.len()));
+        let accounts = acct.as_ref().map(|a| a.1);
+        let acct = acct.as_ref().map(|a| &a.0);
         self.compact();
         let s = self;
         let months: Vec<u16> = s.months.iter().copied().collect();
@@ -175,8 +180,12 @@ impl State {
         for (p, k) in periods.iter().zip(&mut out) {
             s.process_counts(p, k);
         }
-        let zero =
-            |pass| -> Vec<KindCounts> { periods.iter().map(|p| pass_zero(pass, p)).collect() };
+        let zero = |pass| -> Vec<KindCounts> {
+            periods
+                .iter()
+                .map(|p| pass_zero(pass, p, accounts))
+                .collect()
+        };
         let users = in_parallel(
             &s.u,
             |a, b| (a.0, a.1) == (b.0, b.1),
@@ -187,7 +196,7 @@ impl State {
             &s.j,
             |a, b| a.0 == b.0,
             &|| zero(Pass::Jobs),
-            |g, acc| job_group(g, &periods, acc),
+            |g, acc| job_group(g, &periods, acc, acct),
         );
         let blas = in_parallel(
             &s.b,
@@ -351,7 +360,7 @@ enum Pass {
 /// Zeroed arrays for the counts one `pass` writes, the others left empty: every thread of a
 /// pass has its own, and zeroing the large arrays no pass writes (job sizes are 65,536 wide
 /// per bucket) cost more than the pass.
-fn pass_zero(pass: Pass, p: &Periods) -> KindCounts {
+fn pass_zero(pass: Pass, p: &Periods, accounts: Option<usize>) -> KindCounts {
     let (d, b) = (p.dims, p.dims.buckets);
     let z = |n: usize| vec![0u64; b * n];
     let mut k = KindCounts {
@@ -370,6 +379,9 @@ fn pass_zero(pass: Pass, p: &Periods) -> KindCounts {
             k.package_sizes = z(d.packages * NODE_BINS as usize);
             k.jobs = z(1);
             k.job_sizes = z(MAX_NODES as usize);
+            if let Some(n) = accounts {
+                k.accounting = JobCounts::zeroed(b, d.packages, n);
+            }
         }
         Pass::Blas => k.blas = z(d.blases + 1),
         Pass::Pairs => k.pairs = z(MAX_PAIR_ROWS * d.packages),
@@ -445,6 +457,14 @@ fn add(x: &mut KindCounts, y: &KindCounts) {
     sum(&mut x.package_sizes, &y.package_sizes);
     sum(&mut x.blas, &y.blas);
     sum(&mut x.pairs, &y.pairs);
+    let (a, b) = (&mut x.accounting, &y.accounting);
+    sum(&mut a.unaccounted, &b.unaccounted);
+    sum(&mut a.jobs, &b.jobs);
+    sum(&mut a.node_seconds, &b.node_seconds);
+    sum(&mut a.outcomes, &b.outcomes);
+    sum(&mut a.account_jobs, &b.account_jobs);
+    sum(&mut a.account_node_seconds, &b.account_node_seconds);
+    sum(&mut a.account_outcomes, &b.account_outcomes);
 }
 
 /// One (package, user), months ascending: the user counts once per bucket it appears in, as
@@ -498,12 +518,19 @@ fn per_bucket(
 }
 
 /// One job: its packages (all rows), and among job rows its packages, node counts and node
-/// bins, per bucket.
-fn job_group(g: &[JKey], periods: &[Periods], acc: &mut [KindCounts]) {
-    let (mut scratch, mut nodes) = (Vec::new(), Vec::new());
+/// bins, per bucket; with `acct`, its node-hours and outcome by package and account.
+fn job_group(
+    g: &[JKey],
+    periods: &[Periods],
+    acc: &mut [KindCounts],
+    acct: Option<&FxHashMap<u64, JobInfo>>,
+) {
+    let (mut scratch, mut nodes, mut kept_packages) = (Vec::new(), Vec::new(), Vec::new());
+    let info = acct.map(|a| a.get(&g[0].0));
     for (pe, k) in periods.iter().zip(acc) {
         let np = pe.dims.packages;
         per_bucket(g, pe, &mut scratch, |b, keys| {
+            kept_packages.clear();
             for pg in keys.chunk_by(|a, b| a.0 == b.0) {
                 let p = pg[0].0 as usize;
                 k.by_job[b * np + p] += 1;
@@ -512,6 +539,7 @@ fn job_group(g: &[JKey], periods: &[Periods], acc: &mut [KindCounts]) {
                     continue;
                 }
                 k.job_packages[b * np + p] += 1;
+                kept_packages.push(p);
                 let mut last = u32::MAX;
                 for x in kept {
                     nodes.push(x.1);
@@ -523,6 +551,11 @@ fn job_group(g: &[JKey], periods: &[Periods], acc: &mut [KindCounts]) {
                 }
             }
             if !nodes.is_empty() {
+                match info {
+                    Some(Some(i)) => account(&mut k.accounting, b, np, &kept_packages, i),
+                    Some(None) => k.accounting.unaccounted[b] += 1,
+                    None => {}
+                }
                 k.jobs[b] += 1;
                 nodes.sort_unstable();
                 nodes.dedup();
@@ -533,6 +566,22 @@ fn job_group(g: &[JKey], periods: &[Periods], acc: &mut [KindCounts]) {
             }
         });
     }
+}
+
+/// One accounted job with job rows in bucket `b`, using `packages`.
+fn account(a: &mut JobCounts, b: usize, np: usize, packages: &[usize], i: &JobInfo) {
+    let no = OUTCOMES.len();
+    let na = a.account_jobs.len() / a.unaccounted.len();
+    let (o, acc) = (i.outcome as usize, i.account as usize);
+    let secs = i.node_seconds.unwrap_or(0);
+    for &p in packages {
+        a.jobs[b * np + p] += 1;
+        a.node_seconds[b * np + p] += secs;
+        a.outcomes[(b * np + p) * no + o] += 1;
+    }
+    a.account_jobs[b * na + acc] += 1;
+    a.account_node_seconds[b * na + acc] += secs;
+    a.account_outcomes[(b * na + acc) * no + o] += 1;
 }
 
 /// `[bucket][package]` → the package's pair row in that bucket, or `u8::MAX`.

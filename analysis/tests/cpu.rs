@@ -30,6 +30,7 @@ fn run(
         kinds: kinds.to_vec(),
         top: 20,
         cache: None,
+        jobs: None,
     };
     analyze(&o, &|_| {}, &|_| {}).unwrap().0
 }

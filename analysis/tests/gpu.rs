@@ -37,6 +37,7 @@ fn json(root: &Path, device: Device, filter: Option<&str>) -> String {
         kinds: PeriodKind::ALL.to_vec(),
         top: 20,
         cache: None,
+        jobs: None,
     };
     let mut a = analyze(&o, &|_| {}, &|_| {}).unwrap().0;
     a.header.backend.clear();

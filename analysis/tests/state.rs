@@ -29,6 +29,7 @@ fn options(root: &Path, cache: Option<&Path>) -> Options {
         kinds: PeriodKind::ALL.to_vec(),
         top: 20,
         cache: cache.map(Path::to_path_buf),
+        jobs: None,
     }
 }
 
@@ -105,7 +106,7 @@ fn merged_shards_match_a_single_run_byte_for_byte() {
         .enumerate()
         .map(|(i, (f, to))| shard(&o, f, to, None, &t.path().join(format!("q{i}.state"))))
         .collect();
-    let merged = json(&merge(&parts, &PeriodKind::ALL, 20).unwrap());
+    let merged = json(&merge(&parts, &PeriodKind::ALL, 20, None).unwrap());
     assert!(single.len() > 10_000);
     assert!(merged == single, "date shards: merged report differs");
     // Host groups crossed with dates: nodes 0–1999 by half-year, the others (and the login
@@ -123,7 +124,7 @@ fn merged_shards_match_a_single_run_byte_for_byte() {
             &t.path().join("h2"),
         ),
     ];
-    let merged = json(&merge(&hosts, &PeriodKind::ALL, 20).unwrap());
+    let merged = json(&merge(&hosts, &PeriodKind::ALL, 20, None).unwrap());
     assert!(merged == single, "host shards: merged report differs");
     // A shard's state does not depend on thread scheduling: the same shard, the same bytes.
     let again = shard(&o, bounds[1].0, bounds[1].1, None, &t.path().join("again"));
@@ -142,19 +143,19 @@ fn overlapping_or_differently_filtered_shards_are_refused() {
     let (a, m, z) = (&all[0], &all[all.len() / 2], &all[all.len() - 1]);
     let first = shard(&o, a, m, None, &t.path().join("a"));
     let overlapping = shard(&o, m, z, None, &t.path().join("b"));
-    let err = merge(&[first.clone(), overlapping], &PeriodKind::ALL, 20).unwrap_err();
+    let err = merge(&[first.clone(), overlapping], &PeriodKind::ALL, 20, None).unwrap_err();
     assert!(matches!(err, AnalyzeError::Mismatch { .. }), "{err}");
     assert!(err.to_string().contains(&format!("date={m}")), "{err}");
     let mut f = o.clone();
     f.selection.filter = Some(Filter::parse("is_staff == false").unwrap());
     let next = &all[all.len() / 2 + 1];
     let filtered = shard(&f, next, z, None, &t.path().join("c"));
-    let err = merge(&[first.clone(), filtered], &PeriodKind::ALL, 20).unwrap_err();
+    let err = merge(&[first.clone(), filtered], &PeriodKind::ALL, 20, None).unwrap_err();
     assert!(err.to_string().contains("filter"), "{err}");
     // Not a state at all.
     let junk = t.path().join("junk");
     std::fs::write(&junk, b"date,package\n").unwrap();
-    let err = merge(&[first, junk], &PeriodKind::ALL, 20).unwrap_err();
+    let err = merge(&[first, junk], &PeriodKind::ALL, 20, None).unwrap_err();
     assert!(
         err.to_string().contains("not a pyusage analysis state"),
         "{err}"

@@ -13,6 +13,7 @@ use std::{
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use pyusage_analysis::{
+    accounting::Accounting,
     counts::PeriodKind,
     export,
     filter::Filter,
@@ -85,6 +86,11 @@ struct ReportArgs {
     /// Packages in each top list.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=60))]
     top: u16,
+    /// The scheduler's accounting, `sacct --parsable2 -o JobID,JobIDRaw,NNodes,ElapsedRaw,
+    /// State,Account,…` output: adds node-hours and job outcomes per package and by account
+    /// (CPU back end).
+    #[arg(long, value_name = "FILE")]
+    jobs: Option<PathBuf>,
 }
 
 impl ReportArgs {
@@ -178,7 +184,11 @@ fn cache_words(s: &RunStats) -> String {
 fn execute_merge(m: MergeArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let r = &m.report;
-    let analysis = run::merge(&m.partials, &r.kinds(), r.top as usize)?;
+    let accounting = r.jobs.as_deref().map(Accounting::read).transpose()?;
+    for line in accounting.iter().flat_map(|a| &a.bad_lines) {
+        eprintln!("pyusage analyze merge: --jobs: {line} (line skipped)");
+    }
+    let analysis = run::merge(&m.partials, &r.kinds(), r.top as usize, accounting.as_ref())?;
     let Some((out, written)) = emit(&analysis, r)? else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -216,6 +226,7 @@ fn options(a: &Args) -> anyhow::Result<Options> {
         kinds,
         top: a.report.top as usize,
         cache: a.cache.clone(),
+        jobs: a.report.jobs.clone(),
     })
 }
 
