@@ -80,8 +80,13 @@ impl Accounting {
         Accounting::parse(&p, &String::from_utf8_lossy(&text))
     }
 
-    /// Parses the text of a file named `path` (for messages).
+    /// Parses the text of a file named `path` (for messages): `sacct --parsable2` output, or
+    /// Slurm's job completion log (`JobCompType=jobcomp/filetxt`: one `Key=Value …` line per
+    /// job), which a cluster without slurmdbd still writes.
     pub fn parse(path: &str, text: &str) -> Result<Accounting, AccountingError> {
+        if text.trim_start().starts_with("JobId=") {
+            return Ok(Accounting::parse_jobcomp(path, text));
+        }
         let mut lines = text.lines().enumerate();
         let header: Vec<&str> = lines
             .next()
@@ -157,6 +162,53 @@ impl Accounting {
         Ok(a)
     }
 
+    /// The job completion log: `JobId=`, `JobState=`, `NodeCnt=`, `StartTime=`, `EndTime=`
+    /// (local time, to the second) and `Account=` of each line.
+    fn parse_jobcomp(path: &str, text: &str) -> Accounting {
+        let mut a = Accounting::default();
+        let mut accounts: FxHashMap<String, u32> = FxHashMap::default();
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let field = |k: &str| {
+                line.split_whitespace()
+                    .find_map(|t| t.strip_prefix(k)?.strip_prefix('='))
+            };
+            let time = |k: &str| {
+                chrono::NaiveDateTime::parse_from_str(field(k)?, "%Y-%m-%dT%H:%M:%S").ok()
+            };
+            let (Some(job), Some(nodes)) = (
+                field("JobId"),
+                field("NodeCnt").and_then(|x| x.parse::<u64>().ok()),
+            ) else {
+                a.bad_lines
+                    .push(format!("{path}:{}: no JobId or NodeCnt", n + 1));
+                continue;
+            };
+            let secs = match (time("StartTime"), time("EndTime")) {
+                (Some(s), Some(e)) if e >= s => Some((e - s).num_seconds() as u64),
+                _ => None,
+            };
+            let next = accounts.len() as u32;
+            let acct = *accounts
+                .entry(field("Account").unwrap_or("").to_owned())
+                .or_insert(next);
+            a.jobs.insert(
+                job.to_owned(),
+                JobInfo {
+                    node_seconds: secs.map(|s| s.saturating_mul(nodes)),
+                    outcome: outcome(field("JobState").unwrap_or("")),
+                    account: acct,
+                },
+            );
+        }
+        let mut by_id: Vec<(String, u32)> = accounts.into_iter().collect();
+        by_id.sort_by_key(|x| x.1);
+        a.accounts = by_id.into_iter().map(|x| x.0).collect();
+        a
+    }
+
     /// The accounting keyed as the analysis keys jobs ([`crate::model::Chunk::job`]): numeric
     /// ids directly, others through `names.odd_jobs` (ids the data never used are left out).
     pub fn by_key(&self, names: &Names) -> FxHashMap<u64, JobInfo> {
@@ -217,6 +269,20 @@ mod tests {
         assert!(a.bad_lines[0].starts_with("f:6: job id \"123_[5-7]\""));
         assert!(a.bad_lines[1].starts_with("f:8: NNodes \"two\""));
         assert!(a.bad_lines[2].starts_with("f:10: 4 fields"));
+        let jc = Accounting::parse(
+            "jc",
+            "JobId=7 UserId=root(0) Name=wrap JobState=TIMEOUT Partition=debug \
+             StartTime=2026-11-29T10:00:00 EndTime=2026-11-29T10:01:05 NodeList=n1 NodeCnt=2 \
+             Account=m9 ExitCode=0:15\n\
+             JobId=8 JobState=CANCELLED StartTime=Unknown EndTime=Unknown NodeCnt=1 Account=\n\
+             garbage\n",
+        )
+        .unwrap();
+        assert_eq!(jc.jobs["7"].node_seconds, Some(130));
+        assert_eq!(OUTCOMES[jc.jobs["7"].outcome as usize], "TIMEOUT");
+        assert_eq!(jc.accounts[jc.jobs["7"].account as usize], "m9");
+        assert_eq!(jc.jobs["8"].node_seconds, None);
+        assert_eq!(jc.bad_lines, ["jc:3: no JobId or NodeCnt"]);
         let err = Accounting::parse("g", "JobID|State\n1|COMPLETED\n").unwrap_err();
         assert!(err.to_string().contains("lacks NNodes"), "{err}");
         // Keys as the analysis has them: numbers directly, others only if the data has them.

@@ -538,3 +538,73 @@ fn sharded_analysis_as_a_job_array_and_a_merge() {
         );
     });
 }
+
+/// `analyze --jobs` with the accounting the real Slurm writes without slurmdbd: its job
+/// completion log (`jobcomp/filetxt`). A job that completes and one that fails, both running
+/// Python under the daemon: their packages' outcomes and node-hours come from Slurm.
+#[test]
+fn accounting_from_the_job_completion_log() {
+    with_slurm(|conf| {
+        let log = conf.parent().unwrap().join("jobcomp.log");
+        let d = Daemon::start();
+        let py = venv_python();
+        let ok = submit(
+            conf,
+            &format!("{} -c 'import yaml, time; time.sleep(2)'", py.display()),
+        );
+        let failed = submit(conf, &format!("{} -c 'import yaml'; exit 3", py.display()));
+        wait_state(conf, &ok, "", 60);
+        wait_state(conf, &failed, "", 60);
+        // slurmctld appends the completion line as the job ends.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let line = |job: &str| {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.starts_with(&format!("JobId={job} ")))
+                .map(str::to_owned)
+        };
+        while line(&ok).is_none() || line(&failed).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "no completion lines in {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let r = d.stop();
+        assert!(r
+            .recs
+            .iter()
+            .any(|x| x["job_id"] == ok.as_str() && x["package"] == "yaml"));
+        let out = output_ok(
+            Command::new(bin())
+                .arg("analyze")
+                .arg(&r.data)
+                .args(["--device", "cpu", "--period", "all", "--jobs"])
+                .arg(&log)
+                .arg("--filter")
+                .arg(format!("job_id == {ok} or job_id == {failed}")),
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let a = &report["periods"]["all"][0]["accounting"];
+        assert_eq!(a["jobs_without_accounting"], 0, "{a}");
+        let yaml = a["outcomes_by_package"]["yaml"].as_array().unwrap();
+        let count = |o: &str| {
+            yaml.iter()
+                .find(|s| s["key"] == o)
+                .map_or(0, |s| s["count"].as_u64().unwrap())
+        };
+        assert_eq!((count("COMPLETED"), count("FAILED")), (1, 1), "{a}");
+        let hours = a["node_hours_by_package"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["package"] == "yaml")
+            .unwrap()["node_hours"]
+            .as_f64()
+            .unwrap();
+        // One node each; the first job slept 2 s.
+        assert!((2.0 / 3600.0..0.05).contains(&hours), "{hours}");
+    });
+}
