@@ -54,7 +54,7 @@ enum Command {
     /// Write a synthetic dataset in the record schema.
     Synth(synth::Args),
     /// Analyse a dataset: the report's tables as JSON, CSV or an HTML page, on the CPU or a GPU.
-    Analyze(analyze::Args),
+    Analyze(Box<analyze::Args>),
     /// The atexit collector: a `sitecustomize.py` for `PYTHONPATH`, as NERSC-style tools used.
     Atexit(atexit::Args),
     /// Import customs-style JSON lines (old atexit data) into a Parquet dataset of this schema.
@@ -77,7 +77,7 @@ fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "daemon")]
         Command::Canary(a) => canary::execute(a),
         Command::Synth(a) => synth::execute(a),
-        Command::Analyze(a) => analyze::execute(a),
+        Command::Analyze(a) => analyze::execute(*a),
         Command::Atexit(a) => atexit::execute(a),
         Command::ImportCustoms(a) => import_customs::execute(a),
         Command::Compare(a) => compare::execute(a),
