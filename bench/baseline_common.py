@@ -45,6 +45,33 @@ def label(kind, b):
     return "all"
 
 
+TABLES = ("rows", "by_process", "signaled", "env_kinds", "by_user", "versioned_users",
+          "version_users", "by_job", "job_packages", "package_sizes", "jobs", "job_sizes", "blas")
+
+
+def kind_counts(kind, months, month_rows, procs, envs):
+    """The counts of one granularity, started with what adds up over months: rows, processes
+    (all and signalled) and environment kinds, from (month, …) rows. Returns the counts and an
+    `add(table, bucket, key, n)` for the distinct counts the caller's engine computes."""
+    c = {"buckets": sorted({bucket(kind, m) for m in months})}
+    for name in TABLES:
+        c[name] = {}
+
+    def add(table, b, key, v):
+        d = c[table].setdefault(b, {})
+        d[key] = d.get(key, 0) + v
+
+    for m, n in month_rows:
+        b = bucket(kind, m)
+        c["rows"][b] = c["rows"].get(b, 0) + n
+    for m, p, n, s in procs:
+        add("by_process", bucket(kind, m), p, n)
+        add("signaled", bucket(kind, m), p, s)
+    for m, e, n in envs:
+        add("env_kinds", bucket(kind, m), e, n)
+    return c, add
+
+
 def node_bin(n):
     """model.rs node_bin: 0 for one node, k for (2^(k-1), 2^k]."""
     return (max(n, 1) - 1).bit_length()

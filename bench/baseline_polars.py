@@ -116,24 +116,9 @@ def run(root, top):
     counts = {}
     for kind in bc.KINDS:
         B = BUCKET[kind]
-        c = counts[kind] = {"buckets": sorted({bc.bucket(kind, m) for m in months})}
-        for name in ("rows", "by_process", "signaled", "env_kinds", "by_user", "versioned_users",
-                     "version_users", "by_job", "job_packages", "package_sizes", "jobs",
-                     "job_sizes", "blas"):
-            c[name] = {}
-
-        def add(table, b, key, v):
-            d = c[table].setdefault(b, {})
-            d[key] = d.get(key, 0) + v
-
-        for m, n in month_rows.iter_rows():
-            b = bc.bucket(kind, m)
-            c["rows"][b] = c["rows"].get(b, 0) + n
-        for m, p, n, s in procs.iter_rows():
-            add("by_process", bc.bucket(kind, m), p, n)
-            add("signaled", bc.bucket(kind, m), p, s)
-        for m, e, n in envs.iter_rows():
-            add("env_kinds", bc.bucket(kind, m), e, n)
+        c, add = bc.kind_counts(
+            kind, months, month_rows.iter_rows(), procs.iter_rows(), envs.iter_rows())
+        counts[kind] = c
         # This kind's keys: the month keys with months mapped to buckets; every count below
         # is a distinct count over them (n_unique), so duplicates across months collapse.
         b_ = B(pl.col("m")).cast(pl.UInt16).alias("m")
