@@ -116,6 +116,10 @@ pub struct RunStats {
     pub partitions: u64,
     /// With `--cache`: what the cache did.
     pub cache: Option<CacheStats>,
+    /// Seconds spent counting after the last partition was read (the back end's `finish`:
+    /// on the GPU, the copy to the device and the kernels); the rest of a run is reading and
+    /// decoding Parquet. Zero on the state path, which counts while it reads.
+    pub count_s: f64,
 }
 
 /// Runs the analysis. `note` receives one-line messages (the CPU fallback); `progress` is
@@ -129,7 +133,7 @@ pub fn analyze(
     progress(Some(parts.len() as u64));
     let mut stats = RunStats {
         partitions: parts.len() as u64,
-        cache: None,
+        ..RunStats::default()
     };
     let names = Names::default();
     let mut meta = cache::meta_of(&o.selection);
@@ -167,7 +171,9 @@ pub fn analyze(
     let backend_name = backend.name();
     let kinds = with_months(&o.kinds);
     let top = clamp_top(o.top);
+    let counting = std::time::Instant::now();
     let counts = backend.finish(&names, &kinds, top)?;
+    stats.count_s = counting.elapsed().as_secs_f64();
     Ok((
         analysis_of(&names, &counts, &meta, &o.kinds, o.top, backend_name, None)?,
         stats,
@@ -196,6 +202,7 @@ pub fn partial(
     let stats = RunStats {
         partitions: parts.len() as u64,
         cache: o.cache.as_ref().map(|_| cs),
+        count_s: 0.0,
     };
     Ok((state.rows(), stats))
 }

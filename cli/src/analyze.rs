@@ -150,12 +150,17 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     eprintln!(
-        "pyusage analyze: {} records on {} ({} threads){} in {:.2} s; wrote {} files under {}",
+        "pyusage analyze: {} records on {} ({} threads){} in {:.2} s{}; wrote {} files under {}",
         analysis.header.rows,
         analysis.header.backend,
         rayon::current_num_threads(),
         cache_words(&stats),
         started.elapsed().as_secs_f64(),
+        if stats.count_s > 0.0 {
+            format!(" (counting {:.2} s)", stats.count_s)
+        } else {
+            String::new()
+        },
         written.len(),
         out.display()
     );
