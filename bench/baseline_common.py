@@ -7,6 +7,7 @@ Counts, per period kind (month, quarter, year, all) and bucket (the integer `buc
 counts.rs: year*12+month0, year*4+quarter0, year, 0), as plain dicts keyed by package name
 (or (package, version), nodes, (package, bin), env kind, BLAS name):
   rows, by_user, by_job, by_process, signaled, versioned_users, version_users, env_kinds,
+  package_env_kinds ((package, env kind) → processes),
   jobs, job_sizes, job_packages, package_sizes, blas, and pairs: (rows, cols, matrix) with
   matrix[r][c] = jobs using both rows[r] and cols[c] (numpy array).
 """
@@ -46,13 +47,15 @@ def label(kind, b):
 
 
 TABLES = ("rows", "by_process", "signaled", "env_kinds", "by_user", "versioned_users",
-          "version_users", "by_job", "job_packages", "package_sizes", "jobs", "job_sizes", "blas")
+          "version_users", "by_job", "job_packages", "package_sizes", "jobs", "job_sizes", "blas",
+          "package_env_kinds")
 
 
-def kind_counts(kind, months, month_rows, procs, envs):
+def kind_counts(kind, months, month_rows, procs, envs, pkg_envs):
     """The counts of one granularity, started with what adds up over months: rows, processes
-    (all and signalled) and environment kinds, from (month, …) rows. Returns the counts and an
-    `add(table, bucket, key, n)` for the distinct counts the caller's engine computes."""
+    (all and signalled), environment kinds and (package, environment kind) processes, from
+    (month, …) rows. Returns the counts and an `add(table, bucket, key, n)` for the distinct
+    counts the caller's engine computes."""
     c = {"buckets": sorted({bucket(kind, m) for m in months})}
     for name in TABLES:
         c[name] = {}
@@ -69,6 +72,8 @@ def kind_counts(kind, months, month_rows, procs, envs):
         add("signaled", bucket(kind, m), p, s)
     for m, e, n in envs:
         add("env_kinds", bucket(kind, m), e, n)
+    for m, p, e, n in pkg_envs:
+        add("package_env_kinds", bucket(kind, m), (p, e), n)
     return c, add
 
 
@@ -162,6 +167,18 @@ def period(kind, b, c, months, top):
             by_size.setdefault(p, {})[str(1 << bn)] = cnt
     in_period = [m for m in months["buckets"] if bucket(kind, m) == b]
     mu = months["by_user"]
+    users, jobs_, procs = g("by_user"), g("by_job"), g("by_process")
+    every = [p for p in set(users) | set(procs) if users.get(p, 0) > 0 or procs.get(p, 0) > 0]
+    package_counts = sorted(
+        ({"package": p, "users": users.get(p, 0), "jobs": jobs_.get(p, 0),
+          "processes": procs.get(p, 0)} for p in every),
+        key=lambda x: (-x["users"], x["package"]))
+    pe = {}
+    for (p, e), cnt in g("package_env_kinds").items():
+        if cnt > 0:
+            pe.setdefault(p, {})[e] = cnt
+    package_env_kinds = {x["package"]: shares(pe.get(x["package"], {}), x["count"])
+                         for x in by_process}
     return {
         "period": label(kind, b),
         "rows": c["rows"].get(b, 0),
@@ -184,6 +201,8 @@ def period(kind, b, c, months, top):
                       "share": share(sig.get(x["package"], 0), x["count"])} for x in by_process],
         "monthly_users": {x["package"]: {label("month", m): mu.get(m, {}).get(x["package"], 0)
                                          for m in in_period} for x in by_user},
+        "package_counts": package_counts,
+        "package_env_kinds": package_env_kinds,
     }
 
 

@@ -98,6 +98,9 @@ def run(root, threads, top):
                  GROUP BY ALL""")
     envs = q("""SELECT m, env, count(*) FROM (SELECT DISTINCT m, env, proc FROM t WHERE nonstd)
                 GROUP BY ALL""")
+    pkg_envs = q("""SELECT m, package, env, count(*) FROM
+                    (SELECT DISTINCT m, package, env, proc FROM t WHERE env IS NOT NULL)
+                    GROUP BY ALL""")
     ex("DROP TABLE t")
     months = sorted(m for m, _ in month_rows)
 
@@ -112,7 +115,7 @@ def run(root, threads, top):
     counts = {}
     for kind in bc.KINDS:
         B = BUCKET[kind]
-        c, add = bc.kind_counts(kind, months, month_rows, procs, envs)
+        c, add = bc.kind_counts(kind, months, month_rows, procs, envs, pkg_envs)
         counts[kind] = c
         # This kind's keys: the month keys with months mapped to buckets; every count below
         # is a distinct count over them, so duplicates across months collapse.

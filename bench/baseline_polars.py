@@ -87,10 +87,11 @@ def run(root, top):
     t = t.lazy()
     job = pl.col("job").is_not_null()
     nu = lambda c: pl.col(c).n_unique()  # noqa: E731
-    month_rows, procs, envs, ku, kj, kn, kb = pl.collect_all([
+    month_rows, procs, envs, pkg_envs, ku, kj, kn, kb = pl.collect_all([
         t.group_by("m").len(),
         t.group_by("m", "package").agg(n=nu("proc"), s=pl.col("proc").filter("sig").n_unique()),
         t.filter("nonstd").group_by("m", "env").agg(nu("proc")),
+        t.filter(pl.col("env").is_not_null()).group_by("m", "package", "env").agg(nu("proc")),
         t.select("m", "package", "u", "version").unique(),
         t.filter(job).select("m", "job", "package", "compute", "binbit").unique(),
         t.filter(job & pl.col("compute")).select("m", "job", "nodes").unique(),
@@ -117,7 +118,8 @@ def run(root, top):
     for kind in bc.KINDS:
         B = BUCKET[kind]
         c, add = bc.kind_counts(
-            kind, months, month_rows.iter_rows(), procs.iter_rows(), envs.iter_rows())
+            kind, months, month_rows.iter_rows(), procs.iter_rows(), envs.iter_rows(),
+            pkg_envs.iter_rows())
         counts[kind] = c
         # This kind's keys: the month keys with months mapped to buckets; every count below
         # is a distinct count over them (n_unique), so duplicates across months collapse.

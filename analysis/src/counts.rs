@@ -141,6 +141,8 @@ pub struct KindCounts {
     pub version_users: Vec<u64>,
     /// `[b][env kind]`: distinct processes per environment kind, `stdlib` rows excluded.
     pub env_kinds: Vec<u64>,
+    /// `[b][package][env kind]`: distinct processes per package and environment kind.
+    pub package_env_kinds: Vec<u64>,
     /// `[b]`: distinct jobs among job rows.
     pub jobs: Vec<u64>,
     /// `[b][nodes]` (`MAX_NODES` wide): distinct jobs among job rows by node count (fig. 4).
@@ -222,6 +224,7 @@ impl KindCounts {
             versioned_users: z(d.packages),
             version_users: z(d.versions),
             env_kinds: z(d.env_kinds),
+            package_env_kinds: z(d.packages * d.env_kinds),
             jobs: z(1),
             job_sizes: z(MAX_NODES as usize),
             job_packages: z(d.packages),

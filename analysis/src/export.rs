@@ -126,6 +126,8 @@ struct CsvTables {
     blas: Writer,
     sig: Writer,
     monthly: Writer,
+    packages: Writer,
+    pkg_env: Writer,
 }
 
 /// Creates `dir/name` with the header `granularity, period, header…`, listing it in `files`.
@@ -176,6 +178,11 @@ impl CsvTables {
             &["package", "signaled", "processes", "share"],
         )?;
         let monthly = open("monthly_users.csv", &["package", "month", "users"])?;
+        let packages = open("packages.csv", &["package", "users", "jobs", "processes"])?;
+        let pkg_env = open(
+            "package_env_kinds.csv",
+            &["package", "env_kind", "processes", "of", "share"],
+        )?;
         Ok(CsvTables {
             files,
             periods,
@@ -189,6 +196,8 @@ impl CsvTables {
             blas,
             sig,
             monthly,
+            packages,
+            pkg_env,
         })
     }
 
@@ -233,6 +242,16 @@ impl CsvTables {
                     .write_record(p(vec![pkg.clone(), m.clone(), n.to_string()]))?;
             }
         }
+        for c in &r.package_counts {
+            let rest = vec![
+                c.package.clone(),
+                c.users.to_string(),
+                c.jobs.to_string(),
+                c.processes.to_string(),
+            ];
+            self.packages.write_record(p(rest))?;
+        }
+        keyed_share_rows(&mut self.pkg_env, g, r, &r.package_env_kinds)?;
         Ok(())
     }
 
@@ -268,6 +287,8 @@ impl CsvTables {
             &mut self.blas,
             &mut self.sig,
             &mut self.monthly,
+            &mut self.packages,
+            &mut self.pkg_env,
         ] {
             w.flush()?;
         }

@@ -117,6 +117,7 @@ impl Backend for Gpu {
         let d = Dims::of(names, 0);
         let packages = names.packages.lock().expect("lock");
         let wide = (d.packages * NODE_BINS as usize)
+            .max(d.packages * d.env_kinds)
             .max(d.versions)
             .max(MAX_NODES as usize);
         if wide >= 1 << 24 || d.blases >= 63 || s.processes >= u32::MAX as u64 {

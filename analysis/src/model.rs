@@ -23,6 +23,8 @@ pub mod flag {
     pub const HAS_VERSION: u8 = 16;
     /// The environment kind is not `stdlib`.
     pub const NON_STDLIB: u8 = 32;
+    /// The environment kind is known (not null).
+    pub const HAS_ENV: u8 = 64;
 }
 
 /// No value (job, version, BLAS).

@@ -21,6 +21,19 @@ pub struct Count {
     pub count: u64,
 }
 
+/// One package's distinct users, jobs and processes in a period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageCount {
+    /// Package.
+    pub package: String,
+    /// Distinct users.
+    pub users: u64,
+    /// Distinct jobs (over all kept rows in a job, as the top list by job).
+    pub jobs: u64,
+    /// Distinct processes.
+    pub processes: u64,
+}
+
 /// Pearson correlations among the top packages.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Correlation {
@@ -66,6 +79,12 @@ pub struct PeriodReport {
     pub signaled: Vec<Share>,
     /// For the top packages by user: distinct users per month.
     pub monthly_users: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Every package with rows in the period (users descending, then name): what the top
+    /// lists cut, so that any package can be looked up — and followed month by month.
+    pub package_counts: Vec<PackageCount>,
+    /// For the top packages by process: processes per environment kind, and their share of
+    /// the package's processes.
+    pub package_env_kinds: BTreeMap<String, Vec<Share>>,
     /// With `--jobs`: the jobs joined to the scheduler's accounting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounting: Option<AccountingTables>,
@@ -296,6 +315,8 @@ impl Period<'_> {
             blas_in_numpy_jobs: self.blas_in_numpy_jobs(),
             signaled: self.signaled(&top_by_process),
             monthly_users: self.monthly_users(&top_by_user),
+            package_counts: self.package_counts(),
+            package_env_kinds: self.package_env_kinds(&top_by_process),
             accounting: self.accounting(),
             top_packages_by_user: top_by_user,
             top_packages_by_process: top_by_process,
@@ -401,6 +422,49 @@ impl Period<'_> {
                     of: c.count,
                     share: share(count, c.count),
                 }
+            })
+            .collect()
+    }
+
+    /// Users, jobs and processes of every package with rows.
+    fn package_counts(&self) -> Vec<PackageCount> {
+        let np = self.names.packages.len();
+        let (users, jobs, processes) = (
+            self.row(&self.k.by_user, np),
+            self.row(&self.k.by_job, np),
+            self.row(&self.k.by_process, np),
+        );
+        let mut v: Vec<PackageCount> = (0..np)
+            .filter(|&p| users[p] > 0 || processes[p] > 0)
+            .map(|p| PackageCount {
+                package: self.names.packages[p].clone(),
+                users: users[p],
+                jobs: jobs[p],
+                processes: processes[p],
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.users
+                .cmp(&a.users)
+                .then_with(|| a.package.cmp(&b.package))
+        });
+        v
+    }
+
+    /// Processes per environment kind of each of the top packages by process.
+    fn package_env_kinds(&self, top_by_process: &[Count]) -> BTreeMap<String, Vec<Share>> {
+        let n = self.names;
+        let (np, ne) = (n.packages.len(), n.env_kinds.len());
+        top_by_process
+            .iter()
+            .map(|c| {
+                let p = n.package_id(&c.package);
+                let at = (self.b * np + p) * ne;
+                let by: BTreeMap<String, u64> = (0..ne)
+                    .map(|e| (n.env_kinds[e].clone(), self.k.package_env_kinds[at + e]))
+                    .filter(|(_, x)| *x > 0)
+                    .collect();
+                (c.package.clone(), shares(by, Some(c.count)))
             })
             .collect()
     }

@@ -52,6 +52,8 @@ pub struct State {
     pub(crate) processes: FxHashMap<(u16, u32), (u64, u64)>,
     /// (month, env kind) → processes.
     pub(crate) env_kinds: FxHashMap<(u16, u32), u64>,
+    /// (month, package, env kind) → processes.
+    pub(crate) package_envs: FxHashMap<(u16, u32, u32), u64>,
 }
 
 /// Sorts and de-duplicates keys. A stable (merge) sort on purpose: keys arrive as sorted runs,
@@ -92,7 +94,11 @@ impl State {
         for &m in &c.month {
             *rows.entry(m).or_default() += 1;
         }
-        let (processes, env_kinds) = process_counts(c);
+        let ProcessCounts {
+            processes,
+            env_kinds,
+            package_envs,
+        } = process_counts(c);
         State {
             months: rows.keys().copied().collect(),
             rows,
@@ -101,6 +107,7 @@ impl State {
             b,
             processes,
             env_kinds,
+            package_envs,
         }
     }
 
@@ -123,6 +130,9 @@ impl State {
         }
         for (k, v) in other.env_kinds {
             *self.env_kinds.entry(k).or_default() += v;
+        }
+        for (k, v) in other.package_envs {
+            *self.package_envs.entry(k).or_default() += v;
         }
         self.u.extend(other.u);
         self.j.extend(other.j);
@@ -249,6 +259,10 @@ impl State {
         for (&(m, e), &n) in &self.env_kinds {
             k.env_kinds[p.bucket(m) as usize * d.env_kinds + e as usize] += n;
         }
+        let ne = d.env_kinds;
+        for (&(m, pk, e), &n) in &self.package_envs {
+            k.package_env_kinds[(p.bucket(m) as usize * np + pk as usize) * ne + e as usize] += n;
+        }
     }
 }
 
@@ -295,17 +309,19 @@ impl ByProcess {
     }
 }
 
-/// Per process: (month, package) → (processes, signalled processes), and (month, env kind) →
-/// processes with non-stdlib rows — distinct (process, package) and (process, env kind).
-#[allow(clippy::type_complexity)]
-fn process_counts(
-    c: &Chunk,
-) -> (
-    FxHashMap<(u16, u32), (u64, u64)>,
-    FxHashMap<(u16, u32), u64>,
-) {
-    let mut processes: FxHashMap<(u16, u32), (u64, u64)> = FxHashMap::default();
-    let mut env_kinds: FxHashMap<(u16, u32), u64> = FxHashMap::default();
+/// The process-level counts of a chunk (final within it: a process lives in one partition).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ProcessCounts {
+    /// (month, package) → (processes, signalled processes): distinct (process, package).
+    processes: FxHashMap<(u16, u32), (u64, u64)>,
+    /// (month, env kind) → processes with non-stdlib rows: distinct (process, env kind).
+    env_kinds: FxHashMap<(u16, u32), u64>,
+    /// (month, package, env kind) → processes: distinct (process, package, env kind).
+    package_envs: FxHashMap<(u16, u32, u32), u64>,
+}
+
+fn process_counts(c: &Chunk) -> ProcessCounts {
+    let mut out = ProcessCounts::default();
     let (mut pk, mut ek) = (Vec::new(), Vec::new());
     for g in ByProcess::of(c).groups() {
         // A process has one start, so one month.
@@ -314,24 +330,33 @@ fn process_counts(
         ek.clear();
         for &i in g {
             let i = i as usize;
-            pk.push((c.package[i], c.flags[i] & flag::SIGNALED != 0));
+            pk.push((
+                c.package[i],
+                c.env_kind[i],
+                c.flags[i] & flag::SIGNALED != 0,
+            ));
             if c.flags[i] & flag::NON_STDLIB != 0 {
                 ek.push(c.env_kind[i]);
             }
         }
         pk.sort_unstable();
         for pg in pk.chunk_by(|a, b| a.0 == b.0) {
-            let e = processes.entry((month, pg[0].0)).or_default();
+            let e = out.processes.entry((month, pg[0].0)).or_default();
             e.0 += 1;
-            e.1 += pg.iter().any(|x| x.1) as u64;
+            e.1 += pg.iter().any(|x| x.2) as u64;
+            for pe in pg.chunk_by(|a, b| a.1 == b.1).filter(|pe| pe[0].1 != NONE) {
+                *out.package_envs
+                    .entry((month, pe[0].0, pe[0].1))
+                    .or_default() += 1;
+            }
         }
         ek.sort_unstable();
         ek.dedup();
         for &e in &ek {
-            *env_kinds.entry((month, e)).or_default() += 1;
+            *out.env_kinds.entry((month, e)).or_default() += 1;
         }
     }
-    (processes, env_kinds)
+    out
 }
 
 /// The buckets of one granularity: `lut[month - first]` is a month's bucket index.
@@ -451,6 +476,7 @@ fn add(x: &mut KindCounts, y: &KindCounts) {
     sum(&mut x.versioned_users, &y.versioned_users);
     sum(&mut x.version_users, &y.version_users);
     sum(&mut x.env_kinds, &y.env_kinds);
+    sum(&mut x.package_env_kinds, &y.package_env_kinds);
     sum(&mut x.jobs, &y.jobs);
     sum(&mut x.job_sizes, &y.job_sizes);
     sum(&mut x.job_packages, &y.job_packages);
@@ -683,7 +709,7 @@ mod tests {
         let interleaved = process_counts(&chunk(&[0, 1, 2, 3, 4, 5]));
         let grouped = process_counts(&chunk(&[0, 2, 5, 1, 4, 3]));
         assert_eq!(interleaved, grouped);
-        let (p, e) = grouped;
+        let (p, e, pe) = (grouped.processes, grouped.env_kinds, grouped.package_envs);
         // Package 5: processes 0, 1, 2 (1 signalled); package 6: process 0.
         assert_eq!(p[&(7, 5)], (3, 1));
         assert_eq!(p[&(7, 6)], (1, 0));
@@ -691,5 +717,11 @@ mod tests {
         assert_eq!(e[&(7, 1)], 2);
         assert_eq!(e[&(7, 2)], 1);
         assert_eq!(e.len(), 2);
+        // Package 5 from env kind 1 in processes 0 and 1, from kind 0 (stdlib) in process 2;
+        // package 6 from kind 2 in process 0.
+        assert_eq!(pe[&(7, 5, 1)], 2);
+        assert_eq!(pe[&(7, 5, 0)], 1);
+        assert_eq!(pe[&(7, 6, 2)], 1);
+        assert_eq!(pe.len(), 3);
     }
 }

@@ -63,6 +63,7 @@ def tables(con, kind):
                      FROM t WHERE package IN ('numpy', 'scipy') AND job_id IS NOT NULL GROUP BY ALL),
                    x AS (SELECT p, unnest(CASE WHEN coalesce(len(bs), 0) = 0 THEN ['unknown'] ELSE bs END) AS b FROM jb)
                    SELECT p, b, count(*) FROM x GROUP BY ALL""",
+        "pkg_env": f"SELECT {P}, package, env_kind, count(DISTINCT proc) FROM t WHERE env_kind IS NOT NULL GROUP BY ALL",
         "signaled": f"""SELECT {P}, package, count(DISTINCT proc) FILTER (WHERE exit = 'signaled'),
                        count(DISTINCT proc) FROM t GROUP BY ALL""",
     }
@@ -116,6 +117,7 @@ def check(root, report_path):
         env = by_period(t["env"], 1)
         blas = by_period(t["blas"], 1)
         sig = by_period(t["signaled"], 1)
+        pkg_env = by_period(t["pkg_env"], 2)
         for r in reports:
             p = r["period"]
             w = f"{kind} {p}"
@@ -151,6 +153,17 @@ def check(root, report_path):
             sg = sig.get(p, {})
             same(f"{w} signaled", [(x["key"], x["count"], x["of"]) for x in r["signaled"]],
                  [(c["package"], sg[c["package"]][0], sg[c["package"]][1]) for c in r["top_packages_by_process"]])
+            u, j, pr_ = (d.get(p, {}) for d in (user, job, proc))
+            theirs = [(k, u.get(k, 0), j.get(k, 0), pr_.get(k, 0)) for k in set(u) | set(pr_)]
+            same(f"{w} package counts", [(c["package"], c["users"], c["jobs"], c["processes"]) for c in r["package_counts"]],
+                 sorted(theirs, key=lambda x: (-x[1], x[0])))
+            same(f"{w} package env kinds packages", sorted(r["package_env_kinds"]),
+                 sorted(c["package"] for c in r["top_packages_by_process"]))
+            for pkg, lst in r["package_env_kinds"].items():
+                of = pr_.get(pkg, 0)
+                es = {e: c for (pk2, e), c in pkg_env.get(p, {}).items() if pk2 == pkg}
+                same(f"{w} env kinds of {pkg}", [(x["key"], x["count"], x["of"]) for x in lst],
+                     [(e, c, of) for e, c in sorted(es.items(), key=lambda kv: (-kv[1], kv[0]))])
             for pkg, per in r["monthly_users"].items():
                 same(f"{w} monthly {pkg}", per, {m: months[m].get(pkg, 0) for m in per})
     if failures:

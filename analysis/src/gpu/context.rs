@@ -225,6 +225,9 @@ impl GpuContext {
         k.by_process = count(0, pkg, None, process, np)?;
         k.signaled = count(flag::SIGNALED, pkg, None, process, np)?;
         k.env_kinds = count(flag::NON_STDLIB, env, None, process, ne)?;
+        let pkg_envs = Some((&self.package, ne as u32));
+        let envs = Some(&self.env_kind);
+        k.package_env_kinds = count(flag::HAS_ENV, pkg_envs, envs, process, np * ne)?;
         k.jobs = count(job_rows, None, None, job, 1)?;
         k.job_sizes = count(job_rows, nodes, None, job, nn)?;
         k.job_packages = count(job_rows, pkg, None, job, np)?;

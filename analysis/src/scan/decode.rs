@@ -201,8 +201,11 @@ impl BatchIds {
         if version != NONE {
             fl |= flag::HAS_VERSION;
         }
-        if e != NONE && !self.stdlib[e as usize] {
-            fl |= flag::NON_STDLIB;
+        if e != NONE {
+            fl |= flag::HAS_ENV;
+            if !self.stdlib[e as usize] {
+                fl |= flag::NON_STDLIB;
+            }
         }
         fl
     }

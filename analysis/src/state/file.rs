@@ -22,7 +22,7 @@ use crate::model::{Interner, Names, MAX_NODES, NONE};
 
 /// `PYUS` + `ST` + format version (two digits). A file of another version is refused, not
 /// guessed at; a cache entry of another version is simply rebuilt.
-pub const MAGIC: &[u8; 8] = b"PYUSST01";
+pub const MAGIC: &[u8; 8] = b"PYUSST02";
 
 /// A file's identity as the cache sees it: a changed size or mtime means changed content.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -65,6 +65,8 @@ struct Stored {
     rows: Vec<(u16, u64)>,
     processes: Vec<(u16, u32, u64, u64)>,
     env_kind_processes: Vec<(u16, u32, u64)>,
+    /// (month, package, env kind, processes).
+    package_env_processes: Vec<(u16, u32, u32, u64)>,
     u: Vec<UKey>,
     j: Vec<JKey>,
     b: Vec<BKey>,
@@ -159,11 +161,19 @@ pub fn save(
             .iter()
             .map(|k| k.0)
             .chain(state.j.iter().map(|k| k.2))
-            .chain(state.processes.keys().map(|k| k.1)),
+            .chain(state.processes.keys().map(|k| k.1))
+            .chain(state.package_envs.keys().map(|k| k.1)),
     );
     let users = Local::new(&names.users, state.u.iter().map(|k| k.1));
     let versions = Local::new(&names.versions, state.u.iter().map(|k| k.3));
-    let env_kinds = Local::new(&names.env_kinds, state.env_kinds.keys().map(|k| k.1));
+    let env_kinds = Local::new(
+        &names.env_kinds,
+        state
+            .env_kinds
+            .keys()
+            .map(|k| k.1)
+            .chain(state.package_envs.keys().map(|k| k.2)),
+    );
     let blases = Local::new(&names.blases, state.b.iter().map(|k| k.2));
     let odd = |job: u64| (job & ODD != 0).then_some((job & !ODD) as u32);
     let odd_jobs = Local::new(
@@ -210,6 +220,12 @@ pub fn save(
         .map(|(&(m, e), &n)| (m, env_kinds.get(e), n))
         .collect();
     env_kind_processes.sort_unstable();
+    let mut package_env_processes: Vec<(u16, u32, u32, u64)> = state
+        .package_envs
+        .iter()
+        .map(|(&(m, p, e), &n)| (m, packages.get(p), env_kinds.get(e), n))
+        .collect();
+    package_env_processes.sort_unstable();
     let stored = Stored {
         meta: meta.clone(),
         packages: packages.names,
@@ -221,6 +237,7 @@ pub fn save(
         rows,
         processes,
         env_kind_processes,
+        package_env_processes,
         u,
         j,
         b,
@@ -290,6 +307,12 @@ pub fn load(path: &Path, names: &Names) -> Result<(State, Meta), StateFileError>
         *state
             .env_kinds
             .entry((m, env_kinds[e as usize]))
+            .or_default() += n;
+    }
+    for &(m, p, e, n) in &s.package_env_processes {
+        *state
+            .package_envs
+            .entry((m, packages[p as usize], env_kinds[e as usize]))
             .or_default() += n;
     }
     state.u =
@@ -374,6 +397,13 @@ fn validate(path: &Path, s: &Stored) -> Result<(), StateFileError> {
     {
         return bad(format!("environment kind count {k:?} out of range"));
     }
+    if let Some(k) = s
+        .package_env_processes
+        .iter()
+        .find(|k| !within(k.1, np) || !within(k.2, s.env_kinds.len()))
+    {
+        return bad(format!("package environment count {k:?} out of range"));
+    }
     let months: std::collections::BTreeSet<u16> = s.rows.iter().map(|r| r.0).collect();
     let keyed =
         s.u.iter()
@@ -381,7 +411,8 @@ fn validate(path: &Path, s: &Stored) -> Result<(), StateFileError> {
             .chain(s.j.iter().map(|k| k.1))
             .chain(s.b.iter().map(|k| k.1))
             .chain(s.processes.iter().map(|k| k.0))
-            .chain(s.env_kind_processes.iter().map(|k| k.0));
+            .chain(s.env_kind_processes.iter().map(|k| k.0))
+            .chain(s.package_env_processes.iter().map(|k| k.0));
     for m in keyed {
         if !months.contains(&m) {
             return bad(format!("a key of month {m} but no rows in that month"));
