@@ -111,7 +111,6 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
 pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> Result<(), DaemonError> {
     prepare_data_dir(&cfg.data_dir)?;
     let spool = Spool::open(&cfg.data_dir)?;
-    let daemon_user = daemon_user(&cfg)?;
     let stop_sinks = Arc::new(AtomicBool::new(false));
     let sinks = build_sinks(&cfg, spool.dir(), &stop_sinks)?;
     let node = Node {
@@ -131,6 +130,9 @@ pub fn run(cfg: Config, ready_file: Option<PathBuf>) -> Result<(), DaemonError> 
     );
     // Segments left by a previous run (crash or kill) go to Parquet first.
     processor.rotate();
+    // Last, once everything made as root is there (the sinks' offsets directory, the Parquet
+    // files just written): the data directory becomes the daemon user's.
+    let daemon_user = daemon_user(&cfg)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
