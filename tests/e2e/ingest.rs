@@ -1,5 +1,7 @@
 //! Central ingest through real rsyslog on loopback: two node daemons (different `--host`)
-//! send to a node-side relay rsyslog (packaging/rsyslog/pyusage-relay.conf), which forwards
+//! send over TCP to a relay rsyslog (packaging/rsyslog/pyusage-relay.conf, its listener bound
+//! to the forwarding ruleset as a rack relay's authenticated input is; the node side, the
+//! daemon's socket and the uid check, is forgery.rs's), which forwards
 //! over RELP to a central rsyslog (packaging/rsyslog/pyusage-central.conf) running
 //! `pyusage ingest` through omprog. The relay and the central rsyslog are stopped and
 //! restarted, ingest is SIGKILLed mid-stream, the central disk fills up; afterwards every
@@ -22,7 +24,7 @@ use serde_json::Value;
 
 use crate::util::*;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -30,38 +32,59 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn snippet(name: &str) -> String {
+pub(crate) fn snippet(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../packaging/rsyslog")
         .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// A private rsyslogd with a given configuration, listening on `port`.
-struct Syslogd {
+/// A private rsyslogd with a given configuration, listening on `port` (and on the unix
+/// socket `socket`, when it has one).
+pub(crate) struct Syslogd {
     child: Option<Child>,
-    dir: PathBuf,
-    port: u16,
+    pub(crate) dir: PathBuf,
+    pub(crate) port: u16,
+    socket: Option<PathBuf>,
 }
 
 impl Syslogd {
-    fn start(dir: &Path, conf: &str, port: u16) -> Syslogd {
+    /// Starts it once the configuration passes `rsyslogd -N1` without an error (rsyslog runs
+    /// on with an unknown parameter: a typo in a shipped snippet would go unnoticed).
+    fn start(dir: &Path, conf: &str, port: u16, socket: Option<PathBuf>) -> Syslogd {
         std::fs::create_dir_all(dir.join("work")).unwrap();
         let conf = format!(
             "global(maxMessageSize=\"64k\" workDirectory=\"{}\")\n{conf}",
             dir.join("work").display()
         );
-        std::fs::write(dir.join("rsyslog.conf"), conf).unwrap();
+        let path = dir.join("rsyslog.conf");
+        std::fs::write(&path, conf).unwrap();
+        let out = Command::new("rsyslogd")
+            .args(["-N1", "-f"])
+            .arg(&path)
+            .output()
+            .expect("running rsyslogd (scripts/install-deps.sh installs it)");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !said.contains("error"),
+            "{}: rsyslogd -N1 {}:\n{said}",
+            path.display(),
+            out.status
+        );
         let mut s = Syslogd {
             child: None,
             dir: dir.to_path_buf(),
             port,
+            socket,
         };
         s.restart();
         s
     }
 
     fn restart(&mut self) {
+        if let Some(sock) = &self.socket {
+            let _ = std::fs::remove_file(sock);
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -91,9 +114,21 @@ impl Syslogd {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // The unix socket (a previous run's was removed before the start).
+        if let Some(sock) = &self.socket {
+            while !sock.exists() {
+                assert!(
+                    Instant::now() < deadline,
+                    "rsyslogd made no socket {}:\n{}",
+                    sock.display(),
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("rsyslogd.log")).unwrap_or_default()
     }
 
@@ -154,21 +189,73 @@ fn ingest_children(parent: u32) -> Vec<i32> {
 }
 
 /// The central chain: relay and collector, and the dataset.
-struct Chain {
-    relay: Syslogd,
-    central: Syslogd,
-    dataset: PathBuf,
+pub(crate) struct Chain {
+    pub(crate) relay: Syslogd,
+    pub(crate) central: Syslogd,
+    pub(crate) dataset: PathBuf,
+}
+
+/// Where the relay's TCP listener (on `relay.port`) hands what it receives.
+#[derive(Clone, Copy)]
+pub(crate) enum RelayTcp {
+    /// Straight to the forwarding ruleset, as a rack relay's network input from authenticated
+    /// node relays (RELP over TLS with peer names there; plain TCP here): the daemons send to
+    /// it and the delivery tests exercise the relay's queue.
+    Forward,
+    /// The node's own listener (the default ruleset), as a node whose rsyslog also listens on
+    /// TCP: a record claimed there carries no credentials and is logged as a forgery.
+    Node,
+}
+
+/// The shipped `pyusage-relay.conf` for a private rsyslog in `dir`: its daemon socket
+/// `dir/relay.sock`, its forgery log `dir/forged.log`, the collector on 127.0.0.1:`central`,
+/// the daemon's uid `uid`, a 1 s retry. Each replaced text must be there: what runs is what
+/// ships.
+pub(crate) fn relay_conf(dir: &Path, central: u16, uid: u32) -> String {
+    let mut conf = snippet("pyusage-relay.conf");
+    for (from, to) in [
+        (
+            "/run/pyusage-relay.sock".to_owned(),
+            dir.join("relay.sock").display().to_string(),
+        ),
+        (
+            "/var/log/pyusage-forged.log".to_owned(),
+            dir.join("forged.log").display().to_string(),
+        ),
+        ("pyusage-central.example".to_owned(), "127.0.0.1".to_owned()),
+        ("port=\"2514\"".to_owned(), format!("port=\"{central}\"")),
+        (
+            "resumeInterval=\"5\"".to_owned(),
+            "resumeInterval=\"1\"".to_owned(),
+        ),
+        ("$!uid == \"999\"".to_owned(), format!("$!uid == \"{uid}\"")),
+    ] {
+        assert!(conf.contains(&from), "pyusage-relay.conf has no {from}");
+        conf = conf.replace(&from, &to);
+    }
+    conf
 }
 
 impl Chain {
+    /// The ingest tests' chain: daemons send over TCP to the relay's forwarding ruleset.
     fn start(tmp: &Path, dataset: &Path) -> Chain {
+        // No daemon sends through the relay's unix socket in these tests.
+        Chain::start_with(tmp, dataset, RelayTcp::Forward, 0)
+    }
+
+    /// A relay (the shipped snippet, with `uid` as the daemon's, plus a TCP listener bound as
+    /// `tcp`) and a collector running ingest into `dataset`.
+    pub(crate) fn start_with(tmp: &Path, dataset: &Path, tcp: RelayTcp, uid: u32) -> Chain {
         let (relay_port, central_port) = (free_port(), free_port());
+        let relay_dir = tmp.join("relay");
+        let ruleset = match tcp {
+            RelayTcp::Forward => " ruleset=\"pyusage_forward\"",
+            RelayTcp::Node => "",
+        };
         let relay_conf = format!(
-            "module(load=\"imtcp\")\ninput(type=\"imtcp\" address=\"127.0.0.1\" port=\"{relay_port}\")\n{}",
-            snippet("pyusage-relay.conf")
-                .replace("pyusage-central.example", "127.0.0.1")
-                .replace("port=\"2514\"", &format!("port=\"{central_port}\""))
-                .replace("resumeInterval=\"5\"", "resumeInterval=\"1\"")
+            "module(load=\"imuxsock\" SysSock.Use=\"off\")\nmodule(load=\"imtcp\")\n\
+             input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{relay_port}\"{ruleset})\n{}",
+            relay_conf(&relay_dir, central_port, uid)
         );
         let ingest = format!(
             "{} ingest --out {} --flush-secs 1 --flush-records 400 --compact-min-files 4",
@@ -193,8 +280,9 @@ impl Chain {
             central_conf.contains(&ingest),
             "the snippet's binary line changed"
         );
-        let central = Syslogd::start(&tmp.join("central"), &central_conf, central_port);
-        let relay = Syslogd::start(&tmp.join("relay"), &relay_conf, relay_port);
+        let central = Syslogd::start(&tmp.join("central"), &central_conf, central_port, None);
+        let sock = Some(relay_dir.join("relay.sock"));
+        let relay = Syslogd::start(&relay_dir, &relay_conf, relay_port, sock);
         Chain {
             relay,
             central,
@@ -202,7 +290,7 @@ impl Chain {
         }
     }
 
-    fn ingest_log(&self) -> String {
+    pub(crate) fn ingest_log(&self) -> String {
         std::fs::read_to_string(self.central.dir.parent().unwrap().join("ingest.log"))
             .unwrap_or_default()
     }
@@ -223,7 +311,7 @@ impl Chain {
 }
 
 /// (host, record_id) → copies in the central dataset, for `hosts`, counted by DuckDB.
-fn central_counts(dataset: &Path, hosts: &[&str]) -> BTreeMap<(String, String), u64> {
+pub(crate) fn central_counts(dataset: &Path, hosts: &[&str]) -> BTreeMap<(String, String), u64> {
     let any = std::fs::read_dir(dataset)
         .map(|rd| {
             rd.flatten()
@@ -268,7 +356,7 @@ print(json.dumps(duckdb.execute(q, [root + "/date=*/*.parquet", hosts]).fetchall
 }
 
 /// (host, record_id, seq) of a node's records.
-fn node_ids(data: &Path) -> Vec<(String, String, u64)> {
+pub(crate) fn node_ids(data: &Path) -> Vec<(String, String, u64)> {
     show_lines(data)
         .iter()
         .map(|l| {
@@ -283,7 +371,7 @@ fn node_ids(data: &Path) -> Vec<(String, String, u64)> {
 }
 
 /// (host, record_id) of the nodes' records.
-fn node_set(recs: &[Records]) -> BTreeSet<(String, String)> {
+pub(crate) fn node_set(recs: &[Records]) -> BTreeSet<(String, String)> {
     recs.iter()
         .flat_map(|r| node_ids(&r.data))
         .map(|(h, id, _)| (h, id))
@@ -322,7 +410,12 @@ impl Load {
 }
 
 /// Waits until every record of `want` is in the central dataset.
-fn wait_central(chain: &Chain, hosts: &[&str], want: &BTreeSet<(String, String)>, secs: u64) {
+pub(crate) fn wait_central(
+    chain: &Chain,
+    hosts: &[&str],
+    want: &BTreeSet<(String, String)>,
+    secs: u64,
+) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let got = central_counts(&chain.dataset, hosts);

@@ -9,6 +9,7 @@ mod capture;
 mod customs;
 mod delivery;
 mod fidelity;
+mod forgery;
 mod ingest;
 mod preload;
 mod security;
