@@ -6,11 +6,17 @@
 //! once, here, instead of by every reader). The output takes the first input's name. The
 //! switch is crash-safe through an intent file: the merged file is written to a hidden
 //! temporary and fsynced, then `compact.json` names the inputs, then the temporary is renamed
-//! over the first input and the others are deleted, then the intent goes. On start, an intent
-//! whose temporary still exists was not switched (the temporary is removed); one whose
-//! temporary is gone was (its remaining inputs are removed). A reader listing the partition
-//! between the rename and the deletions can see a record twice; pyusage's readers
-//! de-duplicate by record key anyway.
+//! to a new name and the inputs are deleted, then the intent goes. On start, an intent whose
+//! temporary still exists was not switched (the temporary is removed); one whose temporary is
+//! gone was (its remaining inputs are removed).
+//!
+//! A file's name is never reused: the output is the first input's name with a generation
+//! (`X.parquet` → `X.c1.parquet` → `X.c2.parquet`), sorting next to it. Renaming over an input
+//! instead let a concurrent reader (DuckDB, Spark) that had listed and sized the old file read
+//! the new one's bytes under the old size and fail on "invalid data"; now a reader sees the
+//! old files (or, once deleted, "no such file", which a reader retries) or the new one. A
+//! reader listing the partition between the rename and the deletions can see a record twice;
+//! pyusage's readers de-duplicate by record key anyway.
 use std::{
     fs::{self, File},
     path::{Path, PathBuf},
@@ -94,6 +100,18 @@ struct Intent {
     dir: PathBuf,
     output: String,
     inputs: Vec<String>,
+}
+
+/// The merged file's name: the first input's with the next generation (`.cN`).
+fn output_name(first: &str) -> String {
+    let stem = first.strip_suffix(".parquet").unwrap_or(first);
+    let (base, generation) = match stem.rsplit_once(".c") {
+        Some((b, g)) if !g.is_empty() && g.bytes().all(|c| c.is_ascii_digit()) => {
+            (b, g.parse::<u64>().unwrap_or(0))
+        }
+        _ => (stem, 0),
+    };
+    format!("{base}.c{}.parquet", generation + 1)
 }
 
 fn tmp_of(dir: &Path, output: &str) -> PathBuf {
@@ -180,14 +198,15 @@ pub fn compact_day(
     Ok(done)
 }
 
-/// Merges `inputs` (names in `dir`) into the first one's name; returns the snapshots left out.
+/// Merges `inputs` (names in `dir`) into a new file named after the first ([`output_name`]);
+/// returns the snapshots left out.
 fn merge(
     paths: &Paths,
     dir: &Path,
     inputs: &[String],
     finals: &index::Set,
 ) -> Result<u64, CompactError> {
-    let output = inputs[0].clone();
+    let output = output_name(&inputs[0]);
     let tmp = tmp_of(dir, &output);
     let result = (|| {
         let file = File::create(&tmp).map_err(PathError::at(&tmp))?;
@@ -334,7 +353,7 @@ mod tests {
         ing.finish().unwrap();
         let files = part.files().unwrap();
         assert_eq!(files.len(), 1);
-        assert!(files[0].ends_with("ingest-00000000000000000001.parquet"));
+        assert!(files[0].ends_with("ingest-00000000000000000001.c1.parquet"));
         let mut ids: Vec<_> = dataset::read(&files[0])
             .unwrap()
             .into_iter()
@@ -355,22 +374,35 @@ mod tests {
         fs::create_dir_all(&paths.state_dir).unwrap();
         let dir = d.path().join("date=2026-11-25");
         fs::create_dir_all(&dir).unwrap();
-        for f in ["a.parquet", "b.parquet", ".a.parquet.tmp"] {
+        for f in ["a.parquet", "b.parquet", ".a.c1.parquet.tmp"] {
             fs::write(dir.join(f), f).unwrap();
         }
         let intent = Intent {
             dir: dir.clone(),
-            output: "a.parquet".into(),
+            output: "a.c1.parquet".into(),
             inputs: vec!["a.parquet".into(), "b.parquet".into()],
         };
         fs::write(&paths.intent, serde_json::to_vec(&intent).unwrap()).unwrap();
         // Not switched yet (the temporary exists): the inputs stay, the temporary goes.
         recover(&paths).unwrap();
-        assert!(dir.join("b.parquet").exists() && !dir.join(".a.parquet.tmp").exists());
+        assert!(dir.join("a.parquet").exists() && dir.join("b.parquet").exists());
+        assert!(!dir.join(".a.c1.parquet.tmp").exists());
         assert!(!paths.intent.exists());
-        // Switched (the temporary is gone): the other inputs go.
+        // Switched (the temporary renamed): the inputs go, the output stays.
+        fs::write(dir.join("a.c1.parquet"), "merged").unwrap();
         fs::write(&paths.intent, serde_json::to_vec(&intent).unwrap()).unwrap();
         recover(&paths).unwrap();
-        assert!(dir.join("a.parquet").exists() && !dir.join("b.parquet").exists());
+        assert!(dir.join("a.c1.parquet").exists());
+        assert!(!dir.join("a.parquet").exists() && !dir.join("b.parquet").exists());
+    }
+
+    #[test]
+    fn a_merged_file_never_takes_an_existing_name() {
+        assert_eq!(output_name("h-0001.parquet"), "h-0001.c1.parquet");
+        assert_eq!(output_name("h-0001.c1.parquet"), "h-0001.c2.parquet");
+        assert_eq!(output_name("h-0001.c19.parquet"), "h-0001.c20.parquet");
+        assert_eq!(output_name("a.cx.parquet"), "a.cx.c1.parquet");
+        // Sorts next to its first input, so greedy groups keep arrival order.
+        assert!(output_name("h-0001.parquet").as_str() < "h-0002.parquet");
     }
 }
