@@ -1,8 +1,14 @@
-//! Stage 4b: one self-contained HTML report — inline SVG plots (plotters' SVG backend), no
-//! scripts, no external assets, readable offline. The headline period (the coarsest
-//! granularity requested) gets the paper's figures; every period gets its tables.
+//! Stage 4b: one self-contained HTML report, a dashboard readable offline — no server, no
+//! network, no external assets. The analysis is embedded once as JSON (`data`); a small
+//! inline script (`dashboard.js`, no framework) draws every figure and table of the period
+//! picked, and a package's panel, as inline SVG and DOM text. The page's state is its URL
+//! fragment (`#period=2026-03&package=numpy`): links can be shared, and the end-to-end test
+//! drives a headless browser with it.
 //!
-//! Here: the page and its tables; `figures` draws the paper's figures with `charts`.
+//! Without scripts the page still shows the headline granularity (the coarsest requested):
+//! the paper's figures drawn here (plotters' SVG backend) and its tables, which the script
+//! replaces. Here: the page and those tables; `figures` draws the figures with `charts`;
+//! `data` writes the embedded JSON.
 use std::fmt::Write as _;
 
 use plotters::drawing::DrawingAreaErrorKind;
@@ -13,20 +19,34 @@ use crate::{
 };
 
 mod charts;
+mod data;
 mod figures;
+
+/// The dashboard's style and script, inlined in the page.
+const CSS: &str = include_str!("html/dashboard.css");
+const JS: &str = include_str!("html/dashboard.js");
+
+/// Granularities, coarsest first: the headline is the first requested.
+const ORDER: [&str; 4] = ["all", "year", "quarter", "month"];
 
 /// What plotters reports when a chart cannot be drawn (its SVG backend writes to a string).
 pub type PlotError = DrawingAreaErrorKind<std::io::Error>;
 
-/// A chart of the report could not be drawn.
+/// The HTML report could not be written.
 #[derive(Debug, thiserror::Error)]
-#[error("HTML report: cannot draw the chart {chart:?}")]
-pub struct HtmlError {
-    /// The chart's title.
-    pub chart: String,
-    /// plotters' error.
-    #[source]
-    pub source: PlotError,
+pub enum HtmlError {
+    /// A chart of the static part could not be drawn.
+    #[error("HTML report: cannot draw the chart {chart:?}")]
+    Chart {
+        /// The chart's title.
+        chart: String,
+        /// plotters' error.
+        #[source]
+        source: PlotError,
+    },
+    /// The analysis could not be serialised for the dashboard.
+    #[error("HTML report: cannot embed the data")]
+    Data(#[from] serde_json::Error),
 }
 
 /// Escapes text for HTML.
@@ -48,17 +68,23 @@ pub fn esc(s: &str) -> String {
 /// Renders the report.
 pub fn render(a: &Analysis) -> Result<String, HtmlError> {
     let mut out = String::new();
-    out.push_str("<!doctype html><html lang=en><head><meta charset=utf-8><title>pyusage report</title><style>\
-        body{font-family:sans-serif;margin:2em;max-width:1200px}figure{margin:1em 0}\
-        figcaption{color:#555;font-size:90%}table{border-collapse:collapse;margin:.5em 1em .5em 0;display:inline-table;vertical-align:top}\
-        td,th{border:1px solid #ccc;padding:2px 6px;font-size:85%}caption{font-weight:bold;text-align:left}\
-        dt{font-weight:bold}details{margin:.3em 0}</style></head><body>");
+    let _ = write!(
+        out,
+        "<!doctype html><html lang=en><head><meta charset=utf-8>\
+         <meta name=viewport content=\"width=device-width\"><title>pyusage report</title>\
+         <style>{CSS}</style></head><body>"
+    );
     header(&mut out, &a.header);
-    let order = ["all", "year", "quarter", "month"];
-    let headline = order
+    controls(&mut out, a);
+    out.push_str("<main id=dash aria-live=polite></main><div id=static>");
+    let headline = ORDER
         .iter()
         .find_map(|g| a.periods.get(*g).map(|r| (*g, r)));
     if let Some((g, reports)) = headline {
+        out.push_str(
+            "<p class=note>Without JavaScript this page shows the headline periods only; \
+             report.json and the CSV files hold every period.</p>",
+        );
         for r in reports {
             let _ = write!(out, "<h2>Figures — {} ({g})</h2>", esc(&r.period));
             let subtitle = format!(
@@ -67,16 +93,11 @@ pub fn render(a: &Analysis) -> Result<String, HtmlError> {
             );
             figures::figures(&mut out, r, &subtitle)?;
         }
-    }
-    for g in order {
-        let Some(reports) = a.periods.get(g) else {
-            continue;
-        };
         let _ = write!(out, "<h2>Tables by {g}</h2>");
         for r in reports {
             let _ = write!(
                 out,
-                "<details><summary>{} — {} records</summary>",
+                "<details open><summary>{} — {} records</summary>",
                 esc(&r.period),
                 r.rows
             );
@@ -84,8 +105,39 @@ pub fn render(a: &Analysis) -> Result<String, HtmlError> {
             out.push_str("</details>");
         }
     }
-    out.push_str("</body></html>\n");
+    let _ = writeln!(
+        out,
+        "</div><script type=\"application/json\" id=data>{}</script><script>{JS}</script>\
+         </body></html>",
+        data::embedded(a)?
+    );
     Ok(out)
+}
+
+/// The period picker (every period, grouped by granularity, the headline's first selected)
+/// and the package search (its names offered by a datalist the script fills); hidden until
+/// the script runs.
+fn controls(out: &mut String, a: &Analysis) {
+    out.push_str(
+        "<form id=controls hidden role=search><label for=period>Period</label> <select id=period>",
+    );
+    for g in ORDER {
+        let Some(reports) = a.periods.get(g) else {
+            continue;
+        };
+        let _ = write!(out, "<optgroup label={g}>");
+        for r in reports {
+            let p = esc(&r.period);
+            let _ = write!(out, "<option value=\"{p}\">{p}</option>");
+        }
+        out.push_str("</optgroup>");
+    }
+    out.push_str(
+        "</select> <label for=package>Package</label> \
+         <input id=package list=packages autocomplete=off placeholder=\"e.g. numpy\"> \
+         <button type=submit>Show</button> <button type=button id=clear>Clear</button>\
+         <datalist id=packages></datalist></form>",
+    );
 }
 
 /// What was analysed and how, as a definition list.

@@ -446,7 +446,8 @@ fn periods_pruning_and_planted_structure() {
         "5% of processes are killed: {sig}"
     );
     assert_eq!(year.monthly_users["numpy"].len(), 12);
-    // The HTML report: every figure, titled, with the filters; nothing external.
+    // The HTML report: every figure of the headline period (drawn for readers without
+    // scripts), titled, with the filters; the period picker; nothing external.
     let html = pyusage_analysis::html::render(&a).unwrap();
     for title in [
         "(fig. 3)",
@@ -457,7 +458,8 @@ fn periods_pruning_and_planted_structure() {
         "Correlation with mpi4py (fig. 7)",
         "Users per month",
         "is_staff == false",
-        "Tables by quarter",
+        "Tables by all",
+        "<option value=\"2026-Q2\">2026-Q2</option>",
     ] {
         assert!(html.contains(title), "{title}");
     }
@@ -465,7 +467,10 @@ fn periods_pruning_and_planted_structure() {
     let slices = year.correlation_slices.len();
     assert!(slices >= 2);
     assert_eq!(html.matches("<svg").count(), 5 + slices);
-    assert!(!html.contains("<script") && !html.contains(" src="));
+    // The dashboard's data and script inline; nothing fetched.
+    assert_eq!(html.matches("<script").count(), 2);
+    assert!(!html.contains(" src=") && !html.contains("<link"));
+    assert!(html.contains("<script type=\"application/json\" id=data>{"));
     // Pruning: a date range keeps only its partitions.
     let some = run(
         d.path(),

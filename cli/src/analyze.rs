@@ -27,7 +27,7 @@ use pyusage_record::data_dir::dataset_root;
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// `report.html`: self-contained, inline SVG figures.
+    /// `report.html`: a self-contained dashboard (period picker, package search; inline script).
     Html,
     /// `report.json` (stdout without `--out`).
     Json,

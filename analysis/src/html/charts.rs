@@ -22,7 +22,7 @@ fn svg(
             .fill(&WHITE)
             .and_then(|()| draw(&root))
             .and_then(|()| root.present());
-        drawn.map_err(|source| HtmlError {
+        drawn.map_err(|source| HtmlError::Chart {
             chart: title.to_owned(),
             source,
         })?;
