@@ -6,7 +6,8 @@ set -euo pipefail
 APT_PKGS=(llvm-22-dev libclang-cpp22-dev zlib1g-dev libzstd-dev rsyslog rsyslog-relp slurm-wlm munge
           openmpi-bin python3-mpi4py python3.11 python3-venv
           util-linux procps    # setpriv, unshare (tests as other users); pkill
-          gcc libc6-dev make binutils)   # the preload tests: C host programs (one static), make, readelf
+          gcc libc6-dev make binutils    # the preload tests: C host programs (one static), make, readelf
+          chromium)                      # the dashboard test: report.html in a headless browser
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 

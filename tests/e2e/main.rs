@@ -7,6 +7,7 @@ mod analyze;
 pub mod atexit;
 mod capture;
 mod customs;
+mod dashboard;
 mod delivery;
 mod fidelity;
 mod forgery;
