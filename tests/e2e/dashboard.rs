@@ -150,37 +150,51 @@ fn count_in(p: &Value, list: &str, package: &str) -> String {
         .to_string()
 }
 
+/// `package`'s users, jobs and processes in `p` (`package_counts`, every package), as text;
+/// 0 when it has no rows there.
+fn counts_of(p: &Value, package: &str) -> [String; 3] {
+    let all = p["package_counts"].as_array().expect("package_counts");
+    match all.iter().find(|c| c["package"] == package) {
+        Some(c) => ["users", "jobs", "processes"].map(|k| c[k].to_string()),
+        None => ["0", "0", "0"].map(str::to_owned),
+    }
+}
+
 /// The package panel for `package` in period `p`, checked against report.json: its counts,
-/// versions, job sizes, users per month and strongest correlation.
+/// users per month, versions, environment kinds, job sizes and strongest correlation.
 fn check_panel(dom: &str, report: &Value, p: &Value, package: &str) {
     let title = text(element(dom, "pkg-title", "</h2>").expect("package panel"));
     assert_eq!(
         title,
         format!("Package {package} in {}", p["period"].as_str().unwrap())
     );
-    let counts = table(dom, "p-counts");
-    assert_eq!(counts[0][0], "users");
-    assert_eq!(counts[0][1], count_in(p, "top_packages_by_user", package));
-    assert_eq!(
-        counts[2][1],
-        count_in(p, "top_packages_by_process", package)
-    );
-    let versions: Vec<Vec<String>> = p["versions"][package]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            vec![
-                v["key"].as_str().unwrap().to_owned(),
-                v["count"].to_string(),
-            ]
-        })
-        .collect();
-    let shown: Vec<Vec<String>> = table(dom, "p-versions")
+    let counts: Vec<String> = table(dom, "p-counts")
         .into_iter()
-        .map(|r| r[..2].to_vec())
+        .map(|r| r[1].clone())
         .collect();
-    assert_eq!(shown, versions);
+    assert_eq!(counts, counts_of(p, package));
+    assert_eq!(counts[0], count_in(p, "top_packages_by_user", package));
+    // Shares (environment kinds, versions): the key and count columns.
+    let shares = |table_id: &str, list: &Value| {
+        let want: Vec<Vec<String>> = list
+            .as_array()
+            .unwrap_or_else(|| panic!("{table_id}: {package} has no such table"))
+            .iter()
+            .map(|v| {
+                vec![
+                    v["key"].as_str().unwrap().to_owned(),
+                    v["count"].to_string(),
+                ]
+            })
+            .collect();
+        let shown: Vec<Vec<String>> = table(dom, table_id)
+            .into_iter()
+            .map(|r| r[..2].to_vec())
+            .collect();
+        assert_eq!(shown, want, "{table_id}");
+    };
+    shares("p-env", &p["package_env_kinds"][package]);
+    shares("p-versions", &p["versions"][package]);
     let sizes: u64 = p["package_by_job_size"][package]
         .as_object()
         .unwrap()
@@ -198,7 +212,7 @@ fn check_panel(dom: &str, report: &Value, p: &Value, package: &str) {
     assert_eq!(per_month.len(), months.len());
     for (row, m) in per_month.iter().zip(months) {
         assert_eq!(row[0], m["period"].as_str().unwrap());
-        assert_eq!(row[1], count_in(m, "top_packages_by_user", package));
+        assert_eq!(row[1], counts_of(m, package)[0]);
     }
     // The strongest correlation: from the slices, or the matrix row of a top package by job.
     let (first, r) = match p["correlation_slices"].get(package) {
@@ -397,22 +411,16 @@ fn dashboard_in_a_headless_browser() {
         element(hostile, "p-sizes", "</table>").is_some(),
         "its jobs"
     );
-    // Its users: every package's count when the report has them, else its top-list entry.
-    let every = q2["package_counts"].as_array().map(|all| {
-        all.iter()
-            .find(|c| c["package"] == HOSTILE)
-            .map_or("0".into(), |c| c["users"].to_string())
-    });
-    let top = q2["top_packages_by_user"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["package"] == HOSTILE)
-        .map(|c| c["count"].to_string());
-    let users = every
-        .or(top)
-        .unwrap_or_else(|| "not in this period's top 20 by users".into());
+    // Any package is followed: its counts, and its users in the month it was planted in.
+    let users = counts_of(q2, HOSTILE)[0].clone();
+    let may = counts_of(period(&report, "2026-05"), HOSTILE)[0].clone();
+    assert!(may != "0");
     assert_eq!(table(hostile, "p-counts")[0][1], users);
+    let months = table(hostile, "p-months");
+    assert!(
+        months.contains(&vec!["2026-05".to_owned(), may]),
+        "{months:?}"
+    );
 
     // A screenshot for people (PYUSAGE_DASHBOARD_PNG keeps a copy).
     let png = d.path().join("dashboard.png");
