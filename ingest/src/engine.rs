@@ -179,9 +179,8 @@ impl Stats {
 /// The open transaction.
 #[derive(Default)]
 struct Txn {
-    lines: Vec<u8>,
-    /// (entry, start, end) in `lines`.
-    records: Vec<(Entry, usize, usize)>,
+    /// The accepted records, which go to the writer as they are (their JSON went to the WAL).
+    records: Vec<(Entry, Record)>,
     staged: Staged,
     /// A quarantine line's buffer.
     quarantine: Vec<u8>,
@@ -192,7 +191,6 @@ struct Txn {
 
 impl Txn {
     fn clear(&mut self) {
-        self.lines.clear();
         self.records.clear();
         self.staged.clear();
         self.quarantine.clear();
@@ -210,7 +208,7 @@ pub struct Ingest {
     quarantine: Quarantine,
     wal: Wal,
     current: Sealed,
-    /// Blocks of JSON reused from converted segments.
+    /// Blocks of records reused from converted segments.
     pool: BlockPool,
     started: Instant,
     txn: Txn,
@@ -291,7 +289,7 @@ impl Ingest {
                 if p.truncated {
                     self.txn.stats.truncated += 1;
                 }
-                self.stage(&p.record, &p.json)
+                self.stage(p.record, &p.json)
             }
             Err(why) => self.reject(line, why),
         }
@@ -301,7 +299,7 @@ impl Ingest {
     pub fn accept_record(&mut self, r: &Record) -> Result<Outcome, IngestError> {
         let json = serde_json::to_vec(r).expect("records serialise");
         match parse::validate(r) {
-            Ok(()) => self.stage(r, &json),
+            Ok(()) => self.stage(r.clone(), &json),
             Err(why) => self.reject(&json, why),
         }
     }
@@ -318,8 +316,8 @@ impl Ingest {
         Ok(Outcome::Quarantined(why))
     }
 
-    fn stage(&mut self, r: &Record, json: &[u8]) -> Result<Outcome, IngestError> {
-        let e = Entry::of(r);
+    fn stage(&mut self, r: Record, json: &[u8]) -> Result<Outcome, IngestError> {
+        let e = Entry::of(&r);
         match self.index.check(&e, &self.txn.staged)? {
             Verdict::Duplicate => {
                 self.txn.stats.duplicates += 1;
@@ -330,18 +328,24 @@ impl Ingest {
                 Ok(Outcome::Superseded)
             }
             Verdict::New => {
-                let start = self.txn.lines.len();
-                self.txn.lines.extend_from_slice(json);
-                self.txn.lines.push(b'\n');
-                self.wal
-                    .append(&self.txn.lines[start..])
-                    .map_err(IngestError::Append)?;
-                self.txn.records.push((e, start, self.txn.lines.len() - 1));
+                self.wal.append(json);
+                // A large transaction (a node's file through `--from-dir`) is written as it
+                // goes rather than held.
+                if self.wal.buffered() >= 4 << 20 {
+                    self.flush()?;
+                }
+                self.txn.records.push((e, r));
                 self.txn.staged.add(&e);
                 self.txn.stats.accepted += 1;
                 Ok(Outcome::Accepted)
             }
         }
+    }
+
+    /// Writes the records accepted so far to the WAL (not synced): to be called before the
+    /// messages are answered, so that one `write` covers all the messages of a read.
+    pub fn flush(&mut self) -> Result<(), IngestError> {
+        self.wal.flush().map_err(IngestError::Append)
     }
 
     /// Drops the open transaction (a failure inside it means its commit must fail): its
@@ -376,9 +380,8 @@ impl Ingest {
         let n0 = self.wal.next_number();
         self.wal.commit().map_err(IngestError::Commit)?;
         self.index.commit(&self.txn.staged);
-        for (i, (e, s, end)) in self.txn.records.iter().enumerate() {
-            self.current
-                .push(*e, n0 + i as u64, &self.txn.lines[*s..*end]);
+        for (i, (e, r)) in self.txn.records.drain(..).enumerate() {
+            self.current.push(e, n0 + i as u64, r);
         }
         self.txn.stats.commits = 1;
         self.run.add(&self.txn.stats);

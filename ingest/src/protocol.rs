@@ -13,6 +13,10 @@
 //!   program (the written ones are recovered at the next start; see `wal`). A malformed
 //!   message is quarantined and confirmed with the rest.
 //! - Without transactions: each message → `OK` after its own commit (an fsync per message).
+//! - Replies wait while more whole lines are already buffered (a sender that does not wait
+//!   for each reply, as in a benchmark or a replay): the lines are processed, their records
+//!   written to the WAL with one `write`, then the replies sent with one more. rsyslog, which
+//!   waits for each reply, gets each one at once.
 use std::{
     io::{self, BufRead, Write},
     os::fd::AsFd,
@@ -57,6 +61,12 @@ pub trait Input {
     /// Reads the next line into `buf` (cleared first), or says the input was idle for
     /// `idle`, or ended.
     fn next(&mut self, buf: &mut Vec<u8>, idle: Duration) -> io::Result<Event>;
+
+    /// Whether a whole line has arrived already, so that `next` returns it without waiting:
+    /// replies are then held back and sent with the next ones (see [`serve`]).
+    fn line_ready(&mut self) -> bool {
+        false
+    }
 }
 
 /// A file descriptor (stdin), polled so that an idle input still lets due segments be
@@ -87,6 +97,10 @@ impl<R: io::Read + AsFd> Input for Polled<R> {
         }
         read_line(&mut self.0, buf)
     }
+
+    fn line_ready(&mut self) -> bool {
+        memchr::memchr(b'\n', self.0.buffer()).is_some()
+    }
 }
 
 /// Any buffered reader, never idle (tests, files).
@@ -96,6 +110,12 @@ impl<R: BufRead> Input for Plain<R> {
     fn next(&mut self, buf: &mut Vec<u8>, _idle: Duration) -> io::Result<Event> {
         buf.clear();
         read_line(&mut self.0, buf)
+    }
+
+    fn line_ready(&mut self) -> bool {
+        self.0
+            .fill_buf()
+            .is_ok_and(|b| memchr::memchr(b'\n', b).is_some())
     }
 }
 
@@ -129,6 +149,30 @@ fn reply(out: &mut dyn Write, s: &[u8]) -> io::Result<()> {
     out.flush()
 }
 
+/// Replies held back while more lines were waiting: written with one `write` once the input
+/// has no whole line left, after the WAL has the records they answer.
+#[derive(Default)]
+struct Replies(Vec<u8>);
+
+impl Replies {
+    fn push(&mut self, s: &[u8]) {
+        self.0.extend_from_slice(s);
+        self.0.push(b'\n');
+    }
+
+    /// Writes the accepted records to the WAL, then the replies.
+    fn send(&mut self, ingest: &mut Ingest, out: &mut dyn Write) -> Result<(), ProtocolError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        ingest.flush().map_err(ProtocolError::Fatal)?;
+        out.write_all(&self.0)?;
+        out.flush()?;
+        self.0.clear();
+        Ok(())
+    }
+}
+
 /// An error as one status line (anything but `OK` tells rsyslog to retry).
 fn error_reply(e: &IngestError) -> Vec<u8> {
     format!("ERROR {}", error_line(e).replace(['\n', '\r'], " ")).into_bytes()
@@ -156,10 +200,16 @@ pub fn serve(
     };
     reply(out, b"OK")?;
     let mut line = Vec::with_capacity(16 << 10);
+    let mut replies = Replies::default();
     let mut in_txn = false;
     // An index read that failed inside the transaction: its commit must fail.
     let mut failed: Option<IngestError> = None;
     loop {
+        // Nothing more to read without waiting: the held replies go out first (rsyslog waits
+        // for them before it sends more).
+        if !input.line_ready() {
+            replies.send(&mut ingest, out)?;
+        }
         match input.next(&mut line, idle)? {
             Event::Eof => break,
             Event::Idle => {
@@ -179,7 +229,7 @@ pub fn serve(
                     ingest.abort().map_err(ProtocolError::Fatal)?;
                 }
                 in_txn = true;
-                reply(out, b"OK")?;
+                replies.push(b"OK");
             }
             Event::Line if line == marks.commit => {
                 in_txn = false;
@@ -187,10 +237,10 @@ pub fn serve(
                     Some(e) => ingest.abort().and(Err(e)),
                     None => ingest.commit(),
                 };
-                settle(r, out)?;
+                settle(r, &mut replies, out)?;
             }
             Event::Line if in_txn => {
-                // Written to the WAL before the reply: see `wal`'s documentation.
+                // Written to the WAL before the reply goes out: see `wal`'s documentation.
                 if failed.is_none() {
                     match ingest.accept(&line) {
                         Ok(_) => {}
@@ -198,7 +248,7 @@ pub fn serve(
                         Err(e) => return Err(ProtocolError::Fatal(e)),
                     }
                 }
-                reply(out, b"DEFER_COMMIT")?;
+                replies.push(b"DEFER_COMMIT");
             }
             Event::Line => {
                 let r = match ingest.accept(&line) {
@@ -206,23 +256,34 @@ pub fn serve(
                     Err(e) if e.recoverable() => ingest.abort().and(Err(e)),
                     Err(e) => return Err(ProtocolError::Fatal(e)),
                 };
-                settle(r, out)?;
+                settle(r, &mut replies, out)?;
             }
         }
     }
+    replies.send(&mut ingest, out)?;
     ingest.finish().map_err(ProtocolError::Fatal)
 }
 
 /// Replies to a commit: `OK`, or an error line (and stops when the engine cannot go on).
-fn settle(r: Result<(), IngestError>, out: &mut dyn Write) -> Result<(), ProtocolError> {
+fn settle(
+    r: Result<(), IngestError>,
+    replies: &mut Replies,
+    out: &mut dyn Write,
+) -> Result<(), ProtocolError> {
     match r {
-        Ok(()) => Ok(reply(out, b"OK")?),
+        Ok(()) => {
+            replies.push(b"OK");
+            Ok(())
+        }
         Err(e) => {
-            reply(out, &error_reply(&e))?;
+            replies.push(&error_reply(&e));
             tracing::error!("ingest: {}", error_line(&e));
             if e.recoverable() || matches!(e, IngestError::Path(_)) {
                 Ok(())
             } else {
+                // The error line still goes out (with the replies before it; the WAL has
+                // whatever its failed commit wrote).
+                let _ = out.write_all(&replies.0).and_then(|()| out.flush());
                 Err(ProtocolError::Fatal(e))
             }
         }

@@ -2,8 +2,9 @@
 //!
 //! Writing a Parquet file per rsyslog transaction (a few hundred records) would fsync several
 //! files per batch and leave millions of tiny files; instead each record is appended to the
-//! current segment `wal/<first number, 20 digits>.wal` as a JSON line as soon as it is
-//! accepted, and at the transaction's end a commit line `#` is written and the segment
+//! current segment `wal/<first number, 20 digits>.wal` as a JSON line when it is accepted
+//! (the messages that arrived together are written with one `write`, before any of them is
+//! answered), and at the transaction's end a commit line `#` is written and the segment
 //! `fdatasync`ed before rsyslog hears `OK`. A full segment is converted to Parquet in the
 //! background and then deleted.
 //!
@@ -31,6 +32,10 @@ const COMMIT: &[u8] = b"#\n";
 pub struct Wal {
     path: PathBuf,
     file: File,
+    /// Lines appended and not yet written: [`Wal::flush`] writes them with one `write`, before
+    /// the replies to their messages go out (a `write` per record was a tenth of the ingest
+    /// thread's time, measured).
+    buf: Vec<u8>,
     first: u64,
     /// Bytes committed (the file is cut back here when a commit fails).
     committed: u64,
@@ -94,6 +99,7 @@ impl Wal {
         Ok(Wal {
             path,
             file,
+            buf: Vec::with_capacity(1 << 20),
             first,
             committed: 0,
             written: 0,
@@ -102,14 +108,31 @@ impl Wal {
         })
     }
 
-    /// Writes one record line (ending in a newline) to the segment, not synced.
-    pub fn append(&mut self, line: &[u8]) -> Result<(), PathError> {
-        self.file
-            .write_all(line)
-            .map_err(PathError::at(&self.path))?;
-        self.written += line.len() as u64;
+    /// Adds one record's JSON (one line, without its newline) to the segment; it is written by
+    /// the next [`Wal::flush`] or [`Wal::commit`], which must come before the message is
+    /// answered.
+    pub fn append(&mut self, json: &[u8]) {
+        self.buf.extend_from_slice(json);
+        self.buf.push(b'\n');
         self.pending += 1;
-        Ok(())
+    }
+
+    /// Bytes appended and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes the lines appended so far to the segment, not synced.
+    pub fn flush(&mut self) -> Result<(), PathError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all(&self.buf);
+        // Counted as written even when the write failed (it may have written a part): a
+        // rollback then cuts the file back to the last commit.
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        r.map_err(PathError::at(&self.path))
     }
 
     /// Writes a commit line and makes the segment durable. On failure the segment is cut back
@@ -119,13 +142,13 @@ impl Wal {
         if self.pending == 0 {
             return Ok(());
         }
+        self.buf.extend_from_slice(COMMIT);
         let r = self
-            .file
-            .write_all(COMMIT)
+            .flush()
+            .map_err(|e| e.source)
             .and_then(|()| self.file.sync_data());
         match r {
             Ok(()) => {
-                self.written += COMMIT.len() as u64;
                 self.committed = self.written;
                 self.records += self.pending;
                 self.pending = 0;
@@ -144,6 +167,7 @@ impl Wal {
     /// Cuts the segment back to its last commit (a transaction that is not to be kept).
     pub fn rollback(&mut self) -> Result<(), PathError> {
         self.pending = 0;
+        self.buf.clear();
         if self.written == self.committed {
             return Ok(());
         }
@@ -215,13 +239,14 @@ mod tests {
     fn complete_lines_survive_and_a_failed_transaction_is_cut_back() {
         let d = tempfile::tempdir().unwrap();
         let mut w = Wal::create(d.path(), 5).unwrap();
-        w.append(b"{\"a\":1}\n").unwrap();
-        w.append(b"{\"a\":2}\n").unwrap();
+        w.append(b"{\"a\":1}");
+        w.append(b"{\"a\":2}");
         w.commit().unwrap();
         assert_eq!(w.next_number(), 7);
-        w.append(b"{\"a\":3}\n").unwrap();
+        w.append(b"{\"a\":3}");
+        w.flush().unwrap();
         w.rollback().unwrap();
-        w.append(b"{\"a\":4}\n").unwrap();
+        w.append(b"{\"a\":4}");
         w.commit().unwrap();
         // A crash mid-transaction: a complete line without a commit, and a torn one.
         let mut f = OpenOptions::new().append(true).open(w.path()).unwrap();
