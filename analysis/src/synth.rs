@@ -762,6 +762,8 @@ impl Synth {
             first_path,
             n_files: if running { 1 } else { 1 + k % 7 },
             first_seen: p.start + SECOND_US + k as i64 * 1000,
+            cpu_user_us: None,
+            cpu_sys_us: None,
         });
     }
 }

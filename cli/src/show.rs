@@ -62,6 +62,8 @@ const TABLE_COLS: &[&str] = &[
     c::PACKAGE,
     c::VERSION,
     c::ENV_KIND,
+    c::CPU_USER_US,
+    c::CPU_SYS_US,
 ];
 
 /// One field for the table or CSV. Strings are the users' (job ids, paths, versions, names):
@@ -213,6 +215,7 @@ mod tests {
         let mut r = Record::example();
         r.job_id = Some("7".into());
         r.rank = Some(0);
+        (r.cpu_user_us, r.cpu_sys_us) = (Some(1_250_000), Some(3_000));
         let v = serde_json::to_value(&r).unwrap();
         for col in TABLE_COLS {
             assert!(!field(&r, &v, col).text().is_empty(), "{col} read as empty");

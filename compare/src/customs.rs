@@ -467,6 +467,9 @@ impl CustomsRow {
             first_path: FIRST_PATH.to_owned(),
             n_files: 0,
             first_seen: ts,
+            // The legacy collector recorded no CPU time.
+            cpu_user_us: None,
+            cpu_sys_us: None,
         }
     }
 

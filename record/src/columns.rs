@@ -88,8 +88,13 @@ pub const N_FILES: &str = "n_files";
 /// `first_seen`.
 pub const FIRST_SEEN: &str = "first_seen";
 
+/// `cpu_user_us`.
+pub const CPU_USER_US: &str = "cpu_user_us";
+/// `cpu_sys_us`.
+pub const CPU_SYS_US: &str = "cpu_sys_us";
+
 /// Every column, in schema order.
-pub const ALL: [&str; 42] = [
+pub const ALL: [&str; 44] = [
     RECORD_ID,
     SEQ,
     SOURCE,
@@ -132,6 +137,8 @@ pub const ALL: [&str; 42] = [
     FIRST_PATH,
     N_FILES,
     FIRST_SEEN,
+    CPU_USER_US,
+    CPU_SYS_US,
 ];
 
 /// Whether every name in `names` is a column: for the lists other crates keep (which columns

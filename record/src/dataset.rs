@@ -158,6 +158,8 @@ fn column(name: &str, rs: &[&Record]) -> Result<ArrayRef, ArrowError> {
         c::FIRST_PATH => text(rs, |r| Some(&r.first_path)),
         c::N_FILES => u32s(rs, |r| Some(r.n_files)),
         c::FIRST_SEEN => time(rs, |r| Some(r.first_seen)),
+        c::CPU_USER_US => Arc::new(rs.iter().map(|r| r.cpu_user_us).collect::<UInt64Array>()),
+        c::CPU_SYS_US => Arc::new(rs.iter().map(|r| r.cpu_sys_us).collect::<UInt64Array>()),
         other => {
             return Err(ArrowError::SchemaError(format!(
                 "the record has no column {other}"

@@ -196,6 +196,15 @@ pub struct Record {
     /// First open of a file of this package.
     #[serde(with = "ts")]
     pub first_seen: Micros,
+    /// The process's CPU time in user mode, µs, all threads (the same in each of the
+    /// process's records): at the exit, the kernel's exact runtime split in its tick
+    /// proportion; in a `running` record, `/proc/<pid>/stat` (10 ms resolution). Null when
+    /// unknown: preload-only exits, lost exits, records written before the field.
+    #[serde(default)]
+    pub cpu_user_us: Option<u64>,
+    /// The process's CPU time in the kernel, µs; as `cpu_user_us`.
+    #[serde(default)]
+    pub cpu_sys_us: Option<u64>,
 }
 
 impl Record {
@@ -430,6 +439,8 @@ pub fn arrow_schema() -> Arc<Schema> {
         s(FIRST_PATH, false),
         Field::new(N_FILES, DataType::UInt32, false),
         ts(FIRST_SEEN, false),
+        Field::new(CPU_USER_US, DataType::UInt64, true),
+        Field::new(CPU_SYS_US, DataType::UInt64, true),
     ]))
 }
 
@@ -482,6 +493,8 @@ impl Record {
             first_path: "/v/lib/python3.11/site-packages/yaml/__init__.py".into(),
             n_files: 3,
             first_seen: 1_764_000_000_223_456,
+            cpu_user_us: None,
+            cpu_sys_us: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 mod analyze;
 pub mod atexit;
 mod capture;
+mod cputime;
 mod customs;
 mod dashboard;
 mod delivery;

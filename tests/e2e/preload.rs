@@ -232,10 +232,19 @@ fn same_records_in_both_modes() {
                     Mode::PreloadOnly => {
                         assert_eq!(x["source"], "preload", "{label}: {x}");
                         assert_eq!(sources, ["preload"], "{label}: {x}");
+                        // The proc connector's exit carries no CPU time: null, never 0.
+                        if x["exit"] != "running" {
+                            assert!(x["cpu_user_us"].is_null(), "{label}: {x}");
+                            assert!(x["cpu_sys_us"].is_null(), "{label}: {x}");
+                        }
                     }
                     Mode::Both => {
                         assert_eq!(x["source"], "ebpf", "{label}: {x}");
                         assert!(sources.contains(&"ebpf"), "{label}: {x}");
+                        if x["exit"] == "exited" || x["exit"] == "signaled" {
+                            assert!(x["cpu_user_us"].is_u64(), "{label}: {x}");
+                            assert!(x["cpu_sys_us"].is_u64(), "{label}: {x}");
+                        }
                     }
                 }
             }

@@ -114,7 +114,7 @@ pub struct ForkEvent {
     pub _pad: u32,
 }
 
-/// A tracked process's thread-group leader exited.
+/// A tracked process ended (its last thread exited).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ExitEvent {
@@ -123,9 +123,26 @@ pub struct ExitEvent {
     /// `task->exit_code`: `code << 8` for an exit, the signal number (| 0x80 for a core dump)
     /// for a death by signal.
     pub exit_code: u32,
-    /// Padding, zero.
-    pub _pad: u32,
+    /// [`EXIT_FLAG_CPU`] when the three CPU times below were read.
+    pub flags: u32,
+    /// The whole process's tick-sampled user time, ns: `signal->utime` (threads already
+    /// reaped) + the exiting thread's `utime` + a zombie leader's `utime`.
+    pub utime_ns: u64,
+    /// The same sum of `stime`, ns.
+    pub stime_ns: u64,
+    /// The same sum of the exact scheduler runtime, ns: `signal->sum_sched_runtime` +
+    /// `se.sum_exec_runtime` of the exiting thread and of a zombie leader. User space splits
+    /// it in the proportion `utime:stime`, as the kernel's `cputime_adjust` does for `/proc`.
+    pub runtime_ns: u64,
 }
+
+/// Most threads the exit program walks for their CPU times; a process with more live threads
+/// at its end gets none (null, not a partial sum).
+pub const EXIT_THREADS_MAX: u32 = 1024;
+
+/// The CPU times of an [`ExitEvent`] were read (every offset was in the kernel's BTF and every
+/// read succeeded); without it they are zero and mean "unknown".
+pub const EXIT_FLAG_CPU: u32 = 1;
 
 /// Fixed part of an open event, followed by `path_len` bytes of path (no NUL) exactly as the
 /// process passed it (it may be relative to `dfd`).
@@ -319,6 +336,30 @@ pub struct Config {
     pub ring_bytes: u32,
     /// `task_struct.exit_code`.
     pub task_exit_code: u32,
+    /// 1 when every offset of the CPU-time fields below was found in the kernel's BTF; 0 and
+    /// the exit events carry no CPU time.
+    pub cpu_times: u32,
+    /// `task_struct.utime`.
+    pub task_utime: u32,
+    /// `task_struct.stime`.
+    pub task_stime: u32,
+    /// `task_struct.se.sum_exec_runtime`.
+    pub task_runtime: u32,
+    /// `task_struct.signal`.
+    pub task_signal: u32,
+    /// `task_struct.group_leader`.
+    pub task_group_leader: u32,
+    /// `task_struct.thread_node`, or 0 on a kernel without the per-process thread list
+    /// (before 6.7): then the live threads counted are the exiting one and the leader.
+    pub task_thread_node: u32,
+    /// `signal_struct.utime` (reaped threads' user time).
+    pub signal_utime: u32,
+    /// `signal_struct.stime`.
+    pub signal_stime: u32,
+    /// `signal_struct.sum_sched_runtime`.
+    pub signal_runtime: u32,
+    /// `signal_struct.thread_head`, or 0 (see [`Config::task_thread_node`]).
+    pub signal_thread_head: u32,
     /// `task_struct.real_parent`.
     pub task_real_parent: u32,
     /// `task_struct.tgid`.
@@ -395,7 +436,7 @@ const _: () = {
     assert!(core::mem::size_of::<Header>() == 16);
     assert!(core::mem::size_of::<ExecEvent>() == 48);
     assert!(core::mem::size_of::<ForkEvent>() == 24);
-    assert!(core::mem::size_of::<ExitEvent>() == 24);
+    assert!(core::mem::size_of::<ExitEvent>() == 48);
     assert!(core::mem::size_of::<OpenEvent>() == 40);
     assert!(core::mem::size_of::<MapExecEvent>() == 24);
     assert!(EXEC_ENV_OFF + ENV_MAX <= SCRATCH_SIZE);

@@ -87,6 +87,9 @@ pub enum Event {
         tgid: u32,
         /// Raw `task->exit_code`.
         exit_code: u32,
+        /// The process's CPU time as the kernel counted it at the exit; `None` when it could
+        /// not be read (or the exit came from a source that carries none).
+        cpu: Option<ExitCpu>,
         /// Boot-clock ns.
         ktime_ns: u64,
     },
@@ -103,6 +106,17 @@ pub enum Event {
         /// Boot-clock ns.
         ktime_ns: u64,
     },
+}
+
+/// A process's CPU time at its exit, raw from the kernel (see [`ExitEvent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitCpu {
+    /// Tick-sampled user time, ns.
+    pub utime_ns: u64,
+    /// Tick-sampled system time, ns.
+    pub stime_ns: u64,
+    /// Exact scheduler runtime, ns.
+    pub runtime_ns: u64,
 }
 
 /// One open (or failed bytecode probe) of a Python process.
@@ -259,6 +273,11 @@ impl Event {
                 Event::Exit {
                     tgid: h.tgid,
                     exit_code: e.exit_code,
+                    cpu: (e.flags & crate::EXIT_FLAG_CPU != 0).then_some(ExitCpu {
+                        utime_ns: e.utime_ns,
+                        stime_ns: e.stime_ns,
+                        runtime_ns: e.runtime_ns,
+                    }),
                     ktime_ns: h.ktime_ns,
                 }
             }

@@ -1,6 +1,6 @@
 //! Reads of `task_struct`/`mm_struct` fields at offsets the loader took from kernel BTF.
 //! Without CO-RE these offsets are the only safe way to reach fields no tracepoint carries
-//! (exit code, parent, argv/environment location, mount namespace).
+//! (exit code, parent, argv/environment location, mount namespace, CPU times).
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 
 /// Reads a `T` at `base + off` in kernel memory; `None` when the read faults.

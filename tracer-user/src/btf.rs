@@ -237,6 +237,11 @@ mod tests {
         let env_end = btf.member_offset("mm_struct", "env_end").unwrap();
         assert_eq!(env_end, env_start + 8, "adjacent unsigned longs");
         btf.member_offset("mnt_namespace", "ns.inum").unwrap();
+        // The CPU-time fields the exit program sums; u64 pairs side by side.
+        let [utime, stime, ..] = crate::loader::cpu_offsets(&btf).unwrap();
+        assert_eq!(stime, utime + 8);
+        btf.member_offset("signal_struct", "thread_head").unwrap();
+        btf.member_offset("task_struct", "thread_node").unwrap();
         let (_, ty) = btf.find_member(btf.structs["task_struct"], "mm").unwrap();
         assert!(btf.is_ptr(ty));
         assert!(matches!(

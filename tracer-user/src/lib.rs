@@ -12,6 +12,7 @@ pub mod btf;
 pub mod clock;
 pub mod cnproc;
 pub mod config;
+pub mod cputime;
 pub mod daemon;
 pub mod elf;
 #[cfg(test)]

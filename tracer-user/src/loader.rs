@@ -104,7 +104,32 @@ pub fn build_config(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Co
     let openat2 = Format::read(tracefs, "syscalls", "sys_enter_openat2")?;
     let exit_openat = Format::read(tracefs, "syscalls", "sys_exit_openat")?;
     let mmap = Format::read(tracefs, "syscalls", "sys_enter_mmap")?;
+    let cpu = cpu_offsets(&btf);
+    if let Err(e) = &cpu {
+        tracing::warn!("exit records carry no CPU time: {e}");
+    }
+    let [task_utime, task_stime, task_runtime, task_signal, task_group_leader, signal_utime, signal_stime, signal_runtime] =
+        cpu.as_ref().copied().unwrap_or([0; 8]);
+    // Both or neither: the walk of the live threads needs the list head and the link.
+    let (signal_thread_head, task_thread_node) = match (
+        btf.member_offset("signal_struct", "thread_head"),
+        btf.member_offset("task_struct", "thread_node"),
+    ) {
+        (Ok(h), Ok(n)) => (h, n),
+        _ => (0, 0),
+    };
     Ok(Config {
+        cpu_times: cpu.is_ok() as u32,
+        task_utime,
+        task_stime,
+        task_runtime,
+        task_signal,
+        task_group_leader,
+        signal_utime,
+        signal_stime,
+        signal_runtime,
+        signal_thread_head,
+        task_thread_node,
         self_tgid,
         probation_opens: PROBATION_OPENS,
         probation_per_uid: procs / 16,
@@ -147,6 +172,23 @@ pub fn build_config(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Co
         mount_mountpoint: btf.member_offset("mount", "mnt_mountpoint")?,
         vfsmount_root: btf.member_offset("vfsmount", "mnt_root")?,
     })
+}
+
+/// Offsets of the CPU-time fields the exit program sums (`task_struct.{utime, stime,
+/// se.sum_exec_runtime, signal, group_leader}`, `signal_struct.{utime, stime,
+/// sum_sched_runtime}`), in [`Config`]'s order. Optional: a kernel without one of them still
+/// records imports, with null CPU time, rather than reading a wrong field.
+pub fn cpu_offsets(btf: &Btf) -> Result<[u32; 8], BtfError> {
+    Ok([
+        btf.member_offset("task_struct", "utime")?,
+        btf.member_offset("task_struct", "stime")?,
+        btf.member_offset("task_struct", "se.sum_exec_runtime")?,
+        btf.member_offset("task_struct", "signal")?,
+        btf.member_offset("task_struct", "group_leader")?,
+        btf.member_offset("signal_struct", "utime")?,
+        btf.member_offset("signal_struct", "stime")?,
+        btf.member_offset("signal_struct", "sum_sched_runtime")?,
+    ])
 }
 
 const TRACEPOINTS: &[(&str, &str, &str)] = &[

@@ -921,6 +921,9 @@ fn to_event(e: ProcEvent) -> Option<Event> {
         } => Event::Exit {
             tgid,
             exit_code,
+            // The proc connector's exit message carries no CPU time, and by the time it is
+            // read the process may be reaped: preload-only records have none.
+            cpu: None,
             ktime_ns: monotonic_to_boot_ns(ts_ns),
         },
     })

@@ -263,7 +263,7 @@ impl Processor {
             }
             let older = now - (self.cfg.flush_secs as i64) * 1_000_000;
             for f in self.table.running(older) {
-                self.add(f);
+                self.add(with_live_cpu(f));
             }
             self.last_flush = Instant::now();
         }
@@ -363,7 +363,7 @@ impl Processor {
 
     fn shutdown(mut self) -> Processor {
         for f in self.table.drain() {
-            self.add(f);
+            self.add(with_live_cpu(f));
         }
         let held = self.ranks.expire(None);
         self.pending.extend(held);
@@ -378,4 +378,14 @@ impl Processor {
         self.rotate();
         self
     }
+}
+
+/// A `running` snapshot with the process's CPU time so far from `/proc` (an ended process
+/// keeps the time its exit carried). The pid was alive at this flush's reap just before; one
+/// reused since then would lend its time, a window of microseconds.
+fn with_live_cpu(mut f: Finished) -> Finished {
+    if f.ending == crate::proctable::Ending::Running {
+        f.cpu = crate::cputime::CpuTime::of_live(f.process.pid);
+    }
+    f
 }

@@ -272,6 +272,9 @@ pub struct Finished {
     pub ending: Ending,
     /// When (wall-clock µs); `None` for [`Ending::Running`].
     pub end: Option<i64>,
+    /// Its CPU time: at the exit as the kernel counted it (eBPF exits only), for a running
+    /// process as `/proc` says; `None` when unknown.
+    pub cpu: Option<crate::cputime::CpuTime>,
 }
 
 /// What resolving imports reads from files, cached across processes.
@@ -431,10 +434,12 @@ impl ProcTable {
             Event::Exit {
                 tgid,
                 exit_code,
+                cpu,
                 ktime_ns,
             } => {
                 let at = self.wall(ktime_ns);
-                let f = self.finish(tgid, Ending::from_exit_code(exit_code), at)?;
+                let mut f = self.finish(tgid, Ending::from_exit_code(exit_code), at)?;
+                f.cpu = cpu.map(crate::cputime::CpuTime::at_exit);
                 self.ended(tgid, at);
                 self.close(f)
             }

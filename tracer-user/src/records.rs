@@ -145,6 +145,8 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
             first_path: s.first_path.clone(),
             n_files: s.n_files.max(s.n_preload),
             first_seen: s.first_seen,
+            cpu_user_us: f.cpu.map(|c| c.user_us),
+            cpu_sys_us: f.cpu.map(|c| c.sys_us),
         })
         .collect()
 }

@@ -24,7 +24,7 @@ pub struct Seeded {
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` times.
-fn clk_tck() -> u64 {
+pub(crate) fn clk_tck() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 {

@@ -69,6 +69,8 @@ fn every_field_into_the_record() {
         first_path: "<customs>".into(),
         n_files: 0,
         first_seen: TS,
+        cpu_user_us: None,
+        cpu_sys_us: None,
     };
     assert_eq!(r, want);
 }

@@ -239,6 +239,7 @@ impl ProcTable {
             process,
             ending,
             end: Some(at),
+            cpu: None,
         })
     }
 }

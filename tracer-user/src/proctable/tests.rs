@@ -127,6 +127,11 @@ fn sigkilled_process_keeps_packages_and_signal() {
             Event::Exit {
                 tgid: 10,
                 exit_code: 9,
+                cpu: Some(tracer_common::user::ExitCpu {
+                    utime_ns: 30_000_000,
+                    stime_ns: 10_000_000,
+                    runtime_ns: 42_000_000,
+                }),
                 ktime_ns: 9000,
             },
             f,
@@ -134,6 +139,24 @@ fn sigkilled_process_keeps_packages_and_signal() {
         .unwrap();
     assert_eq!(fin.ending, Ending::Signaled(9));
     assert_eq!(fin.end, Some(1_000_009));
+    // The exit's CPU time reaches every record of the process.
+    let cpu = crate::cputime::CpuTime {
+        user_us: 31_500,
+        sys_us: 10_500,
+    };
+    assert_eq!(fin.cpu, Some(cpu));
+    let node = crate::records::Node {
+        host: "n".into(),
+        system: None,
+        subsystem: None,
+        is_compute: false,
+        staff_group: None,
+    };
+    let recs = crate::records::build(&fin, &node, &mut crate::records::Users::new(None));
+    assert_eq!(recs.len(), 2);
+    assert!(recs
+        .iter()
+        .all(|r| (r.cpu_user_us, r.cpu_sys_us) == (Some(31_500), Some(10_500))));
     let p = &fin.process;
     assert_eq!(p.main.as_deref(), Some("/work/run.py"));
     assert_eq!(p.python_version.as_deref(), Some("3.11"));
@@ -169,6 +192,7 @@ fn fork_child_gets_own_packages_and_root() {
             Event::Exit {
                 tgid: 11,
                 exit_code: 3 << 8,
+                cpu: None,
                 ktime_ns: 4000,
             },
             f,
@@ -206,6 +230,7 @@ fn fork_child_gets_own_packages_and_root() {
             Event::Exit {
                 tgid: 12,
                 exit_code: 0,
+                cpu: None,
                 ktime_ns: 7000,
             },
             f,
@@ -221,6 +246,7 @@ fn fork_child_gets_own_packages_and_root() {
             Event::Exit {
                 tgid: 99,
                 exit_code: 0,
+                cpu: None,
                 ktime_ns: 1
             },
             f
@@ -244,6 +270,7 @@ fn exit(t: &mut ProcTable, tgid: u32, f: &dyn ProcFacts) -> Finished {
         Event::Exit {
             tgid,
             exit_code: 0,
+            cpu: None,
             ktime_ns: 99_000,
         },
         f,
@@ -521,6 +548,7 @@ fn a_reader_of_libpython_is_dropped_once_checked() {
             Event::Exit {
                 tgid: pid,
                 exit_code: 0,
+                cpu: None,
                 ktime_ns: 3_000,
             },
             f,
@@ -657,6 +685,7 @@ mod preload {
                 Event::Exit {
                     tgid: 10,
                     exit_code: 9,
+                    cpu: None,
                     ktime_ns: 9_000,
                 },
                 &f,
@@ -1049,6 +1078,7 @@ mod preload {
         let exit_event = |tgid| Event::Exit {
             tgid,
             exit_code: 0,
+            cpu: None,
             ktime_ns: 9_000,
         };
         // The exits are handled first (the ring buffer was drained before the listener's

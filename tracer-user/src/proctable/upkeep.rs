@@ -65,7 +65,8 @@ impl ProcTable {
     }
 
     /// Snapshots of processes that have been running since before `older_than` (wall µs) and
-    /// have packages, for periodic `running` records.
+    /// have packages, for periodic `running` records; their CPU time is left to the caller
+    /// (`/proc`, outside the table).
     pub fn running(&self, older_than: i64) -> Vec<Finished> {
         self.procs
             .values()
@@ -74,6 +75,7 @@ impl ProcTable {
                 process: p.clone(),
                 ending: Ending::Running,
                 end: None,
+                cpu: None,
             })
             .collect()
     }
@@ -97,6 +99,7 @@ impl ProcTable {
             process,
             ending: Ending::Running,
             end: None,
+            cpu: None,
         }));
         out
     }
