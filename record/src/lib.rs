@@ -655,6 +655,28 @@ mod tests {
     }
 
     #[test]
+    fn cpu_time_round_trips_and_is_null_in_older_records() {
+        let mut r = sample();
+        (r.cpu_user_us, r.cpu_sys_us) = (Some(1_089_653), Some(19_388));
+        let j = serde_json::to_string(&r).unwrap();
+        assert!(
+            j.contains("\"cpu_user_us\":1089653,\"cpu_sys_us\":19388"),
+            "{j}"
+        );
+        assert_eq!(serde_json::from_str::<Record>(&j).unwrap(), r);
+        let batch = dataset::to_batch(std::slice::from_ref(&r)).unwrap();
+        let col = batch.column_by_name(CPU_USER_US).unwrap();
+        assert_eq!(col.data_type(), &DataType::UInt64);
+        // A record written before the fields (spool, syslog, ingest input) reads as unknown.
+        let mut old = serde_json::to_value(sample()).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        obj.remove(CPU_USER_US);
+        obj.remove(CPU_SYS_US);
+        let back: Record = serde_json::from_value(old).unwrap();
+        assert_eq!((back.cpu_user_us, back.cpu_sys_us), (None, None));
+    }
+
+    #[test]
     fn final_record_supersedes_running() {
         let running = sample();
         let mut fin = sample();
