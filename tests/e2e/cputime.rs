@@ -150,7 +150,7 @@ fn running_snapshot_carries_the_cpu_time_so_far() {
         .unwrap();
     let own: Vec<f64> = serde_json::from_str(&line).unwrap();
     let own_us = (own[0] + own[1]) * 1e6;
-    // The first snapshot taken after the burn (the process is idle from then on).
+    // The latest snapshot, once one was surely taken after the burn (idle from then on).
     let spool = d.data().join("spool");
     let after = Instant::now();
     let deadline = after + Duration::from_secs(20);
@@ -164,7 +164,7 @@ fn running_snapshot_carries_the_cpu_time_so_far() {
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|v| v["pid"] == pid && v["exit"] == "running" && v["package"] == "json")
-            .last();
+            .max_by_key(|v| v["seq"].as_u64());
         if let Some(v) = found.filter(|_| after.elapsed() > Duration::from_millis(1500)) {
             break v;
         }
