@@ -7,7 +7,9 @@ Counts, per period kind (month, quarter, year, all) and bucket (the integer `buc
 counts.rs: year*12+month0, year*4+quarter0, year, 0), as plain dicts keyed by package name
 (or (package, version), nodes, (package, bin), env kind, BLAS name):
   rows, by_user, by_job, by_process, signaled, versioned_users, version_users, env_kinds,
-  package_env_kinds ((package, env kind) → processes),
+  package_env_kinds ((package, env kind) → processes), cpu_processes, cpu_us, cpu_split_ns
+  (per package: processes with a known CPU time, their CPU µs, and split over their
+  non-stdlib packages in ns, rounded down per process),
   jobs, job_sizes, job_packages, package_sizes, blas, and pairs: (rows, cols, matrix) with
   matrix[r][c] = jobs using both rows[r] and cols[c] (numpy array).
 """
@@ -48,10 +50,10 @@ def label(kind, b):
 
 TABLES = ("rows", "by_process", "signaled", "env_kinds", "by_user", "versioned_users",
           "version_users", "by_job", "job_packages", "package_sizes", "jobs", "job_sizes", "blas",
-          "package_env_kinds")
+          "package_env_kinds", "cpu_processes", "cpu_us", "cpu_split_ns")
 
 
-def kind_counts(kind, months, month_rows, procs, envs, pkg_envs):
+def kind_counts(kind, months, month_rows, procs, envs, pkg_envs, cpu):
     """The counts of one granularity, started with what adds up over months: rows, processes
     (all and signalled), environment kinds and (package, environment kind) processes, from
     (month, …) rows. Returns the counts and an `add(table, bucket, key, n)` for the distinct
@@ -74,6 +76,9 @@ def kind_counts(kind, months, month_rows, procs, envs, pkg_envs):
         add("env_kinds", bucket(kind, m), e, n)
     for m, p, e, n in pkg_envs:
         add("package_env_kinds", bucket(kind, m), (p, e), n)
+    for m, p, n, us, ns in cpu:
+        for table, v in (("cpu_processes", n), ("cpu_us", us), ("cpu_split_ns", ns)):
+            add(table, bucket(kind, m), p, v)
     return c, add
 
 
@@ -179,6 +184,10 @@ def period(kind, b, c, months, top):
             pe.setdefault(p, {})[e] = cnt
     package_env_kinds = {x["package"]: shares(pe.get(x["package"], {}), x["count"])
                          for x in by_process}
+    cn, cus, cns = g("cpu_processes"), g("cpu_us"), g("cpu_split_ns")
+    cpu = sorted((p for p, n in cn.items() if n > 0), key=lambda p: (-cns.get(p, 0), p))[:top]
+    cpu_by_package = [{"package": p, "processes": cn[p], "cpu_hours": cus.get(p, 0) / 3.6e9,
+                       "cpu_hours_split": cns.get(p, 0) / 3.6e12} for p in cpu]
     return {
         "period": label(kind, b),
         "rows": c["rows"].get(b, 0),
@@ -203,6 +212,7 @@ def period(kind, b, c, months, top):
                                          for m in in_period} for x in by_user},
         "package_counts": package_counts,
         "package_env_kinds": package_env_kinds,
+        "cpu_by_package": cpu_by_package,
     }
 
 

@@ -78,7 +78,8 @@ def run(root, threads, top):
                hash(host, pid, process_start) AS proc,
                CAST(least(num_nodes, {bc.MAX_NODES - 1}) AS USMALLINT) AS nodes,
                is_compute AS compute, exit = 'signaled' AS sig,
-               package IN ('numpy', 'scipy') AS numpyish, env_kind <> 'stdlib' AS nonstd
+               package IN ('numpy', 'scipy') AS numpyish, env_kind <> 'stdlib' AS nonstd,
+               cpu_user_us + cpu_sys_us AS cpu
         FROM (SELECT *, make_timestamp(epoch_us(process_start)) AS s FROM {src}
               WHERE NOT is_staff)""")
     # Month-level keys: users by package and version; (month, job, package, node bin on a
@@ -101,6 +102,13 @@ def run(root, threads, top):
     pkg_envs = q("""SELECT m, package, env, count(*) FROM
                     (SELECT DISTINCT m, package, env, proc FROM t WHERE env IS NOT NULL)
                     GROUP BY ALL""")
+    # CPU time per process (its largest record), charged to its non-stdlib packages.
+    cpu = q("""WITH p AS (SELECT m, proc, max(cpu) AS cpu FROM t GROUP BY ALL),
+                    k AS (SELECT DISTINCT m, proc, package FROM t WHERE nonstd),
+                    n AS (SELECT m, proc, count(*) AS n FROM k GROUP BY ALL)
+               SELECT k.m, k.package, count(*), sum(p.cpu), sum(p.cpu * 1000 // n.n)
+               FROM k JOIN p USING (m, proc) JOIN n USING (m, proc)
+               WHERE p.cpu IS NOT NULL GROUP BY ALL""")
     ex("DROP TABLE t")
     months = sorted(m for m, _ in month_rows)
 
@@ -115,7 +123,7 @@ def run(root, threads, top):
     counts = {}
     for kind in bc.KINDS:
         B = BUCKET[kind]
-        c, add = bc.kind_counts(kind, months, month_rows, procs, envs, pkg_envs)
+        c, add = bc.kind_counts(kind, months, month_rows, procs, envs, pkg_envs, cpu)
         counts[kind] = c
         # This kind's keys: the month keys with months mapped to buckets; every count below
         # is a distinct count over them, so duplicates across months collapse.

@@ -59,7 +59,7 @@ def run(root, top):
     # The one scan.
     t = (
         pl.scan_parquet(f"{root}/date=*/*.parquet", hive_partitioning=False)
-        .select(bc.COLUMNS)
+        .select(bc.COLUMNS + ["cpu_user_us", "cpu_sys_us"])
         .filter(~pl.col("is_staff"))
         .select(
             m=(ts.dt.year().cast(pl.UInt16) * 12 + ts.dt.month().cast(pl.UInt16) - 1),
@@ -80,6 +80,7 @@ def run(root, top):
             sig=pl.col("exit") == "signaled",
             numpyish=pl.col("package").is_in(["numpy", "scipy"]),
             nonstd=pl.col("env_kind") != "stdlib",
+            cpu=pl.col("cpu_user_us").cast(pl.UInt64) + pl.col("cpu_sys_us").cast(pl.UInt64),
         )
         .collect()
     )
@@ -87,11 +88,19 @@ def run(root, top):
     t = t.lazy()
     job = pl.col("job").is_not_null()
     nu = lambda c: pl.col(c).n_unique()  # noqa: E731
-    month_rows, procs, envs, pkg_envs, ku, kj, kn, kb = pl.collect_all([
+    # CPU time per process (its largest record), charged to its non-stdlib packages.
+    kp = t.filter("nonstd").select("m", "proc", "package").unique()
+    cpu_q = (kp.join(t.group_by("m", "proc").agg(pl.col("cpu").max()), on=["m", "proc"])
+             .join(kp.group_by("m", "proc").len(name="n"), on=["m", "proc"])
+             .filter(pl.col("cpu").is_not_null())
+             .group_by("m", "package")
+             .agg(pl.len(), pl.col("cpu").sum(), (pl.col("cpu") * 1000 // pl.col("n")).sum().alias("split")))
+    month_rows, procs, envs, pkg_envs, cpu, ku, kj, kn, kb = pl.collect_all([
         t.group_by("m").len(),
         t.group_by("m", "package").agg(n=nu("proc"), s=pl.col("proc").filter("sig").n_unique()),
         t.filter("nonstd").group_by("m", "env").agg(nu("proc")),
         t.filter(pl.col("env").is_not_null()).group_by("m", "package", "env").agg(nu("proc")),
+        cpu_q,
         t.select("m", "package", "u", "version").unique(),
         t.filter(job).select("m", "job", "package", "compute", "binbit").unique(),
         t.filter(job & pl.col("compute")).select("m", "job", "nodes").unique(),
@@ -119,7 +128,7 @@ def run(root, top):
         B = BUCKET[kind]
         c, add = bc.kind_counts(
             kind, months, month_rows.iter_rows(), procs.iter_rows(), envs.iter_rows(),
-            pkg_envs.iter_rows())
+            pkg_envs.iter_rows(), cpu.iter_rows())
         counts[kind] = c
         # This kind's keys: the month keys with months mapped to buckets; every count below
         # is a distinct count over them (n_unique), so duplicates across months collapse.

@@ -143,6 +143,8 @@ pub struct KindCounts {
     pub env_kinds: Vec<u64>,
     /// `[b][package][env kind]`: distinct processes per package and environment kind.
     pub package_env_kinds: Vec<u64>,
+    /// `[b][package]`: the CPU time of the processes that imported each non-stdlib package.
+    pub cpu: CpuCounts,
     /// `[b]`: distinct jobs among job rows.
     pub jobs: Vec<u64>,
     /// `[b][nodes]` (`MAX_NODES` wide): distinct jobs among job rows by node count (fig. 4).
@@ -160,6 +162,75 @@ pub struct KindCounts {
     pub pairs: Vec<u64>,
     /// With `--jobs` (empty otherwise): the scheduler's accounting of the jobs with job rows.
     pub accounting: JobCounts,
+}
+
+/// The CPU time of the processes with a known CPU time that imported a (non-stdlib) package.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CpuSums {
+    /// Processes.
+    pub processes: u64,
+    /// Their whole CPU time, µs: an upper bound of what the package itself used.
+    pub us: u64,
+    /// Their CPU time split equally over each process's non-stdlib packages, in ns (µs × 1000
+    /// / packages, rounded down per process: integers, so both back ends add the same).
+    pub split_ns: u64,
+}
+
+impl CpuSums {
+    /// Adds `o`.
+    pub fn add(&mut self, o: CpuSums) {
+        self.processes += o.processes;
+        self.us += o.us;
+        self.split_ns += o.split_ns;
+    }
+}
+
+/// `[b][package]`: [`CpuSums`] as three arrays.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CpuCounts {
+    /// Processes with a known CPU time.
+    pub processes: Vec<u64>,
+    /// Their CPU time, µs.
+    pub us: Vec<u64>,
+    /// Their CPU time split over their packages, ns.
+    pub split_ns: Vec<u64>,
+}
+
+impl CpuCounts {
+    /// Zeroed arrays of `n` entries.
+    pub fn zeroed(n: usize) -> CpuCounts {
+        CpuCounts {
+            processes: vec![0; n],
+            us: vec![0; n],
+            split_ns: vec![0; n],
+        }
+    }
+
+    /// Adds `s` at index `at`.
+    pub fn add_at(&mut self, at: usize, s: CpuSums) {
+        self.processes[at] += s.processes;
+        self.us[at] += s.us;
+        self.split_ns[at] += s.split_ns;
+    }
+
+    /// The sums at index `at`.
+    pub fn at(&self, at: usize) -> CpuSums {
+        CpuSums {
+            processes: self.processes[at],
+            us: self.us[at],
+            split_ns: self.split_ns[at],
+        }
+    }
+}
+
+/// CPU-hours from µs and from ns — the one place these floats are made, shared by every output.
+pub fn cpu_hours(us: u64) -> f64 {
+    us as f64 / 3.6e9
+}
+
+/// CPU-hours from ns (the split sums).
+pub fn cpu_hours_ns(ns: u64) -> f64 {
+    ns as f64 / 3.6e12
 }
 
 /// Counts over the jobs with job rows joined to the scheduler's accounting (`--jobs`), per
@@ -225,6 +296,7 @@ impl KindCounts {
             version_users: z(d.versions),
             env_kinds: z(d.env_kinds),
             package_env_kinds: z(d.packages * d.env_kinds),
+            cpu: CpuCounts::zeroed(b * d.packages),
             jobs: z(1),
             job_sizes: z(MAX_NODES as usize),
             job_packages: z(d.packages),

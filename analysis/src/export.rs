@@ -128,6 +128,7 @@ struct CsvTables {
     monthly: Writer,
     packages: Writer,
     pkg_env: Writer,
+    cpu: Writer,
 }
 
 /// Creates `dir/name` with the header `granularity, period, header…`, listing it in `files`.
@@ -179,6 +180,10 @@ impl CsvTables {
         )?;
         let monthly = open("monthly_users.csv", &["package", "month", "users"])?;
         let packages = open("packages.csv", &["package", "users", "jobs", "processes"])?;
+        let cpu = open(
+            "cpu_by_package.csv",
+            &["package", "processes", "cpu_hours", "cpu_hours_split"],
+        )?;
         let pkg_env = open(
             "package_env_kinds.csv",
             &["package", "env_kind", "processes", "of", "share"],
@@ -198,6 +203,7 @@ impl CsvTables {
             monthly,
             packages,
             pkg_env,
+            cpu,
         })
     }
 
@@ -252,6 +258,15 @@ impl CsvTables {
             self.packages.write_record(p(rest))?;
         }
         keyed_share_rows(&mut self.pkg_env, g, r, &r.package_env_kinds)?;
+        for c in &r.cpu_by_package {
+            let rest = vec![
+                c.package.clone(),
+                c.processes.to_string(),
+                f(Some(c.cpu_hours)),
+                f(Some(c.cpu_hours_split)),
+            ];
+            self.cpu.write_record(p(rest))?;
+        }
         Ok(())
     }
 
@@ -289,6 +304,7 @@ impl CsvTables {
             &mut self.monthly,
             &mut self.packages,
             &mut self.pkg_env,
+            &mut self.cpu,
         ] {
             w.flush()?;
         }

@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 
 use crate::{
     backend::{Backend, BackendError, GpuError},
-    counts::{Dims, KindCounts, PeriodKind},
+    counts::{CpuSums, Dims, KindCounts, PeriodKind},
     model::{node_bin, Chunk, Names, MAX_NODES, NODE_BINS, NO_JOB},
 };
 
@@ -42,6 +42,8 @@ struct Staging {
     flags: Vec<u8>,
     jobs: FxHashMap<u64, u32>,
     processes: u64,
+    /// (month, package) → CPU time: per-process sums, computed on the host as chunks arrive.
+    cpu: FxHashMap<(u16, u32), CpuSums>,
 }
 
 /// The GPU back end.
@@ -82,7 +84,11 @@ impl Backend for Gpu {
     }
 
     fn add(&self, c: Chunk) {
+        let cpu = crate::state::chunk_cpu(&c);
         let mut s = self.staging.lock().expect("staging");
+        for (k, v) in cpu {
+            s.cpu.entry(k).or_default().add(v);
+        }
         let base = s.processes;
         s.processes += c.processes as u64;
         for i in 0..c.len() {
@@ -148,9 +154,13 @@ impl Backend for Gpu {
                 buckets: buckets.len(),
                 ..d
             };
-            let k = dev
+            let mut k = dev
                 .kind_counts(buckets, &lut, months[0] as u32, d, &packages, top)
                 .map_err(GpuError::from)?;
+            for (&(m, p), &sums) in &s.cpu {
+                let b = lut[(m - months[0]) as usize] as usize;
+                k.cpu.add_at(b * d.packages + p as usize, sums);
+            }
             out.push((kind, k));
         }
         Ok(out)

@@ -31,6 +31,8 @@ pub mod flag {
 pub const NONE: u32 = u32::MAX;
 /// No job.
 pub const NO_JOB: u64 = u64::MAX;
+/// CPU time unknown (a record without `cpu_user_us`/`cpu_sys_us`, or a dataset older than them).
+pub const NO_CPU: u64 = u64::MAX;
 /// Node counts are clamped below this (no machine has 65,535 nodes; the bound keeps the
 /// job-size histogram dense on both back ends).
 pub const MAX_NODES: u32 = 1 << 16;
@@ -117,6 +119,9 @@ pub struct Chunk {
     pub blas: Vec<u32>,
     /// [`flag`] bits.
     pub flags: Vec<u8>,
+    /// The process's CPU time (user + system, µs) as of this record, or [`NO_CPU`]. A running
+    /// snapshot holds the time so far; the final record, the whole.
+    pub cpu_us: Vec<u64>,
     /// Distinct processes in the chunk.
     pub processes: u32,
 }

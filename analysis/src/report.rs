@@ -8,7 +8,10 @@ use serde::Serialize;
 
 use crate::{
     accounting::OUTCOMES,
-    counts::{node_hours, pearson, share, KindCounts, PeriodKind, MAX_PAIR_ROWS, SLICES},
+    counts::{
+        cpu_hours, cpu_hours_ns, node_hours, pearson, share, CpuSums, KindCounts, PeriodKind,
+        MAX_PAIR_ROWS, SLICES,
+    },
     model::{Interner, Names, MAX_NODES, NODE_BINS},
 };
 
@@ -32,6 +35,21 @@ pub struct PackageCount {
     pub jobs: u64,
     /// Distinct processes.
     pub processes: u64,
+}
+
+/// The CPU time of the processes that imported a package (records with `cpu_user_us` and
+/// `cpu_sys_us`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CpuRow {
+    /// Package.
+    pub package: String,
+    /// Processes with a known CPU time that imported it.
+    pub processes: u64,
+    /// Their whole CPU time: an upper bound of the package's own.
+    pub cpu_hours: f64,
+    /// Their CPU time split equally over each process's non-stdlib packages: what importing
+    /// alone can attribute (not a measurement of use; see the sampled CPU).
+    pub cpu_hours_split: f64,
 }
 
 /// Pearson correlations among the top packages.
@@ -85,6 +103,9 @@ pub struct PeriodReport {
     /// For the top packages by process: processes per environment kind, and their share of
     /// the package's processes.
     pub package_env_kinds: BTreeMap<String, Vec<Share>>,
+    /// CPU-hours by package, the top N by split CPU-hours (non-stdlib packages; processes
+    /// whose records carry a CPU time).
+    pub cpu_by_package: Vec<CpuRow>,
     /// With `--jobs`: the jobs joined to the scheduler's accounting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounting: Option<AccountingTables>,
@@ -317,6 +338,7 @@ impl Period<'_> {
             monthly_users: self.monthly_users(&top_by_user),
             package_counts: self.package_counts(),
             package_env_kinds: self.package_env_kinds(&top_by_process),
+            cpu_by_package: self.cpu_by_package(),
             accounting: self.accounting(),
             top_packages_by_user: top_by_user,
             top_packages_by_process: top_by_process,
@@ -449,6 +471,30 @@ impl Period<'_> {
                 .then_with(|| a.package.cmp(&b.package))
         });
         v
+    }
+
+    /// The top packages by split CPU time.
+    fn cpu_by_package(&self) -> Vec<CpuRow> {
+        let np = self.names.packages.len();
+        let mut v: Vec<(usize, CpuSums)> = (0..np)
+            .map(|p| (p, self.k.cpu.at(self.b * np + p)))
+            .filter(|(_, s)| s.processes > 0)
+            .collect();
+        let name = |p: usize| &self.names.packages[p];
+        v.sort_by(|a, b| {
+            b.1.split_ns
+                .cmp(&a.1.split_ns)
+                .then_with(|| name(a.0).cmp(name(b.0)))
+        });
+        v.truncate(self.top);
+        v.into_iter()
+            .map(|(p, s)| CpuRow {
+                package: name(p).clone(),
+                processes: s.processes,
+                cpu_hours: cpu_hours(s.us),
+                cpu_hours_split: cpu_hours_ns(s.split_ns),
+            })
+            .collect()
     }
 
     /// Processes per environment kind of each of the top packages by process.

@@ -126,6 +126,9 @@ const COLUMNS: &[&str] = &[
     c::EXIT,
 ];
 
+/// Columns read when a file has them (older datasets do not).
+const OPTIONAL: &[&str] = &[c::CPU_USER_US, c::CPU_SYS_US];
+
 /// Appends the kept rows of one file to `chunk`.
 fn read_file(
     f: &Path,
@@ -182,6 +185,11 @@ fn read_file(
             return Err(columns(DecodeError::MissingColumn(c.to_string())));
         }
     }
+    cols.extend(
+        OPTIONAL
+            .iter()
+            .filter(|c| b.schema().field_with_name(c).is_ok()),
+    );
     let mask = ProjectionMask::columns(b.parquet_schema(), cols.iter().copied());
     let reader = b
         .with_projection(mask)

@@ -21,8 +21,8 @@ use rustc_hash::FxHashMap;
 
 use crate::{
     accounting::{Accounting, JobInfo, OUTCOMES},
-    counts::{pair_rows, Dims, JobCounts, KindCounts, PeriodKind, MAX_PAIR_ROWS},
-    model::{flag, node_bin, Chunk, Names, MAX_NODES, NODE_BINS, NONE, NO_JOB},
+    counts::{pair_rows, CpuSums, Dims, JobCounts, KindCounts, PeriodKind, MAX_PAIR_ROWS},
+    model::{flag, node_bin, Chunk, Names, MAX_NODES, NODE_BINS, NONE, NO_CPU, NO_JOB},
 };
 
 pub mod file;
@@ -54,6 +54,8 @@ pub struct State {
     pub(crate) env_kinds: FxHashMap<(u16, u32), u64>,
     /// (month, package, env kind) → processes.
     pub(crate) package_envs: FxHashMap<(u16, u32, u32), u64>,
+    /// (month, package) → the CPU time of the processes that imported it (see [`CpuSums`]).
+    pub(crate) cpu: FxHashMap<(u16, u32), CpuSums>,
 }
 
 /// Sorts and de-duplicates keys. A stable (merge) sort on purpose: keys arrive as sorted runs,
@@ -98,6 +100,7 @@ impl State {
             processes,
             env_kinds,
             package_envs,
+            cpu,
         } = process_counts(c);
         State {
             months: rows.keys().copied().collect(),
@@ -108,6 +111,7 @@ impl State {
             processes,
             env_kinds,
             package_envs,
+            cpu,
         }
     }
 
@@ -133,6 +137,9 @@ impl State {
         }
         for (k, v) in other.package_envs {
             *self.package_envs.entry(k).or_default() += v;
+        }
+        for (k, v) in other.cpu {
+            self.cpu.entry(k).or_default().add(v);
         }
         self.u.extend(other.u);
         self.j.extend(other.j);
@@ -259,6 +266,9 @@ impl State {
         for (&(m, e), &n) in &self.env_kinds {
             k.env_kinds[p.bucket(m) as usize * d.env_kinds + e as usize] += n;
         }
+        for (&(m, pk), s) in &self.cpu {
+            k.cpu.add_at(p.bucket(m) as usize * np + pk as usize, *s);
+        }
         let ne = d.env_kinds;
         for (&(m, pk, e), &n) in &self.package_envs {
             k.package_env_kinds[(p.bucket(m) as usize * np + pk as usize) * ne + e as usize] += n;
@@ -318,16 +328,20 @@ struct ProcessCounts {
     env_kinds: FxHashMap<(u16, u32), u64>,
     /// (month, package, env kind) → processes: distinct (process, package, env kind).
     package_envs: FxHashMap<(u16, u32, u32), u64>,
+    /// (month, package) → CPU time of the processes that imported it (non-stdlib packages).
+    cpu: FxHashMap<(u16, u32), CpuSums>,
 }
 
 fn process_counts(c: &Chunk) -> ProcessCounts {
     let mut out = ProcessCounts::default();
-    let (mut pk, mut ek) = (Vec::new(), Vec::new());
+    let (mut pk, mut ek, mut own) = (Vec::new(), Vec::new(), Vec::new());
     for g in ByProcess::of(c).groups() {
         // A process has one start, so one month.
         let month = c.month[g[0] as usize];
         pk.clear();
         ek.clear();
+        own.clear();
+        let mut cpu = None;
         for &i in g {
             let i = i as usize;
             pk.push((
@@ -337,7 +351,14 @@ fn process_counts(c: &Chunk) -> ProcessCounts {
             ));
             if c.flags[i] & flag::NON_STDLIB != 0 {
                 ek.push(c.env_kind[i]);
+                own.push(c.package[i]);
             }
+            if c.cpu_us[i] != NO_CPU {
+                cpu = cpu.max(Some(c.cpu_us[i]));
+            }
+        }
+        if let Some(us) = cpu {
+            cpu_shares(month, us, &mut own, &mut out.cpu);
         }
         pk.sort_unstable();
         for pg in pk.chunk_by(|a, b| a.0 == b.0) {
@@ -357,6 +378,33 @@ fn process_counts(c: &Chunk) -> ProcessCounts {
         }
     }
     out
+}
+
+/// The CPU-time counts of a chunk alone (for the GPU back end, which counts everything else
+/// on the device: these are per-process sums, done here the same way as on the CPU).
+pub(crate) fn chunk_cpu(c: &Chunk) -> FxHashMap<(u16, u32), CpuSums> {
+    process_counts(c).cpu
+}
+
+/// One process's CPU time (`us`, the largest its records give: the final record's, or the
+/// last snapshot's) charged to each of its non-stdlib `packages` (whole, and split equally).
+/// Shared by both back ends, so their integers agree.
+pub(crate) fn cpu_shares(
+    month: u16,
+    us: u64,
+    packages: &mut Vec<u32>,
+    out: &mut FxHashMap<(u16, u32), CpuSums>,
+) {
+    packages.sort_unstable();
+    packages.dedup();
+    let n = packages.len() as u64;
+    for &p in packages.iter() {
+        out.entry((month, p)).or_default().add(CpuSums {
+            processes: 1,
+            us,
+            split_ns: us.saturating_mul(1000) / n,
+        });
+    }
 }
 
 /// The buckets of one granularity: `lut[month - first]` is a month's bucket index.
@@ -477,6 +525,9 @@ fn add(x: &mut KindCounts, y: &KindCounts) {
     sum(&mut x.version_users, &y.version_users);
     sum(&mut x.env_kinds, &y.env_kinds);
     sum(&mut x.package_env_kinds, &y.package_env_kinds);
+    sum(&mut x.cpu.processes, &y.cpu.processes);
+    sum(&mut x.cpu.us, &y.cpu.us);
+    sum(&mut x.cpu.split_ns, &y.cpu.split_ns);
     sum(&mut x.jobs, &y.jobs);
     sum(&mut x.job_sizes, &y.job_sizes);
     sum(&mut x.job_packages, &y.job_packages);
@@ -689,6 +740,7 @@ mod tests {
             flag::NON_STDLIB,
         ];
         let env = [1, 1, 2, 0, 1, 1];
+        let cpu = [100, 50, 120, NO_CPU, 60, NO_CPU];
         Chunk {
             month: vec![7; order.len()],
             package: order.iter().map(|&i| package[i]).collect(),
@@ -700,6 +752,7 @@ mod tests {
             env_kind: order.iter().map(|&i| env[i]).collect(),
             blas: vec![NONE; order.len()],
             flags: order.iter().map(|&i| flags[i]).collect(),
+            cpu_us: order.iter().map(|&i| cpu[i]).collect(),
             processes: 3,
         }
     }
@@ -723,5 +776,16 @@ mod tests {
         assert_eq!(pe[&(7, 5, 0)], 1);
         assert_eq!(pe[&(7, 6, 2)], 1);
         assert_eq!(pe.len(), 3);
+        // CPU: process 0 (its largest record, 120 µs) split over its non-stdlib packages 5
+        // and 6; process 1 (60 µs) has only package 5 as non-stdlib; process 2 unknown.
+        let cpu = grouped.cpu;
+        let sums = |processes, us, split_ns| CpuSums {
+            processes,
+            us,
+            split_ns,
+        };
+        assert_eq!(cpu[&(7, 5)], sums(2, 180, 60_000 + 60_000));
+        assert_eq!(cpu[&(7, 6)], sums(1, 120, 60_000));
+        assert_eq!(cpu.len(), 2);
     }
 }

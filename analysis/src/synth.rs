@@ -707,6 +707,7 @@ impl Synth {
         };
         let numpyish = k < 2;
         let n = self.emitted + self.pending.len();
+        let (cpu_user_us, cpu_sys_us) = cpu_of(p.pid, p.start, running);
         let container = u.env == EnvKind::Container;
         self.pending.push_back(Record {
             record_id: format!("synth-{}-{n}", self.p.seed),
@@ -762,10 +763,24 @@ impl Synth {
             first_path,
             n_files: if running { 1 } else { 1 + k % 7 },
             first_seen: p.start + SECOND_US + k as i64 * 1000,
-            cpu_user_us: None,
-            cpu_sys_us: None,
+            cpu_user_us,
+            cpu_sys_us,
         });
     }
+}
+
+/// A process's CPU time, a function of the process alone (every record of it agrees): from
+/// 0.1 s to about an hour, 90 % user; a running snapshot has half of it; one process in 20
+/// has none (as on a node without the exit's CPU time).
+fn cpu_of(pid: i32, start: i64, running: bool) -> (Option<u64>, Option<u64>) {
+    let h = (pid as u64 ^ (start as u64).rotate_left(17)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    if (h >> 59) == 0 {
+        return (None, None);
+    }
+    let total = 100_000 + (h >> 20) % 3_600_000_000;
+    let total = if running { total / 2 } else { total };
+    let user = total / 10 * 9;
+    (Some(user), Some(total - user))
 }
 
 /// Writes `records` as [`pyusage_record::dataset::write`] does — one file per `date=`

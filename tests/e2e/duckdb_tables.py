@@ -28,8 +28,12 @@ def connect(root, threads=None):
     con = duckdb.connect()
     if threads:
         con.execute(f"SET threads = {int(threads)}")
+    src = f"read_parquet('{root}/date=*/*.parquet')"
+    cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+    # Datasets older than the CPU-time columns: unknown CPU time.
+    cpu = "cpu_user_us + cpu_sys_us" if {"cpu_user_us", "cpu_sys_us"} <= cols else "CAST(NULL AS BIGINT)"
     con.execute(
-        f"""CREATE VIEW t AS SELECT package, version, env_kind, blas, exit, job_id, num_nodes,
+        f"""CREATE VIEW t AS SELECT package, version, env_kind, blas, exit, job_id, num_nodes, {cpu} AS cpu,
               is_compute, coalesce(username, 'uid:' || CAST(uid AS VARCHAR)) AS u,
               (host, pid, process_start) AS proc,
               make_timestamp(epoch_us(process_start)) AS ts
@@ -63,6 +67,12 @@ def tables(con, kind):
                      FROM t WHERE package IN ('numpy', 'scipy') AND job_id IS NOT NULL GROUP BY ALL),
                    x AS (SELECT p, unnest(CASE WHEN coalesce(len(bs), 0) = 0 THEN ['unknown'] ELSE bs END) AS b FROM jb)
                    SELECT p, b, count(*) FROM x GROUP BY ALL""",
+        "cpu": f"""WITH p AS (SELECT {P} AS p, proc, max(cpu) AS cpu FROM t GROUP BY ALL),
+                   k AS (SELECT DISTINCT {P} AS p, proc, package FROM t WHERE env_kind <> 'stdlib'),
+                   n AS (SELECT p, proc, count(*) AS n FROM k GROUP BY ALL)
+                   SELECT k.p, k.package, count(*), sum(p.cpu), sum(p.cpu * 1000 // n.n)
+                   FROM k JOIN p USING (p, proc) JOIN n USING (p, proc)
+                   WHERE p.cpu IS NOT NULL GROUP BY ALL""",
         "pkg_env": f"SELECT {P}, package, env_kind, count(DISTINCT proc) FROM t WHERE env_kind IS NOT NULL GROUP BY ALL",
         "signaled": f"""SELECT {P}, package, count(DISTINCT proc) FILTER (WHERE exit = 'signaled'),
                        count(DISTINCT proc) FROM t GROUP BY ALL""",
@@ -118,6 +128,7 @@ def check(root, report_path):
         blas = by_period(t["blas"], 1)
         sig = by_period(t["signaled"], 1)
         pkg_env = by_period(t["pkg_env"], 2)
+        cpu = by_period(t["cpu"], 1)
         for r in reports:
             p = r["period"]
             w = f"{kind} {p}"
@@ -164,6 +175,10 @@ def check(root, report_path):
                 es = {e: c for (pk2, e), c in pkg_env.get(p, {}).items() if pk2 == pkg}
                 same(f"{w} env kinds of {pkg}", [(x["key"], x["count"], x["of"]) for x in lst],
                      [(e, c, of) for e, c in sorted(es.items(), key=lambda kv: (-kv[1], kv[0]))])
+            cp = sorted(cpu.get(p, {}).items(), key=lambda kv: (-kv[1][2], kv[0]))[:top]
+            same(f"{w} cpu by package",
+                 [(x["package"], x["processes"], x["cpu_hours"], x["cpu_hours_split"]) for x in r["cpu_by_package"]],
+                 [(k, n, us / 3.6e9, ns / 3.6e12) for k, (n, us, ns) in cp])
             for pkg, per in r["monthly_users"].items():
                 same(f"{w} monthly {pkg}", per, {m: months[m].get(pkg, 0) for m in per})
     if failures:

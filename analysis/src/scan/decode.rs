@@ -3,8 +3,8 @@
 use std::sync::Mutex;
 
 use arrow_array::{
-    cast::AsArray, types::Int32Type, Array, ArrayRef, BooleanArray, Int32Array, RecordBatch,
-    TimestampMicrosecondArray, UInt32Array,
+    cast::AsArray, types::Int32Type, Array, ArrayRef, BooleanArray, Int32Array, Int64Array,
+    RecordBatch, TimestampMicrosecondArray, UInt32Array, UInt64Array,
 };
 use arrow_schema::DataType;
 use pyusage_record::{columns as c, EnvKind, Exit};
@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 use super::Selection;
 use crate::{
     filter::Filter,
-    model::{flag, month_of, Chunk, Interner, Names, MAX_NODES, NONE, NO_JOB},
+    model::{flag, month_of, Chunk, Interner, Names, MAX_NODES, NONE, NO_CPU, NO_JOB},
 };
 
 /// A batch whose columns are not what the analysis reads.
@@ -95,8 +95,57 @@ pub(super) fn decode(
         });
         out.flags
             .push(ids.flags(&c, i, filter.is_some(), job, version));
+        out.cpu_us.push(c.cpu.us(i));
     }
     Ok(())
+}
+
+/// `cpu_user_us` and `cpu_sys_us`: optional, since datasets written before the columns
+/// existed lack them (their processes' CPU time is unknown, not zero).
+enum CpuColumns<'a> {
+    Absent,
+    Unsigned(&'a UInt64Array, &'a UInt64Array),
+    Signed(&'a Int64Array, &'a Int64Array),
+}
+
+impl CpuColumns<'_> {
+    fn read(b: &RecordBatch) -> Result<CpuColumns<'_>, DecodeError> {
+        let (Some(u), Some(s)) = (
+            b.column_by_name(c::CPU_USER_US),
+            b.column_by_name(c::CPU_SYS_US),
+        ) else {
+            return Ok(CpuColumns::Absent);
+        };
+        if let (Some(u), Some(s)) = (u.as_primitive_opt(), s.as_primitive_opt()) {
+            return Ok(CpuColumns::Unsigned(u, s));
+        }
+        if let (Some(u), Some(s)) = (u.as_primitive_opt(), s.as_primitive_opt()) {
+            return Ok(CpuColumns::Signed(u, s));
+        }
+        Err(DecodeError::WrongType {
+            column: c::CPU_USER_US.to_owned(),
+            expected: "64-bit integers",
+            found: u.data_type().clone(),
+        })
+    }
+
+    /// User + system µs of row `i`, or [`NO_CPU`] when either is null (or negative).
+    fn us(&self, i: usize) -> u64 {
+        let known = |a: &dyn Array| a.is_valid(i);
+        match self {
+            CpuColumns::Absent => NO_CPU,
+            CpuColumns::Unsigned(u, s) if known(*u) && known(*s) => {
+                u.value(i).saturating_add(s.value(i)).min(NO_CPU - 1)
+            }
+            CpuColumns::Signed(u, s) if known(*u) && known(*s) => {
+                match (u64::try_from(u.value(i)), u64::try_from(s.value(i))) {
+                    (Ok(u), Ok(s)) => u.saturating_add(s).min(NO_CPU - 1),
+                    _ => NO_CPU,
+                }
+            }
+            _ => NO_CPU,
+        }
+    }
 }
 
 /// The columns the analysis reads, by name (see `COLUMNS` in the parent module).
@@ -115,6 +164,7 @@ struct Columns<'a> {
     pid: &'a Int32Array,
     start: &'a TimestampMicrosecondArray,
     nodes: &'a UInt32Array,
+    cpu: CpuColumns<'a>,
 }
 
 impl<'a> Columns<'a> {
@@ -134,6 +184,7 @@ impl<'a> Columns<'a> {
             pid: typed(b, c::PID, "32-bit integers")?,
             start: typed(b, c::PROCESS_START, "timestamps in µs")?,
             nodes: typed(b, c::NUM_NODES, "unsigned 32-bit integers")?,
+            cpu: CpuColumns::read(b)?,
         })
     }
 }

@@ -18,6 +18,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{BKey, JKey, State, UKey};
+use crate::counts::CpuSums;
 use crate::model::{Interner, Names, MAX_NODES, NONE};
 
 /// `PYUS` + `ST` + format version (two digits). A file of another version is refused, not
@@ -67,6 +68,8 @@ struct Stored {
     env_kind_processes: Vec<(u16, u32, u64)>,
     /// (month, package, env kind, processes).
     package_env_processes: Vec<(u16, u32, u32, u64)>,
+    /// (month, package, processes, CPU µs, split CPU ns).
+    cpu: Vec<(u16, u32, u64, u64, u64)>,
     u: Vec<UKey>,
     j: Vec<JKey>,
     b: Vec<BKey>,
@@ -162,7 +165,8 @@ pub fn save(
             .map(|k| k.0)
             .chain(state.j.iter().map(|k| k.2))
             .chain(state.processes.keys().map(|k| k.1))
-            .chain(state.package_envs.keys().map(|k| k.1)),
+            .chain(state.package_envs.keys().map(|k| k.1))
+            .chain(state.cpu.keys().map(|k| k.1)),
     );
     let users = Local::new(&names.users, state.u.iter().map(|k| k.1));
     let versions = Local::new(&names.versions, state.u.iter().map(|k| k.3));
@@ -226,6 +230,12 @@ pub fn save(
         .map(|(&(m, p, e), &n)| (m, packages.get(p), env_kinds.get(e), n))
         .collect();
     package_env_processes.sort_unstable();
+    let mut cpu: Vec<(u16, u32, u64, u64, u64)> = state
+        .cpu
+        .iter()
+        .map(|(&(m, p), s)| (m, packages.get(p), s.processes, s.us, s.split_ns))
+        .collect();
+    cpu.sort_unstable();
     let stored = Stored {
         meta: meta.clone(),
         packages: packages.names,
@@ -238,6 +248,7 @@ pub fn save(
         processes,
         env_kind_processes,
         package_env_processes,
+        cpu,
         u,
         j,
         b,
@@ -314,6 +325,17 @@ pub fn load(path: &Path, names: &Names) -> Result<(State, Meta), StateFileError>
             .package_envs
             .entry((m, packages[p as usize], env_kinds[e as usize]))
             .or_default() += n;
+    }
+    for &(m, p, processes, us, split_ns) in &s.cpu {
+        state
+            .cpu
+            .entry((m, packages[p as usize]))
+            .or_default()
+            .add(CpuSums {
+                processes,
+                us,
+                split_ns,
+            });
     }
     state.u =
         s.u.iter()
@@ -404,6 +426,13 @@ fn validate(path: &Path, s: &Stored) -> Result<(), StateFileError> {
     {
         return bad(format!("package environment count {k:?} out of range"));
     }
+    if let Some(k) = s
+        .cpu
+        .iter()
+        .find(|k| !within(k.1, np) || k.4 > k.3.saturating_mul(1000))
+    {
+        return bad(format!("CPU time {k:?} out of range"));
+    }
     let months: std::collections::BTreeSet<u16> = s.rows.iter().map(|r| r.0).collect();
     let keyed =
         s.u.iter()
@@ -412,7 +441,8 @@ fn validate(path: &Path, s: &Stored) -> Result<(), StateFileError> {
             .chain(s.b.iter().map(|k| k.1))
             .chain(s.processes.iter().map(|k| k.0))
             .chain(s.env_kind_processes.iter().map(|k| k.0))
-            .chain(s.package_env_processes.iter().map(|k| k.0));
+            .chain(s.package_env_processes.iter().map(|k| k.0))
+            .chain(s.cpu.iter().map(|k| k.0));
     for m in keyed {
         if !months.contains(&m) {
             return bad(format!("a key of month {m} but no rows in that month"));
@@ -446,6 +476,7 @@ mod tests {
             env_kind: vec![conda; 3],
             blas: vec![mkl, NONE, mkl],
             flags: vec![flag::KEEP_JOB | flag::HAS_JOB | flag::NUMPYISH | flag::NON_STDLIB; 3],
+            cpu_us: vec![5_000_000, crate::model::NO_CPU, 7_000_000],
             processes: 3,
         };
         State::of(&c)
