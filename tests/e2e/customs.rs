@@ -224,10 +224,17 @@ fn analyze(dir: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Tables the customs view cannot carry: `env_kinds` (no `env_kind`: every imported record
-/// is `unknown`), `blas_in_numpy_jobs` (no `blas`) and `signaled` (no `exit`: the old hook
-/// only ran at a normal exit, so every imported record is `exited`).
-const NOT_CARRIED: &[&str] = &["env_kinds", "blas_in_numpy_jobs", "signaled"];
+/// Tables the customs view cannot carry: `env_kinds` and `package_env_kinds` (no `env_kind`:
+/// every imported record is `unknown`), `blas_in_numpy_jobs` (no `blas`), `signaled` (no
+/// `exit`: the old hook only ran at a normal exit, so every imported record is `exited`) and
+/// `cpu_by_package` (no CPU time).
+const NOT_CARRIED: &[&str] = &[
+    "env_kinds",
+    "package_env_kinds",
+    "blas_in_numpy_jobs",
+    "signaled",
+    "cpu_by_package",
+];
 
 #[test]
 fn customs_round_trip_keeps_the_analysis() {

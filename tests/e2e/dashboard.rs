@@ -362,6 +362,22 @@ fn dashboard_in_a_headless_browser() {
         ranked(&march["top_packages_by_user"])
     );
     assert_eq!(table(&dom, "t-jobs"), ranked(&march["top_packages_by_job"]));
+    // CPU-hours by package (synth writes CPU times), one decimal as shown.
+    let cpu: Vec<Vec<String>> = march["cpu_by_package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            vec![
+                c["package"].as_str().unwrap().to_owned(),
+                c["processes"].to_string(),
+                format!("{:.1}", c["cpu_hours_split"].as_f64().unwrap()),
+                format!("{:.1}", c["cpu_hours"].as_f64().unwrap()),
+            ]
+        })
+        .collect();
+    assert!(!cpu.is_empty());
+    assert_eq!(table(&dom, "t-cpu"), cpu);
     check_panel(&dom, &report, march, "numpy");
     // Highlighted in the users per month: March only.
     let months = element(&dom, "p-months", "</table>").unwrap();

@@ -168,6 +168,10 @@
     }
     const sizes = [...bins].sort((a, b) => a[0] - b[0]).map(([b, c]) => [binLabel(b) + " nodes", c]);
     sec.append(figure(bars("Jobs by node count (log scale)", sizes, true), sub));
+    const cpu = r.cpu_by_package || [];
+    if (cpu.length)
+      sec.append(figure(bars("CPU-hours by package (split over each process's packages)",
+        cpu.map((c) => [c.package, Math.round(c.cpu_hours_split)])), sub));
     const c = r.correlation;
     if (c.packages.length)
       sec.append(figure(heatmap("Correlation of the top packages by job", c.packages, c.matrix), `${sub}; ${c.jobs} jobs`));
@@ -202,6 +206,11 @@
       versions.append(table(`t-versions-${i}`, `Versions of ${p} (users)`, ["version", "users", "of", "share"],
         r.versions[p].map((x) => [x.key, x.count, x.of, pct(x.share)]))));
     sec.append(versions);
+    const cpu = r.cpu_by_package || [];
+    if (cpu.length)
+      sec.append(table("t-cpu", "CPU-hours by package: split equally over each process's packages, and the whole CPU of its processes (an upper bound)",
+        ["package", "processes", "CPU-hours (split)", "CPU-hours (upper bound)"],
+        cpu.map((c) => [c.package, c.processes, c.cpu_hours_split.toFixed(1), c.cpu_hours.toFixed(1)])));
     const a = r.accounting;
     if (a) {
       sec.append(table("t-hours", `Node-hours by package (scheduler accounting; ${a.jobs_without_accounting} jobs not in it)`,
