@@ -188,11 +188,20 @@ fn ingest_children(parent: u32) -> Vec<i32> {
     out
 }
 
+/// One chain at a time. The kill test stops its collector and starts it again on the same
+/// port; a chain started meanwhile by another test can be given that port by [`free_port`]
+/// (the port is free while the collector is down), and the relays' RELP sessions then reach
+/// the other test's collector — the forgery test's control record went missing that way in
+/// a full run.
+static CHAINS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The central chain: relay and collector, and the dataset.
 pub(crate) struct Chain {
     pub(crate) relay: Syslogd,
     pub(crate) central: Syslogd,
     pub(crate) dataset: PathBuf,
+    /// Held until both rsyslogs above are stopped (fields drop in order).
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 /// Where the relay's TCP listener (on `relay.port`) hands what it receives.
@@ -246,6 +255,8 @@ impl Chain {
     /// A relay (the shipped snippet, with `uid` as the daemon's, plus a TCP listener bound as
     /// `tcp`) and a collector running ingest into `dataset`.
     pub(crate) fn start_with(tmp: &Path, dataset: &Path, tcp: RelayTcp, uid: u32) -> Chain {
+        // A failed chain test poisons the lock; the next one still runs.
+        let serial = CHAINS.lock().unwrap_or_else(|e| e.into_inner());
         let (relay_port, central_port) = (free_port(), free_port());
         let relay_dir = tmp.join("relay");
         let ruleset = match tcp {
@@ -287,6 +298,7 @@ impl Chain {
             relay,
             central,
             dataset: dataset.to_path_buf(),
+            _serial: serial,
         }
     }
 
