@@ -179,7 +179,7 @@ print(" ".join(said))
     // The control arrives; the three rejected messages are in the forgery log by then (each
     // once, with its sender).
     let control: BTreeSet<(String, String)> = [(host.clone(), control_id.clone())].into();
-    wait_central(&chain, &hosts, &control, 60);
+    wait_central(&chain, &hosts, &control, 120);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let forged = loop {
         let text = std::fs::read_to_string(&forged_log).unwrap_or_default();
