@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod preload;
+pub mod sampling;
 #[cfg(feature = "user")]
 pub mod user;
 
@@ -46,6 +47,9 @@ pub enum EventKind {
     /// the dynamic loader maps an extension module, and what a plain read never does
     /// ([`MapExecEvent`]).
     MapExec = 7,
+    /// The CPU clock interrupted a thread of a sampled Python process
+    /// ([`sampling::SampleEvent`]).
+    Sample = 8,
 }
 
 /// Common prefix of every event.
