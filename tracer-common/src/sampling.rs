@@ -63,9 +63,11 @@ pub struct PyProc {
     pub runtime: u64,
     /// The layout of its version.
     pub layout: PyLayout,
-    /// Padding, zero.
-    pub _pad: u32,
 }
+
+// No padding holes (the daemon writes it as plain bytes): a field added to `PyLayout` keeps
+// its size a multiple of 8, with an explicit pad if need be.
+const _: () = assert!(core::mem::size_of::<PyProc>() == 8 + core::mem::size_of::<PyLayout>());
 
 /// Fixed part of a sample event, followed by `n_frames` code-object addresses (`u64`,
 /// innermost first).
