@@ -13,6 +13,7 @@ pub mod clock;
 pub mod cnproc;
 pub mod config;
 pub mod cputime;
+pub mod cpython;
 pub mod daemon;
 pub mod elf;
 #[cfg(test)]
