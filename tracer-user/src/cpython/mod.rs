@@ -62,6 +62,8 @@ use tracer_common::sampling::{PyLayout, PyProc, FRAMES_MAX, NONE, THREADS_MAX};
 mod image;
 mod memory;
 mod offsets;
+#[cfg(test)]
+mod tests;
 
 use image::{FactsCache, ImageFacts, Mapping};
 pub use memory::{Memory, STR_MAX};
