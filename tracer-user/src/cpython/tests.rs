@@ -393,6 +393,24 @@ fn cpython_2_7_and_3_7_are_unsupported() {
     }
 }
 
+/// Debian's debug build (package python3.11-dbg), when installed.
+#[test]
+fn cpython_debug_build_is_unsupported() {
+    let debug = Path::new("/usr/bin/python3.11d");
+    if !debug.exists() {
+        eprintln!(
+            "{} absent (package python3.11-dbg): not checked",
+            debug.display()
+        );
+        return;
+    }
+    let p = idle(debug, &sleeper());
+    match Interpreter::inspect(p.pid()) {
+        Err(CpythonError::Unsupported(why)) => assert!(why.contains("debug build"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn cpython_not_python() {
     let p = idle(
