@@ -28,6 +28,7 @@ pub mod proctable;
 pub mod ranks;
 pub mod records;
 pub mod resolver;
+pub mod sampler;
 pub mod seed;
 pub mod sinks;
 pub mod source;

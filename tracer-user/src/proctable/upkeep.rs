@@ -51,6 +51,7 @@ impl ProcTable {
         let mut p = self.new_process(s.info, None, facts);
         // Its exec event may still be in flight (it started as the daemon attached).
         p.tabled_at = Some(crate::clock::boot_ns());
+        self.inspect_later(tgid, p.start);
         self.procs.insert(tgid, p);
         self.fidelity.seeded_processes += 1;
         let p = self.procs.get_mut(&tgid).expect("just inserted");
