@@ -765,6 +765,12 @@ impl Synth {
             first_seen: p.start + SECOND_US + k as i64 * 1000,
             cpu_user_us,
             cpu_sys_us,
+            cpu_sampling: None,
+            cpu_sample_hz: None,
+            cpu_samples_total: None,
+            cpu_samples_self: None,
+            cpu_samples_inclusive: None,
+            cpu_samples_callers: Vec::new(),
         });
     }
 }

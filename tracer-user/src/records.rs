@@ -147,6 +147,13 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
             first_seen: s.first_seen,
             cpu_user_us: f.cpu.map(|c| c.user_us),
             cpu_sys_us: f.cpu.map(|c| c.sys_us),
+            // Filled by the CPU sampler (issue 14 part 2); not sampled until then.
+            cpu_sampling: None,
+            cpu_sample_hz: None,
+            cpu_samples_total: None,
+            cpu_samples_self: None,
+            cpu_samples_inclusive: None,
+            cpu_samples_callers: Vec::new(),
         })
         .collect()
 }
