@@ -377,8 +377,9 @@ pub struct ProcTable {
     closed: Vec<Finished>,
     /// The CPU sampler, when sampling is on.
     sampler: Option<crate::sampler::Sampler>,
-    /// Processes whose interpreter the sampler is to find: pid, start, attempts left.
-    to_inspect: Vec<(u32, i64, u8)>,
+    /// Processes whose interpreter the sampler is to find: pid, start, attempts left, and
+    /// not before when.
+    to_inspect: Vec<(u32, i64, u8, std::time::Instant)>,
 }
 
 impl ProcTable {

@@ -31,6 +31,8 @@ pub enum Job {
         pid: u32,
         /// Its start, to match the answer to the same process.
         start: i64,
+        /// Attempts left after this one.
+        left: u8,
     },
     /// Read the `co_filename` of code objects of process `pid`.
     Resolve {
@@ -55,6 +57,8 @@ pub enum Answer {
         start: i64,
         /// Its interpreter, or the reason (`Unsupported`, or a read that failed).
         result: Result<Arc<Interpreter>, CpythonError>,
+        /// Attempts left.
+        left: u8,
     },
     /// Files of code objects (`None`: unreadable, or not a code object's).
     Resolved {
@@ -79,9 +83,10 @@ const FRAME_WINDOW: u32 = 80;
 
 fn work(job: Job) -> Answer {
     match job {
-        Job::Inspect { pid, start } => Answer::Inspected {
+        Job::Inspect { pid, start, left } => Answer::Inspected {
             pid,
             start,
+            left,
             result: INSPECTOR
                 .with(|i| i.borrow_mut().inspect(pid))
                 .and_then(|interp| {

@@ -106,6 +106,12 @@ impl ProcTable {
             // Its package indices start over: only whether it is sampled carries over (the
             // kernel copied its parent's entry).
             p.samples = p.samples.forked();
+            p.interp = p.interp.as_ref().map(|i| {
+                Arc::new(crate::cpython::Interpreter {
+                    pid: child,
+                    ..(**i).clone()
+                })
+            });
             // It holds a copy of what its parent kept of the package structure: charged again.
             let held = std::mem::take(&mut p.bytes);
             if !self.shared.charge(&mut p, held) {
@@ -114,6 +120,7 @@ impl ProcTable {
                 p.archives.clear();
             }
             self.procs.insert(child, p);
+            self.sample_child(child);
         }
         stale
     }

@@ -201,6 +201,11 @@ impl ProcTable {
             uid_bytes,
             state_bounded,
         } = ctx;
+        if by != Seen::Sampled {
+            // An import runs a module body, whose code object is freed after it: the addresses
+            // of code objects sampled so far may now be another module's.
+            p.samples.forget_code();
+        }
         // Bytecode under a PYTHONPYCACHEPREFIX is placed where its source is.
         let source = p.view.pycache_prefix.as_deref().and_then(|pre| {
             file.starts_with(pre)

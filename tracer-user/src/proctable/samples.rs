@@ -65,6 +65,8 @@ pub enum Code {
 pub struct Samples {
     /// Whether it is sampled.
     pub status: Status,
+    /// The rate it is sampled at (samples per CPU-second).
+    pub hz: u32,
     /// Samples (all threads).
     pub total: u64,
     /// Per package index: self and inclusive samples.
@@ -83,6 +85,23 @@ pub struct Samples {
     pub unattributed: u64,
 }
 
+/// What a record says of its process's samples (see `pyusage_record::Record`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordFields {
+    /// `cpu_sampling`.
+    pub sampling: Option<String>,
+    /// `cpu_sample_hz`.
+    pub hz: Option<u32>,
+    /// `cpu_samples_total`.
+    pub total: Option<u64>,
+    /// `cpu_samples_self`.
+    pub self_samples: Option<u64>,
+    /// `cpu_samples_inclusive`.
+    pub inclusive: Option<u64>,
+    /// `cpu_samples_callers`.
+    pub callers: Vec<pyusage_record::CallerSamples>,
+}
+
 /// A package's sampled counts, for its record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageSamples {
@@ -96,21 +115,22 @@ pub struct PackageSamples {
 }
 
 impl Samples {
-    /// For a fork child: the same interpreter at the same addresses, so the same code objects
-    /// and mappings; no samples yet.
+    /// For a fork child: sampled as its parent (the kernel copied its entry), with nothing
+    /// else: its packages are numbered anew, so its code objects are resolved again.
     pub fn forked(&self) -> Samples {
         Samples {
             status: self.status.clone(),
-            code: self
-                .code
-                .iter()
-                .filter(|(_, c)| matches!(c, Code::Package(_)))
-                .map(|(&a, &c)| (a, c))
-                .collect(),
-            native: self.native.clone(),
-            native_read_at: self.native_read_at,
+            hz: self.hz,
             ..Samples::default()
         }
+    }
+
+    /// Forgets what code objects were: their addresses may be reused by new ones (a module
+    /// body's code is freed once it ran, and the next import's code objects take its place).
+    /// Code objects asked for stay asked: their answers, read after this, are of what is there
+    /// now.
+    pub fn forget_code(&mut self) {
+        self.code.retain(|_, c| *c == Code::Asked);
     }
 
     /// Code objects of `s` not known yet (each returned once: they are marked asked).
@@ -234,6 +254,38 @@ impl Samples {
         }
     }
 
+    /// The record fields of package `i`: `cpu_sampling`, `cpu_sample_hz`, the three counts and
+    /// the callers (named by `name_of`).
+    pub fn record_fields(&self, i: u32, name_of: impl Fn(u32) -> Option<String>) -> RecordFields {
+        match &self.status {
+            Status::Off => RecordFields::default(),
+            Status::Unsupported(why) => RecordFields {
+                sampling: Some(format!("{}{why}", pyusage_record::sampling::UNSUPPORTED)),
+                ..RecordFields::default()
+            },
+            Status::Sampled => {
+                let s = self.of_package(i);
+                RecordFields {
+                    sampling: Some(pyusage_record::sampling::SAMPLED.to_owned()),
+                    hz: Some(self.hz),
+                    total: Some(self.total),
+                    self_samples: Some(s.self_samples),
+                    inclusive: Some(s.inclusive),
+                    callers: s
+                        .callers
+                        .into_iter()
+                        .filter_map(|(c, samples)| {
+                            Some(pyusage_record::CallerSamples {
+                                package: name_of(c)?,
+                                samples,
+                            })
+                        })
+                        .collect(),
+                }
+            }
+        }
+    }
+
     /// The package of the executable mapping `ip` is in, if known.
     pub fn native_at(&self, ip: u64) -> Option<u32> {
         if ip == 0 {
@@ -300,9 +352,10 @@ pub fn vendored_package(file: &Path) -> Option<String> {
     dir.strip_suffix(".libs").map(str::to_owned)
 }
 
-/// Attempts at finding a process's interpreter (a process promoted for opening `libpython`
-/// may not have mapped it yet at the first).
-const INSPECT_ATTEMPTS: u8 = 3;
+/// Attempts at finding a process's interpreter: a process promoted for opening `libpython` has
+/// not mapped it yet at the first; the next come after [`INSPECT_BACKOFF`] times the attempt.
+const INSPECT_ATTEMPTS: u8 = 4;
+const INSPECT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(40);
 
 impl ProcTable {
     /// Turns sampling on: samples are attributed, and new Python processes are inspected.
@@ -323,7 +376,32 @@ impl ProcTable {
     /// Queues a new Python process for the sampler to find its interpreter.
     pub(super) fn inspect_later(&mut self, pid: u32, start: i64) {
         if self.sampler.is_some() {
-            self.to_inspect.push((pid, start, INSPECT_ATTEMPTS));
+            let now = std::time::Instant::now();
+            self.to_inspect
+                .push((pid, start, INSPECT_ATTEMPTS - 1, now));
+        }
+    }
+
+    /// A fork child of a Python process: sampled as its parent is. The kernel copied the
+    /// parent's entry if the fork came after the daemon wrote it; the entry is written again
+    /// for the fork that came before (the answer was processed first). A parent not sampled
+    /// yet has its child found on its own.
+    pub(super) fn sample_child(&mut self, child: u32) {
+        let Some(sampler) = self.sampler.as_mut() else {
+            return;
+        };
+        let Some(p) = self.procs.get(&child) else {
+            return;
+        };
+        match (&p.samples.status, &p.interp) {
+            (Status::Sampled, Some(interp)) => {
+                sampler.enable(child, interp);
+            }
+            (Status::Off, _) => {
+                let start = p.start;
+                self.inspect_later(child, start);
+            }
+            _ => {}
         }
     }
 
@@ -382,21 +460,36 @@ impl ProcTable {
         let Some(sampler) = self.sampler.as_mut() else {
             return;
         };
-        for (pid, start, left) in std::mem::take(&mut self.to_inspect) {
-            if !sampler.submit(Job::Inspect { pid, start }) && left > 1 {
-                self.to_inspect.push((pid, start, left - 1));
+        let now = std::time::Instant::now();
+        for (pid, start, left, at) in std::mem::take(&mut self.to_inspect) {
+            if at > now {
+                self.to_inspect.push((pid, start, left, at));
+            } else if !sampler.submit(Job::Inspect { pid, start, left }) && left > 0 {
+                self.to_inspect
+                    .push((pid, start, left - 1, now + INSPECT_BACKOFF));
             }
         }
         let answers = sampler.answers();
         for a in answers {
             match a {
-                Answer::Inspected { pid, start, result } => self.inspected(pid, start, result),
+                Answer::Inspected {
+                    pid,
+                    start,
+                    result,
+                    left,
+                } => self.inspected(pid, start, result, left),
                 Answer::Resolved { pid, start, files } => self.code_files(pid, start, files),
             }
         }
     }
 
-    fn inspected(&mut self, pid: u32, start: i64, result: Result<Arc<Interpreter>, CpythonError>) {
+    fn inspected(
+        &mut self,
+        pid: u32,
+        start: i64,
+        result: Result<Arc<Interpreter>, CpythonError>,
+        left: u8,
+    ) {
         let Some(sampler) = self.sampler.as_mut() else {
             return;
         };
@@ -408,6 +501,7 @@ impl ProcTable {
                 if sampler.enable(pid, &interp) {
                     sampler.counts.processes_sampled += 1;
                     p.samples.status = Status::Sampled;
+                    p.samples.hz = sampler.hz;
                     p.interp = Some(interp);
                 }
             }
@@ -418,14 +512,10 @@ impl ProcTable {
             }
             Err(e) => {
                 tracing::debug!(pid, "interpreter not found yet: {e}");
-                let left = self
-                    .to_inspect
-                    .iter()
-                    .find(|t| t.0 == pid)
-                    .map(|t| t.2)
-                    .unwrap_or(INSPECT_ATTEMPTS - 1);
                 if left > 0 {
-                    self.to_inspect.push((pid, start, left - 1));
+                    let wait = INSPECT_BACKOFF * u32::from(INSPECT_ATTEMPTS - left);
+                    let at = std::time::Instant::now() + wait;
+                    self.to_inspect.push((pid, start, left - 1, at));
                 }
             }
         }
