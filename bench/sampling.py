@@ -11,7 +11,7 @@ a daemon runs pinned to CPU 0, in alternating blocks with sampling on (the defau
 997 Hz to make the cost visible above the VM's noise) and off (--sample-hz 0, the import
 tracer still attached). Printed: the workload's CPU-time ratio on/off (medians), the kernel
 program's ns per run and per Python sample (kernel.bpf_stats_enabled), the daemon's own CPU
-per sample (/proc/PID/stat), and the BPF maps' memory (/proc/PID/fdinfo)."""
+per sample (its threads' schedstat), and the BPF maps' memory (/proc/PID/fdinfo)."""
 import argparse, json, os, resource, shutil, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,7 +26,9 @@ NUMPKG = ("import time\nimport numpy as np\n_a = np.random.default_rng(0).random
 # Fixed work, 30 frames deep: the cost workload.
 DEEP = ("import sys\ndef f(d, n):\n    if d:\n        return f(d - 1, n)\n    x = 0\n"
         "    for i in range(n):\n        x += i\n    return x\nfor _ in range(int(sys.argv[1])):\n"
-        "    f(30, 1000000)\n")
+        "    f(int(sys.argv[2]), 1000000)\n")
+# Not Python: what every other process pays (one hash lookup per clock tick).
+SHELL_LOOP = "i=0; while [ $i -lt 1500000 ]; do i=$((i+1)); done"
 
 
 class Daemon:
@@ -51,10 +53,17 @@ class Daemon:
             return json.load(f)
 
     def cpu(self):
-        """The daemon's CPU seconds so far (utime + stime of /proc/PID/stat)."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """The daemon's CPU seconds so far: its threads' run time in ns (schedstat; /proc/PID/stat
+        counts 10 ms ticks, too coarse here). Threads that ended are not counted."""
+        total = 0
+        task = f"/proc/{self.proc.pid}/task"
+        for t in os.listdir(task):
+            try:
+                with open(os.path.join(task, t, "schedstat")) as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+        return total / 1e9
 
     def maps(self):
         """(name, memlock bytes) of every BPF map the daemon holds."""
@@ -124,21 +133,23 @@ def accuracy(binary, tmp, seconds):
 
 
 def cost(binary, tmp, rounds, python):
-    def run_block(hz):
+    def run_block(hz, depth=30, cmd=None):
         d = Daemon(binary, tmp, hz)
-        time.sleep(0.5)
+        time.sleep(2.2)
         s0, c0 = d.status().get("sampler") or {}, d.cpu()
+        p0 = {p["name"]: p for p in d.status().get("programs", [])}.get("cpu_sample")
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run(["taskset", "-c", "1", python, "-c", DEEP, "40"], check=True)
+        subprocess.run(["taskset", "-c", "1"] + (cmd or [python, "-c", DEEP, "40", str(depth)]), check=True)
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         time.sleep(2.2)
         st = d.status()
         s1, c1 = st.get("sampler") or {}, d.cpu()
-        progs = {p["name"]: p for p in st.get("programs", [])}
+        p1 = {p["name"]: p for p in st.get("programs", [])}.get("cpu_sample")
+        prog = p1 and {k: p1[k] - (p0 or {}).get(k, 0) for k in ("run_count", "run_time_ns")}
         maps = d.maps()
         d.stop()
         work = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        return work, s1.get("samples", 0) - s0.get("samples", 0), c1 - c0, progs.get("cpu_sample"), maps
+        return work, s1.get("samples", 0) - s0.get("samples", 0), c1 - c0, prog, maps
 
     with open("/proc/sys/kernel/bpf_stats_enabled") as f:
         old = f.read().strip()
@@ -154,9 +165,24 @@ def cost(binary, tmp, rounds, python):
                 extra[hz].append((samples, dcpu, prog, maps))
             print(f"round {r + 1}: off {res[0][-1]:.2f} s, 19 Hz {res[19][-1]:.2f} s, 997 Hz {res[997][-1]:.2f} s",
                   file=sys.stderr)
+        # The kernel program's cost apart: per run on a process that is not Python (a shell
+        # loop), and per sample by stack depth.
+        miss = [run_block(997, cmd=["sh", "-c", SHELL_LOOP]) for _ in range(2)]
+        depth = {dep: [run_block(997, dep) for _ in range(2)] for dep in (1, 30, 90)}
     finally:
         with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
             f.write(old)
+    m_runs = sum(m[3]["run_count"] for m in miss)
+    m_ns = sum(m[3]["run_time_ns"] for m in miss) / max(m_runs, 1)
+    print(f"\n# Kernel program cost (997 Hz, kernel.bpf_stats_enabled)")
+    print(f"not Python (shell loop on CPU 1, idle CPU 0): {m_ns:.0f} ns per run ({m_runs} runs)")
+    for dep, blocks in depth.items():
+        runs = sum(b[3]["run_count"] for b in blocks)
+        ns = sum(b[3]["run_time_ns"] for b in blocks)
+        samples = sum(b[1] for b in blocks)
+        per = (ns - (runs - samples) * m_ns) / max(samples, 1)
+        print(f"Python, {dep + 2:3d} frames deep: {per / 1000:.2f} µs per sample ({samples} samples; "
+              f"the other {runs - samples} runs at {m_ns:.0f} ns taken out)")
     off = statistics.median(res[0])
     # The daemon's CPU in a block without sampling (its timers, status writes) is not the
     # sampler's: subtracted, per block.

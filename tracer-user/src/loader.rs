@@ -422,6 +422,36 @@ pub fn check_load(tracefs: &Path) -> Result<Vec<Verified>, LoadError> {
     Ok(out)
 }
 
+/// What `pyusage doctor` checks of the CPU sampler: loads it, attaches it to every online
+/// CPU's software clock at 1 Hz and detaches. Returns the number of CPUs, or why sampling
+/// cannot work here (the import tracer does not depend on it).
+pub fn check_sampler(tracefs: &Path) -> Result<usize, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let config = build_config(
+        tracefs,
+        std::process::id(),
+        MapSizes {
+            procs: 65536,
+            ring_bytes: tracer_common::RING_BYTES,
+        },
+    )?;
+    if config.task_fsbase == 0 {
+        return Err(LoadError::Missing(
+            "BTF member",
+            "task_struct.thread.fsbase (the thread pointer the sampler matches threads by)",
+        ));
+    }
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &config, true)
+        .map_max_entries("SCRATCH", nr_cpus()?)
+        .load(OBJECT)?;
+    attach_sampler(&mut ebpf, 1)?;
+    let cpus = aya::util::online_cpus().map_or(0, |c| c.len());
+    Ok(cpus)
+}
+
 /// Marks already-running processes as Python in the kernel's process map, so their opens,
 /// forks and exit are reported from now on (see [`crate::seed`]).
 pub fn track_python(ebpf: &mut Ebpf, pids: impl IntoIterator<Item = u32>) -> Result<(), LoadError> {

@@ -25,14 +25,15 @@ use tracer_common::{
     user::SampleInfo,
 };
 
-use super::{ProcTable, Process, Seen};
+use super::{ProcTable, Process, Seen, Shared};
 use crate::{
     cpython::{CpythonError, Interpreter},
     sampler::{Answer, Job, Sampler, SamplerCounts, ADDRS_PER_JOB},
 };
 
-/// Samples of one process waiting for their code objects, at most.
-const PENDING_MAX: usize = 4096;
+/// Samples of one process waiting for their code objects, at most (an answer takes
+/// milliseconds; up to 96 frames of 8 bytes each).
+const PENDING_MAX: usize = 256;
 /// Code objects remembered per process, at most (a process past it has its further frames
 /// counted for no package).
 const CODE_MAX: usize = 1 << 16;
@@ -426,7 +427,23 @@ impl ProcTable {
             read_native(p, at);
         }
         let native = p.samples.native_at(s.user_ip);
-        let unknown = p.samples.unknown(&s);
+        let mut unknown = p.samples.unknown(&s);
+        // Each code object remembered is charged to the process and its user, as the import
+        // state is: a process that makes up addresses cannot grow the daemon without end.
+        let n = unknown.len() * super::ENTRY_BYTES;
+        if n > 0
+            && !Shared::charge_parts(
+                &mut self.shared.uid_bytes,
+                &mut self.shared.state_bounded,
+                &mut p.bytes,
+                p.uid,
+                n,
+            )
+        {
+            for a in unknown.drain(..) {
+                p.samples.resolved(a, None, |_, _| None);
+            }
+        }
         if !unknown.is_empty() {
             match p.interp.clone() {
                 Some(interp) => {
