@@ -377,10 +377,9 @@ pub struct Verified {
     pub xlated_bytes: Option<u32>,
 }
 
-/// Loads every program through the verifier without attaching any (what `pyusage doctor`
-/// checks): proves BPF permission, BTF offsets, tracepoint formats and verifier acceptance on
-/// this kernel. Everything is unloaded when this returns.
-pub fn check_load(tracefs: &Path) -> Result<Vec<Verified>, LoadError> {
+/// The object loaded with this kernel's configuration and default map sizes, for `doctor`'s
+/// checks (nothing attached; everything unloaded when it is dropped).
+fn load_for_check(tracefs: &Path) -> Result<(Config, Ebpf), LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
@@ -392,10 +391,18 @@ pub fn check_load(tracefs: &Path) -> Result<Vec<Verified>, LoadError> {
             ring_bytes: tracer_common::RING_BYTES,
         },
     )?;
-    let mut ebpf = EbpfLoader::new()
+    let ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
         .map_max_entries("SCRATCH", nr_cpus()?)
         .load(OBJECT)?;
+    Ok((config, ebpf))
+}
+
+/// Loads every program through the verifier without attaching any (what `pyusage doctor`
+/// checks): proves BPF permission, BTF offsets, tracepoint formats and verifier acceptance on
+/// this kernel. Everything is unloaded when this returns.
+pub fn check_load(tracefs: &Path) -> Result<Vec<Verified>, LoadError> {
+    let (_, mut ebpf) = load_for_check(tracefs)?;
     let verified = |name, info: Option<aya::programs::ProgramInfo>| Verified {
         name,
         verified_insns: info.as_ref().and_then(|i| i.verified_instruction_count()),
@@ -426,27 +433,13 @@ pub fn check_load(tracefs: &Path) -> Result<Vec<Verified>, LoadError> {
 /// CPU's software clock at 1 Hz and detaches. Returns the number of CPUs, or why sampling
 /// cannot work here (the import tracer does not depend on it).
 pub fn check_sampler(tracefs: &Path) -> Result<usize, LoadError> {
-    if OBJECT.is_empty() {
-        return Err(LoadError::NoObject);
-    }
-    let config = build_config(
-        tracefs,
-        std::process::id(),
-        MapSizes {
-            procs: 65536,
-            ring_bytes: tracer_common::RING_BYTES,
-        },
-    )?;
+    let (config, mut ebpf) = load_for_check(tracefs)?;
     if config.task_fsbase == 0 {
         return Err(LoadError::Missing(
             "BTF member",
             "task_struct.thread.fsbase (the thread pointer the sampler matches threads by)",
         ));
     }
-    let mut ebpf = EbpfLoader::new()
-        .override_global("CONFIG", &config, true)
-        .map_max_entries("SCRATCH", nr_cpus()?)
-        .load(OBJECT)?;
     attach_sampler(&mut ebpf, 1)?;
     let cpus = aya::util::online_cpus().map_or(0, |c| c.len());
     Ok(cpus)
