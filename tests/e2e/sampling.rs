@@ -343,6 +343,7 @@ fn forks_threads_kills_old_versions_and_non_python_hogs() {
         "{o}"
     );
     assert!(o["cpu_samples_total"].is_null(), "{o}");
+    assert_eq!(o["cpu_sample_hz"], HZ, "the rate is said with either: {o}");
 
     assert!(
         r.of(hog).is_empty(),

@@ -66,7 +66,8 @@ pub enum Code {
 pub struct Samples {
     /// Whether it is sampled.
     pub status: Status,
-    /// The rate it is sampled at (samples per CPU-second).
+    /// The node's sampling rate (samples per CPU-second), once the sampler answered for it
+    /// (sampled or unsupported: a record says the rate whenever it says either).
     pub hz: u32,
     /// Samples (all threads).
     pub total: u64,
@@ -262,6 +263,7 @@ impl Samples {
             Status::Off => RecordFields::default(),
             Status::Unsupported(why) => RecordFields {
                 sampling: Some(format!("{}{why}", pyusage_record::sampling::UNSUPPORTED)),
+                hz: Some(self.hz),
                 ..RecordFields::default()
             },
             Status::Sampled => {
@@ -526,6 +528,7 @@ impl ProcTable {
                 tracing::debug!(pid, "not sampled: {reason}");
                 sampler.counts.processes_unsupported += 1;
                 p.samples.status = Status::Unsupported(short_reason(&reason));
+                p.samples.hz = sampler.hz;
             }
             Err(e) => {
                 tracing::debug!(pid, "interpreter not found yet: {e}");
