@@ -169,6 +169,9 @@ def cost(binary, tmp, rounds, python):
         # loop), and per sample by stack depth.
         miss = [run_block(997, cmd=["sh", "-c", SHELL_LOOP]) for _ in range(2)]
         depth = {dep: [run_block(997, dep) for _ in range(2)] for dep in (1, 30, 90)}
+        venvs = os.path.join(ROOT, "target", "fixtures", "sampling")
+        version = {name: run_block(997, 30, [os.path.join(venvs, name, "bin", "python"), "-c", DEEP, "30", "30"])
+                   for name in sorted(os.listdir(venvs))}
     finally:
         with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
             f.write(old)
@@ -183,6 +186,10 @@ def cost(binary, tmp, rounds, python):
         per = (ns - (runs - samples) * m_ns) / max(samples, 1)
         print(f"Python, {dep + 2:3d} frames deep: {per / 1000:.2f} µs per sample ({samples} samples; "
               f"the other {runs - samples} runs at {m_ns:.0f} ns taken out)")
+    for name, b in version.items():
+        runs, ns, samples = b[3]["run_count"], b[3]["run_time_ns"], b[1]
+        per = (ns - (runs - samples) * m_ns) / max(samples, 1)
+        print(f"{name:12} 32 frames deep: {per / 1000:.2f} µs per sample ({samples} samples)")
     off = statistics.median(res[0])
     # The daemon's CPU in a block without sampling (its timers, status writes) is not the
     # sampler's: subtracted, per block.
