@@ -595,12 +595,19 @@ fn short_reason(why: &str) -> String {
 }
 
 /// How often a process's executable mappings are read again at most, when a sample's
-/// instruction is in none of them (a library loaded since).
-const NATIVE_EVERY_US: i64 = 1_000_000;
+/// instruction is in none of them (a library loaded since, or a module's whose import the
+/// daemon had not taken yet): a few hundred lines of `/proc/PID/maps`, at most ten times a
+/// second and only while samples land in such a file.
+const NATIVE_EVERY_US: i64 = 100_000;
 
 /// Reads the executable mappings of `p` and the package of each file it already imported
 /// (an extension module, or a library its wheel vendors in `<package>.libs`). A mapping never
 /// adds a package: only what the process imported, or ran Python code of, is one.
+///
+/// The mappings are the process's now, while the daemon may not have taken the events of its
+/// latest imports yet: a module's file whose package is not known yet is left out, so that a
+/// sample inside it reads the mappings again (at most once per [`NATIVE_EVERY_US`]) instead
+/// of charging it to no package for good.
 fn read_native(p: &mut Process, at: i64) {
     let Ok(maps) = executable_maps(p.pid) else {
         p.samples.set_native(Vec::new(), at);
@@ -617,9 +624,20 @@ fn read_native(p: &mut Process, at: i64) {
         }
         .or_else(|| vendored_package(f).and_then(|n| by_name(&n)))
     };
+    let could_be_a_package = |p: &Process, f: &Path| {
+        vendored_package(f).is_some()
+            || matches!(
+                crate::resolver::classify(f, &p.view),
+                crate::resolver::Class::Module(_) | crate::resolver::Class::Unplaced
+            )
+    };
     let ranges = maps
         .into_iter()
-        .map(|(s, e, f)| (s, e, known(p, &f)))
+        .filter_map(|(s, e, f)| match known(p, &f) {
+            Some(i) => Some((s, e, Some(i))),
+            None if could_be_a_package(p, &f) => None,
+            None => Some((s, e, None)),
+        })
         .collect();
     p.samples.set_native(ranges, at);
 }
