@@ -255,8 +255,9 @@ impl Processor {
     fn tick(&mut self) {
         let now = now_us();
         if self.last_flush.elapsed() >= Duration::from_secs(self.cfg.flush_secs) {
-            // Processes whose exit event was lost (ring buffer full) are ended here; checked
-            // once per flush interval, not per tick: one stat per live process.
+            // Processes whose exit event was lost (ring buffer full) are ended here, when found
+            // gone at two flushes in a row; checked once per flush interval, not per tick:
+            // one stat per live process.
             let dead = self
                 .table
                 .reap(|pid| Path::new(&format!("/proc/{pid}")).exists(), now);

@@ -377,6 +377,8 @@ pub struct ProcTable {
     closed: Vec<Finished>,
     /// The CPU sampler, when sampling is on.
     sampler: Option<crate::sampler::Sampler>,
+    /// Processes found gone at the last reap (pid, start): ended at the next if still there.
+    reap_suspects: std::collections::HashSet<(u32, i64)>,
     /// Processes whose interpreter the sampler is to find: pid, start, attempts left, and
     /// not before when.
     to_inspect: Vec<(u32, i64, u8, std::time::Instant)>,
@@ -405,6 +407,7 @@ impl ProcTable {
             closed: Vec::new(),
             sampler: None,
             to_inspect: Vec::new(),
+            reap_suspects: Default::default(),
         }
     }
 
