@@ -333,7 +333,8 @@ fn forks_threads_kills_old_versions_and_non_python_hogs() {
     let (own, total) = (n(k, "cpu_samples_self"), n(k, "cpu_samples_total"));
     let expected = cpu_seconds(k) * HZ as f64;
     assert!(
-        own as f64 >= 0.85 * total as f64 && (total as f64) >= 0.85 * expected,
+        // Sampled from when the daemon found it (see the workers above): loosely checked.
+        own as f64 >= 0.85 * total as f64 && (total as f64) >= 0.6 * expected,
         "killed: {own} of {total} samples ({expected:.0} expected): {k}"
     );
 
