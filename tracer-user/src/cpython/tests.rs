@@ -393,17 +393,15 @@ fn cpython_2_7_and_3_7_are_unsupported() {
     }
 }
 
-/// Debian's debug build (package python3.11-dbg), when installed.
+/// Debian's debug build (package python3.11-dbg, installed by scripts/install-deps.sh).
 #[test]
 fn cpython_debug_build_is_unsupported() {
     let debug = Path::new("/usr/bin/python3.11d");
-    if !debug.exists() {
-        eprintln!(
-            "{} absent (package python3.11-dbg): not checked",
-            debug.display()
-        );
-        return;
-    }
+    assert!(
+        debug.exists(),
+        "{} absent: install python3.11-dbg (scripts/install-deps.sh)",
+        debug.display()
+    );
     let p = idle(debug, &sleeper());
     match Interpreter::inspect(p.pid()) {
         Err(CpythonError::Unsupported(why)) => assert!(why.contains("debug build"), "{why}"),
