@@ -24,6 +24,7 @@ pub mod preload;
 pub mod privacy;
 pub mod privileges;
 pub mod processor;
+pub mod procmaps;
 pub mod proctable;
 pub mod ranks;
 pub mod records;

@@ -79,6 +79,20 @@ pub struct Mapping {
     pub path: PathBuf,
 }
 
+impl Mapping {
+    /// A file mapping the kernel answered a query with (`None` for anonymous memory).
+    pub fn of_vma(v: crate::procmaps::Vma) -> Option<Mapping> {
+        Some(Mapping {
+            start: v.start,
+            end: v.end,
+            offset: v.offset,
+            dev: v.dev,
+            ino: v.ino,
+            path: v.file?,
+        })
+    }
+}
+
 /// The file-backed lines of a `maps` text.
 pub fn parse_maps(text: &str) -> Vec<Mapping> {
     text.lines().filter_map(parse_maps_line).collect()

@@ -247,14 +247,27 @@ impl Inspector {
     /// See [`Interpreter::inspect`].
     pub fn inspect(&mut self, pid: u32) -> Result<Interpreter, CpythonError> {
         let proc_err = |what, source| CpythonError::Proc { pid, what, source };
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-            .map_err(|e| proc_err("maps", e))?;
         let exe = std::fs::metadata(format!("/proc/{pid}/exe")).map_err(|e| proc_err("exe", e))?;
         let exe = {
             use std::os::unix::fs::MetadataExt;
             (exe.dev(), exe.ino())
         };
-        let mappings = image::parse_maps(&maps);
+        // Only the executable mappings of files are asked of the kernel, one by one (a
+        // short process inspected early has a few dozen; the whole `maps` text has hundreds
+        // of lines once numpy is loaded); a kernel that cannot be asked gives the text.
+        let mut queries = crate::procmaps::Maps::open(pid).map_err(|e| proc_err("maps", e))?;
+        let mappings = match &mut queries {
+            Some(q) => q
+                .executable_files()
+                .map_err(|e| proc_err("maps", e))?
+                .into_iter()
+                .filter_map(Mapping::of_vma)
+                .collect(),
+            None => image::parse_maps(
+                &std::fs::read_to_string(format!("/proc/{pid}/maps"))
+                    .map_err(|e| proc_err("maps", e))?,
+            ),
+        };
         // The executable first, then each `libpython*`, once per file.
         let mut candidates: Vec<&Mapping> = Vec::new();
         for m in &mappings {
@@ -282,10 +295,23 @@ impl Inspector {
                 }
             };
             if facts.symbols.contains_key("_PyRuntime") {
-                let same_file: Vec<&Mapping> = mappings
-                    .iter()
-                    .filter(|m| (m.dev, m.ino) == (c.dev, c.ino))
-                    .collect();
+                // `_PyRuntime` is in the data segment, mapped after the code.
+                let run: Vec<Mapping> = match &mut queries {
+                    Some(q) => q
+                        .file_run(c.start, c.dev, c.ino)
+                        .map_err(|e| proc_err("maps", e))?
+                        .into_iter()
+                        .filter_map(Mapping::of_vma)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let same_file: Vec<&Mapping> = match &queries {
+                    Some(_) => run.iter().collect(),
+                    None => mappings
+                        .iter()
+                        .filter(|m| (m.dev, m.ino) == (c.dev, c.ino))
+                        .collect(),
+                };
                 return interpreter(pid, c, (c.dev, c.ino) == exe, &facts, &same_file);
             }
             if facts.symbols.contains_key("Py_Initialize")

@@ -49,10 +49,7 @@ impl ProcTable {
         let Some(opened) = kernel_path(&o, &path, &mut self.fidelity) else {
             return;
         };
-        let name = path
-            .file_name()
-            .map(|n| n.as_encoded_bytes())
-            .unwrap_or(b"");
+        let name = imports::split(&path).map_or(&b""[..], |(_, n)| n);
         let truth = |p: PathBuf| recorded_path(&opened, p);
         if o.ret >= 0 {
             if !p.verified && name.starts_with(b"libpython") {

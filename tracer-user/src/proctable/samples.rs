@@ -83,6 +83,9 @@ pub struct Samples {
     native: Vec<(u64, u64, Option<u32>)>,
     /// When the mappings were last read (wall µs); 0 never.
     native_read_at: i64,
+    /// Mappings of modules whose package was not known when they were looked at, and when
+    /// (at most [`WITHHELD_MAX`]).
+    withheld: Vec<(u64, u64, i64)>,
     /// Samples dropped because too many waited, or whose frames stayed unresolved.
     pub unattributed: u64,
 }
@@ -313,6 +316,42 @@ impl Samples {
         self.native_read_at
     }
 
+    /// Adds the executable mapping `[start, end)` (found at `at`), in place of any it
+    /// overlaps (an older mapping at those addresses, since unmapped).
+    pub fn add_native(&mut self, start: u64, end: u64, package: Option<u32>, at: i64) {
+        self.native.retain(|&(s, e, _)| e <= start || end <= s);
+        if self.native.len() >= NATIVE_MAX {
+            // A process that maps executable memory without end grows no daemon state.
+            self.native.clear();
+        }
+        let i = self.native.partition_point(|&(s, _, _)| s < start);
+        self.native.insert(i, (start, end, package));
+        self.native_read_at = at;
+    }
+
+    /// Records that the mappings could not be looked at, at `at`: none is looked at again
+    /// for a while.
+    pub fn looked_at(&mut self, at: i64) {
+        self.native_read_at = at;
+    }
+
+    /// Records that the mapping `[start, end)`, seen at `at`, is a module's whose package is
+    /// not known yet: it is not looked at again for a while.
+    pub fn withhold(&mut self, start: u64, end: u64, at: i64) {
+        self.withheld.retain(|&(s, e, _)| e <= start || end <= s);
+        if self.withheld.len() >= WITHHELD_MAX {
+            self.withheld.remove(0);
+        }
+        self.withheld.push((start, end, at));
+    }
+
+    /// Whether `ip` is in a mapping withheld after `since`.
+    pub fn withheld_since(&self, ip: u64, since: i64) -> bool {
+        self.withheld
+            .iter()
+            .any(|&(s, e, at)| s <= ip && ip < e && at > since)
+    }
+
     /// Replaces the executable mappings (read at `at`).
     pub fn set_native(&mut self, mut maps: Vec<(u64, u64, Option<u32>)>, at: i64) {
         maps.sort_unstable_by_key(|m| m.0);
@@ -424,9 +463,11 @@ impl ProcTable {
         let Some(p) = self.procs.get_mut(&s.tgid) else {
             return;
         };
-        if p.samples.native_unknown(s.user_ip) && at - p.samples.native_read_at() > NATIVE_EVERY_US
+        if p.samples.native_unknown(s.user_ip)
+            && at - p.samples.native_read_at() > NATIVE_EVERY_US
+            && !p.samples.withheld_since(s.user_ip, at - NATIVE_EVERY_US)
         {
-            read_native(p, at);
+            look_up_native(p, s.user_ip, at);
         }
         let native = p.samples.native_at(s.user_ip);
         let mut unknown = p.samples.unknown(&s);
@@ -594,11 +635,80 @@ fn short_reason(why: &str) -> String {
     "interpreter-layout".into()
 }
 
-/// How often a process's executable mappings are read again at most, when a sample's
-/// instruction is in none of them (a library loaded since, or a module's whose import the
-/// daemon had not taken yet): a few hundred lines of `/proc/PID/maps`, at most ten times a
-/// second and only while samples land in such a file.
+/// How often a mapping is looked at again at most, when a sample's instruction is in a
+/// module's whose import the daemon had not taken yet (or, where the kernel cannot be asked
+/// for one mapping, how often the few hundred lines of `/proc/PID/maps` are read again): at
+/// most ten times a second and only while samples land in such a file.
 const NATIVE_EVERY_US: i64 = 100_000;
+
+/// Executable mappings remembered per process at most (more than any real program has
+/// samples land in; the set starts again when full).
+const NATIVE_MAX: usize = 1024;
+
+/// Withheld mappings remembered per process at most.
+const WITHHELD_MAX: usize = 16;
+
+/// Finds the mapping of `ip` in `p` and its package ([`native_package`]): one query of the
+/// kernel, or the whole table where the kernel cannot be asked ([`read_native`]).
+fn look_up_native(p: &mut Process, ip: u64, at: i64) {
+    use crate::procmaps::Covering;
+    match crate::procmaps::covering(p.pid, ip) {
+        Ok(Covering::Found(vma)) => {
+            let package = match &vma.file {
+                Some(f) => native_package(p, f),
+                // Anonymous executable memory (a JIT's) and [vdso] belong to no package.
+                None => NativeFile::NoPackage,
+            };
+            match package {
+                NativeFile::Package(i) => p.samples.add_native(vma.start, vma.end, Some(i), at),
+                NativeFile::NoPackage => p.samples.add_native(vma.start, vma.end, None, at),
+                NativeFile::NotYet => p.samples.withhold(vma.start, vma.end, at),
+            }
+        }
+        Ok(Covering::Unsupported) => read_native(p, at),
+        Ok(Covering::Nothing) | Err(_) => p.samples.looked_at(at),
+    }
+}
+
+/// What a mapped file is to a process's samples.
+enum NativeFile {
+    /// The file of a package the process imported (an extension module, or a library its
+    /// wheel vendors in `<package>.libs`).
+    Package(u32),
+    /// Not a package's (the interpreter, libc).
+    NoPackage,
+    /// A module's of a package not known yet (its import's events are still on their way):
+    /// asked again later rather than charged to no package for good.
+    NotYet,
+}
+
+/// See [`NativeFile`]. A mapping never adds a package: only what the process imported, or ran
+/// Python code of, is one.
+fn native_package(p: &Process, f: &Path) -> NativeFile {
+    if let Some(&i) = crate::imports::module_dir(f).and_then(|d| p.dirs.get(d.as_os_str())) {
+        return NativeFile::Package(i as u32);
+    }
+    let by_name = |n: &str| p.index.get(n).map(|&i| i as u32);
+    let class = crate::resolver::classify(f, &p.view);
+    let vendored = vendored_package(f);
+    let known = match &class {
+        crate::resolver::Class::Module(loc) => by_name(&loc.package),
+        _ => None,
+    }
+    .or_else(|| vendored.as_deref().and_then(by_name));
+    match known {
+        Some(i) => NativeFile::Package(i),
+        None if vendored.is_some()
+            || matches!(
+                class,
+                crate::resolver::Class::Module(_) | crate::resolver::Class::Unplaced
+            ) =>
+        {
+            NativeFile::NotYet
+        }
+        None => NativeFile::NoPackage,
+    }
+}
 
 /// Reads the executable mappings of `p` and the package of each file it already imported
 /// (an extension module, or a library its wheel vendors in `<package>.libs`). A mapping never
@@ -613,30 +723,12 @@ fn read_native(p: &mut Process, at: i64) {
         p.samples.set_native(Vec::new(), at);
         return;
     };
-    let known = |p: &Process, f: &Path| -> Option<u32> {
-        if let Some(&i) = crate::imports::module_dir(f).and_then(|d| p.dirs.get(d.as_os_str())) {
-            return Some(i as u32);
-        }
-        let by_name = |n: &str| p.index.get(n).map(|&i| i as u32);
-        match crate::resolver::classify(f, &p.view) {
-            crate::resolver::Class::Module(loc) => by_name(&loc.package),
-            _ => None,
-        }
-        .or_else(|| vendored_package(f).and_then(|n| by_name(&n)))
-    };
-    let could_be_a_package = |p: &Process, f: &Path| {
-        vendored_package(f).is_some()
-            || matches!(
-                crate::resolver::classify(f, &p.view),
-                crate::resolver::Class::Module(_) | crate::resolver::Class::Unplaced
-            )
-    };
     let ranges = maps
         .into_iter()
-        .filter_map(|(s, e, f)| match known(p, &f) {
-            Some(i) => Some((s, e, Some(i))),
-            None if could_be_a_package(p, &f) => None,
-            None => Some((s, e, None)),
+        .filter_map(|(s, e, f)| match native_package(p, &f) {
+            NativeFile::Package(i) => Some((s, e, Some(i))),
+            NativeFile::NotYet => None,
+            NativeFile::NoPackage => Some((s, e, None)),
         })
         .collect();
     p.samples.set_native(ranges, at);
@@ -716,6 +808,24 @@ mod tests {
         assert!(s.native_unknown(0x3000));
         assert!(!s.native_unknown(0x1100));
         assert_eq!(s.native_at(0x1100), None);
+        // One mapping found by address joins the others, replacing what it overlaps.
+        s.add_native(0x3000, 0x4000, Some(5), 2);
+        assert_eq!(s.native_at(0x3000), Some(5));
+        assert_eq!(s.native_at(0x2fff), Some(4));
+        s.add_native(0x2800, 0x3800, None, 3);
+        assert!(s.native_unknown(0x2000), "the overlapped mappings are gone");
+        assert!(s.native_unknown(0x3900));
+        assert!(!s.native_unknown(0x2900));
+        assert_eq!(s.native_at(0x1100), None);
+        assert!(!s.native_unknown(0x1100), "the one before stays");
+        // A module's mapping whose package is not known yet is not looked at again at once.
+        s.withhold(0x9000, 0xa000, 100);
+        assert!(s.withheld_since(0x9800, 50));
+        assert!(
+            !s.withheld_since(0x9800, 100),
+            "after its time it is looked at again"
+        );
+        assert!(!s.withheld_since(0xa000, 50));
     }
 
     #[test]
