@@ -11,9 +11,11 @@
 //!    x86-64: glibc and musl), at most [`THREADS_MAX`] thread states;
 //! 3. `f = *(ts + tstate_frame)`; when `cframe_current_frame != NONE`, `f = *(f +
 //!    cframe_current_frame)` (3.11–3.12 go through `_PyCFrame`);
-//! 4. per frame, `code = *(f + frame_code)` is sent, unless `frame_owner != NONE` and the byte
-//!    at `f + frame_owner` is `owner_cstack` (3.12+'s shim frames); then `f = *(f + frame_back)`,
-//!    at most [`FRAMES_MAX`] frames.
+//! 4. per frame, `code = *(f + frame_code)` is sent, then `f = *(f + frame_back)`, at most
+//!    [`FRAMES_MAX`] frames. 3.12+'s shim frames (the byte at `f + frame_owner` is
+//!    `owner_cstack`) are sent too: their code is no module's, and the daemon counts them for
+//!    none. With `frames_in_data_stack` (3.11+), the two pages below the innermost frame are
+//!    read at once and the frames inside them are taken from that copy.
 //!
 //! The daemon resolves each code object to its `co_filename` from the process's memory.
 
@@ -51,6 +53,13 @@ pub struct PyLayout {
     pub frame_owner: u32,
     /// The `owner` value of a frame owned by the C stack (`FRAME_OWNED_BY_CSTACK`), skipped.
     pub owner_cstack: u32,
+    /// 1 when a thread's frames live in its data stack (3.11+: `_PyInterpreterFrame`s pushed
+    /// upwards in chunks, so a caller lies below its callee): the walk reads the pages below
+    /// the innermost frame at once and takes the frames it finds there from that copy.
+    /// 0 (3.8–3.10: each frame a heap object): one read per frame.
+    pub frames_in_data_stack: u32,
+    /// Padding, zero.
+    pub _pad: u32,
 }
 
 /// A sampled process, in the kernel's `PYPROCS` map by tgid: written by the daemon once it has

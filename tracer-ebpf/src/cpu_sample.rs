@@ -5,9 +5,11 @@
 //! `PyThreadState` is found by matching `thread_id` (`pthread_self()`) to the thread pointer
 //! (`task->thread.fsbase`), its frame chain is walked innermost first, and the code-object
 //! address of each frame is sent with the interrupted user instruction address (so that time
-//! inside an extension's `.so` is charged to the package that owns the file). Each frame costs
-//! one read of user memory: the window below covers the frame's link, its code object and its
-//! byte in every supported version. Reads never fault pages in (`bpf_probe_read_user`),
+//! inside an extension's `.so` is charged to the package that owns the file). A frame costs
+//! one read of user memory (the window below covers the frame's link, its code object and its
+//! byte in every supported version), except in 3.11+, whose frames lie in the thread's data
+//! stack: the two pages below the innermost frame are read at once (one read costs about as
+//! much as a few small ones), and each frame found in them is taken from that copy. Reads never fault pages in (`bpf_probe_read_user`),
 //! so a paged-out or hostile structure ends the walk (flagged), never stalls it.
 use aya_ebpf::{
     bindings::bpf_perf_event_data,
@@ -45,6 +47,21 @@ const WINDOW_OFF: usize = tracer_common::SCRATCH_SIZE - 256;
 /// Masks an offset into the window's region of the scratch buffer (a valid layout's offsets
 /// are below [`FRAME_WINDOW`]; the mask only proves the bound to the verifier).
 const WINDOW_MASK: usize = 127;
+
+/// Bytes of a thread's data stack read at once below its innermost frame (3.11+): two pages,
+/// page-aligned, which hold the callers of a stack ~40 deep (a frame is its 72-byte header
+/// and its locals and value stack); deeper callers are read one by one. (Four pages cost
+/// shallow stacks more than they save deep ones; reading the next block inside the walk
+/// made the program too large for the verifier.) One read of 8 KiB costs
+/// less than a few reads of 80 bytes: each read of user memory has a fixed cost that dwarfs
+/// its copy.
+const BLOCK: usize = 8192;
+/// Where in the scratch buffer the block is read to (the event's frames lie below it, the
+/// frame window above it).
+const BLOCK_OFF: usize = tracer_common::SCRATCH_SIZE / 2;
+const PAGE: u64 = 4096;
+const _: () = assert!(SAMPLE_FRAMES_OFF + FRAMES_MAX * 8 <= BLOCK_OFF);
+const _: () = assert!(BLOCK_OFF + BLOCK + 8 <= WINDOW_OFF);
 
 const BPF_F_USER_STACK: u64 = 1 << 8;
 
@@ -111,25 +128,43 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc) {
                 f = user(f + l.cframe_current_frame as u64).unwrap_or(0);
             }
             let (back, code) = (l.frame_back as usize, l.frame_code as usize);
-            // One path per depth and nothing else varying, so that the verifier's walk of
-            // the loop stays linear in `FRAMES_MAX`. Shim frames (3.12+'s C-stack entries)
+            // The block: the page of the innermost frame and the one below, or that page
+            // alone when the one below is not mapped (the bottom of a data-stack chunk).
+            let (mut lo, mut span): (u64, u64) = (0, 0);
+            if l.frames_in_data_stack != 0 && f > BLOCK as u64 {
+                let page = f & !(PAGE - 1);
+                let below = page + PAGE - BLOCK as u64;
+                if read_block(s, below, BLOCK) {
+                    (lo, span) = (below, BLOCK as u64);
+                } else if read_block(s, page, PAGE as usize) {
+                    (lo, span) = (page, PAGE);
+                }
+            }
+            // Two paths per depth that meet again, and nothing else varying, so that the
+            // verifier's walk of the loop stays linear in `FRAMES_MAX`. Shim frames (3.12+'s C-stack entries)
             // are sent too: their code is no module's, and the daemon counts them for none.
             while n < FRAMES_MAX && f != 0 {
-                // SAFETY: the window's region is inside the scratch buffer; the helper
-                // validates the user address.
-                let read = unsafe {
-                    bpf_probe_read_user_buf(
-                        f as *const u8,
-                        &mut s.buf[WINDOW_OFF..WINDOW_OFF + FRAME_WINDOW],
-                    )
+                let at = f.wrapping_sub(lo);
+                let (c, b) = if span != 0 && at <= span - FRAME_WINDOW as u64 {
+                    let at = at as usize;
+                    (block_word(s, at + code), block_word(s, at + back))
+                } else {
+                    // SAFETY: the window's region is inside the scratch buffer; the helper
+                    // validates the user address.
+                    let read = unsafe {
+                        bpf_probe_read_user_buf(
+                            f as *const u8,
+                            &mut s.buf[WINDOW_OFF..WINDOW_OFF + FRAME_WINDOW],
+                        )
+                    };
+                    if read.is_err() {
+                        flags |= SAMPLE_FLAG_READ_FAILED;
+                        break;
+                    }
+                    (word(s, code), word(s, back))
                 };
-                if read.is_err() {
-                    flags |= SAMPLE_FLAG_READ_FAILED;
-                    break;
-                }
-                let c = word(s, code);
                 put(s, SAMPLE_FRAMES_OFF + n * 8, c);
-                f = word(s, back);
+                f = b;
                 n += 1;
             }
             if n == FRAMES_MAX && f != 0 {
@@ -150,6 +185,27 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc) {
         },
     );
     send(s, SAMPLE_FRAMES_OFF + n * 8, Wake::Later);
+}
+
+/// Reads `len` (at most [`BLOCK`]) bytes of user memory at `addr` into the block's region of
+/// the scratch buffer; `false` if any of it is unreadable (the region is then zeroed).
+#[inline(always)]
+fn read_block(s: &mut Scratch, addr: u64, len: usize) -> bool {
+    let len = if len > BLOCK { BLOCK } else { len };
+    // SAFETY: the block's region is inside the scratch buffer; the helper validates the user
+    // address.
+    unsafe {
+        bpf_probe_read_user_buf(addr as *const u8, &mut s.buf[BLOCK_OFF..BLOCK_OFF + len]).is_ok()
+    }
+}
+
+/// The `u64` at byte `off` of the block read into the scratch buffer.
+#[inline(always)]
+fn block_word(s: &Scratch, off: usize) -> u64 {
+    let at = BLOCK_OFF + (off & (BLOCK - 1));
+    // SAFETY: `at + 8 <= SCRATCH_SIZE` (the mask bounds `off` below `BLOCK`; the region
+    // and the frame window above it leave more than 8 bytes after it).
+    unsafe { core::ptr::read_unaligned(s.buf.as_ptr().add(at).cast::<u64>()) }
 }
 
 /// The `u64` at byte `off` of the frame window read into the scratch buffer.

@@ -299,7 +299,12 @@ impl Processor {
         let tick = Duration::from_millis(500);
         let mut next_tick = Instant::now() + tick;
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let sampler_due = self.table.sampler_due();
+            let wake = match sampler_due {
+                Some(due) => due.min(next_tick),
+                None => next_tick,
+            };
+            let timeout = wake.saturating_duration_since(Instant::now());
             match rx.recv_timeout(timeout) {
                 Ok(Msg::Events(evs)) => {
                     self.handle(evs, &facts);
@@ -329,7 +334,11 @@ impl Processor {
                 Ok(Msg::PreloadCounters(c)) => self.status.preload = Some(c),
                 Ok(Msg::Observed(o)) => self.observed(o),
                 Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return self.shutdown(),
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    if sampler_due.is_some_and(|d| d <= Instant::now()) {
+                        self.table.sampler_upkeep();
+                    }
+                }
             }
             for f in self.table.closed(Instant::now()) {
                 self.add(f);

@@ -6,7 +6,13 @@
 //! mapping on a FUSE mount of theirs). So they run on worker threads ([`Workers`]), and the
 //! processor only collects answers when they come; a process whose read hangs costs one
 //! worker thread, never the record path.
-use std::{cell::RefCell, os::unix::ffi::OsStringExt, path::PathBuf, sync::Arc};
+use std::{
+    cell::RefCell,
+    os::unix::ffi::OsStringExt,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use tracer_common::sampling::PyProc;
@@ -151,7 +157,17 @@ pub struct Sampler {
     pub hz: u32,
     /// Counters.
     pub counts: SamplerCounts,
+    /// Jobs submitted and not answered yet, and when the last was submitted.
+    outstanding: usize,
+    last_submit: Option<Instant>,
 }
+
+/// How often the processor looks for answers while jobs are out: an interpreter found a few
+/// milliseconds late loses a few milliseconds of samples; found at the next batch of events
+/// (up to 200 ms) or tick (500 ms), with a retry or two, it lost a short process's samples.
+pub const ANSWER_POLL: Duration = Duration::from_millis(5);
+/// Jobs out longer than this (a worker stuck on a hung file) are no longer polled for.
+const ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 impl Sampler {
     /// A sampler writing `map` (none in tests: nothing is enabled in the kernel).
@@ -161,13 +177,25 @@ impl Sampler {
             map,
             hz,
             counts: SamplerCounts::default(),
+            outstanding: 0,
+            last_submit: None,
         }
+    }
+
+    /// When the processor should next look for answers: soon while jobs are out.
+    pub fn due(&self) -> Option<Instant> {
+        let last = self.last_submit?;
+        (self.outstanding > 0 && last.elapsed() < ANSWER_WAIT).then(|| Instant::now() + ANSWER_POLL)
     }
 
     /// Queues a job; `false` (counted) when the queue is full.
     pub fn submit(&mut self, job: Job) -> bool {
         match self.workers.submit(job) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.outstanding += 1;
+                self.last_submit = Some(Instant::now());
+                true
+            }
             Err(_) => {
                 self.counts.jobs_refused += 1;
                 false
@@ -177,7 +205,9 @@ impl Sampler {
 
     /// The answers that came.
     pub fn answers(&mut self) -> Vec<Answer> {
-        std::iter::from_fn(|| self.workers.try_recv()).collect()
+        let answers: Vec<Answer> = std::iter::from_fn(|| self.workers.try_recv()).collect();
+        self.outstanding = self.outstanding.saturating_sub(answers.len());
+        answers
     }
 
     /// Lets the kernel walk process `pid`'s stacks.

@@ -48,6 +48,8 @@ pub fn layout(major: u8, minor: u8) -> Option<PyLayout> {
             frame_code: 32,
             frame_owner: NONE,
             owner_cstack: NONE,
+            frames_in_data_stack: 0,
+            _pad: 0,
         },
         // 3.11: Include/internal/pycore_runtime.h, Include/internal/pycore_interp.h,
         // Include/cpython/pystate.h (`PyThreadState`, `_PyCFrame`),
@@ -76,6 +78,8 @@ pub fn layout(major: u8, minor: u8) -> Option<PyLayout> {
             frame_code: 32,
             frame_owner: NONE,
             owner_cstack: NONE,
+            frames_in_data_stack: 1,
+            _pad: 0,
         },
         // 3.12: same headers as 3.11.
         12 => PyLayout {
@@ -100,6 +104,8 @@ pub fn layout(major: u8, minor: u8) -> Option<PyLayout> {
             frame_code: 0,
             frame_owner: 70,
             owner_cstack: FRAME_OWNED_BY_CSTACK,
+            frames_in_data_stack: 1,
+            _pad: 0,
         },
         // 3.13: same headers; `_PyRuntimeState` starts with `_Py_DebugOffsets debug_offsets`
         // (584 bytes), which also gives all of these (`DebugOffsets`).
@@ -125,6 +131,8 @@ pub fn layout(major: u8, minor: u8) -> Option<PyLayout> {
             frame_code: 0,
             frame_owner: 70,
             owner_cstack: FRAME_OWNED_BY_CSTACK,
+            frames_in_data_stack: 1,
+            _pad: 0,
         },
         _ => return None,
     })
@@ -345,6 +353,8 @@ pub fn parse_debug_offsets(
         )?,
         frame_owner: field(FRAME_SIZE, FRAME_OWNER, 1, "interpreter_frame.owner")?,
         owner_cstack: FRAME_OWNED_BY_CSTACK,
+        frames_in_data_stack: 1,
+        _pad: 0,
     };
     if at(OBJECT_SIZE) != 16 || at(OBJECT_OB_TYPE) != 8 {
         return Err(Implausible("pyobject"));
@@ -401,6 +411,7 @@ mod tests {
             assert_eq!(l.cframe_current_frame != NONE, (11..=12).contains(&minor));
             assert_eq!(l.frame_owner != NONE, minor >= 12);
             assert_eq!(l.owner_cstack != NONE, minor >= 12);
+            assert_eq!(l.frames_in_data_stack == 1, minor >= 11);
             for o in [
                 l.runtime_interp_head,
                 l.interp_tstate_head,

@@ -514,8 +514,19 @@ impl ProcTable {
         p.samples.add(s, native);
     }
 
+    /// When [`Self::sampler_upkeep`] has work next: answers expected, or an inspection to
+    /// try again.
+    pub fn sampler_due(&self) -> Option<std::time::Instant> {
+        let sampler = self.sampler.as_ref()?;
+        let retry = self.to_inspect.iter().map(|&(_, _, _, at)| at).min();
+        match (sampler.due(), retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Collects the sampler's answers and queues what is due; called after each batch of
-    /// events and on the processor's tick.
+    /// events, on the processor's tick, and when [`Self::sampler_due`] says.
     pub fn sampler_upkeep(&mut self) {
         let Some(sampler) = self.sampler.as_mut() else {
             return;
