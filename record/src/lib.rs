@@ -734,6 +734,17 @@ mod tests {
         assert_eq!(back, r);
     }
 
+    /// The daemon converts the records of a segment it wrote from memory (not read back):
+    /// what a segment's line reads back as must be the record written, for every odd value.
+    #[test]
+    fn every_odd_example_reads_back_as_written() {
+        for r in Record::odd_examples() {
+            let j = serde_json::to_string(&r).unwrap();
+            let back: Record = serde_json::from_str(&j).unwrap();
+            assert_eq!(back, r, "{j}");
+        }
+    }
+
     #[test]
     fn timestamps_format_like_chrono_before_and_after_the_epoch() {
         for us in [

@@ -141,6 +141,11 @@ impl Spool {
         &self.dir
     }
 
+    /// The segment records are appended to.
+    pub fn current(&self) -> &Path {
+        &self.path
+    }
+
     /// Bytes in the current segment.
     pub fn segment_bytes(&self) -> u64 {
         self.bytes
