@@ -1,10 +1,11 @@
 //! The ingest engine: messages in, transactions committed, segments handed to the writer.
 //!
 //! A transaction is what rsyslog confirms at once: its records are checked against the index
+//! (which admits the new ones, so that a copy later in the same transaction is a duplicate)
 //! and staged; [`Ingest::commit`] writes the quarantined messages, then the records to the WAL
-//! with one `fdatasync`, and only then makes them visible to de-duplication. A commit that
-//! fails rolls the whole transaction back (rsyslog resends all of it, which must not then be
-//! mistaken for duplicates). Counters move at commit for the same reason.
+//! with one `fdatasync`. A commit that fails rolls the whole transaction back, the index's
+//! admissions included (rsyslog resends all of it, which must not then be mistaken for
+//! duplicates). Counters move at commit for the same reason.
 use std::{
     fs::{self, File},
     path::Path,
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     compact::{self, CompactOptions},
-    index::{Entry, Index, Staged, Verdict},
+    index::{Entry, Index, Verdict},
     parse::{self, Malformed},
     quarantine::Quarantine,
     wal::{self, CommitError, Wal},
@@ -181,7 +182,6 @@ impl Stats {
 struct Txn {
     /// The accepted records, which go to the writer as they are (their JSON went to the WAL).
     records: Vec<(Entry, Record)>,
-    staged: Staged,
     /// A quarantine line's buffer.
     quarantine: Vec<u8>,
     /// Quarantine lines were written in this transaction.
@@ -192,7 +192,6 @@ struct Txn {
 impl Txn {
     fn clear(&mut self) {
         self.records.clear();
-        self.staged.clear();
         self.quarantine.clear();
         self.quarantined = false;
         self.stats = Stats::default();
@@ -318,7 +317,7 @@ impl Ingest {
 
     fn stage(&mut self, r: Record, json: &[u8]) -> Result<Outcome, IngestError> {
         let e = Entry::of(&r);
-        match self.index.check(&e, &self.txn.staged)? {
+        match self.index.admit(&e)? {
             Verdict::Duplicate => {
                 self.txn.stats.duplicates += 1;
                 Ok(Outcome::Duplicate)
@@ -335,7 +334,6 @@ impl Ingest {
                     self.flush()?;
                 }
                 self.txn.records.push((e, r));
-                self.txn.staged.add(&e);
                 self.txn.stats.accepted += 1;
                 Ok(Outcome::Accepted)
             }
@@ -352,6 +350,7 @@ impl Ingest {
     /// records are cut from the WAL, and the sender is to retry all of it.
     pub fn abort(&mut self) -> Result<(), IngestError> {
         self.txn.clear();
+        self.index.rollback();
         self.wal.rollback().map_err(IngestError::Append)
     }
 
@@ -362,6 +361,7 @@ impl Ingest {
         if r.is_err() {
             self.run.commit_errors += 1;
             self.txn.clear();
+            self.index.rollback();
         }
         r
     }
@@ -379,7 +379,7 @@ impl Ingest {
         }
         let n0 = self.wal.next_number();
         self.wal.commit().map_err(IngestError::Commit)?;
-        self.index.commit(&self.txn.staged);
+        self.index.commit();
         for (i, (e, r)) in self.txn.records.drain(..).enumerate() {
             self.current.push(e, n0 + i as u64, r);
         }
