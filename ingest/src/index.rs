@@ -16,7 +16,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use pyusage_record::{atomic::PathError, Exit, Record};
+use pyusage_record::{atomic::PathError, Exit};
+
+use crate::view::View;
 
 /// A day: days since the Unix epoch (UTC) of `process_start`.
 pub type Day = i32;
@@ -99,7 +101,7 @@ pub fn id_hash(record_id: &str) -> u128 {
     uuid_bits(record_id).unwrap_or_else(|| fnv128(&[b"id", record_id.as_bytes()]))
 }
 
-/// The hash of a record's process-and-package identity ([`Record::key`]).
+/// The hash of a record's process-and-package identity ([`pyusage_record::Record::key`]).
 pub fn key_hash(host: &str, pid: i32, process_start: i64, package: &str, record_id: &str) -> u128 {
     let id: &[u8] = if pid == 0 { record_id.as_bytes() } else { b"" };
     fn_key(host, pid, process_start, package, id)
@@ -131,11 +133,11 @@ pub struct Entry {
 
 impl Entry {
     /// The entry of a record.
-    pub fn of(r: &Record) -> Entry {
+    pub fn of(r: &View) -> Entry {
         Entry {
             day: day_of(r.process_start),
-            id: id_hash(&r.record_id),
-            key: key_hash(&r.host, r.pid, r.process_start, &r.package, &r.record_id),
+            id: id_hash(r.record_id),
+            key: key_hash(r.host, r.pid, r.process_start, r.package, r.record_id),
             is_final: r.exit != Exit::Running,
         }
     }
@@ -412,11 +414,11 @@ mod tests {
     fn duplicates_superseded_snapshots_persistence_and_eviction() {
         let d = tempfile::tempdir().unwrap();
         let mut ix = Index::open(d.path(), 1).unwrap();
-        let mut r = Record::example();
-        let running = Entry::of(&r);
+        let mut r = pyusage_record::Record::example();
+        let running = Entry::of(&View::of(&r));
         r.record_id = "other".into();
         r.exit = Exit::Exited;
-        let fin = Entry::of(&r);
+        let fin = Entry::of(&View::of(&r));
         assert_eq!(running.key, fin.key);
         assert_eq!(ix.admit(&fin).unwrap(), Verdict::New);
         assert_eq!(ix.admit(&fin).unwrap(), Verdict::Duplicate);

@@ -10,6 +10,8 @@ use std::sync::LazyLock;
 use memchr::memmem::Finder;
 use pyusage_record::Record;
 
+use crate::view::View;
+
 /// Why a message was quarantined; the text goes into the quarantine file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
@@ -40,12 +42,41 @@ pub enum Malformed {
 #[derive(Debug)]
 pub struct Parsed<'a> {
     /// The record.
-    pub record: Record,
+    pub record: Decoded<'a>,
     /// The record as one JSON object (no newline): the payload as received when it is
     /// complete, which saves re-encoding (and copying) it, else the record re-encoded.
     pub json: std::borrow::Cow<'a, [u8]>,
     /// The sender cut long fields to fit a message (`_truncated` in the payload).
     pub truncated: bool,
+}
+
+/// A decoded record: borrowed from the message where it can be ([`View`]), else owned.
+#[derive(Debug)]
+// The view is the common case, and boxing it would allocate for every message.
+#[allow(clippy::large_enum_variant)]
+pub enum Decoded<'a> {
+    /// Its strings borrowed from the payload.
+    View(View<'a>),
+    /// Decoded as a [`Record`] (a string with an escape, `_truncated`, no `sources`).
+    Record(Box<Record>),
+}
+
+impl Decoded<'_> {
+    /// Its fields.
+    pub fn view(&self) -> View<'_> {
+        match self {
+            Decoded::View(v) => v.clone(),
+            Decoded::Record(r) => View::of(r),
+        }
+    }
+
+    /// The record, owned.
+    pub fn to_record(&self) -> Record {
+        match self {
+            Decoded::View(v) => v.to_record(),
+            Decoded::Record(r) => (**r).clone(),
+        }
+    }
 }
 
 /// The JSON payload of a line: after the RFC 5424 header, or the line itself when it is a
@@ -146,6 +177,21 @@ pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Malformed> {
     let bad = |e: serde_json::Error| Malformed::Json(e.to_string());
     // `_truncated` is the sender's note, not a field of the record: decoded apart.
     let truncated = contains(&TRUNCATED, json);
+    // The payload is stored as received when it has every field the Parquet schema
+    // requires: `sources` is the one non-null field serde fills in when absent.
+    let complete = !truncated && contains(&SOURCES, json);
+    if complete {
+        // What does not decode here (a string with an escape, or a malformed payload) is
+        // decoded as a `Record` below, which has the last word and the error message.
+        if let Ok(v) = serde_json::from_str::<View>(text) {
+            validate(&v)?;
+            return Ok(Parsed {
+                record: Decoded::View(v),
+                json: std::borrow::Cow::Borrowed(json),
+                truncated,
+            });
+        }
+    }
     let record: Record = if truncated {
         let mut v: serde_json::Value = serde_json::from_str(text).map_err(bad)?;
         if let Some(o) = v.as_object_mut() {
@@ -155,23 +201,21 @@ pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Malformed> {
     } else {
         serde_json::from_str(text).map_err(bad)?
     };
-    validate(&record)?;
-    // The payload is stored as received when it has every field the Parquet schema
-    // requires: `sources` is the one non-null field serde fills in when absent.
-    let json = if truncated || !contains(&SOURCES, json) {
-        std::borrow::Cow::Owned(serde_json::to_vec(&record).expect("records serialise"))
-    } else {
+    validate(&View::of(&record))?;
+    let json = if complete {
         std::borrow::Cow::Borrowed(json)
+    } else {
+        std::borrow::Cow::Owned(serde_json::to_vec(&record).expect("records serialise"))
     };
     Ok(Parsed {
-        record,
+        record: Decoded::Record(Box::new(record)),
         json,
         truncated,
     })
 }
 
 /// What the schema's types allow but the dataset cannot use.
-pub fn validate(r: &Record) -> Result<(), Malformed> {
+pub fn validate(r: &View) -> Result<(), Malformed> {
     if r.record_id.is_empty() {
         return Err(Malformed::Invalid("empty record_id"));
     }
@@ -215,7 +259,7 @@ mod tests {
         let r = Record::example();
         let l = line(&r);
         let p = parse(&l).unwrap();
-        assert_eq!(p.record, r);
+        assert_eq!(p.record.to_record(), r);
         assert!(!p.truncated);
         assert_eq!(
             p.json,
@@ -223,13 +267,13 @@ mod tests {
             "stored as received"
         );
         let bare = serde_json::to_vec(&r).unwrap();
-        assert_eq!(parse(&bare).unwrap().record, r);
+        assert_eq!(parse(&bare).unwrap().record.to_record(), r);
         // Structured data with an escaped bracket, and a BOM before MSG.
         let sd = format!(
             "<134>1 - h pyusage 1 IMPORT [x@1 a=\"b\\]c\"][y@2] \u{feff}{}",
             serde_json::to_string(&r).unwrap()
         );
-        assert_eq!(parse(sd.as_bytes()).unwrap().record, r);
+        assert_eq!(parse(sd.as_bytes()).unwrap().record.to_record(), r);
     }
 
     #[test]
@@ -277,7 +321,7 @@ mod tests {
         let l = serde_json::to_vec(&v).unwrap();
         let p = parse(&l).unwrap();
         assert!(p.truncated);
-        assert_eq!(p.record, r);
+        assert_eq!(p.record.to_record(), r);
         assert!(!contains(&TRUNCATED, &p.json));
         let mut old = serde_json::to_value(&r).unwrap();
         old.as_object_mut().unwrap().remove("sources");

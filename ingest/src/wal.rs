@@ -188,6 +188,11 @@ impl Wal {
         self.first + self.records
     }
 
+    /// Records appended since the last commit.
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+
     /// Committed records.
     pub fn records(&self) -> u64 {
         self.records

@@ -27,13 +27,14 @@ use parquet::{
 use pyusage_record::{
     arrow_schema,
     atomic::{write_atomic, write_bytes_atomic, Durability, PathError},
-    dataset::batch_of,
     Record,
 };
 
 use crate::{
+    block::{self, Block},
     compact::{self, CompactOptions},
     index::{self, date_of, Day, Entry},
+    view::View,
     wal, Paths,
 };
 
@@ -72,18 +73,14 @@ pub enum WriteError {
     },
 }
 
-/// Records per block of a chunk: blocks instead of one growing vector, so a segment of a few
-/// hundred MB is never copied to grow it, and each block becomes one Arrow batch whose
-/// column-by-column passes stay in cache.
-const BLOCK: usize = 8192;
-
 /// One date's records of a segment.
 #[derive(Debug, Default)]
 pub struct Chunk {
     /// Number of the first.
     pub first: u64,
-    /// The records, in blocks of at most [`BLOCK`].
-    pub blocks: Vec<Vec<Record>>,
+    /// The records, in blocks of at most [`block::ROWS`]: blocks instead of one growing set of
+    /// columns, so a segment of a few hundred MB is never copied to grow it.
+    pub blocks: Vec<Block>,
     /// How many.
     pub rows: usize,
 }
@@ -91,41 +88,56 @@ pub struct Chunk {
 /// Emptied blocks kept for the next segments: a block is a few MiB of fresh memory otherwise,
 /// which the kernel zeroes page by page.
 #[derive(Debug, Clone, Default)]
-pub struct BlockPool(Arc<Mutex<Vec<Vec<Record>>>>);
+pub struct BlockPool(Arc<Mutex<Vec<Block>>>);
 
 impl BlockPool {
     /// Blocks kept at most (a segment's worth).
     const KEEP: usize = 16;
 
-    fn take(&self) -> Vec<Record> {
-        self.0
-            .lock()
-            .expect("pool")
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(BLOCK))
+    fn take(&self) -> Block {
+        self.0.lock().expect("pool").pop().unwrap_or_default()
     }
 
-    /// Takes a block back; its records are dropped here (on the writer's thread).
-    fn give(&self, mut b: Vec<Record>) {
+    /// Takes a block back, emptied (on the writer's thread).
+    fn give(&self, mut b: Block) {
         b.clear();
         let mut pool = self.0.lock().expect("pool");
-        if pool.len() < Self::KEEP && b.capacity() == BLOCK {
+        if pool.len() < Self::KEEP {
             pool.push(b);
         }
     }
 }
 
 impl Chunk {
-    fn push(&mut self, r: Record, pool: &BlockPool) {
+    fn push(&mut self, v: &View, pool: &BlockPool) {
         match self.blocks.last_mut() {
-            Some(b) if b.len() < BLOCK => b.push(r),
+            Some(b) if b.rows() < block::ROWS => b.push(v),
             _ => {
                 let mut b = pool.take();
-                b.push(r);
+                b.push(v);
                 self.blocks.push(b);
             }
         }
         self.rows += 1;
+    }
+
+    /// Keeps the first `n` rows.
+    fn truncate(&mut self, n: usize, pool: &BlockPool) {
+        let mut left = n;
+        let mut keep = 0;
+        for b in &mut self.blocks {
+            if left == 0 {
+                break;
+            }
+            let k = left.min(b.rows());
+            b.truncate(k);
+            left -= k;
+            keep += 1;
+        }
+        for b in self.blocks.drain(keep..) {
+            pool.give(b);
+        }
+        self.rows = n;
     }
 }
 
@@ -146,14 +158,41 @@ pub struct Sealed {
 
 impl Sealed {
     /// Adds record number `n` (numbers must increase).
-    pub fn push(&mut self, e: Entry, n: u64, r: Record) {
+    pub fn push(&mut self, e: Entry, n: u64, v: &View) {
         let c = self.chunks.entry(e.day).or_insert_with(|| Chunk {
             first: n,
             ..Chunk::default()
         });
-        c.push(r, &self.pool);
+        c.push(v, &self.pool);
         self.entries.push(e);
         self.next = n + 1;
+    }
+
+    /// Keeps the first `rows` records, `next` the number after them (a transaction's records
+    /// taken back out).
+    pub fn truncate(&mut self, rows: usize, next: u64) {
+        if rows >= self.entries.len() {
+            return;
+        }
+        let mut cut: BTreeMap<Day, usize> = BTreeMap::new();
+        for e in self.entries.drain(rows..) {
+            *cut.entry(e.day).or_default() += 1;
+        }
+        for (day, k) in cut {
+            let c = self
+                .chunks
+                .get_mut(&day)
+                .expect("a chunk per day of an entry");
+            if c.rows == k {
+                let c = self.chunks.remove(&day).expect("present");
+                for b in c.blocks {
+                    self.pool.give(b);
+                }
+            } else {
+                c.truncate(c.rows - k, &self.pool);
+            }
+        }
+        self.next = next;
     }
 
     /// Records held.
@@ -174,7 +213,8 @@ impl Sealed {
                 line: i + 1,
                 source,
             })?;
-            s.push(Entry::of(&r), first + i as u64, r);
+            let v = View::of(&r);
+            s.push(Entry::of(&v), first + i as u64, &v);
         }
         Ok(s)
     }
@@ -215,8 +255,7 @@ pub fn write_sealed(paths: &Paths, name: &str, s: &Sealed) -> Result<Vec<Day>, W
             let mut w =
                 ArrowWriter::try_new(file, arrow_schema(), Some(properties())).map_err(pq)?;
             for block in &c.blocks {
-                let refs: Vec<&Record> = block.iter().collect();
-                let batch = batch_of(&refs).map_err(arrow)?;
+                let batch = block.batch().map_err(arrow)?;
                 w.write(&batch).map_err(pq)?;
             }
             w.into_inner().map_err(pq)
@@ -415,7 +454,7 @@ mod tests {
             r.process_start = Record::example().process_start;
         }
         let base = recs.clone();
-        for i in 0..BLOCK + 10 {
+        for i in 0..block::ROWS + 10 {
             let mut r = base[i % base.len()].clone();
             r.record_id = format!("{}-{i}", r.record_id);
             recs.push(r);
