@@ -19,7 +19,8 @@ sends and rsyslog hands to omprog (`RSYSLOG_SyslogProtocol23Format`). Two measur
 With several --bin (say the build before a change and the one after) every run uses the same
 lines, the binaries alternating within each of R rounds (the order swapped every round): on a
 shared machine only runs side by side compare. Each run reports records/s, ingest's CPU per
-record (both threads) and its peak RSS (the rsyslog path: read from /proc before the stop).
+record (both threads) and its peak RSS (stdin: GNU time's; the rsyslog path: VmHWM from /proc
+before the stop).
 """
 import argparse
 import json
@@ -81,13 +82,21 @@ def write_feed(msgs, batch, work):
     return feed
 
 
+# GNU time reports its child's peak RSS; a child forked from this process (which holds every
+# line, a GB) would count this process's pages as its own until its exec.
+TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+
+
 def bench_stdin(bin_, n, feed, work):
     out = os.path.join(work, "central-stdin")
     shutil.rmtree(out, ignore_errors=True)
+    rss_file = os.path.join(work, "rss")
+    cmd = [bin_, "ingest", "--out", out]
+    if TIME:
+        cmd = [TIME, "-f", "%M", "-o", rss_file] + cmd
     t0 = time.time()
     with open(feed, "rb") as f, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([bin_, "ingest", "--out", out], stdin=f, stdout=subprocess.DEVNULL,
-                             stderr=err)
+        p = subprocess.Popen(cmd, stdin=f, stdout=subprocess.DEVNULL, stderr=err)
         _, status, ru = os.wait4(p.pid, 0)
         dt = time.time() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
@@ -95,13 +104,14 @@ def bench_stdin(bin_, n, feed, work):
         log = err.read()
     assert p.returncode == 0, log[-2000:]
     cpu = ru.ru_utime + ru.ru_stime
+    rss = int(open(rss_file).read().split()[-1]) * 1024 if TIME else None
     stats = json.load(open(os.path.join(out, ".ingest/stats.json")))
     assert stats["accepted"] == n, (stats, log[-2000:])
     # Compacted on request, as the running ingest does once a partition has enough files.
     sh(bin_, "ingest", "--compact", "--out", out, stderr=subprocess.DEVNULL)
     size, files = size_of(out), files_of(out)
     shutil.rmtree(out, ignore_errors=True)
-    return dt, cpu, ru.ru_maxrss * 1024, size, files, stats
+    return dt, cpu, rss, size, files, stats
 
 
 def ingest_proc(out):
@@ -214,9 +224,10 @@ def main():
                 tag = "[round %d, %s] " % (rnd + 1, b) if len(bins) > 1 or a.rounds > 1 else ""
                 dt, cpu, rss, size, files, st = bench_stdin(b, n, feed, work)
                 print("%sstdin (omprog protocol, %d per transaction): %.2f s, %.0f records/s; "
-                      "ingest's CPU %.2f s (%.1f us per record, both threads), peak RSS %.0f MiB;"
+                      "ingest's CPU %.2f s (%.1f us per record, both threads), peak RSS %s;"
                       " load average %.1f"
-                      % (tag, a.batch, dt, n / dt, cpu, cpu / n * 1e6, rss / 2**20,
+                      % (tag, a.batch, dt, n / dt, cpu, cpu / n * 1e6,
+                         "%.0f MiB" % (rss / 2**20) if rss else "n/a (no /usr/bin/time)",
                          os.getloadavg()[0]))
                 print("%scentral dataset: %.1f MB per million records (%d files after "
                       "compaction; syslog text %.0f MB per million)" % (tag, size / n, files, raw / n))
