@@ -183,7 +183,7 @@ pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Malformed> {
     if complete {
         // What does not decode here (a string with an escape, or a malformed payload) is
         // decoded as a `Record` below, which has the last word and the error message.
-        if let Ok(v) = serde_json::from_str::<View>(text) {
+        if let Some(v) = View::parse(text) {
             validate(&v)?;
             return Ok(Parsed {
                 record: Decoded::View(v),
