@@ -316,10 +316,7 @@ fn parse_micros_utc(b: &[u8]) -> Option<Micros> {
     )
 }
 
-/// The timestamp fields' serde form (RFC 3339 text), for types that mirror [`Record`]'s fields
-/// (`#[serde(with = "pyusage_record::ts")]`).
-#[doc(hidden)]
-pub mod ts {
+mod ts {
     use serde::{de, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
@@ -346,9 +343,7 @@ pub mod ts {
     }
 }
 
-/// The nullable timestamp fields' serde form ([`ts`] or null).
-#[doc(hidden)]
-pub mod ts_opt {
+mod ts_opt {
     use serde::{de, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
