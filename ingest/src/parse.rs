@@ -62,14 +62,6 @@ pub enum Decoded<'a> {
 }
 
 impl Decoded<'_> {
-    /// Its fields.
-    pub fn view(&self) -> View<'_> {
-        match self {
-            Decoded::View(v) => v.clone(),
-            Decoded::Record(r) => View::of(r),
-        }
-    }
-
     /// The record, owned.
     pub fn to_record(&self) -> Record {
         match self {
