@@ -2,8 +2,8 @@
 //! appended where its message is decoded ([`View`]), its strings copied once into each
 //! column's one buffer, and the writer turns a block into an Arrow batch by copying those
 //! buffers. Records as [`Record`](pyusage_record::Record)s cost about thirty allocations
-//! each, made on the ingest thread and freed on the writer's, ~3 KB of memory each, and a
-//! pass over every record per column to build the batch.
+//! each, made on the ingest thread and freed on the writer's, and a pass over every record per
+//! column to build the batch.
 //!
 //! The columns are the dataset schema's ([`arrow_schema`]); the batch equals what Arrow's JSON
 //! decoder makes of the records' JSON (the writer's test checks, odd values included).

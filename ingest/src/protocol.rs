@@ -72,8 +72,8 @@ pub trait Input {
 }
 
 /// A file descriptor (stdin), polled so that an idle input still lets due segments be
-/// converted; read into a large buffer, whose lines are handed out where they lie (a copy of
-/// each line was a twentieth of the ingest thread's time, measured).
+/// converted; read into a large buffer, whose lines are handed out where they lie (no copy of
+/// each line out of a reader's buffer).
 pub struct Polled<R: io::Read> {
     r: R,
     buf: Vec<u8>,

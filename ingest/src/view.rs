@@ -1,6 +1,6 @@
 //! A record read where it lies in its message: [`Record`]'s fields, its strings borrowed from
-//! the payload instead of each copied into a `String` of its own (a record has about thirty;
-//! their allocation, copying and freeing were a fifth of ingest's CPU, measured), and read by
+//! the payload instead of each copied into a `String` of its own (a record has about thirty,
+//! allocated on the ingest thread and freed on the writer's), and read by
 //! [`View::parse`], a reader of the JSON a serialiser writes, instead of serde's generic
 //! decoder (two fifths of the ingest thread's time, measured).
 //!
