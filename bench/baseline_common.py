@@ -12,6 +12,12 @@ counts.rs: year*12+month0, year*4+quarter0, year, 0), as plain dicts keyed by pa
   non-stdlib packages in ns, rounded down per process),
   jobs, job_sizes, job_packages, package_sizes, blas, and pairs: (rows, cols, matrix) with
   matrix[r][c] = jobs using both rows[r] and cols[c] (numpy array).
+Sampled CPU (processes with cpu_sampling = 'sampled', each process's largest count per
+package, non-stdlib packages): s_totals ([processes, samples, samples as µs] per bucket),
+s_processes, s_own, s_incl, s_us (per package: sampled processes, self and inclusive samples,
+self samples as µs = self * 10^6 // hz per process), s_callers ((package, caller) → samples),
+and the distinct job counts s_jobs (jobs in which a sampled process imported the package) and
+s_on (of those, jobs in which it had inclusive samples).
 """
 import argparse
 import json
@@ -50,14 +56,17 @@ def label(kind, b):
 
 TABLES = ("rows", "by_process", "signaled", "env_kinds", "by_user", "versioned_users",
           "version_users", "by_job", "job_packages", "package_sizes", "jobs", "job_sizes", "blas",
-          "package_env_kinds", "cpu_processes", "cpu_us", "cpu_split_ns")
+          "package_env_kinds", "cpu_processes", "cpu_us", "cpu_split_ns", "s_totals",
+          "s_processes", "s_own", "s_incl", "s_us", "s_callers", "s_jobs", "s_on")
 
 
-def kind_counts(kind, months, month_rows, procs, envs, pkg_envs, cpu):
+def kind_counts(kind, months, month_rows, procs, envs, pkg_envs, cpu, sampled):
     """The counts of one granularity, started with what adds up over months: rows, processes
-    (all and signalled), environment kinds and (package, environment kind) processes, from
-    (month, …) rows. Returns the counts and an `add(table, bucket, key, n)` for the distinct
-    counts the caller's engine computes."""
+    (all and signalled), environment kinds and (package, environment kind) processes, CPU
+    time, and the sampled CPU's process-level sums (`sampled`: (month, processes, samples, µs),
+    (month, package, processes, self, inclusive, self µs) and (month, package, caller,
+    samples) rows), from (month, …) rows. Returns the counts and an `add(table, bucket, key,
+    n)` for the distinct counts the caller's engine computes."""
     c = {"buckets": sorted({bucket(kind, m) for m in months})}
     for name in TABLES:
         c[name] = {}
@@ -79,6 +88,16 @@ def kind_counts(kind, months, month_rows, procs, envs, pkg_envs, cpu):
     for m, p, n, us, ns in cpu:
         for table, v in (("cpu_processes", n), ("cpu_us", us), ("cpu_split_ns", ns)):
             add(table, bucket(kind, m), p, v)
+    totals, packages, callers = sampled
+    for m, n, samples, us in totals:
+        t = c["s_totals"].setdefault(bucket(kind, m), [0, 0, 0])
+        for i, v in enumerate((n, samples, us)):
+            t[i] += v
+    for m, p, n, own, incl, us in packages:
+        for table, v in (("s_processes", n), ("s_own", own), ("s_incl", incl), ("s_us", us)):
+            add(table, bucket(kind, m), p, v)
+    for m, p, q, n in callers:
+        add("s_callers", bucket(kind, m), (p, q), n)
     return c, add
 
 
@@ -188,6 +207,29 @@ def period(kind, b, c, months, top):
     cpu = sorted((p for p, n in cn.items() if n > 0), key=lambda p: (-cns.get(p, 0), p))[:top]
     cpu_by_package = [{"package": p, "processes": cn[p], "cpu_hours": cus.get(p, 0) / 3.6e9,
                        "cpu_hours_split": cns.get(p, 0) / 3.6e12} for p in cpu]
+    # Sampled CPU (report.rs sampled_cpu_by_package, imported_not_on_cpu, package_callers).
+    st = c["s_totals"].get(b, [0, 0, 0])
+    sn, so, si, su, sj, son = (g(t) for t in ("s_processes", "s_own", "s_incl", "s_us", "s_jobs", "s_on"))
+    srows = sorted((p for p, n in sn.items() if n > 0), key=lambda p: (-so.get(p, 0), p))[:top]
+    sampled_cpu_by_package = [
+        {"package": p, "processes": sn[p], "jobs": sj.get(p, 0), "self_samples": so.get(p, 0),
+         "inclusive_samples": si.get(p, 0), "self_share": share(so.get(p, 0), st[1]),
+         "inclusive_share": share(si.get(p, 0), st[1]), "cpu_hours_self": su.get(p, 0) / 3.6e9}
+        for p in srows]
+    idle = sorted((p for p, n in sj.items() if n > 0), key=lambda p: (-sj[p], p))[:top]
+    imported_not_on_cpu = [
+        {"package": p, "jobs": sj[p], "jobs_on_cpu": son.get(p, 0),
+         "share_never_on_cpu": share(sj[p] - son.get(p, 0), sj[p])} for p in idle]
+    by_callee = {}
+    for (p, q), k in g("s_callers").items():
+        if k > 0:
+            by_callee.setdefault(p, {})[q] = k
+    package_callers = {}
+    for x in sampled_cpu_by_package:
+        own = x["self_samples"]
+        cs = shares(by_callee.get(x["package"], {}), own)[:top]
+        if own > 0 and cs:
+            package_callers[x["package"]] = cs
     return {
         "period": label(kind, b),
         "rows": c["rows"].get(b, 0),
@@ -213,6 +255,10 @@ def period(kind, b, c, months, top):
         "package_counts": package_counts,
         "package_env_kinds": package_env_kinds,
         "cpu_by_package": cpu_by_package,
+        "sampled_cpu": {"processes": st[0], "samples": st[1], "cpu_hours": st[2] / 3.6e9},
+        "sampled_cpu_by_package": sampled_cpu_by_package,
+        "imported_not_on_cpu": imported_not_on_cpu,
+        "package_callers": package_callers,
     }
 
 

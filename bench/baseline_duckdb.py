@@ -79,7 +79,12 @@ def run(root, threads, top):
                CAST(least(num_nodes, {bc.MAX_NODES - 1}) AS USMALLINT) AS nodes,
                is_compute AS compute, exit = 'signaled' AS sig,
                package IN ('numpy', 'scipy') AS numpyish, env_kind <> 'stdlib' AS nonstd,
-               cpu_user_us + cpu_sys_us AS cpu
+               cpu_user_us + cpu_sys_us AS cpu,
+               coalesce(cpu_sampling = 'sampled' AND cpu_sample_hz > 0
+                        AND cpu_samples_total IS NOT NULL AND cpu_samples_self IS NOT NULL
+                        AND cpu_samples_inclusive IS NOT NULL, false) AS samp,
+               cpu_sample_hz AS hz, cpu_samples_total AS tot, cpu_samples_self AS own,
+               cpu_samples_inclusive AS incl, cpu_samples_callers AS callers
         FROM (SELECT *, make_timestamp(epoch_us(process_start)) AS s FROM {src}
               WHERE NOT is_staff)""")
     # Month-level keys: users by package and version; (month, job, package, node bin on a
@@ -109,6 +114,23 @@ def run(root, threads, top):
                SELECT k.m, k.package, count(*), sum(p.cpu), sum(p.cpu * 1000 // n.n)
                FROM k JOIN p USING (m, proc) JOIN n USING (m, proc)
                WHERE p.cpu IS NOT NULL GROUP BY ALL""")
+    # Sampled CPU: each sampled process's largest counts (its final record's), per month;
+    # the jobs in which a sampled process imported a package (and had it on the CPU).
+    s_totals = q("""SELECT m, count(*), sum(tot), sum(us) FROM
+                    (SELECT m, proc, max(tot) AS tot, max(tot * 1000000 // hz) AS us
+                     FROM t WHERE samp GROUP BY ALL) GROUP BY ALL""")
+    s_pkgs = q("""SELECT m, package, count(*), sum(own), sum(incl), sum(us) FROM
+                  (SELECT m, proc, package, max(own) AS own, max(incl) AS incl,
+                          max(own * 1000000 // hz) AS us
+                   FROM t WHERE samp AND nonstd GROUP BY ALL) GROUP BY ALL""")
+    s_callers = q("""WITH x AS (SELECT m, proc, package, unnest(callers) AS c FROM t
+                                WHERE samp AND nonstd)
+                     SELECT m, package, caller, sum(n) FROM
+                     (SELECT m, proc, package, x.c.package AS caller, max(x.c.samples) AS n FROM x
+                      WHERE x.c.package <> CAST(x.package AS VARCHAR) GROUP BY ALL) GROUP BY ALL""")
+    ex("""CREATE TEMP TABLE ks AS SELECT DISTINCT m, job, package, incl > 0 AS oncpu FROM t
+          WHERE samp AND nonstd AND job IS NOT NULL""")
+    sampled = (s_totals, s_pkgs, s_callers)
     ex("DROP TABLE t")
     months = sorted(m for m, _ in month_rows)
 
@@ -123,8 +145,13 @@ def run(root, threads, top):
     counts = {}
     for kind in bc.KINDS:
         B = BUCKET[kind]
-        c, add = bc.kind_counts(kind, months, month_rows, procs, envs, pkg_envs, cpu)
+        c, add = bc.kind_counts(kind, months, month_rows, procs, envs, pkg_envs, cpu, sampled)
         counts[kind] = c
+        for b, p, n, on in q(f"""SELECT {B} AS m, package, count(DISTINCT job),
+                                        count(DISTINCT job) FILTER (oncpu)
+                                 FROM ks GROUP BY ALL"""):
+            add("s_jobs", b, p, n)
+            add("s_on", b, p, on)
         # This kind's keys: the month keys with months mapped to buckets; every count below
         # is a distinct count over them, so duplicates across months collapse.
         ub = "ku" if kind == "month" else f"(SELECT DISTINCT {B} AS m, package, u, version FROM ku)"

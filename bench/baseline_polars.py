@@ -59,7 +59,7 @@ def run(root, top):
     # The one scan.
     t = (
         pl.scan_parquet(f"{root}/date=*/*.parquet", hive_partitioning=False)
-        .select(bc.COLUMNS + ["cpu_user_us", "cpu_sys_us"])
+        .select(bc.COLUMNS + ["cpu_user_us", "cpu_sys_us"] + SAMPLED)
         .filter(~pl.col("is_staff"))
         .select(
             m=(ts.dt.year().cast(pl.UInt16) * 12 + ts.dt.month().cast(pl.UInt16) - 1),
@@ -81,6 +81,15 @@ def run(root, top):
             numpyish=pl.col("package").is_in(["numpy", "scipy"]),
             nonstd=pl.col("env_kind") != "stdlib",
             cpu=pl.col("cpu_user_us").cast(pl.UInt64) + pl.col("cpu_sys_us").cast(pl.UInt64),
+            samp=((pl.col("cpu_sampling") == "sampled") & (pl.col("cpu_sample_hz") > 0)
+                  & pl.col("cpu_samples_total").is_not_null()
+                  & pl.col("cpu_samples_self").is_not_null()
+                  & pl.col("cpu_samples_inclusive").is_not_null()).fill_null(False),
+            hz=pl.col("cpu_sample_hz").cast(pl.UInt64),
+            tot=pl.col("cpu_samples_total").cast(pl.UInt64),
+            own=pl.col("cpu_samples_self").cast(pl.UInt64),
+            incl=pl.col("cpu_samples_inclusive").cast(pl.UInt64),
+            callers=pl.col("cpu_samples_callers"),
         )
         .collect()
     )
@@ -95,7 +104,27 @@ def run(root, top):
              .filter(pl.col("cpu").is_not_null())
              .group_by("m", "package")
              .agg(pl.len(), pl.col("cpu").sum(), (pl.col("cpu") * 1000 // pl.col("n")).sum().alias("split")))
-    month_rows, procs, envs, pkg_envs, cpu, ku, kj, kn, kb = pl.collect_all([
+    # Sampled CPU: each sampled process's largest counts (its final record's), per month; the
+    # jobs in which a sampled process imported a package (and had it on the CPU).
+    ts_ = t.filter("samp")
+    tsn = ts_.filter("nonstd")
+    per_us = lambda c: (pl.col(c) * 1_000_000 // pl.col("hz")).max()  # noqa: E731
+    s_totals_q = (ts_.group_by("m", "proc").agg(pl.col("tot").max(), us=per_us("tot"))
+                  .group_by("m").agg(pl.len(), pl.col("tot").sum(), pl.col("us").sum()))
+    s_pkgs_q = (tsn.group_by("m", "proc", "package")
+                .agg(pl.col("own").max(), pl.col("incl").max(), us=per_us("own"))
+                .group_by("m", "package")
+                .agg(pl.len(), pl.col("own").sum(), pl.col("incl").sum(), pl.col("us").sum()))
+    s_callers_q = (tsn.select("m", "proc", "package", "callers")
+                   .explode("callers", empty_as_null=True)
+                   .drop_nulls("callers")
+                   .with_columns(caller=pl.col("callers").struct.field("package"),
+                                 n=pl.col("callers").struct.field("samples"))
+                   .filter(pl.col("caller") != pl.col("package").cast(pl.String))
+                   .group_by("m", "proc", "package", "caller").agg(pl.col("n").max())
+                   .group_by("m", "package", "caller").agg(pl.col("n").sum()))
+    ks_q = (tsn.filter(job).select("m", "job", "package", oncpu=pl.col("incl") > 0).unique())
+    month_rows, procs, envs, pkg_envs, cpu, ku, kj, kn, kb, s_totals, s_pkgs, s_callers, ks = pl.collect_all([
         t.group_by("m").len(),
         t.group_by("m", "package").agg(n=nu("proc"), s=pl.col("proc").filter("sig").n_unique()),
         t.filter("nonstd").group_by("m", "env").agg(nu("proc")),
@@ -105,7 +134,9 @@ def run(root, top):
         t.filter(job).select("m", "job", "package", "compute", "binbit").unique(),
         t.filter(job & pl.col("compute")).select("m", "job", "nodes").unique(),
         t.filter(job & pl.col("numpyish")).select("m", "job", "blas").unique(),
+        s_totals_q, s_pkgs_q, s_callers_q, ks_q,
     ])
+    sampled = (list(s_totals.iter_rows()), list(s_pkgs.iter_rows()), list(s_callers.iter_rows()))
     del t
     lap("month-level keys")
     names = {code: name for code, name in ku.select(
@@ -128,7 +159,7 @@ def run(root, top):
         B = BUCKET[kind]
         c, add = bc.kind_counts(
             kind, months, month_rows.iter_rows(), procs.iter_rows(), envs.iter_rows(),
-            pkg_envs.iter_rows(), cpu.iter_rows())
+            pkg_envs.iter_rows(), cpu.iter_rows(), sampled)
         counts[kind] = c
         # This kind's keys: the month keys with months mapped to buckets; every count below
         # is a distinct count over them (n_unique), so duplicates across months collapse.
@@ -141,7 +172,9 @@ def run(root, top):
                 ssm.lazy().with_columns(b_),
                 job_sets(kj_m.lazy().with_columns(b_)).group_by("m", "s").len(),
             ]).group_by("m", "s").agg(pl.col("len").sum())
-        users, vusers, sets, *multi = pl.collect_all([
+        s_jobs, users, vusers, sets, *multi = pl.collect_all([
+            ks.lazy().with_columns(b_).group_by("m", "package").agg(
+                nu("job"), on=pl.col("job").filter("oncpu").n_unique()),
             ub.group_by("m", "package").agg(
                 nu("u"), nv=pl.col("u").filter(pl.col("version").is_not_null()).n_unique()),
             ub.filter(pl.col("version").is_not_null()).group_by("m", "package", "version")
@@ -150,6 +183,9 @@ def run(root, top):
             *job_tables(*(x.lazy().with_columns(b_) for x in (kj_m, kn_m, kb_m))),
         ])
         lap(f"{kind}: rolled up")
+        for b, p, n, on in s_jobs.iter_rows():
+            add("s_jobs", b, p, n)
+            add("s_on", b, p, on)
         for b, p, n, nv in users.iter_rows():
             c["by_user"].setdefault(b, {})[p] = n
             c["versioned_users"].setdefault(b, {})[p] = nv
@@ -180,6 +216,10 @@ def run(root, top):
         lap(f"{kind}: tables")
     return counts
 
+
+# The sampler's columns (record/src/lib.rs).
+SAMPLED = ["cpu_sampling", "cpu_sample_hz", "cpu_samples_total", "cpu_samples_self",
+           "cpu_samples_inclusive", "cpu_samples_callers"]
 
 JOB_TABLES = ("by_job", "job_packages", "package_sizes", "jobs", "job_sizes", "blas",
               "blas_unknown")

@@ -7,6 +7,7 @@ APT_PKGS=(llvm-22-dev libclang-cpp22-dev zlib1g-dev libzstd-dev rsyslog rsyslog-
           openmpi-bin python3-mpi4py python3.11 python3-venv
           util-linux procps    # setpriv, unshare (tests as other users); pkill
           gcc libc6-dev make binutils    # the preload tests: C host programs (one static), make, readelf
+          python3.11-dev python3.11-dbg  # the sampler tests: a C extension for Debian's 3.11; a debug build refused
           chromium)                      # the dashboard test: report.html in a headless browser
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }

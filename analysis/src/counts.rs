@@ -145,6 +145,8 @@ pub struct KindCounts {
     pub package_env_kinds: Vec<u64>,
     /// `[b][package]`: the CPU time of the processes that imported each non-stdlib package.
     pub cpu: CpuCounts,
+    /// The CPU sampler's counts (processes it sampled).
+    pub sampled: SampledCounts,
     /// `[b]`: distinct jobs among job rows.
     pub jobs: Vec<u64>,
     /// `[b][nodes]` (`MAX_NODES` wide): distinct jobs among job rows by node count (fig. 4).
@@ -223,6 +225,101 @@ impl CpuCounts {
     }
 }
 
+/// What the CPU sampler counted in the processes it sampled (`cpu_sampling = sampled`) that
+/// imported a (non-stdlib) package; process-level, each process's largest count per record
+/// field (its final record's; a running snapshot's so far).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SampledSums {
+    /// Sampled processes that imported the package.
+    pub processes: u64,
+    /// Their samples in the package's own code (`cpu_samples_self`).
+    pub own: u64,
+    /// Their samples with the package on the stack (`cpu_samples_inclusive`).
+    pub inclusive: u64,
+    /// The self samples as CPU time, µs: each process's `self × 10⁶ / hz`, rounded down.
+    pub own_us: u64,
+}
+
+impl SampledSums {
+    /// Adds `o`.
+    pub fn add(&mut self, o: SampledSums) {
+        self.processes += o.processes;
+        self.own += o.own;
+        self.inclusive += o.inclusive;
+        self.own_us += o.own_us;
+    }
+}
+
+/// The sampled processes of a month (or bucket): the whole the shares are of.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SampleTotals {
+    /// Sampled processes.
+    pub processes: u64,
+    /// Their samples (`cpu_samples_total`).
+    pub samples: u64,
+    /// Their samples as CPU time, µs (`total × 10⁶ / hz` per process, rounded down).
+    pub us: u64,
+}
+
+impl SampleTotals {
+    /// Adds `o`.
+    pub fn add(&mut self, o: SampleTotals) {
+        self.processes += o.processes;
+        self.samples += o.samples;
+        self.us += o.us;
+    }
+}
+
+/// The sampled CPU of one granularity (the tables `sampled_cpu_by_package`,
+/// `imported_not_on_cpu` and `package_callers`). Both back ends fill it from the same host
+/// code (`state::sampled`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SampledCounts {
+    /// `[b]`: the sampled processes and their samples.
+    pub totals: Vec<SampleTotals>,
+    /// `[b][package]`: processes, self and inclusive samples, self CPU time.
+    pub processes: Vec<u64>,
+    /// See [`SampledSums::own`].
+    pub own: Vec<u64>,
+    /// See [`SampledSums::inclusive`].
+    pub inclusive: Vec<u64>,
+    /// See [`SampledSums::own_us`].
+    pub own_us: Vec<u64>,
+    /// `[b][package]`: distinct jobs in which a sampled process imported the package.
+    pub jobs: Vec<u64>,
+    /// `[b][package]`: distinct jobs in which a sampled process had it on the CPU (inclusive
+    /// samples above 0).
+    pub jobs_on_cpu: Vec<u64>,
+    /// (bucket index, package, caller) → the package's self samples with the caller further
+    /// out on the stack (sparse: a few callers per package).
+    pub callers: std::collections::BTreeMap<(u32, u32, u32), u64>,
+}
+
+impl SampledCounts {
+    /// Zeroed arrays for `buckets` × `packages`.
+    pub fn zeroed(buckets: usize, packages: usize) -> SampledCounts {
+        let z = || vec![0u64; buckets * packages];
+        SampledCounts {
+            totals: vec![SampleTotals::default(); buckets],
+            processes: z(),
+            own: z(),
+            inclusive: z(),
+            own_us: z(),
+            jobs: z(),
+            jobs_on_cpu: z(),
+            callers: Default::default(),
+        }
+    }
+
+    /// Adds `s` at index `at` (`[b][package]`).
+    pub fn add_at(&mut self, at: usize, s: SampledSums) {
+        self.processes[at] += s.processes;
+        self.own[at] += s.own;
+        self.inclusive[at] += s.inclusive;
+        self.own_us[at] += s.own_us;
+    }
+}
+
 /// CPU-hours from µs and from ns — the one place these floats are made, shared by every output.
 pub fn cpu_hours(us: u64) -> f64 {
     us as f64 / 3.6e9
@@ -297,6 +394,7 @@ impl KindCounts {
             env_kinds: z(d.env_kinds),
             package_env_kinds: z(d.packages * d.env_kinds),
             cpu: CpuCounts::zeroed(b * d.packages),
+            sampled: SampledCounts::zeroed(b, d.packages),
             jobs: z(1),
             job_sizes: z(MAX_NODES as usize),
             job_packages: z(d.packages),

@@ -21,7 +21,7 @@ pub struct Cpu {
 #[derive(Default)]
 struct Folded {
     state: State,
-    compact_at: [usize; 3],
+    compact_at: [usize; 4],
 }
 
 /// Takes `v` out for sorting and de-duplication once it has doubled since the last time.
@@ -47,11 +47,12 @@ impl Cpu {
             due(&mut state.u, compact_at[0]),
             due(&mut state.j, compact_at[1]),
             due(&mut state.b, compact_at[2]),
+            due(&mut state.sampled.jobs, compact_at[3]),
         );
         drop(f);
         // Sort outside the lock: a rayon thread waiting inside a parallel sort may steal
         // another partition's `add`, which must be able to take the lock.
-        let (u, j, b) = (sorted(due.0), sorted(due.1), sorted(due.2));
+        let (u, j, b, s) = (sorted(due.0), sorted(due.1), sorted(due.2), sorted(due.3));
         let mut f = self.inner.lock().expect("cpu state");
         if let Some(u) = u {
             f.compact_at[0] = u.len();
@@ -64,6 +65,10 @@ impl Cpu {
         if let Some(b) = b {
             f.compact_at[2] = b.len();
             f.state.b.extend(b);
+        }
+        if let Some(s) = s {
+            f.compact_at[3] = s.len();
+            f.state.sampled.jobs.extend(s);
         }
     }
 

@@ -129,6 +129,9 @@ struct CsvTables {
     packages: Writer,
     pkg_env: Writer,
     cpu: Writer,
+    sampled: Writer,
+    not_on_cpu: Writer,
+    callers: Writer,
 }
 
 /// Creates `dir/name` with the header `granularity, period, header…`, listing it in `files`.
@@ -159,7 +162,16 @@ impl CsvTables {
     fn create(dir: &Path) -> Result<CsvTables, csv::Error> {
         let mut files = Vec::new();
         let mut open = |name: &str, header: &[&str]| open_csv(dir, &mut files, name, header);
-        let periods = open("periods.csv", &["rows", "jobs"])?;
+        let periods = open(
+            "periods.csv",
+            &[
+                "rows",
+                "jobs",
+                "sampled_processes",
+                "samples",
+                "sampled_cpu_hours",
+            ],
+        )?;
         let top = open("top_packages.csv", &["by", "rank", "package", "count"])?;
         let sizes = open("job_sizes.csv", &["nodes", "jobs"])?;
         let pkg_sizes = open(
@@ -188,6 +200,27 @@ impl CsvTables {
             "package_env_kinds.csv",
             &["package", "env_kind", "processes", "of", "share"],
         )?;
+        let sampled = open(
+            "sampled_cpu_by_package.csv",
+            &[
+                "package",
+                "processes",
+                "jobs",
+                "self_samples",
+                "inclusive_samples",
+                "self_share",
+                "inclusive_share",
+                "cpu_hours_self",
+            ],
+        )?;
+        let not_on_cpu = open(
+            "imported_not_on_cpu.csv",
+            &["package", "jobs", "jobs_on_cpu", "share_never_on_cpu"],
+        )?;
+        let callers = open(
+            "package_callers.csv",
+            &["package", "caller", "samples", "of", "share"],
+        )?;
         Ok(CsvTables {
             files,
             periods,
@@ -204,14 +237,23 @@ impl CsvTables {
             packages,
             pkg_env,
             cpu,
+            sampled,
+            not_on_cpu,
+            callers,
         })
     }
 
     /// Every table's rows of one period.
     fn period(&mut self, g: &str, r: &PeriodReport) -> Result<(), csv::Error> {
         let p = |rest| row(g, r, rest);
-        self.periods
-            .write_record(p(vec![r.rows.to_string(), r.correlation.jobs.to_string()]))?;
+        let s = &r.sampled_cpu;
+        self.periods.write_record(p(vec![
+            r.rows.to_string(),
+            r.correlation.jobs.to_string(),
+            s.processes.to_string(),
+            s.samples.to_string(),
+            f(Some(s.cpu_hours)),
+        ]))?;
         for (by, list) in [
             ("user", &r.top_packages_by_user),
             ("job", &r.top_packages_by_job),
@@ -267,6 +309,29 @@ impl CsvTables {
             ];
             self.cpu.write_record(p(rest))?;
         }
+        for c in &r.sampled_cpu_by_package {
+            let rest = vec![
+                c.package.clone(),
+                c.processes.to_string(),
+                c.jobs.to_string(),
+                c.self_samples.to_string(),
+                c.inclusive_samples.to_string(),
+                f(c.self_share),
+                f(c.inclusive_share),
+                f(Some(c.cpu_hours_self)),
+            ];
+            self.sampled.write_record(p(rest))?;
+        }
+        for c in &r.imported_not_on_cpu {
+            let rest = vec![
+                c.package.clone(),
+                c.jobs.to_string(),
+                c.jobs_on_cpu.to_string(),
+                f(c.share_never_on_cpu),
+            ];
+            self.not_on_cpu.write_record(p(rest))?;
+        }
+        keyed_share_rows(&mut self.callers, g, r, &r.package_callers)?;
         Ok(())
     }
 
@@ -305,6 +370,9 @@ impl CsvTables {
             &mut self.packages,
             &mut self.pkg_env,
             &mut self.cpu,
+            &mut self.sampled,
+            &mut self.not_on_cpu,
+            &mut self.callers,
         ] {
             w.flush()?;
         }

@@ -18,6 +18,7 @@ use crate::{
     backend::{Backend, BackendError, GpuError},
     counts::{CpuSums, Dims, KindCounts, PeriodKind},
     model::{node_bin, Chunk, Names, MAX_NODES, NODE_BINS, NO_JOB},
+    state::Sampled,
 };
 
 pub mod compile;
@@ -44,6 +45,9 @@ struct Staging {
     processes: u64,
     /// (month, package) → CPU time: per-process sums, computed on the host as chunks arrive.
     cpu: FxHashMap<(u16, u32), CpuSums>,
+    /// The sampled CPU: per-process sums and job keys, built and counted on the host by the
+    /// CPU back end's code.
+    sampled: Sampled,
 }
 
 /// The GPU back end.
@@ -85,10 +89,12 @@ impl Backend for Gpu {
 
     fn add(&self, c: Chunk) {
         let cpu = crate::state::chunk_cpu(&c);
+        let sampled = Sampled::of(&c);
         let mut s = self.staging.lock().expect("staging");
         for (k, v) in cpu {
             s.cpu.entry(k).or_default().add(v);
         }
+        s.sampled.absorb(sampled);
         let base = s.processes;
         s.processes += c.processes as u64;
         for i in 0..c.len() {
@@ -119,7 +125,7 @@ impl Backend for Gpu {
         kinds: &[PeriodKind],
         top: usize,
     ) -> Result<Vec<(PeriodKind, KindCounts)>, BackendError> {
-        let s = self.staging.into_inner().expect("staging");
+        let mut s = self.staging.into_inner().expect("staging");
         let d = Dims::of(names, 0);
         let packages = names.packages.lock().expect("lock");
         let wide = (d.packages * NODE_BINS as usize)
@@ -143,9 +149,10 @@ impl Backend for Gpu {
             let empty = |&kind| (kind, KindCounts::zeroed(Vec::new(), d));
             return Ok(kinds.iter().map(empty).collect());
         }
+        let sampled = s.sampled.counts(&months, kinds, d.packages);
         let dev = GpuContext::new(&self.ctx, &self.ptx, &s).map_err(GpuError::from)?;
         let mut out = Vec::new();
-        for &kind in kinds {
+        for (&kind, sampled) in kinds.iter().zip(sampled) {
             let (buckets, lut) = kind.layout(&months);
             if buckets.len() > 255 {
                 return Err(GpuError::TooManyPeriods.into());
@@ -161,6 +168,7 @@ impl Backend for Gpu {
                 let b = lut[(m - months[0]) as usize] as usize;
                 k.cpu.add_at(b * d.packages + p as usize, sums);
             }
+            k.sampled = sampled;
             out.push((kind, k));
         }
         Ok(out)

@@ -235,10 +235,79 @@ fn tables(out: &mut String, r: &PeriodReport) {
     for (p, v) in &r.versions {
         share_table(out, &format!("Versions of {p} (users)"), "version", v);
     }
+    sampled_tables(out, r);
     if let Some(a) = &r.accounting {
         accounting_tables(out, a);
     }
     out.push_str("</div>");
+}
+
+/// A table of text cells (escaped here) under `heads`.
+fn text_table(out: &mut String, caption: &str, heads: &[&str], rows: Vec<Vec<String>>) {
+    let _ = write!(out, "<table><caption>{}</caption><tr>", esc(caption));
+    for h in heads {
+        let _ = write!(out, "<th>{}</th>", esc(h));
+    }
+    out.push_str("</tr>");
+    for row in rows {
+        out.push_str("<tr>");
+        for c in row {
+            let _ = write!(out, "<td>{}</td>", esc(&c));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>");
+}
+
+/// The sampled CPU: by package, imported but not on the CPU, and each package's callers.
+fn sampled_tables(out: &mut String, r: &PeriodReport) {
+    let pct = |x: Option<f64>| x.map(|x| format!("{:.1} %", x * 100.0)).unwrap_or_default();
+    if !r.sampled_cpu_by_package.is_empty() {
+        let s = &r.sampled_cpu;
+        let caption = format!(
+            "Sampled CPU by package ({} sampled processes, {} samples)",
+            s.processes, s.samples
+        );
+        let heads = [
+            "package",
+            "processes",
+            "jobs",
+            "self samples",
+            "inclusive samples",
+            "self",
+            "inclusive",
+            "CPU-hours (self)",
+        ];
+        let rows = r.sampled_cpu_by_package.iter().map(|c| {
+            vec![
+                c.package.clone(),
+                c.processes.to_string(),
+                c.jobs.to_string(),
+                c.self_samples.to_string(),
+                c.inclusive_samples.to_string(),
+                pct(c.self_share),
+                pct(c.inclusive_share),
+                format!("{:.1}", c.cpu_hours_self),
+            ]
+        });
+        text_table(out, &caption, &heads, rows.collect());
+    }
+    if !r.imported_not_on_cpu.is_empty() {
+        let rows = r.imported_not_on_cpu.iter().map(|c| {
+            let (jobs, on) = (c.jobs.to_string(), c.jobs_on_cpu.to_string());
+            vec![c.package.clone(), jobs, on, pct(c.share_never_on_cpu)]
+        });
+        text_table(
+            out,
+            "Imported but never on the CPU (jobs with a sampled process)",
+            &["package", "jobs", "on the CPU", "never on the CPU"],
+            rows.collect(),
+        );
+    }
+    for (p, v) in &r.package_callers {
+        let title = format!("Callers of {p} (its self samples)");
+        share_table(out, &title, "caller", v);
+    }
 }
 
 /// `--jobs`: node-hours and outcomes by package and by account.

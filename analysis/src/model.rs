@@ -25,6 +25,9 @@ pub mod flag {
     pub const NON_STDLIB: u8 = 32;
     /// The environment kind is known (not null).
     pub const HAS_ENV: u8 = 64;
+    /// The CPU sampler walked the process's stacks (`cpu_sampling = sampled`, with counts
+    /// and a rate): the row has an entry in [`super::Chunk::samples`].
+    pub const SAMPLED: u8 = 128;
 }
 
 /// No value (job, version, BLAS).
@@ -122,14 +125,57 @@ pub struct Chunk {
     /// The process's CPU time (user + system, µs) as of this record, or [`NO_CPU`]. A running
     /// snapshot holds the time so far; the final record, the whole.
     pub cpu_us: Vec<u64>,
+    /// Index into `samples` of a [`flag::SAMPLED`] row, else [`NONE`].
+    pub sample: Vec<u32>,
+    /// The sampled rows' counts (sparse: rows of unsampled processes have none).
+    pub samples: Vec<RowSamples>,
+    /// `(caller package id, samples)` of the sampled rows, each row's a range of it
+    /// ([`RowSamples::callers`]).
+    pub callers: Vec<(u32, u64)>,
     /// Distinct processes in the chunk.
     pub processes: u32,
+}
+
+/// The CPU sampler's counts of one record (see the record's `cpu_samples_*` fields). A
+/// running snapshot holds the samples so far; the final record, all.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RowSamples {
+    /// The process's samples.
+    pub total: u64,
+    /// Samples in this package's own code.
+    pub own: u64,
+    /// Samples with this package on the stack.
+    pub inclusive: u64,
+    /// The process's samples as CPU time: `total × 10⁶ / hz`, µs, rounded down.
+    pub total_us: u64,
+    /// The self samples as CPU time: `own × 10⁶ / hz`, µs, rounded down.
+    pub own_us: u64,
+    /// The row's callers: `callers[start..end]` of the chunk.
+    pub callers: (u32, u32),
+}
+
+/// Samples as CPU time at `hz` samples per CPU-second: µs, rounded down (saturating).
+pub fn sample_us(samples: u64, hz: u32) -> u64 {
+    (samples as u128 * 1_000_000 / hz.max(1) as u128).min(u64::MAX as u128) as u64
 }
 
 impl Chunk {
     /// Rows.
     pub fn len(&self) -> usize {
         self.package.len()
+    }
+
+    /// The sampler's counts of row `i`, if its process was sampled.
+    pub fn samples_of(&self, i: usize) -> Option<&RowSamples> {
+        match self.sample.get(i) {
+            Some(&s) if s != NONE => self.samples.get(s as usize),
+            _ => None,
+        }
+    }
+
+    /// The callers of a sampled row: `(caller package id, samples)`.
+    pub fn callers_of(&self, s: &RowSamples) -> &[(u32, u64)] {
+        &self.callers[s.callers.0 as usize..s.callers.1 as usize]
     }
 
     /// Whether empty.

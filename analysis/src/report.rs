@@ -52,6 +52,52 @@ pub struct CpuRow {
     pub cpu_hours_split: f64,
 }
 
+/// The processes the CPU sampler walked in a period: the whole that the sampled tables'
+/// shares are of.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SampledTotal {
+    /// Sampled processes (`cpu_sampling = sampled`).
+    pub processes: u64,
+    /// Their samples (`cpu_samples_total`).
+    pub samples: u64,
+    /// Their samples as CPU time (samples / rate).
+    pub cpu_hours: f64,
+}
+
+/// What the CPU sampler counted in a package, over the sampled processes that imported it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SampledCpuRow {
+    /// Package.
+    pub package: String,
+    /// Sampled processes that imported it.
+    pub processes: u64,
+    /// Distinct jobs with such a process.
+    pub jobs: u64,
+    /// Samples in its own code (innermost frame, or a native library it owns).
+    pub self_samples: u64,
+    /// Samples with it anywhere on the stack.
+    pub inclusive_samples: u64,
+    /// `self_samples` / all samples of the period's sampled processes.
+    pub self_share: Option<f64>,
+    /// `inclusive_samples` / all samples of the period's sampled processes.
+    pub inclusive_share: Option<f64>,
+    /// The self samples as CPU time: Σ self / rate, in hours (an estimate: sampling).
+    pub cpu_hours_self: f64,
+}
+
+/// A package imported in jobs and how often it ran at all there.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotOnCpuRow {
+    /// Package.
+    pub package: String,
+    /// Jobs in which a sampled process imported it.
+    pub jobs: u64,
+    /// Of those, jobs in which a sampled process had it on the CPU (an inclusive sample).
+    pub jobs_on_cpu: u64,
+    /// `(jobs - jobs_on_cpu) / jobs`: imported, never seen on the CPU.
+    pub share_never_on_cpu: Option<f64>,
+}
+
 /// Pearson correlations among the top packages.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Correlation {
@@ -106,6 +152,18 @@ pub struct PeriodReport {
     /// CPU-hours by package, the top N by split CPU-hours (non-stdlib packages; processes
     /// whose records carry a CPU time).
     pub cpu_by_package: Vec<CpuRow>,
+    /// The processes the CPU sampler walked (`cpu_sampling = sampled`) and their samples.
+    pub sampled_cpu: SampledTotal,
+    /// Sampled CPU by package, the top N by self samples (non-stdlib packages imported by a
+    /// sampled process).
+    pub sampled_cpu_by_package: Vec<SampledCpuRow>,
+    /// The top N packages by jobs that imported them (in a sampled process), with the jobs
+    /// in which they never ran.
+    pub imported_not_on_cpu: Vec<NotOnCpuRow>,
+    /// For the packages of `sampled_cpu_by_package` with self samples: the other packages
+    /// further out on the stack (the top N), as a share of the package's self samples (each
+    /// process's record lists its 8 largest callers, so shares are lower bounds).
+    pub package_callers: BTreeMap<String, Vec<Share>>,
     /// With `--jobs`: the jobs joined to the scheduler's accounting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounting: Option<AccountingTables>,
@@ -323,6 +381,7 @@ impl Period<'_> {
         let top_by_user = self.top_by(&self.k.by_user);
         let top_by_process = self.top_by(&self.k.by_process);
         let (correlation, correlation_slices) = self.correlations();
+        let sampled_cpu_by_package = self.sampled_cpu_by_package();
         PeriodReport {
             period: self.kind.label(self.k.buckets[self.b]),
             rows: self.k.rows[self.b],
@@ -339,6 +398,10 @@ impl Period<'_> {
             package_counts: self.package_counts(),
             package_env_kinds: self.package_env_kinds(&top_by_process),
             cpu_by_package: self.cpu_by_package(),
+            sampled_cpu: self.sampled_total(),
+            package_callers: self.package_callers(&sampled_cpu_by_package),
+            sampled_cpu_by_package,
+            imported_not_on_cpu: self.imported_not_on_cpu(),
             accounting: self.accounting(),
             top_packages_by_user: top_by_user,
             top_packages_by_process: top_by_process,
@@ -493,6 +556,83 @@ impl Period<'_> {
                 processes: s.processes,
                 cpu_hours: cpu_hours(s.us),
                 cpu_hours_split: cpu_hours_ns(s.split_ns),
+            })
+            .collect()
+    }
+
+    /// The period's sampled processes.
+    fn sampled_total(&self) -> SampledTotal {
+        let t = self.k.sampled.totals[self.b];
+        SampledTotal {
+            processes: t.processes,
+            samples: t.samples,
+            cpu_hours: cpu_hours(t.us),
+        }
+    }
+
+    /// The top packages by self samples.
+    fn sampled_cpu_by_package(&self) -> Vec<SampledCpuRow> {
+        let (np, s) = (self.names.packages.len(), &self.k.sampled);
+        let all = s.totals[self.b].samples;
+        let at = |p: usize| self.b * np + p;
+        let name = |p: usize| &self.names.packages[p];
+        let mut v: Vec<usize> = (0..np).filter(|&p| s.processes[at(p)] > 0).collect();
+        v.sort_by(|&a, &b| {
+            s.own[at(b)]
+                .cmp(&s.own[at(a)])
+                .then_with(|| name(a).cmp(name(b)))
+        });
+        v.truncate(self.top);
+        v.into_iter()
+            .map(|p| SampledCpuRow {
+                package: name(p).clone(),
+                processes: s.processes[at(p)],
+                jobs: s.jobs[at(p)],
+                self_samples: s.own[at(p)],
+                inclusive_samples: s.inclusive[at(p)],
+                self_share: share(s.own[at(p)], all),
+                inclusive_share: share(s.inclusive[at(p)], all),
+                cpu_hours_self: cpu_hours(s.own_us[at(p)]),
+            })
+            .collect()
+    }
+
+    /// The top packages by jobs importing them in a sampled process, and how many of those
+    /// jobs had them on the CPU.
+    fn imported_not_on_cpu(&self) -> Vec<NotOnCpuRow> {
+        let (np, s) = (self.names.packages.len(), &self.k.sampled);
+        let (jobs, on) = (self.row(&s.jobs, np), self.row(&s.jobs_on_cpu, np));
+        let mut v: Vec<Count> = ranked(&self.names.packages, jobs);
+        v.truncate(self.top);
+        v.into_iter()
+            .map(|c| {
+                let p = self.names.package_id(&c.package);
+                NotOnCpuRow {
+                    share_never_on_cpu: share(c.count - on[p], c.count),
+                    package: c.package,
+                    jobs: c.count,
+                    jobs_on_cpu: on[p],
+                }
+            })
+            .collect()
+    }
+
+    /// The callers of each package of `top` with self samples, as shares of those.
+    fn package_callers(&self, top: &[SampledCpuRow]) -> BTreeMap<String, Vec<Share>> {
+        let callers = &self.k.sampled.callers;
+        let b = self.b as u32;
+        top.iter()
+            .filter(|r| r.self_samples > 0)
+            .filter_map(|r| {
+                let p = self.names.package_id(&r.package) as u32;
+                let by: BTreeMap<String, u64> = callers
+                    .range((b, p, 0)..=(b, p, u32::MAX))
+                    .filter(|(_, &n)| n > 0)
+                    .map(|(&(_, _, q), &n)| (self.names.packages[q as usize].clone(), n))
+                    .collect();
+                let mut v = shares(by, Some(r.self_samples));
+                v.truncate(self.top);
+                (!v.is_empty()).then(|| (r.package.clone(), v))
             })
             .collect()
     }

@@ -129,6 +129,16 @@ const COLUMNS: &[&str] = &[
 /// Columns read when a file has them (older datasets do not).
 const OPTIONAL: &[&str] = &[c::CPU_USER_US, c::CPU_SYS_US];
 
+/// The CPU sampler's columns: read when a file has them, used when it has all.
+const SAMPLED: [&str; 6] = [
+    c::CPU_SAMPLING,
+    c::CPU_SAMPLE_HZ,
+    c::CPU_SAMPLES_TOTAL,
+    c::CPU_SAMPLES_SELF,
+    c::CPU_SAMPLES_INCLUSIVE,
+    c::CPU_SAMPLES_CALLERS,
+];
+
 /// Appends the kept rows of one file to `chunk`.
 fn read_file(
     f: &Path,
@@ -188,6 +198,7 @@ fn read_file(
     cols.extend(
         OPTIONAL
             .iter()
+            .chain(&SAMPLED)
             .filter(|c| b.schema().field_with_name(c).is_ok()),
     );
     let mask = ProjectionMask::columns(b.parquet_schema(), cols.iter().copied());
@@ -214,5 +225,7 @@ mod tests {
             pyusage_record::columns::all_known(super::COLUMNS.iter().copied()),
             Ok(())
         );
+        let optional = super::OPTIONAL.iter().chain(&super::SAMPLED).copied();
+        assert_eq!(pyusage_record::columns::all_known(optional), Ok(()));
     }
 }

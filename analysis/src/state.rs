@@ -26,6 +26,9 @@ use crate::{
 };
 
 pub mod file;
+pub mod sampled;
+
+pub use sampled::{SKey, Sampled};
 
 /// (package, user, month, version): sorted, a (package, user) is one run of keys, so every
 /// granularity's distinct users come from one pass (see [`State::counts`]).
@@ -56,6 +59,8 @@ pub struct State {
     pub(crate) package_envs: FxHashMap<(u16, u32, u32), u64>,
     /// (month, package) → the CPU time of the processes that imported it (see [`CpuSums`]).
     pub(crate) cpu: FxHashMap<(u16, u32), CpuSums>,
+    /// What the CPU sampler counted (see [`Sampled`]).
+    pub(crate) sampled: Sampled,
 }
 
 /// Sorts and de-duplicates keys. A stable (merge) sort on purpose: keys arrive as sorted runs,
@@ -112,6 +117,7 @@ impl State {
             env_kinds,
             package_envs,
             cpu,
+            sampled: Sampled::of(c),
         }
     }
 
@@ -141,6 +147,7 @@ impl State {
         for (k, v) in other.cpu {
             self.cpu.entry(k).or_default().add(v);
         }
+        self.sampled.absorb(other.sampled);
         self.u.extend(other.u);
         self.j.extend(other.j);
         self.b.extend(other.b);
@@ -151,6 +158,7 @@ impl State {
         sort_dedup(&mut self.u);
         sort_dedup(&mut self.j);
         sort_dedup(&mut self.b);
+        self.sampled.compact();
     }
 
     /// The counts of each granularity in `kinds`; `top` sizes the pair-count rows.
@@ -171,10 +179,11 @@ impl State {
         let accounts = acct.as_ref().map(|a| a.1);
         let acct = acct.as_ref().map(|a| &a.0);
         self.compact();
-        let s = self;
+        let mut s = self;
         let months: Vec<u16> = s.months.iter().copied().collect();
         // Sizes first: `Dims::of` takes the interner locks that `packages` then holds.
         let base = Dims::of(names, 0);
+        let sampled = s.sampled.counts(&months, kinds, base.packages);
         let periods: Vec<Periods> = kinds
             .iter()
             .map(|&kind| {
@@ -247,6 +256,9 @@ impl State {
         );
         for (k, x) in out.iter_mut().zip(pairs) {
             add(k, &x);
+        }
+        for (k, x) in out.iter_mut().zip(sampled) {
+            k.sampled = x;
         }
         kinds.iter().copied().zip(out).collect()
     }
@@ -754,6 +766,7 @@ mod tests {
             flags: order.iter().map(|&i| flags[i]).collect(),
             cpu_us: order.iter().map(|&i| cpu[i]).collect(),
             processes: 3,
+            ..Chunk::default()
         }
     }
 

@@ -356,6 +356,301 @@ fn hand_computed_tables() {
     assert_eq!(f.header.rows, 2);
 }
 
+/// One record of a sampled process: (host, pid, start, job, package, env kind, running,
+/// sampling status, rate, (total, self, inclusive), callers).
+type Sampled<'a> = (
+    &'a str,
+    i32,
+    i64,
+    Option<&'a str>,
+    &'a str,
+    &'a str,
+    bool,
+    Option<&'a str>,
+    u32,
+    Option<(u64, u64, u64)>,
+    &'a [(&'a str, u64)],
+);
+
+fn sampled_records(spec: &[Sampled<'_>]) -> Vec<Record> {
+    let mut rs = generate(Params {
+        rows: spec.len(),
+        seed: 1,
+        users: 3,
+    });
+    for (i, (r, s)) in rs.iter_mut().zip(spec).enumerate() {
+        (r.host, r.pid, r.process_start) = (s.0.into(), s.1, s.2);
+        r.job_id = s.3.map(str::to_owned);
+        r.package = s.4.into();
+        r.env_kind = s.5.parse().unwrap();
+        r.exit = if s.6 { "running" } else { "exited" }.parse().unwrap();
+        r.is_staff = false;
+        r.cpu_sampling = s.7.map(str::to_owned);
+        r.cpu_sample_hz = s.7.map(|_| s.8);
+        r.cpu_samples_total = s.9.map(|c| c.0);
+        r.cpu_samples_self = s.9.map(|c| c.1);
+        r.cpu_samples_inclusive = s.9.map(|c| c.2);
+        r.cpu_samples_callers =
+            s.10.iter()
+                .map(|&(package, samples)| pyusage_record::CallerSamples {
+                    package: package.into(),
+                    samples,
+                })
+                .collect();
+        r.seq = i as u64 + 1;
+        r.record_id = format!("s-{i}");
+    }
+    rs
+}
+
+#[test]
+fn hand_computed_sampled_tables() {
+    let (jan, feb) = (JAN + DAY, JAN + 33 * DAY);
+    let on = Some("sampled");
+    let spec: Vec<Sampled<'_>> = vec![
+        // P1, job 7, January, 10 Hz, 1,000 samples: numpy under xarray and dask (its running
+        // snapshot had fewer), xarray, the standard library's json, tqdm never on the CPU.
+        (
+            "n1",
+            1,
+            jan,
+            Some("7"),
+            "numpy",
+            "conda",
+            true,
+            on,
+            10,
+            Some((300, 100, 150)),
+            &[("xarray", 90)],
+        ),
+        (
+            "n1",
+            1,
+            jan,
+            Some("7"),
+            "numpy",
+            "conda",
+            false,
+            on,
+            10,
+            Some((1000, 400, 500)),
+            &[("xarray", 300), ("dask", 100)],
+        ),
+        (
+            "n1",
+            1,
+            jan,
+            Some("7"),
+            "xarray",
+            "conda",
+            false,
+            on,
+            10,
+            Some((1000, 50, 400)),
+            &[],
+        ),
+        (
+            "n1",
+            1,
+            jan,
+            Some("7"),
+            "json",
+            "stdlib",
+            false,
+            on,
+            10,
+            Some((1000, 30, 30)),
+            &[],
+        ),
+        (
+            "n1",
+            1,
+            jan,
+            Some("7"),
+            "tqdm",
+            "conda",
+            false,
+            on,
+            10,
+            Some((1000, 0, 0)),
+            &[],
+        ),
+        // P2, job 7 again, February, 20 Hz, 200 samples.
+        (
+            "n2",
+            2,
+            feb,
+            Some("7"),
+            "numpy",
+            "conda",
+            false,
+            on,
+            20,
+            Some((200, 100, 100)),
+            &[("pandas", 50)],
+        ),
+        (
+            "n2",
+            2,
+            feb,
+            Some("7"),
+            "pandas",
+            "conda",
+            false,
+            on,
+            20,
+            Some((200, 20, 70)),
+            &[],
+        ),
+        (
+            "n2",
+            2,
+            feb,
+            Some("7"),
+            "tqdm",
+            "conda",
+            false,
+            on,
+            20,
+            Some((200, 0, 0)),
+            &[],
+        ),
+        // P3 unsupported, P4 not sampled: in none of the tables.
+        (
+            "n3",
+            3,
+            jan,
+            Some("8"),
+            "numpy",
+            "conda",
+            false,
+            Some("unsupported:python-3.7"),
+            10,
+            None,
+            &[],
+        ),
+        (
+            "n4",
+            4,
+            jan,
+            None,
+            "numpy",
+            "conda",
+            false,
+            None,
+            0,
+            None,
+            &[],
+        ),
+        // P5, job 9, January: tqdm imported, 50 samples elsewhere.
+        (
+            "n5",
+            5,
+            jan,
+            Some("9"),
+            "tqdm",
+            "conda",
+            false,
+            on,
+            10,
+            Some((50, 0, 0)),
+            &[],
+        ),
+    ];
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), &sampled_records(&spec)).unwrap();
+    let a = run(
+        d.path(),
+        &[PeriodKind::Month, PeriodKind::Quarter],
+        None,
+        (None, None),
+    );
+    let rows = |r: &PeriodReport| -> Vec<(String, u64, u64, u64, u64)> {
+        r.sampled_cpu_by_package
+            .iter()
+            .map(|c| {
+                let (p, n, j) = (c.package.clone(), c.processes, c.jobs);
+                (p, n, j, c.self_samples, c.inclusive_samples)
+            })
+            .collect()
+    };
+    let idle = |r: &PeriodReport| -> Vec<(String, u64, u64)> {
+        r.imported_not_on_cpu
+            .iter()
+            .map(|c| (c.package.clone(), c.jobs, c.jobs_on_cpu))
+            .collect()
+    };
+    let callers = |r: &PeriodReport, p: &str| -> Vec<(String, u64, u64)> {
+        r.package_callers[p]
+            .iter()
+            .map(|s| (s.key.clone(), s.count, s.of))
+            .collect()
+    };
+    let s = |x: &str| x.to_owned();
+    let (m1, m2) = (&a.periods["month"][0], &a.periods["month"][1]);
+    assert_eq!(
+        (m1.sampled_cpu.processes, m1.sampled_cpu.samples),
+        (2, 1050)
+    );
+    assert_eq!(m1.sampled_cpu.cpu_hours, 105e6 / 3.6e9);
+    assert_eq!(
+        rows(m1),
+        [
+            (s("numpy"), 1, 1, 400, 500),
+            (s("xarray"), 1, 1, 50, 400),
+            (s("tqdm"), 2, 2, 0, 0)
+        ]
+    );
+    let numpy = &m1.sampled_cpu_by_package[0];
+    assert_eq!(numpy.self_share, Some(400.0 / 1050.0));
+    assert_eq!(numpy.inclusive_share, Some(500.0 / 1050.0));
+    assert_eq!(numpy.cpu_hours_self, 40e6 / 3.6e9);
+    assert_eq!(
+        idle(m1),
+        [(s("tqdm"), 2, 0), (s("numpy"), 1, 1), (s("xarray"), 1, 1)]
+    );
+    assert_eq!(m1.imported_not_on_cpu[0].share_never_on_cpu, Some(1.0));
+    assert_eq!(
+        callers(m1, "numpy"),
+        [(s("xarray"), 300, 400), (s("dask"), 100, 400)]
+    );
+    assert_eq!(m1.package_callers.len(), 1, "xarray has no callers");
+    assert_eq!((m2.sampled_cpu.processes, m2.sampled_cpu.samples), (1, 200));
+    assert_eq!(callers(m2, "numpy"), [(s("pandas"), 50, 100)]);
+    // The quarter: job 7 once, though in two months; rates per process (10 and 20 Hz).
+    let q = &a.periods["quarter"][0];
+    assert_eq!((q.sampled_cpu.processes, q.sampled_cpu.samples), (3, 1250));
+    assert_eq!(
+        rows(q),
+        [
+            (s("numpy"), 2, 1, 500, 600),
+            (s("xarray"), 1, 1, 50, 400),
+            (s("pandas"), 1, 1, 20, 70),
+            (s("tqdm"), 3, 2, 0, 0)
+        ]
+    );
+    assert_eq!(q.sampled_cpu_by_package[0].cpu_hours_self, 45e6 / 3.6e9);
+    assert_eq!(q.sampled_cpu_by_package[0].self_share, Some(0.4));
+    assert_eq!(
+        idle(q),
+        [
+            (s("tqdm"), 2, 0),
+            (s("numpy"), 1, 1),
+            (s("pandas"), 1, 1),
+            (s("xarray"), 1, 1)
+        ]
+    );
+    assert_eq!(
+        callers(q, "numpy"),
+        [
+            (s("xarray"), 300, 500),
+            (s("dask"), 100, 500),
+            (s("pandas"), 50, 500)
+        ]
+    );
+    assert_eq!(q.package_callers["numpy"][0].share, Some(0.6));
+}
+
 #[test]
 fn periods_pruning_and_planted_structure() {
     let recs = generate(Params {
@@ -460,13 +755,18 @@ fn periods_pruning_and_planted_structure() {
         "is_staff == false",
         "Tables by all",
         "<option value=\"2026-Q2\">2026-Q2</option>",
+        "Sampled CPU-hours by package (self)",
+        "Sampled CPU by package",
+        "Imported but never on the CPU",
+        "Callers of numpy (its self samples)",
     ] {
         assert!(html.contains(title), "{title}");
     }
-    // Figs. 3–6, a fig. 7 per slice package present (dask, mpi4py, multiprocessing), users per month.
+    // Figs. 3–6, a fig. 7 per slice package present (dask, mpi4py, multiprocessing), users
+    // per month, sampled CPU by package.
     let slices = year.correlation_slices.len();
     assert!(slices >= 2);
-    assert_eq!(html.matches("<svg").count(), 5 + slices);
+    assert_eq!(html.matches("<svg").count(), 6 + slices);
     // The dashboard's data and script inline; nothing fetched.
     assert_eq!(html.matches("<script").count(), 2);
     assert!(!html.contains(" src=") && !html.contains("<link"));

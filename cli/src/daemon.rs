@@ -62,6 +62,9 @@ pub struct Args {
     /// Size of the kernel's ring buffer of events, MiB (a power of two).
     #[arg(long)]
     kernel_ring_mib: Option<u32>,
+    /// CPU samples per CPU-second of Python processes (0: sampling off; default 19).
+    #[arg(long)]
+    sample_hz: Option<u32>,
     /// Listen for the preload library (`libpyusage_preload.so`) on this socket (the library's
     /// default is /run/pyusage/preload.sock).
     #[arg(long)]
@@ -119,6 +122,9 @@ impl Args {
         }
         if let Some(v) = self.kernel_ring_mib {
             c.kernel_ring_mib = v;
+        }
+        if let Some(v) = self.sample_hz {
+            c.sample_hz = v;
         }
         c.preload_socket = self.preload_socket.or(c.preload_socket);
         if self.no_ebpf {

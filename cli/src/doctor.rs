@@ -39,6 +39,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     btf(&mut r);
     tracefs(&mut r, &args);
     bpf(&mut r, &args);
+    sampler(&r, &args);
     cgroups(&mut r, &args);
     Ok(if r.failed {
         println!("pyusage cannot attach on this node: see FAIL above");
@@ -123,6 +124,67 @@ fn bpf(r: &mut Report, args: &Args) {
             format!("{e} (root, or CAP_BPF + CAP_PERFMON, is needed; a lockdown kernel refuses)"),
         ),
     }
+}
+
+/// The CPU sampler (`cpu_samples_*`): attaches to the CPU clock, and reads a real
+/// interpreter's stack the way the daemon does. Only a warning when it cannot: imports are
+/// recorded without it.
+fn sampler(r: &Report, args: &Args) {
+    match pyusage_daemon::loader::check_sampler(&args.tracefs) {
+        Ok(cpus) => r.ok(
+            "CPU sampler",
+            format!("attaches to the software CPU clock of {cpus} CPUs"),
+        ),
+        Err(e) => {
+            return r.warn(
+                "CPU sampler",
+                format!("{e}: records will have no cpu_samples_* (set sample_hz = 0 to say so)"),
+            )
+        }
+    }
+    let python = std::env::var("PYUSAGE_DOCTOR_PYTHON").unwrap_or_else(|_| "python3".into());
+    match walk_one(&python) {
+        Ok(v) => r.ok(
+            "CPU sampler",
+            format!("reads the stacks of `{python}` ({v}): its samples are attributed"),
+        ),
+        Err(e) => r.warn("CPU sampler", format!("`{python}`: {e}")),
+    }
+}
+
+/// Starts `python` sleeping inside a function of a known file and finds that function on its
+/// stack as the daemon would; returns the interpreter's version.
+fn walk_one(python: &str) -> anyhow::Result<String> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("pyusage_doctor_probe.py");
+    std::fs::write(
+        &file,
+        "import sys, time\ndef probe():\n    print('ready', flush=True)\n    time.sleep(30)\nprobe()\n",
+    )?;
+    let mut child = std::process::Command::new(python)
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    let found = (|| {
+        let interp = pyusage_daemon::cpython::Interpreter::inspect(child.id())?;
+        let stacks = interp.walk_threads()?;
+        let files: Vec<String> = stacks
+            .iter()
+            .flat_map(|t| t.frames.iter())
+            .filter_map(|&c| interp.code_filename(c).ok())
+            .collect();
+        anyhow::ensure!(
+            files.iter().any(|f| f.ends_with("pyusage_doctor_probe.py")),
+            "the probe's frame is not on its stack (read {files:?})"
+        );
+        Ok(format!("CPython {}", interp.version))
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    found
 }
 
 /// The cgroup hierarchy and Slurm's cgroups, from which jobs are attributed.

@@ -64,6 +64,8 @@ const TABLE_COLS: &[&str] = &[
     c::ENV_KIND,
     c::CPU_USER_US,
     c::CPU_SYS_US,
+    c::CPU_SAMPLES_SELF,
+    c::CPU_SAMPLES_INCLUSIVE,
 ];
 
 /// One field for the table or CSV. Strings are the users' (job ids, paths, versions, names):
@@ -77,6 +79,12 @@ fn field(r: &Record, v: &serde_json::Value, name: &str) -> Cell {
     match &v[name] {
         serde_json::Value::Null => Cell::Other(String::new()),
         serde_json::Value::String(s) => Cell::Text(terminal_safe(s)),
+        // A list's JSON (`sources`, `cpu_samples_callers`): its strings may be the users'
+        // (callers' package names), and JSON leaves C1 controls and bidi overrides as they
+        // are. It starts with `[`, which no spreadsheet evaluates.
+        v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_)) => {
+            Cell::Other(terminal_safe(&v.to_string()))
+        }
         other => Cell::Other(other.to_string()),
     }
 }
@@ -216,10 +224,27 @@ mod tests {
         r.job_id = Some("7".into());
         r.rank = Some(0);
         (r.cpu_user_us, r.cpu_sys_us) = (Some(1_250_000), Some(3_000));
+        (r.cpu_samples_self, r.cpu_samples_inclusive) = (Some(12), Some(20));
         let v = serde_json::to_value(&r).unwrap();
         for col in TABLE_COLS {
             assert!(!field(&r, &v, col).text().is_empty(), "{col} read as empty");
         }
+    }
+
+    #[test]
+    fn caller_names_in_a_list_cell_are_escaped() {
+        let mut r = Record::example();
+        r.cpu_samples_callers = vec![pyusage_record::CallerSamples {
+            package: "x\u{9b}31m\u{202e}".into(),
+            samples: 3,
+        }];
+        let v = serde_json::to_value(&r).unwrap();
+        let cell = field(&r, &v, c::CPU_SAMPLES_CALLERS).text();
+        assert!(
+            !cell.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{cell}"
+        );
+        assert!(cell.starts_with("[{"), "{cell}");
     }
 
     #[test]

@@ -467,9 +467,15 @@ impl CustomsRow {
             first_path: FIRST_PATH.to_owned(),
             n_files: 0,
             first_seen: ts,
-            // The legacy collector recorded no CPU time.
+            // The legacy collector recorded no CPU time and sampled nothing.
             cpu_user_us: None,
             cpu_sys_us: None,
+            cpu_sampling: None,
+            cpu_sample_hz: None,
+            cpu_samples_total: None,
+            cpu_samples_self: None,
+            cpu_samples_inclusive: None,
+            cpu_samples_callers: Vec::new(),
         }
     }
 

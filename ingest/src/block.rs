@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow_array::{
     types::{ArrowPrimitiveType, Int32Type, TimestampMicrosecondType, UInt32Type, UInt64Type},
-    ArrayRef, BooleanArray, ListArray, PrimitiveArray, RecordBatch, StringArray,
+    ArrayRef, BooleanArray, ListArray, PrimitiveArray, RecordBatch, StringArray, StructArray,
 };
 use arrow_buffer::{BooleanBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{ArrowError, DataType};
@@ -178,6 +178,15 @@ pub struct Block {
     first_seen: Prim<TimestampMicrosecondType>,
     cpu_user_us: Prim<UInt64Type>,
     cpu_sys_us: Prim<UInt64Type>,
+    cpu_sampling: Strs,
+    cpu_sample_hz: Prim<UInt32Type>,
+    cpu_samples_total: Prim<UInt64Type>,
+    cpu_samples_self: Prim<UInt64Type>,
+    cpu_samples_inclusive: Prim<UInt64Type>,
+    /// `cpu_samples_callers`: list offsets over the entries' two columns.
+    callers_offsets: Vec<i32>,
+    caller_package: Strs,
+    caller_samples: Prim<UInt64Type>,
 }
 
 /// Calls `$f!(column)` for every string and primitive column of a [`Block`].
@@ -224,6 +233,11 @@ macro_rules! each_column {
         $f!(b.first_seen);
         $f!(b.cpu_user_us);
         $f!(b.cpu_sys_us);
+        $f!(b.cpu_sampling);
+        $f!(b.cpu_sample_hz);
+        $f!(b.cpu_samples_total);
+        $f!(b.cpu_samples_self);
+        $f!(b.cpu_samples_inclusive);
     }};
 }
 
@@ -288,6 +302,19 @@ impl Block {
         b.first_seen.push(Some(v.first_seen));
         b.cpu_user_us.push(v.cpu_user_us);
         b.cpu_sys_us.push(v.cpu_sys_us);
+        b.cpu_sampling.push(v.cpu_sampling);
+        b.cpu_sample_hz.push(v.cpu_sample_hz);
+        b.cpu_samples_total.push(v.cpu_samples_total);
+        b.cpu_samples_self.push(v.cpu_samples_self);
+        b.cpu_samples_inclusive.push(v.cpu_samples_inclusive);
+        if b.callers_offsets.is_empty() {
+            b.callers_offsets.push(0);
+        }
+        for c in v.cpu_samples_callers.iter() {
+            b.caller_package.push(Some(c.package));
+            b.caller_samples.push(Some(c.samples));
+        }
+        b.callers_offsets.push(b.caller_samples.values.len() as i32);
     }
 
     /// Keeps the first `n` rows.
@@ -305,6 +332,12 @@ impl Block {
             self.sources_offsets.truncate(n + 1);
             let values = self.sources_offsets[n] as usize;
             self.sources.truncate(values);
+        }
+        if n + 1 < self.callers_offsets.len() {
+            self.callers_offsets.truncate(n + 1);
+            let values = self.callers_offsets[n] as usize;
+            self.caller_package.truncate(values);
+            self.caller_samples.truncate(values);
         }
         self.is_compute.truncate(n);
         self.is_staff.truncate(n);
@@ -344,14 +377,9 @@ impl Block {
                 let DataType::List(item) = ty else {
                     return Err(ArrowError::SchemaError(format!("{name} is not a list")));
                 };
-                let offsets = if self.sources_offsets.is_empty() {
-                    OffsetBuffer::new_empty()
-                } else {
-                    OffsetBuffer::new(ScalarBuffer::from(self.sources_offsets.clone()))
-                };
                 Arc::new(ListArray::try_new(
                     item.clone(),
-                    offsets,
+                    list_offsets(&self.sources_offsets),
                     Arc::new(self.sources.array()?),
                     None,
                 )?)
@@ -396,12 +424,48 @@ impl Block {
             c::FIRST_SEEN => time(&self.first_seen),
             c::CPU_USER_US => Arc::new(self.cpu_user_us.array()),
             c::CPU_SYS_US => Arc::new(self.cpu_sys_us.array()),
+            c::CPU_SAMPLING => text(&self.cpu_sampling)?,
+            c::CPU_SAMPLE_HZ => Arc::new(self.cpu_sample_hz.array()),
+            c::CPU_SAMPLES_TOTAL => Arc::new(self.cpu_samples_total.array()),
+            c::CPU_SAMPLES_SELF => Arc::new(self.cpu_samples_self.array()),
+            c::CPU_SAMPLES_INCLUSIVE => Arc::new(self.cpu_samples_inclusive.array()),
+            c::CPU_SAMPLES_CALLERS => {
+                let DataType::List(item) = ty else {
+                    return Err(ArrowError::SchemaError(format!("{name} is not a list")));
+                };
+                let DataType::Struct(fields) = item.data_type() else {
+                    return Err(ArrowError::SchemaError(format!("{name} is not of structs")));
+                };
+                let entries = StructArray::try_new(
+                    fields.clone(),
+                    vec![
+                        Arc::new(self.caller_package.array()?),
+                        Arc::new(self.caller_samples.array()),
+                    ],
+                    None,
+                )?;
+                Arc::new(ListArray::try_new(
+                    item.clone(),
+                    list_offsets(&self.callers_offsets),
+                    Arc::new(entries),
+                    None,
+                )?)
+            }
             other => {
                 return Err(ArrowError::SchemaError(format!(
                     "the record has no column {other}"
                 )))
             }
         })
+    }
+}
+
+/// A list column's offsets (none before the first row).
+fn list_offsets(o: &[i32]) -> OffsetBuffer<i32> {
+    if o.is_empty() {
+        OffsetBuffer::new_empty()
+    } else {
+        OffsetBuffer::new(ScalarBuffer::from(o.to_vec()))
     }
 }
 
@@ -416,6 +480,17 @@ mod tests {
         let mut many = Record::example();
         many.sources = vec![pyusage_record::Source::Preload; 6];
         recs.push(many);
+        // Callers: many, none, a few (a record's: any number).
+        for n in [12, 0, 3] {
+            let mut r = Record::odd_examples()[0].clone();
+            r.cpu_samples_callers = (0..n)
+                .map(|i| pyusage_record::CallerSamples {
+                    package: format!("p{i}"),
+                    samples: i as u64,
+                })
+                .collect();
+            recs.push(r);
+        }
         let mut b = Block::default();
         for r in &recs {
             b.push(&View::of(r));

@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
-use pyusage_record::Record;
+use pyusage_record::{sampling, Record};
 
 use crate::view::View;
 
@@ -163,27 +163,24 @@ fn skip_structured_data(s: &[u8]) -> Result<&[u8], Malformed> {
 /// Parses and validates one line.
 pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Malformed> {
     let json = payload(line)?;
-    // One UTF-8 check of the whole payload, then serde_json reads it as text: checking each
+    // One UTF-8 check of the whole payload, then the payload is read as text: checking each
     // of a record's ~70 strings on its own was a sixth of the time a record took (measured).
     let text = std::str::from_utf8(json).map_err(|u| Malformed::Utf8(u.valid_up_to()))?;
+    // What the reader does not read (a string with an escape, `_truncated`, which it takes for
+    // an unknown field, or a malformed payload) is decoded as a `Record` below, which has the
+    // last word and the error message. The payload is stored as received when it has every
+    // field, so that the WAL's lines are complete records.
+    if let Some((v, true)) = View::parse_all(text) {
+        validate(&v)?;
+        return Ok(Parsed {
+            record: Decoded::View(v),
+            json: std::borrow::Cow::Borrowed(json),
+            truncated: false,
+        });
+    }
     let bad = |e: serde_json::Error| Malformed::Json(e.to_string());
     // `_truncated` is the sender's note, not a field of the record: decoded apart.
     let truncated = contains(&TRUNCATED, json);
-    // The payload is stored as received when it has every field the Parquet schema
-    // requires: `sources` is the one non-null field serde fills in when absent.
-    let complete = !truncated && contains(&SOURCES, json);
-    if complete {
-        // What does not decode here (a string with an escape, or a malformed payload) is
-        // decoded as a `Record` below, which has the last word and the error message.
-        if let Some(v) = View::parse(text) {
-            validate(&v)?;
-            return Ok(Parsed {
-                record: Decoded::View(v),
-                json: std::borrow::Cow::Borrowed(json),
-                truncated,
-            });
-        }
-    }
     let record: Record = if truncated {
         let mut v: serde_json::Value = serde_json::from_str(text).map_err(bad)?;
         if let Some(o) = v.as_object_mut() {
@@ -194,10 +191,12 @@ pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Malformed> {
         serde_json::from_str(text).map_err(bad)?
     };
     validate(&View::of(&record))?;
-    let json = if complete {
-        std::borrow::Cow::Borrowed(json)
-    } else {
+    // Stored as received when it has every field the Parquet schema requires: `sources` and
+    // `cpu_samples_callers` are the non-null fields serde fills in when absent.
+    let json = if truncated || !contains(&SOURCES, json) || !contains(&CALLERS, json) {
         std::borrow::Cow::Owned(serde_json::to_vec(&record).expect("records serialise"))
+    } else {
+        std::borrow::Cow::Borrowed(json)
     };
     Ok(Parsed {
         record: Decoded::Record(Box::new(record)),
@@ -223,12 +222,68 @@ pub fn validate(r: &View) -> Result<(), Malformed> {
     if r.num_nodes == 0 {
         return Err(Malformed::Invalid("num_nodes is 0 (1 outside a job)"));
     }
+    validate_samples(r)
+}
+
+/// The CPU sampler's fields agree with each other: a rate exactly with a sampling status,
+/// counts exactly when sampled, self ≤ inclusive ≤ total, callers only of sampled records,
+/// each another package, at most [`sampling::MAX_CALLERS`], none with more samples than self.
+fn validate_samples(r: &View) -> Result<(), Malformed> {
+    let bad = |why| Err(Malformed::Invalid(why));
+    let counts = [
+        r.cpu_samples_total,
+        r.cpu_samples_self,
+        r.cpu_samples_inclusive,
+    ];
+    match r.cpu_sampling {
+        None if r.cpu_sample_hz.is_some() => return bad("cpu_sample_hz without cpu_sampling"),
+        Some(_) if r.cpu_sample_hz.is_none() => return bad("cpu_sampling without cpu_sample_hz"),
+        Some(s) if !sampling::is_valid(s) => {
+            return bad("cpu_sampling is neither sampled nor unsupported:<reason>")
+        }
+        _ => {}
+    }
+    if r.cpu_sample_hz == Some(0) {
+        return bad("cpu_sample_hz is 0");
+    }
+    if r.cpu_sampling != Some(sampling::SAMPLED) {
+        if counts.iter().any(Option::is_some) {
+            return bad("cpu_samples_* set but cpu_sampling is not sampled");
+        }
+        if !r.cpu_samples_callers.is_empty() {
+            return bad("cpu_samples_callers set but cpu_sampling is not sampled");
+        }
+        return Ok(());
+    }
+    let [Some(total), Some(own), Some(inclusive)] = counts else {
+        return bad("cpu_sampling is sampled but a cpu_samples_* count is null");
+    };
+    if own > inclusive || inclusive > total {
+        return bad("cpu_samples_* not self <= inclusive <= total");
+    }
+    let callers = &r.cpu_samples_callers;
+    if callers.len() > sampling::MAX_CALLERS {
+        return bad("more than 8 cpu_samples_callers");
+    }
+    for (i, c) in callers.iter().enumerate() {
+        if c.package.is_empty() || c.package == r.package {
+            return bad("a cpu_samples_callers package is empty or the record's own");
+        }
+        if c.samples == 0 || c.samples > own {
+            return bad("a cpu_samples_callers count is 0 or more than cpu_samples_self");
+        }
+        if callers.iter().take(i).any(|d| d.package == c.package) {
+            return bad("a cpu_samples_callers package is listed twice");
+        }
+    }
     Ok(())
 }
 
 /// Searchers built once (building one per search was measurable).
 static TRUNCATED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""_truncated""#));
 static SOURCES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""sources""#));
+static CALLERS: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(br#""cpu_samples_callers""#));
 
 fn contains(needle: &Finder, hay: &[u8]) -> bool {
     needle.find(hay).is_some()
@@ -237,6 +292,7 @@ fn contains(needle: &Finder, hay: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pyusage_record::CallerSamples;
 
     fn line(r: &Record) -> Vec<u8> {
         format!(
@@ -315,10 +371,126 @@ mod tests {
         assert!(p.truncated);
         assert_eq!(p.record.to_record(), r);
         assert!(!contains(&TRUNCATED, &p.json));
-        let mut old = serde_json::to_value(&r).unwrap();
-        old.as_object_mut().unwrap().remove("sources");
-        let l = serde_json::to_vec(&old).unwrap();
-        let p = parse(&l).unwrap();
-        assert!(contains(&Finder::new(br#""sources":[]"#), &p.json));
+        for (field, empty) in [
+            ("sources", &br#""sources":[]"#[..]),
+            ("cpu_samples_callers", br#""cpu_samples_callers":[]"#),
+        ] {
+            let mut old = serde_json::to_value(&r).unwrap();
+            old.as_object_mut().unwrap().remove(field);
+            let l = serde_json::to_vec(&old).unwrap();
+            let p = parse(&l).unwrap();
+            assert!(contains(&Finder::new(empty), &p.json), "{field}");
+        }
+    }
+
+    fn sampled() -> Record {
+        let mut r = Record::example();
+        r.package = "numpy".into();
+        r.cpu_sampling = Some("sampled".into());
+        r.cpu_sample_hz = Some(19);
+        r.cpu_samples_total = Some(100);
+        r.cpu_samples_self = Some(40);
+        r.cpu_samples_inclusive = Some(60);
+        r.cpu_samples_callers = vec![
+            CallerSamples {
+                package: "xarray".into(),
+                samples: 30,
+            },
+            CallerSamples {
+                package: "dask".into(),
+                samples: 12,
+            },
+        ];
+        r
+    }
+
+    #[test]
+    fn sample_fields_must_agree() {
+        // Validated as a record, and as a message read by the reader (or by serde: more
+        // than the reader holds), the same.
+        let validate = |r: &Record| {
+            let by_record = validate(&View::of(r));
+            let l = line(r);
+            let by_message = parse(&l).map(|p| assert!(matches!(p.record, Decoded::View(_))));
+            assert_eq!(by_message, by_record, "{r:?}");
+            by_record
+        };
+        validate(&sampled()).unwrap();
+        let mut unsupported = Record::example();
+        unsupported.cpu_sampling = Some("unsupported:python-3.7".into());
+        unsupported.cpu_sample_hz = Some(19);
+        validate(&unsupported).unwrap();
+        validate(&Record::example()).unwrap();
+        type Break = fn(&mut Record);
+        let cases: &[(Break, &str)] = &[
+            (|r| r.cpu_sample_hz = None, "without cpu_sample_hz"),
+            (|r| r.cpu_sample_hz = Some(0), "cpu_sample_hz is 0"),
+            (
+                |r| r.cpu_sampling = Some("sampled-ish".into()),
+                "neither sampled",
+            ),
+            (
+                |r| r.cpu_sampling = Some("unsupported:".into()),
+                "neither sampled",
+            ),
+            (
+                |r| r.cpu_sampling = Some("unsupported:Py 3.7\n".into()),
+                "neither sampled",
+            ),
+            (
+                |r| {
+                    r.cpu_sampling = Some("unsupported:debug-build".into());
+                },
+                "not sampled",
+            ),
+            (
+                |r| {
+                    r.cpu_sampling = None;
+                    r.cpu_sample_hz = None;
+                },
+                "not sampled",
+            ),
+            (
+                |r| {
+                    r.cpu_sampling = None;
+                },
+                "cpu_sample_hz without cpu_sampling",
+            ),
+            (|r| r.cpu_samples_self = None, "count is null"),
+            (|r| r.cpu_samples_self = Some(61), "self <= inclusive"),
+            (
+                |r| r.cpu_samples_inclusive = Some(101),
+                "inclusive <= total",
+            ),
+            (|r| r.cpu_samples_callers[1].package = "numpy".into(), "own"),
+            (
+                |r| r.cpu_samples_callers[1].package = String::new(),
+                "empty",
+            ),
+            (
+                |r| r.cpu_samples_callers[1].package = "xarray".into(),
+                "twice",
+            ),
+            (|r| r.cpu_samples_callers[0].samples = 41, "more than"),
+            (|r| r.cpu_samples_callers[1].samples = 0, "is 0"),
+            (
+                |r| {
+                    let c = r.cpu_samples_callers[1].clone();
+                    r.cpu_samples_callers = (0..9)
+                        .map(|i| CallerSamples {
+                            package: format!("p{i}"),
+                            ..c.clone()
+                        })
+                        .collect();
+                },
+                "more than 8",
+            ),
+        ];
+        for (i, (f, want)) in cases.iter().enumerate() {
+            let mut r = sampled();
+            f(&mut r);
+            let e = validate(&r).unwrap_err().to_string();
+            assert!(e.contains(want), "case {i}: {e:?} lacks {want:?}");
+        }
     }
 }

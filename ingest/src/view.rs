@@ -8,7 +8,9 @@
 //! field, an unknown or repeated one, a value of another type or a malformed payload are left
 //! to [`Record`]'s decoder (`parse`), which has the last word and gives the error message.
 //! What the reader reads, serde reads to the same record (a test checks, case by case).
-use pyusage_record::{columns as c, EnvKind, Exit, JobSource, Micros, Record, Source};
+use pyusage_record::{
+    columns as c, sampling, CallerSamples, EnvKind, Exit, JobSource, Micros, Record, Source,
+};
 
 /// A record whose strings are borrowed (from a payload, or from a [`Record`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +60,12 @@ pub struct View<'a> {
     pub first_seen: Micros,
     pub cpu_user_us: Option<u64>,
     pub cpu_sys_us: Option<u64>,
+    pub cpu_sampling: Option<&'a str>,
+    pub cpu_sample_hz: Option<u32>,
+    pub cpu_samples_total: Option<u64>,
+    pub cpu_samples_self: Option<u64>,
+    pub cpu_samples_inclusive: Option<u64>,
+    pub cpu_samples_callers: Callers<'a>,
 }
 
 impl<'a> View<'a> {
@@ -108,6 +116,12 @@ impl<'a> View<'a> {
             first_seen: r.first_seen,
             cpu_user_us: r.cpu_user_us,
             cpu_sys_us: r.cpu_sys_us,
+            cpu_sampling: r.cpu_sampling.as_deref(),
+            cpu_sample_hz: r.cpu_sample_hz,
+            cpu_samples_total: r.cpu_samples_total,
+            cpu_samples_self: r.cpu_samples_self,
+            cpu_samples_inclusive: r.cpu_samples_inclusive,
+            cpu_samples_callers: Callers::Borrowed(&r.cpu_samples_callers),
         }
     }
 
@@ -160,6 +174,19 @@ impl<'a> View<'a> {
             first_seen: self.first_seen,
             cpu_user_us: self.cpu_user_us,
             cpu_sys_us: self.cpu_sys_us,
+            cpu_sampling: o(self.cpu_sampling),
+            cpu_sample_hz: self.cpu_sample_hz,
+            cpu_samples_total: self.cpu_samples_total,
+            cpu_samples_self: self.cpu_samples_self,
+            cpu_samples_inclusive: self.cpu_samples_inclusive,
+            cpu_samples_callers: self
+                .cpu_samples_callers
+                .iter()
+                .map(|c| CallerSamples {
+                    package: s(c.package),
+                    samples: c.samples,
+                })
+                .collect(),
         }
     }
 }
@@ -190,7 +217,13 @@ const OPTIONAL: u64 = 1 << field(c::SOURCES)
     | 1 << field(c::JOB_SOURCE)
     | 1 << field(c::N_RANKS)
     | 1 << field(c::CPU_USER_US)
-    | 1 << field(c::CPU_SYS_US);
+    | 1 << field(c::CPU_SYS_US)
+    | 1 << field(c::CPU_SAMPLING)
+    | 1 << field(c::CPU_SAMPLE_HZ)
+    | 1 << field(c::CPU_SAMPLES_TOTAL)
+    | 1 << field(c::CPU_SAMPLES_SELF)
+    | 1 << field(c::CPU_SAMPLES_INCLUSIVE)
+    | 1 << field(c::CPU_SAMPLES_CALLERS);
 const ALL_FIELDS: u64 = (1 << c::ALL.len()) - 1;
 
 /// Whether two short byte strings are equal, compared inline (a call to `memcmp` for each of a
@@ -350,6 +383,56 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// `cpu_samples_callers`: up to [`sampling::MAX_CALLERS`] (more are invalid, and left to
+    /// serde and the validation to refuse with its reason).
+    fn callers(&mut self) -> Option<Callers<'a>> {
+        self.eat(b'[')?;
+        let mut all = [Caller::default(); sampling::MAX_CALLERS];
+        let mut n = 0;
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Some(Callers::Inline(0, all));
+        }
+        loop {
+            *all.get_mut(n)? = self.caller()?;
+            n += 1;
+            match self.peek()? {
+                b',' => self.at += 1,
+                b']' => {
+                    self.at += 1;
+                    return Some(Callers::Inline(n as u8, all));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// One caller: `{"package": …, "samples": …}`, both once, in either order.
+    fn caller(&mut self) -> Option<Caller<'a>> {
+        self.eat(b'{')?;
+        let (mut package, mut samples) = (None, None);
+        loop {
+            let k = self.string()?;
+            self.eat(b':')?;
+            match k {
+                "package" if package.is_none() => package = Some(self.string()?),
+                "samples" if samples.is_none() => samples = Some(self.unsigned()?),
+                _ => return None,
+            }
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(Caller {
+                        package: package?,
+                        samples: samples?,
+                    });
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// The next key: the field after `prev` when it is that one (a serialiser's order), else
     /// looked up.
     fn key(&mut self, prev: usize) -> Option<usize> {
@@ -376,6 +459,11 @@ impl<'a> View<'a> {
     /// anything it does not read, which [`Record`]'s decoder then has the last word on; what
     /// it reads, serde reads to the same record (a test checks, case by case).
     pub fn parse(text: &'a str) -> Option<View<'a>> {
+        View::parse_all(text).map(|(v, _)| v)
+    }
+
+    /// [`View::parse`], and whether the payload had every field (none left to its default).
+    pub fn parse_all(text: &'a str) -> Option<(View<'a>, bool)> {
         let mut r = Reader { text, at: 0 };
         let mut v = View {
             record_id: "",
@@ -422,6 +510,12 @@ impl<'a> View<'a> {
             first_seen: 0,
             cpu_user_us: None,
             cpu_sys_us: None,
+            cpu_sampling: None,
+            cpu_sample_hz: None,
+            cpu_samples_total: None,
+            cpu_samples_self: None,
+            cpu_samples_inclusive: None,
+            cpu_samples_callers: Callers::default(),
         };
         const RECORD_ID: usize = field(c::RECORD_ID);
         const SEQ: usize = field(c::SEQ);
@@ -467,6 +561,12 @@ impl<'a> View<'a> {
         const FIRST_SEEN: usize = field(c::FIRST_SEEN);
         const CPU_USER_US: usize = field(c::CPU_USER_US);
         const CPU_SYS_US: usize = field(c::CPU_SYS_US);
+        const CPU_SAMPLING: usize = field(c::CPU_SAMPLING);
+        const CPU_SAMPLE_HZ: usize = field(c::CPU_SAMPLE_HZ);
+        const CPU_SAMPLES_TOTAL: usize = field(c::CPU_SAMPLES_TOTAL);
+        const CPU_SAMPLES_SELF: usize = field(c::CPU_SAMPLES_SELF);
+        const CPU_SAMPLES_INCLUSIVE: usize = field(c::CPU_SAMPLES_INCLUSIVE);
+        const CPU_SAMPLES_CALLERS: usize = field(c::CPU_SAMPLES_CALLERS);
         r.eat(b'{')?;
         let mut seen: u64 = 0;
         let mut prev = usize::MAX;
@@ -524,6 +624,12 @@ impl<'a> View<'a> {
                     FIRST_SEEN => v.first_seen = r.time()?,
                     CPU_USER_US => v.cpu_user_us = r.opt(Reader::unsigned)?,
                     CPU_SYS_US => v.cpu_sys_us = r.opt(Reader::unsigned)?,
+                    CPU_SAMPLING => v.cpu_sampling = r.opt(Reader::string)?,
+                    CPU_SAMPLE_HZ => v.cpu_sample_hz = r.opt(Reader::u32)?,
+                    CPU_SAMPLES_TOTAL => v.cpu_samples_total = r.opt(Reader::unsigned)?,
+                    CPU_SAMPLES_SELF => v.cpu_samples_self = r.opt(Reader::unsigned)?,
+                    CPU_SAMPLES_INCLUSIVE => v.cpu_samples_inclusive = r.opt(Reader::unsigned)?,
+                    CPU_SAMPLES_CALLERS => v.cpu_samples_callers = r.callers()?,
                     _ => return None,
                 }
                 match r.peek()? {
@@ -535,7 +641,7 @@ impl<'a> View<'a> {
         }
         r.at += 1;
         r.ws();
-        (r.at == text.len() && seen | OPTIONAL == ALL_FIELDS).then_some(v)
+        (r.at == text.len() && seen | OPTIONAL == ALL_FIELDS).then_some((v, seen == ALL_FIELDS))
     }
 }
 
@@ -576,6 +682,68 @@ impl Default for Sources<'_> {
     }
 }
 
+/// One entry of `cpu_samples_callers`, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Caller<'a> {
+    /// The calling package.
+    pub package: &'a str,
+    /// Its samples.
+    pub samples: u64,
+}
+
+/// `cpu_samples_callers`: read into an array (no allocation; a valid record has at most
+/// [`sampling::MAX_CALLERS`]), or a record's.
+#[derive(Debug, Clone)]
+pub enum Callers<'a> {
+    /// Read from a payload.
+    Inline(u8, [Caller<'a>; sampling::MAX_CALLERS]),
+    /// A record's (any number: the validation refuses too many).
+    Borrowed(&'a [CallerSamples]),
+}
+
+impl<'a> Callers<'a> {
+    /// How many.
+    pub fn len(&self) -> usize {
+        match self {
+            Callers::Inline(n, _) => *n as usize,
+            Callers::Borrowed(s) => s.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `i`th (`i < len`).
+    pub fn get(&self, i: usize) -> Caller<'a> {
+        match *self {
+            Callers::Inline(_, ref a) => a[i],
+            Callers::Borrowed(s) => Caller {
+                package: &s[i].package,
+                samples: s[i].samples,
+            },
+        }
+    }
+
+    /// In order.
+    pub fn iter(&self) -> impl Iterator<Item = Caller<'a>> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+impl PartialEq for Callers<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.iter().eq(o.iter())
+    }
+}
+
+impl Default for Callers<'_> {
+    fn default() -> Self {
+        Callers::Inline(0, [Caller::default(); sampling::MAX_CALLERS])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,16 +775,29 @@ mod tests {
         let mut many = Record::example();
         many.sources = vec![Source::Atexit; Sources::INLINE + 3];
         all.push(many);
+        // Callers: none, the most a valid record has, more (left to serde), odd values.
+        for n in [0, 1, sampling::MAX_CALLERS, sampling::MAX_CALLERS + 1, 20] {
+            let mut r = Record::odd_examples()[0].clone();
+            r.cpu_samples_callers = (0..n)
+                .map(|i| CallerSamples {
+                    package: format!("p{i}"),
+                    samples: [0, 1, u64::MAX, 1 << 53][i % 4],
+                })
+                .collect();
+            all.push(r);
+        }
         for r in &all {
             assert_eq!(View::of(r).to_record(), *r);
             let j = serde_json::to_string(r).unwrap();
-            assert_eq!(read_alike(&j), !j.contains('\\'), "{j}");
+            let readable =
+                !j.contains('\\') && r.cpu_samples_callers.len() <= sampling::MAX_CALLERS;
+            assert_eq!(read_alike(&j), readable, "{j}");
             let pretty = serde_json::to_string_pretty(r).unwrap();
-            assert_eq!(read_alike(&pretty), !j.contains('\\'), "{pretty}");
-            // Another order (a `Value`'s keys are sorted).
+            assert_eq!(read_alike(&pretty), readable, "{pretty}");
+            // Another order (a `Value`'s keys are sorted, a caller's too).
             let sorted = serde_json::to_value(r).unwrap().to_string();
-            assert_eq!(read_alike(&sorted), !j.contains('\\'), "{sorted}");
-            assert_eq!(read_alike(&format!(" {j}\n")), !j.contains('\\'));
+            assert_eq!(read_alike(&sorted), readable, "{sorted}");
+            assert_eq!(read_alike(&format!(" {j}\n")), readable);
         }
         let base = fields_of(&Record::odd_examples()[0]);
         assert!(read_alike(&object(&base)));
@@ -668,13 +849,45 @@ mod tests {
             "[null]",
             "{\"ebpf\":null}",
             "\"ünï\"",
+            "\"sampled\"",
+            "\"unsupported:python-3.7\"",
+            // Callers.
+            "[{\"package\":\"x\",\"samples\":1}]",
+            "[ { \"samples\" : 0 , \"package\" : \"x\" } , {\"package\":\"y\",\"samples\":2} ]",
+            "[{\"package\":\"x\",\"samples\":18446744073709551615}]",
+            "[{\"package\":\"x\",\"samples\":18446744073709551616}]",
+            "[{\"package\":\"x\",\"samples\":-1}]",
+            "[{\"package\":\"x\",\"samples\":1.0}]",
+            "[{\"package\":\"x\",\"samples\":01}]",
+            "[{\"package\":\"x\",\"samples\":null}]",
+            "[{\"package\":\"x\",\"samples\":\"1\"}]",
+            "[{\"package\":null,\"samples\":1}]",
+            "[{\"package\":\"\",\"samples\":1}]",
+            "[{\"package\":\"ünï\",\"samples\":1}]",
+            "[{\"package\":\"a\\\"b\",\"samples\":1}]",
+            "[{\"package\":\"x\"}]",
+            "[{\"samples\":1}]",
+            "[{\"package\":\"x\",\"samples\":1,\"package\":\"y\"}]",
+            "[{\"package\":\"x\",\"samples\":1,\"samples\":2}]",
+            "[{\"package\":\"x\",\"samples\":1,\"bogus\":1}]",
+            "[{\"package\":\"x\",\"samples\":1,}]",
+            "[{\"package\":\"x\",\"samples\":1},]",
+            "[{\"package\":\"x\" \"samples\":1}]",
+            "[{\"package\":\"x\",\"samples\":1}",
+            "[{\"package\":\"x\",\"samples\":1]",
+            "[{\"pack\\u0061ge\":\"x\",\"samples\":1}]",
+            "[[\"x\",1]]",
+            "[{}]",
+            "{\"package\":\"x\",\"samples\":1}",
         ];
-        let mut read = 0;
+        let (mut read, mut callers_read) = (0, 0);
         for i in 0..base.len() {
             for v in values {
                 let mut f = base.clone();
                 f[i].1 = v.to_string();
-                read += read_alike(&object(&f)) as usize;
+                let hit = read_alike(&object(&f));
+                read += hit as usize;
+                callers_read += (hit && base[i].0 == c::CPU_SAMPLES_CALLERS) as usize;
             }
             // Absent (read only where serde has a default), twice, unknown.
             let mut f = base.clone();
@@ -693,6 +906,8 @@ mod tests {
             assert!(!read_alike(&object(&f)));
         }
         assert!(read > 100, "the reader read {read} of the variants");
+        // `[]`, one, two in another order, the largest count, an empty and a non-ASCII name.
+        assert_eq!(callers_read, 6, "callers variants read");
         let j = object(&base);
         for bad in [
             format!("{j}x"),

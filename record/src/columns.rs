@@ -92,9 +92,21 @@ pub const FIRST_SEEN: &str = "first_seen";
 pub const CPU_USER_US: &str = "cpu_user_us";
 /// `cpu_sys_us`.
 pub const CPU_SYS_US: &str = "cpu_sys_us";
+/// `cpu_sampling`.
+pub const CPU_SAMPLING: &str = "cpu_sampling";
+/// `cpu_sample_hz`.
+pub const CPU_SAMPLE_HZ: &str = "cpu_sample_hz";
+/// `cpu_samples_total`.
+pub const CPU_SAMPLES_TOTAL: &str = "cpu_samples_total";
+/// `cpu_samples_self`.
+pub const CPU_SAMPLES_SELF: &str = "cpu_samples_self";
+/// `cpu_samples_inclusive`.
+pub const CPU_SAMPLES_INCLUSIVE: &str = "cpu_samples_inclusive";
+/// `cpu_samples_callers`.
+pub const CPU_SAMPLES_CALLERS: &str = "cpu_samples_callers";
 
 /// Every column, in schema order.
-pub const ALL: [&str; 44] = [
+pub const ALL: [&str; 50] = [
     RECORD_ID,
     SEQ,
     SOURCE,
@@ -139,6 +151,12 @@ pub const ALL: [&str; 44] = [
     FIRST_SEEN,
     CPU_USER_US,
     CPU_SYS_US,
+    CPU_SAMPLING,
+    CPU_SAMPLE_HZ,
+    CPU_SAMPLES_TOTAL,
+    CPU_SAMPLES_SELF,
+    CPU_SAMPLES_INCLUSIVE,
+    CPU_SAMPLES_CALLERS,
 ];
 
 /// Whether every name in `names` is a column: for the lists other crates keep (which columns

@@ -15,14 +15,14 @@ use std::sync::Arc;
 use crate::{
     arrow_schema,
     atomic::{write_atomic, Durability, PathError},
-    ReadError, Record,
+    caller_struct, ReadError, Record,
 };
 use arrow_array::{
-    builder::{ListBuilder, StringBuilder},
+    builder::{ListBuilder, StringBuilder, StructBuilder, UInt64Builder},
     ArrayRef, BooleanArray, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
     UInt32Array, UInt64Array,
 };
-use arrow_schema::ArrowError;
+use arrow_schema::{ArrowError, DataType, Field};
 use parquet::{
     arrow::{arrow_reader::ParquetRecordBatchReaderBuilder, ArrowWriter},
     basic::{Compression, ZstdLevel},
@@ -103,6 +103,9 @@ fn column(name: &str, rs: &[&Record]) -> Result<ArrayRef, ArrowError> {
     fn u32s(rs: &[&Record], f: impl Fn(&Record) -> Option<u32>) -> ArrayRef {
         Arc::new(rs.iter().map(|r| f(r)).collect::<UInt32Array>())
     }
+    fn u64s(rs: &[&Record], f: impl Fn(&Record) -> Option<u64>) -> ArrayRef {
+        Arc::new(rs.iter().map(|r| f(r)).collect::<UInt64Array>())
+    }
     fn bools(rs: &[&Record], f: impl Fn(&Record) -> bool) -> ArrayRef {
         Arc::new(rs.iter().map(|r| Some(f(r))).collect::<BooleanArray>())
     }
@@ -158,14 +161,47 @@ fn column(name: &str, rs: &[&Record]) -> Result<ArrayRef, ArrowError> {
         c::FIRST_PATH => text(rs, |r| Some(&r.first_path)),
         c::N_FILES => u32s(rs, |r| Some(r.n_files)),
         c::FIRST_SEEN => time(rs, |r| Some(r.first_seen)),
-        c::CPU_USER_US => Arc::new(rs.iter().map(|r| r.cpu_user_us).collect::<UInt64Array>()),
-        c::CPU_SYS_US => Arc::new(rs.iter().map(|r| r.cpu_sys_us).collect::<UInt64Array>()),
+        c::CPU_USER_US => u64s(rs, |r| r.cpu_user_us),
+        c::CPU_SYS_US => u64s(rs, |r| r.cpu_sys_us),
+        c::CPU_SAMPLING => text(rs, |r| r.cpu_sampling.as_deref()),
+        c::CPU_SAMPLE_HZ => u32s(rs, |r| r.cpu_sample_hz),
+        c::CPU_SAMPLES_TOTAL => u64s(rs, |r| r.cpu_samples_total),
+        c::CPU_SAMPLES_SELF => u64s(rs, |r| r.cpu_samples_self),
+        c::CPU_SAMPLES_INCLUSIVE => u64s(rs, |r| r.cpu_samples_inclusive),
+        c::CPU_SAMPLES_CALLERS => callers(rs),
         other => {
             return Err(ArrowError::SchemaError(format!(
                 "the record has no column {other}"
             )))
         }
     })
+}
+
+/// `cpu_samples_callers`: `List<Struct<package, samples>>`, an empty list (not null) for a
+/// record without callers.
+fn callers(rs: &[&Record]) -> ArrayRef {
+    let DataType::Struct(fields) = caller_struct() else {
+        unreachable!("caller_struct is a struct")
+    };
+    let n = rs.iter().map(|r| r.cpu_samples_callers.len()).sum();
+    let mut b = ListBuilder::new(StructBuilder::from_fields(fields, n))
+        .with_field(Arc::new(Field::new("item", caller_struct(), true)));
+    for r in rs {
+        let items = b.values();
+        for c in &r.cpu_samples_callers {
+            items
+                .field_builder::<StringBuilder>(0)
+                .expect("package is Utf8")
+                .append_value(&c.package);
+            items
+                .field_builder::<UInt64Builder>(1)
+                .expect("samples is UInt64")
+                .append_value(c.samples);
+            items.append(true);
+        }
+        b.append(true);
+    }
+    Arc::new(b.finish())
 }
 
 /// UTC date of a µs timestamp.

@@ -205,9 +205,78 @@ pub struct Record {
     /// The process's CPU time in the kernel, µs; as `cpu_user_us`.
     #[serde(default)]
     pub cpu_sys_us: Option<u64>,
+    /// Whether the daemon's CPU sampler walked this process's Python stacks:
+    /// [`sampling::SAMPLED`], or `unsupported:<reason>` ([`sampling::UNSUPPORTED`]: the
+    /// sampler could not read this interpreter, e.g. `unsupported:python-3.7`, and counted
+    /// nothing rather than something wrong). Null when the process was not sampled: sampling
+    /// off, preload-only mode, atexit-hook and imported records, records written before the
+    /// field.
+    #[serde(default)]
+    pub cpu_sampling: Option<String>,
+    /// The node's sampling rate, samples per CPU-second (samples / hz = CPU-seconds); set
+    /// exactly when `cpu_sampling` is.
+    #[serde(default)]
+    pub cpu_sample_hz: Option<u32>,
+    /// The process's samples, all threads (the same in each of its records); null unless
+    /// `cpu_sampling` is `sampled`, as are the other two counts.
+    #[serde(default)]
+    pub cpu_samples_total: Option<u64>,
+    /// Samples whose innermost Python frame was in this package, or whose interrupted
+    /// instruction was in a native library (`.so`) of this package.
+    #[serde(default)]
+    pub cpu_samples_self: Option<u64>,
+    /// Samples with this package anywhere on the stack, counted once per sample.
+    #[serde(default)]
+    pub cpu_samples_inclusive: Option<u64>,
+    /// Of this package's self samples, how many had each other package on the stack further
+    /// out (each counted once per sample): at most [`sampling::MAX_CALLERS`], the largest,
+    /// by samples descending then name. Empty unless `cpu_sampling` is `sampled`.
+    #[serde(default)]
+    pub cpu_samples_callers: Vec<CallerSamples>,
+}
+
+/// One entry of [`Record::cpu_samples_callers`]: a package further out on the stack and the
+/// self samples it was there for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerSamples {
+    /// The calling package (top-level import name).
+    pub package: String,
+    /// Self samples of the record's package with `package` further out on the stack.
+    pub samples: u64,
+}
+
+/// The values of [`Record::cpu_sampling`] and the limits of the sample fields.
+pub mod sampling {
+    /// The sampler walked the process's Python stacks: the sample counts are set.
+    pub const SAMPLED: &str = "sampled";
+    /// Prefix of `unsupported:<reason>`: the sampler could not walk this process's stacks.
+    pub const UNSUPPORTED: &str = "unsupported:";
+    /// At most this many entries in `cpu_samples_callers`.
+    pub const MAX_CALLERS: usize = 8;
+    /// At most this many bytes in the reason of `unsupported:<reason>`.
+    pub const MAX_REASON: usize = 64;
+
+    /// Whether `s` is a value `cpu_sampling` may hold: `sampled`, or `unsupported:` and a
+    /// reason of 1 to [`MAX_REASON`] lower-case ASCII letters, digits, `.`, `-` and `_`.
+    pub fn is_valid(s: &str) -> bool {
+        s == SAMPLED
+            || s.strip_prefix(UNSUPPORTED).is_some_and(|why| {
+                !why.is_empty()
+                    && why.len() <= MAX_REASON
+                    && why.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
+                    })
+            })
+    }
 }
 
 impl Record {
+    /// Whether the CPU sampler walked this process's stacks (the sample counts are set).
+    pub fn is_sampled(&self) -> bool {
+        self.cpu_sampling.as_deref() == Some(sampling::SAMPLED)
+    }
+
     /// The identity readers de-duplicate on: a process (`host`, `pid`, `process_start`) and a
     /// package. A periodic `running` record and the final one share it. Without a pid (pid 0:
     /// imported customs data, whose processes have none) nothing identifies a process: each
@@ -441,7 +510,28 @@ pub fn arrow_schema() -> Arc<Schema> {
         ts(FIRST_SEEN, false),
         Field::new(CPU_USER_US, DataType::UInt64, true),
         Field::new(CPU_SYS_US, DataType::UInt64, true),
+        s(CPU_SAMPLING, true),
+        Field::new(CPU_SAMPLE_HZ, DataType::UInt32, true),
+        Field::new(CPU_SAMPLES_TOTAL, DataType::UInt64, true),
+        Field::new(CPU_SAMPLES_SELF, DataType::UInt64, true),
+        Field::new(CPU_SAMPLES_INCLUSIVE, DataType::UInt64, true),
+        Field::new(
+            CPU_SAMPLES_CALLERS,
+            DataType::List(Arc::new(Field::new("item", caller_struct(), true))),
+            false,
+        ),
     ]))
+}
+
+/// The Arrow type of one [`CallerSamples`]: `Struct<package Utf8, samples UInt64>`.
+pub fn caller_struct() -> DataType {
+    DataType::Struct(
+        vec![
+            Field::new("package", DataType::Utf8, false),
+            Field::new("samples", DataType::UInt64, false),
+        ]
+        .into(),
+    )
 }
 
 #[cfg(any(test, feature = "testing"))]
@@ -495,6 +585,12 @@ impl Record {
             first_seen: 1_764_000_000_223_456,
             cpu_user_us: None,
             cpu_sys_us: None,
+            cpu_sampling: None,
+            cpu_sample_hz: None,
+            cpu_samples_total: None,
+            cpu_samples_self: None,
+            cpu_samples_inclusive: None,
+            cpu_samples_callers: Vec::new(),
         }
     }
 }
@@ -530,6 +626,23 @@ impl Record {
         all_set.seq = u64::MAX;
         all_set.uid = u32::MAX;
         all_set.pid = i32::MIN;
+        all_set.cpu_user_us = Some(u64::MAX);
+        all_set.cpu_sys_us = Some(0);
+        all_set.cpu_sampling = Some(sampling::SAMPLED.into());
+        all_set.cpu_sample_hz = Some(19);
+        all_set.cpu_samples_total = Some(u64::MAX);
+        all_set.cpu_samples_self = Some(0);
+        all_set.cpu_samples_inclusive = Some(1 << 53);
+        all_set.cpu_samples_callers = vec![
+            CallerSamples {
+                package: "xarray".into(),
+                samples: u64::MAX,
+            },
+            CallerSamples {
+                package: "dask".into(),
+                samples: 0,
+            },
+        ];
         let mut nulls = base.clone();
         nulls.sources = vec![];
         nulls.python_version = None;
@@ -550,6 +663,12 @@ impl Record {
         odd_text.exit = Exit::Unknown;
         odd_text.job_source = Some(JobSource::Env);
         odd_text.env_kind = EnvKind::PythonPath;
+        odd_text.cpu_sampling = Some("unsupported:python-3.7".into());
+        odd_text.cpu_sample_hz = Some(u32::MAX);
+        odd_text.cpu_samples_callers = vec![CallerSamples {
+            package: "ünï-\"quoted\"\n\u{1F40D}".into(),
+            samples: 1,
+        }];
         let mut running = base;
         running.exit = Exit::Running;
         running.process_end = None;
@@ -674,6 +793,84 @@ mod tests {
         obj.remove(CPU_SYS_US);
         let back: Record = serde_json::from_value(old).unwrap();
         assert_eq!((back.cpu_user_us, back.cpu_sys_us), (None, None));
+    }
+
+    #[test]
+    fn sampled_cpu_round_trips_and_is_null_in_older_records() {
+        let mut r = sample();
+        r.cpu_sampling = Some(sampling::SAMPLED.into());
+        r.cpu_sample_hz = Some(19);
+        (r.cpu_samples_total, r.cpu_samples_self) = (Some(1900), Some(400));
+        r.cpu_samples_inclusive = Some(950);
+        r.cpu_samples_callers = vec![CallerSamples {
+            package: "xarray".into(),
+            samples: 300,
+        }];
+        assert!(r.is_sampled());
+        let j = serde_json::to_string(&r).unwrap();
+        assert!(
+            j.contains(
+                "\"cpu_sampling\":\"sampled\",\"cpu_sample_hz\":19,\"cpu_samples_total\":1900,\
+                 \"cpu_samples_self\":400,\"cpu_samples_inclusive\":950,\
+                 \"cpu_samples_callers\":[{\"package\":\"xarray\",\"samples\":300}]"
+            ),
+            "{j}"
+        );
+        assert_eq!(serde_json::from_str::<Record>(&j).unwrap(), r);
+        let batch = dataset::to_batch(std::slice::from_ref(&r)).unwrap();
+        let col = batch.column_by_name(CPU_SAMPLES_CALLERS).unwrap();
+        assert_eq!(
+            col.data_type(),
+            &DataType::List(Arc::new(Field::new("item", caller_struct(), true)))
+        );
+        assert_eq!(
+            batch.column_by_name(CPU_SAMPLE_HZ).unwrap().data_type(),
+            &DataType::UInt32
+        );
+        // A record written before the fields reads as not sampled.
+        let mut old = serde_json::to_value(&r).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        for f in [
+            CPU_SAMPLING,
+            CPU_SAMPLE_HZ,
+            CPU_SAMPLES_TOTAL,
+            CPU_SAMPLES_SELF,
+            CPU_SAMPLES_INCLUSIVE,
+            CPU_SAMPLES_CALLERS,
+        ] {
+            obj.remove(f);
+        }
+        let back: Record = serde_json::from_value(old).unwrap();
+        assert_eq!(back, sample());
+        assert!(!back.is_sampled());
+        // A caller with an unknown field is refused, as the record is.
+        let bad = j.replace("\"samples\":300", "\"samples\":300,\"x\":1");
+        assert!(serde_json::from_str::<Record>(&bad).is_err());
+    }
+
+    #[test]
+    fn sampling_values() {
+        for ok in [
+            "sampled",
+            "unsupported:python-3.7",
+            "unsupported:free-threaded",
+            "unsupported:debug-build",
+            "unsupported:read-stalled",
+        ] {
+            assert!(sampling::is_valid(ok), "{ok}");
+        }
+        let long = format!("unsupported:{}", "x".repeat(65));
+        for bad in [
+            "",
+            "Sampled",
+            "unsupported",
+            "unsupported:",
+            "unsupported:Python 3.7",
+            "unsupported:a\n",
+            long.as_str(),
+        ] {
+            assert!(!sampling::is_valid(bad), "{bad:?}");
+        }
     }
 
     #[test]

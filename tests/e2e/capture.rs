@@ -90,7 +90,7 @@ fn venv_numpy_and_yaml_with_distribution_names_and_versions() {
             .arg(report.path()),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("wrote 16 files"), "{stderr}");
+    assert!(stderr.contains("wrote 19 files"), "{stderr}");
     let html = std::fs::read_to_string(report.path().join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("numpy"));
     assert!(

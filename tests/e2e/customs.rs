@@ -226,14 +226,18 @@ fn analyze(dir: &Path) -> Value {
 
 /// Tables the customs view cannot carry: `env_kinds` and `package_env_kinds` (no `env_kind`:
 /// every imported record is `unknown`), `blas_in_numpy_jobs` (no `blas`), `signaled` (no
-/// `exit`: the old hook only ran at a normal exit, so every imported record is `exited`) and
-/// `cpu_by_package` (no CPU time).
+/// `exit`: the old hook only ran at a normal exit, so every imported record is `exited`),
+/// `cpu_by_package` (no CPU time) and the sampled CPU's tables (nothing sampled).
 const NOT_CARRIED: &[&str] = &[
     "env_kinds",
     "package_env_kinds",
     "blas_in_numpy_jobs",
     "signaled",
     "cpu_by_package",
+    "sampled_cpu",
+    "sampled_cpu_by_package",
+    "imported_not_on_cpu",
+    "package_callers",
 ];
 
 #[test]

@@ -378,6 +378,57 @@ fn dashboard_in_a_headless_browser() {
         .collect();
     assert!(!cpu.is_empty());
     assert_eq!(table(&dom, "t-cpu"), cpu);
+    // Sampled CPU by package and what never ran (synth samples most processes).
+    let pct = |v: &Value| {
+        v.as_f64()
+            .map(|x| format!("{:.1} %", x * 100.0))
+            .unwrap_or_default()
+    };
+    let rows = |list: &str, cells: &dyn Fn(&Value) -> Vec<String>| -> Vec<Vec<String>> {
+        march[list].as_array().unwrap().iter().map(cells).collect()
+    };
+    let sampled = rows("sampled_cpu_by_package", &|c| {
+        vec![
+            c["package"].as_str().unwrap().to_owned(),
+            c["processes"].to_string(),
+            c["jobs"].to_string(),
+            c["self_samples"].to_string(),
+            c["inclusive_samples"].to_string(),
+            pct(&c["self_share"]),
+            pct(&c["inclusive_share"]),
+            format!("{:.1}", c["cpu_hours_self"].as_f64().unwrap()),
+        ]
+    });
+    assert!(!sampled.is_empty());
+    assert_eq!(table(&dom, "t-sampled"), sampled);
+    let idle = rows("imported_not_on_cpu", &|c| {
+        vec![
+            c["package"].as_str().unwrap().to_owned(),
+            c["jobs"].to_string(),
+            c["jobs_on_cpu"].to_string(),
+            pct(&c["share_never_on_cpu"]),
+        ]
+    });
+    assert!(!idle.is_empty());
+    assert_eq!(table(&dom, "t-not-on-cpu"), idle);
+    // numpy's callers: the first package by name with callers.
+    let callers = march["package_callers"].as_object().unwrap();
+    let (first, list) = callers.iter().next().unwrap();
+    let want: Vec<Vec<String>> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            vec![
+                x["key"].as_str().unwrap().to_owned(),
+                x["count"].to_string(),
+                x["of"].to_string(),
+                pct(&x["share"]),
+            ]
+        })
+        .collect();
+    assert!(!want.is_empty(), "callers of {first}");
+    assert_eq!(table(&dom, "t-callers-0"), want);
     check_panel(&dom, &report, march, "numpy");
     // Highlighted in the users per month: March only.
     let months = element(&dom, "p-months", "</table>").unwrap();

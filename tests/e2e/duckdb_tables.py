@@ -6,7 +6,9 @@ Parquet dataset (a test helper and a benchmark baseline; not a runtime dependenc
 
 Definitions follow docs/analysis.md: rows with is_staff = false; job-based tables also need
 is_compute and a job; processes are (host, pid, process_start); users are username, else
-"uid:<n>"; node bins are named by their largest node count (2^k).
+"uid:<n>"; node bins are named by their largest node count (2^k). Sampled CPU: rows of
+processes with cpu_sampling = 'sampled' (and a rate and counts), each process's largest count
+per package, non-stdlib packages.
 """
 import json
 import math
@@ -32,8 +34,20 @@ def connect(root, threads=None):
     cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
     # Datasets older than the CPU-time columns: unknown CPU time.
     cpu = "cpu_user_us + cpu_sys_us" if {"cpu_user_us", "cpu_sys_us"} <= cols else "CAST(NULL AS BIGINT)"
+    # Older than the sampler's columns: nothing sampled.
+    if {"cpu_sampling", "cpu_sample_hz", "cpu_samples_total", "cpu_samples_self",
+            "cpu_samples_inclusive", "cpu_samples_callers"} <= cols:
+        samples = """cpu_sampling = 'sampled' AND cpu_sample_hz > 0 AND cpu_samples_total IS NOT NULL
+                     AND cpu_samples_self IS NOT NULL AND cpu_samples_inclusive IS NOT NULL AS samp,
+                     cpu_sample_hz AS hz, cpu_samples_total AS tot, cpu_samples_self AS own,
+                     cpu_samples_inclusive AS incl, cpu_samples_callers AS callers"""
+    else:
+        samples = """false AS samp, CAST(NULL AS UINTEGER) AS hz, CAST(NULL AS UBIGINT) AS tot,
+                     CAST(NULL AS UBIGINT) AS own, CAST(NULL AS UBIGINT) AS incl,
+                     CAST([] AS STRUCT(package VARCHAR, samples UBIGINT)[]) AS callers"""
     con.execute(
         f"""CREATE VIEW t AS SELECT package, version, env_kind, blas, exit, job_id, num_nodes, {cpu} AS cpu,
+              {samples},
               is_compute, coalesce(username, 'uid:' || CAST(uid AS VARCHAR)) AS u,
               (host, pid, process_start) AS proc,
               make_timestamp(epoch_us(process_start)) AS ts
@@ -74,6 +88,21 @@ def tables(con, kind):
                    FROM k JOIN p USING (p, proc) JOIN n USING (p, proc)
                    WHERE p.cpu IS NOT NULL GROUP BY ALL""",
         "pkg_env": f"SELECT {P}, package, env_kind, count(DISTINCT proc) FROM t WHERE env_kind IS NOT NULL GROUP BY ALL",
+        # Sampled CPU: each sampled process's largest counts (its final record's).
+        "s_total": f"""WITH p AS (SELECT {P} AS p, proc, max(tot) AS tot, max(tot * 1000000 // hz) AS us
+                                 FROM t WHERE samp GROUP BY ALL)
+                       SELECT p, count(*), sum(tot), sum(us) FROM p GROUP BY ALL""",
+        "s_pkg": f"""WITH x AS (SELECT {P} AS p, proc, package, max(own) AS own, max(incl) AS incl,
+                                      max(own * 1000000 // hz) AS us
+                               FROM t WHERE samp AND env_kind <> 'stdlib' GROUP BY ALL)
+                     SELECT p, package, count(*), sum(own), sum(incl), sum(us) FROM x GROUP BY ALL""",
+        "s_jobs": f"""SELECT {P}, package, count(DISTINCT job_id), count(DISTINCT job_id) FILTER (WHERE incl > 0)
+                      FROM t WHERE samp AND env_kind <> 'stdlib' AND job_id IS NOT NULL GROUP BY ALL""",
+        "s_callers": f"""WITH x AS (SELECT {P} AS p, proc, package, unnest(callers) AS c FROM t
+                                    WHERE samp AND env_kind <> 'stdlib'),
+                              m AS (SELECT p, proc, package, x.c.package AS caller, max(x.c.samples) AS n
+                                    FROM x WHERE x.c.package <> x.package GROUP BY ALL)
+                         SELECT p, package, caller, sum(n) FROM m GROUP BY ALL""",
         "signaled": f"""SELECT {P}, package, count(DISTINCT proc) FILTER (WHERE exit = 'signaled'),
                        count(DISTINCT proc) FROM t GROUP BY ALL""",
     }
@@ -129,6 +158,10 @@ def check(root, report_path):
         sig = by_period(t["signaled"], 1)
         pkg_env = by_period(t["pkg_env"], 2)
         cpu = by_period(t["cpu"], 1)
+        s_total = {r[0]: r[1:] for r in t["s_total"]}
+        s_pkg = by_period(t["s_pkg"], 1)
+        s_jobs = by_period(t["s_jobs"], 1)
+        s_callers = by_period(t["s_callers"], 2)
         for r in reports:
             p = r["period"]
             w = f"{kind} {p}"
@@ -181,6 +214,32 @@ def check(root, report_path):
                  [(k, n, us / 3.6e9, ns / 3.6e12) for k, (n, us, ns) in cp])
             for pkg, per in r["monthly_users"].items():
                 same(f"{w} monthly {pkg}", per, {m: months[m].get(pkg, 0) for m in per})
+            # Sampled CPU.
+            n_s, all_s, us_s = s_total.get(p, (0, 0, 0))
+            same(f"{w} sampled cpu", r["sampled_cpu"],
+                 {"processes": n_s, "samples": all_s or 0, "cpu_hours": (us_s or 0) / 3.6e9})
+            sp, sj = s_pkg.get(p, {}), s_jobs.get(p, {})
+            share_of = lambda part, whole: part / whole if whole else None  # noqa: E731
+            rows_s = sorted(sp.items(), key=lambda kv: (-kv[1][1], kv[0]))[:top]
+            same(f"{w} sampled cpu by package",
+                 [(x["package"], x["processes"], x["jobs"], x["self_samples"], x["inclusive_samples"],
+                   x["self_share"], x["inclusive_share"], x["cpu_hours_self"]) for x in r["sampled_cpu_by_package"]],
+                 [(k, n, sj.get(k, (0, 0))[0], own, incl, share_of(own, all_s), share_of(incl, all_s), us / 3.6e9)
+                  for k, (n, own, incl, us) in rows_s])
+            idle = sorted(sj.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top]
+            same(f"{w} imported not on cpu",
+                 [(x["package"], x["jobs"], x["jobs_on_cpu"], x["share_never_on_cpu"]) for x in r["imported_not_on_cpu"]],
+                 [(k, j, on, share_of(j - on, j)) for k, (j, on) in idle])
+            sc = s_callers.get(p, {})
+            theirs = {}
+            for k, (n, own, incl, us) in rows_s:
+                cs = sorted(((c, m) for (pk2, c), m in sc.items() if pk2 == k and m > 0),
+                            key=lambda x: (-x[1], x[0]))[:top]
+                if own > 0 and cs:
+                    theirs[k] = [(c, m, own, share_of(m, own)) for c, m in cs]
+            same(f"{w} package callers",
+                 {k: [(x["key"], x["count"], x["of"], x["share"]) for x in v] for k, v in r["package_callers"].items()},
+                 theirs)
     if failures:
         print("\n".join(failures[:20]))
         print(f"{len(failures)} mismatches")

@@ -5,9 +5,10 @@
 //!
 //! A real daemon running as `pyusage` sends its records of a real Python run to the relay's
 //! socket; the relay forwards over RELP to a central rsyslog running `pyusage ingest`. Then
-//! schema-valid copies of a real record (another package, user and record_id) are sent by
-//! `nobody` and by root through the same socket, by `nobody` over the relay's TCP port on
-//! 127.0.0.1, and by `nobody` with hand-made SCM_CREDENTIALS claiming the daemon's uid or pid.
+//! schema-valid copies of a real record (another package, user and record_id) are sent, whole
+//! (`logger --size`: its 1 KiB default cuts a record), by `nobody` and by root through the same
+//! socket, by `nobody` over the relay's TCP port on 127.0.0.1, and by `nobody` with hand-made
+//! SCM_CREDENTIALS claiming the daemon's uid or pid.
 //! The central dataset must hold the daemon's records exactly once and none of the forgeries;
 //! the forgery log must name each socket sender's uid and pid. A control copy sent as the
 //! daemon's uid does reach the dataset: the forgeries were well-formed, only the sender check
@@ -24,12 +25,19 @@ fn id(flag: &str, name: &str) -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
+/// `logger`'s largest message: the relay's `maxMessageSize` (64k). Its default, 1 KiB, cuts a
+/// longer message at 1,024 bytes without a word, and a record is about that long (its paths
+/// hold the checkout's, its pids and CPU times grow over a run): a cut copy is no longer a
+/// record, and the collector quarantines it instead of storing it.
+const LOGGER_SIZE: &str = "65536";
+
 /// `logger` sending one RFC 5424 message (no structured data, as the daemon's) with the
-/// daemon's APP-NAME and MSGID to the unix socket `sock`.
+/// daemon's APP-NAME and MSGID to the unix socket `sock`, whole.
 fn logger_unix(mut c: Command, sock: &Path, procid: u32, payload: &str) -> Command {
     c.arg("logger")
         .arg("-u")
         .arg(sock)
+        .args(["--size", LOGGER_SIZE])
         .args(["--rfc5424=notq", "-t", "pyusage", "--msgid", "IMPORT"])
         .arg(format!("--id={procid}"))
         .arg(payload);
@@ -57,7 +65,6 @@ fn forge(real: &Value, package: &str, user: &str, n: u64) -> (String, String) {
 }
 
 #[test]
-#[ignore = "passes alone (run with --ignored); in the full suite the control record sent as the daemon's uid never reaches the collector: being investigated"]
 fn forged_records_from_local_users_never_reach_the_central_dataset() {
     let (uid, gid) = (id("-u", "pyusage"), id("-g", "pyusage"));
     let tmp = shared_tempdir();
@@ -133,6 +140,7 @@ fn forged_records_from_local_users_never_reach_the_central_dataset() {
         as_nobody("logger")
             .args(["-n", "127.0.0.1", "-T", "-P"])
             .arg(chain.relay.port.to_string())
+            .args(["--size", LOGGER_SIZE])
             .args(["--rfc5424=notq", "-t", "pyusage", "--msgid", "IMPORT"])
             .arg(&tcp_rec),
     );
@@ -193,16 +201,18 @@ print(" ".join(said))
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let line = |id: &str| -> &str {
+    // Each logged once, with its sender, and whole: the relay judged the complete record.
+    let line = |id: &str, rec: &str| -> &str {
         let mut l = forged.lines().filter(|l| l.contains(id));
         let one = l
             .next()
             .unwrap_or_else(|| panic!("{id} not in the forgery log:\n{forged}"));
         assert!(l.next().is_none(), "{id} logged twice:\n{forged}");
         assert!(one.starts_with("pyusage-forged "), "{one}");
+        assert!(one.ends_with(&format!(" msg={rec}")), "not whole: {one}");
         one
     };
-    let l = line(&nobody_id);
+    let l = line(&nobody_id, &nobody_rec);
     assert!(
         l.contains(" uid=65534 ") && l.contains(&format!(" pid={nobody_pid} ")),
         "nobody's kernel-verified uid and pid: {l}"
@@ -210,12 +220,12 @@ print(" ".join(said))
     assert!(l.contains("input=imuxsock"), "{l}");
     // Root set the credentials' pid to the daemon's: rsyslog then reports the daemon's pid
     // and executable (read from /proc by that pid). Only the uid is worth filtering on.
-    let l = line(&root_id);
+    let l = line(&root_id, &root_rec);
     assert!(
         l.contains(" uid=0 ") && l.contains(&format!(" pid={daemon_pid} ")),
         "{l}"
     );
-    let l = line(&tcp_id);
+    let l = line(&tcp_id, &tcp_rec);
     assert!(
         l.contains("uid= gid= pid= exe= input=imtcp from=127.0.0.1"),
         "no credentials over TCP: {l}"
@@ -271,4 +281,8 @@ print(" ".join(said))
     assert!(foreign.is_empty(), "not the daemon's: {foreign:?}");
     let missing: Vec<_> = delivered.iter().filter(|k| !got.contains(*k)).collect();
     assert!(missing.is_empty(), "delivered, not central: {missing:?}");
+    // Nothing else reached the collector: a forged copy let through but cut or mangled on its
+    // way would be quarantined there, not stored, and go unseen above.
+    let q = std::fs::read_to_string(dataset.join("_quarantine.jsonl")).unwrap_or_default();
+    assert!(q.is_empty(), "quarantined centrally:\n{q}");
 }

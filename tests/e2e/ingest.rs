@@ -188,11 +188,11 @@ fn ingest_children(parent: u32) -> Vec<i32> {
     out
 }
 
-/// One chain at a time. The kill test stops its collector and starts it again on the same
-/// port; a chain started meanwhile by another test can be given that port by [`free_port`]
-/// (the port is free while the collector is down), and the relays' RELP sessions then reach
-/// the other test's collector — the forgery test's control record went missing that way in
-/// a full run.
+/// One chain at a time. The kill test stops its relay and its collector and starts them
+/// again on the same ports; a chain started meanwhile by another test could be given such a
+/// port by [`free_port`] (it is free while that rsyslog is down), and RELP sessions would
+/// then reach the wrong collector. (The forgery test's lost control record, once blamed on
+/// this, was `logger` cutting it at 1 KiB: see forgery.rs.)
 static CHAINS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The central chain: relay and collector, and the dataset.
@@ -305,6 +305,23 @@ impl Chain {
     pub(crate) fn ingest_log(&self) -> String {
         std::fs::read_to_string(self.central.dir.parent().unwrap().join("ingest.log"))
             .unwrap_or_default()
+    }
+
+    /// What a failed wait shows: ingest's log, the last lines of the central quarantine (a
+    /// message that arrived but is not a record, e.g. truncated on its way), and both
+    /// rsyslogs' logs.
+    fn diagnostics(&self) -> String {
+        let q = std::fs::read_to_string(self.dataset.join("_quarantine.jsonl")).unwrap_or_default();
+        let lines: Vec<&str> = q.lines().collect();
+        let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+        format!(
+            "ingest log:\n{}\ncentral quarantine ({} lines, the last ones):\n{tail}\n\
+             central rsyslog:\n{}\nrelay rsyslog:\n{}",
+            self.ingest_log(),
+            lines.len(),
+            self.central.log(),
+            self.relay.log()
+        )
     }
 
     /// SIGKILLs the running ingest (waiting for one to exist); returns its pid.
@@ -437,12 +454,9 @@ pub(crate) fn wait_central(
         }
         assert!(
             Instant::now() < deadline,
-            "{missing} of {} records not in the central dataset after {secs} s\ningest log:\n{}\n\
-             central rsyslog:\n{}\nrelay rsyslog:\n{}",
+            "{missing} of {} records not in the central dataset after {secs} s\n{}",
             want.len(),
-            chain.ingest_log(),
-            chain.central.log(),
-            chain.relay.log()
+            chain.diagnostics()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -454,11 +468,8 @@ fn wait_growth(chain: &Chain, hosts: &[&str], n: usize) {
     while central_counts(&chain.dataset, hosts).len() < n {
         assert!(
             Instant::now() < deadline,
-            "central dataset stuck below {n} records\ningest log:\n{}\ncentral rsyslog:\n{}\n\
-             relay rsyslog:\n{}",
-            chain.ingest_log(),
-            chain.central.log(),
-            chain.relay.log()
+            "central dataset stuck below {n} records\n{}",
+            chain.diagnostics()
         );
         std::thread::sleep(Duration::from_millis(300));
     }

@@ -14,6 +14,7 @@ mod fidelity;
 mod forgery;
 mod ingest;
 mod preload;
+mod sampling;
 mod security;
 mod slurm;
 mod util;

@@ -342,8 +342,9 @@ fn one_users_floods_do_not_blind_the_kernel_side_for_another() {
     assert_eq!(c["stash_full"], 0, "{c}");
 }
 
-/// `pyusage doctor` passes on this node (listing each program the verifier accepted) and
-/// fails, saying what is missing, without tracefs.
+/// `pyusage doctor` passes on this node (listing each program the verifier accepted, and the
+/// CPU sampler attaching and reading a real interpreter's stack — Debian's, then an
+/// unsupported 3.7 said so) and fails, saying what is missing, without tracefs.
 #[test]
 fn doctor_checks_the_node_and_says_what_is_missing() {
     let out = std::process::Command::new(bin())
@@ -356,6 +357,7 @@ fn doctor_checks_the_node_and_says_what_is_missing() {
         "sched_process_exec",
         "sys_exit_openat",
         "sched_process_fork",
+        "cpu_sample",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with("ok    verifier ")
@@ -364,6 +366,33 @@ fn doctor_checks_the_node_and_says_what_is_missing() {
             "{text}"
         );
     }
+    assert!(
+        text.contains("ok    CPU sampler: attaches to the software CPU clock"),
+        "{text}"
+    );
+    let doctor_with = |python: &str| {
+        let out = std::process::Command::new(bin())
+            .arg("doctor")
+            .env("PYUSAGE_DOCTOR_PYTHON", python)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = doctor_with(DEBIAN_PYTHON);
+    assert!(
+        text.contains("ok    CPU sampler: reads the stacks of `/usr/bin/python3.11` (CPython 3.11"),
+        "{text}"
+    );
+    let old = format!(
+        "{}/.pyenv/versions/3.7.16/bin/python3.7",
+        std::env::var("HOME").unwrap()
+    );
+    let text = doctor_with(&old);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("warn  CPU sampler:") && l.contains("before 3.8")),
+        "{text}"
+    );
     let out = std::process::Command::new(bin())
         .args(["doctor", "--tracefs", "/nonexistent"])
         .output()

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod preload;
+pub mod sampling;
 #[cfg(feature = "user")]
 pub mod user;
 
@@ -46,6 +47,9 @@ pub enum EventKind {
     /// the dynamic loader maps an extension module, and what a plain read never does
     /// ([`MapExecEvent`]).
     MapExec = 7,
+    /// The CPU clock interrupted a thread of a sampled Python process
+    /// ([`sampling::SampleEvent`]).
+    Sample = 8,
 }
 
 /// Common prefix of every event.
@@ -429,6 +433,10 @@ pub struct Config {
     pub mount_mountpoint: u32,
     /// `vfsmount.mnt_root`.
     pub vfsmount_root: u32,
+    /// `task_struct.thread.fsbase` (the user thread pointer: `pthread_self()` on x86-64), or 0
+    /// when this kernel's BTF lacks it (then no thread state can be matched: samples carry
+    /// only the instruction address).
+    pub task_fsbase: u32,
 }
 
 /// Size checks: the kernel writes and user space reads these exact layouts.

@@ -5,6 +5,7 @@ extern crate std;
 use std::{fmt, vec::Vec};
 
 use crate::{
+    sampling::{PyProc, SampleEvent, FRAMES_MAX, SAMPLE_FRAMES_OFF},
     Config, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, MapExecEvent, OpenEvent, ProcState,
     ARGS_MAX, ENV_MAX, EXEC_ARGS_OFF, EXEC_ENV_OFF, EXEC_FILENAME_OFF, OPEN_PATH_OFF, PATH_MAX,
 };
@@ -13,6 +14,8 @@ use crate::{
 unsafe impl aya::Pod for Config {}
 // SAFETY: as above.
 unsafe impl aya::Pod for ProcState {}
+// SAFETY: as above (its size is checked to have no padding in `sampling`).
+unsafe impl aya::Pod for PyProc {}
 
 impl TryFrom<u32> for EventKind {
     type Error = DecodeError;
@@ -25,6 +28,7 @@ impl TryFrom<u32> for EventKind {
             5 => EventKind::Open,
             6 => EventKind::Promote,
             7 => EventKind::MapExec,
+            8 => EventKind::Sample,
             other => return Err(DecodeError::UnknownKind(other)),
         })
     }
@@ -106,6 +110,8 @@ pub enum Event {
         /// Boot-clock ns.
         ktime_ns: u64,
     },
+    /// The CPU clock interrupted a thread of a sampled process.
+    Sample(SampleInfo),
 }
 
 /// A process's CPU time at its exit, raw from the kernel (see [`ExitEvent`]).
@@ -182,6 +188,23 @@ impl OpenInfo {
 
 fn components(leaf_first: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
     leaf_first.split(|&b| b == 0).filter(|c| !c.is_empty())
+}
+
+/// One CPU sample of a Python process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleInfo {
+    /// Process.
+    pub tgid: u32,
+    /// Thread.
+    pub tid: u32,
+    /// Boot-clock ns.
+    pub ktime_ns: u64,
+    /// The interrupted user instruction address, 0 when unknown.
+    pub user_ip: u64,
+    /// Code-object addresses, innermost frame first.
+    pub frames: Vec<u64>,
+    /// `SAMPLE_FLAG_*`.
+    pub flags: u32,
 }
 
 /// Everything the kernel captured at exec.
@@ -313,6 +336,27 @@ impl Event {
                     fd: e.fd,
                     ktime_ns: h.ktime_ns,
                 }
+            }
+            EventKind::Sample => {
+                let e: SampleEvent = read(buf, kind)?;
+                let n = (e.n_frames as usize).min(FRAMES_MAX);
+                let bytes = buf
+                    .get(SAMPLE_FRAMES_OFF..SAMPLE_FRAMES_OFF + n * 8)
+                    .ok_or(DecodeError::Short {
+                        kind,
+                        len: buf.len(),
+                    })?;
+                Event::Sample(SampleInfo {
+                    tgid: h.tgid,
+                    tid: e.tid,
+                    ktime_ns: h.ktime_ns,
+                    user_ip: e.user_ip,
+                    frames: bytes
+                        .chunks_exact(8)
+                        .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
+                        .collect(),
+                    flags: e.flags,
+                })
             }
         })
     }

@@ -14,11 +14,13 @@
 //! - [`sys_enter_open`]: stash the user path pointer of a read-only open.
 //! - [`sys_exit_open`]: read the path, promote a probation process, filter by suffix, send it.
 //! - [`sys_enter_mmap`]: report executable mappings (how extension modules are loaded).
+//! - [`cpu_sample`]: the CPU clock's samples of Python stacks (perf event, one per CPU).
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod cpu_sample;
 mod dentry;
 mod maps;
 mod sched_process_exec;

@@ -66,6 +66,7 @@ static CONFIG: Config = Config {
     mount_parent: 0,
     mount_mountpoint: 0,
     vfsmount_root: 0,
+    task_fsbase: 0,
 };
 
 /// The configuration, read so the compiler cannot constant-fold the zero initialiser.

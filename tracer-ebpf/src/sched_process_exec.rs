@@ -22,6 +22,7 @@ use tracer_common::{
 };
 
 use crate::{
+    cpu_sample::PYPROCS,
     maps::{config, count, header, put, quota_give, quota_take, scratch, send, Quota, Wake, PROCS},
     task,
 };
@@ -46,6 +47,8 @@ fn try_sched_process_exec(_ctx: &TracePointContext) {
     if prev == STATE_IGNORED || tgid == cfg.self_tgid {
         return;
     }
+    // A new image: its interpreter, if any, is found again by the daemon.
+    let _ = PYPROCS.remove(tgid);
     if prev == STATE_PYTHON {
         if let Some(s) = scratch() {
             put(s, 0, header(EventKind::ExecOther, tgid));

@@ -25,6 +25,7 @@ use aya_ebpf::{
 use tracer_common::{Config, EventKind, ExitEvent, EXIT_FLAG_CPU, EXIT_THREADS_MAX, STATE_PYTHON};
 
 use crate::{
+    cpu_sample::PYPROCS,
     maps::{any_inflight, config, header, put, release, scratch, send, unstash, Wake, PROCS},
     task,
 };
@@ -63,6 +64,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) {
     let state = entry.state;
     release(&entry);
     let _ = PROCS.remove(tgid);
+    let _ = PYPROCS.remove(tgid);
     if state != STATE_PYTHON {
         return;
     }

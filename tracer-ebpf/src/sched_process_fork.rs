@@ -9,6 +9,7 @@ use aya_ebpf::{
 use tracer_common::{EventKind, ForkEvent, STATE_IGNORED, STATE_PYTHON};
 
 use crate::{
+    cpu_sample::PYPROCS,
     maps::{config, header, put, scratch, send, Wake, PROCS},
     sched_process_exec::track,
     task,
@@ -44,6 +45,12 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) {
         STATE_IGNORED => track(child_tgid, STATE_IGNORED, 0),
         STATE_PYTHON => {
             track(child_tgid, STATE_PYTHON, 0);
+            // A fork child runs the same interpreter at the same addresses: sampled at once,
+            // before the daemon has even seen it.
+            // SAFETY: the value is copied out immediately.
+            if let Some(py) = unsafe { PYPROCS.get(parent) }.copied() {
+                let _ = PYPROCS.insert(child_tgid, py, 0);
+            }
             let Some(s) = scratch() else { return };
             put(
                 s,

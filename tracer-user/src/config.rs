@@ -55,6 +55,9 @@ pub struct Config {
     /// Python starts with full environments). Once it is half full, no non-root uid may write
     /// more than an eighth of it between two drains.
     pub kernel_ring_mib: u32,
+    /// Samples per CPU-second of the CPU sampler (default 19; 0 switches it off). Each sample
+    /// of a Python process records which packages it was running (`cpu_samples_*`).
+    pub sample_hz: u32,
     /// The syslog sink (off unless `[syslog] target` is set).
     pub syslog: SyslogConfig,
     /// Pseudonymous users, redacted paths, dropped fields (see `SECURITY.md`).
@@ -92,6 +95,7 @@ impl Default for Config {
             rank_window_secs: 10,
             kernel_procs: 65536,
             kernel_ring_mib: 16,
+            sample_hz: 19,
             syslog: SyslogConfig::default(),
             privacy: PrivacyConfig::default(),
             ebpf: true,
@@ -202,6 +206,12 @@ impl Config {
         }
         if !self.kernel_ring_mib.is_power_of_two() || self.kernel_ring_mib > 1024 {
             return bad("kernel_ring_mib", "must be a power of two, at most 1024");
+        }
+        if self.sample_hz > 1000 {
+            return bad(
+                "sample_hz",
+                "must be at most 1000 (0 switches sampling off)",
+            );
         }
         Ok(self.syslog.validate()?)
     }

@@ -200,7 +200,10 @@ async fn serve(
     sinks: Vec<Box<dyn Sink>>,
     stop_sinks: Arc<AtomicBool>,
 ) -> Result<(), DaemonError> {
-    let (tracer, listener) = attach(&cfg, daemon_user, &mut processor)?;
+    let (mut tracer, listener) = attach(&cfg, daemon_user, &mut processor)?;
+    if let Some(t) = tracer.as_mut().filter(|t| t.sample_hz > 0) {
+        processor.set_sampler(crate::sampler::Sampler::new(t.pyprocs.take(), t.sample_hz));
+    }
     let (tx, rx) = mpsc::sync_channel(source::QUEUE_BATCHES);
     let sink_threads = sinks
         .into_iter()
@@ -262,6 +265,7 @@ async fn run_ebpf(tracer: loader::Tracer, tx: &SyncSender<Msg>) -> Result<(), Da
         events,
         counters,
         epoch,
+        ..
     } = tracer;
     let kernel = CounterReader::new(counters);
     // SAFETY: `events` (the ring buffer map) owns its descriptor and lives as long as `fd`.
@@ -313,6 +317,7 @@ fn attach(
                 procs: cfg.kernel_procs,
                 ring_bytes: cfg.kernel_ring_mib << 20,
             },
+            cfg.sample_hz,
         ) {
             Ok(t) => Some(t),
             Err(e) if cfg.preload_socket.is_some() => {

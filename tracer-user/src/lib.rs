@@ -13,6 +13,7 @@ pub mod clock;
 pub mod cnproc;
 pub mod config;
 pub mod cputime;
+pub mod cpython;
 pub mod daemon;
 pub mod elf;
 #[cfg(test)]
@@ -27,6 +28,7 @@ pub mod proctable;
 pub mod ranks;
 pub mod records;
 pub mod resolver;
+pub mod sampler;
 pub mod seed;
 pub mod sinks;
 pub mod source;

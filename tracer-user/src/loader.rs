@@ -83,6 +83,11 @@ pub struct Tracer {
     pub counters: PerCpuArray<MapData, u64>,
     /// The drain epoch (see `tracer_common::UidUse::epoch`).
     pub epoch: aya::maps::Array<MapData, u64>,
+    /// Sampled processes (`PYPROCS`), written by the daemon once it found an interpreter;
+    /// taken by the daemon's sampler.
+    pub pyprocs: Option<aya::maps::HashMap<MapData, u32, tracer_common::sampling::PyProc>>,
+    /// The CPU sampler's rate, samples per CPU-second; 0 when it is not attached.
+    pub sample_hz: u32,
 }
 
 /// Sizes of the kernel's shared maps (see `Config::kernel_procs`, `kernel_ring_mib`).
@@ -92,6 +97,33 @@ pub struct MapSizes {
     pub procs: u32,
     /// Bytes of the ring buffer.
     pub ring_bytes: u32,
+}
+
+/// Entries of `PYPROCS`: Python processes sampled at once on one node (52 bytes each).
+pub const PYPROCS_ENTRIES: u32 = 16384;
+
+/// Attaches the CPU sampler to every online CPU's software clock, firing every `1/hz` s of
+/// CPU time (a fixed period, not a frequency the kernel adapts: each sample then stands for
+/// the same CPU time).
+fn attach_sampler(ebpf: &mut Ebpf, hz: u32) -> Result<(), LoadError> {
+    use aya::programs::perf_event::{
+        PerfEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
+    };
+    let name = "cpu_sample";
+    let prog: &mut PerfEvent = program(ebpf, name)?;
+    prog.load().map_err(prog_err(name))?;
+    let cpus =
+        aya::util::online_cpus().map_err(|(path, source)| LoadError::Cpus { path, source })?;
+    for cpu in cpus {
+        prog.attach(
+            PerfEventConfig::Software(SoftwareEvent::CpuClock),
+            PerfEventScope::AllProcessesOneCpu { cpu },
+            SamplePolicy::Period(1_000_000_000 / u64::from(hz.max(1))),
+            false,
+        )
+        .map_err(prog_err(name))?;
+    }
+    Ok(())
 }
 
 /// Computes the configuration for this kernel.
@@ -171,6 +203,13 @@ pub fn build_config(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Co
         mount_parent: btf.member_offset("mount", "mnt_parent")?,
         mount_mountpoint: btf.member_offset("mount", "mnt_mountpoint")?,
         vfsmount_root: btf.member_offset("vfsmount", "mnt_root")?,
+        task_fsbase: match (
+            btf.member_offset("task_struct", "thread"),
+            btf.member_offset("thread_struct", "fsbase"),
+        ) {
+            (Ok(t), Ok(f)) => t + f,
+            _ => 0,
+        },
     })
 }
 
@@ -262,7 +301,7 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
     TRACEPOINTS
         .iter()
         .map(|(n, _, _)| *n)
-        .chain(["sched_process_fork", "open_kpath"])
+        .chain(["sched_process_fork", "open_kpath", "cpu_sample"])
 }
 
 /// Loads and attaches the tracer.
@@ -271,7 +310,15 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
 /// non-root uid may hold a sixteenth of the first on probation and an eighth of the second
 /// (4,096 of the default 65,536 and 2,048 of 16,384: far more than one user's processes
 /// exec'ing, or threads opening, at once).
-pub fn attach(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Tracer, LoadError> {
+///
+/// `sample_hz` > 0 attaches the CPU sampler at that rate (see [`attach_sampler`]); its failure
+/// is logged and leaves the import tracer attached (`Tracer::sample_hz` is then 0).
+pub fn attach(
+    tracefs: &Path,
+    self_tgid: u32,
+    maps: MapSizes,
+    sample_hz: u32,
+) -> Result<Tracer, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
@@ -283,6 +330,7 @@ pub fn attach(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Tracer, 
         .map_max_entries("PROCS", procs)
         .map_max_entries("STASH", procs / 4)
         .map_max_entries("EVENTS", maps.ring_bytes)
+        .map_max_entries("PYPROCS", PYPROCS_ENTRIES)
         .load(OBJECT)?;
     for &(name, category, tp) in TRACEPOINTS {
         let prog: &mut TracePoint = program(&mut ebpf, name)?;
@@ -294,14 +342,27 @@ pub fn attach(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Tracer, 
     prog.load().map_err(prog_err(name))?;
     prog.attach(name).map_err(prog_err(name))?;
     load_kpath(&mut ebpf)?;
+    let sample_hz = match sample_hz {
+        0 => 0,
+        hz => match attach_sampler(&mut ebpf, hz) {
+            Ok(()) => hz,
+            Err(e) => {
+                tracing::warn!("CPU sampling is off: {}", pyusage_record::error_line(&e));
+                0
+            }
+        },
+    };
     let events = take_map(&mut ebpf, "EVENTS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     let epoch = take_map(&mut ebpf, "EPOCH")?;
+    let pyprocs = Some(take_map(&mut ebpf, "PYPROCS")?);
     Ok(Tracer {
         ebpf,
         events,
         counters,
         epoch,
+        pyprocs,
+        sample_hz,
     })
 }
 
@@ -316,10 +377,9 @@ pub struct Verified {
     pub xlated_bytes: Option<u32>,
 }
 
-/// Loads every program through the verifier without attaching any (what `pyusage doctor`
-/// checks): proves BPF permission, BTF offsets, tracepoint formats and verifier acceptance on
-/// this kernel. Everything is unloaded when this returns.
-pub fn check_load(tracefs: &Path) -> Result<Vec<Verified>, LoadError> {
+/// The object loaded with this kernel's configuration and default map sizes, for `doctor`'s
+/// checks (nothing attached; everything unloaded when it is dropped).
+fn load_for_check(tracefs: &Path) -> Result<(Config, Ebpf), LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
@@ -331,10 +391,18 @@ pub fn check_load(tracefs: &Path) -> Result<Vec<Verified>, LoadError> {
             ring_bytes: tracer_common::RING_BYTES,
         },
     )?;
-    let mut ebpf = EbpfLoader::new()
+    let ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
         .map_max_entries("SCRATCH", nr_cpus()?)
         .load(OBJECT)?;
+    Ok((config, ebpf))
+}
+
+/// Loads every program through the verifier without attaching any (what `pyusage doctor`
+/// checks): proves BPF permission, BTF offsets, tracepoint formats and verifier acceptance on
+/// this kernel. Everything is unloaded when this returns.
+pub fn check_load(tracefs: &Path) -> Result<Vec<Verified>, LoadError> {
+    let (_, mut ebpf) = load_for_check(tracefs)?;
     let verified = |name, info: Option<aya::programs::ProgramInfo>| Verified {
         name,
         verified_insns: info.as_ref().and_then(|i| i.verified_instruction_count()),
@@ -354,7 +422,27 @@ pub fn check_load(tracefs: &Path) -> Result<Vec<Verified>, LoadError> {
     let name = "open_kpath";
     let prog: &mut TracePoint = program(&mut ebpf, name)?;
     out.push(verified(name, prog.info().ok()));
+    let name = "cpu_sample";
+    let prog: &mut aya::programs::PerfEvent = program(&mut ebpf, name)?;
+    prog.load().map_err(prog_err(name))?;
+    out.push(verified(name, prog.info().ok()));
     Ok(out)
+}
+
+/// What `pyusage doctor` checks of the CPU sampler: loads it, attaches it to every online
+/// CPU's software clock at 1 Hz and detaches. Returns the number of CPUs, or why sampling
+/// cannot work here (the import tracer does not depend on it).
+pub fn check_sampler(tracefs: &Path) -> Result<usize, LoadError> {
+    let (config, mut ebpf) = load_for_check(tracefs)?;
+    if config.task_fsbase == 0 {
+        return Err(LoadError::Missing(
+            "BTF member",
+            "task_struct.thread.fsbase (the thread pointer the sampler matches threads by)",
+        ));
+    }
+    attach_sampler(&mut ebpf, 1)?;
+    let cpus = aya::util::online_cpus().map_or(0, |c| c.len());
+    Ok(cpus)
 }
 
 /// Marks already-running processes as Python in the kernel's process map, so their opens,

@@ -29,7 +29,9 @@ pub struct PrivacyConfig {
     pub drop_fields: Vec<String>,
 }
 
-/// Optional string fields that `drop_fields` may name.
+/// Optional string fields that `drop_fields` may name. Not the CPU sampler's status
+/// (`cpu_sampling`): it says nothing about a person, and without it the sample counts would
+/// be counts of nothing (ingest refuses such a record).
 pub const DROPPABLE: &[&str] = &[
     c::SYSTEM,
     c::SUBSYSTEM,
@@ -231,6 +233,7 @@ mod tests {
         for name in DROPPABLE {
             assert!(v[name].is_null(), "{name} not cleared");
         }
+        assert!(!DROPPABLE.contains(&c::CPU_SAMPLING));
     }
     use std::os::unix::fs::PermissionsExt;
 

@@ -233,6 +233,8 @@ impl Processor {
         self.status.live_processes = self.table.len();
         self.status.fidelity = self.table.fidelity();
         self.status.metadata = self.table.refusals();
+        self.status.sample_hz = self.table.sample_hz();
+        self.status.sampler = self.table.sampler_counts();
         self.status.next_seq = self.spool.next_seq();
         self.status.spool_bytes = spool_bytes(self.spool.dir());
         self.status.sinks = self
@@ -253,8 +255,9 @@ impl Processor {
     fn tick(&mut self) {
         let now = now_us();
         if self.last_flush.elapsed() >= Duration::from_secs(self.cfg.flush_secs) {
-            // Processes whose exit event was lost (ring buffer full) are ended here; checked
-            // once per flush interval, not per tick: one stat per live process.
+            // Processes whose exit event was lost (ring buffer full) are ended here, when found
+            // gone at two flushes in a row; checked once per flush interval, not per tick:
+            // one stat per live process.
             let dead = self
                 .table
                 .reap(|pid| Path::new(&format!("/proc/{pid}")).exists(), now);
@@ -268,6 +271,7 @@ impl Processor {
             self.last_flush = Instant::now();
         }
         self.table.verify(now_us(), &ProcFs);
+        self.table.sampler_upkeep();
         let expired = self.ranks.expire(Some(Instant::now()));
         self.pending.extend(expired);
         self.status.rank_duplicates = self.ranks.duplicates;
@@ -344,6 +348,12 @@ impl Processor {
             }
         }
         self.table.verify(now_us(), facts);
+        self.table.sampler_upkeep();
+    }
+
+    /// Turns the CPU sampler on.
+    pub fn set_sampler(&mut self, s: crate::sampler::Sampler) {
+        self.table.set_sampler(s);
     }
 
     fn handle_preload(&mut self, ms: Vec<PreloadMsg>, facts: &ProcFs) {

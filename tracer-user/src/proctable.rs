@@ -35,6 +35,7 @@ mod facts;
 mod lifecycle;
 mod opens;
 mod preload;
+pub mod samples;
 mod upkeep;
 
 pub use atexit::EXIT_GRACE;
@@ -112,6 +113,9 @@ pub enum Seen {
     Kernel,
     /// The preload library (a module body run, an extension module loaded).
     Preload,
+    /// The CPU sampler found the package running (in a fork child that inherited it from its
+    /// parent without opening a file of it): no module file counted.
+    Sampled,
 }
 
 impl PackageSeen {
@@ -121,6 +125,7 @@ impl PackageSeen {
         match by {
             Seen::Kernel => self.n_files += 1,
             Seen::Preload => self.n_preload += 1,
+            Seen::Sampled => {}
         }
         self.first_seen = self.first_seen.min(at);
     }
@@ -207,6 +212,10 @@ pub struct Process {
     /// file in one is counted without being classified again (most of a process's imports).
     /// Keyed by the bytes: `Path`'s own hash walks components.
     dirs: HashMap<OsString, usize>,
+    /// The CPU sampler's samples of it.
+    pub samples: samples::Samples,
+    /// Its interpreter, once the sampler found it.
+    interp: Option<Arc<crate::cpython::Interpreter>>,
 }
 
 impl Process {
@@ -366,6 +375,13 @@ pub struct ProcTable {
     closing: HashMap<u32, (Finished, std::time::Instant)>,
     /// Ended processes ready to be handed on by [`ProcTable::closed`].
     closed: Vec<Finished>,
+    /// The CPU sampler, when sampling is on.
+    sampler: Option<crate::sampler::Sampler>,
+    /// Processes found gone at the last reap (pid, start): ended at the next if still there.
+    reap_suspects: std::collections::HashSet<(u32, i64)>,
+    /// Processes whose interpreter the sampler is to find: pid, start, attempts left, and
+    /// not before when.
+    to_inspect: Vec<(u32, i64, u8, std::time::Instant)>,
 }
 
 impl ProcTable {
@@ -389,6 +405,9 @@ impl ProcTable {
             exit_grace: None,
             closing: HashMap::new(),
             closed: Vec::new(),
+            sampler: None,
+            to_inspect: Vec::new(),
+            reap_suspects: Default::default(),
         }
     }
 
@@ -452,6 +471,10 @@ impl ProcTable {
             } => {
                 let at = self.wall(ktime_ns);
                 self.map_exec(tgid, fd, at);
+                None
+            }
+            Event::Sample(s) => {
+                self.sample(s);
                 None
             }
         }

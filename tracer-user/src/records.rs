@@ -98,7 +98,18 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
     };
     p.packages
         .iter()
-        .map(|s| Record {
+        .enumerate()
+        .map(|(i, s)| {
+            (
+                s,
+                p.samples.record_fields(i as u32, |c| {
+                    p.packages
+                        .get(c as usize)
+                        .map(|x| x.resolved.package.clone())
+                }),
+            )
+        })
+        .map(|(s, sampled)| Record {
             record_id: String::new(),
             seq: 0,
             source: sources(p, s)[0],
@@ -147,6 +158,13 @@ pub fn build(f: &Finished, node: &Node, users: &mut Users) -> Vec<Record> {
             first_seen: s.first_seen,
             cpu_user_us: f.cpu.map(|c| c.user_us),
             cpu_sys_us: f.cpu.map(|c| c.sys_us),
+            // Filled by the CPU sampler (issue 14 part 2); not sampled until then.
+            cpu_sampling: sampled.sampling,
+            cpu_sample_hz: sampled.hz,
+            cpu_samples_total: sampled.total,
+            cpu_samples_self: sampled.self_samples,
+            cpu_samples_inclusive: sampled.inclusive,
+            cpu_samples_callers: sampled.callers,
         })
         .collect()
 }

@@ -61,6 +61,12 @@ pub struct Status {
     /// The preload socket's counters, when it listens.
     #[serde(default)]
     pub preload: Option<crate::preload::PreloadCounters>,
+    /// The CPU sampler's rate, samples per CPU-second; absent when sampling is off.
+    #[serde(default)]
+    pub sample_hz: Option<u32>,
+    /// The CPU sampler's counters, when sampling is on.
+    #[serde(default)]
+    pub sampler: Option<crate::sampler::SamplerCounts>,
 }
 
 /// Bytes in the spool's segments.

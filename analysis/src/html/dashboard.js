@@ -172,6 +172,11 @@
     if (cpu.length)
       sec.append(figure(bars("CPU-hours by package (split over each process's packages)",
         cpu.map((c) => [c.package, Math.round(c.cpu_hours_split)])), sub));
+    const sampled = r.sampled_cpu_by_package || [];
+    if (sampled.length)
+      sec.append(figure(bars("Sampled CPU-hours by package (self)",
+        sampled.map((c) => [c.package, Number(c.cpu_hours_self.toFixed(1))])),
+        `${sub}; ${r.sampled_cpu.processes} sampled processes`));
     const c = r.correlation;
     if (c.packages.length)
       sec.append(figure(heatmap("Correlation of the top packages by job", c.packages, c.matrix), `${sub}; ${c.jobs} jobs`));
@@ -211,6 +216,22 @@
       sec.append(table("t-cpu", "CPU-hours by package: split equally over each process's packages, and the whole CPU of its processes (an upper bound)",
         ["package", "processes", "CPU-hours (split)", "CPU-hours (upper bound)"],
         cpu.map((c) => [c.package, c.processes, c.cpu_hours_split.toFixed(1), c.cpu_hours.toFixed(1)])));
+    const sampled = r.sampled_cpu_by_package || [];
+    if (sampled.length)
+      sec.append(table("t-sampled", `Sampled CPU by package: samples in its own code (self) and with it on the stack (inclusive), of the ${r.sampled_cpu.samples} samples of ${r.sampled_cpu.processes} sampled processes`,
+        ["package", "processes", "jobs", "self samples", "inclusive samples", "self", "inclusive", "CPU-hours (self)"],
+        sampled.map((c) => [c.package, c.processes, c.jobs, c.self_samples, c.inclusive_samples,
+          pct(c.self_share), pct(c.inclusive_share), c.cpu_hours_self.toFixed(1)])));
+    const idle = r.imported_not_on_cpu || [];
+    if (idle.length)
+      sec.append(table("t-not-on-cpu", "Imported but never on the CPU: jobs in which a sampled process imported the package, and those in which it ran",
+        ["package", "jobs", "on the CPU", "never on the CPU"],
+        idle.map((c) => [c.package, c.jobs, c.jobs_on_cpu, pct(c.share_never_on_cpu)])));
+    const callers = el("details", null, el("summary", null, "Callers of the top packages by sampled CPU"));
+    Object.keys(r.package_callers || {}).sort(byName).forEach((p, i) =>
+      callers.append(table(`t-callers-${i}`, `Callers of ${p}: share of its self samples with the caller further out on the stack`,
+        ["caller", "samples", "of", "share"], r.package_callers[p].map((x) => [x.key, x.count, x.of, pct(x.share)]))));
+    if (callers.childElementCount > 1) sec.append(callers);
     const a = r.accounting;
     if (a) {
       sec.append(table("t-hours", `Node-hours by package (scheduler accounting; ${a.jobs_without_accounting} jobs not in it)`,

@@ -24,7 +24,31 @@ pub(super) fn figures(out: &mut String, r: &PeriodReport, subtitle: &str) -> Res
     if let Some(svg) = monthly_users(r)? {
         figure(out, &svg, subtitle);
     }
+    if !r.sampled_cpu_by_package.is_empty() {
+        let s = &r.sampled_cpu;
+        let caption = format!(
+            "{subtitle}; {} sampled processes, {:.1} CPU-hours sampled",
+            s.processes, s.cpu_hours
+        );
+        figure(out, &sampled_cpu(r)?, &caption);
+    }
     Ok(())
+}
+
+/// The top packages by sampled self CPU-hours.
+fn sampled_cpu(r: &PeriodReport) -> Result<String, HtmlError> {
+    let items: Vec<(String, f64)> = r
+        .sampled_cpu_by_package
+        .iter()
+        .map(|c| (c.package.clone(), c.cpu_hours_self))
+        .collect();
+    bars(
+        "Sampled CPU-hours by package (self)",
+        "Package",
+        "CPU-hours (self)",
+        &items,
+        false,
+    )
 }
 
 fn figure(out: &mut String, svg: &str, caption: &str) {

@@ -4,16 +4,19 @@ use std::sync::Mutex;
 
 use arrow_array::{
     cast::AsArray, types::Int32Type, Array, ArrayRef, BooleanArray, Int32Array, Int64Array,
-    RecordBatch, TimestampMicrosecondArray, UInt32Array, UInt64Array,
+    ListArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array, UInt64Array,
 };
 use arrow_schema::DataType;
-use pyusage_record::{columns as c, EnvKind, Exit};
+use pyusage_record::{columns as c, sampling, EnvKind, Exit};
 use rustc_hash::FxHashMap;
 
 use super::Selection;
 use crate::{
     filter::Filter,
-    model::{flag, month_of, Chunk, Interner, Names, MAX_NODES, NONE, NO_CPU, NO_JOB},
+    model::{
+        flag, month_of, sample_us, Chunk, Interner, Names, RowSamples, MAX_NODES, NONE, NO_CPU,
+        NO_JOB,
+    },
 };
 
 /// A batch whose columns are not what the analysis reads.
@@ -93,11 +96,139 @@ pub(super) fn decode(
         } else {
             ids.blas[bl as usize]
         });
-        out.flags
-            .push(ids.flags(&c, i, filter.is_some(), job, version));
+        let mut fl = ids.flags(&c, i, filter.is_some(), job, version);
         out.cpu_us.push(c.cpu.us(i));
+        match c
+            .samples
+            .row(i, p, names, &mut rows.callers, &mut out.callers)
+        {
+            Some(s) => {
+                fl |= flag::SAMPLED;
+                out.sample.push(out.samples.len() as u32);
+                out.samples.push(s);
+            }
+            None => out.sample.push(NONE),
+        }
+        out.flags.push(fl);
     }
     Ok(())
+}
+
+/// The CPU sampler's columns (`cpu_sampling`, `cpu_sample_hz`, `cpu_samples_*`): optional,
+/// since datasets written before them lack them (their processes were not sampled).
+enum SampleColumns<'a> {
+    Absent,
+    Present {
+        status: Codes<'a>,
+        /// Per status code: `sampled`.
+        sampled: Vec<bool>,
+        hz: &'a UInt32Array,
+        total: &'a UInt64Array,
+        own: &'a UInt64Array,
+        inclusive: &'a UInt64Array,
+        callers: &'a ListArray,
+        caller_names: &'a StringArray,
+        caller_samples: &'a UInt64Array,
+    },
+}
+
+impl<'a> SampleColumns<'a> {
+    fn read(b: &'a RecordBatch) -> Result<SampleColumns<'a>, DecodeError> {
+        let present = super::SAMPLED.iter().all(|n| b.column_by_name(n).is_some());
+        if !present {
+            return Ok(SampleColumns::Absent);
+        }
+        let status = codes(b, c::CPU_SAMPLING)?;
+        let sampled = status
+            .values
+            .iter()
+            .map(|v| *v == sampling::SAMPLED)
+            .collect();
+        let callers: &ListArray = typed(b, c::CPU_SAMPLES_CALLERS, "a list of structs")?;
+        let wrong = || DecodeError::WrongType {
+            column: c::CPU_SAMPLES_CALLERS.to_owned(),
+            expected: "a list of structs (package: string, samples: unsigned 64-bit integer)",
+            found: callers.data_type().clone(),
+        };
+        let items = callers.values().as_struct_opt().ok_or_else(wrong)?;
+        let caller_names = items
+            .column_by_name("package")
+            .and_then(|a| a.as_string_opt::<i32>())
+            .ok_or_else(wrong)?;
+        let caller_samples = items
+            .column_by_name("samples")
+            .and_then(|a| a.as_primitive_opt())
+            .ok_or_else(wrong)?;
+        Ok(SampleColumns::Present {
+            status,
+            sampled,
+            hz: typed(b, c::CPU_SAMPLE_HZ, "unsigned 32-bit integers")?,
+            total: typed(b, c::CPU_SAMPLES_TOTAL, "unsigned 64-bit integers")?,
+            own: typed(b, c::CPU_SAMPLES_SELF, "unsigned 64-bit integers")?,
+            inclusive: typed(b, c::CPU_SAMPLES_INCLUSIVE, "unsigned 64-bit integers")?,
+            callers,
+            caller_names,
+            caller_samples,
+        })
+    }
+
+    /// The counts of row `i` (package id `package`) if its process was sampled — status
+    /// `sampled`, a rate above 0, the three counts — its callers appended to `out` (names to
+    /// ids through `ids`, this batch's; a caller naming the row's own package is left out).
+    fn row(
+        &self,
+        i: usize,
+        package: u32,
+        names: &Names,
+        ids: &mut FxHashMap<&'a str, u32>,
+        out: &mut Vec<(u32, u64)>,
+    ) -> Option<RowSamples> {
+        let SampleColumns::Present {
+            status,
+            sampled,
+            hz,
+            total,
+            own,
+            inclusive,
+            callers,
+            caller_names,
+            caller_samples,
+        } = self
+        else {
+            return None;
+        };
+        let code = status.codes[i];
+        if code == NONE || !sampled[code as usize] {
+            return None;
+        }
+        let valid = |a: &UInt64Array| a.is_valid(i).then(|| a.value(i));
+        let hz = hz.is_valid(i).then(|| hz.value(i)).filter(|&h| h > 0)?;
+        let (total, own, inclusive) = (valid(total)?, valid(own)?, valid(inclusive)?);
+        let start = out.len() as u32;
+        if callers.is_valid(i) {
+            let offsets = callers.value_offsets();
+            for j in offsets[i] as usize..offsets[i + 1] as usize {
+                if !caller_names.is_valid(j) || !caller_samples.is_valid(j) {
+                    continue;
+                }
+                let name = caller_names.value(j);
+                let id = *ids
+                    .entry(name)
+                    .or_insert_with(|| names.packages.lock().expect("lock").id(name));
+                if id != package {
+                    out.push((id, caller_samples.value(j)));
+                }
+            }
+        }
+        Some(RowSamples {
+            total,
+            own,
+            inclusive,
+            total_us: sample_us(total, hz),
+            own_us: sample_us(own, hz),
+            callers: (start, out.len() as u32),
+        })
+    }
 }
 
 /// `cpu_user_us` and `cpu_sys_us`: optional, since datasets written before the columns
@@ -165,6 +296,7 @@ struct Columns<'a> {
     start: &'a TimestampMicrosecondArray,
     nodes: &'a UInt32Array,
     cpu: CpuColumns<'a>,
+    samples: SampleColumns<'a>,
 }
 
 impl<'a> Columns<'a> {
@@ -185,6 +317,7 @@ impl<'a> Columns<'a> {
             start: typed(b, c::PROCESS_START, "timestamps in µs")?,
             nodes: typed(b, c::NUM_NODES, "unsigned 32-bit integers")?,
             cpu: CpuColumns::read(b)?,
+            samples: SampleColumns::read(b)?,
         })
     }
 }
@@ -279,7 +412,9 @@ fn job_keys(job: &Codes<'_>, names: &Names) -> Vec<u64> {
 
 /// Ids derived per row, remembered across the rows of a batch: rows come sorted by process
 /// start, so the day, month and process rarely change from one row to the next.
-struct RowIds {
+struct RowIds<'a> {
+    /// Callers' package names → ids.
+    callers: FxHashMap<&'a str, u32>,
     uid_users: FxHashMap<u32, u32>,
     versions: FxHashMap<(u32, u32), u32>,
     last_day: i64,
@@ -287,9 +422,10 @@ struct RowIds {
     last_proc: (ProcessKey, u32),
 }
 
-impl Default for RowIds {
-    fn default() -> RowIds {
+impl Default for RowIds<'_> {
+    fn default() -> Self {
         RowIds {
+            callers: FxHashMap::default(),
             uid_users: FxHashMap::default(),
             versions: FxHashMap::default(),
             last_day: i64::MIN,
@@ -299,7 +435,7 @@ impl Default for RowIds {
     }
 }
 
-impl RowIds {
+impl RowIds<'_> {
     /// The user: `username`, else `uid:<n>`.
     fn user(&mut self, c: &Columns<'_>, ids: &BatchIds, names: &Names, i: usize) -> u32 {
         match c.username.codes[i] {

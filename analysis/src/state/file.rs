@@ -17,13 +17,13 @@ use pyusage_record::atomic::{write_bytes_atomic, Durability, PathError};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{BKey, JKey, State, UKey};
-use crate::counts::CpuSums;
+use super::{BKey, JKey, SKey, State, UKey};
+use crate::counts::{CpuSums, SampleTotals, SampledSums};
 use crate::model::{Interner, Names, MAX_NODES, NONE};
 
 /// `PYUS` + `ST` + format version (two digits). A file of another version is refused, not
 /// guessed at; a cache entry of another version is simply rebuilt.
-pub const MAGIC: &[u8; 8] = b"PYUSST02";
+pub const MAGIC: &[u8; 8] = b"PYUSST03";
 
 /// A file's identity as the cache sees it: a changed size or mtime means changed content.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -70,6 +70,14 @@ struct Stored {
     package_env_processes: Vec<(u16, u32, u32, u64)>,
     /// (month, package, processes, CPU µs, split CPU ns).
     cpu: Vec<(u16, u32, u64, u64, u64)>,
+    /// (month, sampled processes, their samples, as µs).
+    sample_totals: Vec<(u16, u64, u64, u64)>,
+    /// (month, package, sampled processes, self samples, inclusive samples, self µs).
+    sampled: Vec<(u16, u32, u64, u64, u64, u64)>,
+    /// (month, package, caller, samples).
+    callers: Vec<(u16, u32, u32, u64)>,
+    /// Sampled job keys (job, month, package, on the CPU).
+    s: Vec<SKey>,
     u: Vec<UKey>,
     j: Vec<JKey>,
     b: Vec<BKey>,
@@ -166,7 +174,10 @@ pub fn save(
             .chain(state.j.iter().map(|k| k.2))
             .chain(state.processes.keys().map(|k| k.1))
             .chain(state.package_envs.keys().map(|k| k.1))
-            .chain(state.cpu.keys().map(|k| k.1)),
+            .chain(state.cpu.keys().map(|k| k.1))
+            .chain(state.sampled.packages.keys().map(|k| k.1))
+            .chain(state.sampled.callers.keys().flat_map(|k| [k.1, k.2]))
+            .chain(state.sampled.jobs.iter().map(|k| k.2)),
     );
     let users = Local::new(&names.users, state.u.iter().map(|k| k.1));
     let versions = Local::new(&names.versions, state.u.iter().map(|k| k.3));
@@ -186,7 +197,8 @@ pub fn save(
             .j
             .iter()
             .filter_map(|k| odd(k.0))
-            .chain(state.b.iter().filter_map(|k| odd(k.0))),
+            .chain(state.b.iter().filter_map(|k| odd(k.0)))
+            .chain(state.sampled.jobs.iter().filter_map(|k| odd(k.0))),
     );
     let job = |j: u64| match odd(j) {
         Some(o) => ODD | odd_jobs.get(o) as u64,
@@ -207,7 +219,13 @@ pub fn save(
         .iter()
         .map(|k| (job(k.0), k.1, blases.get(k.2)))
         .collect();
-    for v in [&mut u as &mut dyn SortDedup, &mut j, &mut b] {
+    let mut s: Vec<SKey> = state
+        .sampled
+        .jobs
+        .iter()
+        .map(|k| (job(k.0), k.1, packages.get(k.2), k.3))
+        .collect();
+    for v in [&mut u as &mut dyn SortDedup, &mut j, &mut b, &mut s] {
         v.sort_dedup();
     }
     let mut rows: Vec<(u16, u64)> = state.rows.iter().map(|(&m, &r)| (m, r)).collect();
@@ -236,6 +254,30 @@ pub fn save(
         .map(|(&(m, p), s)| (m, packages.get(p), s.processes, s.us, s.split_ns))
         .collect();
     cpu.sort_unstable();
+    let mut sample_totals: Vec<(u16, u64, u64, u64)> = state
+        .sampled
+        .totals
+        .iter()
+        .map(|(&m, t)| (m, t.processes, t.samples, t.us))
+        .collect();
+    sample_totals.sort_unstable();
+    let mut sampled: Vec<(u16, u32, u64, u64, u64, u64)> = state
+        .sampled
+        .packages
+        .iter()
+        .map(|(&(m, p), x)| {
+            let p = packages.get(p);
+            (m, p, x.processes, x.own, x.inclusive, x.own_us)
+        })
+        .collect();
+    sampled.sort_unstable();
+    let mut callers: Vec<(u16, u32, u32, u64)> = state
+        .sampled
+        .callers
+        .iter()
+        .map(|(&(m, p, q), &n)| (m, packages.get(p), packages.get(q), n))
+        .collect();
+    callers.sort_unstable();
     let stored = Stored {
         meta: meta.clone(),
         packages: packages.names,
@@ -249,6 +291,10 @@ pub fn save(
         env_kind_processes,
         package_env_processes,
         cpu,
+        sample_totals,
+        sampled,
+        callers,
+        s,
         u,
         j,
         b,
@@ -261,7 +307,7 @@ pub fn save(
     Ok(())
 }
 
-/// Sorting a key list of any of the three kinds (for the loop in [`save`]).
+/// Sorting a key list of any of the four kinds (for the loop in [`save`]).
 trait SortDedup {
     fn sort_dedup(&mut self);
 }
@@ -337,6 +383,36 @@ pub fn load(path: &Path, names: &Names) -> Result<(State, Meta), StateFileError>
                 split_ns,
             });
     }
+    for &(m, processes, samples, us) in &s.sample_totals {
+        state
+            .sampled
+            .totals
+            .entry(m)
+            .or_default()
+            .add(SampleTotals {
+                processes,
+                samples,
+                us,
+            });
+    }
+    for &(m, p, processes, own, inclusive, own_us) in &s.sampled {
+        let sums = SampledSums {
+            processes,
+            own,
+            inclusive,
+            own_us,
+        };
+        let at = (m, packages[p as usize]);
+        state.sampled.packages.entry(at).or_default().add(sums);
+    }
+    for &(m, p, q, n) in &s.callers {
+        let at = (m, packages[p as usize], packages[q as usize]);
+        *state.sampled.callers.entry(at).or_default() += n;
+    }
+    state.sampled.jobs =
+        s.s.iter()
+            .map(|k| (job(k.0), k.1, packages[k.2 as usize], k.3))
+            .collect();
     state.u =
         s.u.iter()
             .map(|k| {
@@ -433,6 +509,26 @@ fn validate(path: &Path, s: &Stored) -> Result<(), StateFileError> {
     {
         return bad(format!("CPU time {k:?} out of range"));
     }
+    if let Some(k) = s.sample_totals.iter().find(|k| k.1 == 0) {
+        return bad(format!("sample totals {k:?} of no process"));
+    }
+    if let Some(k) = s
+        .sampled
+        .iter()
+        .find(|k| !within(k.1, np) || k.2 == 0 || k.3 > k.4)
+    {
+        return bad(format!("sampled CPU {k:?} out of range"));
+    }
+    if let Some(k) = s
+        .callers
+        .iter()
+        .find(|k| !within(k.1, np) || !within(k.2, np))
+    {
+        return bad(format!("caller {k:?} out of range"));
+    }
+    if let Some(k) = s.s.iter().find(|k| !within(k.2, np) || !job_ok(k.0)) {
+        return bad(format!("sampled job key {k:?} out of range"));
+    }
     let months: std::collections::BTreeSet<u16> = s.rows.iter().map(|r| r.0).collect();
     let keyed =
         s.u.iter()
@@ -442,7 +538,11 @@ fn validate(path: &Path, s: &Stored) -> Result<(), StateFileError> {
             .chain(s.processes.iter().map(|k| k.0))
             .chain(s.env_kind_processes.iter().map(|k| k.0))
             .chain(s.package_env_processes.iter().map(|k| k.0))
-            .chain(s.cpu.iter().map(|k| k.0));
+            .chain(s.cpu.iter().map(|k| k.0))
+            .chain(s.sample_totals.iter().map(|k| k.0))
+            .chain(s.sampled.iter().map(|k| k.0))
+            .chain(s.callers.iter().map(|k| k.0))
+            .chain(s.s.iter().map(|k| k.1));
     for m in keyed {
         if !months.contains(&m) {
             return bad(format!("a key of month {m} but no rows in that month"));
@@ -454,9 +554,10 @@ fn validate(path: &Path, s: &Stored) -> Result<(), StateFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{flag, Chunk};
+    use crate::model::{flag, Chunk, RowSamples};
 
-    /// A small state: two months, a numeric and an odd job, a version and a BLAS.
+    /// A small state: two months, a numeric and an odd job, a version and a BLAS; two
+    /// sampled processes, one with a caller.
     fn sample(names: &Names) -> State {
         let id = |i: &std::sync::Mutex<Interner>, s: &str| i.lock().unwrap().id(s);
         let (numpy, scipy) = (id(&names.packages, "numpy"), id(&names.packages, "scipy"));
@@ -465,7 +566,16 @@ mod tests {
         let conda = id(&names.env_kinds, "conda");
         let mkl = id(&names.blases, "mkl");
         let odd = 1 << 63 | id(&names.odd_jobs, "7_1") as u64;
-        let c = Chunk {
+        let xarray = id(&names.packages, "xarray");
+        let samples = |total, own, callers| RowSamples {
+            total,
+            own,
+            inclusive: own + 5,
+            total_us: total * 100_000,
+            own_us: own * 100_000,
+            callers,
+        };
+        let mut c = Chunk {
             month: vec![24_312, 24_312, 24_313],
             package: vec![numpy, scipy, numpy],
             user: vec![ann; 3],
@@ -478,7 +588,13 @@ mod tests {
             flags: vec![flag::KEEP_JOB | flag::HAS_JOB | flag::NUMPYISH | flag::NON_STDLIB; 3],
             cpu_us: vec![5_000_000, crate::model::NO_CPU, 7_000_000],
             processes: 3,
+            sample: vec![0, NONE, 1],
+            samples: vec![samples(100, 40, (0, 1)), samples(20, 0, (1, 1))],
+            callers: vec![(xarray, 30)],
         };
+        for i in [0, 2] {
+            c.flags[i] |= flag::SAMPLED;
+        }
         State::of(&c)
     }
 
@@ -507,6 +623,11 @@ mod tests {
         let (back, m) = load(&p, &other).unwrap();
         assert_eq!(m, meta());
         assert_eq!(back.rows(), 3);
+        let (sp, sx) = (&s.sampled, &back.sampled);
+        assert_eq!(sx.totals, sp.totals);
+        assert_eq!((sx.packages.len(), sx.callers.len()), (2, 1));
+        assert_eq!(sx.jobs.len(), 2);
+        assert_eq!(sx.totals.values().map(|t| t.samples).sum::<u64>(), 120);
         let q = t.path().join("b");
         save(&q, &back, &other, &m, Durability::BestEffort).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(&q).unwrap());
@@ -546,6 +667,18 @@ mod tests {
         let mut s = good.clone();
         s.processes[0].3 = s.processes[0].2 + 1;
         assert!(reload(&s).contains("process count"));
+        let mut s = good.clone();
+        s.sampled[0].3 = s.sampled[0].4 + 1;
+        assert!(reload(&s).contains("sampled CPU"), "{}", reload(&s));
+        let mut s = good.clone();
+        s.callers[0].2 = 99;
+        assert!(reload(&s).contains("caller"));
+        let mut s = good.clone();
+        s.s[0].2 = 99;
+        assert!(reload(&s).contains("sampled job key"));
+        let mut s = good.clone();
+        s.sample_totals[0].1 = 0;
+        assert!(reload(&s).contains("sample totals"));
         let mut s = good.clone();
         s.rows.retain(|r| r.0 != good.u[0].2);
         assert!(reload(&s).contains("no rows in that month"));

@@ -71,6 +71,12 @@ fn every_field_into_the_record() {
         first_seen: TS,
         cpu_user_us: None,
         cpu_sys_us: None,
+        cpu_sampling: None,
+        cpu_sample_hz: None,
+        cpu_samples_total: None,
+        cpu_samples_self: None,
+        cpu_samples_inclusive: None,
+        cpu_samples_callers: Vec::new(),
     };
     assert_eq!(r, want);
 }

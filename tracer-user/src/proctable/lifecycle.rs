@@ -49,6 +49,7 @@ impl ProcTable {
             // it (`cat`) shows a little later.
             self.unverified.push((tgid, p.start));
         }
+        self.inspect_later(tgid, p.start);
         self.procs.insert(tgid, p);
         prev
     }
@@ -102,6 +103,15 @@ impl ProcTable {
             p.dirs.clear();
             p.pending_so.clear();
             p.seeded = false;
+            // Its package indices start over: only whether it is sampled carries over (the
+            // kernel copied its parent's entry).
+            p.samples = p.samples.forked();
+            p.interp = p.interp.as_ref().map(|i| {
+                Arc::new(crate::cpython::Interpreter {
+                    pid: child,
+                    ..(**i).clone()
+                })
+            });
             // It holds a copy of what its parent kept of the package structure: charged again.
             let held = std::mem::take(&mut p.bytes);
             if !self.shared.charge(&mut p, held) {
@@ -110,6 +120,7 @@ impl ProcTable {
                 p.archives.clear();
             }
             self.procs.insert(child, p);
+            self.sample_child(child);
         }
         stale
     }
@@ -184,6 +195,8 @@ impl ProcTable {
             compile_targets,
             sites: Vec::new(),
             dirs: HashMap::new(),
+            samples: Default::default(),
+            interp: None,
         }
     }
 
@@ -235,6 +248,7 @@ impl ProcTable {
             }
         }
         self.settle(&process);
+        self.settle_samples(&mut process);
         Some(Finished {
             process,
             ending,

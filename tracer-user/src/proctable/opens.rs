@@ -162,7 +162,9 @@ impl ProcTable {
                 Step::Import(file) if p.compiling && p.compiles(&file) => {
                     fidelity.compile_ambiguous += 1;
                 }
-                Step::Import(file) => Self::import(shared, p, &file, at, by),
+                Step::Import(file) => {
+                    Self::import(shared, p, &file, at, by);
+                }
                 Step::Read => fidelity.reads_not_imports += 1,
                 Step::Compiled => fidelity.compiled_not_imported += 1,
             }
@@ -184,14 +186,26 @@ impl ProcTable {
         }
     }
 
-    /// Records one imported module file of a process, as seen by `by`.
-    pub(super) fn import(ctx: &mut Shared, p: &mut Process, file: &Path, at: i64, by: Seen) {
+    /// Records one imported module file of a process, as seen by `by`; returns the index of its
+    /// package in `p.packages` (`None`: not a package's module, or a bound was reached).
+    pub(super) fn import(
+        ctx: &mut Shared,
+        p: &mut Process,
+        file: &Path,
+        at: i64,
+        by: Seen,
+    ) -> Option<usize> {
         let Shared {
             resolver,
             elf,
             uid_bytes,
             state_bounded,
         } = ctx;
+        if by != Seen::Sampled {
+            // An import runs a module body, whose code object is freed after it: the addresses
+            // of code objects sampled so far may now be another module's.
+            p.samples.forget_code();
+        }
         // Bytecode under a PYTHONPYCACHEPREFIX is placed where its source is.
         let source = p.view.pycache_prefix.as_deref().and_then(|pre| {
             file.starts_with(pre)
@@ -203,7 +217,7 @@ impl ProcTable {
             if !p.init_dirs.contains(&dir) {
                 let n = dir.as_os_str().len() + ENTRY_BYTES;
                 if !Shared::charge_parts(uid_bytes, state_bounded, &mut p.bytes, p.uid, n) {
-                    return;
+                    return None;
                 }
                 p.init_dirs.insert(dir);
             }
@@ -211,7 +225,7 @@ impl ProcTable {
         let module_dir = imports::module_dir(path);
         if let Some(&i) = module_dir.and_then(|d| p.dirs.get(d.as_os_str())) {
             p.packages[i].count(by, at);
-            return;
+            return Some(i);
         }
         let (class, unplaced) = match classify(path, &p.view) {
             Class::Unplaced => {
@@ -226,7 +240,7 @@ impl ProcTable {
             c => (c, false),
         };
         let Class::Module(loc) = class else {
-            return;
+            return None;
         };
         if loc.package == "py_compile" && loc.kind == crate::resolver::EnvKind::Stdlib {
             p.compiling = true;
@@ -247,12 +261,12 @@ impl ProcTable {
         if let Some(&i) = p.index.get(&loc.package) {
             p.packages[i].count(by, at);
             cache_dir(p, i, uid_bytes, state_bounded);
-            return;
+            return Some(i);
         }
         // A new package: its first path, its name twice (index, record) and its resolution.
         let n = file.as_os_str().len() + 2 * loc.package.len() + 4 * ENTRY_BYTES;
         if !Shared::charge_parts(uid_bytes, state_bounded, &mut p.bytes, p.uid, n) {
-            return;
+            return None;
         }
         let root = p.root();
         let mut resolved = resolver.resolve(&loc, path, &root, p.in_container, &p.creds);
@@ -283,6 +297,7 @@ impl ProcTable {
         };
         seen.count(by, at);
         p.packages.push(seen);
+        Some(i)
     }
 }
 

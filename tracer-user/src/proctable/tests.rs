@@ -1129,3 +1129,27 @@ mod preload {
         assert_eq!(t.fidelity().preload_late, 2);
     }
 }
+
+/// A process gone from `/proc` is ended as `unknown` only when it is still gone at the next
+/// reap: its exit event may be on its way (in the ring until the next drain), and then ends
+/// it as it ended.
+#[test]
+fn a_process_just_gone_waits_one_reap_for_its_exit_event() {
+    let mut t = ProcTable::new(1_000_000, 1);
+    let f = &NoFacts;
+    for pid in [10, 11] {
+        t.handle(
+            exec(pid, 1, "/usr/bin/python3.11", "python3.11 x.py", "", 1000),
+            f,
+        );
+        imp(&mut t, pid, JSON, 2000, f);
+    }
+    let gone = |_: u32| false;
+    assert!(t.reap(gone, 5).is_empty(), "ended at the first reap");
+    let fin = exit(&mut t, 10, f);
+    assert_eq!(fin.ending, Ending::Exited(0));
+    let lost = t.reap(gone, 6);
+    assert_eq!(lost.len(), 1);
+    assert_eq!((lost[0].process.pid, lost[0].ending), (11, Ending::Unknown));
+    assert!(t.is_empty());
+}

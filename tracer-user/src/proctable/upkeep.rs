@@ -51,6 +51,7 @@ impl ProcTable {
         let mut p = self.new_process(s.info, None, facts);
         // Its exec event may still be in flight (it started as the daemon attached).
         p.tabled_at = Some(crate::clock::boot_ns());
+        self.inspect_later(tgid, p.start);
         self.procs.insert(tgid, p);
         self.fidelity.seeded_processes += 1;
         let p = self.procs.get_mut(&tgid).expect("just inserted");
@@ -80,15 +81,29 @@ impl ProcTable {
             .collect()
     }
 
-    /// Ends processes for which `alive` says no (their exit event was lost: the ring buffer
-    /// was full when they exited); they are reported with [`Ending::Unknown`].
+    /// Ends processes for which `alive` said no at this reap and the one before, with the same
+    /// start (their exit event was lost: the ring buffer was full when they exited); they are
+    /// reported with [`Ending::Unknown`]. Once only is not enough: a process that just exited
+    /// has its exit event still on its way (in the ring until the next drain, or queued).
     pub fn reap(&mut self, alive: impl Fn(u32) -> bool, now: i64) -> Vec<Finished> {
         self.replaced.retain(|&p, _| alive(p));
         self.unverified.retain(|&(p, _)| alive(p));
-        let dead: Vec<u32> = self.procs.keys().copied().filter(|&p| !alive(p)).collect();
-        dead.into_iter()
-            .filter_map(|pid| self.finish(pid, Ending::Unknown, now))
-            .collect()
+        let dead: Vec<(u32, i64)> = self
+            .procs
+            .iter()
+            .filter(|(&p, _)| !alive(p))
+            .map(|(&p, proc)| (p, proc.start))
+            .collect();
+        let suspects = std::mem::take(&mut self.reap_suspects);
+        let mut out = Vec::new();
+        for (pid, start) in dead {
+            if suspects.contains(&(pid, start)) {
+                out.extend(self.finish(pid, Ending::Unknown, now));
+            } else {
+                self.reap_suspects.insert((pid, start));
+            }
+        }
+        out
     }
 
     /// Ends every process (daemon shutdown): live ones are reported as still running, ended

@@ -34,7 +34,9 @@ fn cut(s: &str, max: usize) -> &str {
 /// One complete syslog message for `r`, at most `max` bytes: `<PRI>1 TIMESTAMP HOST pyusage
 /// PID IMPORT - {json}`. The timestamp is the record's `first_seen`, so a resend is
 /// byte-identical. Over-long string fields are cut at a UTF-8 boundary, end in `…`, and are
-/// listed in `_truncated`; the JSON stays valid and the message is never split.
+/// listed in `_truncated`; so is `cpu_samples_callers` when its smallest entries are left out
+/// (up to 8 package names, each a directory name the user chose; never cut, which would name
+/// another package). The JSON stays valid and the message is never split.
 pub fn format_message(r: &Record, facility: u8, max: usize) -> Vec<u8> {
     let pri = facility as u16 * 8 + SEVERITY_INFO as u16;
     let header = format!(
@@ -69,6 +71,19 @@ pub fn format_message(r: &Record, facility: u8, max: usize) -> Vec<u8> {
             .filter_map(|(k, x)| x.as_str().map(|s| (k.clone(), s.len())))
             .filter(|(_, l)| *l > MARK.len())
             .max_by_key(|(_, l)| *l);
+        // The callers' list when it is longer than any string: its last (smallest) entry goes.
+        let callers = &mut v[columns::CPU_SAMPLES_CALLERS];
+        let callers_len = callers.to_string().len();
+        if let Some(list) = callers.as_array_mut().filter(|l| !l.is_empty()) {
+            if longest.as_ref().is_none_or(|(_, l)| callers_len >= *l) {
+                list.pop();
+                let field = columns::CPU_SAMPLES_CALLERS.to_owned();
+                if !truncated.contains(&field) {
+                    truncated.push(field);
+                }
+                continue;
+            }
+        }
         let Some((field, len)) = longest else {
             // Nothing left to shorten (absurdly small limit): the bare header and a marker.
             return [header.into_bytes(), br#"{"_truncated":["*"]}"#.to_vec()].concat();
@@ -164,6 +179,39 @@ mod tests {
             assert!(p["first_path"].as_str().unwrap().ends_with('…'));
             assert_eq!(p["package"], "numpy");
         }
+    }
+
+    #[test]
+    fn long_caller_names_drop_the_smallest_callers_never_cut_a_name() {
+        let mut r = rec();
+        r.cpu_sampling = Some("sampled".into());
+        r.cpu_sample_hz = Some(19);
+        (r.cpu_samples_total, r.cpu_samples_self) = (Some(1000), Some(500));
+        r.cpu_samples_inclusive = Some(900);
+        r.cpu_samples_callers = (0..8)
+            .map(|i| pyusage_record::CallerSamples {
+                package: format!("{i}{}", "p".repeat(250)),
+                samples: 100 - i,
+            })
+            .collect();
+        for max in [1024, 2048, 3072] {
+            let m = format_message(&r, 16, max);
+            assert!(m.len() <= max, "{} > {max}", m.len());
+            let p = payload(&m);
+            let t = p["_truncated"].as_array().unwrap();
+            assert!(t.contains(&"cpu_samples_callers".into()), "{t:?}");
+            let back = p["cpu_samples_callers"].as_array().unwrap();
+            assert!(back.len() < 8);
+            for (i, c) in back.iter().enumerate() {
+                assert_eq!(c, &serde_json::to_value(&r.cpu_samples_callers[i]).unwrap());
+            }
+            assert_eq!(p["package"], "numpy");
+            assert_eq!(p["cpu_samples_self"], 500);
+        }
+        // Within the limit nothing is left out.
+        let p = payload(&format_message(&r, 16, 8192));
+        assert!(p.get("_truncated").is_none());
+        assert_eq!(p["cpu_samples_callers"].as_array().unwrap().len(), 8);
     }
 
     #[test]

@@ -1,0 +1,102 @@
+//! What the CPU sampler shares between the kernel and the daemon: the layout of one CPython
+//! version's structures (written by the daemon, read by the perf-event program), the entry of a
+//! sampled process, and the sample event.
+//!
+//! The walk the kernel does, for the thread the CPU clock interrupted:
+//!
+//! 1. `interp = *(runtime + runtime_interp_head)` — the main interpreter (`_PyRuntime` is
+//!    found by the daemon from the ELF symbol and the process's mappings);
+//! 2. `ts = *(interp + interp_tstate_head)`, then `ts = *(ts + tstate_next)` until
+//!    `*(ts + tstate_thread_id) == fsbase` (`pthread_self()` is the thread pointer on
+//!    x86-64: glibc and musl), at most [`THREADS_MAX`] thread states;
+//! 3. `f = *(ts + tstate_frame)`; when `cframe_current_frame != NONE`, `f = *(f +
+//!    cframe_current_frame)` (3.11–3.12 go through `_PyCFrame`);
+//! 4. per frame, `code = *(f + frame_code)` is sent, unless `frame_owner != NONE` and the byte
+//!    at `f + frame_owner` is `owner_cstack` (3.12+'s shim frames); then `f = *(f + frame_back)`,
+//!    at most [`FRAMES_MAX`] frames.
+//!
+//! The daemon resolves each code object to its `co_filename` from the process's memory.
+
+/// An offset that does not exist in this version.
+pub const NONE: u32 = u32::MAX;
+
+/// Most thread states walked to find the interrupted thread's.
+pub const THREADS_MAX: u32 = 64;
+/// Most frames sent per sample, innermost first; a deeper stack is cut (flag
+/// [`SAMPLE_FLAG_TRUNCATED`]) and its outermost frames are not attributed.
+pub const FRAMES_MAX: usize = 96;
+
+/// Offsets (bytes) of the fields of one CPython version's structures that the walk reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PyLayout {
+    /// `_PyRuntimeState.interpreters.head`.
+    pub runtime_interp_head: u32,
+    /// `PyInterpreterState.tstate_head` (3.8–3.10) / `threads.head` (3.11+).
+    pub interp_tstate_head: u32,
+    /// `PyThreadState.next`.
+    pub tstate_next: u32,
+    /// `PyThreadState.thread_id` (`pthread_self()` of the thread).
+    pub tstate_thread_id: u32,
+    /// `PyThreadState.frame` (3.8–3.10), `.cframe` (3.11–3.12), `.current_frame` (3.13+).
+    pub tstate_frame: u32,
+    /// `_PyCFrame.current_frame` (3.11–3.12), else [`NONE`].
+    pub cframe_current_frame: u32,
+    /// `PyFrameObject.f_back` (3.8–3.10), `_PyInterpreterFrame.previous` (3.11+).
+    pub frame_back: u32,
+    /// `PyFrameObject.f_code` (3.8–3.10), `_PyInterpreterFrame.f_code` (3.11–3.12),
+    /// `.f_executable` (3.13+).
+    pub frame_code: u32,
+    /// `_PyInterpreterFrame.owner` (a `char`, 3.12+), else [`NONE`].
+    pub frame_owner: u32,
+    /// The `owner` value of a frame owned by the C stack (`FRAME_OWNED_BY_CSTACK`), skipped.
+    pub owner_cstack: u32,
+}
+
+/// A sampled process, in the kernel's `PYPROCS` map by tgid: written by the daemon once it has
+/// found the interpreter's `_PyRuntime`; copied to fork children by the fork program; removed
+/// at exec and exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PyProc {
+    /// Address of `_PyRuntime` in the process.
+    pub runtime: u64,
+    /// The layout of its version.
+    pub layout: PyLayout,
+}
+
+// No padding holes (the daemon writes it as plain bytes): a field added to `PyLayout` keeps
+// its size a multiple of 8, with an explicit pad if need be.
+const _: () = assert!(core::mem::size_of::<PyProc>() == 8 + core::mem::size_of::<PyLayout>());
+
+/// Fixed part of a sample event, followed by `n_frames` code-object addresses (`u64`,
+/// innermost first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SampleEvent {
+    /// Common header (`kind` = [`crate::EventKind::Sample`]).
+    pub header: crate::Header,
+    /// Thread id.
+    pub tid: u32,
+    /// Code objects that follow.
+    pub n_frames: u32,
+    /// The interrupted user-mode instruction address (the user registers' even when the
+    /// clock fired in the kernel), 0 when unknown.
+    pub user_ip: u64,
+    /// [`SAMPLE_FLAG_TRUNCATED`] | [`SAMPLE_FLAG_NO_THREAD`] | [`SAMPLE_FLAG_READ_FAILED`].
+    pub flags: u32,
+    /// Padding, zero.
+    pub _pad: u32,
+}
+
+/// The stack was deeper than [`FRAMES_MAX`].
+pub const SAMPLE_FLAG_TRUNCATED: u32 = 1;
+/// No thread state matched the thread (a thread that never ran Python, or more than
+/// [`THREADS_MAX`] thread states): only `user_ip` is meaningful.
+pub const SAMPLE_FLAG_NO_THREAD: u32 = 2;
+/// A read of the interpreter's memory failed mid-walk (paged out, or a structure changing
+/// under the walk): the frames sent are those read before it.
+pub const SAMPLE_FLAG_READ_FAILED: u32 = 4;
+
+/// Offset of the code-object addresses in a sample event.
+pub const SAMPLE_FRAMES_OFF: usize = core::mem::size_of::<SampleEvent>();

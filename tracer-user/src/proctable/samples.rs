@@ -1,0 +1,766 @@
+//! The CPU sampler's samples of a process, attributed to its packages.
+//!
+//! A sample is the interrupted thread's Python stack (code-object addresses, innermost first)
+//! and the interrupted instruction. Each code object is resolved once per process to its
+//! `co_filename` (read from the process's memory by the sampler's workers, off the record
+//! path), and the file to a package with the same classification as the process's imports.
+//! A sample counts:
+//! - for the process (`cpu_samples_total`);
+//! - as *self* for the package of the native library the instruction is in (an extension's
+//!   `.so`, or the libraries a wheel vendors in `<package>.libs`), else for the innermost
+//!   frame's package;
+//! - as *inclusive* for every package on the stack, once;
+//! - and, for the self package, once per other package on the stack (its *callers*).
+//!
+//! Samples whose code objects are not resolved yet wait (bounded) until the answer comes; at
+//! the process's end, frames still unresolved count for no package.
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tracer_common::{
+    sampling::{SAMPLE_FLAG_NO_THREAD, SAMPLE_FLAG_TRUNCATED},
+    user::SampleInfo,
+};
+
+use super::{ProcTable, Process, Seen, Shared};
+use crate::{
+    cpython::{CpythonError, Interpreter},
+    sampler::{Answer, Job, Sampler, SamplerCounts, ADDRS_PER_JOB},
+};
+
+/// Samples of one process waiting for their code objects, at most (an answer takes
+/// milliseconds; up to 96 frames of 8 bytes each).
+const PENDING_MAX: usize = 256;
+/// Code objects remembered per process, at most (a process past it has its further frames
+/// counted for no package).
+const CODE_MAX: usize = 1 << 16;
+/// Callers kept per package in a record.
+pub const CALLERS_MAX: usize = 8;
+
+/// Whether and how a process is sampled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Status {
+    /// Not (yet) known to the sampler: sampling is off, or its interpreter is being found.
+    #[default]
+    Off,
+    /// The kernel walks its stacks.
+    Sampled,
+    /// Its interpreter cannot be walked (the reason, e.g. `python-3.7`, `free-threaded`).
+    Unsupported(String),
+}
+
+/// What one code object (or native library) is, for attribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Asked for; the answer has not come.
+    Asked,
+    /// Resolved: the index of its package in the process's packages, or none.
+    Package(Option<u32>),
+}
+
+/// The samples of one process.
+#[derive(Debug, Clone, Default)]
+pub struct Samples {
+    /// Whether it is sampled.
+    pub status: Status,
+    /// The node's sampling rate (samples per CPU-second), once the sampler answered for it
+    /// (sampled or unsupported: a record says the rate whenever it says either).
+    pub hz: u32,
+    /// Samples (all threads).
+    pub total: u64,
+    /// Per package index: self and inclusive samples.
+    counts: Vec<[u64; 2]>,
+    /// (self package, caller package) → samples.
+    callers: HashMap<(u32, u32), u64>,
+    /// Code-object address → what it is.
+    code: HashMap<u64, Code>,
+    /// Samples waiting for code objects.
+    pending: Vec<SampleInfo>,
+    /// Executable mappings: `[start, end)` → the package of the file (sorted by start).
+    native: Vec<(u64, u64, Option<u32>)>,
+    /// When the mappings were last read (wall µs); 0 never.
+    native_read_at: i64,
+    /// Samples dropped because too many waited, or whose frames stayed unresolved.
+    pub unattributed: u64,
+}
+
+/// What a record says of its process's samples (see `pyusage_record::Record`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordFields {
+    /// `cpu_sampling`.
+    pub sampling: Option<String>,
+    /// `cpu_sample_hz`.
+    pub hz: Option<u32>,
+    /// `cpu_samples_total`.
+    pub total: Option<u64>,
+    /// `cpu_samples_self`.
+    pub self_samples: Option<u64>,
+    /// `cpu_samples_inclusive`.
+    pub inclusive: Option<u64>,
+    /// `cpu_samples_callers`.
+    pub callers: Vec<pyusage_record::CallerSamples>,
+}
+
+/// A package's sampled counts, for its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageSamples {
+    /// Innermost (or native) samples.
+    pub self_samples: u64,
+    /// Samples with it anywhere on the stack.
+    pub inclusive: u64,
+    /// Other packages further out on the stack of its self samples: (package index, samples),
+    /// largest first, at most [`CALLERS_MAX`].
+    pub callers: Vec<(u32, u64)>,
+}
+
+impl Samples {
+    /// For a fork child: sampled as its parent (the kernel copied its entry), with nothing
+    /// else: its packages are numbered anew, so its code objects are resolved again.
+    pub fn forked(&self) -> Samples {
+        Samples {
+            status: self.status.clone(),
+            hz: self.hz,
+            ..Samples::default()
+        }
+    }
+
+    /// Forgets what code objects were: their addresses may be reused by new ones (a module
+    /// body's code is freed once it ran, and the next import's code objects take its place).
+    /// Code objects asked for stay asked: their answers, read after this, are of what is there
+    /// now.
+    pub fn forget_code(&mut self) {
+        self.code.retain(|_, c| *c == Code::Asked);
+    }
+
+    /// Code objects of `s` not known yet (each returned once: they are marked asked).
+    pub fn unknown(&mut self, s: &SampleInfo) -> Vec<u64> {
+        let mut out = Vec::new();
+        for &a in &s.frames {
+            if self.code.len() >= CODE_MAX {
+                break;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = self.code.entry(a) {
+                e.insert(Code::Asked);
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// Whether every frame of `s` is resolved (or can never be: past [`CODE_MAX`]).
+    fn ready(&self, s: &SampleInfo) -> bool {
+        s.frames
+            .iter()
+            .all(|a| !matches!(self.code.get(a), Some(Code::Asked)))
+    }
+
+    /// Takes a sample: counted now when its frames are resolved, else kept until they are.
+    pub fn add(&mut self, s: SampleInfo, native: Option<u32>) {
+        self.total += 1;
+        if self.ready(&s) {
+            self.count(&s, native);
+        } else if self.pending.len() < PENDING_MAX {
+            self.pending.push(s);
+        } else {
+            self.unattributed += 1;
+        }
+    }
+
+    /// A code object's answer: counts the waiting samples it completes. `native_of` gives the
+    /// package of a waiting sample's instruction.
+    pub fn resolved(
+        &mut self,
+        addr: u64,
+        package: Option<u32>,
+        mut native_of: impl FnMut(&mut Samples, u64) -> Option<u32>,
+    ) {
+        self.code.insert(addr, Code::Package(package));
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for s in pending {
+            if self.ready(&s) {
+                let n = native_of(self, s.user_ip);
+                self.count(&s, n);
+            } else {
+                self.pending.push(s);
+            }
+        }
+    }
+
+    /// At the end of the process: the samples still waiting count with what is resolved.
+    pub fn settle(&mut self) {
+        for s in std::mem::take(&mut self.pending) {
+            self.unattributed += 1;
+            let n = self.native_at(s.user_ip);
+            self.count(&s, n);
+        }
+    }
+
+    fn package_of(&self, addr: u64) -> Option<u32> {
+        match self.code.get(&addr) {
+            Some(Code::Package(p)) => *p,
+            _ => None,
+        }
+    }
+
+    fn count(&mut self, s: &SampleInfo, native: Option<u32>) {
+        let own = native.or_else(|| s.frames.first().and_then(|&a| self.package_of(a)));
+        let mut on_stack: Vec<u32> = Vec::with_capacity(8);
+        for p in native
+            .into_iter()
+            .chain(s.frames.iter().filter_map(|&a| self.package_of(a)))
+        {
+            if !on_stack.contains(&p) {
+                on_stack.push(p);
+            }
+        }
+        for &p in &on_stack {
+            self.slot(p)[1] += 1;
+        }
+        if let Some(own) = own {
+            self.slot(own)[0] += 1;
+            for &c in on_stack.iter().filter(|&&c| c != own) {
+                *self.callers.entry((own, c)).or_insert(0) += 1;
+            }
+        }
+    }
+
+    fn slot(&mut self, p: u32) -> &mut [u64; 2] {
+        let i = p as usize;
+        if self.counts.len() <= i {
+            self.counts.resize(i + 1, [0; 2]);
+        }
+        &mut self.counts[i]
+    }
+
+    /// The counts of package `i`, for its record.
+    pub fn of_package(&self, i: u32) -> PackageSamples {
+        let [self_samples, inclusive] = self.counts.get(i as usize).copied().unwrap_or([0; 2]);
+        let mut callers: Vec<(u32, u64)> = self
+            .callers
+            .iter()
+            .filter(|((own, _), _)| *own == i)
+            .map(|(&(_, c), &n)| (c, n))
+            .collect();
+        callers.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        callers.truncate(CALLERS_MAX);
+        PackageSamples {
+            self_samples,
+            inclusive,
+            callers,
+        }
+    }
+
+    /// The record fields of package `i`: `cpu_sampling`, `cpu_sample_hz`, the three counts and
+    /// the callers (named by `name_of`).
+    pub fn record_fields(&self, i: u32, name_of: impl Fn(u32) -> Option<String>) -> RecordFields {
+        match &self.status {
+            Status::Off => RecordFields::default(),
+            Status::Unsupported(why) => RecordFields {
+                sampling: Some(format!("{}{why}", pyusage_record::sampling::UNSUPPORTED)),
+                hz: Some(self.hz),
+                ..RecordFields::default()
+            },
+            Status::Sampled => {
+                let s = self.of_package(i);
+                RecordFields {
+                    sampling: Some(pyusage_record::sampling::SAMPLED.to_owned()),
+                    hz: Some(self.hz),
+                    total: Some(self.total),
+                    self_samples: Some(s.self_samples),
+                    inclusive: Some(s.inclusive),
+                    callers: s
+                        .callers
+                        .into_iter()
+                        .filter_map(|(c, samples)| {
+                            Some(pyusage_record::CallerSamples {
+                                package: name_of(c)?,
+                                samples,
+                            })
+                        })
+                        .collect(),
+                }
+            }
+        }
+    }
+
+    /// The package of the executable mapping `ip` is in, if known.
+    pub fn native_at(&self, ip: u64) -> Option<u32> {
+        if ip == 0 {
+            return None;
+        }
+        let i = self.native.partition_point(|&(start, _, _)| start <= ip);
+        let &(start, end, p) = self.native.get(i.checked_sub(1)?)?;
+        (start <= ip && ip < end).then_some(p).flatten()
+    }
+
+    /// Whether `ip` is in no mapping read so far.
+    pub fn native_unknown(&self, ip: u64) -> bool {
+        if ip == 0 {
+            return false;
+        }
+        let i = self.native.partition_point(|&(start, _, _)| start <= ip);
+        !matches!(i.checked_sub(1).and_then(|i| self.native.get(i)), Some(&(s, e, _)) if s <= ip && ip < e)
+    }
+
+    /// When the mappings were last read.
+    pub fn native_read_at(&self) -> i64 {
+        self.native_read_at
+    }
+
+    /// Replaces the executable mappings (read at `at`).
+    pub fn set_native(&mut self, mut maps: Vec<(u64, u64, Option<u32>)>, at: i64) {
+        maps.sort_unstable_by_key(|m| m.0);
+        self.native = maps;
+        self.native_read_at = at;
+    }
+}
+
+/// The executable file mappings of a live process: `[start, end)` and the file
+/// (`/proc/PID/maps`; anonymous and special mappings left out).
+pub fn executable_maps(pid: u32) -> std::io::Result<Vec<(u64, u64, PathBuf)>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    Ok(text.lines().filter_map(parse_maps_line).collect())
+}
+
+fn parse_maps_line(line: &str) -> Option<(u64, u64, PathBuf)> {
+    let mut f = line.splitn(6, ' ');
+    let range = f.next()?;
+    let perms = f.next()?;
+    if perms.as_bytes().get(2) != Some(&b'x') {
+        return None;
+    }
+    let path = f.nth(3)?.trim_start();
+    if !path.starts_with('/') {
+        return None;
+    }
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    let (a, b) = range.split_once('-')?;
+    Some((
+        u64::from_str_radix(a, 16).ok()?,
+        u64::from_str_radix(b, 16).ok()?,
+        PathBuf::from(path),
+    ))
+}
+
+/// The package directory a library that a wheel vendors belongs to: `numpy.libs/libopenblas…`
+/// (auditwheel's layout) → `numpy`.
+pub fn vendored_package(file: &Path) -> Option<String> {
+    let dir = file.parent()?.file_name()?.to_str()?;
+    dir.strip_suffix(".libs").map(str::to_owned)
+}
+
+/// Attempts at finding a process's interpreter: a process promoted for opening `libpython` has
+/// not mapped it yet at the first; the next come after [`INSPECT_BACKOFF`] times the attempt.
+const INSPECT_ATTEMPTS: u8 = 4;
+const INSPECT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(40);
+
+impl ProcTable {
+    /// Turns sampling on: samples are attributed, and new Python processes are inspected.
+    pub fn set_sampler(&mut self, s: Sampler) {
+        self.sampler = Some(s);
+    }
+
+    /// The sampler's counters, when sampling is on.
+    pub fn sampler_counts(&self) -> Option<SamplerCounts> {
+        self.sampler.as_ref().map(|s| s.counts)
+    }
+
+    /// The sampling rate, when sampling is on.
+    pub fn sample_hz(&self) -> Option<u32> {
+        self.sampler.as_ref().map(|s| s.hz)
+    }
+
+    /// Queues a new Python process for the sampler to find its interpreter.
+    pub(super) fn inspect_later(&mut self, pid: u32, start: i64) {
+        if self.sampler.is_some() {
+            let now = std::time::Instant::now();
+            self.to_inspect
+                .push((pid, start, INSPECT_ATTEMPTS - 1, now));
+        }
+    }
+
+    /// A fork child of a Python process: sampled as its parent is. The kernel copied the
+    /// parent's entry if the fork came after the daemon wrote it; the entry is written again
+    /// for the fork that came before (the answer was processed first). A parent not sampled
+    /// yet has its child found on its own.
+    pub(super) fn sample_child(&mut self, child: u32) {
+        let Some(sampler) = self.sampler.as_mut() else {
+            return;
+        };
+        let Some(p) = self.procs.get(&child) else {
+            return;
+        };
+        match (&p.samples.status, &p.interp) {
+            (Status::Sampled, Some(interp)) => {
+                sampler.enable(child, interp);
+            }
+            (Status::Off, _) => {
+                let start = p.start;
+                self.inspect_later(child, start);
+            }
+            _ => {}
+        }
+    }
+
+    /// One sample.
+    pub(super) fn sample(&mut self, s: SampleInfo) {
+        let at = self.wall(s.ktime_ns);
+        let Some(sampler) = self.sampler.as_mut() else {
+            return;
+        };
+        sampler.counts.samples += 1;
+        if s.flags & SAMPLE_FLAG_NO_THREAD != 0 {
+            sampler.counts.samples_no_thread += 1;
+        }
+        if s.flags & SAMPLE_FLAG_TRUNCATED != 0 {
+            sampler.counts.samples_truncated += 1;
+        }
+        let Some(p) = self.procs.get_mut(&s.tgid) else {
+            return;
+        };
+        if p.samples.native_unknown(s.user_ip) && at - p.samples.native_read_at() > NATIVE_EVERY_US
+        {
+            read_native(p, at);
+        }
+        let native = p.samples.native_at(s.user_ip);
+        let mut unknown = p.samples.unknown(&s);
+        // Each code object remembered is charged to the process and its user, as the import
+        // state is: a process that makes up addresses cannot grow the daemon without end.
+        let n = unknown.len() * super::ENTRY_BYTES;
+        if n > 0
+            && !Shared::charge_parts(
+                &mut self.shared.uid_bytes,
+                &mut self.shared.state_bounded,
+                &mut p.bytes,
+                p.uid,
+                n,
+            )
+        {
+            for a in unknown.drain(..) {
+                p.samples.resolved(a, None, |_, _| None);
+            }
+        }
+        if !unknown.is_empty() {
+            match p.interp.clone() {
+                Some(interp) => {
+                    for addrs in unknown.chunks(ADDRS_PER_JOB) {
+                        let job = Job::Resolve {
+                            pid: p.pid,
+                            start: p.start,
+                            interp: interp.clone(),
+                            addrs: addrs.to_vec(),
+                        };
+                        if !sampler.submit(job) {
+                            addrs
+                                .iter()
+                                .for_each(|&a| p.samples.resolved(a, None, |_, _| None));
+                        }
+                    }
+                }
+                // A fork child sampled before its own interpreter handle came: its parent's
+                // is the same image at the same addresses.
+                None => unknown
+                    .iter()
+                    .for_each(|&a| p.samples.resolved(a, None, |_, _| None)),
+            }
+        }
+        p.samples.add(s, native);
+    }
+
+    /// Collects the sampler's answers and queues what is due; called after each batch of
+    /// events and on the processor's tick.
+    pub fn sampler_upkeep(&mut self) {
+        let Some(sampler) = self.sampler.as_mut() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        for (pid, start, left, at) in std::mem::take(&mut self.to_inspect) {
+            if at > now {
+                self.to_inspect.push((pid, start, left, at));
+            } else if !sampler.submit(Job::Inspect { pid, start, left }) && left > 0 {
+                self.to_inspect
+                    .push((pid, start, left - 1, now + INSPECT_BACKOFF));
+            }
+        }
+        let answers = sampler.answers();
+        for a in answers {
+            match a {
+                Answer::Inspected {
+                    pid,
+                    start,
+                    result,
+                    left,
+                } => self.inspected(pid, start, result, left),
+                Answer::Resolved { pid, start, files } => self.code_files(pid, start, files),
+            }
+        }
+    }
+
+    fn inspected(
+        &mut self,
+        pid: u32,
+        start: i64,
+        result: Result<Arc<Interpreter>, CpythonError>,
+        left: u8,
+    ) {
+        let Some(sampler) = self.sampler.as_mut() else {
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&pid).filter(|p| p.start == start) else {
+            return;
+        };
+        match result {
+            Ok(interp) => {
+                if sampler.enable(pid, &interp) {
+                    sampler.counts.processes_sampled += 1;
+                    p.samples.status = Status::Sampled;
+                    p.samples.hz = sampler.hz;
+                    p.interp = Some(interp);
+                }
+            }
+            Err(CpythonError::Unsupported(reason)) => {
+                tracing::debug!(pid, "not sampled: {reason}");
+                sampler.counts.processes_unsupported += 1;
+                p.samples.status = Status::Unsupported(short_reason(&reason));
+                p.samples.hz = sampler.hz;
+            }
+            Err(e) => {
+                tracing::debug!(pid, "interpreter not found yet: {e}");
+                if left > 0 {
+                    let wait = INSPECT_BACKOFF * u32::from(INSPECT_ATTEMPTS - left);
+                    let at = std::time::Instant::now() + wait;
+                    self.to_inspect.push((pid, start, left - 1, at));
+                }
+            }
+        }
+    }
+
+    fn code_files(&mut self, pid: u32, start: i64, files: Vec<(u64, Option<PathBuf>)>) {
+        let at = self.wall(crate::clock::boot_ns());
+        let Some(p) = self.procs.get_mut(&pid).filter(|p| p.start == start) else {
+            return;
+        };
+        for (addr, file) in files {
+            let package = file
+                .filter(|f| f.is_absolute())
+                .and_then(|f| Self::import(&mut self.shared, p, &f, at, Seen::Sampled))
+                .map(|i| i as u32);
+            p.samples.resolved(addr, package, |s, ip| s.native_at(ip));
+        }
+    }
+
+    /// At a process's end: its waiting samples count with what is resolved.
+    pub(super) fn settle_samples(&mut self, p: &mut Process) {
+        let before = p.samples.unattributed;
+        p.samples.settle();
+        if let Some(s) = self.sampler.as_mut() {
+            s.counts.samples_unattributed += p.samples.unattributed - before;
+        }
+    }
+}
+
+/// The reason a record gives (`cpu_sampling = unsupported:<reason>`) for what the interpreter
+/// inspection said in prose (with the image's path, which a record does not repeat).
+fn short_reason(why: &str) -> String {
+    if why.contains("free-threaded") {
+        return "free-threaded".into();
+    }
+    if why.contains("debug build") {
+        return "debug-build".into();
+    }
+    if why.contains("not x86-64") {
+        return "not-x86-64".into();
+    }
+    if why.contains("without _PyRuntime") {
+        return "python-before-3.7".into();
+    }
+    // "…: CPython 3.7: before 3.8", "…: CPython 3.14.0: after 3.13".
+    if let Some(v) = why.split("CPython ").nth(1) {
+        let v: String = v
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let mut parts = v.split('.');
+        if let (Some(a), Some(b)) = (parts.next(), parts.next()) {
+            return format!("python-{a}.{b}");
+        }
+    }
+    "interpreter-layout".into()
+}
+
+/// How often a process's executable mappings are read again at most, when a sample's
+/// instruction is in none of them (a library loaded since, or a module's whose import the
+/// daemon had not taken yet): a few hundred lines of `/proc/PID/maps`, at most ten times a
+/// second and only while samples land in such a file.
+const NATIVE_EVERY_US: i64 = 100_000;
+
+/// Reads the executable mappings of `p` and the package of each file it already imported
+/// (an extension module, or a library its wheel vendors in `<package>.libs`). A mapping never
+/// adds a package: only what the process imported, or ran Python code of, is one.
+///
+/// The mappings are the process's now, while the daemon may not have taken the events of its
+/// latest imports yet: a module's file whose package is not known yet is left out, so that a
+/// sample inside it reads the mappings again (at most once per [`NATIVE_EVERY_US`]) instead
+/// of charging it to no package for good.
+fn read_native(p: &mut Process, at: i64) {
+    let Ok(maps) = executable_maps(p.pid) else {
+        p.samples.set_native(Vec::new(), at);
+        return;
+    };
+    let known = |p: &Process, f: &Path| -> Option<u32> {
+        if let Some(&i) = crate::imports::module_dir(f).and_then(|d| p.dirs.get(d.as_os_str())) {
+            return Some(i as u32);
+        }
+        let by_name = |n: &str| p.index.get(n).map(|&i| i as u32);
+        match crate::resolver::classify(f, &p.view) {
+            crate::resolver::Class::Module(loc) => by_name(&loc.package),
+            _ => None,
+        }
+        .or_else(|| vendored_package(f).and_then(|n| by_name(&n)))
+    };
+    let could_be_a_package = |p: &Process, f: &Path| {
+        vendored_package(f).is_some()
+            || matches!(
+                crate::resolver::classify(f, &p.view),
+                crate::resolver::Class::Module(_) | crate::resolver::Class::Unplaced
+            )
+    };
+    let ranges = maps
+        .into_iter()
+        .filter_map(|(s, e, f)| match known(p, &f) {
+            Some(i) => Some((s, e, Some(i))),
+            None if could_be_a_package(p, &f) => None,
+            None => Some((s, e, None)),
+        })
+        .collect();
+    p.samples.set_native(ranges, at);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(frames: &[u64], ip: u64) -> SampleInfo {
+        SampleInfo {
+            tgid: 1,
+            tid: 1,
+            ktime_ns: 0,
+            user_ip: ip,
+            frames: frames.to_vec(),
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn self_inclusive_and_callers() {
+        let mut s = Samples::default();
+        // 0x10 numpy (0), 0x20 xarray (1), 0x30 the script (no package).
+        assert_eq!(s.unknown(&sample(&[0x10, 0x20, 0x30], 0)).len(), 3);
+        s.add(sample(&[0x10, 0x20, 0x30], 0), None);
+        s.add(sample(&[0x20, 0x30], 0), None);
+        assert_eq!(s.total, 2);
+        s.resolved(0x10, Some(0), |_, _| None);
+        s.resolved(0x20, Some(1), |_, _| None);
+        assert_eq!(s.of_package(0).self_samples, 0, "still waiting for 0x30");
+        s.resolved(0x30, None, |_, _| None);
+        // Native time in a numpy `.so`, called from xarray, counts as numpy's.
+        s.add(sample(&[0x20, 0x30], 0x5000), Some(0));
+        let numpy = s.of_package(0);
+        assert_eq!((numpy.self_samples, numpy.inclusive), (2, 2));
+        assert_eq!(numpy.callers, vec![(1, 2)]);
+        let xarray = s.of_package(1);
+        assert_eq!((xarray.self_samples, xarray.inclusive), (1, 3));
+        assert!(xarray.callers.is_empty());
+        assert_eq!(s.total, 3);
+    }
+
+    #[test]
+    fn a_package_twice_on_the_stack_counts_once() {
+        let mut s = Samples::default();
+        s.unknown(&sample(&[1, 2, 3], 0));
+        for (a, p) in [(1, 0), (2, 1), (3, 0)] {
+            s.resolved(a, Some(p), |_, _| None);
+        }
+        s.add(sample(&[1, 2, 3], 0), None);
+        let p0 = s.of_package(0);
+        assert_eq!(
+            (p0.self_samples, p0.inclusive, p0.callers),
+            (1, 1, vec![(1, 1)])
+        );
+    }
+
+    #[test]
+    fn unresolved_frames_settle_at_the_end() {
+        let mut s = Samples::default();
+        s.unknown(&sample(&[1, 2], 0));
+        s.resolved(1, Some(0), |_, _| None);
+        s.add(sample(&[1, 2], 0), None);
+        assert_eq!(s.of_package(0).self_samples, 0);
+        s.settle();
+        assert_eq!(s.of_package(0).self_samples, 1);
+        assert_eq!(s.unattributed, 1);
+    }
+
+    #[test]
+    fn native_ranges() {
+        let mut s = Samples::default();
+        s.set_native(vec![(0x2000, 0x3000, Some(4)), (0x1000, 0x1800, None)], 1);
+        assert_eq!(s.native_at(0x2fff), Some(4));
+        assert_eq!(s.native_at(0x3000), None);
+        assert!(s.native_unknown(0x3000));
+        assert!(!s.native_unknown(0x1100));
+        assert_eq!(s.native_at(0x1100), None);
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(
+            short_reason("/x/libpython3.7m.so: CPython 3.7: before 3.8"),
+            "python-3.7"
+        );
+        assert_eq!(
+            short_reason("/x: CPython 3.14.0: after 3.13"),
+            "python-3.14"
+        );
+        assert_eq!(
+            short_reason("/x: a free-threaded build (Py_GIL_DISABLED)"),
+            "free-threaded"
+        );
+        assert_eq!(
+            short_reason("/x: a debug build (defines _Py_RefTotal)"),
+            "debug-build"
+        );
+        assert_eq!(
+            short_reason("/x: a CPython without _PyRuntime (2.x, or 3.x before 3.7)"),
+            "python-before-3.7"
+        );
+    }
+
+    #[test]
+    fn maps_lines() {
+        let l = "7f00-7f10 r-xp 00001000 08:01 1234   /usr/lib/x86_64-linux-gnu/libc.so.6";
+        assert_eq!(
+            parse_maps_line(l),
+            Some((
+                0x7f00,
+                0x7f10,
+                PathBuf::from("/usr/lib/x86_64-linux-gnu/libc.so.6")
+            ))
+        );
+        assert_eq!(parse_maps_line("7f00-7f10 rw-p 00000000 00:00 0 "), None);
+        assert_eq!(
+            parse_maps_line("7f00-7f10 r-xp 00000000 00:00 0   [vdso]"),
+            None
+        );
+        assert_eq!(
+            vendored_package(Path::new("/s/numpy.libs/libopenblas.so")).as_deref(),
+            Some("numpy")
+        );
+    }
+}

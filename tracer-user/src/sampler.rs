@@ -1,0 +1,197 @@
+//! The CPU sampler's daemon side: finds a Python process's interpreter (its version and
+//! `_PyRuntime`) and enables the kernel's walk of it, and reads what its code objects are.
+//!
+//! Both read the users' processes and files (`/proc/PID/maps`, the interpreter's ELF image,
+//! `process_vm_readv` of the process's memory), which a user can make hang (a file or a
+//! mapping on a FUSE mount of theirs). So they run on worker threads ([`Workers`]), and the
+//! processor only collects answers when they come; a process whose read hangs costs one
+//! worker thread, never the record path.
+use std::{cell::RefCell, os::unix::ffi::OsStringExt, path::PathBuf, sync::Arc};
+
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use tracer_common::sampling::PyProc;
+
+use crate::{
+    cpython::{CpythonError, Inspector, Interpreter},
+    workers::Workers,
+};
+
+/// Worker threads reading processes for the sampler.
+const THREADS: usize = 2;
+/// Jobs queued at most; more are refused (and asked again later).
+const QUEUED: usize = 1024;
+/// Code objects read per job at most.
+pub const ADDRS_PER_JOB: usize = 256;
+
+/// A read for the sampler.
+pub enum Job {
+    /// Find the interpreter of process `pid` (started at `start`, wall µs).
+    Inspect {
+        /// Process.
+        pid: u32,
+        /// Its start, to match the answer to the same process.
+        start: i64,
+        /// Attempts left after this one.
+        left: u8,
+    },
+    /// Read the `co_filename` of code objects of process `pid`.
+    Resolve {
+        /// Process.
+        pid: u32,
+        /// Its start.
+        start: i64,
+        /// Its interpreter.
+        interp: Arc<Interpreter>,
+        /// Code-object addresses.
+        addrs: Vec<u64>,
+    },
+}
+
+/// An answer from a worker.
+pub enum Answer {
+    /// The interpreter of a process, or why it cannot be sampled.
+    Inspected {
+        /// Process.
+        pid: u32,
+        /// Its start.
+        start: i64,
+        /// Its interpreter, or the reason (`Unsupported`, or a read that failed).
+        result: Result<Arc<Interpreter>, CpythonError>,
+        /// Attempts left.
+        left: u8,
+    },
+    /// Files of code objects (`None`: unreadable, or not a code object's).
+    Resolved {
+        /// Process.
+        pid: u32,
+        /// Its start.
+        start: i64,
+        /// Address and file.
+        files: Vec<(u64, Option<PathBuf>)>,
+    },
+}
+
+thread_local! {
+    /// Each worker's cache of what it read from interpreter images (one read per build, not
+    /// per process; per thread, so that a worker stuck on a hung file holds up no other).
+    static INSPECTOR: RefCell<Inspector> = RefCell::new(Inspector::new());
+}
+
+/// The kernel reads this many bytes of each frame (`tracer-ebpf`'s `FRAME_WINDOW`): a layout
+/// whose frame link or code object lies further is not sampled.
+const FRAME_WINDOW: u32 = 80;
+
+fn work(job: Job) -> Answer {
+    match job {
+        Job::Inspect { pid, start, left } => Answer::Inspected {
+            pid,
+            start,
+            left,
+            result: INSPECTOR
+                .with(|i| i.borrow_mut().inspect(pid))
+                .and_then(|interp| {
+                    let l = interp.layout;
+                    if l.frame_back.max(l.frame_code) > FRAME_WINDOW - 8 {
+                        return Err(CpythonError::Unsupported(format!(
+                            "frame-layout-{}.{}",
+                            interp.version.major, interp.version.minor
+                        )));
+                    }
+                    Ok(Arc::new(interp))
+                }),
+        },
+        Job::Resolve {
+            pid,
+            start,
+            interp,
+            addrs,
+        } => Answer::Resolved {
+            pid,
+            start,
+            files: addrs
+                .into_iter()
+                .map(|a| {
+                    let file = interp.code_path_bytes(a).ok();
+                    (
+                        a,
+                        file.map(|b| PathBuf::from(std::ffi::OsString::from_vec(b))),
+                    )
+                })
+                .collect(),
+        },
+    }
+}
+
+/// The sampler's counters in `status.json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SamplerCounts {
+    /// Samples received.
+    pub samples: u64,
+    /// Processes whose stacks the kernel walks.
+    pub processes_sampled: u64,
+    /// Processes whose interpreter cannot be walked (unsupported version or build).
+    pub processes_unsupported: u64,
+    /// Samples without the thread's Python stack (no thread state matched).
+    pub samples_no_thread: u64,
+    /// Samples cut at the frame limit.
+    pub samples_truncated: u64,
+    /// Samples counted for no package because their code objects could not be read in time.
+    pub samples_unattributed: u64,
+    /// Jobs refused because the workers' queue was full.
+    pub jobs_refused: u64,
+    /// Processes not sampled because the kernel's map was full.
+    pub map_full: u64,
+}
+
+/// The sampler: its workers and the kernel's map of sampled processes.
+pub struct Sampler {
+    workers: Workers<Job, Answer>,
+    map: Option<BpfHashMap<MapData, u32, PyProc>>,
+    /// Samples per CPU-second.
+    pub hz: u32,
+    /// Counters.
+    pub counts: SamplerCounts,
+}
+
+impl Sampler {
+    /// A sampler writing `map` (none in tests: nothing is enabled in the kernel).
+    pub fn new(map: Option<BpfHashMap<MapData, u32, PyProc>>, hz: u32) -> Sampler {
+        Sampler {
+            workers: Workers::new("sampler", THREADS, QUEUED, work),
+            map,
+            hz,
+            counts: SamplerCounts::default(),
+        }
+    }
+
+    /// Queues a job; `false` (counted) when the queue is full.
+    pub fn submit(&mut self, job: Job) -> bool {
+        match self.workers.submit(job) {
+            Ok(()) => true,
+            Err(_) => {
+                self.counts.jobs_refused += 1;
+                false
+            }
+        }
+    }
+
+    /// The answers that came.
+    pub fn answers(&mut self) -> Vec<Answer> {
+        std::iter::from_fn(|| self.workers.try_recv()).collect()
+    }
+
+    /// Lets the kernel walk process `pid`'s stacks.
+    pub fn enable(&mut self, pid: u32, interp: &Interpreter) -> bool {
+        let Some(map) = self.map.as_mut() else {
+            return true;
+        };
+        match map.insert(pid, interp.py_proc(), 0) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(pid, "not sampled: {e}");
+                self.counts.map_full += 1;
+                false
+            }
+        }
+    }
+}
