@@ -244,11 +244,14 @@ pub const NEAR_UNIQUE: [&str; 14] = [
 ];
 
 /// The dataset's Parquet settings: the node daemon's (zstd, dictionary encoding), without a
-/// dictionary for the [`NEAR_UNIQUE`] columns.
+/// dictionary for the [`NEAR_UNIQUE`] columns, and zstd at level 1 rather than 3: as small
+/// (on synth records 28.9 bytes per record in segment files and 28.4 merged, against 29.1 and
+/// 28.7 at level 3) and cheaper, its smaller tables included (each column of each file has a
+/// context of its own, allocated and cleared anew).
 pub fn properties() -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid level"),
+            ZstdLevel::try_new(1).expect("valid level"),
         ))
         .set_dictionary_enabled(true);
     for name in NEAR_UNIQUE {
