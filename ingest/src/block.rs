@@ -49,24 +49,35 @@ impl Validity {
 }
 
 /// A `Utf8` column.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Strs {
-    /// Starts at `[0]` once a value is pushed.
+    /// One more than the values: starts at `[0]`.
     offsets: Vec<i32>,
     data: Vec<u8>,
+    /// Empty for a column that is never null ([`Strs::push_str`]).
     validity: Validity,
+}
+
+impl Default for Strs {
+    fn default() -> Self {
+        Strs {
+            offsets: vec![0],
+            data: Vec::new(),
+            validity: Validity::default(),
+        }
+    }
 }
 
 impl Strs {
     fn push(&mut self, v: Option<&str>) {
-        if self.offsets.is_empty() {
-            self.offsets.push(0);
-        }
-        if let Some(s) = v {
-            self.data.extend_from_slice(s.as_bytes());
-        }
-        self.offsets.push(self.data.len() as i32);
+        self.push_str(v.unwrap_or_default());
         self.validity.push(v.is_some());
+    }
+
+    /// A value of a column that is never null (no validity kept).
+    fn push_str(&mut self, s: &str) {
+        self.data.extend_from_slice(s.as_bytes());
+        self.offsets.push(self.data.len() as i32);
     }
 
     fn truncate(&mut self, n: usize) {
@@ -78,9 +89,6 @@ impl Strs {
     }
 
     fn offsets(&self) -> OffsetBuffer<i32> {
-        if self.offsets.is_empty() {
-            return OffsetBuffer::new_empty();
-        }
         OffsetBuffer::new(ScalarBuffer::from(self.offsets.clone()))
     }
 
@@ -113,6 +121,11 @@ impl<T: ArrowPrimitiveType> Prim<T> {
     fn push(&mut self, v: Option<T::Native>) {
         self.values.push(v.unwrap_or_default());
         self.validity.push(v.is_some());
+    }
+
+    /// A value of a column that is never null (no validity kept).
+    fn push_value(&mut self, v: T::Native) {
+        self.values.push(v);
     }
 
     fn truncate(&mut self, n: usize) {
@@ -251,33 +264,33 @@ impl Block {
     pub fn push(&mut self, v: &View) {
         let b = self;
         b.rows += 1;
-        b.record_id.push(Some(v.record_id));
-        b.seq.push(Some(v.seq));
-        b.source.push(Some(v.source.as_str()));
+        b.record_id.push_str(v.record_id);
+        b.seq.push_value(v.seq);
+        b.source.push_str(v.source.as_str());
         if b.sources_offsets.is_empty() {
             b.sources_offsets.push(0);
         }
         for s in v.sources.as_slice() {
-            b.sources.push(Some(s.as_str()));
+            b.sources.push_str(s.as_str());
         }
         let n = b.sources.offsets.len().saturating_sub(1) as i32;
         b.sources_offsets.push(n);
-        b.host.push(Some(v.host));
+        b.host.push_str(v.host);
         b.system.push(v.system);
         b.subsystem.push(v.subsystem);
         b.is_compute.push(v.is_compute);
-        b.pid.push(Some(v.pid));
-        b.ppid.push(Some(v.ppid));
-        b.root_pid.push(Some(v.root_pid));
-        b.process_start.push(Some(v.process_start));
+        b.pid.push_value(v.pid);
+        b.ppid.push_value(v.ppid);
+        b.root_pid.push_value(v.root_pid);
+        b.process_start.push_value(v.process_start);
         b.process_end.push(v.process_end);
-        b.exit.push(Some(v.exit.as_str()));
+        b.exit.push_str(v.exit.as_str());
         b.exit_code.push(v.exit_code);
         b.exit_signal.push(v.exit_signal);
-        b.executable.push(Some(v.executable));
+        b.executable.push_str(v.executable);
         b.python_version.push(v.python_version);
         b.main.push(v.main);
-        b.uid.push(Some(v.uid));
+        b.uid.push_value(v.uid);
         b.username.push(v.username);
         b.is_staff.push(v.is_staff);
         b.in_container.push(v.in_container);
@@ -288,18 +301,18 @@ impl Block {
         b.job_source.push(v.job_source.map(|j| j.as_str()));
         b.rank.push(v.rank);
         b.n_ranks.push(v.n_ranks);
-        b.num_nodes.push(Some(v.num_nodes));
+        b.num_nodes.push_value(v.num_nodes);
         b.qos.push(v.qos);
         b.account.push(v.account);
         b.partition.push(v.partition);
-        b.package.push(Some(v.package));
+        b.package.push_str(v.package);
         b.distribution.push(v.distribution);
         b.version.push(v.version);
-        b.env_kind.push(Some(v.env_kind.as_str()));
+        b.env_kind.push_str(v.env_kind.as_str());
         b.env_prefix.push(v.env_prefix);
-        b.first_path.push(Some(v.first_path));
-        b.n_files.push(Some(v.n_files));
-        b.first_seen.push(Some(v.first_seen));
+        b.first_path.push_str(v.first_path);
+        b.n_files.push_value(v.n_files);
+        b.first_seen.push_value(v.first_seen);
         b.cpu_user_us.push(v.cpu_user_us);
         b.cpu_sys_us.push(v.cpu_sys_us);
         b.cpu_sampling.push(v.cpu_sampling);
@@ -311,8 +324,8 @@ impl Block {
             b.callers_offsets.push(0);
         }
         for c in v.cpu_samples_callers.iter() {
-            b.caller_package.push(Some(c.package));
-            b.caller_samples.push(Some(c.samples));
+            b.caller_package.push_str(c.package);
+            b.caller_samples.push_value(c.samples);
         }
         b.callers_offsets.push(b.caller_samples.values.len() as i32);
     }
