@@ -1,6 +1,7 @@
 """Central ingest benchmark: records/s into the central dataset, and its size per million.
 
     ingest.py --bin target/release/pyusage [--records N] [--batch B] [--rsyslog]
+              [--bin OTHER --rounds R] [--rsyslog-records M] [--work DIR]
 
 Records come from `pyusage synth` (realistic field values; dates moved to one day, as a live
 stream's are), printed back by `pyusage show` and wrapped as the RFC 5424 lines the daemon
@@ -14,11 +15,16 @@ sends and rsyslog hands to omprog (`RSYSLOG_SyslogProtocol23Format`). Two measur
 2. --rsyslog: a real rsyslogd with packaging/rsyslog/pyusage-central.conf's omprog action
    (imtcp instead of imrelp as the input), the lines sent over TCP with octet counting. Time
    from the first byte sent until ingest's stats say every record is stored.
+
+With several --bin (say the build before a change and the one after) every run uses the same
+lines, the binaries alternating within each of R rounds (the order swapped every round): on a
+shared machine only runs side by side compare. Each run reports records/s, ingest's CPU per
+record (both threads) and its peak RSS (stdin: GNU time's; the rsyslog path: VmHWM from /proc
+before the stop).
 """
 import argparse
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -66,32 +72,73 @@ def files_of(root):
     return sum(len(fs) for d, _, fs in os.walk(root) if os.path.basename(d).startswith("date="))
 
 
-def bench_stdin(bin_, msgs, batch, work):
+def write_feed(msgs, batch, work):
     feed = os.path.join(work, "feed")
     with open(feed, "wb") as f:
         for i in range(0, len(msgs), batch):
             f.write(b"BEGIN TRANSACTION\n")
             f.write(b"\n".join(msgs[i:i + batch]) + b"\n")
             f.write(b"COMMIT TRANSACTION\n")
+    return feed
+
+
+# GNU time reports its child's peak RSS; a child forked from this process (which holds every
+# line, a GB) would count this process's pages as its own until its exec.
+TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+
+
+def bench_stdin(bin_, n, feed, work):
     out = os.path.join(work, "central-stdin")
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    shutil.rmtree(out, ignore_errors=True)
+    rss_file = os.path.join(work, "rss")
+    cmd = [bin_, "ingest", "--out", out]
+    if TIME:
+        cmd = [TIME, "-f", "%M", "-o", rss_file] + cmd
     t0 = time.time()
-    with open(feed, "rb") as f:
-        p = subprocess.run([bin_, "ingest", "--out", out], stdin=f, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, check=True)
-    dt = time.time() - t0
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    with open(feed, "rb") as f, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, stdin=f, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, ru = os.wait4(p.pid, 0)
+        dt = time.time() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        log = err.read()
+    assert p.returncode == 0, log[-2000:]
+    cpu = ru.ru_utime + ru.ru_stime
+    rss = int(open(rss_file).read().split()[-1]) * 1024 if TIME else None
     stats = json.load(open(os.path.join(out, ".ingest/stats.json")))
-    assert stats["accepted"] == len(msgs), (stats, p.stderr[-2000:])
+    assert stats["accepted"] == n, (stats, log[-2000:])
     # Compacted on request, as the running ingest does once a partition has enough files.
     sh(bin_, "ingest", "--compact", "--out", out, stderr=subprocess.DEVNULL)
-    return dt, cpu, size_of(out), files_of(out), stats
+    size, files = size_of(out), files_of(out)
+    shutil.rmtree(out, ignore_errors=True)
+    return dt, cpu, rss, size, files, stats
+
+
+def ingest_proc(out):
+    """The ingest that rsyslog started for `out`: its peak RSS (bytes) and CPU (s)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open("/proc/%s/cmdline" % pid, "rb").read().split(b"\0")
+            if b"ingest" not in cmd or out.encode() not in cmd:
+                continue
+            status = open("/proc/%s/status" % pid).read()
+            stat = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        hwm = next(int(l.split()[1]) * 1024 for l in status.splitlines()
+                   if l.startswith("VmHWM:"))
+        ticks = os.sysconf("SC_CLK_TCK")
+        return hwm, (int(stat[11]) + int(stat[12])) / ticks
+    return None, None
 
 
 def bench_rsyslog(bin_, msgs, work, repo):
     port = free_port()
     out = os.path.join(work, "central-rsyslog")
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(os.path.join(work, "rs"), ignore_errors=True)
     conf = open(os.path.join(repo, "packaging/rsyslog/pyusage-central.conf")).read()
     conf = conf.replace('module(load="imrelp")', 'module(load="imtcp")')
     conf = conf.replace('input(type="imrelp" port="2514" maxDataSize="65536"',
@@ -133,10 +180,12 @@ def bench_rsyslog(bin_, msgs, work, repo):
             time.sleep(0.1)
         dt = time.time() - t0
         s.close()
+        rss, cpu = ingest_proc(out)
     finally:
         rs.send_signal(signal.SIGTERM)
         rs.wait()
-    return dt, sent
+        shutil.rmtree(out, ignore_errors=True)
+    return dt, sent, rss, cpu
 
 
 def free_port():
@@ -149,30 +198,55 @@ def free_port():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
+    ap.add_argument("--bin", required=True, action="append",
+                    help="a pyusage binary; give several to compare them, alternating")
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--rsyslog", action="store_true")
+    ap.add_argument("--rsyslog-records", type=int, default=0,
+                    help="send only the first M records through rsyslog (default: all)")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--work", default=None, help="directory for the lines and the datasets")
     a = ap.parse_args()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    work = tempfile.mkdtemp(prefix="pyusage-bench-ingest-")
+    bins = [os.path.abspath(b) for b in a.bin]
+    work = tempfile.mkdtemp(prefix="pyusage-bench-ingest-", dir=a.work)
     try:
-        msgs = lines_of(os.path.abspath(a.bin), a.records, work)
+        msgs = lines_of(bins[0], a.records, work)
         n = len(msgs)
         raw = sum(len(m) + 1 for m in msgs)
         print("records: %d, syslog lines %.0f bytes each" % (n, raw / n))
-        dt, cpu, size, files, st = bench_stdin(a.bin, msgs, a.batch, work)
-        print("stdin (omprog protocol, %d per transaction): %.2f s, %.0f records/s; "
-              "ingest's CPU %.2f s (%.1f us per record, both threads; load average %.1f)"
-              % (a.batch, dt, n / dt, cpu, cpu / n * 1e6, os.getloadavg()[0]))
-        print("central dataset: %.1f MB per million records (%d files after compaction; "
-              "syslog text %.0f MB per million)" % (size / n, files, raw / n))
-        print("  %d commits, %d Parquet files written before compaction"
-              % (st["commits"], st["files"]))
-        if a.rsyslog:
-            dt, sent = bench_rsyslog(os.path.abspath(a.bin), msgs, work, repo)
-            print("rsyslog imtcp -> omprog -> ingest: %.2f s, %.0f records/s (sender done after %.2f s)"
-                  % (dt, n / dt, sent))
+        feed = write_feed(msgs, a.batch, work)
+        rs_msgs = msgs[:a.rsyslog_records] if a.rsyslog_records else msgs
+        for rnd in range(a.rounds):
+            order = bins if rnd % 2 == 0 else bins[::-1]
+            for b in order:
+                tag = "[round %d, %s] " % (rnd + 1, b) if len(bins) > 1 or a.rounds > 1 else ""
+                dt, cpu, rss, size, files, st = bench_stdin(b, n, feed, work)
+                print("%sstdin (omprog protocol, %d per transaction): %.2f s, %.0f records/s; "
+                      "ingest's CPU %.2f s (%.1f us per record, both threads), peak RSS %s;"
+                      " load average %.1f"
+                      % (tag, a.batch, dt, n / dt, cpu, cpu / n * 1e6,
+                         "%.0f MiB" % (rss / 2**20) if rss else "n/a (no /usr/bin/time)",
+                         os.getloadavg()[0]))
+                print("%scentral dataset: %.1f MB per million records (%d files after "
+                      "compaction; syslog text %.0f MB per million)" % (tag, size / n, files, raw / n))
+                print("%s  %d commits, %d Parquet files written before compaction"
+                      % (tag, st["commits"], st["files"]))
+                sys.stdout.flush()
+            if a.rsyslog:
+                for b in order:
+                    tag = "[round %d, %s] " % (rnd + 1, b) if len(bins) > 1 or a.rounds > 1 else ""
+                    dt, sent, rss, cpu = bench_rsyslog(b, rs_msgs, work, repo)
+                    m = len(rs_msgs)
+                    extra = ""
+                    if rss is not None:
+                        extra = "; ingest's CPU %.1f us per record, peak RSS %.0f MiB" % (
+                            cpu / m * 1e6, rss / 2**20)
+                    print("%srsyslog imtcp -> omprog -> ingest: %d records, %.2f s, %.0f records/s"
+                          " (sender done after %.2f s%s; load average %.1f)"
+                          % (tag, m, dt, m / dt, sent, extra, os.getloadavg()[0]))
+                    sys.stdout.flush()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -63,6 +63,7 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
         compact: CompactOptions {
             min_files: a.compact_min_files,
             target_bytes: a.compact_target_mib << 20,
+            ..CompactOptions::default()
         },
         ..Options::new(&a.out)
     };

@@ -1,9 +1,15 @@
 //! Compaction: a partition's small files merged into large ones, so that a day of 10,000
 //! hosts stays a few files, not tens of thousands (readers open every file's footer).
 //!
-//! Merging streams batches (memory stays at one batch) and leaves out `running` snapshots
-//! whose final record the index knows (the record crate's "final beats running", applied
-//! once, here, instead of by every reader). The output takes the first input's name. The
+//! Merging copies the inputs' large row groups as they are encoded, byte for byte (decoding
+//! and encoding every record again took as much CPU as writing it the first time, and a record
+//! is merged again each time its partition gathers more small files), and leaves out
+//! `running` snapshots whose final record the index knows (the record crate's "final beats
+//! running", applied once, here, instead of by every reader): a row group with a `running` row
+//! has its key columns read, and one with a superseded snapshot is decoded, filtered and
+//! encoded anew. Small row groups (a segment cut by time at a low rate) are decoded and
+//! encoded anew together, so that a merged file does not keep them small for good. Memory
+//! stays at about one row group. The output takes the first input's name. The
 //! switch is crash-safe through an intent file: the merged file is written to a hidden
 //! temporary and fsynced, then `compact.json` names the inputs, then the temporary is renamed
 //! to a new name and the inputs are deleted, then the intent goes. On start, an intent whose
@@ -22,12 +28,31 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::sync::Arc;
+
 use arrow_array::{
     cast::AsArray,
     types::{Int32Type, TimestampMicrosecondType},
     Array, BooleanArray, RecordBatch,
 };
-use parquet::arrow::{arrow_reader::ParquetRecordBatchReaderBuilder, ArrowWriter};
+use arrow_schema::ArrowError;
+use bytes::Bytes;
+use parquet::{
+    arrow::{
+        add_encoded_arrow_schema_to_metadata,
+        arrow_reader::{
+            ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+            ParquetRecordBatchReaderBuilder,
+        },
+        ArrowSchemaConverter, ArrowWriter, ProjectionMask,
+    },
+    column::writer::ColumnCloseResult,
+    file::{
+        metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader},
+        reader::ChunkReader,
+        writer::SerializedFileWriter,
+    },
+};
 use pyusage_record::{
     arrow_schema,
     atomic::{write_bytes_atomic, Durability, PathError},
@@ -48,6 +73,9 @@ pub struct CompactOptions {
     pub min_files: usize,
     /// A file is small below half of this; a merged file stays under it (compressed bytes).
     pub target_bytes: u64,
+    /// A row group of at least this many rows is copied as it is encoded; smaller ones are
+    /// encoded anew together.
+    pub copy_min_rows: usize,
 }
 
 impl Default for CompactOptions {
@@ -55,6 +83,9 @@ impl Default for CompactOptions {
         CompactOptions {
             min_files: 8,
             target_bytes: 256 << 20,
+            // A segment of the default `flush_records` (102,400) is copied. Measured on synth
+            // records: 8 such files copied take 1.3 % more bytes than one file encoded anew.
+            copy_min_rows: 65_536,
         }
     }
 }
@@ -191,7 +222,7 @@ pub fn compact_day(
         groups.last_mut().expect("one").push(name);
     }
     for g in groups.into_iter().filter(|g| g.len() >= 2) {
-        done.superseded += merge(paths, &dir, &g, &finals)?;
+        done.superseded += merge(paths, &dir, &g, &finals, opts.copy_min_rows)?;
         done.outputs += 1;
         done.inputs += g.len() as u64;
     }
@@ -205,6 +236,7 @@ fn merge(
     dir: &Path,
     inputs: &[String],
     finals: &index::Set,
+    copy_min_rows: usize,
 ) -> Result<u64, CompactError> {
     let output = output_name(&inputs[0]);
     let tmp = tmp_of(dir, &output);
@@ -214,8 +246,18 @@ fn merge(
             path: tmp.clone(),
             source,
         };
-        let mut w =
-            ArrowWriter::try_new(file, arrow_schema(), Some(properties())).map_err(pq_out)?;
+        // What `ArrowWriter` would write: the schema, the settings and the Arrow schema.
+        let schema = arrow_schema();
+        let descr = ArrowSchemaConverter::new()
+            .convert(&schema)
+            .map_err(pq_out)?;
+        let mut props = properties();
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        let mut w = SerializedFileWriter::new(file, descr.root_schema_ptr(), Arc::new(props))
+            .map_err(pq_out)?;
+        // Rows encoded anew, in memory until copied out like the others (before the next
+        // copied row group, so that the records keep their order).
+        let mut anew: Option<ArrowWriter<Vec<u8>>> = None;
         let mut superseded = 0;
         for name in inputs {
             let path = dir.join(name);
@@ -223,23 +265,57 @@ fn merge(
                 path: path.clone(),
                 source,
             };
+            let arrow = |source| CompactError::Arrow {
+                path: path.clone(),
+                source,
+            };
             let f = File::open(&path).map_err(PathError::at(&path))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-                .map_err(pq)?
-                .with_batch_size(16 * 1024)
-                .build()
+            let meta = ParquetMetaDataReader::new()
+                .with_page_index_policy(PageIndexPolicy::Optional)
+                .parse_and_finish(&f)
                 .map_err(pq)?;
-            for batch in reader {
-                let arrow = |source| CompactError::Arrow {
-                    path: path.clone(),
-                    source,
+            if meta.file_metadata().schema_descr().root_schema() != descr.root_schema() {
+                return Err(arrow(ArrowError::SchemaError(
+                    "not the dataset's schema".into(),
+                )));
+            }
+            let meta = Arc::new(meta);
+            for rg in 0..meta.num_row_groups() {
+                let keep = kept(&f, &meta, rg, finals).map_err(pq)?;
+                if keep.is_none() && meta.row_group(rg).num_rows() as usize >= copy_min_rows {
+                    copy_anew(&mut w, anew.take()).map_err(pq_out)?;
+                    copy_row_group(&mut w, &f, &meta, rg).map_err(pq_out)?;
+                    continue;
+                }
+                superseded += keep.as_ref().map_or(0, |k| k.false_count() as u64);
+                let aw = match &mut anew {
+                    Some(aw) => aw,
+                    None => anew.insert(
+                        ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties()))
+                            .map_err(pq_out)?,
+                    ),
                 };
-                let batch = batch.map_err(arrow)?;
-                let (batch, dropped) = drop_superseded(batch, finals).map_err(arrow)?;
-                superseded += dropped;
-                w.write(&batch).map_err(pq_out)?;
+                let mut at = 0;
+                for batch in read(&f, &meta, rg, ProjectionMask::all()).map_err(pq)? {
+                    let batch = batch.map_err(arrow)?;
+                    let n = batch.num_rows();
+                    let batch = match &keep {
+                        Some(k) => {
+                            arrow_select::filter::filter_record_batch(&batch, &k.slice(at, n))
+                                .map_err(arrow)?
+                        }
+                        None => batch,
+                    };
+                    at += n;
+                    aw.write(&batch).map_err(pq_out)?;
+                }
+                // A full row group is copied out at once: memory stays at one.
+                if !aw.flushed_row_groups().is_empty() {
+                    copy_anew(&mut w, anew.take()).map_err(pq_out)?;
+                }
             }
         }
+        copy_anew(&mut w, anew.take()).map_err(pq_out)?;
         let file = w.into_inner().map_err(pq_out)?;
         file.sync_all().map_err(PathError::at(&tmp))?;
         Ok(superseded)
@@ -268,18 +344,113 @@ fn merge(
     Ok(superseded)
 }
 
-/// Leaves out the `running` rows whose (process, package) has a final record.
-fn drop_superseded(
-    batch: RecordBatch,
-    finals: &index::Set,
-) -> Result<(RecordBatch, u64), arrow_schema::ArrowError> {
-    if finals.is_empty() {
-        return Ok((batch, 0));
+/// Copies the row groups of rows encoded anew into `w`.
+fn copy_anew(
+    w: &mut SerializedFileWriter<File>,
+    anew: Option<ArrowWriter<Vec<u8>>>,
+) -> Result<(), parquet::errors::ParquetError> {
+    let Some(aw) = anew else { return Ok(()) };
+    let buf = Bytes::from(aw.into_inner()?);
+    let m = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Optional)
+        .parse_and_finish(&buf)?;
+    for g in 0..m.num_row_groups() {
+        copy_row_group(w, &buf, &m, g)?;
     }
+    Ok(())
+}
+
+/// Copies row group `rg` of a file, as it is encoded, into `w`.
+fn copy_row_group<R: ChunkReader>(
+    w: &mut SerializedFileWriter<File>,
+    input: &R,
+    meta: &ParquetMetaData,
+    rg: usize,
+) -> Result<(), parquet::errors::ParquetError> {
+    let g = meta.row_group(rg);
+    let pages = meta.page_index();
+    let mut out = w.next_row_group()?;
+    for (c, column) in g.columns().iter().enumerate() {
+        out.append_column(
+            input,
+            ColumnCloseResult {
+                bytes_written: column.compressed_size() as u64,
+                rows_written: g.num_rows() as u64,
+                metadata: column.clone(),
+                bloom_filter: None,
+                column_index: pages.and_then(|p| p.column_index(rg, c)).cloned(),
+                offset_index: pages.and_then(|p| p.offset_index(rg, c)).cloned(),
+            },
+        )?;
+    }
+    out.close()?;
+    Ok(())
+}
+
+/// The batches of row group `rg`, the columns of `mask`.
+fn read(
+    f: &File,
+    meta: &Arc<ParquetMetaData>,
+    rg: usize,
+    mask: ProjectionMask,
+) -> Result<ParquetRecordBatchReader, parquet::errors::ParquetError> {
+    let m = ArrowReaderMetadata::try_new(meta.clone(), ArrowReaderOptions::new())?;
+    ParquetRecordBatchReaderBuilder::new_with_metadata(f.try_clone()?, m)
+        .with_row_groups(vec![rg])
+        .with_projection(mask)
+        .with_batch_size(16 * 1024)
+        .build()
+}
+
+/// Which rows of row group `rg` to keep, if it has a superseded `running` snapshot (`None`:
+/// all of them). Only the `exit` column is read, and the key columns where it has `running`.
+fn kept(
+    f: &File,
+    meta: &Arc<ParquetMetaData>,
+    rg: usize,
+    finals: &index::Set,
+) -> Result<Option<BooleanArray>, parquet::errors::ParquetError> {
+    if finals.is_empty() {
+        return Ok(None);
+    }
+    let descr = meta.file_metadata().schema_descr();
+    let col = |names: &[&str]| ProjectionMask::columns(descr, names.iter().copied());
+    let mut running = false;
+    for b in read(f, meta, rg, col(&[columns::EXIT]))? {
+        let b = b?;
+        let exit = b.column(0).as_string::<i32>();
+        running |= (0..b.num_rows()).any(|i| exit.is_valid(i) && exit.value(i) == RUNNING);
+    }
+    if !running {
+        return Ok(None);
+    }
+    let keys = col(&[
+        columns::EXIT,
+        columns::HOST,
+        columns::PID,
+        columns::PROCESS_START,
+        columns::PACKAGE,
+        columns::RECORD_ID,
+    ]);
+    let mut keep = Vec::new();
+    for b in read(f, meta, rg, keys)? {
+        keep.extend(superseded(&b?, finals)?.iter().map(|s| Some(!s)));
+    }
+    let keep = BooleanArray::from(keep);
+    Ok((keep.false_count() > 0).then_some(keep))
+}
+
+const RUNNING: &str = pyusage_record::Exit::Running.as_str();
+
+/// Which rows are `running` snapshots whose (process, package) has a final record.
+fn superseded(
+    batch: &RecordBatch,
+    finals: &index::Set,
+) -> Result<Vec<bool>, parquet::errors::ParquetError> {
     let col = |n: &str| {
         batch
             .column_by_name(n)
-            .ok_or_else(|| arrow_schema::ArrowError::SchemaError(format!("no column {n}")))
+            .ok_or_else(|| parquet::errors::ParquetError::General(format!("no column {n}")))
     };
     let exit = col(columns::EXIT)?.as_string::<i32>();
     let host = col(columns::HOST)?.as_string::<i32>();
@@ -287,28 +458,19 @@ fn drop_superseded(
     let id = col(columns::RECORD_ID)?.as_string::<i32>();
     let pid = col(columns::PID)?.as_primitive::<Int32Type>();
     let start = col(columns::PROCESS_START)?.as_primitive::<TimestampMicrosecondType>();
-    let keep: BooleanArray = (0..batch.num_rows())
+    Ok((0..batch.num_rows())
         .map(|i| {
-            let superseded = exit.is_valid(i)
-                && exit.value(i) == "running"
+            exit.is_valid(i)
+                && exit.value(i) == RUNNING
                 && finals.contains(&index::key_hash(
                     host.value(i),
                     pid.value(i),
                     start.value(i),
                     package.value(i),
                     id.value(i),
-                ));
-            Some(!superseded)
+                ))
         })
-        .collect();
-    let dropped = keep.false_count() as u64;
-    if dropped == 0 {
-        return Ok((batch, 0));
-    }
-    Ok((
-        arrow_select::filter::filter_record_batch(&batch, &keep)?,
-        dropped,
-    ))
+        .collect())
 }
 
 #[cfg(test)]
@@ -365,6 +527,63 @@ mod tests {
             .unwrap()
             .errors
             .is_empty());
+    }
+
+    #[test]
+    fn large_row_groups_are_copied_small_ones_and_superseded_snapshots_encoded_anew() {
+        let rec = |id: &str, pid: i32, exit: Exit| {
+            let mut r = Record::example();
+            r.record_id = id.into();
+            r.pid = pid;
+            r.exit = exit;
+            r
+        };
+        // Segments of 2, 3, 2 and 2: a superseded snapshot beside one that is not, then
+        // finals.
+        let segments = [
+            vec![
+                rec("snap", 1, Exit::Running),
+                rec("alive", 2, Exit::Running),
+            ],
+            vec![
+                rec("fin", 1, Exit::Exited),
+                rec("other", 3, Exit::Signaled),
+                rec("o2", 4, Exit::Exited),
+            ],
+            vec![rec("o3", 5, Exit::Exited), rec("o4", 6, Exit::Exited)],
+            vec![rec("o5", 7, Exit::Exited), rec("o6", 8, Exit::Exited)],
+        ];
+        // Rows per row group of the merged file, by the least rows a copied one has.
+        for (copy_min_rows, groups) in [(2, vec![1, 3, 2, 2]), (3, vec![1, 3, 4]), (100, vec![8])] {
+            let d = tempfile::tempdir().unwrap();
+            let out = d.path().join("ds");
+            let mut opts = Options::new(&out);
+            opts.compact.copy_min_rows = copy_min_rows;
+            // A run per segment: one file each.
+            for seg in &segments {
+                let mut ing = Ingest::open(opts.clone(), &mut || {}).unwrap();
+                for r in seg {
+                    ing.accept_record(r).unwrap();
+                }
+                ing.commit().unwrap();
+                ing.finish().unwrap();
+            }
+            let part = dataset::partitions(&out).unwrap().remove(0);
+            assert_eq!(part.files().unwrap().len(), 4);
+            let mut ing = Ingest::open(opts, &mut || {}).unwrap();
+            let c = ing.compact_all().unwrap();
+            assert_eq!((c.outputs, c.inputs, c.superseded), (1, 4, 1));
+            ing.finish().unwrap();
+            let files = part.files().unwrap();
+            assert_eq!(files.len(), 1);
+            let got = dataset::read(&files[0]).unwrap();
+            let want: Vec<Record> = segments.iter().flatten().skip(1).cloned().collect();
+            assert_eq!(got, want, "in order, the snapshot left out");
+            let f = File::open(&files[0]).unwrap();
+            let meta = ParquetMetaDataReader::new().parse_and_finish(&f).unwrap();
+            let rows: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+            assert_eq!(rows, groups, "copy_min_rows {copy_min_rows}");
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The ingest engine: messages in, transactions committed, segments handed to the writer.
 //!
 //! A transaction is what rsyslog confirms at once: its records are checked against the index
+//! (which admits the new ones, so that a copy later in the same transaction is a duplicate)
 //! and staged; [`Ingest::commit`] writes the quarantined messages, then the records to the WAL
-//! with one `fdatasync`, and only then makes them visible to de-duplication. A commit that
-//! fails rolls the whole transaction back (rsyslog resends all of it, which must not then be
-//! mistaken for duplicates). Counters move at commit for the same reason.
+//! with one `fdatasync`. A commit that fails rolls the whole transaction back, the index's
+//! admissions included (rsyslog resends all of it, which must not then be mistaken for
+//! duplicates). Counters move at commit for the same reason.
 use std::{
     fs::{self, File},
     path::Path,
@@ -20,9 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     compact::{self, CompactOptions},
-    index::{Entry, Index, Staged, Verdict},
-    parse::{self, Malformed},
+    index::{Entry, Index, Verdict},
+    parse::{self, Decoded, Malformed},
     quarantine::Quarantine,
+    view::View,
     wal::{self, CommitError, Wal},
     writer::{self, BlockPool, Sealed, WriteError, Writer},
     Paths,
@@ -179,9 +181,10 @@ impl Stats {
 /// The open transaction.
 #[derive(Default)]
 struct Txn {
-    /// The accepted records, which go to the writer as they are (their JSON went to the WAL).
-    records: Vec<(Entry, Record)>,
-    staged: Staged,
+    /// The current segment's records and next number before the transaction's first record:
+    /// accepted records go into the segment at once (their JSON into the WAL) and are cut
+    /// back out if the transaction is not committed.
+    start: Option<(usize, u64)>,
     /// A quarantine line's buffer.
     quarantine: Vec<u8>,
     /// Quarantine lines were written in this transaction.
@@ -191,8 +194,7 @@ struct Txn {
 
 impl Txn {
     fn clear(&mut self) {
-        self.records.clear();
-        self.staged.clear();
+        self.start = None;
         self.quarantine.clear();
         self.quarantined = false;
         self.stats = Stats::default();
@@ -289,7 +291,15 @@ impl Ingest {
                 if p.truncated {
                     self.txn.stats.truncated += 1;
                 }
-                self.stage(p.record, &p.json)
+                let owned;
+                let v = match &p.record {
+                    Decoded::View(v) => v,
+                    Decoded::Record(r) => {
+                        owned = View::of(r);
+                        &owned
+                    }
+                };
+                self.stage(v, &p.json)
             }
             Err(why) => self.reject(line, why),
         }
@@ -298,8 +308,9 @@ impl Ingest {
     /// Stages a record read from a node's dataset (validated like a message).
     pub fn accept_record(&mut self, r: &Record) -> Result<Outcome, IngestError> {
         let json = serde_json::to_vec(r).expect("records serialise");
-        match parse::validate(r) {
-            Ok(()) => self.stage(r.clone(), &json),
+        let v = View::of(r);
+        match parse::validate(&v) {
+            Ok(()) => self.stage(&v, &json),
             Err(why) => self.reject(&json, why),
         }
     }
@@ -316,9 +327,9 @@ impl Ingest {
         Ok(Outcome::Quarantined(why))
     }
 
-    fn stage(&mut self, r: Record, json: &[u8]) -> Result<Outcome, IngestError> {
-        let e = Entry::of(&r);
-        match self.index.check(&e, &self.txn.staged)? {
+    fn stage(&mut self, v: &View, json: &[u8]) -> Result<Outcome, IngestError> {
+        let e = Entry::of(v);
+        match self.index.admit(&e)? {
             Verdict::Duplicate => {
                 self.txn.stats.duplicates += 1;
                 Ok(Outcome::Duplicate)
@@ -328,15 +339,19 @@ impl Ingest {
                 Ok(Outcome::Superseded)
             }
             Verdict::New => {
+                if self.txn.start.is_none() {
+                    self.txn.start = Some((self.current.rows(), self.current.next));
+                }
+                // Numbered in the order of its WAL line.
+                let n = self.wal.next_number() + self.wal.pending();
+                self.current.push(e, n, v);
                 self.wal.append(json);
+                self.txn.stats.accepted += 1;
                 // A large transaction (a node's file through `--from-dir`) is written as it
                 // goes rather than held.
                 if self.wal.buffered() >= 4 << 20 {
                     self.flush()?;
                 }
-                self.txn.records.push((e, r));
-                self.txn.staged.add(&e);
-                self.txn.stats.accepted += 1;
                 Ok(Outcome::Accepted)
             }
         }
@@ -351,8 +366,17 @@ impl Ingest {
     /// Drops the open transaction (a failure inside it means its commit must fail): its
     /// records are cut from the WAL, and the sender is to retry all of it.
     pub fn abort(&mut self) -> Result<(), IngestError> {
-        self.txn.clear();
+        self.drop_txn();
         self.wal.rollback().map_err(IngestError::Append)
+    }
+
+    /// Takes the open transaction's records back out of the segment and the index.
+    fn drop_txn(&mut self) {
+        if let Some((rows, next)) = self.txn.start {
+            self.current.truncate(rows, next);
+        }
+        self.txn.clear();
+        self.index.rollback();
     }
 
     /// Makes the open transaction durable: quarantine lines, then the records with one
@@ -361,14 +385,14 @@ impl Ingest {
         let r = self.commit_inner();
         if r.is_err() {
             self.run.commit_errors += 1;
-            self.txn.clear();
+            self.drop_txn();
         }
         r
     }
 
     fn commit_inner(&mut self) -> Result<(), IngestError> {
         self.absorb_converted();
-        if self.txn.records.is_empty() && !self.txn.quarantined {
+        if self.txn.start.is_none() && !self.txn.quarantined {
             self.run.add(&self.txn.stats);
             self.txn.clear();
             return self.maybe_rotate(false);
@@ -377,12 +401,8 @@ impl Ingest {
             self.wal.rollback().map_err(IngestError::Append)?;
             return Err(IngestError::Quarantine(e));
         }
-        let n0 = self.wal.next_number();
         self.wal.commit().map_err(IngestError::Commit)?;
-        self.index.commit(&self.txn.staged);
-        for (i, (e, r)) in self.txn.records.drain(..).enumerate() {
-            self.current.push(e, n0 + i as u64, r);
-        }
+        self.index.commit();
         self.txn.stats.commits = 1;
         self.run.add(&self.txn.stats);
         self.txn.clear();
@@ -396,6 +416,11 @@ impl Ingest {
     }
 
     fn maybe_rotate(&mut self, force: bool) -> Result<(), IngestError> {
+        // Not while a transaction is open: its records are in this segment, uncommitted, and
+        // its commit goes to this segment's WAL.
+        if self.txn.start.is_some() {
+            return Ok(());
+        }
         let rows = self.current.rows();
         let due = rows >= self.opts.flush_records
             || (rows > 0 && self.started.elapsed() >= self.opts.flush_after)
@@ -548,5 +573,80 @@ fn lock(
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyusage_record::{data_dir, Exit};
+
+    fn msg(id: &str, day: i64) -> Vec<u8> {
+        let mut r = Record::example();
+        r.record_id = id.into();
+        // A process of its own (readers keep one record per process and package).
+        r.pid = id.bytes().map(i32::from).sum();
+        r.exit = Exit::Exited;
+        r.process_start += day * 86_400_000_000;
+        format!(
+            "<134>1 - h pyusage 1 IMPORT - {}",
+            serde_json::to_string(&r).unwrap()
+        )
+        .into_bytes()
+    }
+
+    fn ids(out: &Path) -> Vec<String> {
+        let l = data_dir::load(out, &data_dir::Filter::default()).unwrap();
+        assert!(l.errors.is_empty(), "{:?}", l.errors);
+        let mut ids: Vec<_> = l.records.into_iter().map(|r| r.record_id).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn an_aborted_transaction_leaves_nothing_and_its_resend_is_new() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("ds");
+        let mut ing = Ingest::open(Options::new(&out), &mut || {}).unwrap();
+        assert_eq!(ing.accept(&msg("a", 0)).unwrap(), Outcome::Accepted);
+        assert_eq!(ing.accept(&msg("b", 1)).unwrap(), Outcome::Accepted);
+        ing.commit().unwrap();
+        // Into an existing day's chunk and a new day's; then taken back.
+        assert_eq!(ing.accept(&msg("c", 0)).unwrap(), Outcome::Accepted);
+        assert_eq!(ing.accept(&msg("d", 2)).unwrap(), Outcome::Accepted);
+        assert_eq!(ing.accept(&msg("c", 0)).unwrap(), Outcome::Duplicate);
+        ing.flush().unwrap();
+        ing.abort().unwrap();
+        assert_eq!(ing.accept(&msg("c", 0)).unwrap(), Outcome::Accepted);
+        assert_eq!(ing.accept(&msg("a", 0)).unwrap(), Outcome::Duplicate);
+        ing.commit().unwrap();
+        let st = ing.finish().unwrap();
+        assert_eq!((st.accepted, st.duplicates, st.commits), (3, 1, 2));
+        assert_eq!(ids(&out), ["a", "b", "c"]);
+        // The records are numbered in the order of their WAL lines, the cut ones not counted.
+        let next = writer::saved_next(&Paths::new(&out)).unwrap();
+        assert_eq!(next, Some(4));
+    }
+
+    #[test]
+    fn an_idle_tick_inside_a_transaction_leaves_its_segment_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("ds");
+        let opts = Options {
+            flush_after: Duration::ZERO,
+            ..Options::new(&out)
+        };
+        let mut ing = Ingest::open(opts, &mut || {}).unwrap();
+        ing.accept(&msg("a", 0)).unwrap();
+        ing.commit().unwrap();
+        ing.accept(&msg("b", 0)).unwrap();
+        ing.flush().unwrap();
+        ing.tick().unwrap();
+        // Still the segment that holds the record's line, which the commit makes durable.
+        let wal = std::fs::read_to_string(ing.wal.path()).unwrap();
+        assert!(wal.contains("\"record_id\":\"b\""), "{wal}");
+        ing.commit().unwrap();
+        ing.finish().unwrap();
+        assert_eq!(ids(&out), ["a", "b"]);
     }
 }

@@ -16,7 +16,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use pyusage_record::{atomic::PathError, Exit, Record};
+use pyusage_record::{atomic::PathError, Exit};
+
+use crate::view::View;
 
 /// A day: days since the Unix epoch (UTC) of `process_start`.
 pub type Day = i32;
@@ -99,7 +101,7 @@ pub fn id_hash(record_id: &str) -> u128 {
     uuid_bits(record_id).unwrap_or_else(|| fnv128(&[b"id", record_id.as_bytes()]))
 }
 
-/// The hash of a record's process-and-package identity ([`Record::key`]).
+/// The hash of a record's process-and-package identity ([`pyusage_record::Record::key`]).
 pub fn key_hash(host: &str, pid: i32, process_start: i64, package: &str, record_id: &str) -> u128 {
     let id: &[u8] = if pid == 0 { record_id.as_bytes() } else { b"" };
     fn_key(host, pid, process_start, package, id)
@@ -131,11 +133,11 @@ pub struct Entry {
 
 impl Entry {
     /// The entry of a record.
-    pub fn of(r: &Record) -> Entry {
+    pub fn of(r: &View) -> Entry {
         Entry {
             day: day_of(r.process_start),
-            id: id_hash(&r.record_id),
-            key: key_hash(&r.host, r.pid, r.process_start, &r.package, &r.record_id),
+            id: id_hash(r.record_id),
+            key: key_hash(r.host, r.pid, r.process_start, r.package, r.record_id),
             is_final: r.exit != Exit::Running,
         }
     }
@@ -200,18 +202,35 @@ struct DaySets {
     ids: Set,
     finals: Set,
     used: u64,
+    /// Entries admitted and not yet in the day files (staged or committed): a day holding any
+    /// stays in memory, since its files lack them.
+    unpersisted: usize,
+}
+
+/// An admitted entry, undone if its transaction is not committed.
+#[derive(Debug, Clone, Copy)]
+struct Admitted {
+    day: Day,
+    id: u128,
+    /// The key, when it was new to the day's finals.
+    new_final: Option<u128>,
 }
 
 /// The in-memory side of the index (the ingest thread's).
+///
+/// An admitted record's hashes go into its day's sets at once (one probe of each set per
+/// record), so that a later message of the same transaction, a resend of a committed one,
+/// and one of an earlier segment still being converted are all found there; the day is kept
+/// in memory until the writer has appended them to its files ([`Index::persisted`]). A
+/// transaction that is not committed takes its entries back out ([`Index::rollback`]).
 pub struct Index {
     dir: PathBuf,
     max_entries: usize,
     entries: usize,
     days: HashMap<Day, DaySets>,
     tick: u64,
-    /// Accepted, not yet in the day files.
-    pending_ids: Set,
-    pending_finals: Set,
+    /// Admitted since the last commit.
+    txn: Vec<Admitted>,
 }
 
 /// What the index says of a record.
@@ -236,8 +255,7 @@ impl Index {
             entries: 0,
             days: HashMap::new(),
             tick: 0,
-            pending_ids: Set::default(),
-            pending_finals: Set::default(),
+            txn: Vec::new(),
         })
     }
 
@@ -246,99 +264,113 @@ impl Index {
         &self.dir
     }
 
-    fn day(&mut self, day: Day) -> Result<&DaySets, PathError> {
+    fn day(&mut self, day: Day) -> Result<&mut DaySets, PathError> {
         self.tick += 1;
         if !self.days.contains_key(&day) {
             let sets = DaySets {
                 ids: read_set(&day_file(&self.dir, day, Kind::Ids))?,
                 finals: read_set(&day_file(&self.dir, day, Kind::Finals))?,
                 used: 0,
+                unpersisted: 0,
             };
             let size = sets.ids.len() + sets.finals.len();
-            while !self.days.is_empty() && self.entries + size > self.max_entries {
-                let oldest = self
+            // Days with entries not yet in their files stay (the limit is exceeded meanwhile).
+            while self.entries + size > self.max_entries {
+                let Some(oldest) = self
                     .days
                     .iter()
+                    .filter(|(_, d)| d.unpersisted == 0)
                     .min_by_key(|(_, d)| d.used)
                     .map(|(k, _)| *k)
-                    .expect("not empty");
+                else {
+                    break;
+                };
                 let d = self.days.remove(&oldest).expect("present");
                 self.entries -= d.ids.len() + d.finals.len();
             }
             self.entries += size;
             self.days.insert(day, sets);
         }
+        let tick = self.tick;
         let d = self.days.get_mut(&day).expect("inserted");
-        d.used = self.tick;
+        d.used = tick;
         Ok(d)
     }
 
-    /// Looks `e` up, also among `staged` (the open transaction's entries).
-    pub fn check(&mut self, e: &Entry, staged: &Staged) -> Result<Verdict, PathError> {
-        if self.pending_ids.contains(&e.id) || staged.ids.contains(&e.id) {
-            return Ok(Verdict::Duplicate);
-        }
-        let fin_pending = self.pending_finals.contains(&e.key) || staged.finals.contains(&e.key);
+    /// Looks `e` up and, when it is new, admits it: later lookups see it, the open
+    /// transaction's included. Until [`Index::commit`], [`Index::rollback`] takes it back.
+    pub fn admit(&mut self, e: &Entry) -> Result<Verdict, PathError> {
         let d = self.day(e.day)?;
-        if d.ids.contains(&e.id) {
+        if !d.ids.insert(e.id) {
             return Ok(Verdict::Duplicate);
         }
-        if !e.is_final && (fin_pending || d.finals.contains(&e.key)) {
+        let new_final = if e.is_final {
+            d.finals.insert(e.key).then_some(e.key)
+        } else if d.finals.contains(&e.key) {
+            d.ids.remove(&e.id);
             return Ok(Verdict::Superseded);
-        }
+        } else {
+            None
+        };
+        d.unpersisted += 1;
+        self.entries += 1 + new_final.is_some() as usize;
+        self.txn.push(Admitted {
+            day: e.day,
+            id: e.id,
+            new_final,
+        });
         Ok(Verdict::New)
     }
 
-    /// A committed transaction's entries: pending until their segment is flushed.
-    pub fn commit(&mut self, staged: &Staged) {
-        self.pending_ids.extend(&staged.ids);
-        self.pending_finals.extend(&staged.finals);
+    /// The open transaction's entries are committed: they stay until their segment is
+    /// converted ([`Index::persisted`]).
+    pub fn commit(&mut self) {
+        self.txn.clear();
     }
 
-    /// A flushed segment's entries are in the day files now.
-    pub fn persisted(&mut self, entries: &[Entry]) {
-        for e in entries {
-            self.pending_ids.remove(&e.id);
-            if e.is_final {
-                self.pending_finals.remove(&e.key);
+    /// The open transaction's entries are taken back out (it was not committed).
+    pub fn rollback(&mut self) {
+        for a in self.txn.drain(..) {
+            // Its day has an unpersisted entry (this one): still in memory.
+            if let Some(d) = self.days.get_mut(&a.day) {
+                d.ids.remove(&a.id);
+                if let Some(k) = a.new_final {
+                    d.finals.remove(&k);
+                }
+                d.unpersisted -= 1;
+                self.entries -= 1 + a.new_final.is_some() as usize;
             }
-            if let Some(d) = self.days.get_mut(&e.day) {
-                self.entries += d.ids.insert(e.id) as usize;
-                if e.is_final {
-                    self.entries += d.finals.insert(e.key) as usize;
+        }
+    }
+
+    /// A converted segment's entries are in the day files now: their days may be dropped
+    /// from memory again.
+    pub fn persisted(&mut self, entries: &[Entry]) {
+        let mut run: Option<(Day, usize)> = None;
+        let settle = |days: &mut HashMap<Day, DaySets>, (day, n): (Day, usize)| {
+            if let Some(d) = days.get_mut(&day) {
+                d.unpersisted = d.unpersisted.saturating_sub(n);
+            }
+        };
+        for e in entries {
+            match &mut run {
+                Some((day, n)) if *day == e.day => *n += 1,
+                _ => {
+                    if let Some(r) = run.take() {
+                        settle(&mut self.days, r);
+                    }
+                    run = Some((e.day, 1));
                 }
             }
+        }
+        if let Some(r) = run {
+            settle(&mut self.days, r);
         }
     }
 
     /// Days held in memory.
     pub fn days_in_memory(&self) -> usize {
         self.days.len()
-    }
-}
-
-/// The open transaction's entries.
-#[derive(Debug, Default)]
-pub struct Staged {
-    /// Record ids.
-    pub ids: Set,
-    /// Keys of final records.
-    pub finals: Set,
-}
-
-impl Staged {
-    /// Adds an accepted record's entry.
-    pub fn add(&mut self, e: &Entry) {
-        self.ids.insert(e.id);
-        if e.is_final {
-            self.finals.insert(e.key);
-        }
-    }
-
-    /// Empties it.
-    pub fn clear(&mut self) {
-        self.ids.clear();
-        self.finals.clear();
     }
 }
 
@@ -382,31 +414,55 @@ mod tests {
     fn duplicates_superseded_snapshots_persistence_and_eviction() {
         let d = tempfile::tempdir().unwrap();
         let mut ix = Index::open(d.path(), 1).unwrap();
-        let mut r = Record::example();
-        let running = Entry::of(&r);
+        let mut r = pyusage_record::Record::example();
+        let running = Entry::of(&View::of(&r));
         r.record_id = "other".into();
         r.exit = Exit::Exited;
-        let fin = Entry::of(&r);
+        let fin = Entry::of(&View::of(&r));
         assert_eq!(running.key, fin.key);
-        let mut st = Staged::default();
-        assert_eq!(ix.check(&fin, &st).unwrap(), Verdict::New);
-        st.add(&fin);
-        assert_eq!(ix.check(&fin, &st).unwrap(), Verdict::Duplicate);
-        assert_eq!(ix.check(&running, &st).unwrap(), Verdict::Superseded);
-        ix.commit(&st);
-        st.clear();
-        persist(d.path(), &[fin]).unwrap();
-        ix.persisted(&[fin]);
-        // Another day evicts this one (max 1 day); a fresh index reads it back from disk.
+        assert_eq!(ix.admit(&fin).unwrap(), Verdict::New);
+        assert_eq!(ix.admit(&fin).unwrap(), Verdict::Duplicate);
+        assert_eq!(ix.admit(&running).unwrap(), Verdict::Superseded);
+        ix.commit();
+        // A day with entries not in its files yet stays in memory past the limit.
         let mut other = fin;
         other.day += 3;
         other.id = 9;
-        assert_eq!(ix.check(&other, &st).unwrap(), Verdict::New);
+        assert_eq!(ix.admit(&other).unwrap(), Verdict::New);
+        assert_eq!(ix.days_in_memory(), 2);
+        // Taken back: not there any more, and its day may go.
+        ix.rollback();
+        persist(d.path(), &[fin]).unwrap();
+        ix.persisted(&[fin]);
+        assert_eq!(ix.admit(&fin).unwrap(), Verdict::Duplicate);
+        // Another day evicts this one (max 1 day); it is read back from disk.
+        let mut third = fin;
+        third.day += 5;
+        third.id = 10;
+        assert_eq!(ix.admit(&third).unwrap(), Verdict::New);
+        ix.rollback();
         assert_eq!(ix.days_in_memory(), 1);
-        assert_eq!(ix.check(&fin, &st).unwrap(), Verdict::Duplicate);
+        assert_eq!(ix.admit(&fin).unwrap(), Verdict::Duplicate);
+        assert_eq!(ix.admit(&running).unwrap(), Verdict::Superseded);
+        assert_eq!(ix.admit(&other).unwrap(), Verdict::New, "rolled back");
         let mut again = Index::open(d.path(), 4).unwrap();
-        assert_eq!(again.check(&fin, &st).unwrap(), Verdict::Duplicate);
-        assert_eq!(again.check(&running, &st).unwrap(), Verdict::Superseded);
+        assert_eq!(again.admit(&fin).unwrap(), Verdict::Duplicate);
+        assert_eq!(again.admit(&running).unwrap(), Verdict::Superseded);
+        // A final record of a new key, rolled back: its key is gone with it, a key that was
+        // there stays.
+        let mut fin2 = fin;
+        fin2.id = 11;
+        assert_eq!(again.admit(&fin2).unwrap(), Verdict::New);
+        let mut fin3 = fin;
+        fin3.id = 12;
+        fin3.key = 13;
+        assert_eq!(again.admit(&fin3).unwrap(), Verdict::New);
+        again.rollback();
+        let mut run3 = running;
+        run3.id = 14;
+        run3.key = 13;
+        assert_eq!(again.admit(&run3).unwrap(), Verdict::New);
+        assert_eq!(again.admit(&running).unwrap(), Verdict::Superseded);
         // A torn entry is cut before the next append.
         let f = day_file(d.path(), fin.day, Kind::Ids);
         let mut b = fs::read(&f).unwrap();

@@ -7,11 +7,13 @@
 //! so `pyusage analyze`, DuckDB and polars read it unchanged. The stages, one file each:
 //!
 //! - [`protocol`]: omprog's confirmation protocol; `OK` only once a transaction is durable;
-//! - [`parse`]: a line → a validated [`Record`](pyusage_record::Record), or why not;
+//! - [`parse`]: a line → a validated record ([`view`]: its strings borrowed from the line),
+//!   or why not;
 //! - [`quarantine`]: malformed messages kept with their reason, counted;
 //! - [`index`]: de-duplication by `record_id` across resends and restarts, and final
 //!   records beating `running` snapshots;
 //! - [`wal`]: one `fdatasync` per transaction;
+//! - [`block`]: accepted records held column by column until they are converted;
 //! - [`writer`]: WAL segments → Parquet on a second thread; [`compact`]: small files merged;
 //! - [`engine`]: the above tied together; [`merge`]: node datasets (`--from-dir`) through the
 //!   same engine.
@@ -22,6 +24,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod block;
 pub mod compact;
 pub mod engine;
 pub mod index;
@@ -29,6 +32,7 @@ pub mod merge;
 pub mod parse;
 pub mod protocol;
 pub mod quarantine;
+pub mod view;
 pub mod wal;
 pub mod writer;
 

@@ -10,6 +10,8 @@ use std::sync::LazyLock;
 use memchr::memmem::Finder;
 use pyusage_record::{sampling, Record};
 
+use crate::view::View;
+
 /// Why a message was quarantined; the text goes into the quarantine file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
@@ -40,12 +42,33 @@ pub enum Malformed {
 #[derive(Debug)]
 pub struct Parsed<'a> {
     /// The record.
-    pub record: Record,
+    pub record: Decoded<'a>,
     /// The record as one JSON object (no newline): the payload as received when it is
     /// complete, which saves re-encoding (and copying) it, else the record re-encoded.
     pub json: std::borrow::Cow<'a, [u8]>,
     /// The sender cut long fields to fit a message (`_truncated` in the payload).
     pub truncated: bool,
+}
+
+/// A decoded record: borrowed from the message where it can be ([`View`]), else owned.
+#[derive(Debug)]
+// The view is the common case, and boxing it would allocate for every message.
+#[allow(clippy::large_enum_variant)]
+pub enum Decoded<'a> {
+    /// Its strings borrowed from the payload.
+    View(View<'a>),
+    /// Decoded as a [`Record`] (a string with an escape, `_truncated`, no `sources`).
+    Record(Box<Record>),
+}
+
+impl Decoded<'_> {
+    /// The record, owned.
+    pub fn to_record(&self) -> Record {
+        match self {
+            Decoded::View(v) => v.to_record(),
+            Decoded::Record(r) => (**r).clone(),
+        }
+    }
 }
 
 /// The JSON payload of a line: after the RFC 5424 header, or the line itself when it is a
@@ -140,9 +163,21 @@ fn skip_structured_data(s: &[u8]) -> Result<&[u8], Malformed> {
 /// Parses and validates one line.
 pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Malformed> {
     let json = payload(line)?;
-    // One UTF-8 check of the whole payload, then serde_json reads it as text: checking each
+    // One UTF-8 check of the whole payload, then the payload is read as text: checking each
     // of a record's ~70 strings on its own was a sixth of the time a record took (measured).
     let text = std::str::from_utf8(json).map_err(|u| Malformed::Utf8(u.valid_up_to()))?;
+    // What the reader does not read (a string with an escape, `_truncated`, which it takes for
+    // an unknown field, or a malformed payload) is decoded as a `Record` below, which has the
+    // last word and the error message. The payload is stored as received when it has every
+    // field, so that the WAL's lines are complete records.
+    if let Some((v, true)) = View::parse_all(text) {
+        validate(&v)?;
+        return Ok(Parsed {
+            record: Decoded::View(v),
+            json: std::borrow::Cow::Borrowed(json),
+            truncated: false,
+        });
+    }
     let bad = |e: serde_json::Error| Malformed::Json(e.to_string());
     // `_truncated` is the sender's note, not a field of the record: decoded apart.
     let truncated = contains(&TRUNCATED, json);
@@ -155,24 +190,23 @@ pub fn parse(line: &[u8]) -> Result<Parsed<'_>, Malformed> {
     } else {
         serde_json::from_str(text).map_err(bad)?
     };
-    validate(&record)?;
-    // The payload is stored as received when it has every field the Parquet schema
-    // requires: `sources` and `cpu_samples_callers` are the non-null fields serde fills in
-    // when absent.
+    validate(&View::of(&record))?;
+    // Stored as received when it has every field the Parquet schema requires: `sources` and
+    // `cpu_samples_callers` are the non-null fields serde fills in when absent.
     let json = if truncated || !contains(&SOURCES, json) || !contains(&CALLERS, json) {
         std::borrow::Cow::Owned(serde_json::to_vec(&record).expect("records serialise"))
     } else {
         std::borrow::Cow::Borrowed(json)
     };
     Ok(Parsed {
-        record,
+        record: Decoded::Record(Box::new(record)),
         json,
         truncated,
     })
 }
 
 /// What the schema's types allow but the dataset cannot use.
-pub fn validate(r: &Record) -> Result<(), Malformed> {
+pub fn validate(r: &View) -> Result<(), Malformed> {
     if r.record_id.is_empty() {
         return Err(Malformed::Invalid("empty record_id"));
     }
@@ -194,14 +228,14 @@ pub fn validate(r: &Record) -> Result<(), Malformed> {
 /// The CPU sampler's fields agree with each other: a rate exactly with a sampling status,
 /// counts exactly when sampled, self ≤ inclusive ≤ total, callers only of sampled records,
 /// each another package, at most [`sampling::MAX_CALLERS`], none with more samples than self.
-fn validate_samples(r: &Record) -> Result<(), Malformed> {
+fn validate_samples(r: &View) -> Result<(), Malformed> {
     let bad = |why| Err(Malformed::Invalid(why));
     let counts = [
         r.cpu_samples_total,
         r.cpu_samples_self,
         r.cpu_samples_inclusive,
     ];
-    match r.cpu_sampling.as_deref() {
+    match r.cpu_sampling {
         None if r.cpu_sample_hz.is_some() => return bad("cpu_sample_hz without cpu_sampling"),
         Some(_) if r.cpu_sample_hz.is_none() => return bad("cpu_sampling without cpu_sample_hz"),
         Some(s) if !sampling::is_valid(s) => {
@@ -212,7 +246,7 @@ fn validate_samples(r: &Record) -> Result<(), Malformed> {
     if r.cpu_sample_hz == Some(0) {
         return bad("cpu_sample_hz is 0");
     }
-    if !r.is_sampled() {
+    if r.cpu_sampling != Some(sampling::SAMPLED) {
         if counts.iter().any(Option::is_some) {
             return bad("cpu_samples_* set but cpu_sampling is not sampled");
         }
@@ -238,7 +272,7 @@ fn validate_samples(r: &Record) -> Result<(), Malformed> {
         if c.samples == 0 || c.samples > own {
             return bad("a cpu_samples_callers count is 0 or more than cpu_samples_self");
         }
-        if callers[..i].iter().any(|d| d.package == c.package) {
+        if callers.iter().take(i).any(|d| d.package == c.package) {
             return bad("a cpu_samples_callers package is listed twice");
         }
     }
@@ -273,7 +307,7 @@ mod tests {
         let r = Record::example();
         let l = line(&r);
         let p = parse(&l).unwrap();
-        assert_eq!(p.record, r);
+        assert_eq!(p.record.to_record(), r);
         assert!(!p.truncated);
         assert_eq!(
             p.json,
@@ -281,13 +315,13 @@ mod tests {
             "stored as received"
         );
         let bare = serde_json::to_vec(&r).unwrap();
-        assert_eq!(parse(&bare).unwrap().record, r);
+        assert_eq!(parse(&bare).unwrap().record.to_record(), r);
         // Structured data with an escaped bracket, and a BOM before MSG.
         let sd = format!(
             "<134>1 - h pyusage 1 IMPORT [x@1 a=\"b\\]c\"][y@2] \u{feff}{}",
             serde_json::to_string(&r).unwrap()
         );
-        assert_eq!(parse(sd.as_bytes()).unwrap().record, r);
+        assert_eq!(parse(sd.as_bytes()).unwrap().record.to_record(), r);
     }
 
     #[test]
@@ -335,7 +369,7 @@ mod tests {
         let l = serde_json::to_vec(&v).unwrap();
         let p = parse(&l).unwrap();
         assert!(p.truncated);
-        assert_eq!(p.record, r);
+        assert_eq!(p.record.to_record(), r);
         assert!(!contains(&TRUNCATED, &p.json));
         for (field, empty) in [
             ("sources", &br#""sources":[]"#[..]),
@@ -372,6 +406,15 @@ mod tests {
 
     #[test]
     fn sample_fields_must_agree() {
+        // Validated as a record, and as a message read by the reader (or by serde: more
+        // than the reader holds), the same.
+        let validate = |r: &Record| {
+            let by_record = validate(&View::of(r));
+            let l = line(r);
+            let by_message = parse(&l).map(|p| assert!(matches!(p.record, Decoded::View(_))));
+            assert_eq!(by_message, by_record, "{r:?}");
+            by_record
+        };
         validate(&sampled()).unwrap();
         let mut unsupported = Record::example();
         unsupported.cpu_sampling = Some("unsupported:python-3.7".into());

@@ -48,7 +48,7 @@ impl Default for Marks {
 /// What the input gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A line (in the buffer, without its newline).
+    /// A line ([`Input::line`]).
     Line,
     /// Nothing for the idle period.
     Idle,
@@ -58,9 +58,11 @@ pub enum Event {
 
 /// Where lines come from.
 pub trait Input {
-    /// Reads the next line into `buf` (cleared first), or says the input was idle for
-    /// `idle`, or ended.
-    fn next(&mut self, buf: &mut Vec<u8>, idle: Duration) -> io::Result<Event>;
+    /// Reads the next line, or says the input was idle for `idle`, or ended.
+    fn next(&mut self, idle: Duration) -> io::Result<Event>;
+
+    /// The line the last [`Input::next`] returned, without its newline.
+    fn line(&self) -> &[u8];
 
     /// Whether a whole line has arrived already, so that `next` returns it without waiting:
     /// replies are then held back and sent with the next ones (see [`serve`]).
@@ -70,22 +72,62 @@ pub trait Input {
 }
 
 /// A file descriptor (stdin), polled so that an idle input still lets due segments be
-/// converted; read through a large buffer.
-pub struct Polled<R: io::Read>(io::BufReader<R>);
+/// converted; read into a large buffer, whose lines are handed out where they lie (no copy of
+/// each line out of a reader's buffer).
+pub struct Polled<R: io::Read> {
+    r: R,
+    buf: Vec<u8>,
+    /// The buffered bytes not yet handed out: `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// The last line handed out.
+    line: std::ops::Range<usize>,
+    eof: bool,
+}
 
 impl<R: io::Read + AsFd> Polled<R> {
     /// Wraps `r`.
     pub fn new(r: R) -> Polled<R> {
-        Polled(io::BufReader::with_capacity(1 << 20, r))
+        Polled {
+            r,
+            buf: vec![0; 1 << 20],
+            start: 0,
+            end: 0,
+            line: 0..0,
+            eof: false,
+        }
+    }
+
+    /// Reads more after what is buffered (moved to the front first, the buffer doubled when a
+    /// line fills it); false at end of input.
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        loop {
+            match self.r.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
 impl<R: io::Read + AsFd> Input for Polled<R> {
-    fn next(&mut self, buf: &mut Vec<u8>, idle: Duration) -> io::Result<Event> {
-        buf.clear();
-        if self.0.buffer().is_empty() {
+    fn next(&mut self, idle: Duration) -> io::Result<Event> {
+        if self.start == self.end && !self.eof {
             let mut fds = [nix::poll::PollFd::new(
-                self.0.get_ref().as_fd(),
+                self.r.as_fd(),
                 nix::poll::PollFlags::POLLIN,
             )];
             let ms = idle.as_millis().min(u16::MAX as u128) as u16;
@@ -95,21 +137,58 @@ impl<R: io::Read + AsFd> Input for Polled<R> {
                 Err(e) => return Err(e.into()),
             }
         }
-        read_line(&mut self.0, buf)
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
+                self.line = self.start..self.start + i;
+                self.start += i + 1;
+                return Ok(Event::Line);
+            }
+            if self.eof || !self.fill()? {
+                self.eof = true;
+                if self.start == self.end {
+                    return Ok(Event::Eof);
+                }
+                // A last line without its newline.
+                self.line = self.start..self.end;
+                self.start = self.end;
+                return Ok(Event::Line);
+            }
+        }
+    }
+
+    fn line(&self) -> &[u8] {
+        &self.buf[self.line.clone()]
     }
 
     fn line_ready(&mut self) -> bool {
-        memchr::memchr(b'\n', self.0.buffer()).is_some()
+        memchr::memchr(b'\n', &self.buf[self.start..self.end]).is_some()
     }
 }
 
 /// Any buffered reader, never idle (tests, files).
-pub struct Plain<R>(pub R);
+pub struct Plain<R>(pub R, pub Vec<u8>);
+
+impl<R: BufRead> Plain<R> {
+    /// Wraps `r`.
+    pub fn new(r: R) -> Plain<R> {
+        Plain(r, Vec::new())
+    }
+}
 
 impl<R: BufRead> Input for Plain<R> {
-    fn next(&mut self, buf: &mut Vec<u8>, _idle: Duration) -> io::Result<Event> {
-        buf.clear();
-        read_line(&mut self.0, buf)
+    fn next(&mut self, _idle: Duration) -> io::Result<Event> {
+        self.1.clear();
+        if self.0.read_until(b'\n', &mut self.1)? == 0 {
+            return Ok(Event::Eof);
+        }
+        if self.1.last() == Some(&b'\n') {
+            self.1.pop();
+        }
+        Ok(Event::Line)
+    }
+
+    fn line(&self) -> &[u8] {
+        &self.1
     }
 
     fn line_ready(&mut self) -> bool {
@@ -117,16 +196,6 @@ impl<R: BufRead> Input for Plain<R> {
             .fill_buf()
             .is_ok_and(|b| memchr::memchr(b'\n', b).is_some())
     }
-}
-
-fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Event> {
-    if r.read_until(b'\n', buf)? == 0 {
-        return Ok(Event::Eof);
-    }
-    if buf.last() == Some(&b'\n') {
-        buf.pop();
-    }
-    Ok(Event::Line)
 }
 
 /// The protocol failed.
@@ -199,7 +268,6 @@ pub fn serve(
         }
     };
     reply(out, b"OK")?;
-    let mut line = Vec::with_capacity(16 << 10);
     let mut replies = Replies::default();
     let mut in_txn = false;
     // An index read that failed inside the transaction: its commit must fail.
@@ -210,7 +278,9 @@ pub fn serve(
         if !input.line_ready() {
             replies.send(&mut ingest, out)?;
         }
-        match input.next(&mut line, idle)? {
+        let event = input.next(idle)?;
+        let line = input.line();
+        match event {
             Event::Eof => break,
             Event::Idle => {
                 if let Err(e) = ingest.tick() {
@@ -242,7 +312,7 @@ pub fn serve(
             Event::Line if in_txn => {
                 // Written to the WAL before the reply goes out: see `wal`'s documentation.
                 if failed.is_none() {
-                    match ingest.accept(&line) {
+                    match ingest.accept(line) {
                         Ok(_) => {}
                         Err(e) if e.recoverable() => failed = Some(e),
                         Err(e) => return Err(ProtocolError::Fatal(e)),
@@ -251,7 +321,7 @@ pub fn serve(
                 replies.push(b"DEFER_COMMIT");
             }
             Event::Line => {
-                let r = match ingest.accept(&line) {
+                let r = match ingest.accept(line) {
                     Ok(_) => ingest.commit(),
                     Err(e) if e.recoverable() => ingest.abort().and(Err(e)),
                     Err(e) => return Err(ProtocolError::Fatal(e)),
@@ -318,7 +388,7 @@ mod tests {
         let st = serve(
             opts.clone(),
             &Marks::default(),
-            &mut Plain(input.as_bytes()),
+            &mut Plain::new(input.as_bytes()),
             &mut out,
         )
         .unwrap();

@@ -41,6 +41,8 @@ pub struct Wal {
     committed: u64,
     /// Bytes written.
     written: u64,
+    /// Bytes whose writeback has been started ([`Wal::flush`]).
+    started: u64,
     /// Records committed.
     records: u64,
     /// Records written since the last commit.
@@ -103,6 +105,7 @@ impl Wal {
             first,
             committed: 0,
             written: 0,
+            started: 0,
             records: 0,
             pending: 0,
         })
@@ -132,7 +135,33 @@ impl Wal {
         // rollback then cuts the file back to the last commit.
         self.written += self.buf.len() as u64;
         self.buf.clear();
-        r.map_err(PathError::at(&self.path))
+        r.map_err(PathError::at(&self.path))?;
+        self.start_writeback();
+        Ok(())
+    }
+
+    /// Starts the writeback of what was written since the last call, once it is a few MiB,
+    /// without waiting for it: the commit's `fdatasync` then finds most of the transaction
+    /// on its way to the disk instead of writing all of it while ingest waits (the commits'
+    /// `fdatasync` were a quarter of the ingest thread's time in the stdin benchmark).
+    /// Durability still comes from the commit's `fdatasync` alone; an error here is left to
+    /// it.
+    fn start_writeback(&mut self) {
+        const EVERY: u64 = 1 << 20;
+        if self.written < self.started + EVERY {
+            return;
+        }
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid descriptor and range; the call only schedules writeback.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                self.started as libc::off64_t,
+                (self.written - self.started) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.started = self.written;
     }
 
     /// Writes a commit line and makes the segment durable. On failure the segment is cut back
@@ -180,12 +209,18 @@ impl Wal {
             .seek(io::SeekFrom::Start(self.committed))
             .map_err(PathError::at(&self.path))?;
         self.written = self.committed;
+        self.started = self.started.min(self.committed);
         Ok(())
     }
 
     /// Number the next committed record will get.
     pub fn next_number(&self) -> u64 {
         self.first + self.records
+    }
+
+    /// Records appended since the last commit.
+    pub fn pending(&self) -> u64 {
+        self.pending
     }
 
     /// Committed records.
@@ -243,9 +278,15 @@ mod tests {
         w.append(b"{\"a\":2}");
         w.commit().unwrap();
         assert_eq!(w.next_number(), 7);
-        w.append(b"{\"a\":3}");
-        w.flush().unwrap();
+        // Rolled back after its writeback was started (more than a few MiB written).
+        let big = format!("{{\"a\":3,\"pad\":\"{}\"}}", "x".repeat(1 << 20));
+        for _ in 0..3 {
+            w.append(big.as_bytes());
+            w.flush().unwrap();
+        }
+        assert!(w.started > w.committed);
         w.rollback().unwrap();
+        assert_eq!(w.started, w.committed);
         w.append(b"{\"a\":4}");
         w.commit().unwrap();
         // A crash mid-transaction: a complete line without a commit, and a torn one.
