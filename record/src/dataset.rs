@@ -214,12 +214,18 @@ fn date_of(us: i64) -> String {
 /// Writes `records` into the dataset under `root`, one file per date partition. Returns the
 /// files written.
 pub fn write(root: &Path, records: &[Record]) -> Result<Vec<PathBuf>, WriteError> {
-    let mut by_date: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    write_all(root, records)
+}
+
+/// [`write`] for records held in several places (the daemon keeps a segment's records in the
+/// chunks it committed them in): grouped by date by reference, never copied.
+pub fn write_all<'a>(
+    root: &Path,
+    records: impl IntoIterator<Item = &'a Record>,
+) -> Result<Vec<PathBuf>, WriteError> {
+    let mut by_date: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
     for r in records {
-        by_date
-            .entry(date_of(r.process_start))
-            .or_default()
-            .push(r.clone());
+        by_date.entry(date_of(r.process_start)).or_default().push(r);
     }
     let mut written = Vec::new();
     for (date, recs) in by_date {
@@ -231,7 +237,7 @@ pub fn write(root: &Path, records: &[Record]) -> Result<Vec<PathBuf>, WriteError
         let first = recs.iter().map(|r| r.seq).min().unwrap_or(0);
         let name = format!("{}-{first:020}.parquet", recs[0].host);
         let path = dir.join(&name);
-        let batch = to_batch(&recs).map_err(|source| WriteError::Arrow {
+        let batch = batch_of(&recs).map_err(|source| WriteError::Arrow {
             path: path.clone(),
             source,
         })?;

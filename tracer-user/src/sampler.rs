@@ -111,20 +111,23 @@ fn work(job: Job) -> Answer {
             start,
             interp,
             addrs,
-        } => Answer::Resolved {
-            pid,
-            start,
-            files: addrs
-                .into_iter()
-                .map(|a| {
-                    let file = interp.code_path_bytes(a).ok();
-                    (
-                        a,
-                        file.map(|b| PathBuf::from(std::ffi::OsString::from_vec(b))),
-                    )
-                })
-                .collect(),
-        },
+        } => {
+            let files = interp.code_paths_bytes(&addrs);
+            Answer::Resolved {
+                pid,
+                start,
+                files: addrs
+                    .into_iter()
+                    .zip(files)
+                    .map(|(a, file)| {
+                        (
+                            a,
+                            file.map(|b| PathBuf::from(std::ffi::OsString::from_vec(b))),
+                        )
+                    })
+                    .collect(),
+            }
+        }
     }
 }
 

@@ -395,6 +395,17 @@ impl FactsCache {
         m: &Mapping,
         is_exe: bool,
     ) -> Result<Arc<ImageFacts>, CpythonError> {
+        // An image already read is known by one `stat` of the very file mapped (through its
+        // `map_files` link), without opening it: the open, its `fstat` and `close` were most
+        // of the sampler's cost of finding a process's interpreter.
+        let by_map = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+        if let Ok(meta) = std::fs::metadata(by_map) {
+            if meta.is_file() && (meta.dev(), meta.ino()) == (m.dev, m.ino) {
+                if let Some(f) = self.facts.get(&key(&meta)) {
+                    return Ok(f.clone());
+                }
+            }
+        }
         let (file, key) = open_mapped(pid, m, is_exe)?;
         if let Some(f) = self.facts.get(&key) {
             return Ok(f.clone());

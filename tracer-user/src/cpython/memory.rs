@@ -75,6 +75,51 @@ impl Memory {
         Ok(())
     }
 
+    /// The 8-byte words at `addrs`, in as few `process_vm_readv` calls as the readable ones
+    /// allow (one for all when every one is readable): `None` for a word that cannot be read.
+    /// The kernel copies whole ranges in order and stops at the first it cannot read, so a
+    /// short count names that range; the rest are read again after it.
+    pub fn words(&self, addrs: &[u64]) -> Vec<Option<u64>> {
+        /// Ranges per call (the kernel's `IOV_MAX` is 1024).
+        const PER_CALL: usize = 512;
+        let mut out = vec![None; addrs.len()];
+        let mut buf = vec![0u8; addrs.len().min(PER_CALL) * 8];
+        let mut at = 0;
+        while at < addrs.len() {
+            let batch = &addrs[at..(at + PER_CALL).min(addrs.len())];
+            let remote: Vec<RemoteIoVec> = batch
+                .iter()
+                .map(|&a| RemoteIoVec {
+                    // An address whose word would wrap is sent as 0: unreadable as well.
+                    base: if a.checked_add(8).is_some() {
+                        a as usize
+                    } else {
+                        0
+                    },
+                    len: 8,
+                })
+                .collect();
+            let local = &mut buf[..batch.len() * 8];
+            let got = process_vm_readv(
+                Pid::from_raw(self.pid as i32),
+                &mut [IoSliceMut::new(local)],
+                &remote,
+            );
+            let n = match got {
+                Ok(n) => n / 8,
+                // The process is gone: nothing more can be read.
+                Err(nix::errno::Errno::ESRCH) => return out,
+                Err(_) => 0,
+            };
+            for (i, w) in buf[..n * 8].chunks_exact(8).enumerate() {
+                out[at + i] = Some(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+            }
+            // The range at `n` (if any) was the unreadable one.
+            at += n + 1;
+        }
+        out
+    }
+
     /// The 8-byte word at `addr`.
     pub fn u64(&self, addr: u64) -> Result<u64, CpythonError> {
         let mut b = [0u8; 8];

@@ -535,6 +535,44 @@ impl Interpreter {
         self.memory().str_bytes(name, &self.objects, self.str_type)
     }
 
+    /// [`Self::code_path_bytes`] of each of `codes` (`None` where it fails), in a few reads:
+    /// every code object's type and `co_filename` pointer in one `process_vm_readv` (see
+    /// [`Memory::words`]), then each distinct `str` once. A sample's frames lie in a few
+    /// files, and the functions of one file share its name's `str`: one read per code object,
+    /// two each before, was most of the sampler threads' system calls.
+    pub fn code_paths_bytes(&self, codes: &[u64]) -> Vec<Option<Vec<u8>>> {
+        let ranges: Vec<u64> = codes
+            .iter()
+            .flat_map(|&c| {
+                [
+                    c.wrapping_add(self.objects.ob_type as u64),
+                    c.wrapping_add(self.objects.code_filename as u64),
+                ]
+            })
+            .collect();
+        let words = self.memory().words(&ranges);
+        let mut names: std::collections::HashMap<u64, Option<Vec<u8>>> = Default::default();
+        words
+            .chunks_exact(2)
+            .map(|w| {
+                let (Some(ob_type), Some(name)) = (w[0], w[1]) else {
+                    return None;
+                };
+                if self.code_type != 0 && ob_type != self.code_type {
+                    return None;
+                }
+                names
+                    .entry(name)
+                    .or_insert_with(|| {
+                        self.memory()
+                            .str_bytes(name, &self.objects, self.str_type)
+                            .ok()
+                    })
+                    .clone()
+            })
+            .collect()
+    }
+
     /// `co_filename` of the code object at `code` (at most [`STR_MAX`] characters; a byte
     /// that the file system name has but UTF-8 cannot say becomes U+FFFD: see
     /// [`Self::code_path_bytes`] for the exact name).

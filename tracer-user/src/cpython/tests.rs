@@ -295,6 +295,23 @@ fn check(python: &Path, home: Option<&Path>, expect_executable: bool) {
         interp.code_filename(main.frames[0] + 8),
         Err(CpythonError::Invalid { .. }) | Err(CpythonError::Read { .. })
     ));
+    // Many at once, as the sampler's workers read them: the same answer as one by one, for
+    // code objects, repeats, and addresses that are no code object or not mapped at all.
+    let mut codes: Vec<u64> = stacks.iter().flat_map(|st| st.frames.clone()).collect();
+    codes.extend([
+        main.frames[0] + 8,
+        0,
+        8,
+        u64::MAX - 4,
+        main.frames[1],
+        main.frames[0],
+    ]);
+    let each: Vec<Option<Vec<u8>>> = codes
+        .iter()
+        .map(|&c| interp.code_path_bytes(c).ok())
+        .collect();
+    assert_eq!(interp.code_paths_bytes(&codes), each, "{codes:x?}");
+    assert!(each[0].is_some() && each.iter().filter(|f| f.is_none()).count() >= 3);
     assert_eq!(walk_threads(pid).unwrap().len(), 3);
     // A non-compact string: read when its type is not checked, refused when it is.
     let mem = Memory::new(pid);
