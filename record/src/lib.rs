@@ -17,6 +17,7 @@ pub mod columns;
 pub mod data_dir;
 pub mod dataset;
 mod kinds;
+pub mod lines;
 pub mod segment;
 
 pub use kinds::{EnvKind, Exit, JobSource, Source, UnknownValue};

@@ -202,23 +202,23 @@ fn written_bytecode_source(path: &Path, prefix: Option<&Path>) -> Option<PathBuf
 
 /// The directory a module file belongs to (its `__pycache__`'s parent for bytecode).
 pub fn module_dir(file: &Path) -> Option<&Path> {
-    let (dir, _) = split(file)?;
+    module_place(file).map(|(dir, _)| dir)
+}
+
+/// [`module_dir`], and whether the file is its package's `__init__` (two splits, not four:
+/// every import asks both).
+pub fn module_place(file: &Path) -> Option<(&Path, bool)> {
+    let (dir, name) = split(file)?;
+    let init = name.starts_with(b"__init__.");
     match split(dir) {
-        Some((above, b"__pycache__")) => Some(above),
-        _ => Some(dir),
+        Some((above, b"__pycache__")) => Some((above, init)),
+        _ => Some((dir, init)),
     }
 }
 
 /// Directory of a package whose `__init__` this module file is.
 pub fn init_dir(file: &Path) -> Option<PathBuf> {
-    let (dir, name) = split(file)?;
-    if !name.starts_with(b"__init__.") {
-        return None;
-    }
-    match split(dir) {
-        Some((above, b"__pycache__")) => Some(above.to_path_buf()),
-        _ => Some(dir.to_path_buf()),
-    }
+    module_place(file).and_then(|(dir, init)| init.then(|| dir.to_path_buf()))
 }
 
 /// `*.so`: an extension module or a shared library, loaded only if mapped executable.

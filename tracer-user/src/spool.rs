@@ -169,9 +169,8 @@ impl Spool {
             r.seq = seq;
             r.record_id = self.ids.next();
             seq += 1;
-            serde_json::to_writer(&mut self.buf, r)?;
-            self.buf.push(b'\n');
         }
+        pyusage_record::lines::write(records, &mut self.buf)?;
         let res = self
             .file
             .write_all(&self.buf)

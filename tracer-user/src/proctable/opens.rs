@@ -210,16 +210,17 @@ impl ProcTable {
                 .flatten()
         });
         let path = source.as_deref().unwrap_or(file);
-        if let Some(dir) = imports::init_dir(path) {
-            if !p.init_dirs.contains(&dir) {
+        let place = imports::module_place(path);
+        if let Some((dir, true)) = place {
+            if !p.init_dirs.contains(dir) {
                 let n = dir.as_os_str().len() + ENTRY_BYTES;
                 if !Shared::charge_parts(uid_bytes, state_bounded, &mut p.bytes, p.uid, n) {
                     return None;
                 }
-                p.init_dirs.insert(dir);
+                p.init_dirs.insert(dir.to_path_buf());
             }
         }
-        let module_dir = imports::module_dir(path);
+        let module_dir = place.map(|(dir, _)| dir);
         if let Some(&i) = module_dir.and_then(|d| p.dirs.get(d.as_os_str())) {
             p.packages[i].count(by, at);
             return Some(i);
