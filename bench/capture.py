@@ -152,10 +152,18 @@ def main():
     # as long as the batch takes, and taken out. Records are converted to Parquet at
     # rotation, which this run puts at the daemon's stop: the stop's CPU beyond that of a
     # daemon stopped with nothing to convert is their conversion.
-    n, per, conv = 40, [], []
+    # Two starts first, measured apart: a fresh daemon starts its worker threads and reads
+    # each interpreter image once per worker at its first Python processes, a cost paid once
+    # per daemon, not per start.
+    n, per, conv, first = 40, [], [], []
     for _ in range(3):
         d.start()
         time.sleep(0.5)
+        w0 = d.cpu()
+        for _ in range(2):
+            timed(workloads[start_key])
+        time.sleep(0.5)
+        first.append((d.cpu() - w0) / 2 * 1e3)
         c0, t0 = d.cpu(), time.time()
         for _ in range(n):
             timed(workloads[start_key])
@@ -176,7 +184,9 @@ def main():
           f"(median of 3 batches of {n}, net of the idle rate: {', '.join(f'{x:.2f}' for x in per)}), "
           f"{statistics.median(per) / own * 100:.1f} % of the start's own CPU ({own:.0f} ms); "
           f"converting its records to Parquet: {statistics.median(conv):.2f} ms more "
-          f"({', '.join(f'{x:.2f}' for x in conv)}; a stop with nothing to convert: {empty_stop * 1e3:.0f} ms)")
+          f"({', '.join(f'{x:.2f}' for x in conv)}; a stop with nothing to convert: {empty_stop * 1e3:.0f} ms); "
+          f"a fresh daemon's first two starts: {statistics.median(first):.2f} ms each "
+          f"({', '.join(f'{x:.2f}' for x in first)}; not net of idle)")
 
     # BPF cost per program run, from kernel.bpf_stats_enabled.
     d.start()

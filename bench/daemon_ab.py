@@ -3,8 +3,8 @@
 
 Usage: bench/daemon_ab.py BIN [BIN ...]   (env R rounds, default 4; N starts per batch, 30;
 EXTRA extra daemon arguments). Each round starts each build's daemon in turn (CPU 0) and runs
-two batches of N reference starts (CPU 1, the bench venv of bench/capture.sh); the daemon's
-idle rate, measured for 3 s before each batch, is taken out. Prints medians per build.
+two batches of N reference starts (CPU 1, the bench venv of bench/capture.sh) after two
+warm-up starts; the daemon's idle rate, measured for 3 s before each batch, is taken out. Prints medians per build.
 """
 import os, subprocess, sys, tempfile, time, statistics
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +27,10 @@ for r in range(rounds):
     for b in bins:
         tmp = tempfile.mkdtemp(prefix="pyusage-ab-")
         d = D(os.path.abspath(b), tmp); d.start()
+        # Warm-up: a fresh daemon's first Python starts also start its worker threads and
+        # read the interpreter image once per worker (once per daemon, not per start).
+        for _ in range(2):
+            subprocess.run(["taskset", "-c", "1", py, "-c", START], check=True)
         for _ in range(2):
             time.sleep(0.3); i0 = d.cpu(); t0 = time.time(); time.sleep(3); idle = (d.cpu() - i0) / (time.time() - t0)
             c0 = d.cpu(); t0 = time.time()
