@@ -114,8 +114,8 @@ impl Memory {
             for (i, w) in buf[..n * 8].chunks_exact(8).enumerate() {
                 out[at + i] = Some(u64::from_le_bytes(w.try_into().expect("8 bytes")));
             }
-            // The range at `n` (if any) was the unreadable one.
-            at += n + 1;
+            // The range at `n`, if any, was the unreadable one.
+            at += if n < batch.len() { n + 1 } else { n };
         }
         out
     }
@@ -259,6 +259,24 @@ fn decode(chars: &[u8], shape: StrShape) -> Result<Vec<u8>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_are_read_in_batches_past_unreadable_ones() {
+        // This process's own memory: 1,300 words (three calls' worth), some unreadable.
+        let values: Vec<u64> = (0..1300u64).map(|i| i * 0x1_0001 + 7).collect();
+        let mut addrs: Vec<u64> = values.iter().map(|v| v as *const u64 as u64).collect();
+        let mut want: Vec<Option<u64>> = values.iter().map(|&v| Some(v)).collect();
+        // Whole batches read (1..513, 601..1113) and batches cut short.
+        for i in [0, 600, 1200, 1299] {
+            addrs[i] = if i % 600 == 0 { 8 } else { u64::MAX - 3 };
+            want[i] = None;
+        }
+        let mem = Memory::new(std::process::id());
+        assert_eq!(mem.words(&addrs), want);
+        // A process that is gone: nothing, without an error.
+        assert_eq!(Memory::new(u32::MAX >> 1).words(&addrs[..4]), vec![None; 4]);
+        assert!(mem.words(&[]).is_empty());
+    }
 
     #[test]
     fn cpython_str_state_bits() {
