@@ -192,17 +192,23 @@ impl<J, R> Drop for Workers<J, R> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_stuck_pool_is_known_and_answers_keep_coming_from_free_threads() {
+    /// A pool whose job 0 blocks like a hung mount until the gate is sent to (or dropped);
+    /// any other job `j` answers `j * factor`.
+    fn gated(threads: usize, queued: usize, factor: u32) -> (Workers<u32, u32>, mpsc::Sender<()>) {
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
         let gate = Mutex::new(gate_rx);
-        let mut w = Workers::new("t", 2, 8, move |j: u32| {
+        let w = Workers::new("t", threads, queued, move |j: u32| {
             if j == 0 {
-                // Blocks like a hung mount until the test ends.
                 let _ = gate.lock().unwrap().recv();
             }
-            j
+            j * factor
         });
+        (w, gate_tx)
+    }
+
+    #[test]
+    fn a_stuck_pool_is_known_and_answers_keep_coming_from_free_threads() {
+        let (mut w, gate_tx) = gated(2, 8, 1);
         w.submit(0).unwrap();
         w.submit(7).unwrap();
         assert_eq!(
@@ -218,5 +224,34 @@ mod tests {
             None
         );
         drop(gate_tx);
+    }
+
+    #[test]
+    fn a_full_queue_gives_the_job_back_and_every_queued_job_is_answered() {
+        let (mut w, gate_tx) = gated(1, 2, 10);
+        w.submit(0).unwrap();
+        // The one thread takes job 0 and blocks; two more fit in the queue, a third does not.
+        let until = Instant::now() + Duration::from_secs(5);
+        while !w.stuck(Duration::ZERO) {
+            assert!(Instant::now() < until, "the thread never took job 0");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        w.submit(1).unwrap();
+        w.submit(2).unwrap();
+        assert_eq!(w.submit(3), Err(3));
+        gate_tx.send(()).unwrap();
+        let answers: Vec<u32> = (0..3)
+            .map(|_| {
+                w.recv_until(Instant::now() + Duration::from_secs(5))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(answers, [0, 10, 20]);
+        // Room again once they are taken.
+        w.submit(4).unwrap();
+        assert_eq!(
+            w.recv_until(Instant::now() + Duration::from_secs(5)),
+            Some(40)
+        );
     }
 }
