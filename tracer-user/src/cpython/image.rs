@@ -382,6 +382,9 @@ pub fn read_facts(file: File, path: &Path) -> Result<ImageFacts, CpythonError> {
 #[derive(Default)]
 pub struct FactsCache {
     facts: HashMap<FileKey, Arc<ImageFacts>>,
+    /// `map_files` was refused (no `CAP_SYS_ADMIN`: the daemon once it dropped privileges),
+    /// so it is not asked again.
+    no_map_files: bool,
 }
 
 /// Images remembered at most (the cache starts over past it).
@@ -395,16 +398,8 @@ impl FactsCache {
         m: &Mapping,
         is_exe: bool,
     ) -> Result<Arc<ImageFacts>, CpythonError> {
-        // An image already read is known by one `stat` of the very file mapped (through its
-        // `map_files` link), without opening it: the open, its `fstat` and `close` were most
-        // of the sampler's cost of finding a process's interpreter.
-        let by_map = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-        if let Ok(meta) = std::fs::metadata(by_map) {
-            if meta.is_file() && (meta.dev(), meta.ino()) == (m.dev, m.ino) {
-                if let Some(f) = self.facts.get(&key(&meta)) {
-                    return Ok(f.clone());
-                }
-            }
+        if let Some(f) = self.known(pid, m, is_exe) {
+            return Ok(f);
         }
         let (file, key) = open_mapped(pid, m, is_exe)?;
         if let Some(f) = self.facts.get(&key) {
@@ -416,6 +411,38 @@ impl FactsCache {
         }
         self.facts.insert(key, facts.clone());
         Ok(facts)
+    }
+
+    /// An image already read, known by one `stat` of the very file mapped (along the paths
+    /// [`open_mapped`] tries) without opening it: the open, its `fstat` and `close` were most
+    /// of the sampler's cost of finding a process's interpreter. A file found this way is the
+    /// mapped device and inode with the times and size it had when it was read and checked.
+    fn known(&mut self, pid: u32, m: &Mapping, is_exe: bool) -> Option<Arc<ImageFacts>> {
+        if self.facts.is_empty() {
+            return None;
+        }
+        let by_map = || PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
+        let meta = match self.no_map_files {
+            true => Err(std::io::ErrorKind::PermissionDenied.into()),
+            false => std::fs::metadata(by_map()),
+        };
+        let meta = match meta {
+            Ok(meta) => meta,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    self.no_map_files = true;
+                }
+                match is_exe {
+                    true => std::fs::metadata(format!("/proc/{pid}/exe")),
+                    false => std::fs::metadata(by_root(pid, m)),
+                }
+                .ok()?
+            }
+        };
+        if !meta.is_file() || (meta.dev(), meta.ino()) != (m.dev, m.ino) {
+            return None;
+        }
+        self.facts.get(&key(&meta)).cloned()
     }
 }
 
@@ -502,14 +529,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cpython_open_mapped_refuses_another_file() {
+    /// The first mapping of this test's own executable.
+    fn own_executable() -> Mapping {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
         let exe = std::fs::metadata("/proc/self/exe").unwrap();
-        let m = parse_maps(&maps)
+        parse_maps(&maps)
             .into_iter()
             .find(|m| (m.dev, m.ino) == (exe.dev(), exe.ino()))
-            .unwrap();
+            .unwrap()
+    }
+
+    /// An image read once is known again by a `stat` along the paths `open_mapped` tries,
+    /// `map_files` or not; another file at the same path is not taken for it.
+    #[test]
+    fn cpython_facts_cache_knows_an_image_without_opening_it() {
+        let m = own_executable();
+        let pid = std::process::id();
+        let mut c = FactsCache::default();
+        assert!(c.known(pid, &m, true).is_none(), "nothing read yet");
+        let read = c.get(pid, &m, true).unwrap();
+        for no_map_files in [false, true] {
+            c.no_map_files = no_map_files;
+            for is_exe in [true, false] {
+                let known = c.known(pid, &m, is_exe).expect("known by a stat");
+                assert!(Arc::ptr_eq(&known, &read));
+            }
+        }
+        let other = Mapping {
+            ino: m.ino + 1,
+            ..m.clone()
+        };
+        assert!(c.known(pid, &other, true).is_none());
+    }
+
+    #[test]
+    fn cpython_open_mapped_refuses_another_file() {
+        let m = own_executable();
         let pid = std::process::id();
         assert!(open_mapped(pid, &m, true).is_ok());
         // Without CAP_SYS_ADMIN (the daemon once it dropped privileges) `map_files` is
