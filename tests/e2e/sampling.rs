@@ -355,3 +355,57 @@ fn forks_threads_kills_old_versions_and_non_python_hogs() {
         r.of(hog)
     );
 }
+
+/// Stacks ~88 frames deep on every supported version, past the two pages of a 3.11+ thread's
+/// data stack that the kernel reads at once (after a walk past them it reads four): every
+/// sample's walk reaches the outermost package's frame, and the innermost is charged.
+#[test]
+fn deep_stacks_are_walked_to_the_outermost_frame() {
+    let d = Daemon::start_with(&["--sample-hz", &HZ.to_string()], &[]);
+    let mut runs = Vec::new();
+    for (name, python) in pythons() {
+        let dir = workdir(&python);
+        for (pkg, init) in [
+            (
+                "deeppkg",
+                "import purepkg\n\
+                 def down(d, seconds):\n    \
+                     return down(d - 1, seconds) if d else purepkg.spin(seconds)\n",
+            ),
+            (
+                "outerpkg",
+                "import deeppkg\ndef run():\n    return deeppkg.down(85, 2.0)\n",
+            ),
+        ] {
+            let at = dir.path().join("pkgs").join(pkg);
+            std::fs::create_dir_all(&at).unwrap();
+            std::fs::write(at.join("__init__.py"), init).unwrap();
+        }
+        let (pid, o) =
+            run(workload(&python, dir.path()).args(["-c", "import outerpkg; outerpkg.run()"]));
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        runs.push((name, pid));
+    }
+    let r = d.stop();
+    for (name, pid) in &runs {
+        let outer = r.one(*pid, "outerpkg");
+        let total = n(outer, "cpu_samples_total");
+        assert!(total as f64 >= 0.5 * 2.0 * HZ as f64, "{name}: {outer}");
+        let inclusive = n(outer, "cpu_samples_inclusive");
+        let spin = n(r.one(*pid, "purepkg"), "cpu_samples_self");
+        let deep = n(r.one(*pid, "deeppkg"), "cpu_samples_inclusive");
+        eprintln!("{name}: {total} samples, outerpkg inclusive {inclusive}, deeppkg inclusive {deep}, purepkg self {spin}");
+        assert!(
+            inclusive as f64 >= 0.9 * total as f64 && deep as f64 >= 0.9 * total as f64,
+            "{name}: walks stopped short of the outer frames: outerpkg {inclusive}, deeppkg {deep} of {total}"
+        );
+        assert!(
+            spin as f64 >= 0.85 * total as f64,
+            "{name}: purepkg self {spin} of {total}"
+        );
+    }
+}

@@ -72,11 +72,17 @@ pub struct PyProc {
     pub runtime: u64,
     /// The layout of its version.
     pub layout: PyLayout,
+    /// Kept by the sampling program itself (the daemon writes 0): 1 once a walk went past the
+    /// two-page data-stack block, so that the next ones read four pages; 2 when four pages
+    /// could not be read there (not tried again); back to 0 after a shallow walk.
+    pub deep: u32,
+    /// Padding, zero.
+    pub _pad: u32,
 }
 
 // No padding holes (the daemon writes it as plain bytes): a field added to `PyLayout` keeps
 // its size a multiple of 8, with an explicit pad if need be.
-const _: () = assert!(core::mem::size_of::<PyProc>() == 8 + core::mem::size_of::<PyLayout>());
+const _: () = assert!(core::mem::size_of::<PyProc>() == 16 + core::mem::size_of::<PyLayout>());
 
 /// Fixed part of a sample event, followed by `n_frames` code-object addresses (`u64`,
 /// innermost first).

@@ -9,8 +9,10 @@
 //! one read of user memory (the window below covers the frame's link, its code object and its
 //! byte in every supported version), except in 3.11+, whose frames lie in the thread's data
 //! stack: the two pages below the innermost frame are read at once (one read costs about as
-//! much as a few small ones), and each frame found in them is taken from that copy. Reads never fault pages in (`bpf_probe_read_user`),
-//! so a paged-out or hostile structure ends the walk (flagged), never stalls it.
+//! much as a few small ones), and each frame found in them is taken from that copy; a process
+//! whose walk went past them gets four (`PyProc::deep`, kept by this program). Reads never
+//! fault pages in (`bpf_probe_read_user`), so a paged-out or hostile structure ends the walk
+//! (flagged), never stalls it.
 use aya_ebpf::{
     bindings::bpf_perf_event_data,
     helpers::{
@@ -50,18 +52,27 @@ const WINDOW_MASK: usize = 127;
 
 /// Bytes of a thread's data stack read at once below its innermost frame (3.11+): two pages,
 /// page-aligned, which hold the callers of a stack ~40 deep (a frame is its 72-byte header
-/// and its locals and value stack); deeper callers are read one by one. (Four pages cost
-/// shallow stacks more than they save deep ones; reading the next block inside the walk
-/// made the program too large for the verifier.) One read of 8 KiB costs
-/// less than a few reads of 80 bytes: each read of user memory has a fixed cost that dwarfs
-/// its copy.
+/// and its locals and value stack); deeper callers are read one by one. One read of 8 KiB
+/// costs less than a few reads of 80 bytes: each read of user memory has a fixed cost that
+/// dwarfs its copy. (Reading the next block inside the walk made the program too large for
+/// the verifier.)
 const BLOCK: usize = 8192;
+/// The block of a process whose stacks are deep ([`PyProc::deep`]): four pages, ~90 frames.
+/// Not for every process: four pages cost shallow stacks more than they save deep ones.
+const BLOCK_DEEP: usize = 2 * BLOCK;
+/// A walk of at most this many frames clears [`PyProc::deep`] (they fit in [`BLOCK`]).
+const SHALLOW: usize = 32;
+/// [`PyProc::deep`]: the process's walks read [`BLOCK_DEEP`] (0: [`BLOCK`]).
+const DEEP: u32 = 1;
+/// [`PyProc::deep`]: a read of [`BLOCK_DEEP`] failed, so walks read [`BLOCK`] and do not ask
+/// for more until a shallow walk clears it.
+const DEEP_UNMAPPED: u32 = 2;
 /// Where in the scratch buffer the block is read to (the event's frames lie below it, the
 /// frame window above it).
 const BLOCK_OFF: usize = tracer_common::SCRATCH_SIZE / 2;
 const PAGE: u64 = 4096;
 const _: () = assert!(SAMPLE_FRAMES_OFF + FRAMES_MAX * 8 <= BLOCK_OFF);
-const _: () = assert!(BLOCK_OFF + BLOCK + 8 <= WINDOW_OFF);
+const _: () = assert!(BLOCK_OFF + BLOCK_DEEP + 8 <= WINDOW_OFF);
 
 const BPF_F_USER_STACK: u64 = 1 << 8;
 
@@ -69,12 +80,22 @@ const BPF_F_USER_STACK: u64 = 1 << 8;
 #[perf_event]
 pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: the value is copied out immediately.
-    let Some(p) = (unsafe { PYPROCS.get(tgid) }).copied() else {
+    let Some(entry) = PYPROCS.get_ptr_mut(tgid) else {
         return 0;
     };
-    sample(&ctx, tgid, &p);
+    // SAFETY: a map value pointer from the lookup: valid for the program's run (the entry may
+    // be replaced meanwhile, never freed under it); copied out at once.
+    let p = unsafe { *entry };
+    sample(&ctx, tgid, &p, entry);
     0
+}
+
+/// Sets the sampled process's [`PyProc::deep`] (a plain store to its own map entry: the
+/// verifier's state is the same after it whatever the value, so it adds no path to the walk).
+#[inline(always)]
+fn set_deep(entry: *mut PyProc, deep: u32) {
+    // SAFETY: a value pointer of `PYPROCS` from this run's lookup, valid for the run.
+    unsafe { (*entry).deep = deep };
 }
 
 #[inline(always)]
@@ -112,8 +133,10 @@ fn user_ip(ctx: &PerfEventContext) -> u64 {
     }
 }
 
+/// Walks and sends the interrupted thread's stack, and keeps the process's
+/// [`PyProc::deep`]: set by a walk past the data-stack block, cleared by a shallow one.
 #[inline(always)]
-fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc) {
+fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
     let cfg = config();
     let l: &PyLayout = &p.layout;
     let tid = bpf_get_current_pid_tgid() as u32;
@@ -128,14 +151,24 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc) {
                 f = user(f + l.cframe_current_frame as u64).unwrap_or(0);
             }
             let (back, code) = (l.frame_back as usize, l.frame_code as usize);
-            // The block: the page of the innermost frame and the one below, or that page
-            // alone when the one below is not mapped (the bottom of a data-stack chunk).
+            // The block: the page of the innermost frame and the one below (three below for
+            // a deep process, else one), or that page alone when the ones below are not
+            // mapped (the bottom of a data-stack chunk).
             let (mut lo, mut span): (u64, u64) = (0, 0);
-            if l.frames_in_data_stack != 0 && f > BLOCK as u64 {
+            // Computed, not chosen by a branch: one size the verifier does not know, so the
+            // walk below is verified once for either.
+            let want = BLOCK as u64 + ((p.deep & 1) as u64) * BLOCK as u64;
+            if l.frames_in_data_stack != 0 && f > want {
                 let page = f & !(PAGE - 1);
-                let below = page + PAGE - BLOCK as u64;
-                if read_block(s, below, BLOCK) {
-                    (lo, span) = (below, BLOCK as u64);
+                let below = page + PAGE - want;
+                let two = page + PAGE - BLOCK as u64;
+                if read_block(s, below, want as usize) {
+                    (lo, span) = (below, want);
+                } else if p.deep == DEEP && f > BLOCK as u64 && read_block(s, two, BLOCK) {
+                    // Four pages are not there (a data-stack chunk's start): not tried again
+                    // until a shallow walk.
+                    set_deep(entry, DEEP_UNMAPPED);
+                    (lo, span) = (two, BLOCK as u64);
                 } else if read_block(s, page, PAGE as usize) {
                     (lo, span) = (page, PAGE);
                 }
@@ -161,6 +194,10 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc) {
                         flags |= SAMPLE_FLAG_READ_FAILED;
                         break;
                     }
+                    if span == BLOCK as u64 && p.deep == 0 {
+                        // Past a whole two-page block: the next walks read four pages.
+                        set_deep(entry, DEEP);
+                    }
                     (word(s, code), word(s, back))
                 };
                 put(s, SAMPLE_FRAMES_OFF + n * 8, c);
@@ -185,13 +222,16 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc) {
         },
     );
     send(s, SAMPLE_FRAMES_OFF + n * 8, Wake::Later);
+    if p.deep != 0 && n <= SHALLOW {
+        set_deep(entry, 0);
+    }
 }
 
-/// Reads `len` (at most [`BLOCK`]) bytes of user memory at `addr` into the block's region of
-/// the scratch buffer; `false` if any of it is unreadable (the region is then zeroed).
+/// Reads `len` (at most [`BLOCK_DEEP`]) bytes of user memory at `addr` into the block's region
+/// of the scratch buffer; `false` if any of it is unreadable (the region is then zeroed).
 #[inline(always)]
 fn read_block(s: &mut Scratch, addr: u64, len: usize) -> bool {
-    let len = if len > BLOCK { BLOCK } else { len };
+    let len = if len > BLOCK_DEEP { BLOCK_DEEP } else { len };
     // SAFETY: the block's region is inside the scratch buffer; the helper validates the user
     // address.
     unsafe {
@@ -202,8 +242,8 @@ fn read_block(s: &mut Scratch, addr: u64, len: usize) -> bool {
 /// The `u64` at byte `off` of the block read into the scratch buffer.
 #[inline(always)]
 fn block_word(s: &Scratch, off: usize) -> u64 {
-    let at = BLOCK_OFF + (off & (BLOCK - 1));
-    // SAFETY: `at + 8 <= SCRATCH_SIZE` (the mask bounds `off` below `BLOCK`; the region
+    let at = BLOCK_OFF + (off & (BLOCK_DEEP - 1));
+    // SAFETY: `at + 8 <= SCRATCH_SIZE` (the mask bounds `off` below `BLOCK_DEEP`; the region
     // and the frame window above it leave more than 8 bytes after it).
     unsafe { core::ptr::read_unaligned(s.buf.as_ptr().add(at).cast::<u64>()) }
 }

@@ -500,6 +500,8 @@ impl Interpreter {
         PyProc {
             runtime: self.runtime,
             layout: self.layout,
+            deep: 0,
+            _pad: 0,
         }
     }
 
