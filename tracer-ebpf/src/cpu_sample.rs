@@ -83,15 +83,17 @@ pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
     let Some(entry) = PYPROCS.get_ptr_mut(tgid) else {
         return 0;
     };
-    // SAFETY: a map value pointer from the lookup: valid for the program's run (the entry may
-    // be replaced meanwhile, never freed under it); copied out at once.
+    // SAFETY: a map value pointer from the lookup: its memory stays valid for the program's run
+    // (the element may be reused meanwhile, never freed under it); copied out at once.
     let p = unsafe { *entry };
     sample(&ctx, tgid, &p, entry);
     0
 }
 
-/// Sets the sampled process's [`PyProc::deep`] (a plain store to its own map entry: the
-/// verifier's state is the same after it whatever the value, so it adds no path to the walk).
+/// Sets the sampled process's [`PyProc::deep`] (a plain store to the map entry: the verifier's
+/// state is the same after it whatever the value, so it adds no path to the walk). The entry
+/// may have been deleted and its element reused for another process since the lookup (a
+/// preallocated hash map recycles at once): the value is only a hint of which read costs less.
 #[inline(always)]
 fn set_deep(entry: *mut PyProc, deep: u32) {
     // SAFETY: a value pointer of `PYPROCS` from this run's lookup, valid for the run.
@@ -155,6 +157,12 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
             // a deep process, else one), or that page alone when the ones below are not
             // mapped (the bottom of a data-stack chunk).
             let (mut lo, mut span): (u64, u64) = (0, 0);
+            // The bottom of a whole two-page block read for a process not marked deep (else
+            // 0): a caller found in the two pages below it would have been in four. Made by
+            // arithmetic, not a comparison: comparisons split the verifier's states, and
+            // inside the walk that made the program too large.
+            let mut watch: u64 = 0;
+            let not_deep = (((p.deep | (p.deep >> 1)) & 1) ^ 1) as u64;
             // Computed, not chosen by a branch: one size the verifier does not know, so the
             // walk below is verified once for either.
             let want = BLOCK as u64 + ((p.deep & 1) as u64) * BLOCK as u64;
@@ -164,6 +172,7 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
                 let two = page + PAGE - BLOCK as u64;
                 if read_block(s, below, want as usize) {
                     (lo, span) = (below, want);
+                    watch = below * not_deep;
                 } else if p.deep == DEEP && f > BLOCK as u64 && read_block(s, two, BLOCK) {
                     // Four pages are not there (a data-stack chunk's start): not tried again
                     // until a shallow walk.
@@ -194,8 +203,11 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
                         flags |= SAMPLE_FLAG_READ_FAILED;
                         break;
                     }
-                    if span == BLOCK as u64 && p.deep == 0 {
-                        // Past a whole two-page block: the next walks read four pages.
+                    if watch.wrapping_sub(f).wrapping_sub(1) < BLOCK as u64 {
+                        // A caller in the two pages below a whole two-page block, which four
+                        // pages would have held: the next walks read four. (Not any frame
+                        // read alone: 3.12+'s C-stack entry frames and generators' frames lie
+                        // elsewhere in every walk.)
                         set_deep(entry, DEEP);
                     }
                     (word(s, code), word(s, back))
@@ -222,7 +234,8 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
         },
     );
     send(s, SAMPLE_FRAMES_OFF + n * 8, Wake::Later);
-    if p.deep != 0 && n <= SHALLOW {
+    if p.deep != 0 && n != 0 && n <= SHALLOW {
+        // A shallow walk (not a thread without a Python stack).
         set_deep(entry, 0);
     }
 }

@@ -145,7 +145,8 @@ fn main() {
     let starts: u32 = args.get(1).map_or(200, |s| s.parse().expect("STARTS"));
     let rounds: usize = args.get(2).map_or(7, |s| s.parse().expect("ROUNDS"));
     let text = std::fs::read_to_string(trace).expect("reading the strace file");
-    // The traced process's own lines (its threads' too), in order.
+    // The traced process's own lines (its first pid's: the main thread), in order; a call
+    // strace split around another thread's (`<unfinished ...>`) is left out.
     let first_pid = text
         .split_whitespace()
         .next()

@@ -21,8 +21,8 @@ const MAX_CACHED: usize = 4096;
 const DEADLINE: Duration = Duration::from_millis(300);
 
 type Cache = Arc<Mutex<HashMap<(u64, u64, i64), Arc<HashSet<String>>>>>;
-/// A question's number and the file's entry points (`None`: the file is gone).
-type Answer = (u64, Option<Arc<HashSet<String>>>);
+/// A question's number and the file's entry points.
+type Answer = (u64, Arc<HashSet<String>>);
 
 /// The CPython entry points ELF files define, cached by (device, inode, mtime). The files are
 /// the users' (a program in a home directory, a `.so` on a FUSE mount): they are opened and
@@ -63,8 +63,8 @@ impl ElfCache {
     }
 
     /// Whether `path` exports `name`; `None` when no answer came within the deadline (a hung
-    /// mount, or a daemon starved of CPU) or the file is gone (`/proc/<pid>/exe` of a process
-    /// that has exited), which callers deciding what a process *is* must not read as "no".
+    /// mount, or a daemon starved of CPU), which callers deciding what a process *is* must not
+    /// read as "no".
     pub fn answer(&mut self, path: &Path, name: &str) -> Option<bool> {
         if self.workers.stuck(DEADLINE) {
             self.deadline_missed += 1;
@@ -80,7 +80,7 @@ impl ElfCache {
         // Answers to earlier, timed-out questions may come first: skipped.
         while let Some((got, set)) = self.workers.recv_until(until) {
             if got == id {
-                return set.map(|s| s.contains(name));
+                return Some(set.contains(name));
             }
         }
         self.deadline_missed += 1;
@@ -88,23 +88,15 @@ impl ElfCache {
     }
 }
 
-/// Opens `path` without blocking on a special file, and parses it unless cached. `None` when
-/// there is no such file (any other failure: defines nothing).
-fn read_entry_points(path: &Path, cache: &Cache) -> Option<Arc<HashSet<String>>> {
-    let file = match std::fs::OpenOptions::new()
+/// Opens `path` without blocking on a special file, and parses it unless cached.
+fn read_entry_points(path: &Path, cache: &Cache) -> Arc<HashSet<String>> {
+    let Ok(file) = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return None,
-        Err(_) => return Some(Arc::default()),
+    else {
+        return Arc::default();
     };
-    Some(read_opened(file, cache))
-}
-
-/// The entry points of an opened file, unless cached.
-fn read_opened(file: std::fs::File, cache: &Cache) -> Arc<HashSet<String>> {
     let Ok(meta) = file.metadata() else {
         return Arc::default();
     };
@@ -167,8 +159,10 @@ pub fn is_interpreter(base: &Path, elf: &mut ElfCache) -> Option<bool> {
         return Some(true);
     }
     let maps = std::fs::read_to_string(base.join("maps")).ok()?;
-    if maps.is_empty() {
-        // Exited, not yet reaped: a zombie maps nothing and has no `exe` to read. Unknown.
+    if maps.is_empty() && state(base) == Some('Z') {
+        // Exited, not yet reaped: a zombie maps nothing and has no `exe` to read (so the
+        // program's answer above was "no"). Unknown, never "not an interpreter": that dropped
+        // the records of a short interpreter whose promotion was handled late.
         return None;
     }
     let root = base.join("root");
@@ -186,6 +180,12 @@ pub fn is_interpreter(base: &Path, elf: &mut ElfCache) -> Option<bool> {
         }
     }
     Some(false)
+}
+
+/// The state letter of the process at `/proc/<pid>` (`base`), from its `stat`.
+fn state(base: &Path) -> Option<char> {
+    let stat = std::fs::read_to_string(base.join("stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 #[cfg(test)]
@@ -213,12 +213,6 @@ mod tests {
         let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
         assert!(!c.exports(libc, "Py_Initialize"));
         assert!(!c.exports(Path::new("/etc/hostname"), "Py_Initialize"));
-    }
-
-    /// A process's state letter from `/proc/<pid>/stat`.
-    fn state(pid: u32) -> Option<char> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(')')?.1.trim_start().chars().next()
     }
 
     /// What a process is, asked while it runs, once it has exited but is not yet reaped (a
@@ -250,7 +244,7 @@ mod tests {
             );
             drop(child.stdin.take());
             let t = Instant::now();
-            while state(pid) != Some('Z') {
+            while state(&base(pid)) != Some('Z') {
                 assert!(
                     t.elapsed() < Duration::from_secs(10),
                     "{program} did not exit"
