@@ -8,7 +8,8 @@ APT_PKGS=(llvm-22-dev libclang-cpp22-dev zlib1g-dev libzstd-dev rsyslog rsyslog-
           util-linux procps    # setpriv, unshare (tests as other users); pkill
           gcc libc6-dev make binutils    # the preload tests: C host programs (one static), make, readelf
           python3.11-dev python3.11-dbg  # the sampler tests: a C extension for Debian's 3.11; a debug build refused
-          chromium)                      # the dashboard test: report.html in a headless browser
+          chromium                       # the dashboard test: report.html in a headless browser
+          strace)                        # bench/proctable.sh: the recorded start it replays
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 

@@ -72,9 +72,10 @@ pub struct PyProc {
     pub runtime: u64,
     /// The layout of its version.
     pub layout: PyLayout,
-    /// Kept by the sampling program itself (the daemon writes 0): 1 once a walk went past the
-    /// two-page data-stack block, so that the next ones read four pages; 2 when four pages
-    /// could not be read there (not tried again); back to 0 after a shallow walk.
+    /// Kept by the sampling program itself (the daemon writes 0): 1 once a walk found a caller
+    /// in the two pages below a whole two-page data-stack block, so that the next walks read
+    /// four pages; 2 when four pages could not be read there (not tried again); back to 0
+    /// after a walk of 1–32 frames.
     pub deep: u32,
     /// Padding, zero.
     pub _pad: u32,

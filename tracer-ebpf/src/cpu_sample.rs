@@ -10,7 +10,8 @@
 //! byte in every supported version), except in 3.11+, whose frames lie in the thread's data
 //! stack: the two pages below the innermost frame are read at once (one read costs about as
 //! much as a few small ones), and each frame found in them is taken from that copy; a process
-//! whose walk went past them gets four (`PyProc::deep`, kept by this program). Reads never
+//! whose walk found callers in the two pages below them gets four (`PyProc::deep`, kept by
+//! this program). Reads never
 //! fault pages in (`bpf_probe_read_user`), so a paged-out or hostile structure ends the walk
 //! (flagged), never stalls it.
 use aya_ebpf::{
@@ -136,7 +137,8 @@ fn user_ip(ctx: &PerfEventContext) -> u64 {
 }
 
 /// Walks and sends the interrupted thread's stack, and keeps the process's
-/// [`PyProc::deep`]: set by a walk past the data-stack block, cleared by a shallow one.
+/// [`PyProc::deep`]: set by a walk that finds a caller just below a whole two-page block,
+/// cleared by a shallow one.
 #[inline(always)]
 fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
     let cfg = config();

@@ -207,14 +207,18 @@ fn key(m: &std::fs::Metadata) -> FileKey {
 /// or a symbolic link planted on it, is refused), a regular file (never blocks on a special
 /// file) of at most [`MAX_FILE`] bytes.
 pub fn open_mapped(pid: u32, m: &Mapping, is_exe: bool) -> Result<(File, FileKey), CpythonError> {
-    let by_map = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
-    let file = open_regular(&by_map)
+    let file = open_regular(&by_map(pid, m))
         .or_else(|e| match is_exe {
             true => open_regular(Path::new(&format!("/proc/{pid}/exe"))),
             false => Err(e),
         })
         .or_else(|_| open_regular(&by_root(pid, m)))?;
     check_mapped(file, m)
+}
+
+/// `/proc/<pid>/map_files/<start>-<end>`: the very file `m` maps (`CAP_SYS_ADMIN` only).
+fn by_map(pid: u32, m: &Mapping) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
 }
 
 /// `/proc/<pid>/root` joined with the path `m` has in `maps`.
@@ -421,16 +425,12 @@ impl FactsCache {
         if self.facts.is_empty() {
             return None;
         }
-        let by_map = || PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end));
-        let meta = match self.no_map_files {
-            true => Err(std::io::ErrorKind::PermissionDenied.into()),
-            false => std::fs::metadata(by_map()),
-        };
-        let meta = match meta {
-            Ok(meta) => meta,
-            Err(e) => {
-                if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    self.no_map_files = true;
+        let mapped = (!self.no_map_files).then(|| std::fs::metadata(by_map(pid, m)));
+        let meta = match mapped {
+            Some(Ok(meta)) => meta,
+            other => {
+                if let Some(Err(e)) = other {
+                    self.no_map_files = e.kind() == std::io::ErrorKind::PermissionDenied;
                 }
                 match is_exe {
                     true => std::fs::metadata(format!("/proc/{pid}/exe")),
