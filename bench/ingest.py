@@ -1,7 +1,8 @@
 """Central ingest benchmark: records/s into the central dataset, and its size per million.
 
     ingest.py --bin target/release/pyusage [--records N] [--batch B] [--rsyslog]
-              [--bin OTHER --rounds R] [--rsyslog-records M] [--work DIR]
+              [--rsyslog-lanes] [--rsyslog-null] [--bin OTHER --rounds R]
+              [--rsyslog-records M] [--work DIR]
 
 Records come from `pyusage synth` (realistic field values; dates moved to one day, as a live
 stream's are), printed back by `pyusage show` and wrapped as the RFC 5424 lines the daemon
@@ -14,7 +15,11 @@ sends and rsyslog hands to omprog (`RSYSLOG_SyslogProtocol23Format`). Two measur
    record is in Parquet.
 2. --rsyslog: a real rsyslogd with packaging/rsyslog/pyusage-central.conf's omprog action
    (imtcp instead of imrelp as the input), the lines sent over TCP with octet counting. Time
-   from the first byte sent until ingest's stats say every record is stored.
+   from the first byte sent until ingest's stats say every record is stored. With
+   --rsyslog-lanes, also through pyusage-central-lanes.conf (two ingests, one dataset). With
+   --rsyslog-null, the same paths again with omprog_null.c (answers each message at once,
+   keeps nothing) in ingest's place: what rsyslog itself can deliver through omprog here, the
+   ceiling for any consumer. rsyslog's own CPU per record is printed for every path.
 
 With several --bin (say the build before a change and the one after) every run uses the same
 lines, the binaries alternating within each of R rounds (the order swapped every round): on a
@@ -114,8 +119,18 @@ def bench_stdin(bin_, n, feed, work):
     return dt, cpu, rss, size, files, stats
 
 
-def ingest_proc(out):
-    """The ingest that rsyslog started for `out`: its peak RSS (bytes) and CPU (s)."""
+def proc_stat(pid):
+    """(peak RSS in bytes, CPU in s) of a live process."""
+    status = open("/proc/%s/status" % pid).read()
+    stat = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+    hwm = next(int(l.split()[1]) * 1024 for l in status.splitlines() if l.startswith("VmHWM:"))
+    return hwm, (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ingest_procs(out):
+    """The ingests that rsyslog started for `out` (one per lane): the largest peak RSS (bytes)
+    and their CPU (s) together."""
+    rss, cpu = None, 0.0
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -123,34 +138,66 @@ def ingest_proc(out):
             cmd = open("/proc/%s/cmdline" % pid, "rb").read().split(b"\0")
             if b"ingest" not in cmd or out.encode() not in cmd:
                 continue
-            status = open("/proc/%s/status" % pid).read()
-            stat = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
+            hwm, c = proc_stat(pid)
         except OSError:
             continue
-        hwm = next(int(l.split()[1]) * 1024 for l in status.splitlines()
-                   if l.startswith("VmHWM:"))
-        ticks = os.sysconf("SC_CLK_TCK")
-        return hwm, (int(stat[11]) + int(stat[12])) / ticks
-    return None, None
+        rss, cpu = max(rss or 0, hwm), cpu + c
+    return rss, cpu
 
 
-def bench_rsyslog(bin_, msgs, work, repo):
+NULL_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "omprog_null.c")
+
+
+def null_consumer(work):
+    """bench/omprog_null.c, compiled once into `work`."""
+    exe = os.path.join(work, "omprog_null")
+    if not os.path.exists(exe):
+        sh("cc", "-O2", "-o", exe, NULL_SRC)
+    return exe
+
+
+def bench_rsyslog(bin_, msgs, work, repo, lanes=False, null=False):
+    """Sends `msgs` over TCP to a real rsyslog running the shipped collector snippet
+    (pyusage-central.conf, or pyusage-central-lanes.conf's two lanes), imtcp in place of
+    imrelp; with `null`, omprog_null.c in ingest's place. Returns the time until every record
+    is stored (or answered), the sender's time, ingest's peak RSS and CPU, rsyslog's CPU."""
     port = free_port()
     out = os.path.join(work, "central-rsyslog")
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(os.path.join(work, "rs"), ignore_errors=True)
-    conf = open(os.path.join(repo, "packaging/rsyslog/pyusage-central.conf")).read()
+    snippet = "pyusage-central-lanes.conf" if lanes else "pyusage-central.conf"
+    conf = open(os.path.join(repo, "packaging/rsyslog", snippet)).read()
     conf = conf.replace('module(load="imrelp")', 'module(load="imtcp")')
     conf = conf.replace('input(type="imrelp" port="2514" maxDataSize="65536"',
                         'input(type="imtcp" address="127.0.0.1" port="%d"' % port)
+    counts = []
+    if null:
+        for k in range(2 if lanes else 1):
+            lane = "/usr/bin/pyusage ingest --out /srv/pyusage/dataset" + (" --lane %d" % k if lanes else "")
+            counts.append(os.path.join(work, "null-%d.count" % k))
+            conf = conf.replace(lane, "/usr/bin/env COUNT=%s %s" % (counts[-1], null_consumer(work)))
+            if os.path.exists(counts[-1]):
+                os.remove(counts[-1])
     conf = conf.replace("/usr/bin/pyusage ingest --out /srv/pyusage/dataset",
                         "%s ingest --out %s --flush-secs 1" % (bin_, out))
-    conf = conf.replace("/var/log/pyusage-ingest.log", os.path.join(work, "ingest.log"))
+    conf = conf.replace("/var/log/pyusage-ingest", os.path.join(work, "ingest"))
     wd = os.path.join(work, "rs")
     os.makedirs(wd + "/work", exist_ok=True)
     with open(wd + "/rsyslog.conf", "w") as f:
         f.write('global(maxMessageSize="64k" workDirectory="%s/work")\n' % wd + conf)
     rs = subprocess.Popen(["rsyslogd", "-n", "-f", wd + "/rsyslog.conf", "-i", wd + "/pid"])
+    stats_paths = [os.path.join(out, ".ingest/stats.json")]
+    if lanes:
+        stats_paths.append(os.path.join(out, ".ingest/lane-1/stats.json"))
+
+    def stored():
+        n = 0
+        for p in counts or stats_paths:
+            try:
+                n += int(open(p).read()) if counts else json.load(open(p))["accepted"]
+            except (OSError, ValueError):
+                pass
+        return n
     try:
         for _ in range(200):
             try:
@@ -158,6 +205,7 @@ def bench_rsyslog(bin_, msgs, work, repo):
                 break
             except OSError:
                 time.sleep(0.05)
+        _, rs0 = proc_stat(rs.pid)
         t0 = time.time()
         buf = bytearray()
         for m in msgs:
@@ -167,25 +215,22 @@ def bench_rsyslog(bin_, msgs, work, repo):
                 buf.clear()
         s.sendall(buf)
         sent = time.time() - t0
-        stats_path = os.path.join(out, ".ingest/stats.json")
         while True:
-            try:
-                st = json.load(open(stats_path))
-            except (OSError, ValueError):
-                st = {"accepted": 0}
-            if st["accepted"] >= len(msgs):
+            got = stored()
+            if got >= len(msgs):
                 break
             if time.time() - t0 > 600:
-                raise SystemExit("rsyslog path: only %d of %d after 600 s" % (st["accepted"], len(msgs)))
-            time.sleep(0.1)
+                raise SystemExit("rsyslog path: only %d of %d after 600 s" % (got, len(msgs)))
+            time.sleep(0.05)
         dt = time.time() - t0
         s.close()
-        rss, cpu = ingest_proc(out)
+        rss, cpu = ingest_procs(out)
+        _, rs1 = proc_stat(rs.pid)
     finally:
         rs.send_signal(signal.SIGTERM)
         rs.wait()
         shutil.rmtree(out, ignore_errors=True)
-    return dt, sent, rss, cpu
+    return dt, sent, rss, cpu, rs1 - rs0
 
 
 def free_port():
@@ -203,6 +248,10 @@ def main():
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=4096)
     ap.add_argument("--rsyslog", action="store_true")
+    ap.add_argument("--rsyslog-lanes", action="store_true",
+                    help="also through pyusage-central-lanes.conf (two ingest lanes)")
+    ap.add_argument("--rsyslog-null", action="store_true",
+                    help="also with omprog_null.c in ingest's place: rsyslog's own ceiling")
     ap.add_argument("--rsyslog-records", type=int, default=0,
                     help="send only the first M records through rsyslog (default: all)")
     ap.add_argument("--rounds", type=int, default=1)
@@ -237,16 +286,24 @@ def main():
             if a.rsyslog:
                 for b in order:
                     tag = "[round %d, %s] " % (rnd + 1, b) if len(bins) > 1 or a.rounds > 1 else ""
-                    dt, sent, rss, cpu = bench_rsyslog(b, rs_msgs, work, repo)
-                    m = len(rs_msgs)
-                    extra = ""
-                    if rss is not None:
-                        extra = "; ingest's CPU %.1f us per record, peak RSS %.0f MiB" % (
-                            cpu / m * 1e6, rss / 2**20)
-                    print("%srsyslog imtcp -> omprog -> ingest: %d records, %.2f s, %.0f records/s"
-                          " (sender done after %.2f s%s; load average %.1f)"
-                          % (tag, m, dt, m / dt, sent, extra, os.getloadavg()[0]))
-                    sys.stdout.flush()
+                    paths = [(False, False)] + [(True, False)] * a.rsyslog_lanes
+                    if a.rsyslog_null and b == order[0]:
+                        paths += [(False, True)] + [(True, True)] * a.rsyslog_lanes
+                    for lanes, null in paths:
+                        dt, sent, rss, cpu, rcpu = bench_rsyslog(b, rs_msgs, work, repo, lanes, null)
+                        m = len(rs_msgs)
+                        what = "%s -> %s" % ("2 lanes" if lanes else "1 lane",
+                                             "omprog_null.c" if null else "ingest")
+                        extra = ""
+                        if rss is not None and not null:
+                            extra = "; ingest's CPU %.1f us per record, peak RSS %.0f MiB" % (
+                                cpu / m * 1e6, rss / 2**20)
+                        print("%srsyslog imtcp -> omprog, %s: %d records, %.2f s, %.0f records/s"
+                              " (sender done after %.2f s; rsyslog's CPU %.1f us per record%s;"
+                              " load average %.1f)"
+                              % (tag, what, m, dt, m / dt, sent, rcpu / m * 1e6, extra,
+                                 os.getloadavg()[0]))
+                        sys.stdout.flush()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -29,6 +29,13 @@ pub struct Args {
     /// First part of the Parquet file names: `<name>-<first number>.parquet`.
     #[arg(long, default_value = "ingest")]
     name: String,
+    /// This instance's lane, when several ingests write the dataset at once (one omprog action
+    /// each, every node routed to one of them by its host name, as in
+    /// packaging/rsyslog/pyusage-central-lanes.conf): lane K > 0 keeps its state in
+    /// `.ingest/lane-K/`, its malformed messages in `_quarantine-lane-K.jsonl`, and names its
+    /// files `<name>-lK-…`; lane 0 is the dataset's own state.
+    #[arg(long, default_value_t = 0)]
+    lane: u16,
     /// Records per Parquet file written from the log (before compaction).
     #[arg(long, default_value_t = 100_000)]
     flush_records: usize,
@@ -57,6 +64,7 @@ pub struct Args {
 pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
     let opts = Options {
         name: a.name,
+        lane: a.lane,
         flush_records: a.flush_records.max(1),
         flush_after: Duration::from_secs(a.flush_secs),
         index_entries: a.index_entries,

@@ -180,9 +180,12 @@ fn sync_dir(dir: &Path) -> Result<(), PathError> {
         .map_err(PathError::at(dir))
 }
 
-/// Compacts the partition of `day` if it has at least `min_files` small files.
+/// Compacts the partition of `day` if it has at least `min_files` small files of this
+/// ingest's own (named `<prefix>-<number>…`; another lane's, or files a user put there, are
+/// left alone: their records are not in this lane's index).
 pub fn compact_day(
     paths: &Paths,
+    prefix: &str,
     day: Day,
     opts: &CompactOptions,
 ) -> Result<Compacted, CompactError> {
@@ -196,7 +199,7 @@ pub fn compact_day(
     for e in rd {
         let e = e.map_err(PathError::at(&dir))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !name.ends_with(".parquet") {
+        if !is_own(&name, prefix) {
             continue;
         }
         let len = e.metadata().map_err(PathError::at(&e.path()))?.len();
@@ -227,6 +230,18 @@ pub fn compact_day(
         done.inputs += g.len() as u64;
     }
     Ok(done)
+}
+
+/// Whether `file` is one of the Parquet files named `<prefix>-<number>…` (the writer's and
+/// compaction's names): `ingest-00…1.c2.parquet` is `ingest`'s, `ingest-l1-00…1.parquet` is
+/// not.
+fn is_own(file: &str, prefix: &str) -> bool {
+    !file.starts_with('.')
+        && file.ends_with(".parquet")
+        && file
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 /// Merges `inputs` (names in `dir`) into a new file named after the first ([`output_name`]);
@@ -613,6 +628,94 @@ mod tests {
         recover(&paths).unwrap();
         assert!(dir.join("a.c1.parquet").exists());
         assert!(!dir.join("a.parquet").exists() && !dir.join("b.parquet").exists());
+    }
+
+    #[test]
+    fn two_lanes_write_one_dataset_at_once_and_compact_only_their_own_files() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("ds");
+        let lane = |k| Options {
+            flush_records: 1,
+            lane: k,
+            ..Options::new(&out)
+        };
+        // Both open at once: each lane has its own lock, WAL and index.
+        let mut ings = [0, 1].map(|k| Ingest::open(lane(k), &mut || {}).unwrap());
+        for (k, ing) in ings.iter_mut().enumerate() {
+            for i in 0..3 {
+                let mut r = Record::example();
+                r.record_id = format!("lane{k}-{i}");
+                ing.accept_record(&r).unwrap();
+                ing.commit().unwrap();
+            }
+        }
+        for ing in ings {
+            ing.finish().unwrap();
+        }
+        let part = dataset::partitions(&out).unwrap().remove(0);
+        let names = |part: &dataset::Partition| -> Vec<String> {
+            let mut v: Vec<String> = part
+                .files()
+                .unwrap()
+                .iter()
+                .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&part).len(), 6, "{:?}", names(&part));
+        assert!(out.join(".ingest/lane-1/state.json").exists());
+        let mut ing = Ingest::open(lane(0), &mut || {}).unwrap();
+        assert_eq!(ing.compact_all().unwrap().inputs, 3, "lane 0's own three");
+        ing.finish().unwrap();
+        let after = names(&part);
+        assert_eq!(after.len(), 4, "{after:?}");
+        assert_eq!(
+            after.iter().filter(|n| n.starts_with("ingest-l1-")).count(),
+            3,
+            "lane 1's files untouched: {after:?}"
+        );
+        let mut ing = Ingest::open(lane(1), &mut || {}).unwrap();
+        // A copy resent to its lane is a duplicate there.
+        let mut again = Record::example();
+        again.record_id = "lane1-0".into();
+        ing.accept_record(&again).unwrap();
+        ing.commit().unwrap();
+        assert_eq!(ing.compact_all().unwrap().inputs, 3);
+        let st = ing.finish().unwrap();
+        assert_eq!(st.duplicates, 1, "{st:?}");
+        let after = names(&part);
+        assert_eq!(after.len(), 2, "{after:?}");
+        assert!(after[0].starts_with("ingest-0") && after[1].starts_with("ingest-l1-0"));
+        let mut ids: Vec<String> = part
+            .files()
+            .unwrap()
+            .iter()
+            .flat_map(|f| dataset::read(f).unwrap())
+            .map(|r| r.record_id)
+            .collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            ["lane0-0", "lane0-1", "lane0-2", "lane1-0", "lane1-1", "lane1-2"]
+        );
+    }
+
+    #[test]
+    fn own_files_are_the_prefix_then_a_number() {
+        assert!(is_own("ingest-00000000000000000001.parquet", "ingest"));
+        assert!(is_own("ingest-00000000000000000001.c2.parquet", "ingest"));
+        assert!(!is_own("ingest-l1-00000000000000000001.parquet", "ingest"));
+        assert!(is_own(
+            "ingest-l1-00000000000000000001.parquet",
+            "ingest-l1"
+        ));
+        assert!(!is_own(
+            ".ingest-00000000000000000001.c1.parquet.tmp",
+            "ingest"
+        ));
+        assert!(!is_own("node-00000000000000000001.parquet", "ingest"));
+        assert!(!is_own("ingest-00000000000000000001.json", "ingest"));
     }
 
     #[test]

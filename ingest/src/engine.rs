@@ -37,6 +37,9 @@ pub struct Options {
     pub out: std::path::PathBuf,
     /// First part of the Parquet file names (`<name>-<first number>.parquet`).
     pub name: String,
+    /// This instance's lane of the dataset (see the crate's docs): 0, the dataset's own
+    /// state, when one ingest writes it.
+    pub lane: u16,
     /// Records per WAL segment (and so at most per Parquet file before compaction).
     pub flush_records: usize,
     /// A segment with records is converted after this long even if not full.
@@ -50,11 +53,21 @@ pub struct Options {
 }
 
 impl Options {
+    /// The first part of this lane's Parquet file names: `name`, and `name-lK` in lane K > 0
+    /// (so that each lane compacts only its own files).
+    pub fn file_name(&self) -> String {
+        match self.lane {
+            0 => self.name.clone(),
+            k => format!("{}-l{k}", self.name),
+        }
+    }
+
     /// Defaults for a dataset at `out`.
     pub fn new(out: &Path) -> Options {
         Options {
             out: out.to_path_buf(),
             name: "ingest".into(),
+            lane: 0,
             flush_records: 100_000,
             flush_after: Duration::from_secs(30),
             index_entries: 20_000_000,
@@ -227,7 +240,8 @@ impl Ingest {
     /// what a crash left (a compaction's switch, WAL segments not yet in Parquet), and starts
     /// a new WAL segment.
     pub fn open(opts: Options, waiting: &mut dyn FnMut()) -> Result<Ingest, IngestError> {
-        let paths = Paths::new(&opts.out);
+        let paths = Paths::lane(&opts.out, opts.lane);
+        let name = opts.file_name();
         for d in [&paths.out, &paths.state_dir, &paths.wal, &paths.index] {
             fs::create_dir_all(d).map_err(PathError::at(d))?;
         }
@@ -249,7 +263,7 @@ impl Ingest {
                 fs::remove_file(&path).map_err(PathError::at(&path))?;
                 continue;
             }
-            writer::write_sealed(&paths, &opts.name, &s).map_err(IngestError::Recover)?;
+            writer::write_sealed(&paths, &name, &s).map_err(IngestError::Recover)?;
             recovered += s.rows() as u64;
         }
         let base = fs::read(&paths.stats)
@@ -257,7 +271,7 @@ impl Ingest {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let wal = Wal::create(&paths.wal, next)?;
-        let writer = Writer::start(paths.clone(), opts.name.clone(), opts.compact.clone());
+        let writer = Writer::start(paths.clone(), name, opts.compact.clone());
         Ok(Ingest {
             index: Index::open(&paths.index, opts.index_entries)?,
             quarantine: Quarantine::new(&paths.quarantine),
@@ -495,6 +509,7 @@ impl Ingest {
     pub fn compact_all(&mut self) -> Result<compact::Compacted, IngestError> {
         let mut opts = self.opts.compact.clone();
         opts.min_files = 2;
+        let name = self.opts.file_name();
         let mut total = compact::Compacted::default();
         let parts = pyusage_record::dataset::partitions(&self.paths.out).map_err(|e| {
             IngestError::Path(PathError {
@@ -506,7 +521,8 @@ impl Ingest {
             let Some(day) = crate::index::parse_date(&p.date) else {
                 continue;
             };
-            let c = compact::compact_day(&self.paths, day, &opts).map_err(IngestError::Compact)?;
+            let c = compact::compact_day(&self.paths, &name, day, &opts)
+                .map_err(IngestError::Compact)?;
             total.outputs += c.outputs;
             total.inputs += c.inputs;
             total.superseded += c.superseded;

@@ -20,6 +20,15 @@
 //!
 //! State lives in `DATASET/.ingest/` (hidden: readers of the dataset skip it), the quarantine
 //! in `DATASET/_quarantine.jsonl` (the Hive convention: readers skip `_` files).
+//!
+//! Several ingests can write one dataset at once, each in its own *lane* (`--lane K`): rsyslog
+//! waits for a reply to every message it hands an omprog program, so one instance is bound by
+//! that round trip, not by its CPU, and the collector's rsyslog routes each node (by a hash
+//! of its host name) to one of K omprog actions. A lane has its own lock, WAL, index, counters
+//! and quarantine (`.ingest/lane-K/`, `_quarantine-lane-K.jsonl`) and its own Parquet files
+//! (`<name>-lK-<number>.parquet`), which only it compacts. De-duplication stays exact because
+//! every copy of a record comes from the node that made it, and so through the same lane; lane
+//! 0 is the dataset's own state, so a dataset written by one ingest becomes lane 0 of several.
 #![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -43,7 +52,7 @@ pub use engine::{Ingest, IngestError, Options, Outcome, Stats};
 pub struct Paths {
     /// The dataset root (`--out`).
     pub out: PathBuf,
-    /// `.ingest/`.
+    /// `.ingest/` (lane K > 0: `.ingest/lane-K/`).
     pub state_dir: PathBuf,
     /// `.ingest/wal/`.
     pub wal: PathBuf,
@@ -55,16 +64,27 @@ pub struct Paths {
     pub stats: PathBuf,
     /// `.ingest/compact.json`: a compaction's switch in progress.
     pub intent: PathBuf,
-    /// `.ingest/lock`: one ingest per dataset.
+    /// `.ingest/lock`: one ingest per dataset lane.
     pub lock: PathBuf,
-    /// `_quarantine.jsonl`.
+    /// `_quarantine.jsonl` (lane K > 0: `_quarantine-lane-K.jsonl`).
     pub quarantine: PathBuf,
 }
 
 impl Paths {
-    /// The paths of the dataset at `out`.
+    /// The paths of the dataset at `out` (its lane 0).
     pub fn new(out: &Path) -> Paths {
-        let s = out.join(".ingest");
+        Paths::lane(out, 0)
+    }
+
+    /// The paths of lane `lane` of the dataset at `out`.
+    pub fn lane(out: &Path, lane: u16) -> Paths {
+        let (s, quarantine) = match lane {
+            0 => (out.join(".ingest"), out.join("_quarantine.jsonl")),
+            k => (
+                out.join(".ingest").join(format!("lane-{k}")),
+                out.join(format!("_quarantine-lane-{k}.jsonl")),
+            ),
+        };
         Paths {
             out: out.to_path_buf(),
             wal: s.join("wal"),
@@ -73,7 +93,7 @@ impl Paths {
             stats: s.join("stats.json"),
             intent: s.join("compact.json"),
             lock: s.join("lock"),
-            quarantine: out.join("_quarantine.jsonl"),
+            quarantine,
             state_dir: s,
         }
     }

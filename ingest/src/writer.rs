@@ -396,7 +396,7 @@ impl Writer {
                         pool.give(b);
                     }
                     for day in days {
-                        match compact::compact_day(&paths, day, &compact) {
+                        match compact::compact_day(&paths, &name, day, &compact) {
                             Ok(c) => {
                                 let mut g = st.lock().expect("stats");
                                 g.compactions += c.outputs;

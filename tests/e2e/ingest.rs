@@ -255,6 +255,11 @@ impl Chain {
     /// A relay (the shipped snippet, with `uid` as the daemon's, plus a TCP listener bound as
     /// `tcp`) and a collector running ingest into `dataset`.
     pub(crate) fn start_with(tmp: &Path, dataset: &Path, tcp: RelayTcp, uid: u32) -> Chain {
+        Chain::start_central(tmp, dataset, tcp, uid, "pyusage-central.conf")
+    }
+
+    /// The chain with `central` (a shipped collector snippet) as the collector.
+    fn start_central(tmp: &Path, dataset: &Path, tcp: RelayTcp, uid: u32, central: &str) -> Chain {
         // A failed chain test poisons the lock; the next one still runs.
         let serial = CHAINS.lock().unwrap_or_else(|e| e.into_inner());
         let (relay_port, central_port) = (free_port(), free_port());
@@ -273,7 +278,7 @@ impl Chain {
             bin().display(),
             dataset.display()
         );
-        let central_conf = snippet("pyusage-central.conf")
+        let central_conf = snippet(central)
             .replace(
                 "input(type=\"imrelp\" port=\"2514\"",
                 &format!("input(type=\"imrelp\" address=\"127.0.0.1\" port=\"{central_port}\""),
@@ -283,8 +288,8 @@ impl Chain {
                 &ingest,
             )
             .replace(
-                "/var/log/pyusage-ingest.log",
-                &tmp.join("ingest.log").display().to_string(),
+                "/var/log/pyusage-ingest",
+                &tmp.join("ingest").display().to_string(),
             )
             .replace("resumeInterval=\"5\"", "resumeInterval=\"1\"");
         assert!(
@@ -302,16 +307,39 @@ impl Chain {
         }
     }
 
+    /// Every ingest's log (one per lane), in name order.
     pub(crate) fn ingest_log(&self) -> String {
-        std::fs::read_to_string(self.central.dir.parent().unwrap().join("ingest.log"))
-            .unwrap_or_default()
+        let tmp = self.central.dir.parent().unwrap();
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with("ingest") && n.ends_with(".log")
+            })
+            .collect();
+        logs.sort();
+        logs.iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
     }
 
     /// What a failed wait shows: ingest's log, the last lines of the central quarantine (a
     /// message that arrived but is not a record, e.g. truncated on its way), and both
     /// rsyslogs' logs.
     fn diagnostics(&self) -> String {
-        let q = std::fs::read_to_string(self.dataset.join("_quarantine.jsonl")).unwrap_or_default();
+        // Every lane's quarantine (`_quarantine.jsonl`, `_quarantine-lane-K.jsonl`).
+        let mut q = String::new();
+        for e in std::fs::read_dir(&self.dataset)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with("_quarantine") {
+                q += &std::fs::read_to_string(e.path()).unwrap_or_default();
+            }
+        }
         let lines: Vec<&str> = q.lines().collect();
         let tail = lines[lines.len().saturating_sub(10)..].join("\n");
         format!(
@@ -324,11 +352,41 @@ impl Chain {
         )
     }
 
+    /// SIGKILLs the ingest with the arguments `args` mid-stream, then waits for 20 more
+    /// records of `hosts`: rsyslog restarted it and resent the unconfirmed batch.
+    fn kill_ingest_then_more(&self, args: &[&[u8]], hosts: &[&str]) {
+        let killed = self.kill_ingest_where(args);
+        let n = central_counts(&self.dataset, hosts).len();
+        wait_growth(self, hosts, n + 20);
+        assert!(!ingest_children(self.central.pid()).contains(&killed));
+    }
+
+    /// Stops the collector (ingest sees EOF and finishes), starts it again after `pause`, then
+    /// waits for 20 more records of `hosts`.
+    fn restart_central_then_more(&mut self, pause: Duration, hosts: &[&str]) {
+        self.central.stop();
+        std::thread::sleep(pause);
+        self.central.restart();
+        let n = central_counts(&self.dataset, hosts).len();
+        wait_growth(self, hosts, n + 20);
+    }
+
     /// SIGKILLs the running ingest (waiting for one to exist); returns its pid.
     fn kill_ingest(&self) -> i32 {
+        self.kill_ingest_where(&[b"ingest"])
+    }
+
+    /// SIGKILLs the running ingest whose command line has the arguments `args` in a row
+    /// (waiting for one to exist); returns its pid.
+    fn kill_ingest_where(&self, args: &[&[u8]]) -> i32 {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(&pid) = ingest_children(self.central.pid()).first() {
+            let mine = ingest_children(self.central.pid()).into_iter().find(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+                cmd.windows(args.len()).any(|w| w == args)
+            });
+            if let Some(pid) = mine {
                 // SAFETY: kill with a pid we just found as rsyslog's child.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 return pid;
@@ -350,11 +408,21 @@ pub(crate) fn central_counts(dataset: &Path, hosts: &[&str]) -> BTreeMap<(String
     if !any {
         return BTreeMap::new();
     }
+    let rows: Vec<(String, String, u64)> = serde_json::from_slice(&duckdb_query(
+        "select host, record_id, count(*) from read_parquet(?, hive_partitioning=true) \
+         where list_contains(?, host) group by all",
+        dataset,
+        hosts,
+    ))
+    .unwrap();
+    rows.into_iter().map(|(h, id, n)| ((h, id), n)).collect()
+}
+
+/// The rows of DuckDB's `query` (parameters: the dataset's files, `hosts`) as JSON.
+fn duckdb_query(query: &str, dataset: &Path, hosts: &[&str]) -> Vec<u8> {
     let code = r#"
 import duckdb, json, sys
-root, hosts = sys.argv[1], sys.argv[2:]
-q = ("select host, record_id, count(*) from read_parquet(?, hive_partitioning=true) "
-     "where list_contains(?, host) group by all")
+q, root, hosts = sys.argv[1], sys.argv[2], sys.argv[3:]
 print(json.dumps(duckdb.execute(q, [root + "/date=*/*.parquet", hosts]).fetchall()))
 "#;
     // A compaction can delete a file between DuckDB's listing and its read: read again.
@@ -363,6 +431,7 @@ print(json.dumps(duckdb.execute(q, [root + "/date=*/*.parquet", hosts]).fetchall
         let out = Command::new(fixtures().join("tools/bin/python"))
             .arg("-c")
             .arg(code)
+            .arg(query)
             .arg(dataset)
             .args(hosts)
             .output()
@@ -380,8 +449,7 @@ print(json.dumps(duckdb.execute(q, [root + "/date=*/*.parquet", hosts]).fetchall
         "duckdb: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<(String, String, u64)> = serde_json::from_slice(&out.stdout).unwrap();
-    rows.into_iter().map(|(h, id, n)| ((h, id), n)).collect()
+    out.stdout
 }
 
 /// (host, record_id, seq) of a node's records.
@@ -523,6 +591,32 @@ fn assert_once(counts: &BTreeMap<(String, String), u64>, node: &BTreeSet<(String
     assert!(foreign.is_empty(), "not in any node dataset: {foreign:?}");
 }
 
+/// Every record the daemons confirmed delivering is in the central dataset exactly once, and
+/// nothing of `hosts` that no node has; returns the nodes' (host, record_id).
+fn assert_delivered_once(
+    chain: &Chain,
+    recs: &[Records],
+    delivered: &BTreeSet<(String, String)>,
+    hosts: &[&str],
+) -> BTreeSet<(String, String)> {
+    let node = node_set(recs);
+    let counts = central_counts(&chain.dataset, hosts);
+    assert_once(&counts, &node);
+    let missing: Vec<_> = delivered
+        .iter()
+        .filter(|k| !counts.contains_key(*k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} delivered records missing: {:?}\n{}",
+        missing.len(),
+        delivered.len(),
+        &missing[..missing.len().min(3)],
+        chain.diagnostics()
+    );
+    node
+}
+
 #[test]
 fn ingest_through_relay_and_central_rsyslog_survives_kills_every_record_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -539,16 +633,8 @@ fn ingest_through_relay_and_central_rsyslog_survives_kills_every_record_once() {
     let n = central_counts(&dataset, &hosts).len();
     wait_growth(&chain, &hosts, n + 20);
     // ingest killed mid-stream: rsyslog restarts it and resends the unconfirmed batch.
-    let killed = chain.kill_ingest();
-    let n = central_counts(&dataset, &hosts).len();
-    wait_growth(&chain, &hosts, n + 20);
-    assert!(!ingest_children(chain.central.pid()).contains(&killed));
-    // The central rsyslog stopped and started (ingest sees EOF and finishes).
-    chain.central.stop();
-    std::thread::sleep(Duration::from_secs(2));
-    chain.central.restart();
-    let n = central_counts(&dataset, &hosts).len();
-    wait_growth(&chain, &hosts, n + 20);
+    chain.kill_ingest_then_more(&[b"ingest"], &hosts);
+    chain.restart_central_then_more(Duration::from_secs(2), &hosts);
     chain.kill_ingest();
     // A malformed message through the whole chain is quarantined with its reason.
     let marker = format!("not-json-{}", std::process::id());
@@ -559,20 +645,7 @@ fn ingest_through_relay_and_central_rsyslog_survives_kills_every_record_once() {
             .args(["--tag", "pyusage", "--msgid", "IMPORT", &marker]),
     );
     let (recs, delivered) = drain(&chain, load, vec![da, db], &hosts);
-    let node = node_set(&recs);
-    let counts = central_counts(&dataset, &hosts);
-    assert_once(&counts, &node);
-    let missing: Vec<_> = delivered
-        .iter()
-        .filter(|k| !counts.contains_key(*k))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} delivered records missing: {:?}",
-        missing.len(),
-        delivered.len(),
-        &missing[..missing.len().min(3)]
-    );
+    let node = assert_delivered_once(&chain, &recs, &delivered, &hosts);
     let q = std::fs::read_to_string(dataset.join("_quarantine.jsonl")).unwrap_or_default();
     let line = q
         .lines()
@@ -659,17 +732,7 @@ fn ingest_with_the_central_disk_full_then_freed_every_record_once() {
     std::thread::sleep(Duration::from_secs(3)); // rsyslog retries while still full
     std::fs::remove_file(&filler).unwrap();
     let (recs, delivered) = drain(&chain, load, vec![da, db], &hosts);
-    let node = node_set(&recs);
-    let counts = central_counts(&dataset, &hosts);
-    assert_once(&counts, &node);
-    let missing = delivered
-        .iter()
-        .filter(|k| !counts.contains_key(*k))
-        .count();
-    assert_eq!(
-        missing, 0,
-        "delivered records missing after the disk was freed"
-    );
+    assert_delivered_once(&chain, &recs, &delivered, &hosts);
     // A commit that failed (answered with an error line), or a message that could not be
     // written (ingest ended, rsyslog restarted it).
     let log = chain.ingest_log();
@@ -677,4 +740,66 @@ fn ingest_with_the_central_disk_full_then_freed_every_record_once() {
         log.contains("commit failed") || log.contains("writing an arriving message"),
         "{log}"
     );
+}
+
+/// Two ingest lanes (packaging/rsyslog/pyusage-central-lanes.conf) writing one dataset: each
+/// node's records reach the lane its host name hashes to, and only that one, through kills of
+/// one lane's ingest and a restart of the collector; every record is there exactly once, the
+/// lanes' counters and files are their own, and the analysis reads the dataset as one.
+#[test]
+fn ingest_in_two_lanes_every_record_once_each_node_in_one_lane() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = tmp.path().join("dataset");
+    let mut chain = Chain::start_central(
+        tmp.path(),
+        &dataset,
+        RelayTcp::Forward,
+        0,
+        "pyusage-central-lanes.conf",
+    );
+    // rsyslog's hash64mod(host, 2) puts these two in different lanes (checked below, where
+    // a change of rsyslog's hash would show).
+    let (a, b) = ("ingest-lanes-a", "ingest-lanes-b");
+    let target = format!("tcp:127.0.0.1:{}", chain.relay.port);
+    let da = Daemon::start_with(&["--host", a, "--syslog", &target], &[]);
+    let db = Daemon::start_with(&["--host", b, "--syslog", &target], &[]);
+    let hosts = [a, b];
+    let load = Load::start();
+    wait_growth(&chain, &hosts, 20);
+    chain.kill_ingest_then_more(&[b"--lane", b"1"], &hosts);
+    chain.restart_central_then_more(Duration::from_secs(1), &hosts);
+    chain.kill_ingest_where(&[b"--lane", b"0"]);
+    let (recs, delivered) = drain(&chain, load, vec![da, db], &hosts);
+    assert_delivered_once(&chain, &recs, &delivered, &hosts);
+    // Each host in one lane's files, the two hosts in different lanes.
+    let lanes: Vec<(String, bool)> = serde_json::from_slice(&duckdb_query(
+        "select distinct host, filename like '%/ingest-l1-%' \
+         from read_parquet(?, hive_partitioning=true, filename=true) \
+         where list_contains(?, host) order by all",
+        &dataset,
+        &hosts,
+    ))
+    .unwrap();
+    assert_eq!(
+        lanes,
+        [(a.to_owned(), true), (b.to_owned(), false)],
+        "host → lane (lane 1's files are ingest-l1-*)"
+    );
+    for state in [".ingest/stats.json", ".ingest/lane-1/stats.json"] {
+        let stats: Value =
+            serde_json::from_slice(&std::fs::read(dataset.join(state)).unwrap()).unwrap();
+        assert!(stats["accepted"].as_u64().unwrap() > 0, "{state}: {stats}");
+    }
+    let log = chain.ingest_log();
+    assert!(
+        !log.contains("another pyusage ingest holds"),
+        "the lanes waited for each other's lock:\n{log}"
+    );
+    chain.central.stop();
+    let out = output_ok(
+        Command::new(bin())
+            .args(["analyze", "--format", "json"])
+            .arg(&dataset),
+    );
+    assert!(!out.stdout.is_empty());
 }
