@@ -9,7 +9,7 @@ use pyusage_ingest::{
     compact::CompactOptions,
     merge,
     protocol::{self, Marks, Polled},
-    Ingest, Options,
+    Ingest, Lane, Options,
 };
 use pyusage_record::error_line;
 
@@ -36,6 +36,12 @@ pub struct Args {
     /// files `<name>-lK-…`; lane 0 is the dataset's own state.
     #[arg(long, default_value_t = 0)]
     lane: u16,
+    /// How many lanes write the dataset (rsyslog's `hash64mod($hostname, N)`): a lane counts
+    /// records of another lane's nodes as `misrouted`; `--from-dir` and `--compact` work on
+    /// every lane (each lane's lock taken: run them with the collector stopped), a node's
+    /// records going to its lane.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    lanes: u16,
     /// Records per Parquet file written from the log (before compaction).
     #[arg(long, default_value_t = 100_000)]
     flush_records: usize,
@@ -64,7 +70,10 @@ pub struct Args {
 pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
     let opts = Options {
         name: a.name,
-        lane: a.lane,
+        lane: Lane {
+            index: a.lane,
+            count: a.lanes,
+        },
         flush_records: a.flush_records.max(1),
         flush_after: Duration::from_secs(a.flush_secs),
         index_entries: a.index_entries,
@@ -75,18 +84,39 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
         },
         ..Options::new(&a.out)
     };
+    anyhow::ensure!(
+        a.lane < a.lanes,
+        "--lane {} is not one of --lanes {} (0 to {})",
+        a.lane,
+        a.lanes,
+        a.lanes - 1
+    );
     if !a.from_dir.is_empty() || a.compact {
-        let mut ing = Ingest::open(opts, &mut || {})
-            .with_context(|| format!("opening {}", a.out.display()))?;
+        // Every lane, in lane order.
+        let mut lanes = (0..a.lanes)
+            .map(|index| {
+                let opts = Options {
+                    lane: Lane {
+                        index,
+                        count: a.lanes,
+                    },
+                    ..opts.clone()
+                };
+                Ingest::open(opts, &mut || {})
+                    .with_context(|| format!("opening lane {index} of {}", a.out.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut bad = false;
         if a.compact {
-            let c = ing.compact_all()?;
-            eprintln!(
-                "compacted {} files into {}, {} running snapshots left out",
-                c.inputs, c.outputs, c.superseded
-            );
+            for (index, ing) in lanes.iter_mut().enumerate() {
+                let c = ing.compact_all()?;
+                eprintln!(
+                    "lane {index}: compacted {} files into {}, {} running snapshots left out",
+                    c.inputs, c.outputs, c.superseded
+                );
+            }
         } else {
-            let m = merge::merge(&mut ing, &a.from_dir)?;
+            let m = merge::merge(&mut lanes, &a.from_dir)?;
             for e in &m.errors {
                 eprintln!("pyusage: skipped: {}", error_line(e));
             }
@@ -96,8 +126,10 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
                 m.files, m.records, m.accepted
             );
         }
-        let st = ing.finish()?;
-        eprintln!("{}", serde_json::to_string(&st)?);
+        for (index, ing) in lanes.into_iter().enumerate() {
+            let st = ing.finish()?;
+            eprintln!("lane {index}: {}", serde_json::to_string(&st)?);
+        }
         return Ok(if bad {
             ExitCode::from(1)
         } else {

@@ -634,9 +634,9 @@ mod tests {
     fn two_lanes_write_one_dataset_at_once_and_compact_only_their_own_files() {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("ds");
-        let lane = |k| Options {
+        let lane = |index| Options {
             flush_records: 1,
-            lane: k,
+            lane: crate::Lane { index, count: 2 },
             ..Options::new(&out)
         };
         // Both open at once: each lane has its own lock, WAL and index.

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     compact::{self, CompactOptions},
     index::{Entry, Index, Verdict},
+    lanes::Lane,
     parse::{self, Decoded, Malformed},
     quarantine::Quarantine,
     view::View,
@@ -37,9 +38,9 @@ pub struct Options {
     pub out: std::path::PathBuf,
     /// First part of the Parquet file names (`<name>-<first number>.parquet`).
     pub name: String,
-    /// This instance's lane of the dataset (see the crate's docs): 0, the dataset's own
-    /// state, when one ingest writes it.
-    pub lane: u16,
+    /// This instance's lane of the dataset, and how many there are (see the crate's docs and
+    /// [`crate::lanes`]): lane 0 of 1 when one ingest writes it.
+    pub lane: Lane,
     /// Records per WAL segment (and so at most per Parquet file before compaction).
     pub flush_records: usize,
     /// A segment with records is converted after this long even if not full.
@@ -56,7 +57,7 @@ impl Options {
     /// The first part of this lane's Parquet file names: `name`, and `name-lK` in lane K > 0
     /// (so that each lane compacts only its own files).
     pub fn file_name(&self) -> String {
-        match self.lane {
+        match self.lane.index {
             0 => self.name.clone(),
             k => format!("{}-l{k}", self.name),
         }
@@ -67,7 +68,7 @@ impl Options {
         Options {
             out: out.to_path_buf(),
             name: "ingest".into(),
-            lane: 0,
+            lane: Lane::default(),
             flush_records: 100_000,
             flush_after: Duration::from_secs(30),
             index_entries: 20_000_000,
@@ -157,6 +158,9 @@ pub struct Stats {
     pub quarantined: u64,
     /// Stored records whose sender had cut long fields (`_truncated`).
     pub truncated: u64,
+    /// Records of a node whose host routes to another lane (stored: a copy may then be in
+    /// that lane too; the lane counts of rsyslog's configuration and ingest's differ).
+    pub misrouted: u64,
     /// Records found in the WAL at a start (a killed run's; counted by it as accepted only if
     /// it saved its counters after them) and converted.
     pub recovered: u64,
@@ -181,6 +185,7 @@ impl Stats {
         self.superseded += o.superseded;
         self.quarantined += o.quarantined;
         self.truncated += o.truncated;
+        self.misrouted += o.misrouted;
         self.recovered += o.recovered;
         self.commits += o.commits;
         self.commit_errors += o.commit_errors;
@@ -227,6 +232,8 @@ pub struct Ingest {
     pool: BlockPool,
     started: Instant,
     txn: Txn,
+    /// A record of another lane was logged once (then only counted).
+    warned_misrouted: bool,
     writer: Option<Writer>,
     /// Segments handed to the writer and not yet converted.
     in_flight: usize,
@@ -240,7 +247,7 @@ impl Ingest {
     /// what a crash left (a compaction's switch, WAL segments not yet in Parquet), and starts
     /// a new WAL segment.
     pub fn open(opts: Options, waiting: &mut dyn FnMut()) -> Result<Ingest, IngestError> {
-        let paths = Paths::lane(&opts.out, opts.lane);
+        let paths = Paths::lane(&opts.out, opts.lane.index);
         let name = opts.file_name();
         for d in [&paths.out, &paths.state_dir, &paths.wal, &paths.index] {
             fs::create_dir_all(d).map_err(PathError::at(d))?;
@@ -284,6 +291,7 @@ impl Ingest {
             wal,
             started: Instant::now(),
             txn: Txn::default(),
+            warned_misrouted: false,
             writer: Some(writer),
             in_flight: 0,
             base,
@@ -353,6 +361,21 @@ impl Ingest {
                 Ok(Outcome::Superseded)
             }
             Verdict::New => {
+                if !self.opts.lane.owns(v.host) {
+                    self.txn.stats.misrouted += 1;
+                    if !self.warned_misrouted {
+                        self.warned_misrouted = true;
+                        tracing::warn!(
+                            "ingest: lane {} of {} received records of host {:?}, whose lane is \
+                             {}: check that rsyslog's hash64mod and --lanes agree (counted as \
+                             misrouted)",
+                            self.opts.lane.index,
+                            self.opts.lane.count,
+                            v.host,
+                            crate::lanes::lane_of(v.host, self.opts.lane.count)
+                        );
+                    }
+                }
                 if self.txn.start.is_none() {
                     self.txn.start = Some((self.current.rows(), self.current.next));
                 }

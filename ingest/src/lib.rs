@@ -16,19 +16,21 @@
 //! - [`block`]: accepted records held column by column until they are converted;
 //! - [`writer`]: WAL segments → Parquet on a second thread; [`compact`]: small files merged;
 //! - [`engine`]: the above tied together; [`merge`]: node datasets (`--from-dir`) through the
-//!   same engine.
+//!   same engine; [`lanes`]: which lane a node's records belong to.
 //!
 //! State lives in `DATASET/.ingest/` (hidden: readers of the dataset skip it), the quarantine
 //! in `DATASET/_quarantine.jsonl` (the Hive convention: readers skip `_` files).
 //!
-//! Several ingests can write one dataset at once, each in its own *lane* (`--lane K`): rsyslog
-//! waits for a reply to every message it hands an omprog program, so one instance is bound by
-//! that round trip, not by its CPU, and the collector's rsyslog routes each node (by a hash
-//! of its host name) to one of K omprog actions. A lane has its own lock, WAL, index, counters
-//! and quarantine (`.ingest/lane-K/`, `_quarantine-lane-K.jsonl`) and its own Parquet files
-//! (`<name>-lK-<number>.parquet`), which only it compacts. De-duplication stays exact because
-//! every copy of a record comes from the node that made it, and so through the same lane; lane
-//! 0 is the dataset's own state, so a dataset written by one ingest becomes lane 0 of several.
+//! Several ingests can write one dataset at once, each in its own *lane* (`--lane K --lanes
+//! N`): rsyslog waits for a reply to every message it hands an omprog program, so one
+//! instance is bound by that round trip, not by its CPU, and the collector's rsyslog routes
+//! each node (by a hash of its host name, [`lanes`]) to one of N omprog actions. A lane has
+//! its own lock, WAL, index, counters and quarantine (`.ingest/lane-K/`,
+//! `_quarantine-lane-K.jsonl`) and its own Parquet files (`<name>-lK-<number>.parquet`), which
+//! only it compacts. De-duplication stays exact because every copy of a record comes from the
+//! node that made it, and so through the same lane (a lane counts what reaches it from
+//! another's node); `--from-dir` routes each node's records the same way. Lane 0 is the
+//! dataset's own state, so a dataset written by one ingest becomes lane 0 of several.
 #![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -37,6 +39,7 @@ pub mod block;
 pub mod compact;
 pub mod engine;
 pub mod index;
+pub mod lanes;
 pub mod merge;
 pub mod parse;
 pub mod protocol;
@@ -46,6 +49,7 @@ pub mod wal;
 pub mod writer;
 
 pub use engine::{Ingest, IngestError, Options, Outcome, Stats};
+pub use lanes::Lane;
 
 /// Where everything lives under a dataset root.
 #[derive(Debug, Clone)]

@@ -3,13 +3,19 @@
 //! that also came by syslog is stored once, and a merge run again adds nothing.
 //!
 //! A directory is a daemon's data directory (its `parquet/` dataset and the unconverted
-//! `spool/` segments) or a bare dataset root. Each file is one transaction: a file that
-//! cannot be read is reported and skipped, never half-merged.
+//! `spool/` segments) or a bare dataset root. Each file is one transaction per lane: a file
+//! that cannot be read is reported and skipped, never half-merged. Into a dataset of several
+//! lanes each record goes to its host's lane ([`crate::lanes`]), the lane its messages reach,
+//! so that a resend by syslog later is a duplicate there (a failure between two lanes' commits
+//! leaves part of a file merged: merging it again adds the rest).
 use std::path::{Path, PathBuf};
 
 use pyusage_record::{data_dir, dataset, segment, ReadError, Record};
 
-use crate::engine::{Ingest, IngestError, Outcome};
+use crate::{
+    engine::{Ingest, IngestError, Outcome},
+    lanes::lane_of,
+};
 
 /// What a merge did.
 #[derive(Debug, Default)]
@@ -41,8 +47,10 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
     Ok(out)
 }
 
-/// Merges every file of `dirs` into `ingest`, committing after each file.
-pub fn merge(ingest: &mut Ingest, dirs: &[PathBuf]) -> Result<Merged, IngestError> {
+/// Merges every file of `dirs` into `lanes` (the dataset's lanes, opened in lane order: one
+/// for a dataset of one lane), committing after each file.
+pub fn merge(lanes: &mut [Ingest], dirs: &[PathBuf]) -> Result<Merged, IngestError> {
+    let count = u16::try_from(lanes.len()).expect("at most u16::MAX lanes");
     let mut m = Merged::default();
     for dir in dirs {
         let list = match files(dir) {
@@ -69,11 +77,14 @@ pub fn merge(ingest: &mut Ingest, dirs: &[PathBuf]) -> Result<Merged, IngestErro
             m.files += 1;
             for r in &recs {
                 m.records += 1;
-                if ingest.accept_record(r)? == Outcome::Accepted {
+                let lane = &mut lanes[usize::from(lane_of(&r.host, count))];
+                if lane.accept_record(r)? == Outcome::Accepted {
                     m.accepted += 1;
                 }
             }
-            ingest.commit()?;
+            for lane in lanes.iter_mut() {
+                lane.commit()?;
+            }
         }
     }
     Ok(m)
@@ -111,11 +122,11 @@ mod tests {
         let mut opts = Options::new(&out);
         opts.flush_records = 1;
         let mut ing = Ingest::open(opts.clone(), &mut || {}).unwrap();
-        let m = merge(&mut ing, &[d.path().join("node")]).unwrap();
+        let m = merge(std::slice::from_mut(&mut ing), &[d.path().join("node")]).unwrap();
         assert_eq!((m.files, m.records, m.accepted), (1, 3, 3));
         ing.finish().unwrap();
         let mut ing = Ingest::open(opts, &mut || {}).unwrap();
-        let m = merge(&mut ing, &[d.path().join("node")]).unwrap();
+        let m = merge(std::slice::from_mut(&mut ing), &[d.path().join("node")]).unwrap();
         assert_eq!(m.accepted, 0, "merged again: nothing new");
         let c = ing.compact_all().unwrap();
         let st = ing.finish().unwrap();
@@ -125,5 +136,62 @@ mod tests {
         assert_eq!(c.outputs, 0);
         let l = data_dir::load(&out, &data_dir::Filter::default()).unwrap();
         assert_eq!(l.records.len(), 2);
+    }
+
+    #[test]
+    fn into_two_lanes_each_node_to_the_lane_its_messages_reach() {
+        let d = tempfile::tempdir().unwrap();
+        // rsyslog's hash64mod(host, 2): a → lane 1, b → lane 0 (see lanes.rs).
+        let (a, b) = ("ingest-lanes-a", "ingest-lanes-b");
+        let rec = |host: &str, i: u32| {
+            let mut r = Record::example();
+            r.host = host.into();
+            r.record_id = format!("{host}-{i}");
+            r
+        };
+        let node: Vec<Record> = (0..3).flat_map(|i| [rec(a, i), rec(b, i)]).collect();
+        dataset::write(&d.path().join("node/parquet"), &node).unwrap();
+        let out = d.path().join("central");
+        let open = |index| {
+            let lane = crate::Lane { index, count: 2 };
+            Ingest::open(
+                Options {
+                    lane,
+                    ..Options::new(&out)
+                },
+                &mut || {},
+            )
+            .unwrap()
+        };
+        let mut lanes = vec![open(0), open(1)];
+        let m = merge(&mut lanes, &[d.path().join("node")]).unwrap();
+        assert_eq!(m.accepted, 6);
+        let st: Vec<_> = lanes.into_iter().map(|l| l.finish().unwrap()).collect();
+        assert_eq!((st[0].accepted, st[1].accepted), (3, 3));
+        assert_eq!((st[0].misrouted, st[1].misrouted), (0, 0));
+        let hosts_in = |prefix: &str| -> Vec<String> {
+            let mut h: Vec<String> = dataset::partitions(&out)
+                .unwrap()
+                .iter()
+                .flat_map(|p| p.files().unwrap())
+                .filter(|f| f.file_name().unwrap().to_string_lossy().starts_with(prefix))
+                .flat_map(|f| dataset::read(&f).unwrap())
+                .map(|r| r.host)
+                .collect();
+            h.dedup();
+            h
+        };
+        assert_eq!(hosts_in("ingest-0"), [b]);
+        assert_eq!(hosts_in("ingest-l1-"), [a]);
+        // The same records by syslog later: duplicates in their lane; a's record reaching
+        // lane 0 (a misconfigured collector) is stored there and counted.
+        let mut l1 = open(1);
+        assert_eq!(l1.accept_record(&rec(a, 0)).unwrap(), Outcome::Duplicate);
+        l1.commit().unwrap();
+        l1.finish().unwrap();
+        let mut l0 = open(0);
+        assert_eq!(l0.accept_record(&rec(a, 0)).unwrap(), Outcome::Accepted);
+        l0.commit().unwrap();
+        assert_eq!(l0.finish().unwrap().misrouted, 1);
     }
 }

@@ -617,6 +617,37 @@ fn assert_delivered_once(
     node
 }
 
+/// `pyusage ingest ARGS --out DATASET --from-dir` over the nodes' data directories (the
+/// collector stopped): the central dataset then holds exactly the nodes' records of `hosts`,
+/// each once.
+fn merge_nodes(
+    dataset: &Path,
+    args: &[&str],
+    recs: &[Records],
+    node: &BTreeSet<(String, String)>,
+    hosts: &[&str],
+) {
+    let mut merge = Command::new(bin());
+    merge
+        .arg("ingest")
+        .args(args)
+        .arg("--out")
+        .arg(dataset)
+        .arg("--from-dir");
+    for r in recs {
+        merge.arg(&r.data);
+    }
+    let out = output_ok(&mut merge);
+    let counts = central_counts(dataset, hosts);
+    assert_once(&counts, node);
+    assert_eq!(
+        &counts.keys().cloned().collect::<BTreeSet<_>>(),
+        node,
+        "after --from-dir: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn ingest_through_relay_and_central_rsyslog_survives_kills_every_record_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -654,23 +685,7 @@ fn ingest_through_relay_and_central_rsyslog_survives_kills_every_record_once() {
     assert!(line.contains("payload is not a record"), "{line}");
     // The collector stopped, the node datasets merged: now exactly the nodes' records.
     chain.central.stop();
-    let mut merge = Command::new(bin());
-    merge
-        .args(["ingest", "--out"])
-        .arg(&dataset)
-        .arg("--from-dir");
-    for r in &recs {
-        merge.arg(&r.data);
-    }
-    let out = output_ok(&mut merge);
-    let said = String::from_utf8_lossy(&out.stderr);
-    let counts = central_counts(&dataset, &hosts);
-    assert_once(&counts, &node);
-    assert_eq!(
-        counts.keys().cloned().collect::<BTreeSet<_>>(),
-        node,
-        "after --from-dir: {said}"
-    );
+    merge_nodes(&dataset, &[], &recs, &node, &hosts);
     // Counters and compaction, and the dataset as the analysis reads it.
     let stats: Value =
         serde_json::from_slice(&std::fs::read(dataset.join(".ingest/stats.json")).unwrap())
@@ -745,7 +760,9 @@ fn ingest_with_the_central_disk_full_then_freed_every_record_once() {
 /// Two ingest lanes (packaging/rsyslog/pyusage-central-lanes.conf) writing one dataset: each
 /// node's records reach the lane its host name hashes to, and only that one, through kills of
 /// one lane's ingest and a restart of the collector; every record is there exactly once, the
-/// lanes' counters and files are their own, and the analysis reads the dataset as one.
+/// lanes' counters and files are their own, ingest's hash agrees with rsyslog's, a
+/// `--from-dir` merge routes the nodes' records to the same lanes (adding exactly what was
+/// missing), and the analysis reads the dataset as one.
 #[test]
 fn ingest_in_two_lanes_every_record_once_each_node_in_one_lane() {
     let tmp = tempfile::tempdir().unwrap();
@@ -770,32 +787,47 @@ fn ingest_in_two_lanes_every_record_once_each_node_in_one_lane() {
     chain.restart_central_then_more(Duration::from_secs(1), &hosts);
     chain.kill_ingest_where(&[b"--lane", b"0"]);
     let (recs, delivered) = drain(&chain, load, vec![da, db], &hosts);
-    assert_delivered_once(&chain, &recs, &delivered, &hosts);
-    // Each host in one lane's files, the two hosts in different lanes.
-    let lanes: Vec<(String, bool)> = serde_json::from_slice(&duckdb_query(
-        "select distinct host, filename like '%/ingest-l1-%' \
-         from read_parquet(?, hive_partitioning=true, filename=true) \
-         where list_contains(?, host) order by all",
-        &dataset,
-        &hosts,
-    ))
-    .unwrap();
-    assert_eq!(
-        lanes,
-        [(a.to_owned(), true), (b.to_owned(), false)],
-        "host → lane (lane 1's files are ingest-l1-*)"
-    );
-    for state in [".ingest/stats.json", ".ingest/lane-1/stats.json"] {
-        let stats: Value =
-            serde_json::from_slice(&std::fs::read(dataset.join(state)).unwrap()).unwrap();
-        assert!(stats["accepted"].as_u64().unwrap() > 0, "{state}: {stats}");
-    }
+    let node = assert_delivered_once(&chain, &recs, &delivered, &hosts);
+    // Each host in one lane's files, the two hosts in different lanes; ingest's own hash
+    // agrees with rsyslog's (nothing misrouted).
+    let each_in_its_lane = |when: &str| {
+        let lanes: Vec<(String, bool)> = serde_json::from_slice(&duckdb_query(
+            "select distinct host, filename like '%/ingest-l1-%' \
+             from read_parquet(?, hive_partitioning=true, filename=true) \
+             where list_contains(?, host) order by all",
+            &dataset,
+            &hosts,
+        ))
+        .unwrap();
+        assert_eq!(
+            lanes,
+            [(a.to_owned(), true), (b.to_owned(), false)],
+            "{when}: host → lane (lane 1's files are ingest-l1-*)"
+        );
+        for state in [".ingest/stats.json", ".ingest/lane-1/stats.json"] {
+            let stats: Value =
+                serde_json::from_slice(&std::fs::read(dataset.join(state)).unwrap()).unwrap();
+            assert!(stats["accepted"].as_u64().unwrap() > 0, "{state}: {stats}");
+            assert_eq!(stats["misrouted"].as_u64(), Some(0), "{state}: {stats}");
+        }
+    };
+    each_in_its_lane("through rsyslog");
     let log = chain.ingest_log();
     assert!(
         !log.contains("another pyusage ingest holds"),
         "the lanes waited for each other's lock:\n{log}"
     );
+    // The collector stopped, the node datasets merged into both lanes, then compacted: each
+    // node's records in its lane, exactly the nodes' records.
     chain.central.stop();
+    merge_nodes(&dataset, &["--lanes", "2"], &recs, &node, &hosts);
+    output_ok(
+        Command::new(bin())
+            .args(["ingest", "--lanes", "2", "--compact", "--out"])
+            .arg(&dataset),
+    );
+    assert_once(&central_counts(&dataset, &hosts), &node);
+    each_in_its_lane("after --from-dir and --compact");
     let out = output_ok(
         Command::new(bin())
             .args(["analyze", "--format", "json"])

@@ -1,0 +1,106 @@
+//! Lanes: several ingests writing one dataset, each node's records in exactly one of them.
+//!
+//! The collector's rsyslog picks a node's lane with `hash64mod($hostname, N)`
+//! (packaging/rsyslog/pyusage-central-lanes.conf). This is the same function, computed here so
+//! that a lane can check that what reaches it belongs to it (a lane count that differs between
+//! rsyslog's configuration and ingest's, or an rsyslog whose hash differs, would put copies of a
+//! node's records in two lanes, where neither index sees the other's: counted as `misrouted`),
+//! and so that `--from-dir` puts a node's files into the lane its messages reach.
+//!
+//! rsyslog's `fmhash` module, as Debian builds it (without xxhash), hashes with a modified
+//! Bernstein hash (`h = 33 * h ^ c` from 5381 over the string's `char`s, signed on x86-64, plus
+//! the seed, 0) and takes it modulo N as an unsigned 64-bit number. `$hostname` is the HOSTNAME
+//! field of the node's messages, which the daemon writes from the record's `host`: printable
+//! ASCII with anything else as `_`, at most 255 characters, `-` when empty.
+
+/// How many lanes write the dataset, and which one this ingest is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    /// This ingest's lane, below `count`.
+    pub index: u16,
+    /// The dataset's lanes (1: one ingest writes it).
+    pub count: u16,
+}
+
+impl Default for Lane {
+    fn default() -> Lane {
+        Lane { index: 0, count: 1 }
+    }
+}
+
+impl Lane {
+    /// Whether `host`'s records belong to this lane.
+    pub fn owns(&self, host: &str) -> bool {
+        self.count <= 1 || lane_of(host, self.count) == self.index
+    }
+}
+
+/// The lane of `host`'s records among `count` lanes: rsyslog's `hash64mod($hostname, count)`
+/// for the HOSTNAME the daemon writes for `host`.
+pub fn lane_of(host: &str, count: u16) -> u16 {
+    if count <= 1 {
+        return 0;
+    }
+    let mut name = host
+        .chars()
+        .take(255)
+        .map(|c| if c.is_ascii_graphic() { c as u8 } else { b'_' })
+        .peekable();
+    let h = if name.peek().is_none() {
+        fmhash64(b"-".iter().copied())
+    } else {
+        fmhash64(name)
+    };
+    (h % u64::from(count)) as u16
+}
+
+/// rsyslog fmhash's `hash64` without xxhash (`djb_hash`, seed 0).
+fn fmhash64(bytes: impl Iterator<Item = u8>) -> u64 {
+    bytes.fold(5381u64, |h, b| {
+        // C's `char` is signed on x86-64: a byte above 0x7f is sign-extended.
+        h.wrapping_mul(33) ^ (b as i8 as i64 as u64)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values printed by rsyslog 8.2302 (Debian 12) for `hash64($hostname)`, `hash64($msg)`
+    /// and `hash64mod($hostname, 7)`, as signed numbers.
+    #[test]
+    fn the_same_hash_as_rsyslogs_fmhash() {
+        for (s, h) in [
+            ("ingest-lanes-a", -7145564213296608461i64),
+            ("nid001234", 249794749857602082),
+            ("login01.perlmutter.nersc.gov", -7253914639813022790),
+            ("a", 177604),
+            ("é-ü", 210571762397),
+            ("", 5381),
+        ] {
+            assert_eq!(fmhash64(s.bytes()) as i64, h, "{s}");
+        }
+        for (host, lane) in [
+            ("ingest-lanes-a", 4),
+            ("nid001234", 0),
+            ("login01.perlmutter.nersc.gov", 2),
+        ] {
+            assert_eq!(lane_of(host, 7), lane, "{host}");
+        }
+        // The two hosts of the e2e test, as rsyslog routed them.
+        assert_eq!(lane_of("ingest-lanes-a", 2), 1);
+        assert_eq!(lane_of("ingest-lanes-b", 2), 0);
+    }
+
+    #[test]
+    fn the_hostname_the_daemon_writes_is_hashed() {
+        assert_eq!(lane_of("nid 1é", 1000), lane_of("nid_1_", 1000));
+        assert_eq!(lane_of("", 1000), lane_of("-", 1000));
+        let long = "n".repeat(300);
+        assert_eq!(lane_of(&long, 1000), lane_of(&long[..255], 1000));
+        assert_eq!(lane_of("anything", 1), 0);
+        let lane = Lane { index: 1, count: 2 };
+        assert!(lane.owns("ingest-lanes-a") && !lane.owns("ingest-lanes-b"));
+        assert!(Lane::default().owns("ingest-lanes-b"));
+    }
+}
