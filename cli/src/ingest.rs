@@ -34,14 +34,15 @@ pub struct Args {
     /// packaging/rsyslog/pyusage-central-lanes.conf): lane K > 0 keeps its state in
     /// `.ingest/lane-K/`, its malformed messages in `_quarantine-lane-K.jsonl`, and names its
     /// files `<name>-lK-…`; lane 0 is the dataset's own state.
-    #[arg(long, default_value_t = 0)]
-    lane: u16,
-    /// How many lanes write the dataset (rsyslog's `hash64mod($hostname, N)`): a lane counts
+    #[arg(long, conflicts_with_all = ["from_dir", "compact"])]
+    lane: Option<u16>,
+    /// How many lanes write the dataset (rsyslog's `hash64mod($hostname, N)`; at most 64),
+    /// fixed when a new dataset is first opened (default: the dataset's, else 1): a lane counts
     /// records of another lane's nodes as `misrouted`; `--from-dir` and `--compact` work on
     /// every lane (each lane's lock taken: run them with the collector stopped), a node's
     /// records going to its lane.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    lanes: u16,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    lanes: Option<u16>,
     /// Records per Parquet file written from the log (before compaction).
     #[arg(long, default_value_t = 100_000)]
     flush_records: usize,
@@ -68,11 +69,21 @@ pub struct Args {
 
 /// Runs it.
 pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
+    let lanes = match a.lanes {
+        Some(n) => n,
+        None => pyusage_ingest::lanes::recorded(&a.out)?.unwrap_or(1),
+    };
+    let lane = a.lane.unwrap_or(0);
+    anyhow::ensure!(
+        lane < lanes,
+        "--lane {lane} is not one of the dataset's {lanes} lane(s) (0 to {})",
+        lanes - 1
+    );
     let opts = Options {
         name: a.name,
         lane: Lane {
-            index: a.lane,
-            count: a.lanes,
+            index: lane,
+            count: lanes,
         },
         flush_records: a.flush_records.max(1),
         flush_after: Duration::from_secs(a.flush_secs),
@@ -84,21 +95,14 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
         },
         ..Options::new(&a.out)
     };
-    anyhow::ensure!(
-        a.lane < a.lanes,
-        "--lane {} is not one of --lanes {} (0 to {})",
-        a.lane,
-        a.lanes,
-        a.lanes - 1
-    );
     if !a.from_dir.is_empty() || a.compact {
         // Every lane, in lane order.
-        let mut lanes = (0..a.lanes)
+        let mut lanes = (0..lanes)
             .map(|index| {
                 let opts = Options {
                     lane: Lane {
                         index,
-                        count: a.lanes,
+                        count: lanes,
                     },
                     ..opts.clone()
                 };
@@ -122,8 +126,9 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
             }
             bad = !m.errors.is_empty();
             eprintln!(
-                "merged {} files: {} records read, {} new",
-                m.files, m.records, m.accepted
+                "merged {} files: {} records read, {} new, {} already in another lane than \
+                 their host's",
+                m.files, m.records, m.accepted, m.in_other_lane
             );
         }
         for (index, ing) in lanes.into_iter().enumerate() {

@@ -641,16 +641,19 @@ mod tests {
         };
         // Both open at once: each lane has its own lock, WAL and index.
         let mut ings = [0, 1].map(|k| Ingest::open(lane(k), &mut || {}).unwrap());
+        // rsyslog's hash64mod(host, 2) (lanes.rs): lane 0's node, lane 1's node.
+        let hosts = ["ingest-lanes-b", "ingest-lanes-a"];
         for (k, ing) in ings.iter_mut().enumerate() {
             for i in 0..3 {
                 let mut r = Record::example();
+                r.host = hosts[k].into();
                 r.record_id = format!("lane{k}-{i}");
                 ing.accept_record(&r).unwrap();
                 ing.commit().unwrap();
             }
         }
         for ing in ings {
-            ing.finish().unwrap();
+            assert_eq!(ing.finish().unwrap().misrouted, 0);
         }
         let part = dataset::partitions(&out).unwrap().remove(0);
         let names = |part: &dataset::Partition| -> Vec<String> {
@@ -678,6 +681,7 @@ mod tests {
         let mut ing = Ingest::open(lane(1), &mut || {}).unwrap();
         // A copy resent to its lane is a duplicate there.
         let mut again = Record::example();
+        again.host = hosts[1].into();
         again.record_id = "lane1-0".into();
         ing.accept_record(&again).unwrap();
         ing.commit().unwrap();

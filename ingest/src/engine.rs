@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     compact::{self, CompactOptions},
     index::{Entry, Index, Verdict},
-    lanes::Lane,
+    lanes::{self, Lane},
     parse::{self, Decoded, Malformed},
     quarantine::Quarantine,
     view::View,
@@ -97,6 +97,22 @@ pub enum IngestError {
         path: std::path::PathBuf,
         /// Cause.
         source: nix::errno::Errno,
+    },
+    /// The lane count asked differs from the one the dataset was written with.
+    #[error(
+        "{}: written by {recorded} lane(s), asked to run with --lanes {asked}: a dataset's \
+         lane count is fixed when it is created (a node's records are in its lane's index \
+         only, so another count would store resends again); write other lanes into a new \
+         dataset",
+        path.display()
+    )]
+    LaneCount {
+        /// The dataset.
+        path: std::path::PathBuf,
+        /// Its lane count.
+        recorded: u16,
+        /// The one asked.
+        asked: u16,
     },
     /// Converting a WAL segment left by the last run.
     #[error("recovering the WAL: {0}")]
@@ -241,12 +257,46 @@ pub struct Ingest {
     run: Stats,
 }
 
+/// Checks `asked` against the dataset's lane count, recording it when the dataset is new.
+fn settle_lanes(out: &Path, asked: u16) -> Result<(), IngestError> {
+    let refuse = |recorded| IngestError::LaneCount {
+        path: out.to_path_buf(),
+        recorded,
+        asked,
+    };
+    match lanes::recorded(out)? {
+        Some(n) if n == asked => Ok(()),
+        Some(n) => Err(refuse(n)),
+        None if asked <= 1 => Ok(()),
+        None if lanes::has_records(out)? => Err(refuse(1)),
+        None => {
+            let dir = out.join(".ingest");
+            fs::create_dir_all(&dir).map_err(PathError::at(&dir))?;
+            match lanes::record(out, asked)? {
+                n if n == asked => Ok(()),
+                n => Err(refuse(n)),
+            }
+        }
+    }
+}
+
 impl Ingest {
+    /// The lane this ingest writes.
+    pub fn lane(&self) -> Lane {
+        self.opts.lane
+    }
+
+    /// Whether a record with `r`'s `record_id` is stored (or staged) in this lane.
+    pub fn has(&mut self, r: &Record) -> Result<bool, IngestError> {
+        Ok(self.index.has(&Entry::of(&View::of(r)))?)
+    }
+
     /// Opens the dataset at `opts.out` (created if absent): takes its lock (calling `waiting`
     /// about once a second while another ingest holds it, for omprog's keep-alive), finishes
     /// what a crash left (a compaction's switch, WAL segments not yet in Parquet), and starts
     /// a new WAL segment.
     pub fn open(opts: Options, waiting: &mut dyn FnMut()) -> Result<Ingest, IngestError> {
+        settle_lanes(&opts.out, opts.lane.count)?;
         let paths = Paths::lane(&opts.out, opts.lane.index);
         let name = opts.file_name();
         for d in [&paths.out, &paths.state_dir, &paths.wal, &paths.index] {

@@ -322,6 +322,11 @@ impl Index {
         Ok(Verdict::New)
     }
 
+    /// Whether `e`'s `record_id` is stored or admitted (nothing is admitted).
+    pub fn has(&mut self, e: &Entry) -> Result<bool, PathError> {
+        Ok(self.day(e.day)?.ids.contains(&e.id))
+    }
+
     /// The open transaction's entries are committed: they stay until their segment is
     /// converted ([`Index::persisted`]).
     pub fn commit(&mut self) {

@@ -13,6 +13,14 @@
 //! field of the node's messages, which the daemon writes from the record's `host`: printable
 //! ASCII with anything else as `_`, at most 255 characters, `-` when empty.
 
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use pyusage_record::atomic::PathError;
+use serde::{Deserialize, Serialize};
+
 /// How many lanes write the dataset, and which one this ingest is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lane {
@@ -52,6 +60,79 @@ pub fn lane_of(host: &str, count: u16) -> u16 {
         fmhash64(name)
     };
     (h % u64::from(count)) as u16
+}
+
+/// `DATASET/.ingest/lanes.json`: the dataset's lane count, fixed by the first lane that opens
+/// a new dataset with more than one (a dataset without it has one). A node's earlier records
+/// are in its lane's index only, so a lane count that changed would let a resend, or a
+/// `--from-dir` merge, store them again in the node's new lane.
+pub fn count_file(out: &Path) -> PathBuf {
+    out.join(".ingest").join("lanes.json")
+}
+
+#[derive(Serialize, Deserialize)]
+struct CountFile {
+    lanes: u16,
+}
+
+/// The dataset's recorded lane count (`None`: none recorded, one lane).
+pub fn recorded(out: &Path) -> Result<Option<u16>, PathError> {
+    let path = count_file(out);
+    match fs::read(&path) {
+        Ok(b) => serde_json::from_slice::<CountFile>(&b)
+            .map(|f| Some(f.lanes))
+            .map_err(|e| PathError {
+                path,
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(PathError::at(&path)(e)),
+    }
+}
+
+/// Records `count` as the dataset's lane count unless one is recorded already; returns the
+/// recorded count (this one, or the one a lane opening at the same time recorded first).
+pub fn record(out: &Path, count: u16) -> Result<u16, PathError> {
+    let path = count_file(out);
+    let tmp = path.with_extension(format!("json.{}", std::process::id()));
+    let body = serde_json::to_vec(&CountFile { lanes: count }).expect("serialises");
+    pyusage_record::atomic::write_bytes_atomic(
+        &tmp,
+        &body,
+        pyusage_record::atomic::Durability::Durable,
+    )?;
+    // A link fails where the name exists: of lanes opening at once, the first one's stays.
+    let linked = fs::hard_link(&tmp, &path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            let dir = path.parent().expect("in .ingest");
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(PathError::at(dir))?;
+            Ok(count)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(recorded(out)?.unwrap_or(count)),
+        Err(e) => Err(PathError::at(&path)(e)),
+    }
+}
+
+/// Whether the dataset at `out` holds records already, written as one lane: a partition, a
+/// converted segment's state, or a write-ahead log with contents.
+pub fn has_records(out: &Path) -> Result<bool, PathError> {
+    let partition = match fs::read_dir(out) {
+        Ok(rd) => rd
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("date=")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(PathError::at(out)(e)),
+    };
+    let state = out.join(".ingest");
+    let wal = crate::wal::segments(&state.join("wal")).unwrap_or_default();
+    let logged = wal
+        .iter()
+        .any(|(_, p)| fs::metadata(p).is_ok_and(|m| m.len() > 0));
+    Ok(partition || state.join("state.json").exists() || logged)
 }
 
 /// rsyslog fmhash's `hash64` without xxhash (`djb_hash`, seed 0).

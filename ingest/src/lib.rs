@@ -29,8 +29,10 @@
 //! `_quarantine-lane-K.jsonl`) and its own Parquet files (`<name>-lK-<number>.parquet`), which
 //! only it compacts. De-duplication stays exact because every copy of a record comes from the
 //! node that made it, and so through the same lane (a lane counts what reaches it from
-//! another's node); `--from-dir` routes each node's records the same way. Lane 0 is the
-//! dataset's own state, so a dataset written by one ingest becomes lane 0 of several.
+//! another's node); `--from-dir` routes each node's records the same way. Lane 0's state is
+//! where a one-lane dataset keeps it; the lane count is fixed when a dataset is created
+//! (`.ingest/lanes.json`) and another is refused, since a node's records are in its lane's
+//! index only.
 #![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};

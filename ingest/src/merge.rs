@@ -6,8 +6,10 @@
 //! `spool/` segments) or a bare dataset root. Each file is one transaction per lane: a file
 //! that cannot be read is reported and skipped, never half-merged. Into a dataset of several
 //! lanes each record goes to its host's lane ([`crate::lanes`]), the lane its messages reach,
-//! so that a resend by syslog later is a duplicate there (a failure between two lanes' commits
-//! leaves part of a file merged: merging it again adds the rest).
+//! so that a resend by syslog later is a duplicate there, unless another lane has it already (a
+//! node's records that reached another lane, counted `misrouted` there), where it stays. A
+//! failure between two lanes' commits leaves part of a file merged: merging it again adds the
+//! rest.
 use std::path::{Path, PathBuf};
 
 use pyusage_record::{data_dir, dataset, segment, ReadError, Record};
@@ -26,6 +28,9 @@ pub struct Merged {
     pub records: u64,
     /// Records stored (new).
     pub accepted: u64,
+    /// Records already stored in another lane than their host's (a node whose messages
+    /// reached another lane), left there.
+    pub in_other_lane: u64,
     /// Files that could not be read, with the error.
     pub errors: Vec<ReadError>,
 }
@@ -77,8 +82,17 @@ pub fn merge(lanes: &mut [Ingest], dirs: &[PathBuf]) -> Result<Merged, IngestErr
             m.files += 1;
             for r in &recs {
                 m.records += 1;
-                let lane = &mut lanes[usize::from(lane_of(&r.host, count))];
-                if lane.accept_record(r)? == Outcome::Accepted {
+                let own = usize::from(lane_of(&r.host, count));
+                let mut elsewhere = false;
+                for (i, lane) in lanes.iter_mut().enumerate() {
+                    if i != own && lane.has(r)? {
+                        elsewhere = true;
+                        break;
+                    }
+                }
+                if elsewhere {
+                    m.in_other_lane += 1;
+                } else if lanes[own].accept_record(r)? == Outcome::Accepted {
                     m.accepted += 1;
                 }
             }
@@ -93,7 +107,7 @@ pub fn merge(lanes: &mut [Ingest], dirs: &[PathBuf]) -> Result<Merged, IngestErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Options;
+    use crate::engine::{IngestError, Options};
     use pyusage_record::Exit;
 
     #[test]
@@ -191,7 +205,92 @@ mod tests {
         l1.finish().unwrap();
         let mut l0 = open(0);
         assert_eq!(l0.accept_record(&rec(a, 0)).unwrap(), Outcome::Accepted);
+        // One of a's records that only lane 0 has: a merge leaves it there.
+        l0.accept_record(&rec(a, 9)).unwrap();
         l0.commit().unwrap();
-        assert_eq!(l0.finish().unwrap().misrouted, 1);
+        assert_eq!(l0.finish().unwrap().misrouted, 2);
+        dataset::write(&d.path().join("late/parquet"), &[rec(a, 9)]).unwrap();
+        let mut lanes = vec![open(0), open(1)];
+        let m = merge(&mut lanes, &[d.path().join("late")]).unwrap();
+        assert_eq!((m.accepted, m.in_other_lane), (0, 1));
+        for l in lanes {
+            l.finish().unwrap();
+        }
+        // The lane count is the dataset's: another is refused, before anything is locked.
+        let three = crate::Lane { index: 0, count: 3 };
+        let e = Ingest::open(
+            Options {
+                lane: three,
+                ..Options::new(&out)
+            },
+            &mut || {},
+        );
+        assert!(
+            matches!(
+                e,
+                Err(IngestError::LaneCount {
+                    recorded: 2,
+                    asked: 3,
+                    ..
+                })
+            ),
+            "{:?}",
+            e.err()
+        );
+        let one = Ingest::open(Options::new(&out), &mut || {});
+        assert!(matches!(
+            one,
+            Err(IngestError::LaneCount {
+                recorded: 2,
+                asked: 1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_dataset_written_by_one_ingest_is_not_split_into_lanes() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("central");
+        let mut ing = Ingest::open(Options::new(&out), &mut || {}).unwrap();
+        ing.accept_record(&Record::example()).unwrap();
+        ing.commit().unwrap();
+        // Killed before converting anything: the records are in the WAL only.
+        drop(ing);
+        let lane = crate::Lane { index: 1, count: 2 };
+        let e = Ingest::open(
+            Options {
+                lane,
+                ..Options::new(&out)
+            },
+            &mut || {},
+        );
+        assert!(
+            matches!(
+                e,
+                Err(IngestError::LaneCount {
+                    recorded: 1,
+                    asked: 2,
+                    ..
+                })
+            ),
+            "{:?}",
+            e.err()
+        );
+        assert!(crate::lanes::recorded(&out).unwrap().is_none());
+        // A new dataset takes any count, fixed by its first lane.
+        let fresh = d.path().join("fresh");
+        let lane = crate::Lane { index: 1, count: 2 };
+        Ingest::open(
+            Options {
+                lane,
+                ..Options::new(&fresh)
+            },
+            &mut || {},
+        )
+        .unwrap()
+        .finish()
+        .unwrap();
+        assert_eq!(crate::lanes::recorded(&fresh).unwrap(), Some(2));
     }
 }
