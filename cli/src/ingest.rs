@@ -7,6 +7,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use pyusage_ingest::{
     compact::CompactOptions,
+    lanes::MAX_LANES,
     merge,
     protocol::{self, Marks, Polled},
     Ingest, Lane, Options,
@@ -37,11 +38,12 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["from_dir", "compact"])]
     lane: Option<u16>,
     /// How many lanes write the dataset (rsyslog's `hash64mod($hostname, N)`; at most 64),
-    /// fixed when a new dataset is first opened (default: the dataset's, else 1): a lane counts
-    /// records of another lane's nodes as `misrouted`; `--from-dir` and `--compact` work on
-    /// every lane (each lane's lock taken: run them with the collector stopped), a node's
-    /// records going to its lane.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// fixed when a new dataset is first opened; an ingest with another count is refused. A
+    /// lane counts records of another lane's nodes as `misrouted`. `--from-dir` and
+    /// `--compact` work on every lane (each lane's lock taken: run them with the collector
+    /// stopped), a node's records going to its lane; for them the default is the dataset's
+    /// count, for the omprog path 1.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_LANES)))]
     lanes: Option<u16>,
     /// Records per Parquet file written from the log (before compaction).
     #[arg(long, default_value_t = 100_000)]
@@ -69,15 +71,18 @@ pub struct Args {
 
 /// Runs it.
 pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
+    // The maintenance commands work on the dataset as it is; an omprog lane says which it is
+    // (a one-lane command line against a dataset of lanes is refused, not made lane 0).
+    let maintenance = !a.from_dir.is_empty() || a.compact;
     let lanes = match a.lanes {
         Some(n) => n,
-        None => pyusage_ingest::lanes::recorded(&a.out)?.unwrap_or(1),
+        None if maintenance => pyusage_ingest::lanes::recorded(&a.out)?.unwrap_or(1),
+        None => 1,
     };
     let lane = a.lane.unwrap_or(0);
     anyhow::ensure!(
         lane < lanes,
-        "--lane {lane} is not one of the dataset's {lanes} lane(s) (0 to {})",
-        lanes - 1
+        "--lane {lane} needs --lanes above {lane} (lanes are numbered from 0; --lanes is {lanes})"
     );
     let opts = Options {
         name: a.name,
@@ -95,7 +100,7 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
         },
         ..Options::new(&a.out)
     };
-    if !a.from_dir.is_empty() || a.compact {
+    if maintenance {
         // Every lane, in lane order.
         let mut lanes = (0..lanes)
             .map(|index| {

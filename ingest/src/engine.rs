@@ -114,6 +114,16 @@ pub enum IngestError {
         /// The one asked.
         asked: u16,
     },
+    /// Lane state without the lane count.
+    #[error(
+        "{}: missing, but the dataset has lane state (.ingest/lane-K/): write it back as \
+         {{\"lanes\":N}} with the --lanes its lanes ran with",
+        path.display()
+    )]
+    LanesUnrecorded {
+        /// `.ingest/lanes.json`.
+        path: std::path::PathBuf,
+    },
     /// Converting a WAL segment left by the last run.
     #[error("recovering the WAL: {0}")]
     Recover(#[source] WriteError),
@@ -267,6 +277,10 @@ fn settle_lanes(out: &Path, asked: u16) -> Result<(), IngestError> {
     match lanes::recorded(out)? {
         Some(n) if n == asked => Ok(()),
         Some(n) => Err(refuse(n)),
+        // Lanes ran here, but their count is gone: which index holds a node is unknown.
+        None if lanes::has_lane_state(out) => Err(IngestError::LanesUnrecorded {
+            path: lanes::count_file(out),
+        }),
         None if asked <= 1 => Ok(()),
         None if lanes::has_records(out)? => Err(refuse(1)),
         None => {

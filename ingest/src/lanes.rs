@@ -62,6 +62,10 @@ pub fn lane_of(host: &str, count: u16) -> u16 {
     (h % u64::from(count)) as u16
 }
 
+/// The most lanes a dataset may have (each a process with its own lock and writer thread;
+/// a `--from-dir` merge opens them all).
+pub const MAX_LANES: u16 = 64;
+
 /// `DATASET/.ingest/lanes.json`: the dataset's lane count, fixed by the first lane that opens
 /// a new dataset with more than one (a dataset without it has one). A node's earlier records
 /// are in its lane's index only, so a lane count that changed would let a resend, or a
@@ -79,12 +83,20 @@ struct CountFile {
 pub fn recorded(out: &Path) -> Result<Option<u16>, PathError> {
     let path = count_file(out);
     match fs::read(&path) {
-        Ok(b) => serde_json::from_slice::<CountFile>(&b)
-            .map(|f| Some(f.lanes))
-            .map_err(|e| PathError {
+        Ok(b) => match serde_json::from_slice::<CountFile>(&b) {
+            Ok(f) if (1..=MAX_LANES).contains(&f.lanes) => Ok(Some(f.lanes)),
+            Ok(f) => Err(PathError {
+                path,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} lanes: not 1 to {MAX_LANES}", f.lanes),
+                ),
+            }),
+            Err(e) => Err(PathError {
                 path,
                 source: io::Error::new(io::ErrorKind::InvalidData, e),
             }),
+        },
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(PathError::at(&path)(e)),
     }
@@ -93,28 +105,36 @@ pub fn recorded(out: &Path) -> Result<Option<u16>, PathError> {
 /// Records `count` as the dataset's lane count unless one is recorded already; returns the
 /// recorded count (this one, or the one a lane opening at the same time recorded first).
 pub fn record(out: &Path, count: u16) -> Result<u16, PathError> {
+    use std::io::Write;
     let path = count_file(out);
-    let tmp = path.with_extension(format!("json.{}", std::process::id()));
+    let dir = path.parent().expect("in .ingest");
     let body = serde_json::to_vec(&CountFile { lanes: count }).expect("serialises");
-    pyusage_record::atomic::write_bytes_atomic(
-        &tmp,
-        &body,
-        pyusage_record::atomic::Durability::Durable,
-    )?;
-    // A link fails where the name exists: of lanes opening at once, the first one's stays.
-    let linked = fs::hard_link(&tmp, &path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            let dir = path.parent().expect("in .ingest");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(PathError::at(dir))?;
+    tmp.write_all(&body)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(PathError::at(tmp.path()))?;
+    // Linked under the name only if it is free: of lanes opening at once, the first one's
+    // count stays, whole.
+    match tmp.persist_noclobber(&path) {
+        Ok(_) => {
             fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(PathError::at(dir))?;
             Ok(count)
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(recorded(out)?.unwrap_or(count)),
-        Err(e) => Err(PathError::at(&path)(e)),
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+            Ok(recorded(out)?.unwrap_or(count))
+        }
+        Err(e) => Err(PathError::at(&path)(e.error)),
     }
+}
+
+/// Whether lane state exists (`.ingest/lane-K/`): a dataset written by several lanes.
+pub fn has_lane_state(out: &Path) -> bool {
+    fs::read_dir(out.join(".ingest")).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("lane-"))
+    })
 }
 
 /// Whether the dataset at `out` holds records already, written as one lane: a partition, a

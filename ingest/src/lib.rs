@@ -32,7 +32,7 @@
 //! another's node); `--from-dir` routes each node's records the same way. Lane 0's state is
 //! where a one-lane dataset keeps it; the lane count is fixed when a dataset is created
 //! (`.ingest/lanes.json`) and another is refused, since a node's records are in its lane's
-//! index only.
+//! index only (a `--from-dir` of the dataset into a new one changes it).
 #![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};

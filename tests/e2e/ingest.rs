@@ -618,13 +618,18 @@ fn assert_delivered_once(
     node
 }
 
-/// `pyusage ingest ARGS --out DATASET --from-dir` over the nodes' data directories (the
-/// collector stopped): the central dataset then holds exactly the nodes' records of `hosts`,
-/// each once.
+/// The daemons' data directories.
+fn data_dirs(recs: &[Records]) -> Vec<&Path> {
+    recs.iter().map(|r| r.data.as_path()).collect()
+}
+
+/// `pyusage ingest ARGS --out DATASET --from-dir DIRS` (the nodes' data directories, or a
+/// dataset; the collector stopped): the central dataset then holds exactly the nodes' records
+/// of `hosts`, each once.
 fn merge_nodes(
     dataset: &Path,
     args: &[&str],
-    recs: &[Records],
+    dirs: &[&Path],
     node: &BTreeSet<(String, String)>,
     hosts: &[&str],
 ) {
@@ -635,9 +640,7 @@ fn merge_nodes(
         .arg("--out")
         .arg(dataset)
         .arg("--from-dir");
-    for r in recs {
-        merge.arg(&r.data);
-    }
+    merge.args(dirs);
     let out = output_ok(&mut merge);
     let counts = central_counts(dataset, hosts);
     assert_once(&counts, node);
@@ -686,7 +689,7 @@ fn ingest_through_relay_and_central_rsyslog_survives_kills_every_record_once() {
     assert!(line.contains("payload is not a record"), "{line}");
     // The collector stopped, the node datasets merged: now exactly the nodes' records.
     chain.central.stop();
-    merge_nodes(&dataset, &[], &recs, &node, &hosts);
+    merge_nodes(&dataset, &[], &data_dirs(&recs), &node, &hosts);
     // Counters and compaction, and the dataset as the analysis reads it.
     let stats: Value =
         serde_json::from_slice(&std::fs::read(dataset.join(".ingest/stats.json")).unwrap())
@@ -818,23 +821,32 @@ fn ingest_in_two_lanes_every_record_once_each_node_in_one_lane() {
     // node's records in its lane, exactly the nodes' records.
     chain.central.stop();
     each_in_its_lane("through rsyslog");
-    merge_nodes(&dataset, &[], &recs, &node, &hosts);
+    merge_nodes(&dataset, &[], &data_dirs(&recs), &node, &hosts);
     output_ok(
         Command::new(bin())
             .args(["ingest", "--compact", "--out"])
             .arg(&dataset),
     );
-    // Another lane count is refused with the reason, and changes nothing.
-    let out = Command::new(bin())
-        .args(["ingest", "--lanes", "1", "--compact", "--out"])
-        .arg(&dataset)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && said.contains("written by 2 lane(s)"),
-        "{said}"
-    );
+    // Another lane count is refused with the reason, and so is a one-lane collector's ingest
+    // (no --lane) pointed at this dataset.
+    for args in [&["--lanes", "1", "--compact"][..], &[]] {
+        let out = Command::new(bin())
+            .arg("ingest")
+            .args(args)
+            .arg("--out")
+            .arg(&dataset)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains("written by 2 lane(s)"),
+            "{args:?}: {said}"
+        );
+    }
+    // Another count means another dataset: every record moved into it once.
+    let moved = tmp.path().join("one-lane");
+    merge_nodes(&moved, &[], &[&dataset], &node, &hosts);
     assert_once(&central_counts(&dataset, &hosts), &node);
     each_in_its_lane("after --from-dir and --compact");
     let out = output_ok(
