@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use pyusage_ingest::{
     compact::CompactOptions,
-    lanes::MAX_LANES,
+    lanes::{LaneHash, MAX_LANES},
     merge,
     protocol::{self, Marks, Polled},
     Ingest, Lane, Options,
@@ -45,6 +45,12 @@ pub struct Args {
     /// count, for the omprog path 1.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_LANES)))]
     lanes: Option<u16>,
+    /// The hash rsyslog's `hash64mod` routes nodes by: `djb`, rsyslog's own (its default
+    /// build, Debian's), or `xxh64` where its `fmhash.so` links libxxhash
+    /// (`--enable-fmhash-xxhash`). Fixed with the lane count; the default is the dataset's for
+    /// `--from-dir`/`--compact`, else `djb`.
+    #[arg(long, value_enum)]
+    lane_hash: Option<HashArg>,
     /// Records per Parquet file written from the log (before compaction).
     #[arg(long, default_value_t = 100_000)]
     flush_records: usize,
@@ -69,15 +75,27 @@ pub struct Args {
     commit_mark: String,
 }
 
+/// `--lane-hash`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum HashArg {
+    Djb,
+    Xxh64,
+}
+
 /// Runs it.
 pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
     // The maintenance commands work on the dataset as it is; an omprog lane says which it is
     // (a one-lane command line against a dataset of lanes is refused, not made lane 0).
     let maintenance = !a.from_dir.is_empty() || a.compact;
-    let lanes = match a.lanes {
-        Some(n) => n,
-        None if maintenance => pyusage_ingest::lanes::recorded(&a.out)?.unwrap_or(1),
-        None => 1,
+    let recorded = match maintenance {
+        true => pyusage_ingest::lanes::recorded(&a.out)?,
+        false => None,
+    };
+    let lanes = a.lanes.or(recorded.map(|l| l.lanes)).unwrap_or(1);
+    let hash = match a.lane_hash {
+        Some(HashArg::Djb) => LaneHash::Djb,
+        Some(HashArg::Xxh64) => LaneHash::Xxh64,
+        None => recorded.map(|l| l.hash).unwrap_or_default(),
     };
     let lane = a.lane.unwrap_or(0);
     anyhow::ensure!(
@@ -89,6 +107,7 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
         lane: Lane {
             index: lane,
             count: lanes,
+            hash,
         },
         flush_records: a.flush_records.max(1),
         flush_after: Duration::from_secs(a.flush_secs),
@@ -108,6 +127,7 @@ pub fn execute(a: Args) -> anyhow::Result<ExitCode> {
                     lane: Lane {
                         index,
                         count: lanes,
+                        hash,
                     },
                     ..opts.clone()
                 };

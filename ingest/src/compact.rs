@@ -636,7 +636,11 @@ mod tests {
         let out = d.path().join("ds");
         let lane = |index| Options {
             flush_records: 1,
-            lane: crate::Lane { index, count: 2 },
+            lane: crate::Lane {
+                index,
+                count: 2,
+                ..crate::Lane::default()
+            },
             ..Options::new(&out)
         };
         // Both open at once: each lane has its own lock, WAL and index.

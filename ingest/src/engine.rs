@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     compact::{self, CompactOptions},
     index::{Entry, Index, Verdict},
-    lanes::{self, Lane},
+    lanes::{self, Lane, LaneHash},
     parse::{self, Decoded, Malformed},
     quarantine::Quarantine,
     view::View,
@@ -113,6 +113,20 @@ pub enum IngestError {
         recorded: u16,
         /// The one asked.
         asked: u16,
+    },
+    /// The lane hash asked differs from the one the dataset's lanes were routed by.
+    #[error(
+        "{}: its lanes route nodes by rsyslog's {recorded} hash, asked to run with \
+         --lane-hash {asked}: every lane of a dataset must use its hash",
+        path.display()
+    )]
+    LaneHash {
+        /// The dataset.
+        path: std::path::PathBuf,
+        /// Its hash.
+        recorded: &'static str,
+        /// The one asked.
+        asked: &'static str,
     },
     /// Lane state without the lane count.
     #[error(
@@ -267,28 +281,40 @@ pub struct Ingest {
     run: Stats,
 }
 
-/// Checks `asked` against the dataset's lane count, recording it when the dataset is new.
-fn settle_lanes(out: &Path, asked: u16) -> Result<(), IngestError> {
+/// Checks `asked`'s lane count and hash against the dataset's, recording them when the dataset
+/// is new.
+fn settle_lanes(out: &Path, asked: Lane) -> Result<(), IngestError> {
     let refuse = |recorded| IngestError::LaneCount {
         path: out.to_path_buf(),
         recorded,
-        asked,
+        asked: asked.count,
+    };
+    let hash = |recorded: LaneHash| IngestError::LaneHash {
+        path: out.to_path_buf(),
+        recorded: recorded.name(),
+        asked: asked.hash.name(),
+    };
+    let want = lanes::Layout {
+        lanes: asked.count,
+        hash: asked.hash,
     };
     match lanes::recorded(out)? {
-        Some(n) if n == asked => Ok(()),
-        Some(n) => Err(refuse(n)),
+        Some(l) if l.lanes != asked.count => Err(refuse(l.lanes)),
+        Some(l) if l.hash != asked.hash => Err(hash(l.hash)),
+        Some(_) => Ok(()),
         // Lanes ran here, but their count is gone: which index holds a node is unknown.
         None if lanes::has_lane_state(out) => Err(IngestError::LanesUnrecorded {
             path: lanes::count_file(out),
         }),
-        None if asked <= 1 => Ok(()),
+        None if asked.count <= 1 => Ok(()),
         None if lanes::has_records(out)? => Err(refuse(1)),
         None => {
             let dir = out.join(".ingest");
             fs::create_dir_all(&dir).map_err(PathError::at(&dir))?;
-            match lanes::record(out, asked)? {
-                n if n == asked => Ok(()),
-                n => Err(refuse(n)),
+            match lanes::record(out, want)? {
+                l if l == want => Ok(()),
+                l if l.lanes != want.lanes => Err(refuse(l.lanes)),
+                l => Err(hash(l.hash)),
             }
         }
     }
@@ -310,7 +336,7 @@ impl Ingest {
     /// what a crash left (a compaction's switch, WAL segments not yet in Parquet), and starts
     /// a new WAL segment.
     pub fn open(opts: Options, waiting: &mut dyn FnMut()) -> Result<Ingest, IngestError> {
-        settle_lanes(&opts.out, opts.lane.count)?;
+        settle_lanes(&opts.out, opts.lane)?;
         let paths = Paths::lane(&opts.out, opts.lane.index);
         let name = opts.file_name();
         for d in [&paths.out, &paths.state_dir, &paths.wal, &paths.index] {
@@ -431,12 +457,13 @@ impl Ingest {
                         self.warned_misrouted = true;
                         tracing::warn!(
                             "ingest: lane {} of {} received records of host {:?}, whose lane is \
-                             {}: check that rsyslog's hash64mod and --lanes agree (counted as \
-                             misrouted)",
+                             {}: check that rsyslog's hash64mod and --lanes agree, and \
+                             --lane-hash (xxh64 if rsyslog's fmhash.so links libxxhash; counted \
+                             as misrouted)",
                             self.opts.lane.index,
                             self.opts.lane.count,
                             v.host,
-                            crate::lanes::lane_of(v.host, self.opts.lane.count)
+                            self.opts.lane.route(v.host)
                         );
                     }
                 }

@@ -9,9 +9,11 @@
 //!
 //! rsyslog's `fmhash` module, as Debian builds it (without xxhash), hashes with a modified
 //! Bernstein hash (`h = 33 * h ^ c` from 5381 over the string's `char`s, signed on x86-64, plus
-//! the seed, 0) and takes it modulo N as an unsigned 64-bit number. `$hostname` is the HOSTNAME
-//! field of the node's messages, which the daemon writes from the record's `host`: printable
-//! ASCII with anything else as `_`, at most 255 characters, `-` when empty.
+//! the seed, 0) and takes it modulo N as an unsigned 64-bit number; built with
+//! `--enable-fmhash-xxhash` it uses XXH64 with seed 0 instead (`--lane-hash xxh64`).
+//! `$hostname` is the HOSTNAME field of the node's messages, which the daemon writes from the
+//! record's `host`: printable ASCII with anything else as `_`, at most 255 characters, `-` when
+//! empty.
 
 use std::{
     fs, io,
@@ -21,43 +23,78 @@ use std::{
 use pyusage_record::atomic::PathError;
 use serde::{Deserialize, Serialize};
 
-/// How many lanes write the dataset, and which one this ingest is.
+/// Which hash rsyslog's fmhash was built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LaneHash {
+    /// Its own (`djb_hash`): rsyslog's default build, Debian's.
+    #[default]
+    Djb,
+    /// XXH64, seed 0: an rsyslog configured with `--enable-fmhash-xxhash` (its `fmhash.so`
+    /// links libxxhash).
+    Xxh64,
+}
+
+impl LaneHash {
+    /// The name `--lane-hash` and `lanes.json` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            LaneHash::Djb => "djb",
+            LaneHash::Xxh64 => "xxh64",
+        }
+    }
+}
+
+/// How many lanes write the dataset, which one this ingest is, and how rsyslog routes nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lane {
     /// This ingest's lane, below `count`.
     pub index: u16,
     /// The dataset's lanes (1: one ingest writes it).
     pub count: u16,
+    /// rsyslog's hash.
+    pub hash: LaneHash,
 }
 
 impl Default for Lane {
     fn default() -> Lane {
-        Lane { index: 0, count: 1 }
+        Lane {
+            index: 0,
+            count: 1,
+            hash: LaneHash::Djb,
+        }
     }
 }
 
 impl Lane {
     /// Whether `host`'s records belong to this lane.
     pub fn owns(&self, host: &str) -> bool {
-        self.count <= 1 || lane_of(host, self.count) == self.index
+        self.route(host) == self.index
+    }
+
+    /// The lane of `host`'s records among the dataset's: rsyslog's
+    /// `hash64mod($hostname, count)` for the HOSTNAME the daemon writes for `host`.
+    pub fn route(&self, host: &str) -> u16 {
+        lane_of(host, self.count, self.hash)
     }
 }
 
-/// The lane of `host`'s records among `count` lanes: rsyslog's `hash64mod($hostname, count)`
-/// for the HOSTNAME the daemon writes for `host`.
-pub fn lane_of(host: &str, count: u16) -> u16 {
+/// The lane of `host`'s records among `count` lanes routed by `hash` (see [`Lane::route`]).
+pub fn lane_of(host: &str, count: u16, hash: LaneHash) -> u16 {
     if count <= 1 {
         return 0;
     }
-    let mut name = host
+    let mut name: Vec<u8> = host
         .chars()
         .take(255)
         .map(|c| if c.is_ascii_graphic() { c as u8 } else { b'_' })
-        .peekable();
-    let h = if name.peek().is_none() {
-        fmhash64(b"-".iter().copied())
-    } else {
-        fmhash64(name)
+        .collect();
+    if name.is_empty() {
+        name.push(b'-');
+    }
+    let h = match hash {
+        LaneHash::Djb => fmhash64(name.iter().copied()),
+        LaneHash::Xxh64 => twox_hash::XxHash64::oneshot(0, &name),
     };
     (h % u64::from(count)) as u16
 }
@@ -74,17 +111,22 @@ pub fn count_file(out: &Path) -> PathBuf {
     out.join(".ingest").join("lanes.json")
 }
 
-#[derive(Serialize, Deserialize)]
-struct CountFile {
-    lanes: u16,
+/// What `lanes.json` records: the lane count and rsyslog's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// The lane count.
+    pub lanes: u16,
+    /// rsyslog's hash.
+    #[serde(default)]
+    pub hash: LaneHash,
 }
 
-/// The dataset's recorded lane count (`None`: none recorded, one lane).
-pub fn recorded(out: &Path) -> Result<Option<u16>, PathError> {
+/// The dataset's recorded lanes (`None`: none recorded, one lane).
+pub fn recorded(out: &Path) -> Result<Option<Layout>, PathError> {
     let path = count_file(out);
     match fs::read(&path) {
-        Ok(b) => match serde_json::from_slice::<CountFile>(&b) {
-            Ok(f) if (1..=MAX_LANES).contains(&f.lanes) => Ok(Some(f.lanes)),
+        Ok(b) => match serde_json::from_slice::<Layout>(&b) {
+            Ok(f) if (1..=MAX_LANES).contains(&f.lanes) => Ok(Some(f)),
             Ok(f) => Err(PathError {
                 path,
                 source: io::Error::new(
@@ -102,13 +144,13 @@ pub fn recorded(out: &Path) -> Result<Option<u16>, PathError> {
     }
 }
 
-/// Records `count` as the dataset's lane count unless one is recorded already; returns the
-/// recorded count (this one, or the one a lane opening at the same time recorded first).
-pub fn record(out: &Path, count: u16) -> Result<u16, PathError> {
+/// Records `layout` as the dataset's unless one is recorded already; returns the recorded one
+/// (this one, or the one a lane opening at the same time recorded first).
+pub fn record(out: &Path, layout: Layout) -> Result<Layout, PathError> {
     use std::io::Write;
     let path = count_file(out);
     let dir = path.parent().expect("in .ingest");
-    let body = serde_json::to_vec(&CountFile { lanes: count }).expect("serialises");
+    let body = serde_json::to_vec(&layout).expect("serialises");
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(PathError::at(dir))?;
     tmp.write_all(&body)
         .and_then(|()| tmp.as_file().sync_all())
@@ -120,10 +162,10 @@ pub fn record(out: &Path, count: u16) -> Result<u16, PathError> {
             fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(PathError::at(dir))?;
-            Ok(count)
+            Ok(layout)
         }
         Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-            Ok(recorded(out)?.unwrap_or(count))
+            Ok(recorded(out)?.unwrap_or(layout))
         }
         Err(e) => Err(PathError::at(&path)(e.error)),
     }
@@ -186,21 +228,47 @@ mod tests {
             ("nid001234", 0),
             ("login01.perlmutter.nersc.gov", 2),
         ] {
-            assert_eq!(lane_of(host, 7), lane, "{host}");
+            assert_eq!(lane_of(host, 7, LaneHash::Djb), lane, "{host}");
         }
         // The two hosts of the e2e test, as rsyslog routed them.
-        assert_eq!(lane_of("ingest-lanes-a", 2), 1);
-        assert_eq!(lane_of("ingest-lanes-b", 2), 0);
+        assert_eq!(lane_of("ingest-lanes-a", 2, LaneHash::Djb), 1);
+        assert_eq!(lane_of("ingest-lanes-b", 2, LaneHash::Djb), 0);
+    }
+
+    /// XXH64 of "*" (one byte, 42) with seed 0 is 0x0a9edecebeb03ae4 (xxHash's C
+    /// implementation): 4 modulo 7, 36 modulo 64.
+    #[test]
+    fn xxh64_routing_for_an_rsyslog_built_with_xxhash() {
+        assert_eq!(lane_of("*", 7, LaneHash::Xxh64), 4);
+        assert_eq!(lane_of("*", 64, LaneHash::Xxh64), 36);
+        assert_eq!(
+            lane_of("*", 7, LaneHash::Djb),
+            (((5381u64 * 33) ^ 42) % 7) as u16
+        );
+        let json = serde_json::to_string(&Layout {
+            lanes: 2,
+            hash: LaneHash::Xxh64,
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"lanes":2,"hash":"xxh64"}"#);
+        let old: Layout = serde_json::from_str(r#"{"lanes":3}"#).unwrap();
+        assert_eq!(old.hash, LaneHash::Djb);
     }
 
     #[test]
     fn the_hostname_the_daemon_writes_is_hashed() {
-        assert_eq!(lane_of("nid 1é", 1000), lane_of("nid_1_", 1000));
-        assert_eq!(lane_of("", 1000), lane_of("-", 1000));
-        let long = "n".repeat(300);
-        assert_eq!(lane_of(&long, 1000), lane_of(&long[..255], 1000));
-        assert_eq!(lane_of("anything", 1), 0);
-        let lane = Lane { index: 1, count: 2 };
+        for h in [LaneHash::Djb, LaneHash::Xxh64] {
+            assert_eq!(lane_of("nid 1é", 1000, h), lane_of("nid_1_", 1000, h));
+            assert_eq!(lane_of("", 1000, h), lane_of("-", 1000, h));
+            let long = "n".repeat(300);
+            assert_eq!(lane_of(&long, 1000, h), lane_of(&long[..255], 1000, h));
+            assert_eq!(lane_of("anything", 1, h), 0);
+        }
+        let lane = Lane {
+            index: 1,
+            count: 2,
+            hash: LaneHash::Djb,
+        };
         assert!(lane.owns("ingest-lanes-a") && !lane.owns("ingest-lanes-b"));
         assert!(Lane::default().owns("ingest-lanes-b"));
     }

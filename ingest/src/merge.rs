@@ -14,10 +14,7 @@ use std::path::{Path, PathBuf};
 
 use pyusage_record::{data_dir, dataset, segment, ReadError, Record};
 
-use crate::{
-    engine::{Ingest, IngestError, Outcome},
-    lanes::lane_of,
-};
+use crate::engine::{Ingest, IngestError, Outcome};
 
 /// What a merge did.
 #[derive(Debug, Default)]
@@ -55,7 +52,13 @@ pub fn files(dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
 /// Merges every file of `dirs` into `lanes` (the dataset's lanes, opened in lane order: one
 /// for a dataset of one lane), committing after each file.
 pub fn merge(lanes: &mut [Ingest], dirs: &[PathBuf]) -> Result<Merged, IngestError> {
-    let count = u16::try_from(lanes.len()).expect("at most u16::MAX lanes");
+    // How rsyslog routes the dataset's nodes (every lane has the same count and hash).
+    let route = lanes.first().map(Ingest::lane).unwrap_or_default();
+    assert_eq!(
+        usize::from(route.count),
+        lanes.len(),
+        "every lane, in order"
+    );
     let mut m = Merged::default();
     for dir in dirs {
         let list = match files(dir) {
@@ -82,7 +85,7 @@ pub fn merge(lanes: &mut [Ingest], dirs: &[PathBuf]) -> Result<Merged, IngestErr
             m.files += 1;
             for r in &recs {
                 m.records += 1;
-                let own = usize::from(lane_of(&r.host, count));
+                let own = usize::from(route.route(&r.host));
                 let mut elsewhere = false;
                 for (i, lane) in lanes.iter_mut().enumerate() {
                     if i != own && lane.has(r)? {
@@ -154,7 +157,11 @@ mod tests {
 
     /// Lane `index` of `count` of the dataset at `out`.
     fn open_lane(out: &Path, index: u16, count: u16) -> Result<Ingest, IngestError> {
-        let lane = crate::Lane { index, count };
+        let lane = crate::Lane {
+            index,
+            count,
+            ..crate::Lane::default()
+        };
         Ingest::open(
             Options {
                 lane,
@@ -228,6 +235,27 @@ mod tests {
         }
         // The lane count is the dataset's: another is refused, before anything is locked.
         assert!(refused(&out, 3, 2) && refused(&out, 1, 2));
+        // And so is another hash.
+        let xxh = crate::Lane {
+            index: 0,
+            count: 2,
+            hash: crate::lanes::LaneHash::Xxh64,
+        };
+        let e = Ingest::open(
+            Options {
+                lane: xxh,
+                ..Options::new(&out)
+            },
+            &mut || {},
+        );
+        assert!(matches!(
+            e,
+            Err(IngestError::LaneHash {
+                recorded: "djb",
+                asked: "xxh64",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -244,7 +272,10 @@ mod tests {
         // A new dataset takes any count, fixed by its first lane.
         let fresh = d.path().join("fresh");
         open_lane(&fresh, 1, 2).unwrap().finish().unwrap();
-        assert_eq!(crate::lanes::recorded(&fresh).unwrap(), Some(2));
+        assert_eq!(
+            crate::lanes::recorded(&fresh).unwrap().map(|l| l.lanes),
+            Some(2)
+        );
         // Its count lost: refused, whatever count is asked, until it is written back.
         let count = crate::lanes::count_file(&fresh);
         std::fs::remove_file(&count).unwrap();
