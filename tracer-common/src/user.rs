@@ -233,6 +233,19 @@ pub struct ExecInfo {
     /// Found by what it opened (every live Python process is; `false` only for processes
     /// seeded from `/proc` at daemon start).
     pub promoted: bool,
+    /// The program of a process executed from a descriptor (`fexecve`, a `memfd`: `filename`
+    /// is `/dev/fd/N` or `/proc/self/fd/N`), read from `/proc/<pid>/exe` as soon as the event
+    /// arrived: a short process may be gone by the time the event is handled.
+    pub exe: Option<Vec<u8>>,
+}
+
+impl ExecInfo {
+    /// Whether the program was executed from a descriptor, so that only `/proc/<pid>/exe`
+    /// names it.
+    pub fn from_descriptor(&self) -> bool {
+        let f = self.filename.as_slice();
+        f.is_empty() || f.starts_with(b"/dev/fd/") || f.starts_with(b"/proc/")
+    }
 }
 
 fn read<T: Copy>(buf: &[u8], kind: u32) -> Result<T, DecodeError> {
@@ -277,6 +290,7 @@ impl Event {
                     env: region(buf, EXEC_ENV_OFF, e.env_len, ENV_MAX, kind)?,
                     flags: e.flags,
                     promoted: kind == EventKind::Promote as u32,
+                    exe: None,
                 })
             }
             EventKind::ExecOther => Event::ExecOther {

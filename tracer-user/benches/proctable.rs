@@ -74,6 +74,7 @@ fn event(line: &str, tgid: u32, t: u64) -> Option<Event> {
             env: b"PATH=/usr/bin\0HOME=/root\0".to_vec(),
             flags: 0,
             promoted: false,
+            exe: None,
         }));
     }
     if call.starts_with("mmap(") {

@@ -159,10 +159,12 @@ pub fn is_interpreter(base: &Path, elf: &mut ElfCache) -> Option<bool> {
         return Some(true);
     }
     let maps = std::fs::read_to_string(base.join("maps")).ok()?;
-    if maps.is_empty() && state(base) == Some('Z') {
-        // Exited, not yet reaped: a zombie maps nothing and has no `exe` to read (so the
-        // program's answer above was "no"). Unknown, never "not an interpreter": that dropped
-        // the records of a short interpreter whose promotion was handled late.
+    if maps.is_empty() {
+        // Exiting (its memory released, not yet a zombie, or a zombie not yet reaped): it maps
+        // nothing and has no `exe` to read, so the program's answer above was "no". Unknown,
+        // never "not an interpreter": that dropped the records of a short interpreter whose
+        // promotion was handled late. (A live process always maps its program; a thread group
+        // whose leader exited reads as a zombie's.)
         return None;
     }
     let root = base.join("root");
@@ -180,12 +182,6 @@ pub fn is_interpreter(base: &Path, elf: &mut ElfCache) -> Option<bool> {
         }
     }
     Some(false)
-}
-
-/// The state letter of the process at `/proc/<pid>` (`base`), from its `stat`.
-fn state(base: &Path) -> Option<char> {
-    let stat = std::fs::read_to_string(base.join("stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 #[cfg(test)]
@@ -218,6 +214,12 @@ mod tests {
     /// What a process is, asked while it runs, once it has exited but is not yet reaped (a
     /// zombie: no `exe`, empty `maps`) and once it is gone. Only the running one may answer;
     /// "not an interpreter" for an exited Python dropped its records (a CI failure).
+    /// The state letter of the process at `/proc/<pid>` (`base`), from its `stat`.
+    fn state(base: &Path) -> Option<char> {
+        let stat = std::fs::read_to_string(base.join("stat")).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    }
+
     #[test]
     fn exited_processes_are_unknown_not_other_programs() {
         let mut elf = ElfCache::new();

@@ -122,6 +122,7 @@ pub(crate) fn inspect(pid: u32, self_pid: u32, elf: &mut ElfCache) -> Option<See
             env: std::fs::read(base.join("environ")).unwrap_or_default(),
             flags: 0,
             promoted: false,
+            exe: None,
         },
         files,
     })

@@ -84,6 +84,16 @@ impl Source {
                 let Some(item) = rb.next() else { break };
                 n += 1;
                 match Event::decode(&item) {
+                    Ok(Event::Exec(mut info)) => {
+                        if info.from_descriptor() {
+                            // Read now: by the time the processor reaches this event, a short
+                            // process run from a `memfd` may be gone with its `exe`.
+                            info.exe = std::fs::read_link(format!("/proc/{}/exe", info.tgid))
+                                .ok()
+                                .map(|p| p.into_os_string().into_encoded_bytes());
+                        }
+                        batch.push(Event::Exec(info));
+                    }
                     Ok(ev) => batch.push(ev),
                     Err(e) => {
                         self.undecodable += 1;

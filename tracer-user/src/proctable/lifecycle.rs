@@ -339,7 +339,10 @@ fn executable(info: &ExecInfo, facts: &dyn ProcFacts) -> String {
     if shebang {
         return String::from_utf8_lossy(argv[0]).into_owned();
     }
-    if file.is_empty() || file.starts_with(b"/dev/fd/") || file.starts_with(b"/proc/") {
+    if info.from_descriptor() {
+        if let Some(exe) = &info.exe {
+            return String::from_utf8_lossy(exe).into_owned();
+        }
         if let Some(exe) = facts.exe(info.tgid) {
             return exe.to_string_lossy().into_owned();
         }
@@ -383,6 +386,55 @@ fn x_option(args: &[u8], key: &[u8]) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `/proc` of a process that has exited: nothing to read.
+    struct Gone;
+    impl ProcFacts for Gone {
+        fn cwd(&self, _: u32) -> Option<PathBuf> {
+            None
+        }
+        fn cgroup(&self, _: u32) -> Option<String> {
+            None
+        }
+        fn fd_path(&self, _: u32, _: i32) -> Option<PathBuf> {
+            None
+        }
+        fn exe(&self, _: u32) -> Option<PathBuf> {
+            None
+        }
+        fn is_interpreter(&self, _: u32, _: &mut crate::elf::ElfCache) -> Option<bool> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_program_run_from_a_descriptor_is_named_by_the_exe_read_on_arrival() {
+        let info = |file: &str, exe: Option<&str>| ExecInfo {
+            tgid: 5,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            mnt_ns: 1,
+            ktime_ns: 0,
+            filename: file.into(),
+            args: b"python3\0-c\0pass".to_vec(),
+            env: Vec::new(),
+            flags: 0,
+            promoted: true,
+            exe: exe.map(|e| e.into()),
+        };
+        let memfd = "/memfd:interp (deleted)";
+        for file in ["/proc/self/fd/3", "/dev/fd/3", ""] {
+            assert_eq!(executable(&info(file, Some(memfd)), &Gone), memfd);
+            // Not read in time, and gone: the path as executed is all there is.
+            assert_eq!(executable(&info(file, None), &Gone), file);
+        }
+        // A program run by its path is named by it, whatever was read.
+        assert_eq!(
+            executable(&info("/usr/bin/python3", Some(memfd)), &Gone),
+            "/usr/bin/python3"
+        );
+    }
 
     #[test]
     fn x_options_are_found_past_options_with_separate_values() {

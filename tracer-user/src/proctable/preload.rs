@@ -64,6 +64,7 @@ impl ProcTable {
                     env: env.clone(),
                     flags: 0,
                     promoted: true,
+                    exe: None,
                 };
                 self.hello(info, m.conn, facts)
             }

@@ -45,6 +45,7 @@ fn exec(tgid: u32, ppid: u32, file: &str, args: &str, env: &str, t: u64) -> Even
         env: env.replace(' ', "\0").into_bytes(),
         flags: 0,
         promoted: true,
+        exe: None,
     })
 }
 
