@@ -19,7 +19,9 @@ sends and rsyslog hands to omprog (`RSYSLOG_SyslogProtocol23Format`). Two measur
    --rsyslog-lanes, also through pyusage-central-lanes.conf (two ingests, one dataset). With
    --rsyslog-null, the same paths again with omprog_null.c (answers each message at once,
    keeps nothing) in ingest's place: what rsyslog itself can deliver through omprog here, the
-   ceiling for any consumer. rsyslog's own CPU per record is printed for every path.
+   ceiling for any consumer, and (first round) rsyslog's CPU for the same lines with no
+   output and with omfile, the floor under it. rsyslog's own CPU per record is printed for
+   every path.
 
 With several --bin (say the build before a change and the one after) every run uses the same
 lines, the binaries alternating within each of R rounds (the order swapped every round): on a
@@ -233,6 +235,51 @@ def bench_rsyslog(bin_, msgs, work, repo, lanes=False, null=False):
     return dt, sent, rss, cpu, rs1 - rs0
 
 
+def bench_rsyslog_floor(msgs, work, output):
+    """rsyslog's own CPU per message for the same lines over imtcp, with no output (`None`: a
+    rule that matches nothing) or omfile to /dev/null: what any omprog path adds is above it.
+    Waits until rsyslog's CPU stops moving (nothing to count stored)."""
+    port = free_port()
+    wd = os.path.join(work, "rs-floor")
+    shutil.rmtree(wd, ignore_errors=True)
+    os.makedirs(wd + "/work")
+    action = 'action(type="omfile" file="/dev/null" template="RSYSLOG_SyslogProtocol23Format")'
+    rule = action if output else 'if $msg == "no such message" then ' + action
+    with open(wd + "/rsyslog.conf", "w") as f:
+        f.write('global(maxMessageSize="64k" workDirectory="%s/work")\n'
+                'module(load="imtcp")\n'
+                'input(type="imtcp" address="127.0.0.1" port="%d" ruleset="r")\n'
+                'ruleset(name="r") { %s }\n' % (wd, port, rule))
+    rs = subprocess.Popen(["rsyslogd", "-n", "-f", wd + "/rsyslog.conf", "-i", wd + "/pid"])
+    try:
+        for _ in range(200):
+            try:
+                s = socket.create_connection(("127.0.0.1", port))
+                break
+            except OSError:
+                time.sleep(0.05)
+        _, c0 = proc_stat(rs.pid)
+        buf = bytearray()
+        for m in msgs:
+            buf += b"%d " % len(m) + m
+            if len(buf) > 1 << 20:
+                s.sendall(buf)
+                buf.clear()
+        s.sendall(buf)
+        s.close()
+        last = None
+        while True:
+            time.sleep(0.3)
+            _, c = proc_stat(rs.pid)
+            if c == last:
+                break
+            last = c
+    finally:
+        rs.send_signal(signal.SIGTERM)
+        rs.wait()
+    return (c - c0) / len(msgs)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -303,6 +350,13 @@ def main():
                               " load average %.1f)"
                               % (tag, what, m, dt, m / dt, sent, rcpu / m * 1e6, extra,
                                  os.getloadavg()[0]))
+                        sys.stdout.flush()
+                if a.rsyslog_null and rnd == 0:
+                    for output in (False, True):
+                        us = bench_rsyslog_floor(rs_msgs, work, output) * 1e6
+                        print("rsyslog imtcp -> %s: rsyslog's CPU %.1f us per record (its input"
+                              " and rules, the floor under every omprog path)"
+                              % ("omfile /dev/null" if output else "no output", us))
                         sys.stdout.flush()
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -84,17 +84,17 @@ pub fn lane_of(host: &str, count: u16, hash: LaneHash) -> u16 {
     if count <= 1 {
         return 0;
     }
-    let mut name: Vec<u8> = host
-        .chars()
-        .take(255)
-        .map(|c| if c.is_ascii_graphic() { c as u8 } else { b'_' })
-        .collect();
-    if name.is_empty() {
-        name.push(b'-');
+    // On the stack: a lane checks every record it accepts.
+    let mut buf = [0u8; 255];
+    let mut len = 0;
+    for c in host.chars().take(buf.len()) {
+        buf[len] = if c.is_ascii_graphic() { c as u8 } else { b'_' };
+        len += 1;
     }
+    let name: &[u8] = if len == 0 { b"-" } else { &buf[..len] };
     let h = match hash {
         LaneHash::Djb => fmhash64(name.iter().copied()),
-        LaneHash::Xxh64 => twox_hash::XxHash64::oneshot(0, &name),
+        LaneHash::Xxh64 => twox_hash::XxHash64::oneshot(0, name),
     };
     (h % u64::from(count)) as u16
 }
