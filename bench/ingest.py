@@ -158,6 +158,27 @@ def null_consumer(work):
     return exe
 
 
+def connect(port):
+    """A TCP connection to the rsyslog starting on `port` (waits up to 10 s for it)."""
+    for _ in range(200):
+        try:
+            return socket.create_connection(("127.0.0.1", port))
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("rsyslogd is not listening on %d" % port)
+
+
+def send_framed(s, msgs):
+    """Sends `msgs` with octet-counting framing, a MiB at a time."""
+    buf = bytearray()
+    for m in msgs:
+        buf += b"%d " % len(m) + m
+        if len(buf) > 1 << 20:
+            s.sendall(buf)
+            buf.clear()
+    s.sendall(buf)
+
+
 def bench_rsyslog(bin_, msgs, work, repo, lanes=False, null=False):
     """Sends `msgs` over TCP to a real rsyslog running the shipped collector snippet
     (pyusage-central.conf, or pyusage-central-lanes.conf's two lanes), imtcp in place of
@@ -201,21 +222,10 @@ def bench_rsyslog(bin_, msgs, work, repo, lanes=False, null=False):
                 pass
         return n
     try:
-        for _ in range(200):
-            try:
-                s = socket.create_connection(("127.0.0.1", port))
-                break
-            except OSError:
-                time.sleep(0.05)
+        s = connect(port)
         _, rs0 = proc_stat(rs.pid)
         t0 = time.time()
-        buf = bytearray()
-        for m in msgs:
-            buf += b"%d " % len(m) + m
-            if len(buf) > 1 << 20:
-                s.sendall(buf)
-                buf.clear()
-        s.sendall(buf)
+        send_framed(s, msgs)
         sent = time.time() - t0
         while True:
             got = stored()
@@ -252,20 +262,9 @@ def bench_rsyslog_floor(msgs, work, output):
                 'ruleset(name="r") { %s }\n' % (wd, port, rule))
     rs = subprocess.Popen(["rsyslogd", "-n", "-f", wd + "/rsyslog.conf", "-i", wd + "/pid"])
     try:
-        for _ in range(200):
-            try:
-                s = socket.create_connection(("127.0.0.1", port))
-                break
-            except OSError:
-                time.sleep(0.05)
+        s = connect(port)
         _, c0 = proc_stat(rs.pid)
-        buf = bytearray()
-        for m in msgs:
-            buf += b"%d " % len(m) + m
-            if len(buf) > 1 << 20:
-                s.sendall(buf)
-                buf.clear()
-        s.sendall(buf)
+        send_framed(s, msgs)
         s.close()
         last = None
         while True:
