@@ -13,12 +13,61 @@ use std::{
 use super::{Class, EnvKind, Location, ProcessView};
 
 fn comps(path: &Path) -> Vec<&OsStr> {
-    path.components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(s) => Some(s),
-            _ => None,
-        })
-        .collect()
+    Comps::of(path).parts
+}
+
+/// A path's normal components, and the directories they lead through.
+///
+/// Every module file of every import is classified, and building its `sys.path` entry and
+/// prefix by collecting components into a `PathBuf` (one push, with its separator logic, per
+/// component) was the largest part of that. A plain absolute path (`/a/b/c`: no empty, `.` or
+/// `..` component, no trailing `/`, as the import system builds them) is split at each `/` in
+/// one pass, and the directory through its `n`-th component is a prefix of its bytes; any other
+/// goes through `Path`'s parser, as before.
+struct Comps<'a> {
+    parts: Vec<&'a OsStr>,
+    /// The path's bytes when they are exactly `/` + the parts joined by `/`.
+    plain: Option<&'a [u8]>,
+}
+
+impl<'a> Comps<'a> {
+    fn of(path: &'a Path) -> Comps<'a> {
+        let b = path.as_os_str().as_bytes();
+        if let Some(rest) = b.strip_prefix(b"/") {
+            let parts: Vec<&OsStr> = rest.split(|&c| c == b'/').map(OsStr::from_bytes).collect();
+            if parts
+                .iter()
+                .all(|s| !matches!(s.as_bytes(), b"" | b"." | b".."))
+            {
+                return Comps {
+                    parts,
+                    plain: Some(b),
+                };
+            }
+        }
+        let parts = path
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        Comps { parts, plain: None }
+    }
+
+    /// `/` followed by the first `n` components.
+    fn through(&self, n: usize) -> PathBuf {
+        match self.plain {
+            Some(b) => {
+                // `/` + each part and its separator, less the last separator.
+                let end = self.parts[..n].iter().map(|s| s.len() + 1).sum::<usize>();
+                PathBuf::from(OsStr::from_bytes(&b[..end.max(1)]))
+            }
+            None => std::iter::once(OsStr::new("/"))
+                .chain(self.parts[..n].iter().copied())
+                .collect(),
+        }
+    }
 }
 
 /// `foo.cpython-311-x86_64-linux-gnu.so` → `foo`; `foo.py` → `foo`; `foo` → `foo`.
@@ -114,8 +163,8 @@ pub(super) fn top_level(rest: &[&OsStr]) -> Option<String> {
 
 /// Classifies a path from its text alone (no I/O).
 pub fn classify(path: &Path, view: &ProcessView) -> Class {
-    let c = comps(path);
-    let Some(name) = c.last().map(|s| s.as_bytes()) else {
+    let c = Comps::of(path);
+    let Some(name) = c.parts.last().map(|s| s.as_bytes()) else {
         return Class::Ignore;
     };
     if let Some(b) = blas_kind(name) {
@@ -138,13 +187,12 @@ pub fn classify(path: &Path, view: &ProcessView) -> Class {
 
 /// A module file under site-packages / dist-packages (the last one: a venv inside a system
 /// tree), with the environment's prefix; `None` when the path has no such directory.
-fn in_site_packages(c: &[&OsStr]) -> Option<Class> {
+fn in_site_packages(comps: &Comps) -> Option<Class> {
+    let c = &comps.parts[..];
     let i = c
         .iter()
         .rposition(|s| s.as_bytes() == b"site-packages" || s.as_bytes() == b"dist-packages")?;
-    let site_dir: PathBuf = std::iter::once(OsStr::new("/"))
-        .chain(c[..=i].iter().copied())
-        .collect();
+    let site_dir = comps.through(i + 1);
     let Some(package) = top_level(&c[i + 1..]) else {
         return Some(Class::Ignore);
     };
@@ -156,9 +204,7 @@ fn in_site_packages(c: &[&OsStr]) -> Option<Class> {
     {
         j -= 2;
     }
-    let prefix: PathBuf = std::iter::once(OsStr::new("/"))
-        .chain(c[..j].iter().copied())
-        .collect();
+    let prefix = comps.through(j);
     let user = j >= 1 && c[j - 1].as_bytes() == b".local";
     Some(Class::Module(Location {
         package,
@@ -170,7 +216,8 @@ fn in_site_packages(c: &[&OsStr]) -> Option<Class> {
 
 /// A module file of the standard library: `…/lib/pythonX.Y/<mod>` or
 /// `…/lib/pythonX.Y/lib-dynload/<ext>`; `None` when the path is under no `lib/pythonX.Y`.
-fn in_stdlib(c: &[&OsStr]) -> Option<Class> {
+fn in_stdlib(comps: &Comps) -> Option<Class> {
+    let c = &comps.parts[..];
     let i = c.windows(2).position(|w| {
         w[0].as_bytes().starts_with(b"lib") && is_versioned_python_dir(w[1].as_bytes())
     })?;
@@ -179,12 +226,8 @@ fn in_stdlib(c: &[&OsStr]) -> Option<Class> {
         rest = &rest[1..];
     }
     if let Some(package) = top_level(rest) {
-        let site_dir: PathBuf = std::iter::once(OsStr::new("/"))
-            .chain(c[..i + 2].iter().copied())
-            .collect();
-        let prefix: PathBuf = std::iter::once(OsStr::new("/"))
-            .chain(c[..i].iter().copied())
-            .collect();
+        let site_dir = comps.through(i + 2);
+        let prefix = comps.through(i);
         return Some(Class::Module(Location {
             package,
             site_dir,
@@ -296,4 +339,33 @@ pub fn classify_unplaced(
         kind: EnvKind::Unknown,
         prefix: Some(site_dir.to_path_buf()),
     })
+}
+
+#[cfg(test)]
+mod comps_tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The one-pass split agrees with `Path`'s parser on every path, plain or not: the same
+        /// components, and the same directory through each of them.
+        #[test]
+        fn comps_are_paths_components(s in "[/._ab]{0,14}") {
+            let p = Path::new(&s);
+            let want: Vec<&OsStr> = p
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            let c = Comps::of(p);
+            proptest::prop_assert_eq!(&c.parts, &want);
+            for n in 0..=want.len() {
+                let joined: PathBuf = std::iter::once(OsStr::new("/"))
+                    .chain(want[..n].iter().copied())
+                    .collect();
+                proptest::prop_assert_eq!(c.through(n), joined);
+            }
+        }
+    }
 }
