@@ -195,6 +195,85 @@ fn an_ordinary_users_hostile_metadata_neither_stalls_nor_leaks_nor_injects() {
     assert!(csv.contains("\\u{1b}]0;job\\u{7}"), "{csv}");
 }
 
+/// Metadata its user may read only through a supplementary group (a `dist-info` of
+/// `root:4243`, `0750`/`0640`; the package itself world-readable): used for a process of that
+/// user in that group, and not for the same user without the group. The groups are the
+/// kernel's at the exec: a member that has exited before the daemon handles its exec (the
+/// daemon stopped meanwhile, its events waiting in the ring) still reads through its group.
+#[test]
+fn metadata_readable_through_a_supplementary_group_is_used_for_that_group_only() {
+    use std::os::unix::fs::chown;
+    let t = shared_tempdir();
+    let env = t.path().join("g");
+    let site = env.join("lib/python3.11/site-packages");
+    std::fs::create_dir_all(site.join("grouped")).unwrap();
+    std::fs::write(site.join("grouped/__init__.py"), "").unwrap();
+    std::fs::write(env.join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+    let info = site.join("grouped-2.5.dist-info");
+    std::fs::create_dir_all(&info).unwrap();
+    std::fs::write(
+        info.join("METADATA"),
+        "Name: grouped-dist\nVersion: 2.5.1\n",
+    )
+    .unwrap();
+    std::fs::write(info.join("RECORD"), "grouped/__init__.py,,\n").unwrap();
+    for (f, mode) in [
+        (info.join("METADATA"), 0o640),
+        (info.join("RECORD"), 0o640),
+        (info.clone(), 0o750),
+    ] {
+        chown(&f, Some(0), Some(4243)).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let d = Daemon::start();
+    let import = |groups: &[&str]| {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid", "nobody", "--regid", "nogroup"])
+            .args(groups)
+            .args(["--", DEBIAN_PYTHON, "-I", "-B", "-c"])
+            .arg(format!(
+                "import sys; sys.path.insert(0, {:?}); import grouped",
+                site.to_str().unwrap()
+            ))
+            .env_clear();
+        let (pid, out) = run(&mut c);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pid
+    };
+    let member = import(&["--groups", "4243"]);
+    let signal = |sig: &str| {
+        let pid = d.pid().to_string();
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    let gone = import(&["--groups", "100,4243"]);
+    signal("-CONT");
+    let outsider = import(&["--clear-groups"]);
+    let r = d.stop();
+    for pid in [member, gone] {
+        let m = r.one(pid, "grouped");
+        assert_eq!(
+            (&m["distribution"], &m["version"]),
+            (&"grouped-dist".into(), &"2.5.1".into()),
+            "read through the process's group: {m}"
+        );
+    }
+    let o = r.one(outsider, "grouped");
+    assert_ne!(
+        o["version"], "2.5.1",
+        "its user cannot read that metadata: {o}"
+    );
+    assert!(r.status["metadata"]["not_permitted"].as_u64().unwrap() >= 1);
+}
+
 /// A user's FUSE mount that answers that user only (tests/e2e/hung_fuse.py): the resolver's
 /// read of its metadata hangs forever, and yet that user's record and another user's are
 /// produced while it hangs, the missed deadline is counted, and the daemon stops cleanly.

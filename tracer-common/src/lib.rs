@@ -65,9 +65,10 @@ pub struct Header {
     pub ktime_ns: u64,
 }
 
-/// Fixed part of an exec/promote event. In the ring buffer it is followed by `filename`
-/// ([`PATH_MAX`] bytes), `args` ([`ARGS_MAX`] bytes) and `env_len` bytes of environment; only
-/// `*_len` bytes of each region are meaningful.
+/// Fixed part of an exec/promote event. In the ring buffer it is followed by the supplementary
+/// groups ([`GROUPS_MAX`] `u32`s), `filename` ([`PATH_MAX`] bytes), `args` ([`ARGS_MAX`]
+/// bytes) and `env_len` bytes of environment; only `n_groups` and `*_len` of each region are
+/// meaningful.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ExecEvent {
@@ -88,8 +89,13 @@ pub struct ExecEvent {
     pub args_len: u32,
     /// Bytes of the NUL-separated environment block.
     pub env_len: u32,
-    /// [`EXEC_FLAG_ARGS_TRUNCATED`] | [`EXEC_FLAG_ENV_TRUNCATED`].
+    /// [`EXEC_FLAG_ARGS_TRUNCATED`] | [`EXEC_FLAG_ENV_TRUNCATED`] | [`EXEC_FLAG_LIBPYTHON`] |
+    /// [`EXEC_FLAG_GROUPS`].
     pub flags: u32,
+    /// Supplementary groups in the groups region (with [`EXEC_FLAG_GROUPS`]).
+    pub n_groups: u32,
+    /// Zero.
+    pub _pad: u32,
 }
 
 /// The argv block was longer than [`ARGS_MAX`].
@@ -98,9 +104,17 @@ pub const EXEC_FLAG_ARGS_TRUNCATED: u32 = 1;
 pub const EXEC_FLAG_ENV_TRUNCATED: u32 = 2;
 /// Promoted because it opened `libpython*` (the library need not be mapped yet).
 pub const EXEC_FLAG_LIBPYTHON: u32 = 4;
+/// The groups region holds all the process's supplementary groups, as the kernel had them
+/// (`real_cred->group_info`) at the event; without it they are unknown (more than
+/// [`GROUPS_MAX`], or this kernel's BTF does not describe them).
+pub const EXEC_FLAG_GROUPS: u32 = 8;
+/// Supplementary groups an exec event carries at most.
+pub const GROUPS_MAX: usize = 32;
 
+/// Offset of the supplementary groups region in an exec event.
+pub const EXEC_GROUPS_OFF: usize = core::mem::size_of::<ExecEvent>();
 /// Offset of the filename region in an exec event.
-pub const EXEC_FILENAME_OFF: usize = core::mem::size_of::<ExecEvent>();
+pub const EXEC_FILENAME_OFF: usize = EXEC_GROUPS_OFF + GROUPS_MAX * 4;
 /// Offset of the argv region in an exec event.
 pub const EXEC_ARGS_OFF: usize = EXEC_FILENAME_OFF + PATH_MAX;
 /// Offset of the environment region in an exec event.
@@ -372,6 +386,15 @@ pub struct Config {
     pub task_mm: u32,
     /// `task_struct.nsproxy`.
     pub task_nsproxy: u32,
+    /// `task_struct.real_cred`, or 0 when any of the four offsets of the supplementary groups
+    /// is missing from this kernel's BTF (then they are read from `/proc`).
+    pub task_real_cred: u32,
+    /// `cred.group_info`.
+    pub cred_group_info: u32,
+    /// `group_info.ngroups`.
+    pub group_info_ngroups: u32,
+    /// `group_info.gid` (the array).
+    pub group_info_gid: u32,
     /// `nsproxy.mnt_ns`.
     pub nsproxy_mnt_ns: u32,
     /// `mnt_namespace.ns.inum`.
@@ -442,7 +465,7 @@ pub struct Config {
 /// Size checks: the kernel writes and user space reads these exact layouts.
 const _: () = {
     assert!(core::mem::size_of::<Header>() == 16);
-    assert!(core::mem::size_of::<ExecEvent>() == 48);
+    assert!(core::mem::size_of::<ExecEvent>() == 56);
     assert!(core::mem::size_of::<ForkEvent>() == 24);
     assert!(core::mem::size_of::<ExitEvent>() == 48);
     assert!(core::mem::size_of::<OpenEvent>() == 40);

@@ -237,6 +237,10 @@ pub struct ExecInfo {
     /// is `/dev/fd/N` or `/proc/self/fd/N`), read from `/proc/<pid>/exe` as soon as the event
     /// arrived: a short process may be gone by the time the event is handled.
     pub exe: Option<Vec<u8>>,
+    /// Supplementary groups as the kernel had them at the event; `None` when it could not
+    /// say (more than [`GROUPS_MAX`](crate::GROUPS_MAX), or a process not from an exec
+    /// event): then they are read from `/proc`.
+    pub groups: Option<Vec<u32>>,
 }
 
 impl ExecInfo {
@@ -246,6 +250,21 @@ impl ExecInfo {
         let f = self.filename.as_slice();
         f.is_empty() || f.starts_with(b"/dev/fd/") || f.starts_with(b"/proc/")
     }
+}
+
+/// The groups region of exec event `e` (see [`ExecInfo::groups`]).
+fn groups(buf: &[u8], e: &ExecEvent) -> Option<Vec<u32>> {
+    if e.flags & crate::EXEC_FLAG_GROUPS == 0 || e.n_groups as usize > crate::GROUPS_MAX {
+        return None;
+    }
+    let region =
+        buf.get(crate::EXEC_GROUPS_OFF..crate::EXEC_GROUPS_OFF + 4 * e.n_groups as usize)?;
+    Some(
+        region
+            .chunks_exact(4)
+            .map(|g| u32::from_ne_bytes([g[0], g[1], g[2], g[3]]))
+            .collect(),
+    )
 }
 
 fn read<T: Copy>(buf: &[u8], kind: u32) -> Result<T, DecodeError> {
@@ -291,6 +310,7 @@ impl Event {
                     flags: e.flags,
                     promoted: kind == EventKind::Promote as u32,
                     exe: None,
+                    groups: groups(buf, &e),
                 })
             }
             EventKind::ExecOther => Event::ExecOther {

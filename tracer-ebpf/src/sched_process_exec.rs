@@ -9,16 +9,17 @@
 //! reported as [`EventKind::ExecOther`] and starts over on probation.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_probe_read_user,
-        generated::bpf_probe_read_user_str,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_probe_read_kernel,
+        generated::bpf_probe_read_user, generated::bpf_probe_read_user_str,
     },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use tracer_common::{
     Counter, EventKind, ExecEvent, Header, ProcState, ARGS_MAX, ENV_MAX, EXEC_ARGS_OFF,
-    EXEC_ENV_OFF, EXEC_FILENAME_OFF, EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_ENV_TRUNCATED, PATH_MAX,
-    STATE_IGNORED, STATE_PROBATION, STATE_PYTHON,
+    EXEC_ENV_OFF, EXEC_FILENAME_OFF, EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_ENV_TRUNCATED,
+    EXEC_FLAG_GROUPS, EXEC_GROUPS_OFF, GROUPS_MAX, PATH_MAX, STATE_IGNORED, STATE_PROBATION,
+    STATE_PYTHON,
 };
 
 use crate::{
@@ -147,6 +148,7 @@ pub fn emit_process(kind: EventKind, extra_flags: u32) {
     if flags & EXEC_FLAG_ENV_TRUNCATED != 0 {
         count(Counter::EnvTruncated);
     }
+    let n_groups = copy_groups(s.buf[EXEC_GROUPS_OFF..].as_mut_ptr(), cur, &mut flags);
     put(
         s,
         0,
@@ -160,9 +162,52 @@ pub fn emit_process(kind: EventKind, extra_flags: u32) {
             args_len,
             env_len,
             flags,
+            n_groups,
+            _pad: 0,
         },
     );
     send(s, EXEC_ENV_OFF + env_len as usize, Wake::Now);
+}
+
+/// Copies the process's supplementary groups (`real_cred->group_info`, as `/proc/<pid>/status`
+/// shows them) to `dst` and sets [`EXEC_FLAG_GROUPS`]; returns how many. Read here, at the
+/// event, they are the process's own: read from `/proc` when the daemon handles the event,
+/// a short process has gone (and its pid may be another's), and the read was a fortieth of
+/// the daemon's CPU per Python start. More than [`GROUPS_MAX`], or no offsets: none, and the
+/// daemon reads `/proc`.
+#[inline(always)]
+fn copy_groups(dst: *mut u8, task: u64, flags: &mut u32) -> u32 {
+    let cfg = config();
+    if cfg.task_real_cred == 0 {
+        return 0;
+    }
+    let cred: u64 = task::read(task, cfg.task_real_cred).unwrap_or(0);
+    let info: u64 = task::read(cred, cfg.cred_group_info).unwrap_or(0);
+    let Some(n) = task::read::<i32>(info, cfg.group_info_ngroups) else {
+        return 0;
+    };
+    if n < 0 || n as usize > GROUPS_MAX {
+        return 0;
+    }
+    // Mask for the verifier: `GROUPS_MAX * 4` is a power of two, above every `n * 4` here.
+    let len = ((n as usize) * 4) & (2 * GROUPS_MAX * 4 - 1);
+    if len > 0 {
+        // SAFETY: `dst` has `GROUPS_MAX * 4` bytes of room and `len` is at most that; the
+        // helper validates the kernel address.
+        let r = unsafe {
+            bpf_probe_read_kernel(
+                dst.cast(),
+                len as u32,
+                (info + cfg.group_info_gid as u64) as *const _,
+            )
+        };
+        if r < 0 {
+            count(Counter::ReadFailed);
+            return 0;
+        }
+    }
+    *flags |= EXEC_FLAG_GROUPS;
+    n as u32
 }
 
 /// Copies `[start, end)` of user memory (at most `max - 1` bytes) to `dst`; returns the length.

@@ -75,6 +75,7 @@ fn event(line: &str, tgid: u32, t: u64) -> Option<Event> {
             flags: 0,
             promoted: false,
             exe: None,
+            groups: None,
         }));
     }
     if call.starts_with("mmap(") {

@@ -150,7 +150,24 @@ pub fn build_config(tracefs: &Path, self_tgid: u32, maps: MapSizes) -> Result<Co
         (Ok(h), Ok(n)) => (h, n),
         _ => (0, 0),
     };
+    // All four or none: without them the daemon reads the groups from `/proc`.
+    let groups = [
+        ("task_struct", "real_cred"),
+        ("cred", "group_info"),
+        ("group_info", "ngroups"),
+        ("group_info", "gid"),
+    ]
+    .map(|(t, m)| btf.member_offset(t, m));
+    let [task_real_cred, cred_group_info, group_info_ngroups, group_info_gid] =
+        match groups.iter().all(Result::is_ok) {
+            true => groups.map(|r| r.unwrap_or(0)),
+            false => [0; 4],
+        };
     Ok(Config {
+        task_real_cred,
+        cred_group_info,
+        group_info_ngroups,
+        group_info_gid,
         cpu_times: cpu.is_ok() as u32,
         task_utime,
         task_stime,

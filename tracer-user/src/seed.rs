@@ -123,6 +123,7 @@ pub(crate) fn inspect(pid: u32, self_pid: u32, elf: &mut ElfCache) -> Option<See
             flags: 0,
             promoted: false,
             exe: None,
+            groups: None,
         },
         files,
     })

@@ -166,7 +166,11 @@ impl ProcTable {
             creds: Creds {
                 uid: info.uid,
                 gids: std::iter::once(info.gid)
-                    .chain(facts.groups(info.tgid))
+                    .chain(
+                        info.groups
+                            .clone()
+                            .unwrap_or_else(|| facts.groups(info.tgid)),
+                    )
                     .collect(),
             },
             in_container,
@@ -422,6 +426,7 @@ mod tests {
             flags: 0,
             promoted: true,
             exe: exe.map(|e| e.into()),
+            groups: None,
         };
         let memfd = "/memfd:interp (deleted)";
         for file in ["/proc/self/fd/3", "/dev/fd/3", ""] {

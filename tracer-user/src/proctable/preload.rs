@@ -65,6 +65,7 @@ impl ProcTable {
                     flags: 0,
                     promoted: true,
                     exe: None,
+                    groups: None,
                 };
                 self.hello(info, m.conn, facts)
             }

@@ -46,6 +46,7 @@ fn exec(tgid: u32, ppid: u32, file: &str, args: &str, env: &str, t: u64) -> Even
         flags: 0,
         promoted: true,
         exe: None,
+        groups: None,
     })
 }
 
