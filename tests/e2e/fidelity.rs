@@ -522,6 +522,58 @@ fn recall_and_precision_against_an_in_process_oracle() {
     println!("oracle fidelity counters: {}", r.status["fidelity"]);
 }
 
+/// A process whose events are handled only after it has exited (the daemon stopped while it
+/// ran, its events waiting in the kernel's ring): nothing of it can be read from `/proc` any
+/// more. A script run by a relative path, with a package beside it, is recorded with its
+/// package by the package's own structure, never named after the first component of its path
+/// (the script's directory is unknown without the working directory), and `main` as given.
+/// The same run handled live names the script by its absolute path.
+#[test]
+fn a_process_handled_after_it_exited_keeps_its_packages_right() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("proj");
+    std::fs::create_dir_all(proj.join("localpkg")).unwrap();
+    std::fs::write(proj.join("localpkg/__init__.py"), "X = 1\n").unwrap();
+    std::fs::write(proj.join("run.py"), "import localpkg, json\n").unwrap();
+    let d = Daemon::start();
+    let script = || {
+        let (pid, out) = run(Command::new(venv_python())
+            .arg("run.py")
+            .current_dir(&proj)
+            .env_clear());
+        ok(&out);
+        pid
+    };
+    let live = script();
+    d.signal("-STOP");
+    let gone = script();
+    d.signal("-CONT");
+    let r = d.stop();
+    for pid in [live, gone] {
+        let rec = r.one(pid, "localpkg");
+        assert!(
+            rec["first_path"]
+                .as_str()
+                .unwrap()
+                .contains("/proj/localpkg/"),
+            "{rec}"
+        );
+        r.one(pid, "json");
+        let names = packages(&r.of(pid));
+        let top = tmp.path().components().nth(1).unwrap();
+        let top = top.as_os_str().to_str().unwrap();
+        assert!(
+            !names.iter().any(|n| n == top),
+            "named after {top}: {names:?}"
+        );
+    }
+    assert_eq!(
+        r.one(live, "localpkg")["main"],
+        proj.join("run.py").to_str().unwrap()
+    );
+    assert_eq!(r.one(gone, "localpkg")["main"], "run.py");
+}
+
 #[test]
 fn a_process_started_before_the_daemon_is_seeded_and_followed() {
     let mut child = Command::new(venv_python())

@@ -245,17 +245,9 @@ fn metadata_readable_through_a_supplementary_group_is_used_for_that_group_only()
         pid
     };
     let member = import(&["--groups", "4243"]);
-    let signal = |sig: &str| {
-        let pid = d.pid().to_string();
-        assert!(std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success());
-    };
-    signal("-STOP");
+    d.signal("-STOP");
     let gone = import(&["--groups", "100,4243"]);
-    signal("-CONT");
+    d.signal("-CONT");
     let outsider = import(&["--clear-groups"]);
     let r = d.stop();
     for pid in [member, gone] {

@@ -159,6 +159,17 @@ impl Daemon {
         self.data.clone()
     }
 
+    /// Sends the daemon `sig` (`-STOP`, `-CONT`): stopped, it handles nothing while the
+    /// kernel's ring holds its events.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()

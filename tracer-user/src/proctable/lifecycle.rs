@@ -135,8 +135,8 @@ impl ProcTable {
     ) -> Process {
         let attribution = self.attribution(&info, facts);
         let executable = executable(&info, facts);
-        let (main, script) = main_and_script(&info, facts);
         let cwd = facts.cwd(info.tgid);
+        let (main, script) = main_and_script(&info, cwd.as_deref());
         let compile_targets = compile_targets(&info.args, cwd.as_deref());
         let in_container = info.mnt_ns != 0 && info.mnt_ns != self.host_mnt_ns;
         let root_pid = prev_root
@@ -264,17 +264,13 @@ impl ProcTable {
 
 /// What the command line runs (script, `-c`, `-m mod`), with a script's path made absolute
 /// (from the live process's directory), and the script's path itself.
-fn main_and_script(info: &ExecInfo, facts: &dyn ProcFacts) -> (Option<String>, Option<PathBuf>) {
+fn main_and_script(info: &ExecInfo, cwd: Option<&Path>) -> (Option<String>, Option<PathBuf>) {
     let mut main = python_main(&info.args);
     let script = main.as_deref().filter(|m| !m.starts_with('-')).map(|m| {
         let p = PathBuf::from(m);
-        if p.is_absolute() {
-            p
-        } else {
-            facts
-                .cwd(info.tgid)
-                .map(|c| without_dots(&c.join(&p)))
-                .unwrap_or(p)
+        match cwd {
+            Some(c) if !p.is_absolute() => without_dots(&c.join(&p)),
+            _ => p,
         }
     });
     if let Some(s) = &script {

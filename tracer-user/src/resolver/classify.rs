@@ -244,7 +244,15 @@ fn in_process_dirs(path: &Path, view: &ProcessView) -> Class {
     if view.script.as_deref() == Some(path) {
         return Class::Ignore;
     }
-    let script_dir = view.script.as_deref().and_then(Path::parent);
+    // A script named relative to a working directory that could not be read (the process
+    // gone before its exec was handled) says nothing of where its directory is: taken as
+    // one, the empty directory would be a prefix of every path, and every unplaced module
+    // would be named after its path's first component.
+    let script_dir = view
+        .script
+        .as_deref()
+        .filter(|s| s.is_absolute())
+        .and_then(Path::parent);
 
     for (dir, kind) in view
         .pythonpath

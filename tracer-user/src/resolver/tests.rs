@@ -118,6 +118,17 @@ fn pythonpath_script_dir_and_non_utf8() {
     );
     assert_eq!(classify(Path::new("/elsewhere/x.py"), &v), Class::Unplaced);
     assert_eq!(classify(Path::new("/elsewhere/x.txt"), &v), Class::Ignore);
+    // A script named relative to a working directory that could not be read: its directory
+    // is unknown, so nothing is placed under it (not under the empty path, which every path
+    // starts with).
+    let rel = ProcessView {
+        script: Some("run.py".into()),
+        ..v
+    };
+    assert_eq!(
+        classify(Path::new("/tmp/p/localpkg/__init__.py"), &rel),
+        Class::Unplaced
+    );
 }
 
 fn module_bytes(p: &[u8], v: &ProcessView) -> Location {
