@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 ./scripts/install-deps.sh
-cargo build --release --quiet -p pyusage-cli
+# The binary as shipped (see Cargo.toml's release-lto profile).
+cargo build --profile release-lto --quiet -p pyusage-cli
 B=target/bench
 PY=$(python3 -c 'import sys; print(sys.executable)')
 PKGS=(numpy PyYAML requests six packaging attrs click jinja2 pygments tomli python-dateutil pytz rich idna certifi)
@@ -18,4 +19,4 @@ if [ ! -f "$B/.venv-done" ]; then
   touch "$B/.venv-done"
 fi
 [ "${1:-}" = "--prepare-only" ] && exit 0
-exec "$B/venv/bin/python" bench/capture.py --bin target/release/pyusage --venv "$B/venv" --rounds "${1:-5}"
+exec "$B/venv/bin/python" bench/capture.py --bin target/release-lto/pyusage --venv "$B/venv" --rounds "${1:-5}"

@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 ./scripts/install-deps.sh
-cargo build --release --quiet -p pyusage-cli
-exec ./target/release/pyusage daemon --data-dir "${PYUSAGE_DATA:-data}" "$@"
+# The binary as shipped (see Cargo.toml's release-lto profile).
+cargo build --profile release-lto --quiet -p pyusage-cli
+exec ./target/release-lto/pyusage daemon --data-dir "${PYUSAGE_DATA:-data}" "$@"

@@ -16,8 +16,9 @@ if cargo tree -q -p pyusage-cli --no-default-features -e normal | grep -qE '^.*(
   exit 1
 fi
 cargo clippy --quiet -p pyusage-cli --no-default-features --all-targets -- -D warnings
-cargo build --release --quiet -p pyusage-cli
-export PYUSAGE_BIN="$PWD/target/release/pyusage"
+# The end-to-end tests run the binary as shipped (see Cargo.toml's release-lto profile).
+cargo build --profile release-lto --quiet -p pyusage-cli
+export PYUSAGE_BIN="$PWD/target/release-lto/pyusage"
 # The preload library as shipped: no_std, its own profile (see Cargo.toml).
 cargo build --profile preload --quiet -p pyusage-preload
 export PYUSAGE_PRELOAD_LIB="$PWD/target/preload/libpyusage_preload.so"
