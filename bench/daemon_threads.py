@@ -2,7 +2,9 @@
 """Daemon CPU per import-heavy Python start, by thread, several builds alternated (root).
 
 Usage: bench/daemon_threads.py BIN[,BIN...] [N starts per batch, 40] [R rounds, 2]
-(env WARM warm-up starts, default 2). Each round starts each build's daemon (CPU 0), runs WARM
+(env WARM warm-up starts, default 6: each of the sampler's two workers reads an interpreter's
+image the first time it inspects one, 1.6 ms once per daemon, and with two warm-up starts one
+worker could still be cold inside the batch). Each round starts each build's daemon (CPU 0), runs WARM
 reference starts, measures each thread's idle rate for 3 s, then runs N reference starts
 (CPU 1, the bench venv of bench/capture.sh). Each thread's run time comes from its
 /proc/PID/task/TID/schedstat (ns; /proc ticks are 10 ms, too coarse); threads are grouped by
@@ -18,7 +20,7 @@ py = os.path.join(ROOT, "target", "bench", "venv", "bin", "python")
 bins = sys.argv[1].split(",")
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 40
 rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 2
-warm = int(os.environ.get("WARM", 2))
+warm = int(os.environ.get("WARM", 6))
 
 def threads(pid):
     """Run time in seconds by thread name (index dropped)."""
