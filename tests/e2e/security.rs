@@ -67,7 +67,20 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// Runs `code` with Debian's Python as `nobody`, with `sys.path[0] = site` and `env`.
 fn python_as_nobody(site: &std::path::Path, code: &str, env: &[(&str, &str)]) -> u32 {
-    let mut c = as_nobody(DEBIAN_PYTHON);
+    python_as_nobody_in(&["--clear-groups"], site, code, env)
+}
+
+/// [`python_as_nobody`] with `setpriv`'s group options `groups` (`--groups 4243`).
+fn python_as_nobody_in(
+    groups: &[&str],
+    site: &std::path::Path,
+    code: &str,
+    env: &[(&str, &str)],
+) -> u32 {
+    let mut c = std::process::Command::new("setpriv");
+    c.args(["--reuid", "nobody", "--regid", "nogroup"])
+        .args(groups)
+        .args(["--", DEBIAN_PYTHON]);
     c.args([
         "-I",
         "-B",
@@ -226,24 +239,7 @@ fn metadata_readable_through_a_supplementary_group_is_used_for_that_group_only()
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     let d = Daemon::start();
-    let import = |groups: &[&str]| {
-        let mut c = std::process::Command::new("setpriv");
-        c.args(["--reuid", "nobody", "--regid", "nogroup"])
-            .args(groups)
-            .args(["--", DEBIAN_PYTHON, "-I", "-B", "-c"])
-            .arg(format!(
-                "import sys; sys.path.insert(0, {:?}); import grouped",
-                site.to_str().unwrap()
-            ))
-            .env_clear();
-        let (pid, out) = run(&mut c);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        pid
-    };
+    let import = |groups: &[&str]| python_as_nobody_in(groups, &site, "import grouped", &[]);
     let member = import(&["--groups", "4243"]);
     d.signal("-STOP");
     let gone = import(&["--groups", "100,4243"]);
