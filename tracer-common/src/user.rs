@@ -173,6 +173,13 @@ impl OpenInfo {
         let Some(k) = self.opened.as_deref() else {
             return true;
         };
+        self.tail_is(k, path)
+            .unwrap_or_else(|| self.components_are(k, path))
+    }
+
+    /// [`Self::opened_is`] by comparing the components of `path`, leaf first, with the
+    /// kernel's `k`, empty ones skipped on both sides.
+    fn components_are(&self, k: &[u8], path: &[u8]) -> bool {
         let mut want = path.split(|&b| b == b'/').filter(|c| !c.is_empty()).rev();
         let mut got = components(k);
         loop {
@@ -183,6 +190,23 @@ impl OpenInfo {
                 _ => return false,
             }
         }
+    }
+
+    /// [`Self::opened_is`]'s answer when `path` ends with the kernel's components as
+    /// `/<name>` each and nothing is left of it (or the kernel's path is partial); `None` for
+    /// anything else (a mismatch, or an empty component in `path`), which the component by
+    /// component comparison decides. Each kernel component is compared once with the end of
+    /// `path`, which is never scanned: that scan was most of the comparison's cost.
+    fn tail_is(&self, k: &[u8], path: &[u8]) -> Option<bool> {
+        let mut want = path;
+        for c in components(k) {
+            let n = want.len().checked_sub(c.len() + 1)?;
+            if want[n] != b'/' || &want[n + 1..] != c {
+                return None;
+            }
+            want = &want[..n];
+        }
+        (want.is_empty() || self.opened_partial).then_some(true)
     }
 }
 
@@ -433,6 +457,49 @@ mod tests {
                 opened_partial: false,
             })
         );
+    }
+
+    /// The tail comparison agrees with the component by component one on every path and
+    /// kernel buffer over a small alphabet (empty components, `//`, trailing `/` included).
+    #[test]
+    fn opened_is_agrees_with_comparing_components() {
+        fn all(alphabet: &[u8], max: usize) -> Vec<Vec<u8>> {
+            let mut out = vec![Vec::new()];
+            let mut last = vec![Vec::new()];
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|p: &Vec<u8>| {
+                        alphabet.iter().map(move |&c| [p.as_slice(), &[c]].concat())
+                    })
+                    .collect();
+                out.extend(last.iter().cloned());
+            }
+            out
+        }
+        let paths = all(b"/ab", 7);
+        let mut checked = 0;
+        for k in all(b"ab\0", 5) {
+            for partial in [false, true] {
+                let o = OpenInfo {
+                    tgid: 1,
+                    tid: 1,
+                    ktime_ns: 0,
+                    ret: 3,
+                    dfd: -100,
+                    write: false,
+                    path: Vec::new(),
+                    opened: Some(k.clone()),
+                    opened_partial: partial,
+                };
+                for p in &paths {
+                    let slow = o.components_are(&k, p);
+                    assert_eq!(o.opened_is(p), slow, "{p:?} vs {k:?} {partial}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1_000_000);
     }
 
     #[test]
