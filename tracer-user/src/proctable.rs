@@ -382,6 +382,9 @@ pub struct ProcTable {
     /// Processes whose interpreter the sampler is to find: pid, start, attempts left, and
     /// not before when.
     to_inspect: Vec<(u32, i64, u8, std::time::Instant)>,
+    /// Code objects sampled in this batch of events and not known yet, by process (pid,
+    /// start): asked of the sampler's workers at the batch's end, in one job per process.
+    to_resolve: Vec<(u32, i64, Vec<u64>)>,
 }
 
 impl ProcTable {
@@ -407,6 +410,7 @@ impl ProcTable {
             closed: Vec::new(),
             sampler: None,
             to_inspect: Vec::new(),
+            to_resolve: Vec::new(),
             reap_suspects: Default::default(),
         }
     }

@@ -492,30 +492,55 @@ impl ProcTable {
             }
         }
         if !unknown.is_empty() {
-            match p.interp.clone() {
-                Some(interp) => {
-                    for addrs in unknown.chunks(ADDRS_PER_JOB) {
-                        let job = Job::Resolve {
-                            pid: p.pid,
-                            start: p.start,
-                            interp: interp.clone(),
-                            addrs: addrs.to_vec(),
-                        };
-                        if !sampler.submit(job) {
-                            addrs
-                                .iter()
-                                .for_each(|&a| p.samples.resolved(a, None, |_, _| None));
-                        }
-                    }
-                }
+            match p.interp.is_some() {
+                // Asked at the end of the batch (`resolve_sampled`), with the process's
+                // other samples in it: one job, not one per sample.
+                true => match self
+                    .to_resolve
+                    .iter_mut()
+                    .find(|(pid, start, _)| (*pid, *start) == (p.pid, p.start))
+                {
+                    Some((_, _, addrs)) => addrs.extend(unknown),
+                    None => self.to_resolve.push((p.pid, p.start, unknown)),
+                },
                 // A fork child sampled before its own interpreter handle came: its parent's
                 // is the same image at the same addresses.
-                None => unknown
+                false => unknown
                     .iter()
                     .for_each(|&a| p.samples.resolved(a, None, |_, _| None)),
             }
         }
         p.samples.add(s, native);
+    }
+
+    /// Asks the sampler's workers for the files of the code objects sampled since the last
+    /// call, a job per process (of at most [`ADDRS_PER_JOB`]). A process that ended since
+    /// is not asked: its memory is gone, and its samples were settled at its end.
+    fn resolve_sampled(&mut self) {
+        let Some(sampler) = self.sampler.as_mut() else {
+            return;
+        };
+        for (pid, start, addrs) in std::mem::take(&mut self.to_resolve) {
+            let Some(p) = self.procs.get_mut(&pid).filter(|p| p.start == start) else {
+                continue;
+            };
+            let Some(interp) = p.interp.clone() else {
+                continue;
+            };
+            for addrs in addrs.chunks(ADDRS_PER_JOB) {
+                let job = Job::Resolve {
+                    pid,
+                    start,
+                    interp: interp.clone(),
+                    addrs: addrs.to_vec(),
+                };
+                if !sampler.submit(job) {
+                    addrs
+                        .iter()
+                        .for_each(|&a| p.samples.resolved(a, None, |_, _| None));
+                }
+            }
+        }
     }
 
     /// When [`Self::sampler_upkeep`] has work next: answers expected, or an inspection to
@@ -532,6 +557,7 @@ impl ProcTable {
     /// Collects the sampler's answers and queues what is due; called after each batch of
     /// events, on the processor's tick, and when [`Self::sampler_due`] says.
     pub fn sampler_upkeep(&mut self) {
+        self.resolve_sampled();
         let Some(sampler) = self.sampler.as_mut() else {
             return;
         };
