@@ -39,8 +39,10 @@ use crate::{
 const SINK_DRAIN: Duration = Duration::from_secs(5);
 /// How long the ring buffer is drained at shutdown.
 const RING_DRAIN: Duration = Duration::from_secs(5);
-/// How often the event loop reads the kernel's counters for the status.
-const OBSERVE_EVERY: Duration = Duration::from_millis(500);
+/// How often the event loop reads the kernel's counters for the status: as often as the
+/// status is written. Each reading is two dozen `bpf` calls and a wake-up of the processor;
+/// every 500 ms, they were most of an idle daemon's CPU (1.4 ms a second, both threads).
+const OBSERVE_EVERY: Duration = crate::processor::STATUS_EVERY;
 
 /// Why the daemon could not start, or stopped with an error. The cause is the error's
 /// source, for the binary to print as a chain.
@@ -201,10 +203,16 @@ async fn serve(
     stop_sinks: Arc<AtomicBool>,
 ) -> Result<(), DaemonError> {
     let (mut tracer, listener) = attach(&cfg, daemon_user, &mut processor)?;
-    if let Some(t) = tracer.as_mut().filter(|t| t.sample_hz > 0) {
-        processor.set_sampler(crate::sampler::Sampler::new(t.pyprocs.take(), t.sample_hz));
-    }
     let (tx, rx) = mpsc::sync_channel(source::QUEUE_BATCHES);
+    if let Some(t) = tracer.as_mut().filter(|t| t.sample_hz > 0) {
+        let to_processor = tx.clone();
+        let wake: crate::sampler::Wake = Arc::new(move || {
+            // Full: the processor has batches to take, and takes the answers with them.
+            let _ = to_processor.try_send(Msg::SamplerAnswer);
+        });
+        let sampler = crate::sampler::Sampler::new(t.pyprocs.take(), t.sample_hz, Some(wake));
+        processor.set_sampler(sampler);
+    }
     let sink_threads = sinks
         .into_iter()
         .map(|s| {
@@ -230,17 +238,21 @@ async fn serve(
                 .map_err(io("starting the preload thread"))
         })
         .transpose()?;
-    signal_ready(ready_file.as_deref())?;
-    match tracer {
-        Some(tracer) => {
-            tracing::info!(data_dir = %cfg.data_dir.display(), "attached; recording Python imports");
-            run_ebpf(tracer, &tx).await?;
-        }
-        None => {
-            tracing::info!(data_dir = %cfg.data_dir.display(), "preload-only mode; recording Python imports");
-            wait_for_signal().await?;
-        }
-    }
+    // Whatever ends the run, the processor is told to stop, and spools what it holds (the
+    // sampler's workers hold a sender too, so it would not see the channel close).
+    let run = match signal_ready(ready_file.as_deref()) {
+        Err(e) => Err(e),
+        Ok(()) => match tracer {
+            Some(tracer) => {
+                tracing::info!(data_dir = %cfg.data_dir.display(), "attached; recording Python imports");
+                run_ebpf(tracer, &tx).await
+            }
+            None => {
+                tracing::info!(data_dir = %cfg.data_dir.display(), "preload-only mode; recording Python imports");
+                wait_for_signal().await
+            }
+        },
+    };
     stop_preload.store(true, Ordering::Release);
     if let Some(t) = preload_thread {
         t.join().map_err(|_| DaemonError::Panicked("preload"))?;
@@ -254,6 +266,7 @@ async fn serve(
         t.join().map_err(|_| DaemonError::Panicked("sink"))?;
     }
     processor.write_status();
+    run?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -381,7 +394,7 @@ async fn event_loop(
             }
             _ = drain_tick.tick() => { src.drain(fd.get_mut(), tx); }
             _ = every.tick() => {
-                // Dropped when the queue is full; the next one follows in 500 ms.
+                // Dropped when the queue is full; the next one follows.
                 let _ = tx.try_send(observe(src));
             }
             _ = term.recv() => return Ok(()),

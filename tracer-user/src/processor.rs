@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// How often `status.json` is rewritten (and at shutdown).
-const STATUS_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(2);
 /// Pending records that are written at once instead of at the next tick.
 const COMMIT_RECORDS: usize = 4096;
 
@@ -68,11 +68,13 @@ pub enum Msg {
     PreloadCounters(PreloadCounters),
     /// What the event loop last read of the kernel side and of itself.
     Observed(Observed),
+    /// A sampler worker answered with an inspection to retry soon.
+    SamplerAnswer,
     /// Flush everything and stop.
     Shutdown,
 }
 
-/// The event loop's view of the kernel side, sent every 500 ms for `status.json`.
+/// The event loop's view of the kernel side, sent as often as `status.json` is written.
 pub struct Observed {
     /// The kernel's counters.
     pub counters: Counters,
@@ -367,6 +369,7 @@ impl Processor {
                             Msg::Preload(ms) => self.handle_preload(ms, &facts),
                             Msg::PreloadCounters(c) => self.status.preload = Some(c),
                             Msg::Observed(o) => self.observed(o),
+                            Msg::SamplerAnswer => self.table.sampler_upkeep(),
                             Msg::Shutdown => return self.shutdown(),
                         }
                     }
@@ -385,6 +388,7 @@ impl Processor {
                 }
                 Ok(Msg::PreloadCounters(c)) => self.status.preload = Some(c),
                 Ok(Msg::Observed(o)) => self.observed(o),
+                Ok(Msg::SamplerAnswer) => self.table.sampler_upkeep(),
                 Ok(Msg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return self.shutdown(),
                 Err(RecvTimeoutError::Timeout) => {
                     if sampler_due.is_some_and(|d| d <= Instant::now()) {
@@ -403,6 +407,9 @@ impl Processor {
     }
 
     fn handle(&mut self, evs: Vec<Event>, facts: &ProcFs) {
+        // The sampler's answers that came since the last batch (the processor does not wake
+        // for them): before the events, which may end their processes.
+        self.table.sampler_upkeep();
         for ev in evs {
             if let Some(f) = self.table.handle(ev, facts) {
                 self.add(f);

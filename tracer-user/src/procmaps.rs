@@ -142,6 +142,12 @@ impl Maps {
         Ok(out)
     }
 
+    /// The mapping of a file that holds `addr`, if one does.
+    pub fn file_at(&mut self, addr: u64) -> std::io::Result<Option<Vma>> {
+        let flags = procmap_query_flags::PROCMAP_QUERY_FILE_BACKED_VMA as u32;
+        self.query(addr, flags)
+    }
+
     /// The run of mappings of file `(dev, ino)` that starts with the one at `from`: each
     /// following file mapping while it is of the same file (anonymous memory between, such as
     /// a `.bss`, skipped).

@@ -6,12 +6,18 @@
 //! mapping on a FUSE mount of theirs). So they run on worker threads ([`Workers`]), and the
 //! processor only collects answers when they come; a process whose read hangs costs one
 //! worker thread, never the record path.
+//!
+//! A worker that finds an interpreter enables the kernel's walk of it itself (the map is
+//! shared), so that sampling starts as soon as the interpreter is known, and the processor
+//! takes the answers when it next runs (each batch of events begins with them) instead of
+//! waking to poll for them: a wake-up of the processor cost it about as much as a batch of a
+//! start's events. Only an answer that asks for a retry soon (an interpreter whose
+//! `libpython` is not mapped yet) wakes it.
 use std::{
     cell::RefCell,
     os::unix::ffi::OsStringExt,
     path::PathBuf,
-    sync::Arc,
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -65,6 +71,9 @@ pub enum Answer {
         result: Result<Arc<Interpreter>, CpythonError>,
         /// Attempts left.
         left: u8,
+        /// The worker enabled the kernel's walk of it (`false`: the map was full, or no
+        /// interpreter).
+        enabled: bool,
     },
     /// Files of code objects (`None`: unreadable, or not a code object's).
     Resolved {
@@ -87,13 +96,34 @@ thread_local! {
 /// whose frame link or code object lies further is not sampled.
 const FRAME_WINDOW: u32 = 80;
 
-fn work(job: Job) -> Answer {
+/// The kernel's map of sampled processes, shared by the processor and the workers.
+type PyProcs = Arc<Mutex<BpfHashMap<MapData, u32, PyProc>>>;
+
+/// Wakes the processor (to retry an inspection soon).
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// Writes `pid`'s entry in the kernel's map (none in tests: nothing is enabled in the
+/// kernel); `false` when the map refused it (full).
+fn enable_in(map: Option<&PyProcs>, pid: u32, interp: &Interpreter) -> bool {
+    let Some(map) = map else {
+        return true;
+    };
+    let Ok(mut map) = map.lock() else {
+        return false;
+    };
+    match map.insert(pid, interp.py_proc(), 0) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(pid, "not sampled: {e}");
+            false
+        }
+    }
+}
+
+fn work(job: Job, map: Option<&PyProcs>, wake: Option<&Wake>) -> Answer {
     match job {
-        Job::Inspect { pid, start, left } => Answer::Inspected {
-            pid,
-            start,
-            left,
-            result: INSPECTOR
+        Job::Inspect { pid, start, left } => {
+            let result = INSPECTOR
                 .with(|i| i.borrow_mut().inspect(pid))
                 .and_then(|interp| {
                     let l = interp.layout;
@@ -104,8 +134,27 @@ fn work(job: Job) -> Answer {
                         )));
                     }
                     Ok(Arc::new(interp))
-                }),
-        },
+                });
+            let enabled = match &result {
+                Ok(interp) => enable_in(map, pid, interp),
+                Err(CpythonError::Unsupported(_)) => false,
+                Err(_) => {
+                    if left > 0 {
+                        if let Some(wake) = wake {
+                            wake();
+                        }
+                    }
+                    false
+                }
+            };
+            Answer::Inspected {
+                pid,
+                start,
+                left,
+                result,
+                enabled,
+            }
+        }
         Job::Resolve {
             pid,
             start,
@@ -155,50 +204,37 @@ pub struct SamplerCounts {
 /// The sampler: its workers and the kernel's map of sampled processes.
 pub struct Sampler {
     workers: Workers<Job, Answer>,
-    map: Option<BpfHashMap<MapData, u32, PyProc>>,
+    map: Option<PyProcs>,
     /// Samples per CPU-second.
     pub hz: u32,
     /// Counters.
     pub counts: SamplerCounts,
-    /// Jobs submitted and not answered yet, and when the last was submitted.
-    outstanding: usize,
-    last_submit: Option<Instant>,
 }
 
-/// How often the processor looks for answers while jobs are out: an interpreter found a few
-/// milliseconds late loses a few milliseconds of samples; found at the next batch of events
-/// (up to 200 ms) or tick (500 ms), with a retry or two, it lost a short process's samples.
-pub const ANSWER_POLL: Duration = Duration::from_millis(5);
-/// Jobs out longer than this (a worker stuck on a hung file) are no longer polled for.
-const ANSWER_WAIT: Duration = Duration::from_secs(1);
-
 impl Sampler {
-    /// A sampler writing `map` (none in tests: nothing is enabled in the kernel).
-    pub fn new(map: Option<BpfHashMap<MapData, u32, PyProc>>, hz: u32) -> Sampler {
+    /// A sampler writing `map` (none in tests: nothing is enabled in the kernel); `wake`
+    /// wakes the processor when an inspection is to be retried soon.
+    pub fn new(
+        map: Option<BpfHashMap<MapData, u32, PyProc>>,
+        hz: u32,
+        wake: Option<Wake>,
+    ) -> Sampler {
+        let map = map.map(|m| Arc::new(Mutex::new(m)));
+        let shared = map.clone();
         Sampler {
-            workers: Workers::new("sampler", THREADS, QUEUED, work),
+            workers: Workers::new("sampler", THREADS, QUEUED, move |job| {
+                work(job, shared.as_ref(), wake.as_ref())
+            }),
             map,
             hz,
             counts: SamplerCounts::default(),
-            outstanding: 0,
-            last_submit: None,
         }
-    }
-
-    /// When the processor should next look for answers: soon while jobs are out.
-    pub fn due(&self) -> Option<Instant> {
-        let last = self.last_submit?;
-        (self.outstanding > 0 && last.elapsed() < ANSWER_WAIT).then(|| Instant::now() + ANSWER_POLL)
     }
 
     /// Queues a job; `false` (counted) when the queue is full.
     pub fn submit(&mut self, job: Job) -> bool {
         match self.workers.submit(job) {
-            Ok(()) => {
-                self.outstanding += 1;
-                self.last_submit = Some(Instant::now());
-                true
-            }
+            Ok(()) => true,
             Err(_) => {
                 self.counts.jobs_refused += 1;
                 false
@@ -208,23 +244,22 @@ impl Sampler {
 
     /// The answers that came.
     pub fn answers(&mut self) -> Vec<Answer> {
-        let answers: Vec<Answer> = std::iter::from_fn(|| self.workers.try_recv()).collect();
-        self.outstanding = self.outstanding.saturating_sub(answers.len());
-        answers
+        std::iter::from_fn(|| self.workers.try_recv()).collect()
     }
 
     /// Lets the kernel walk process `pid`'s stacks.
     pub fn enable(&mut self, pid: u32, interp: &Interpreter) -> bool {
-        let Some(map) = self.map.as_mut() else {
-            return true;
-        };
-        match map.insert(pid, interp.py_proc(), 0) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(pid, "not sampled: {e}");
-                self.counts.map_full += 1;
-                false
-            }
+        let ok = enable_in(self.map.as_ref(), pid, interp);
+        if !ok {
+            self.counts.map_full += 1;
+        }
+        ok
+    }
+
+    /// Stops the kernel's walk of `pid` (a worker enabled a process that has ended since).
+    pub fn disable(&mut self, pid: u32) {
+        if let Some(Ok(mut map)) = self.map.as_ref().map(|m| m.lock()) {
+            let _ = map.remove(&pid);
         }
     }
 }

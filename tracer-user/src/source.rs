@@ -77,11 +77,16 @@ impl Source {
         }
         let mut n = 0;
         loop {
-            // A Python start is a few hundred events: growing from empty cost a tenth of
-            // this thread.
-            let mut batch = Vec::with_capacity(512);
+            let mut batch = Vec::new();
             while batch.len() < BATCH_MAX {
                 let Some(item) = rb.next() else { break };
+                if batch.capacity() == 0 {
+                    // A Python start is a few hundred events: growing from empty cost a tenth
+                    // of this thread. Not before an event came: most drains on the timer find
+                    // none, and allocating the room (and faulting its pages in) every 200 ms
+                    // was most of an idle daemon's CPU.
+                    batch.reserve(512);
+                }
                 n += 1;
                 match Event::decode(&item) {
                     Ok(Event::Exec(mut info)) => {

@@ -161,6 +161,21 @@ impl ImageFacts {
             .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.memsz)
     }
 
+    /// Where `vaddr` of this image would be in a process that maps it as `m` (one of its
+    /// segments' mappings), the image being loaded at one bias, as loaders load it: where to
+    /// ask for the mapping that [`Self::bias`] then confirms.
+    pub fn address_in(&self, vaddr: u64, m: &Mapping) -> Option<u64> {
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| s.offset & !(PAGE - 1) == m.offset)?;
+        let bias = m
+            .start
+            .wrapping_add(seg.offset - m.offset)
+            .wrapping_sub(seg.vaddr);
+        Some(bias.wrapping_add(vaddr))
+    }
+
     /// The load bias of this image in a process, from the mapping of the segment holding
     /// `vaddr`: `start + (p_offset - offset) - p_vaddr` (0 for a non-PIE executable). `None`
     /// when no mapping covers the segment's file offset.
@@ -527,6 +542,15 @@ mod tests {
         for order in [[&ro, &relro, &rw], [&rw, &relro, &ro]] {
             assert_eq!(shared.bias(0x3acf60, &order), Some(0x7fdca3c00000));
         }
+        // The segment's own first mapping alone is enough (asked of the kernel where the code's
+        // mapping puts the segment's start).
+        assert_eq!(shared.bias(0x3acf60, &[&relro]), Some(0x7fdca3c00000));
+        assert_eq!(shared.address_in(0x34ee50, &ro), Some(0x7fdca3f4ee50));
+        assert!((relro.start..relro.end).contains(&0x7fdca3f4ee50));
+        assert!(
+            shared.address_in(0x3acf60, &rw).is_none(),
+            "not a segment's start"
+        );
     }
 
     /// The first mapping of this test's own executable.

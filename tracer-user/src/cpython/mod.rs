@@ -193,6 +193,9 @@ pub struct Interpreter {
     pub image: PathBuf,
     /// Whether that image is the executable (else a `libpython`).
     pub in_executable: bool,
+    /// The executable mapping of that image (start, end): an instruction there is the
+    /// interpreter's own, known without asking the kernel which file holds it.
+    pub text: (u64, u64),
     /// Address of `_PyRuntime`.
     pub runtime: u64,
     /// The kernel walk's offsets.
@@ -294,25 +297,43 @@ impl Inspector {
                     continue;
                 }
             };
-            if facts.symbols.contains_key("_PyRuntime") {
-                // `_PyRuntime` is in the data segment, mapped after the code.
-                let run: Vec<Mapping> = match &mut queries {
-                    Some(q) => q
-                        .file_run(c.start, c.dev, c.ino)
+            if let Some(&runtime_vaddr) = facts.symbols.get("_PyRuntime") {
+                // `_PyRuntime` is in the data segment (`.data`, or `.bss` before 3.11),
+                // mapped after the code. One query, at the address the code's mapping puts the
+                // segment's start at, finds the segment's mapping; else every mapping of the
+                // file from the code's on is looked at.
+                let mut bias = None;
+                let segment_start = facts
+                    .segment_of(runtime_vaddr)
+                    .and_then(|seg| facts.address_in(seg.vaddr, c));
+                if let (Some(q), Some(at)) = (&mut queries, segment_start) {
+                    bias = q
+                        .file_at(at)
                         .map_err(|e| proc_err("maps", e))?
-                        .into_iter()
-                        .filter_map(Mapping::of_vma)
-                        .collect(),
-                    None => Vec::new(),
-                };
-                let same_file: Vec<&Mapping> = match &queries {
-                    Some(_) => run.iter().collect(),
-                    None => mappings
-                        .iter()
-                        .filter(|m| (m.dev, m.ino) == (c.dev, c.ino))
-                        .collect(),
-                };
-                return interpreter(pid, c, (c.dev, c.ino) == exe, &facts, &same_file);
+                        .and_then(Mapping::of_vma)
+                        .filter(|d| (d.dev, d.ino) == (c.dev, c.ino))
+                        .and_then(|d| facts.bias(runtime_vaddr, &[&d]));
+                }
+                if bias.is_none() {
+                    let run: Vec<Mapping> = match &mut queries {
+                        Some(q) => q
+                            .file_run(c.start, c.dev, c.ino)
+                            .map_err(|e| proc_err("maps", e))?
+                            .into_iter()
+                            .filter_map(Mapping::of_vma)
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    let same_file: Vec<&Mapping> = match &queries {
+                        Some(_) => run.iter().collect(),
+                        None => mappings
+                            .iter()
+                            .filter(|m| (m.dev, m.ino) == (c.dev, c.ino))
+                            .collect(),
+                    };
+                    bias = facts.bias(runtime_vaddr, &same_file);
+                }
+                return interpreter(pid, c, (c.dev, c.ino) == exe, &facts, bias);
             }
             if facts.symbols.contains_key("Py_Initialize")
                 && facts.symbols.contains_key("PyCode_Type")
@@ -404,13 +425,14 @@ fn soname_version(soname: &str) -> Option<(u8, u8, String)> {
     Some((major.parse().ok()?, minor, flags.to_owned()))
 }
 
-/// The interpreter of `pid` whose image (mapped as `mapping`, and `same_file`) says `facts`.
+/// The interpreter of `pid` whose image (its code mapped as `mapping`, loaded at `bias`: `None`
+/// when no mapping of the file holds `_PyRuntime`) says `facts`.
 fn interpreter(
     pid: u32,
     mapping: &Mapping,
     in_executable: bool,
     facts: &Arc<ImageFacts>,
-    same_file: &[&Mapping],
+    bias: Option<u64>,
 ) -> Result<Interpreter, CpythonError> {
     let path = &mapping.path;
     let unsupported = |why: &str| CpythonError::Unsupported(format!("{}: {why}", path.display()));
@@ -441,12 +463,10 @@ fn interpreter(
         return Err(unsupported("not x86-64"));
     }
     let runtime_vaddr = facts.symbols["_PyRuntime"];
-    let bias = facts
-        .bias(runtime_vaddr, same_file)
-        .ok_or_else(|| CpythonError::BadImage {
-            path: path.clone(),
-            reason: "no mapping covers the segment of _PyRuntime".into(),
-        })?;
+    let bias = bias.ok_or_else(|| CpythonError::BadImage {
+        path: path.clone(),
+        reason: "no mapping covers the segment of _PyRuntime".into(),
+    })?;
     let at = |s: &str| facts.symbols.get(s).map_or(0, |v| v.wrapping_add(bias));
     let runtime = runtime_vaddr.wrapping_add(bias);
     let mut layout = offsets::layout(version.major, version.minor).expect("3.8–3.13");
@@ -475,6 +495,7 @@ fn interpreter(
         version,
         image: path.clone(),
         in_executable,
+        text: (mapping.start, mapping.end),
         runtime,
         layout,
         objects,

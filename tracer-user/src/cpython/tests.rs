@@ -515,7 +515,7 @@ fn cpython_builds_refused_by_their_symbols() {
     ] {
         let mut f = facts.clone();
         f.symbols.insert(symbol, 0);
-        match interpreter(1, &mapping, false, &Arc::new(f), &[]) {
+        match interpreter(1, &mapping, false, &Arc::new(f), None) {
             Err(CpythonError::Unsupported(why)) => assert!(why.contains(what), "{why}"),
             other => panic!("{other:?}"),
         }

@@ -134,8 +134,8 @@ impl ProcTable {
         facts: &dyn ProcFacts,
     ) -> Process {
         let attribution = self.attribution(&info, facts);
-        let executable = executable(&info, facts);
         let cwd = facts.cwd(info.tgid);
+        let executable = executable(&info, facts, cwd.as_deref());
         let (main, script) = main_and_script(&info, cwd.as_deref());
         let compile_targets = compile_targets(&info.args, cwd.as_deref());
         let in_container = info.mnt_ns != 0 && info.mnt_ns != self.host_mnt_ns;
@@ -329,7 +329,7 @@ fn compile_targets(args: &[u8], cwd: Option<&Path>) -> Option<Vec<PathBuf>> {
 /// the kernel put the interpreter in `argv[0]` and the script (the path passed to `execve`)
 /// after it; a program run from a descriptor (`fexecve`, a `memfd`) is named by
 /// `/proc/<pid>/exe`; anything else is the path as executed, made absolute.
-fn executable(info: &ExecInfo, facts: &dyn ProcFacts) -> String {
+fn executable(info: &ExecInfo, facts: &dyn ProcFacts, cwd: Option<&Path>) -> String {
     let argv: Vec<&[u8]> = info.args.split(|&b| b == 0).collect();
     let file = info.filename.as_slice();
     let shebang = argv.len() >= 2
@@ -349,7 +349,7 @@ fn executable(info: &ExecInfo, facts: &dyn ProcFacts) -> String {
     }
     let path = path_from_bytes(file);
     if path.is_relative() {
-        if let Some(cwd) = facts.cwd(info.tgid) {
+        if let Some(cwd) = cwd {
             return without_dots(&cwd.join(path)).to_string_lossy().into_owned();
         }
     }
@@ -426,13 +426,13 @@ mod tests {
         };
         let memfd = "/memfd:interp (deleted)";
         for file in ["/proc/self/fd/3", "/dev/fd/3", ""] {
-            assert_eq!(executable(&info(file, Some(memfd)), &Gone), memfd);
+            assert_eq!(executable(&info(file, Some(memfd)), &Gone, None), memfd);
             // Not read in time, and gone: the path as executed is all there is.
-            assert_eq!(executable(&info(file, None), &Gone), file);
+            assert_eq!(executable(&info(file, None), &Gone, None), file);
         }
         // A program run by its path is named by it, whatever was read.
         assert_eq!(
-            executable(&info("/usr/bin/python3", Some(memfd)), &Gone),
+            executable(&info("/usr/bin/python3", Some(memfd)), &Gone, None),
             "/usr/bin/python3"
         );
     }

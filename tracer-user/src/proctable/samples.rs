@@ -323,6 +323,17 @@ impl Samples {
     /// Adds the executable mapping `[start, end)` (found at `at`), in place of any it
     /// overlaps (an older mapping at those addresses, since unmapped).
     pub fn add_native(&mut self, start: u64, end: u64, package: Option<u32>, at: i64) {
+        self.insert_native(start, end, package);
+        self.native_read_at = at;
+    }
+
+    /// Records the interpreter's own executable mapping, known from its inspection (no
+    /// query of the kernel, so the next query is not held back).
+    pub fn add_interpreter_text(&mut self, start: u64, end: u64) {
+        self.insert_native(start, end, None);
+    }
+
+    fn insert_native(&mut self, start: u64, end: u64, package: Option<u32>) {
         self.native.retain(|&(s, e, _)| e <= start || end <= s);
         if self.native.len() >= NATIVE_MAX {
             // A process that maps executable memory without end grows no daemon state.
@@ -330,7 +341,6 @@ impl Samples {
         }
         let i = self.native.partition_point(|&(s, _, _)| s < start);
         self.native.insert(i, (start, end, package));
-        self.native_read_at = at;
     }
 
     /// Records that the mappings could not be looked at, at `at`: none is looked at again
@@ -467,11 +477,20 @@ impl ProcTable {
         let Some(p) = self.procs.get_mut(&s.tgid) else {
             return;
         };
-        if p.samples.native_unknown(s.user_ip)
-            && at - p.samples.native_read_at() > NATIVE_EVERY_US
-            && !p.samples.withheld_since(s.user_ip, at - NATIVE_EVERY_US)
-        {
-            look_up_native(p, s.user_ip, at);
+        if p.samples.native_unknown(s.user_ip) {
+            match p.interp.as_ref().map(|i| i.text) {
+                // The interpreter's own code (most samples: its evaluation loop), charged to
+                // no package: the kernel is not asked.
+                Some((start, end)) if (start..end).contains(&s.user_ip) => {
+                    p.samples.add_interpreter_text(start, end)
+                }
+                _ if at - p.samples.native_read_at() > NATIVE_EVERY_US
+                    && !p.samples.withheld_since(s.user_ip, at - NATIVE_EVERY_US) =>
+                {
+                    look_up_native(p, s.user_ip, at)
+                }
+                _ => {}
+            }
         }
         let native = p.samples.native_at(s.user_ip);
         let mut unknown = p.samples.unknown(&s);
@@ -543,19 +562,16 @@ impl ProcTable {
         }
     }
 
-    /// When [`Self::sampler_upkeep`] has work next: answers expected, or an inspection to
-    /// try again.
+    /// When [`Self::sampler_upkeep`] has work next: an inspection to try again.
     pub fn sampler_due(&self) -> Option<std::time::Instant> {
-        let sampler = self.sampler.as_ref()?;
-        let retry = self.to_inspect.iter().map(|&(_, _, _, at)| at).min();
-        match (sampler.due(), retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.sampler.as_ref()?;
+        self.to_inspect.iter().map(|&(_, _, _, at)| at).min()
     }
 
-    /// Collects the sampler's answers and queues what is due; called after each batch of
-    /// events, on the processor's tick, and when [`Self::sampler_due`] says.
+    /// Collects the sampler's answers and queues what is due; called before and after each
+    /// batch of events (answers first, so that a process's answers count before its exit in
+    /// the batch), on the processor's tick, when [`Self::sampler_due`] says, and when a
+    /// worker asks for it (an inspection to retry).
     pub fn sampler_upkeep(&mut self) {
         self.resolve_sampled();
         let Some(sampler) = self.sampler.as_mut() else {
@@ -578,32 +594,60 @@ impl ProcTable {
                     start,
                     result,
                     left,
-                } => self.inspected(pid, start, result, left),
+                    enabled,
+                } => self.inspected(pid, start, result, left, enabled),
                 Answer::Resolved { pid, start, files } => self.code_files(pid, start, files),
             }
         }
     }
 
+    /// An inspection's answer. A worker that found the interpreter enabled the kernel's walk
+    /// of the process itself (`enabled`); if the process has ended since (its exit and exec
+    /// events clear its entry, which the worker may have written after them), the entry is
+    /// written again for the process now under that pid when that one is sampled, else removed.
     fn inspected(
         &mut self,
         pid: u32,
         start: i64,
         result: Result<Arc<Interpreter>, CpythonError>,
         left: u8,
+        enabled: bool,
     ) {
         let Some(sampler) = self.sampler.as_mut() else {
             return;
         };
         let Some(p) = self.procs.get_mut(&pid).filter(|p| p.start == start) else {
+            if enabled {
+                // The pid's entry may now hold an ended process's layout.
+                match self.procs.get(&pid) {
+                    Some(now) => match &now.interp {
+                        Some(interp) => {
+                            sampler.enable(pid, interp);
+                        }
+                        // Its own inspection may have written its entry before this one:
+                        // inspected again, after the entry is removed.
+                        None => {
+                            sampler.disable(pid);
+                            let now = (pid, now.start, 0, std::time::Instant::now());
+                            self.to_inspect.push(now);
+                        }
+                    },
+                    None => sampler.disable(pid),
+                }
+            }
             return;
         };
         match result {
             Ok(interp) => {
-                if sampler.enable(pid, &interp) {
-                    sampler.counts.processes_sampled += 1;
+                if enabled {
+                    if p.samples.status != Status::Sampled {
+                        sampler.counts.processes_sampled += 1;
+                    }
                     p.samples.status = Status::Sampled;
                     p.samples.hz = sampler.hz;
                     p.interp = Some(interp);
+                } else {
+                    sampler.counts.map_full += 1;
                 }
             }
             Err(CpythonError::Unsupported(reason)) => {
