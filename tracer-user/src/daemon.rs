@@ -383,7 +383,10 @@ async fn event_loop(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut every = tokio::time::interval(OBSERVE_EVERY);
-    let mut drain_tick = tokio::time::interval(source::DRAIN_EVERY);
+    // Timed drains: every 200 ms while events come, less often while none do.
+    let drain_tick = tokio::time::sleep(source::DRAIN_EVERY);
+    tokio::pin!(drain_tick);
+    let mut idle = 0;
     loop {
         let blocked = src.blocked();
         tokio::select! {
@@ -391,8 +394,17 @@ async fn event_loop(
             // left to fill (the kernel counts what it drops).
             r = src.drain_when_ready(fd, tx), if !blocked => {
                 r.map_err(io("reading the ring buffer"))?;
+                // A new Python process woke it: its opens follow without a wake-up.
+                idle = 0;
+                let next = tokio::time::Instant::now() + source::DRAIN_EVERY;
+                let next = next.min(drain_tick.deadline());
+                drain_tick.as_mut().reset(next);
             }
-            _ = drain_tick.tick() => { src.drain(fd.get_mut(), tx); }
+            _ = &mut drain_tick => {
+                let n = src.drain(fd.get_mut(), tx);
+                let wait = source::next_drain(n, src.blocked(), &mut idle);
+                drain_tick.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
             _ = every.tick() => {
                 // Dropped when the queue is full; the next one follows.
                 let _ = tx.try_send(observe(src));

@@ -359,7 +359,12 @@ impl Processor {
                 None => next_tick,
             };
             let timeout = wake.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(timeout) {
+            let msg = rx.recv_timeout(timeout);
+            if matches!(msg, Ok(Msg::Events(_) | Msg::Preload(_))) {
+                // Work after a quiet spell: the tick is due within its usual period again.
+                next_tick = next_tick.min(Instant::now() + tick);
+            }
+            match msg {
                 Ok(Msg::Events(evs)) => {
                     self.handle(evs, &facts);
                     // Batch everything already queued into one durable write.
@@ -401,7 +406,11 @@ impl Processor {
             }
             if Instant::now() >= next_tick {
                 self.tick();
-                next_tick = Instant::now() + tick;
+                // With nothing live, held or pending, the tick has only the status to write
+                // and the spool to rotate: it comes as often as the status is written.
+                let quiet =
+                    self.table.is_quiet() && self.pending.is_empty() && self.ranks.is_empty();
+                next_tick = Instant::now() + if quiet { STATUS_EVERY } else { tick };
             }
         }
     }

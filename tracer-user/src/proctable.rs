@@ -429,6 +429,14 @@ impl ProcTable {
         self.procs.is_empty()
     }
 
+    /// Whether nothing waits on time: no process, none ending, no inspection due.
+    pub fn is_quiet(&self) -> bool {
+        self.procs.is_empty()
+            && self.closing.is_empty()
+            && self.closed.is_empty()
+            && self.to_inspect.is_empty()
+    }
+
     /// Users' metadata refused or cut, by cause.
     pub fn refusals(&self) -> crate::untrusted::RefusalCounts {
         let mut c = self.shared.resolver.refusals.snapshot();

@@ -133,6 +133,11 @@ impl Ranks {
         out
     }
 
+    /// Whether no aggregate is held (nothing for [`Self::expire`] to write).
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
     /// Aggregates whose window has passed (all of them with `now = None`, at shutdown).
     pub fn expire(&mut self, now: Option<Instant>) -> Vec<Record> {
         let window = self.window;

@@ -24,8 +24,23 @@ use tracer_common::user::Event;
 
 use crate::processor::Msg;
 
-/// How often the ring is drained without a wake-up.
+/// How often the ring is drained without a wake-up while events come.
 pub const DRAIN_EVERY: Duration = Duration::from_millis(200);
+/// The longest wait between timed drains of an idle ring: each that finds nothing doubles
+/// the wait from [`DRAIN_EVERY`]. A wake-up of the event loop costs it about as much as a
+/// drain of a start's events, and an idle node paid five a second.
+pub const DRAIN_IDLE_MAX: Duration = Duration::from_secs(1);
+
+/// The wait before the next timed drain, after one that read `read` events with the ring's
+/// reader now `blocked` (or not), and `idle` timed drains in a row found nothing before it.
+pub fn next_drain(read: usize, blocked: bool, idle: &mut u32) -> Duration {
+    if read > 0 || blocked {
+        *idle = 0;
+        return DRAIN_EVERY;
+    }
+    *idle = (*idle + 1).min(8);
+    (DRAIN_EVERY * (1 << *idle)).min(DRAIN_IDLE_MAX)
+}
 /// Batches the queue to the processor holds.
 pub const QUEUE_BATCHES: usize = 64;
 /// Events per batch at most.
@@ -158,6 +173,17 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_ring_is_drained_less_and_less_often_and_a_busy_one_every_200_ms() {
+        let mut idle = 0;
+        let waits: Vec<u64> = [0, 0, 0, 0, 0, 3, 0]
+            .iter()
+            .map(|&n| next_drain(n, false, &mut idle).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [400, 800, 1000, 1000, 1000, 200, 400]);
+        assert_eq!(next_drain(0, true, &mut idle), DRAIN_EVERY, "a held batch");
+    }
 
     #[test]
     fn a_full_queue_keeps_the_batch_in_hand_and_counts() {

@@ -97,7 +97,15 @@ impl ProcFacts for ProcFs {
         std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
     }
     fn cgroup(&self, pid: u32) -> Option<String> {
-        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
+        use std::io::Read;
+        // Read into room for the whole file: `read_to_string` asks its size first (0 for a
+        // `/proc` file) and then reads it 32 bytes at a time, six system calls at every exec
+        // on a node with cgroup v1's hierarchies.
+        let mut text = String::with_capacity(4096);
+        std::fs::File::open(format!("/proc/{pid}/cgroup"))
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .ok()?;
+        Some(text)
     }
     fn fd_path(&self, pid: u32, fd: i32) -> Option<PathBuf> {
         std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()
