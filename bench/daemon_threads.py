@@ -10,7 +10,8 @@ reference starts, measures each thread's idle rate for 3 s, then runs N referenc
 /proc/PID/task/TID/schedstat (ns; /proc ticks are 10 ms, too coarse); threads are grouped by
 name without their index (sampler-0, sampler-1 -> sampler). Prints ms per start net of idle,
 one column per round: which of the processor, the sampler's workers and the event loop a
-change moved.
+change moved; then the batch's whole CPU per start idle included (TOTAL gross) and the idle
+rate (ms of CPU a second), for changes to what an idle daemon does.
 """
 import collections, os, subprocess, sys, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,7 +70,13 @@ for _ in range(rounds):
             res[b][label].append(net)
             total += net
         res[b]["TOTAL"].append(total)
+        # Gross: the batch's whole CPU per start, idle included. Net of idle alone misleads
+        # when a change lowers the idle rate: the wake-ups an idle daemon no longer has are
+        # then no longer subtracted from the busy ones.
+        res[b]["TOTAL gross"].append(sum(c1[k] - c0[k] for k in c1) / n * 1e3)
+        res[b]["idle ms/s"].append(sum(i1[k] - i0[k] for k in i1) / di * 1e3)
 for b in bins:
     print(b)
     for k, v in sorted(res[b].items(), key=lambda kv: -sum(kv[1])):
-        print(f"  {k:12} {' '.join(f'{x:6.2f}' for x in v)} ms/start")
+        unit = "" if k == "idle ms/s" else " ms/start"
+        print(f"  {k:12} {' '.join(f'{x:6.2f}' for x in v)}{unit}")
