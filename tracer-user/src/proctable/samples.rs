@@ -605,7 +605,7 @@ impl ProcTable {
     /// of the process itself (`enabled`); if the process has ended since (its exit and exec
     /// events clear its entry, which the worker may have written after them), the entry is
     /// written again for the process now under that pid when that one is sampled, else removed.
-    fn inspected(
+    pub(super) fn inspected(
         &mut self,
         pid: u32,
         start: i64,

@@ -1155,3 +1155,57 @@ fn a_process_just_gone_waits_one_reap_for_its_exit_event() {
     assert_eq!((lost[0].process.pid, lost[0].ending), (11, Ending::Unknown));
     assert!(t.is_empty());
 }
+
+/// A worker's inspection answered after its process ended (the pid now another Python
+/// process's, not inspected yet) counts for neither: the pid's entry, which the late answer may
+/// have overwritten, is removed and the new process inspected again; its own answers count it
+/// once.
+#[test]
+fn an_inspection_answered_after_its_process_ended_reinspects_the_pids_new_process() {
+    use crate::cpython::{layout, object_layout, Interpreter, LayoutSource, Version};
+    let f = NoFacts;
+    let mut t = ProcTable::new(0, 0);
+    t.set_sampler(crate::sampler::Sampler::new(None, 19, None));
+    let interp = Arc::new(Interpreter {
+        pid: 100,
+        version: Version {
+            major: 3,
+            minor: 11,
+            patch: None,
+        },
+        image: "/usr/lib/libpython3.11.so".into(),
+        in_executable: false,
+        text: (0x1000, 0x2000),
+        runtime: 0x5000,
+        layout: layout(3, 11).unwrap(),
+        objects: object_layout(3, 11).unwrap(),
+        source: LayoutSource::Table,
+        code_type: 0,
+        str_type: 0,
+    });
+    t.handle(exec(100, 1, "/usr/bin/python3", "python3", "", 1_000), &f);
+    let old = t.procs[&100].start;
+    exit(&mut t, 100, &f);
+    t.handle(
+        exec(100, 1, "/usr/bin/python3", "python3", "", 2_000_000),
+        &f,
+    );
+    let new = t.procs[&100].start;
+    assert_ne!(old, new);
+    t.to_inspect.clear();
+    t.inspected(100, old, Ok(interp.clone()), 0, true);
+    let queued: Vec<(u32, i64)> = t.to_inspect.iter().map(|&(p, s, _, _)| (p, s)).collect();
+    assert_eq!(queued, [(100, new)]);
+    assert_eq!(t.procs[&100].samples.status, samples::Status::Off);
+    assert_eq!(t.sampler_counts().unwrap().processes_sampled, 0);
+    // Its first answer and the second inspection's: sampled, counted once.
+    for _ in 0..2 {
+        t.inspected(100, new, Ok(interp.clone()), 0, true);
+    }
+    assert_eq!(t.procs[&100].samples.status, samples::Status::Sampled);
+    assert_eq!(t.sampler_counts().unwrap().processes_sampled, 1);
+    // A late answer for a pid no process holds now queues nothing.
+    t.to_inspect.clear();
+    t.inspected(4242, 7, Ok(interp), 0, true);
+    assert!(t.to_inspect.is_empty());
+}
