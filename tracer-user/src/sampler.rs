@@ -10,8 +10,8 @@
 //! A worker that finds an interpreter enables the kernel's walk of it itself (the map is
 //! shared), so that sampling starts as soon as the interpreter is known, and the processor
 //! takes the answers when it next runs (each batch of events begins with them) instead of
-//! waking to poll for them: a wake-up of the processor cost it about as much as a batch of a
-//! start's events. Only an answer that asks for a retry soon (an interpreter whose
+//! waking to poll for them (a wake-up of a daemon thread cost 70–150 µs of CPU on the
+//! 2-core VM it was measured on). Only an answer that asks for a retry soon (an interpreter whose
 //! `libpython` is not mapped yet) wakes it.
 use std::{
     cell::RefCell,
