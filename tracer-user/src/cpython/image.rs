@@ -176,6 +176,25 @@ impl ImageFacts {
         Some(bias.wrapping_add(vaddr))
     }
 
+    /// The load bias at which `code` (the mapping of one of this image's segments) places it,
+    /// confirmed by the mapping of the segment holding `vaddr` among `mappings` ([`Self::bias`]);
+    /// `None` while that segment is not mapped at that bias.
+    ///
+    /// Why both: `ld.so` maps a library's segments one at a time over a first read-only
+    /// mapping of the whole file, so between two of them the data segment's address is still
+    /// covered by the file at another offset, and the bias [`Self::bias`] reads from that is a
+    /// page or more off. A process inspected then (as soon as it opened `libpython`) was
+    /// sampled with a wrong `_PyRuntime`: every walk of its threads failed. Unconfirmed, the
+    /// inspection is tried again later. An image whose code mapping is no segment's start
+    /// (remapped text) has only the data segment's word.
+    pub fn confirmed_bias(&self, vaddr: u64, code: &Mapping, mappings: &[&Mapping]) -> Option<u64> {
+        let found = self.bias(vaddr, mappings)?;
+        match self.address_in(0, code) {
+            Some(placed) if placed != found => None,
+            _ => Some(found),
+        }
+    }
+
     /// The load bias of this image in a process, from the mapping of the segment holding
     /// `vaddr`: `start + (p_offset - offset) - p_vaddr` (0 for a non-PIE executable). `None`
     /// when no mapping covers the segment's file offset.
@@ -550,6 +569,24 @@ mod tests {
         assert!(
             shared.address_in(0x3acf60, &rw).is_none(),
             "not a segment's start"
+        );
+        // Confirmed by the data segment's own mapping; a mapping of the file at another
+        // offset (the loader's first mapping of the whole file, before the data segment is
+        // mapped over it) places the image a page off, and is not taken.
+        assert_eq!(
+            shared.confirmed_bias(0x3acf60, &ro, &[&relro]),
+            Some(0x7fdca3c00000)
+        );
+        let whole = m(0x7fdca3e62000, 0x7fdca3f8e000, 0x262000);
+        assert_eq!(
+            shared.bias(0x3acf60, &[&whole]),
+            Some(0x7fdca3c00000 - 0x1000)
+        );
+        assert_eq!(shared.confirmed_bias(0x3acf60, &ro, &[&whole]), None);
+        // Code mapped where no segment starts (text remapped): the data segment's word.
+        assert_eq!(
+            shared.confirmed_bias(0x3acf60, &rw, &[&relro]),
+            Some(0x7fdca3c00000)
         );
     }
 

@@ -301,7 +301,8 @@ impl Inspector {
                 // `_PyRuntime` is in the data segment (`.data`, or `.bss` before 3.11),
                 // mapped after the code. One query, at the address the code's mapping puts the
                 // segment's start at, finds the segment's mapping; else every mapping of the
-                // file from the code's on is looked at.
+                // file from the code's on is looked at. Either must place the image where the
+                // code does (`confirmed_bias`: a library still being mapped is not).
                 let mut bias = None;
                 let segment_start = facts
                     .segment_of(runtime_vaddr)
@@ -312,7 +313,7 @@ impl Inspector {
                         .map_err(|e| proc_err("maps", e))?
                         .and_then(Mapping::of_vma)
                         .filter(|d| (d.dev, d.ino) == (c.dev, c.ino))
-                        .and_then(|d| facts.bias(runtime_vaddr, &[&d]));
+                        .and_then(|d| facts.confirmed_bias(runtime_vaddr, c, &[&d]));
                 }
                 if bias.is_none() {
                     let run: Vec<Mapping> = match &mut queries {
@@ -331,7 +332,7 @@ impl Inspector {
                             .filter(|m| (m.dev, m.ino) == (c.dev, c.ino))
                             .collect(),
                     };
-                    bias = facts.bias(runtime_vaddr, &same_file);
+                    bias = facts.confirmed_bias(runtime_vaddr, c, &same_file);
                 }
                 return interpreter(pid, c, (c.dev, c.ino) == exe, &facts, bias);
             }
@@ -465,7 +466,9 @@ fn interpreter(
     let runtime_vaddr = facts.symbols["_PyRuntime"];
     let bias = bias.ok_or_else(|| CpythonError::BadImage {
         path: path.clone(),
-        reason: "no mapping covers the segment of _PyRuntime".into(),
+        reason:
+            "the segment of _PyRuntime is not mapped where its code places it (not loaded yet?)"
+                .into(),
     })?;
     let at = |s: &str| facts.symbols.get(s).map_or(0, |v| v.wrapping_add(bias));
     let runtime = runtime_vaddr.wrapping_add(bias);

@@ -528,3 +528,92 @@ fn cpython_builds_refused_by_their_symbols() {
         Err(CpythonError::Unsupported(why)) if why.contains("free-threaded")
     ));
 }
+
+/// `ld.so` maps a library's segments one at a time over a first read-only mapping of the whole
+/// file: a process inspected in between (it is inspected as soon as it opens `libpython`) must
+/// not be found with a `_PyRuntime` a page off (every walk of its threads would then fail, as
+/// one did in CI), only once its data segment is in place. Staged here in this test's own
+/// process, which maps pyenv's `libpython3.12.so` as the loader does, segment by segment.
+#[test]
+fn cpython_library_mapped_halfway_is_found_once_its_data_segment_is() {
+    const PAGE: u64 = 4096;
+    let python = pyenv("3.12");
+    let lib = python
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("lib/libpython3.12.so.1.0");
+    let file = std::fs::File::open(&lib).unwrap();
+    let facts = image::read_facts(file.try_clone().unwrap(), &lib).unwrap();
+    let runtime_vaddr = facts.symbols["_PyRuntime"];
+    let down = |x: u64| x & !(PAGE - 1);
+    let up = |x: u64| (x + PAGE - 1) & !(PAGE - 1);
+    let span = facts
+        .segments
+        .iter()
+        .map(|s| up(s.vaddr + s.memsz))
+        .max()
+        .unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: a new private read-only mapping of the file, placed by the kernel; nothing
+    // reads it but the inspection (through /proc), and it is unmapped at the end.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            span as usize,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            fd,
+            0,
+        )
+    };
+    assert_ne!(
+        base,
+        libc::MAP_FAILED,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+    let base = base as u64;
+    let pid = std::process::id();
+    let (code, data) = (1, facts.segment_of(runtime_vaddr).unwrap());
+    assert_eq!(facts.segments.len(), 4, "{:?}", facts.segments);
+    for (i, s) in facts.segments.iter().enumerate().skip(1) {
+        // Before segment `i`: not found (the code is not mapped yet, or the data segment is
+        // not): never found at another address.
+        match Interpreter::inspect(pid) {
+            Err(CpythonError::NotPython { .. }) if i <= code => {}
+            Err(CpythonError::BadImage { reason, .. }) if i > code => eprintln!("{i}: {reason}"),
+            other => panic!("before segment {i} of {:?}: {other:?}", facts.segments),
+        }
+        let prot = match i {
+            1 => libc::PROT_READ | libc::PROT_EXEC,
+            _ if s == data => libc::PROT_READ | libc::PROT_WRITE,
+            _ => libc::PROT_READ,
+        };
+        let len = up(s.offset + s.filesz) - down(s.offset);
+        // SAFETY: over this test's own mapping of the file (inside `span`), as `ld.so` maps it.
+        let at = unsafe {
+            libc::mmap(
+                (base + down(s.vaddr)) as *mut libc::c_void,
+                len as usize,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_FIXED,
+                fd,
+                down(s.offset) as libc::off_t,
+            )
+        };
+        assert_eq!(
+            at as u64,
+            base + down(s.vaddr),
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let found = Interpreter::inspect(pid);
+    // SAFETY: this test's own mapping, which nothing refers to any more.
+    unsafe { libc::munmap(base as *mut libc::c_void, span as usize) };
+    let found = found.unwrap();
+    assert_eq!(found.runtime, base + runtime_vaddr);
+    assert_eq!(found.image, lib);
+}
