@@ -11,7 +11,9 @@ reference starts, measures each thread's idle rate for 3 s, then runs N referenc
 name without their index (sampler-0, sampler-1 -> sampler). Prints ms per start net of idle,
 one column per round: which of the processor, the sampler's workers and the event loop a
 change moved; then the batch's whole CPU per start idle included (TOTAL gross) and the idle
-rate (ms of CPU a second), for changes to what an idle daemon does.
+rate (ms of CPU a second), for changes to what an idle daemon does. Then, per thread, how
+many times it was put on a CPU per start (schedstat's third field, net of the idle rate):
+the wake-ups a start costs, each some tens of microseconds of CPU on this VM.
 """
 import collections, os, subprocess, sys, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,22 +26,25 @@ rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 2
 warm = int(os.environ.get("WARM", 6))
 
 def threads(pid):
-    """Run time in seconds by thread name (index dropped)."""
-    out = collections.Counter()
+    """Run time in seconds, and times put on a CPU, by thread name (index dropped)."""
+    out, runs = collections.Counter(), collections.Counter()
     for t in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{t}/comm") as f:
                 name = f.read().strip().rstrip("0123456789-")
             with open(f"/proc/{pid}/task/{t}/schedstat") as f:
-                out[name] += int(f.read().split()[0]) / 1e9
+                fields = f.read().split()
         except FileNotFoundError:
             continue
-    return out
+        out[name] += int(fields[0]) / 1e9
+        runs["runs " + name] += int(fields[2])
+    return out, runs
 
 def start():
     subprocess.run(["taskset", "-c", "1", py, "-c", START], check=True)
 
 res = {b: collections.defaultdict(list) for b in bins}
+runs = {b: collections.defaultdict(list) for b in bins}
 for _ in range(rounds):
     for b in bins:
         d = tempfile.mkdtemp(prefix="pyusage-thr-")
@@ -51,14 +56,14 @@ for _ in range(rounds):
         for _ in range(warm):
             start()
         time.sleep(1)
-        i0, t0 = threads(p.pid), time.time()
+        (i0, ri0), t0 = threads(p.pid), time.time()
         time.sleep(3)
-        i1, di = threads(p.pid), time.time() - t0
-        c0, t0 = threads(p.pid), time.time()
+        (i1, ri1), di = threads(p.pid), time.time() - t0
+        (c0, rc0), t0 = threads(p.pid), time.time()
         for _ in range(n):
             start()
         time.sleep(0.6)
-        c1, dt = threads(p.pid), time.time() - t0
+        (c1, rc1), dt = threads(p.pid), time.time() - t0
         p.terminate(); p.wait()
         subprocess.run(["rm", "-rf", d])
         name = os.path.basename(b)
@@ -75,8 +80,13 @@ for _ in range(rounds):
         # then no longer subtracted from the busy ones.
         res[b]["TOTAL gross"].append(sum(c1[k] - c0[k] for k in c1) / n * 1e3)
         res[b]["idle ms/s"].append(sum(i1[k] - i0[k] for k in i1) / di * 1e3)
+        for k in set(rc0) | set(rc1):
+            label = "runs event loop" if k == "runs " + name[:15].rstrip("0123456789-") else k
+            runs[b][label].append(((rc1[k] - rc0[k]) - (ri1[k] - ri0[k]) / di * dt) / n)
 for b in bins:
     print(b)
     for k, v in sorted(res[b].items(), key=lambda kv: -sum(kv[1])):
         unit = "" if k == "idle ms/s" else " ms/start"
         print(f"  {k:12} {' '.join(f'{x:6.2f}' for x in v)}{unit}")
+    for k, v in sorted(runs[b].items(), key=lambda kv: -sum(kv[1])):
+        print(f"  {k:16} {' '.join(f'{x:6.1f}' for x in v)} /start")
