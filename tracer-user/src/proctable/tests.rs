@@ -1162,35 +1162,11 @@ fn a_process_just_gone_waits_one_reap_for_its_exit_event() {
 /// once.
 #[test]
 fn an_inspection_answered_after_its_process_ended_reinspects_the_pids_new_process() {
-    use crate::cpython::{layout, object_layout, Interpreter, LayoutSource, Version};
     let f = NoFacts;
     let mut t = ProcTable::new(0, 0);
     t.set_sampler(crate::sampler::Sampler::new(None, 19, None));
-    let interp = Arc::new(Interpreter {
-        pid: 100,
-        version: Version {
-            major: 3,
-            minor: 11,
-            patch: None,
-        },
-        image: "/usr/lib/libpython3.11.so".into(),
-        in_executable: false,
-        text: (0x1000, 0x2000),
-        runtime: 0x5000,
-        layout: layout(3, 11).unwrap(),
-        objects: object_layout(3, 11).unwrap(),
-        source: LayoutSource::Table,
-        code_type: 0,
-        str_type: 0,
-    });
-    t.handle(exec(100, 1, "/usr/bin/python3", "python3", "", 1_000), &f);
-    let old = t.procs[&100].start;
-    exit(&mut t, 100, &f);
-    t.handle(
-        exec(100, 1, "/usr/bin/python3", "python3", "", 2_000_000),
-        &f,
-    );
-    let new = t.procs[&100].start;
+    let interp = interpreter(0x5000);
+    let (old, new) = pid_reused(&mut t, &f);
     assert_ne!(old, new);
     t.to_inspect.clear();
     t.inspected(100, old, Ok(interp.clone()), 0, true);
@@ -1208,4 +1184,103 @@ fn an_inspection_answered_after_its_process_ended_reinspects_the_pids_new_proces
     t.to_inspect.clear();
     t.inspected(4242, 7, Ok(interp), 0, true);
     assert!(t.to_inspect.is_empty());
+}
+
+/// A Python process at pid 100 that ends, and another Python process under the same pid: their
+/// starts.
+fn pid_reused(t: &mut ProcTable, f: &NoFacts) -> (i64, i64) {
+    t.handle(exec(100, 1, "/usr/bin/python3", "python3", "", 1_000), f);
+    let old = t.procs[&100].start;
+    exit(t, 100, f);
+    t.handle(
+        exec(100, 1, "/usr/bin/python3", "python3", "", 2_000_000),
+        f,
+    );
+    (old, t.procs[&100].start)
+}
+
+/// A 3.11 interpreter found at `runtime`, as a sampler worker answers.
+fn interpreter(runtime: u64) -> Arc<crate::cpython::Interpreter> {
+    use crate::cpython::{layout, object_layout, Interpreter, LayoutSource, Version};
+    Arc::new(Interpreter {
+        pid: 100,
+        version: Version {
+            major: 3,
+            minor: 11,
+            patch: None,
+        },
+        image: "/usr/lib/libpython3.11.so".into(),
+        in_executable: false,
+        text: (0x1000, 0x2000),
+        runtime,
+        layout: layout(3, 11).unwrap(),
+        objects: object_layout(3, 11).unwrap(),
+        source: LayoutSource::Table,
+        code_type: 0,
+        str_type: 0,
+    })
+}
+
+/// What the kernel walks, in a real BPF hash map as the daemon's `PYPROCS` (root): a pid's
+/// entry that a worker wrote for a process that has ended since is left to the process now
+/// under the pid. Rewritten with its interpreter when that one is sampled, removed when it is
+/// not sampled yet (it is then inspected again) or when no process has the pid; a fork child
+/// of a sampled process has its parent's. A wrong entry would have the kernel walk another
+/// process's memory with the ended one's `_PyRuntime`.
+#[test]
+fn a_late_inspection_leaves_the_pids_kernel_entry_to_the_process_now_under_it() {
+    use std::os::fd::AsFd;
+
+    use aya::maps::{HashMap as BpfHashMap, IterableMap, Map, MapData};
+    use tracer_common::sampling::PyProc;
+    let map = BpfHashMap::<MapData, u32, PyProc>::create(64, 0)
+        .expect("creating a BPF hash map (needs root and BPF)");
+    let fd = map.map().fd().as_fd().try_clone_to_owned().unwrap();
+    let view: BpfHashMap<MapData, u32, PyProc> =
+        BpfHashMap::try_from(Map::from_map_data(MapData::from_fd(fd).unwrap()).unwrap()).unwrap();
+    let entry = |pid: u32| view.get(&pid, 0).ok().map(|p| p.runtime);
+    let f = NoFacts;
+    let mut t = ProcTable::new(0, 0);
+    t.set_sampler(crate::sampler::Sampler::new(Some(map), 19, None));
+    let (ended, now) = (interpreter(0x5000), interpreter(0x9000));
+    // What a worker does: writes the entry, then answers.
+    let worker_writes = |t: &mut ProcTable, pid: u32, i: &crate::cpython::Interpreter| {
+        assert!(t.sampler.as_mut().unwrap().enable(pid, i));
+    };
+
+    // The pid's new process not inspected yet: the ended one's entry is removed.
+    let (old, new) = pid_reused(&mut t, &f);
+    worker_writes(&mut t, 100, &ended);
+    assert_eq!(entry(100), Some(0x5000));
+    t.to_inspect.clear();
+    t.inspected(100, old, Ok(ended.clone()), 0, true);
+    assert_eq!(entry(100), None, "the ended process's entry stays");
+    assert_eq!(t.to_inspect.len(), 1);
+
+    // The new one sampled first, then the ended one's late write and answer: the new one's.
+    worker_writes(&mut t, 100, &now);
+    t.inspected(100, new, Ok(now.clone()), 0, true);
+    assert_eq!(t.procs[&100].samples.status, samples::Status::Sampled);
+    worker_writes(&mut t, 100, &ended);
+    assert_eq!(entry(100), Some(0x5000));
+    t.inspected(100, old, Ok(ended.clone()), 0, true);
+    assert_eq!(entry(100), Some(0x9000), "not the sampled process's entry");
+
+    // A fork child of the sampled process: its parent's entry (the kernel copies it only for
+    // a fork after the write).
+    t.handle(
+        Event::Fork {
+            parent: 100,
+            child: 101,
+            ktime_ns: 3_000_000,
+        },
+        &f,
+    );
+    assert_eq!(entry(101), Some(0x9000));
+
+    // No process under the pid: removed.
+    worker_writes(&mut t, 4242, &ended);
+    t.inspected(4242, 7, Ok(ended), 0, true);
+    assert_eq!(entry(4242), None);
+    assert_eq!(entry(100), Some(0x9000));
 }
