@@ -191,6 +191,10 @@ pub struct SamplerCounts {
     pub processes_unsupported: u64,
     /// Samples without the thread's Python stack (no thread state matched).
     pub samples_no_thread: u64,
+    /// Sampled processes given up on: their samples in the interpreter's code never matched
+    /// a thread state, also after a second inspection (`unsupported:no-thread-state`).
+    #[serde(default)]
+    pub processes_threadless: u64,
     /// Samples cut at the frame limit.
     pub samples_truncated: u64,
     /// Samples counted for no package because their code objects could not be read in time.

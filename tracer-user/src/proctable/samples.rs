@@ -92,6 +92,42 @@ pub struct Samples {
     withheld: Vec<(u64, u64, i64)>,
     /// Samples dropped because too many waited, or whose frames stayed unresolved.
     pub unattributed: u64,
+    /// The check of its kernel entry ([`Samples::check_threads`]).
+    threads: ThreadsCheck,
+}
+
+/// Whether a sampled process's kernel entry finds its threads: a wrong `_PyRuntime` or layout
+/// would have every sample come without a thread state, and the process's packages look
+/// never used, where the record must say it was not sampled.
+#[derive(Debug, Clone, Copy, Default)]
+struct ThreadsCheck {
+    /// A sample matched a thread state: the entry is right.
+    found: bool,
+    /// Samples without a thread state whose instruction was in the interpreter's own code
+    /// (the evaluation loop: a thread running Python), since the entry was last written.
+    threadless: u32,
+    /// The process was inspected again once already.
+    reinspected: bool,
+    /// Samples taken before this (wall µs) are not counted: they may have been walked with
+    /// the entry the last inspection replaced (`i64::MAX` while its answer is awaited).
+    since: i64,
+}
+
+/// Threadless samples in the interpreter's own code, none ever matching a thread, after which a
+/// process is inspected again (a library caught half-mapped is then found right), and after a
+/// second such run its record says `unsupported:no-thread-state`. A correct entry cannot give
+/// them: a thread runs the evaluation loop only with a thread state, which the walk finds
+/// among the first 64 (startup before the first one exists takes milliseconds, not 8 samples).
+const THREADLESS_MAX: u32 = 8;
+
+/// What [`Samples::check_threads`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ThreadsVerdict {
+    Fine,
+    /// Find the interpreter again.
+    Reinspect,
+    /// Stop sampling it: its threads cannot be found.
+    GiveUp,
 }
 
 /// What a record says of its process's samples (see `pyusage_record::Record`).
@@ -132,6 +168,41 @@ impl Samples {
             hz: self.hz,
             ..Samples::default()
         }
+    }
+
+    /// Counts one sample toward the check of the process's kernel entry: whether the walk
+    /// found the thread (`no_thread` false), and whether its instruction was in the
+    /// interpreter's own code, taken at `at` (wall µs).
+    pub(super) fn check_threads(
+        &mut self,
+        no_thread: bool,
+        in_interpreter: bool,
+        at: i64,
+    ) -> ThreadsVerdict {
+        let c = &mut self.threads;
+        if !no_thread {
+            c.found = true;
+        }
+        if c.found || !in_interpreter || at < c.since {
+            return ThreadsVerdict::Fine;
+        }
+        c.threadless += 1;
+        if c.threadless < THREADLESS_MAX {
+            return ThreadsVerdict::Fine;
+        }
+        c.threadless = 0;
+        if std::mem::replace(&mut c.reinspected, true) {
+            ThreadsVerdict::GiveUp
+        } else {
+            c.since = i64::MAX;
+            ThreadsVerdict::Reinspect
+        }
+    }
+
+    /// An inspection answered at `at` (wall µs), after its worker wrote the entry: the check
+    /// counts the samples taken from then on.
+    pub(super) fn entry_written(&mut self, at: i64) {
+        self.threads.since = at;
     }
 
     /// Forgets what code objects were: their addresses may be reused by new ones (a module
@@ -411,6 +482,9 @@ pub fn vendored_package(file: &Path) -> Option<String> {
 /// Attempts at finding a process's interpreter: a process promoted for opening `libpython` has
 /// not mapped it yet at the first; the next come after [`INSPECT_BACKOFF`] times the attempt.
 const INSPECT_ATTEMPTS: u8 = 4;
+
+/// `cpu_sampling = unsupported:no-thread-state`: see [`THREADLESS_MAX`].
+const NO_THREAD_STATE: &str = "no-thread-state";
 const INSPECT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(40);
 
 impl ProcTable {
@@ -457,6 +531,8 @@ impl ProcTable {
                 let start = p.start;
                 self.inspect_later(child, start);
             }
+            // The kernel copied its parent's entry if the fork came before it was removed.
+            (Status::Unsupported(why), _) if why == NO_THREAD_STATE => sampler.disable(child),
             _ => {}
         }
     }
@@ -477,6 +553,28 @@ impl ProcTable {
         let Some(p) = self.procs.get_mut(&s.tgid) else {
             return;
         };
+        if p.samples.status == Status::Sampled {
+            let in_interpreter = p
+                .interp
+                .as_ref()
+                .is_some_and(|i| (i.text.0..i.text.1).contains(&s.user_ip));
+            let no_thread = s.flags & SAMPLE_FLAG_NO_THREAD != 0;
+            match p.samples.check_threads(no_thread, in_interpreter, at) {
+                ThreadsVerdict::Fine => {}
+                ThreadsVerdict::Reinspect => {
+                    tracing::debug!(pid = p.pid, "no thread state found: inspected again");
+                    let now = std::time::Instant::now();
+                    self.to_inspect
+                        .push((p.pid, p.start, INSPECT_ATTEMPTS - 1, now));
+                }
+                ThreadsVerdict::GiveUp => {
+                    tracing::debug!(pid = p.pid, "no thread state found: not sampled");
+                    p.samples.status = Status::Unsupported(NO_THREAD_STATE.into());
+                    sampler.disable(p.pid);
+                    sampler.counts.processes_threadless += 1;
+                }
+            }
+        }
         if p.samples.native_unknown(s.user_ip) {
             match p.interp.as_ref().map(|i| i.text) {
                 // The interpreter's own code (most samples: its evaluation loop), charged to
@@ -613,6 +711,7 @@ impl ProcTable {
         left: u8,
         enabled: bool,
     ) {
+        let at = self.wall(crate::clock::boot_ns());
         let Some(sampler) = self.sampler.as_mut() else {
             return;
         };
@@ -645,6 +744,7 @@ impl ProcTable {
                     }
                     p.samples.status = Status::Sampled;
                     p.samples.hz = sampler.hz;
+                    p.samples.entry_written(at);
                     p.interp = Some(interp);
                 } else {
                     sampler.counts.map_full += 1;

@@ -1284,3 +1284,76 @@ fn a_late_inspection_leaves_the_pids_kernel_entry_to_the_process_now_under_it() 
     assert_eq!(entry(4242), None);
     assert_eq!(entry(100), Some(0x9000));
 }
+
+/// A sampled process whose samples in the interpreter's own code never find a thread state (a
+/// wrong `_PyRuntime` or layout: its packages would look never used) is inspected again; when
+/// that does not help either, its record says `unsupported:no-thread-state` with no counts. The
+/// samples walked with the replaced entry (taken before the new answer) do not count against the
+/// new one, and one sample that finds a thread settles the process as sampled.
+#[test]
+fn a_process_whose_threads_are_never_found_is_inspected_again_then_said_unsupported() {
+    use tracer_common::{sampling::SAMPLE_FLAG_NO_THREAD, user::SampleInfo};
+    let f = NoFacts;
+    let mut t = ProcTable::new(0, 0);
+    t.set_sampler(crate::sampler::Sampler::new(None, 19, None));
+    let interp = interpreter(0x5000);
+    let (text, elsewhere) = (interp.text.0 + 0x10, 0x7f00_0000_0000);
+    let sample = |pid: u32, ip: u64, flags: u32, ktime_ns: u64| {
+        Event::Sample(SampleInfo {
+            tgid: pid,
+            tid: pid,
+            ktime_ns,
+            user_ip: ip,
+            frames: Vec::new(),
+            flags,
+        })
+    };
+    let now = crate::clock::boot_ns;
+    for pid in [100, 200] {
+        t.handle(exec(pid, 1, "/usr/bin/python3", "python3", "", 1_000), &f);
+        let start = t.procs[&pid].start;
+        t.inspected(pid, start, Ok(interp.clone()), 0, true);
+    }
+    t.to_inspect.clear();
+    let status = |t: &ProcTable, pid: u32| t.procs[&pid].samples.status.clone();
+    // Process 200 finds a thread once: its threadless samples never count.
+    t.handle(sample(200, text, 0, now()), &f);
+    for _ in 0..40 {
+        t.handle(sample(200, text, SAMPLE_FLAG_NO_THREAD, now()), &f);
+    }
+    assert_eq!(status(&t, 200), samples::Status::Sampled);
+    // Process 100: threadless samples outside the interpreter's code (a BLAS thread) are fine.
+    for _ in 0..40 {
+        t.handle(sample(100, elsewhere, SAMPLE_FLAG_NO_THREAD, now()), &f);
+    }
+    assert!(t.to_inspect.is_empty());
+    // In its code: inspected again after 8; more walked before the answer do not count.
+    for _ in 0..30 {
+        t.handle(sample(100, text, SAMPLE_FLAG_NO_THREAD, now()), &f);
+    }
+    let queued: Vec<u32> = t.to_inspect.iter().map(|&(p, ..)| p).collect();
+    assert_eq!(queued, [100]);
+    assert_eq!(status(&t, 100), samples::Status::Sampled);
+    let before_answer = now() - 1_000_000;
+    let start = t.procs[&100].start;
+    t.inspected(100, start, Ok(interp.clone()), 0, true);
+    for _ in 0..30 {
+        t.handle(sample(100, text, SAMPLE_FLAG_NO_THREAD, before_answer), &f);
+    }
+    assert_eq!(status(&t, 100), samples::Status::Sampled);
+    // After it, 8 more: given up, and counted.
+    for _ in 0..8 {
+        t.handle(sample(100, text, SAMPLE_FLAG_NO_THREAD, now()), &f);
+    }
+    assert_eq!(
+        status(&t, 100),
+        samples::Status::Unsupported("no-thread-state".into())
+    );
+    assert_eq!(t.sampler_counts().unwrap().processes_threadless, 1);
+    let fields = t.procs[&100].samples.record_fields(0, |_| None);
+    assert_eq!(
+        fields.sampling.as_deref(),
+        Some("unsupported:no-thread-state")
+    );
+    assert_eq!(fields.total, None);
+}
