@@ -482,10 +482,10 @@ pub fn vendored_package(file: &Path) -> Option<String> {
 /// Attempts at finding a process's interpreter: a process promoted for opening `libpython` has
 /// not mapped it yet at the first; the next come after [`INSPECT_BACKOFF`] times the attempt.
 const INSPECT_ATTEMPTS: u8 = 4;
+const INSPECT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(40);
 
 /// `cpu_sampling = unsupported:no-thread-state`: see [`THREADLESS_MAX`].
 const NO_THREAD_STATE: &str = "no-thread-state";
-const INSPECT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(40);
 
 impl ProcTable {
     /// Turns sampling on: samples are attributed, and new Python processes are inspected.
@@ -553,6 +553,7 @@ impl ProcTable {
         let Some(p) = self.procs.get_mut(&s.tgid) else {
             return;
         };
+        let mut reinspect = None;
         if p.samples.status == Status::Sampled {
             let in_interpreter = p
                 .interp
@@ -563,9 +564,7 @@ impl ProcTable {
                 ThreadsVerdict::Fine => {}
                 ThreadsVerdict::Reinspect => {
                     tracing::debug!(pid = p.pid, "no thread state found: inspected again");
-                    let now = std::time::Instant::now();
-                    self.to_inspect
-                        .push((p.pid, p.start, INSPECT_ATTEMPTS - 1, now));
+                    reinspect = Some((p.pid, p.start));
                 }
                 ThreadsVerdict::GiveUp => {
                     tracing::debug!(pid = p.pid, "no thread state found: not sampled");
@@ -628,6 +627,9 @@ impl ProcTable {
             }
         }
         p.samples.add(s, native);
+        if let Some((pid, start)) = reinspect {
+            self.inspect_later(pid, start);
+        }
     }
 
     /// Asks the sampler's workers for the files of the code objects sampled since the last
