@@ -2,7 +2,7 @@
 """Daemon CPU per import-heavy Python start, by thread, several builds alternated (root).
 
 Usage: bench/daemon_threads.py BIN[,BIN...] [N starts per batch, 40] [R rounds, 2]
-(env WARM warm-up starts, default 6: each of the sampler's two workers reads an interpreter's
+(env EXTRA: more daemon arguments, e.g. "--sample-hz 0"; env WARM warm-up starts, default 6: each of the sampler's two workers reads an interpreter's
 image the first time it inspects one, 1.6 ms once per daemon, and with two warm-up starts one
 worker could still be cold inside the batch). Each round starts each build's daemon (CPU 0), runs WARM
 reference starts, measures each thread's idle rate for 3 s, then runs N reference starts
@@ -24,6 +24,7 @@ bins = sys.argv[1].split(",")
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 40
 rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 2
 warm = int(os.environ.get("WARM", 6))
+extra = os.environ.get("EXTRA", "").split()
 
 def threads(pid):
     """Run time in seconds, and times put on a CPU, by thread name (index dropped)."""
@@ -49,7 +50,7 @@ for _ in range(rounds):
     for b in bins:
         d = tempfile.mkdtemp(prefix="pyusage-thr-")
         p = subprocess.Popen(["taskset", "-c", "0", b, "daemon", "-d", d + "/d", "--ready-file", d + "/ready",
-                              "--flush-secs", "3600"], stderr=open(d + "/log", "w"))
+                              "--flush-secs", "3600"] + extra, stderr=open(d + "/log", "w"))
         while not os.path.exists(d + "/ready"):
             assert p.poll() is None, open(d + "/log").read()
             time.sleep(0.02)
