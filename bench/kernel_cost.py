@@ -15,16 +15,19 @@ cost is made of three parts, each measured here where it can be resolved:
      attached vs detached, less the slow path of the loop's untraced call (`close`, `munmap`,
      or for Python the loop's own body, timed with `os.getppid` instead);
   3. what the programs cost inside the real workloads: `kernel.bpf_stats_enabled`'s run time
-     over real runs (cache-cold, unlike the loops).
+     over real runs (cache-cold, unlike the loops), less what the programs run anyway over the
+     same window (the sampler's timer, the daemon's own reads), measured idle.
 Blocks alternate detached/attached (ROUNDS of each); each loop is pinned to CPU 1 and the
 daemon to CPU 0, with a nice-19 spinner keeping CPU 0 awake in both modes (bench/capture.py).
+Everything is timed with the BPF statistics off (their accounting costs every program run);
+the programs' run time is read in a pass of its own after each attached block.
 Each workload's system calls are counted by `strace -f -c` in a separate run. The estimate is
   in-workload BPF run time + openat calls x (an open's cost - its BPF time per call in the loop)
   + mmap calls x (an mmap's cost - its BPF time) + other calls x slow path,
 over the workload's CPU time detached, printed next to the wall and CPU ratios measured in the
 same run (the unresolvable way, for comparison).
 """
-import os, re, statistics, subprocess, sys, tempfile, time
+import os, re, shutil, statistics, subprocess, sys, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from capture import START, TRACEPOINTS, Daemon, timed, CPU_TIMES
@@ -76,18 +79,32 @@ def syscalls(cmd):
     return total, opens, calls.get("mmap", 0)
 
 
-# status.json's program statistics are at most this old: the event loop reads them every 2 s
-# and the processor writes the status every 2 s.
-STALE = 4.3
+def fresh_stats(d):
+    """{program: (runs, ns)} from status.json once it has been rewritten twice since the call,
+    and when: the event loop reads the kernel's statistics every 2 s and the processor writes
+    the status every 2 s, so the second rewrite carries a reading taken after the call."""
+    path = os.path.join(d.data, "d", "status.json")
+    seen = os.stat(path).st_mtime_ns
+    for _ in range(2):
+        while os.stat(path).st_mtime_ns == seen:
+            time.sleep(0.05)
+        seen = os.stat(path).st_mtime_ns
+    return {p["name"]: (p["run_count"], p["run_time_ns"]) for p in d.status()["programs"]}, time.time()
 
 
-def bpf_stats(d):
-    """{program: (runs, ns)} from status.json."""
-    return {p["name"]: (p["run_count"], p["run_time_ns"]) for p in d.status()["programs"]}
+def set_stats(on):
+    with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+        f.write("1" if on else "0")
 
 
-def delta(a, b):
-    return {k: (b[k][0] - a.get(k, (0, 0))[0], b[k][1] - a.get(k, (0, 0))[1]) for k in b}
+def bpf_ns(d, run, idle_rate):
+    """BPF run time of every program while `run()` runs (a tail-called program's is its
+    caller's), less what runs anyway over the same window (the sampler's timer on both CPUs,
+    the daemon's own reads) at `idle_rate` ns a second."""
+    (s0, t0) = fresh_stats(d)
+    run()
+    (s1, t1) = fresh_stats(d)
+    return sum(ns - s0.get(k, (0, 0))[1] for k, (_, ns) in s1.items()) - idle_rate * (t1 - t0)
 
 
 def main():
@@ -107,51 +124,50 @@ def main():
     cpu = {k: {"detached": [], "attached": []} for k in WORKLOADS}
     work_bpf = {k: [] for k in WORKLOADS}
     tp_only = []
+
+    def loop(cmd):
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        return float(out.strip().splitlines()[-1])
+
     try:
-        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
-            f.write("1")
+        set_stats(False)
         for cmd in list(WORKLOADS.values()):
             timed(cmd)
         for r in range(rounds):
             # The slow path with the same syscall tracepoints enabled and no BPF program
             # (`perf stat` counting them): any syscall-tracepoint tracer's floor.
-            floor = subprocess.Popen(["taskset", "-c", "0", "perf", "stat", "-a", "-o", os.devnull,
-                                      "-e", ",".join(TRACEPOINTS), "--", "sleep", "1000000"])
-            time.sleep(1)
-            out = subprocess.run(LOOPS["getppid"][0], check=True, capture_output=True, text=True).stdout
-            tp_only.append(float(out.strip()))
-            subprocess.run(["pkill", "-x", "-f", "sleep 1000000"])
-            floor.wait()
+            # Without `perf` (Debian's linux-perf) the floor is not measured.
+            if shutil.which("perf"):
+                floor = subprocess.Popen(["taskset", "-c", "0", "perf", "stat", "-a", "-o", os.devnull,
+                                          "-e", ",".join(TRACEPOINTS), "--", "sleep", "1000000"])
+                time.sleep(1)
+                tp_only.append(loop(LOOPS["getppid"][0]))
+                subprocess.run(["pkill", "-x", "-f", "sleep 1000000"])
+                floor.wait()
+            # Timed with the BPF statistics off in both modes (their accounting costs each
+            # program run), and with no pause between runs in either.
             for mode in ("detached", "attached"):
                 if mode == "attached":
                     d.start()
                     for _ in range(2):  # the sampler's workers read the interpreter once each
                         timed(WORKLOADS["python -c 'import numpy, yaml, …'"])
                 for k, (cmd, n, progs) in LOOPS.items():
-                    if mode == "attached" and progs:
-                        time.sleep(STALE)
-                        s0 = bpf_stats(d)
-                    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                    loop_ns[k][mode].append(float(out.strip().splitlines()[-1]))
-                    if mode == "attached" and progs:
-                        time.sleep(STALE)
-                        # Every program's run time (a tail-called program's is its caller's):
-                        # the loop is all that runs then, but for the daemon's own reads.
-                        st = delta(s0, bpf_stats(d))
-                        loop_bpf[k].append(sum(ns for _, ns in st.values()) / n)
+                    loop_ns[k][mode].append(loop(cmd))
                 for k, cmd in WORKLOADS.items():
-                    if mode == "attached":
-                        time.sleep(STALE)
-                        s0 = bpf_stats(d)
                     for _ in range(3):
                         wall[k][mode].append(timed(cmd))
                         cpu[k][mode].append(CPU_TIMES[-1])
-                    if mode == "attached":
-                        time.sleep(STALE)
-                        st = delta(s0, bpf_stats(d))
-                        work_bpf[k].append(sum(ns for _, ns in st.values()) / 3)
-                if mode == "attached":
-                    d.stop()
+            # Then the programs' run time, statistics on: per loop operation, and per run of
+            # each workload.
+            set_stats(True)
+            idle_rate = bpf_ns(d, lambda: time.sleep(4), 0) / 4
+            for k, (cmd, n, progs) in LOOPS.items():
+                if progs:
+                    loop_bpf[k].append(bpf_ns(d, lambda: loop(cmd), idle_rate) / n)
+            for k, cmd in WORKLOADS.items():
+                work_bpf[k].append(bpf_ns(d, lambda: [timed(cmd) for _ in range(3)], idle_rate) / 3)
+            set_stats(False)
+            d.stop()
     finally:
         with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
             f.write(old_stats)
@@ -171,11 +187,12 @@ def main():
         print(f"{k:26} {med(det):10.1f} {med(att):10.1f} {dl[k]:8.1f} {b}   "
               + " ".join(f"{x:.0f}" for x in ds))
     slow = dl["getppid"]
-    floor = med([t - d for t, d in zip(tp_only, loop_ns["getppid"]["detached"])])
+    # The floor per call, or the slow path measured attached where `perf` is missing.
+    floor = med([t - d for t, d in zip(tp_only, loop_ns["getppid"]["detached"])]) if tp_only else slow
     # Each loop's second call (close, munmap) is an untraced call: its slow path is taken out,
     # so that a workload's opens and mmaps carry their own slow path and the rest of its calls
     # theirs. The Python loop's own body (its getppid twin) goes the same way.
-    over = {
+    raw = {
         # What the tracer adds to a call beyond its BPF programs' own run time, which the
         # workloads' in-workload BPF time counts instead (cache-cold there).
         "open": dl["open (not Python)"] - slow - med(loop_bpf["open (not Python)"]),
@@ -183,9 +200,17 @@ def main():
         - med(loop_bpf["os.open .py (Python)"]),
         "mmap": dl["mmap exec (not Python)"] - slow - med(loop_bpf["mmap exec (not Python)"]),
     }
-    print(f"syscall slow path: {slow:.1f} ns a call attached, {floor:.1f} ns with the same "
-          f"tracepoints enabled and no BPF program (perf stat: any such tracer's floor); "
-          f"beyond BPF run time, with its slow path: an open {over['open']:.1f} ns (Python's "
+    # A delta below its programs' run time is the loops' noise (a round or two is not
+    # enough): counted as 0, and said.
+    over = {k: max(v, 0.0) for k, v in raw.items()}
+    if any(v < 0 for v in raw.values()):
+        print("(a per-call cost came out negative and is counted as 0: "
+              + ", ".join(f"{k} {v:.1f} ns" for k, v in raw.items() if v < 0) + "; take more rounds)")
+    print(f"syscall slow path: {slow:.1f} ns a call attached, "
+          + (f"{floor:.1f} ns with the same tracepoints enabled and no BPF program (perf stat: any "
+             f"such tracer's floor); " if tp_only else "(no perf: the floor below is this); ")
+          + f"beyond BPF run time, with its slow path: "
+          f"an open {over['open']:.1f} ns (Python's "
           f"{over['open_py']:.1f}), an mmap {over['mmap']:.1f} ns")
     print(f"\n{'workload':36} {'calls':>7} {'opens':>6} {'mmaps':>6} {'cpu det ms':>10} {'BPF ms':>7}"
           f" {'est. ratio':>10} {'floor':>7} {'wall ratio':>10} {'cpu ratio':>9}")
