@@ -8,6 +8,8 @@ import argparse, json, os, resource, shutil, signal, statistics, subprocess, sys
 
 # The reference start: ~270 module files, ~60 packages.
 START = "import numpy, yaml, json, csv, email.mime.text, decimal, asyncio, argparse"
+# The non-Python workload: many short reads of files that are not Python's to import.
+STORM = "find /usr/lib/python3.11 /usr/share/doc -type f -print0 | xargs -0 cat >/dev/null"
 IMPORTS = ("numpy, yaml, requests, six, packaging, attr, click, jinja2, pygments, tomli, "
            "dateutil, pytz, rich, idna, certifi, urllib3, charset_normalizer, markupsafe, json, email")
 
@@ -99,8 +101,7 @@ def main():
     workloads = {
         start_key: pin + [py, "-c", START],
         "python -c 'import <20 packages>'": pin + [py, "-c", "import " + IMPORTS],
-        "non-Python find | xargs cat": pin + ["sh", "-c",
-            "find /usr/lib/python3.11 /usr/share/doc -type f -print0 | xargs -0 cat >/dev/null"],
+        "non-Python find | xargs cat": pin + ["sh", "-c", STORM],
     }
 
     # A lowest-priority spinner keeps CPU 0 awake in both modes: on this VM an idle vCPU is

@@ -2,9 +2,10 @@
 """Daemon CPU per import-heavy Python start, by thread, several builds alternated (root).
 
 Usage: bench/daemon_threads.py BIN[,BIN...] [N starts per batch, 40] [R rounds, 2]
-(env EXTRA: more daemon arguments, e.g. "--sample-hz 0"; env WARM warm-up starts, default 6: each of the sampler's two workers reads an interpreter's
-image the first time it inspects one, 1.6 ms once per daemon, and with two warm-up starts one
-worker could still be cold inside the batch). Each round starts each build's daemon (CPU 0), runs WARM
+(env EXTRA: more daemon arguments, e.g. "--sample-hz 0"; env WARM warm-up starts, default 6:
+each of the sampler's two workers reads an interpreter's image the first time it inspects one,
+1.6 ms once per daemon, and with two warm-up starts one worker could still be cold inside the
+batch). Each round starts each build's daemon (CPU 0), runs WARM
 reference starts, measures each thread's idle rate for 3 s, then runs N reference starts
 (CPU 1, the bench venv of bench/capture.sh). Each thread's run time comes from its
 /proc/PID/task/TID/schedstat (ns; /proc ticks are 10 ms, too coarse); threads are grouped by

@@ -30,7 +30,7 @@ same run (the unresolvable way, for comparison).
 import os, re, shutil, statistics, subprocess, sys, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from capture import START, TRACEPOINTS, Daemon, timed, CPU_TIMES
+from capture import START, STORM, TRACEPOINTS, Daemon, timed, CPU_TIMES
 
 binary = os.path.abspath(sys.argv[1])
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 6
@@ -57,10 +57,10 @@ LOOPS = {  # name: (command, operations, whether BPF programs run for it)
     "os.open .py (Python)": (pin + [py, "-c", PY_OPEN, target, "100000"], 100000, True),
     "os.getppid (Python)": (pin + [py, "-c", PY_EMPTY, target, "100000"], 100000, False),
 }
-WORKLOADS = {
-    "python -c 'import numpy, yaml, …'": pin + [py, "-c", START],
-    "non-Python find | xargs cat": pin + ["sh", "-c",
-        "find /usr/lib/python3.11 /usr/share/doc -type f -print0 | xargs -0 cat >/dev/null"],
+REFERENCE = "python -c 'import numpy, yaml, …'"
+WORKLOADS = {  # name: command; whether its opens are a Python process's
+    REFERENCE: (pin + [py, "-c", START], True),
+    "non-Python find | xargs cat": (pin + ["sh", "-c", STORM], False),
 }
 
 
@@ -114,7 +114,7 @@ def main():
     if others:
         sys.exit("stop these first, they enable tracepoints:\n" + others)
     d = Daemon(binary, tmp)
-    counts = {k: syscalls(cmd) for k, cmd in WORKLOADS.items()}
+    counts = {k: syscalls(cmd) for k, (cmd, _) in WORKLOADS.items()}
     spinner = subprocess.Popen(["taskset", "-c", "0", "nice", "-n", "19", "sh", "-c", "while :; do :; done"])
     with open("/proc/sys/kernel/bpf_stats_enabled") as f:
         old_stats = f.read().strip()
@@ -131,29 +131,29 @@ def main():
 
     try:
         set_stats(False)
-        for cmd in list(WORKLOADS.values()):
+        for cmd, _ in WORKLOADS.values():
             timed(cmd)
         for r in range(rounds):
             # The slow path with the same syscall tracepoints enabled and no BPF program
             # (`perf stat` counting them): any syscall-tracepoint tracer's floor.
             # Without `perf` (Debian's linux-perf) the floor is not measured.
             if shutil.which("perf"):
-                floor = subprocess.Popen(["taskset", "-c", "0", "perf", "stat", "-a", "-o", os.devnull,
+                perf = subprocess.Popen(["taskset", "-c", "0", "perf", "stat", "-a", "-o", os.devnull,
                                           "-e", ",".join(TRACEPOINTS), "--", "sleep", "1000000"])
                 time.sleep(1)
                 tp_only.append(loop(LOOPS["getppid"][0]))
                 subprocess.run(["pkill", "-x", "-f", "sleep 1000000"])
-                floor.wait()
+                perf.wait()
             # Timed with the BPF statistics off in both modes (their accounting costs each
             # program run), and with no pause between runs in either.
             for mode in ("detached", "attached"):
                 if mode == "attached":
                     d.start()
                     for _ in range(2):  # the sampler's workers read the interpreter once each
-                        timed(WORKLOADS["python -c 'import numpy, yaml, …'"])
+                        timed(WORKLOADS[REFERENCE][0])
                 for k, (cmd, n, progs) in LOOPS.items():
                     loop_ns[k][mode].append(loop(cmd))
-                for k, cmd in WORKLOADS.items():
+                for k, (cmd, _) in WORKLOADS.items():
                     for _ in range(3):
                         wall[k][mode].append(timed(cmd))
                         cpu[k][mode].append(CPU_TIMES[-1])
@@ -164,7 +164,7 @@ def main():
             for k, (cmd, n, progs) in LOOPS.items():
                 if progs:
                     loop_bpf[k].append(bpf_ns(d, lambda: loop(cmd), idle_rate) / n)
-            for k, cmd in WORKLOADS.items():
+            for k, (cmd, _) in WORKLOADS.items():
                 work_bpf[k].append(bpf_ns(d, lambda: [timed(cmd) for _ in range(3)], idle_rate) / 3)
             set_stats(False)
             d.stop()
@@ -214,9 +214,9 @@ def main():
           f"{over['open_py']:.1f}), an mmap {over['mmap']:.1f} ns")
     print(f"\n{'workload':36} {'calls':>7} {'opens':>6} {'mmaps':>6} {'cpu det ms':>10} {'BPF ms':>7}"
           f" {'est. ratio':>10} {'floor':>7} {'wall ratio':>10} {'cpu ratio':>9}")
-    for k in WORKLOADS:
+    for k, (_, python) in WORKLOADS.items():
         total, opens, mmaps = counts[k]
-        per_open = over["open_py"] if "python" in k else over["open"]
+        per_open = over["open_py"] if python else over["open"]
         est_ns = (med(work_bpf[k]) + opens * per_open + mmaps * over["mmap"]
                   + (total - opens - mmaps) * slow)
         cdet = med(cpu[k]["detached"])
