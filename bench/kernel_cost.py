@@ -31,6 +31,7 @@ import os, re, shutil, statistics, subprocess, sys, tempfile, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from capture import START, STORM, TRACEPOINTS, Daemon, timed, CPU_TIMES
+from sampling import rewritten
 
 binary = os.path.abspath(sys.argv[1])
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 6
@@ -80,15 +81,9 @@ def syscalls(cmd):
 
 
 def fresh_stats(d):
-    """{program: (runs, ns)} from status.json once it has been rewritten twice since the call,
-    and when: the event loop reads the kernel's statistics every 2 s and the processor writes
-    the status every 2 s, so the second rewrite carries a reading taken after the call."""
-    path = os.path.join(d.data, "d", "status.json")
-    seen = os.stat(path).st_mtime_ns
-    for _ in range(2):
-        while os.stat(path).st_mtime_ns == seen:
-            time.sleep(0.05)
-        seen = os.stat(path).st_mtime_ns
+    """{program: (runs, ns)} from status.json once it has been rewritten twice since the call
+    (sampling.rewritten), and when."""
+    rewritten(os.path.join(d.data, "d", "status.json"))
     return {p["name"]: (p["run_count"], p["run_time_ns"]) for p in d.status()["programs"]}, time.time()
 
 

@@ -31,6 +31,17 @@ DEEP = ("import sys\ndef f(d, n):\n    if d:\n        return f(d - 1, n)\n    x 
 SHELL_LOOP = "i=0; while [ $i -lt 1500000 ]; do i=$((i+1)); done"
 
 
+def rewritten(path):
+    """Waits until the daemon's status at `path` has been rewritten twice. The event loop reads
+    the kernel's program statistics every 2 s and the processor writes the status every 2 s,
+    so the second rewrite carries a reading taken after the call."""
+    seen = os.stat(path).st_mtime_ns
+    for _ in range(2):
+        while os.stat(path).st_mtime_ns == seen:
+            time.sleep(0.05)
+        seen = os.stat(path).st_mtime_ns
+
+
 class Daemon:
     def __init__(self, binary, tmp, hz):
         self.binary, self.hz = binary, hz
@@ -51,6 +62,13 @@ class Daemon:
     def status(self):
         with open(os.path.join(self.data, "d", "status.json")) as f:
             return json.load(f)
+
+    def settled(self):
+        """The status once it has been rewritten twice since the call (see [`rewritten`]): a
+        status read at once can hold program statistics seconds older than its sample
+        counter (a block's last samples counted but not their run time)."""
+        rewritten(os.path.join(self.data, "d", "status.json"))
+        return self.status()
 
     def cpu(self):
         """The daemon's CPU seconds so far: its threads' run time in ns (schedstat; /proc/PID/stat
@@ -135,14 +153,13 @@ def accuracy(binary, tmp, seconds):
 def cost(binary, tmp, rounds, python):
     def run_block(hz, depth=30, cmd=None):
         d = Daemon(binary, tmp, hz)
-        time.sleep(2.2)
-        s0, c0 = d.status().get("sampler") or {}, d.cpu()
-        p0 = {p["name"]: p for p in d.status().get("programs", [])}.get("cpu_sample")
+        st = d.settled()
+        s0, c0 = st.get("sampler") or {}, d.cpu()
+        p0 = {p["name"]: p for p in st.get("programs", [])}.get("cpu_sample")
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(["taskset", "-c", "1"] + (cmd or [python, "-c", DEEP, "40", str(depth)]), check=True)
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        time.sleep(2.2)
-        st = d.status()
+        st = d.settled()
         s1, c1 = st.get("sampler") or {}, d.cpu()
         p1 = {p["name"]: p for p in st.get("programs", [])}.get("cpu_sample")
         prog = p1 and {k: p1[k] - (p0 or {}).get(k, 0) for k in ("run_count", "run_time_ns")}
@@ -213,7 +230,7 @@ def cost(binary, tmp, rounds, python):
             print(f"        share of one CPU at {hz} Hz: kernel {ns / samples * hz / 1e9 * 100:.4f} %, "
                   f"daemon {dcpu / samples * hz * 100:.4f} %")
     maps = extra[19][-1][3]
-    pyprocs = [m for m in maps if m[2] == 16384 and m[4] == 56]  # sizeof(PyProc)
+    pyprocs = [m for m in maps if m[2] == 16384 and m[4] == 72]  # sizeof(PyProc)
     print(f"\n# The sampler's own map (PYPROCS): {sum(m[5] for m in pyprocs) / 2**20:.2f} MiB; samples share the "
           f"import tracer's ring buffer")
     total = sum(m[5] for m in maps)

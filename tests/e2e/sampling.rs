@@ -249,6 +249,21 @@ fn forks_threads_kills_old_versions_and_non_python_hogs() {
     ]));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // Two threads busy at once in two packages, the GIL handed over every 5 ms: each sample
+    // is charged to the thread the clock interrupted, not to the thread state the kernel
+    // found last in the process (which it tries first).
+    std::fs::create_dir_all(dir.path().join("pkgs/otherpkg")).unwrap();
+    std::fs::write(dir.path().join("pkgs/otherpkg/__init__.py"), PUREPKG).unwrap();
+    let (pair, o) = run(workload(&py, dir.path()).args([
+        "-c",
+        "import threading, purepkg, otherpkg\n\
+         t = threading.Thread(target=otherpkg.spin, args=(1.5,))\n\
+         t.start()\n\
+         purepkg.spin(1.5)\n\
+         t.join()\n",
+    ]));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
     // SIGKILL after ~2.5 s of purepkg.
     let mut child = workload(&py, dir.path())
         .args([
@@ -325,6 +340,20 @@ fn forks_threads_kills_old_versions_and_non_python_hogs() {
     assert!(
         own as f64 >= 0.85 * total as f64 && total as f64 >= 0.5 * 2.0 * HZ as f64,
         "thread pool: {own} of {total} in purepkg: {t}"
+    );
+
+    // Each of the two busy threads' samples went to its own package, about half each.
+    let (a, b) = (r.one(pair, "purepkg"), r.one(pair, "otherpkg"));
+    let (own_a, own_b, total) = (
+        n(a, "cpu_samples_self"),
+        n(b, "cpu_samples_self"),
+        n(a, "cpu_samples_total"),
+    );
+    assert!(
+        total as f64 >= 0.5 * 3.0 * HZ as f64
+            && (own_a + own_b) as f64 >= 0.85 * total as f64
+            && own_a.min(own_b) as f64 >= 0.3 * total as f64,
+        "two busy threads: {own_a} in purepkg, {own_b} in otherpkg, of {total}: {a} {b}"
     );
 
     // The killed process's samples up to the kill are in its record.

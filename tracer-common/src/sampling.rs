@@ -8,11 +8,13 @@
 //!    found by the daemon from the ELF symbol and the process's mappings);
 //! 2. `ts = *(interp + interp_tstate_head)`, then `ts = *(ts + tstate_next)` until
 //!    `*(ts + tstate_thread_id) == fsbase` (`pthread_self()` is the thread pointer on
-//!    x86-64: glibc and musl), at most [`THREADS_MAX`] thread states;
+//!    x86-64: glibc and musl), at most [`THREADS_MAX`] thread states. Steps 1–2 are skipped
+//!    when the thread state found last in this process ([`PyProc::tstate`]) is the thread's;
+//!    that costs one read (its `thread_id`) instead of two and more per thread ahead of it;
 //! 3. `f = *(ts + tstate_frame)`; when `cframe_current_frame != NONE`, `f = *(f +
 //!    cframe_current_frame)` (3.11–3.12 go through `_PyCFrame`);
 //! 4. per frame, `code = *(f + frame_code)` is sent, then `f = *(f + frame_back)`, at most
-//!    [`FRAMES_MAX`] frames. 3.12+'s shim frames (the byte at `f + frame_owner` is
+//!    [`FRAMES_MAX`] frames (one read of [`FRAME_READ`] bytes covers both). 3.12+'s shim frames (the byte at `f + frame_owner` is
 //!    `owner_cstack`) are sent too: their code is no module's, and the daemon counts them for
 //!    none. With `frames_in_data_stack` (3.11+), the two pages below the innermost frame are
 //!    read at once and the frames inside them are taken from that copy.
@@ -27,6 +29,25 @@ pub const THREADS_MAX: u32 = 64;
 /// Most frames sent per sample, innermost first; a deeper stack is cut (flag
 /// [`SAMPLE_FLAG_TRUNCATED`]) and its outermost frames are not attributed.
 pub const FRAMES_MAX: usize = 96;
+
+/// Bytes of a frame read alone, from the lower of its link and its code object's offsets:
+/// both fields, however the version orders them (the daemon samples no layout whose two lie
+/// further apart). As few as that, not the frame's head: a read's fixed cost dominates, but
+/// a cold frame's read costs a cache miss per line it spans, and 24 bytes rarely span two.
+pub const FRAME_READ: u32 = 24;
+/// Bytes from a frame's start that hold its link and its code object in every sampled layout:
+/// a frame taken from a data-stack block must lie whole in the block by this much.
+pub const FRAME_SPAN: u32 = 80;
+
+/// Whether the kernel's walk can read a layout's frames ([`FRAME_READ`], [`FRAME_SPAN`]).
+pub const fn frame_fields_fit(l: &PyLayout) -> bool {
+    let (lo, hi) = if l.frame_back < l.frame_code {
+        (l.frame_back, l.frame_code)
+    } else {
+        (l.frame_code, l.frame_back)
+    };
+    hi <= FRAME_SPAN - 8 && hi - lo <= FRAME_READ - 8
+}
 
 /// Offsets (bytes) of the fields of one CPython version's structures that the walk reads.
 #[repr(C)]
@@ -79,11 +100,16 @@ pub struct PyProc {
     pub deep: u32,
     /// Padding, zero.
     pub _pad: u32,
+    /// Kept by the sampling program itself (the daemon writes 0): the `PyThreadState` it found
+    /// last in this process, tried first (a hint, checked by its `thread_id` every time). A
+    /// process whose one busy thread is sampled pays one read for its thread state, not a
+    /// walk of the list ahead of it.
+    pub tstate: u64,
 }
 
 // No padding holes (the daemon writes it as plain bytes): a field added to `PyLayout` keeps
 // its size a multiple of 8, with an explicit pad if need be.
-const _: () = assert!(core::mem::size_of::<PyProc>() == 16 + core::mem::size_of::<PyLayout>());
+const _: () = assert!(core::mem::size_of::<PyProc>() == 24 + core::mem::size_of::<PyLayout>());
 
 /// Fixed part of a sample event, followed by `n_frames` code-object addresses (`u64`,
 /// innermost first).

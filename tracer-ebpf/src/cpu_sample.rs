@@ -5,9 +5,10 @@
 //! `PyThreadState` is found by matching `thread_id` (`pthread_self()`) to the thread pointer
 //! (`task->thread.fsbase`), its frame chain is walked innermost first, and the code-object
 //! address of each frame is sent with the interrupted user instruction address (so that time
-//! inside an extension's `.so` is charged to the package that owns the file). A frame costs
-//! one read of user memory (the window below covers the frame's link, its code object and its
-//! byte in every supported version), except in 3.11+, whose frames lie in the thread's data
+//! inside an extension's `.so` is charged to the package that owns the file). The thread state
+//! found last in the process is tried first ([`PyProc::tstate`]). A frame costs one read of
+//! user memory ([`FRAME_READ`] bytes: the frame's link and its code object, whichever comes
+//! first), except in 3.11+, whose frames lie in the thread's data
 //! stack: the two pages below the innermost frame are read at once (one read costs about as
 //! much as a few small ones), and each frame found in them is taken from that copy; a process
 //! whose walk found callers in the two pages below them gets four (`PyProc::deep`, kept by
@@ -25,8 +26,9 @@ use aya_ebpf::{
 };
 use tracer_common::{
     sampling::{
-        PyLayout, PyProc, SampleEvent, FRAMES_MAX, NONE, SAMPLE_FLAG_NO_THREAD,
-        SAMPLE_FLAG_READ_FAILED, SAMPLE_FLAG_TRUNCATED, SAMPLE_FRAMES_OFF, THREADS_MAX,
+        PyLayout, PyProc, SampleEvent, FRAMES_MAX, FRAME_READ, FRAME_SPAN, NONE,
+        SAMPLE_FLAG_NO_THREAD, SAMPLE_FLAG_READ_FAILED, SAMPLE_FLAG_TRUNCATED, SAMPLE_FRAMES_OFF,
+        THREADS_MAX,
     },
     EventKind,
 };
@@ -41,14 +43,13 @@ use crate::{
 #[map]
 pub static PYPROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(16384, 0);
 
-/// Bytes of a frame read at once: every supported version has its link and code object
-/// in the first 80 (the daemon samples no layout that does not).
-pub const FRAME_WINDOW: usize = 80;
+/// Bytes of a frame read alone (see [`FRAME_READ`]).
+const WINDOW: usize = FRAME_READ as usize;
 /// Where in the scratch buffer a frame's window is read to: map memory, where a bounded
 /// variable offset may be read (the stack allows none).
 const WINDOW_OFF: usize = tracer_common::SCRATCH_SIZE - 256;
 /// Masks an offset into the window's region of the scratch buffer (a valid layout's offsets
-/// are below [`FRAME_WINDOW`]; the mask only proves the bound to the verifier).
+/// in the window are below [`FRAME_READ`]; the mask only proves the bound to the verifier).
 const WINDOW_MASK: usize = 127;
 
 /// Bytes of a thread's data stack read at once below its innermost frame (3.11+): two pages,
@@ -101,6 +102,14 @@ fn set_deep(entry: *mut PyProc, deep: u32) {
     unsafe { (*entry).deep = deep };
 }
 
+/// Sets the sampled process's [`PyProc::tstate`], as [`set_deep`] does (a hint: checked before
+/// each use, so an entry reused for another process meanwhile costs that process one read).
+#[inline(always)]
+fn set_tstate(entry: *mut PyProc, ts: u64) {
+    // SAFETY: a value pointer of `PYPROCS` from this run's lookup, valid for the run.
+    unsafe { (*entry).tstate = ts };
+}
+
 #[inline(always)]
 fn user<T: Copy>(addr: u64) -> Option<T> {
     if addr == 0 {
@@ -147,7 +156,7 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
     let Some(s) = scratch() else { return };
     let mut flags = 0;
     let mut n: usize = 0;
-    match thread_state(&cfg, p) {
+    match thread_state(&cfg, p, entry) {
         None => flags |= SAMPLE_FLAG_NO_THREAD,
         Some(ts) => {
             let mut f: u64 = user(ts + l.tstate_frame as u64).unwrap_or(0);
@@ -155,6 +164,9 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
                 f = user(f + l.cframe_current_frame as u64).unwrap_or(0);
             }
             let (back, code) = (l.frame_back as usize, l.frame_code as usize);
+            // A frame read alone is read from the lower of the two offsets.
+            let base = if back < code { back } else { code };
+            let (wback, wcode) = (back - base, code - base);
             // The block: the page of the innermost frame and the one below (three below for
             // a deep process, else one), or that page alone when the ones below are not
             // mapped (the bottom of a data-stack chunk).
@@ -189,7 +201,7 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
             // are sent too: their code is no module's, and the daemon counts them for none.
             while n < FRAMES_MAX && f != 0 {
                 let at = f.wrapping_sub(lo);
-                let (c, b) = if span != 0 && at <= span - FRAME_WINDOW as u64 {
+                let (c, b) = if span != 0 && at <= span - FRAME_SPAN as u64 {
                     let at = at as usize;
                     (block_word(s, at + code), block_word(s, at + back))
                 } else {
@@ -197,8 +209,8 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
                     // validates the user address.
                     let read = unsafe {
                         bpf_probe_read_user_buf(
-                            f as *const u8,
-                            &mut s.buf[WINDOW_OFF..WINDOW_OFF + FRAME_WINDOW],
+                            (f + base as u64) as *const u8,
+                            &mut s.buf[WINDOW_OFF..WINDOW_OFF + WINDOW],
                         )
                     };
                     if read.is_err() {
@@ -212,7 +224,7 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
                         // elsewhere in every walk.)
                         set_deep(entry, DEEP);
                     }
-                    (word(s, code), word(s, back))
+                    (word(s, wcode), word(s, wback))
                 };
                 put(s, SAMPLE_FRAMES_OFF + n * 8, c);
                 f = b;
@@ -272,11 +284,16 @@ fn word(s: &Scratch, off: usize) -> u64 {
 }
 
 /// The interrupted thread's `PyThreadState` in the main interpreter: the one whose `thread_id`
-/// is the thread pointer.
+/// is the thread pointer. The one found last in the process ([`PyProc::tstate`]) is tried
+/// first: a freed thread state's memory would have to hold this live thread's pointer at the
+/// same offset to pass, which only this thread's own new state does.
 #[inline(always)]
-fn thread_state(cfg: &tracer_common::Config, p: &PyProc) -> Option<u64> {
+fn thread_state(cfg: &tracer_common::Config, p: &PyProc, entry: *mut PyProc) -> Option<u64> {
     let l = &p.layout;
     let fsbase: u64 = task::read(task::current(), cfg.task_fsbase)?;
+    if p.tstate != 0 && user::<u64>(p.tstate + l.tstate_thread_id as u64) == Some(fsbase) {
+        return Some(p.tstate);
+    }
     let interp: u64 = user(p.runtime + l.runtime_interp_head as u64)?;
     let mut ts: u64 = user(interp + l.interp_tstate_head as u64)?;
     let mut i = 0;
@@ -284,6 +301,7 @@ fn thread_state(cfg: &tracer_common::Config, p: &PyProc) -> Option<u64> {
         i += 1;
         let id: u64 = user(ts + l.tstate_thread_id as u64)?;
         if id == fsbase {
+            set_tstate(entry, ts);
             return Some(ts);
         }
         ts = user(ts + l.tstate_next as u64)?;

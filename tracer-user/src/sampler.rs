@@ -21,7 +21,7 @@ use std::{
 };
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use tracer_common::sampling::PyProc;
+use tracer_common::sampling::{self, PyProc};
 
 use crate::{
     cpython::{CpythonError, Inspector, Interpreter},
@@ -92,10 +92,6 @@ thread_local! {
     static INSPECTOR: RefCell<Inspector> = RefCell::new(Inspector::new());
 }
 
-/// The kernel reads this many bytes of each frame (`tracer-ebpf`'s `FRAME_WINDOW`): a layout
-/// whose frame link or code object lies further is not sampled.
-const FRAME_WINDOW: u32 = 80;
-
 /// The kernel's map of sampled processes, shared by the processor and the workers.
 type PyProcs = Arc<Mutex<BpfHashMap<MapData, u32, PyProc>>>;
 
@@ -127,7 +123,7 @@ fn work(job: Job, map: Option<&PyProcs>, wake: Option<&Wake>) -> Answer {
                 .with(|i| i.borrow_mut().inspect(pid))
                 .and_then(|interp| {
                     let l = interp.layout;
-                    if l.frame_back.max(l.frame_code) > FRAME_WINDOW - 8 {
+                    if !sampling::frame_fields_fit(&l) {
                         return Err(CpythonError::Unsupported(format!(
                             "frame-layout-{}.{}",
                             interp.version.major, interp.version.minor

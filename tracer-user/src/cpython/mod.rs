@@ -526,6 +526,7 @@ impl Interpreter {
             layout: self.layout,
             deep: 0,
             _pad: 0,
+            tstate: 0,
         }
     }
 

@@ -390,6 +390,7 @@ pub fn parse_debug_offsets(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracer_common::sampling::frame_fields_fit;
 
     #[test]
     fn cpython_layouts_cover_3_8_to_3_13_only() {
@@ -412,6 +413,8 @@ mod tests {
             assert_eq!(l.frame_owner != NONE, minor >= 12);
             assert_eq!(l.owner_cstack != NONE, minor >= 12);
             assert_eq!(l.frames_in_data_stack == 1, minor >= 11);
+            // The kernel reads a frame's link and code object in one small read.
+            assert!(frame_fields_fit(&l), "3.{minor}");
             for o in [
                 l.runtime_interp_head,
                 l.interp_tstate_head,
