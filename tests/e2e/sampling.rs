@@ -264,6 +264,29 @@ fn forks_threads_kills_old_versions_and_non_python_hogs() {
     ]));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // Short threads one after another, the main thread waiting in `join`: each new thread
+    // gets the last one's thread pointer (glibc reuses its stack), and the last one's freed
+    // thread state keeps its `thread_id`. Every thread's samples are its own. (Here the new
+    // state is mostly made where the old one was; when the allocator puts it elsewhere, a
+    // hint trusted for any thread of that pointer found the old state, without a frame.)
+    let serial: Vec<(u32, PathBuf)> = pythons()
+        .into_iter()
+        .filter(|(n, _)| n == "pyenv-3.9" || n == "pyenv-3.12")
+        .map(|(_, py)| {
+            let (pid, o) = run(workload(&py, dir.path()).args([
+                "-c",
+                "import threading, purepkg\n\
+                 for _ in range(8):\n    \
+                     t = threading.Thread(target=purepkg.spin, args=(0.3,))\n    \
+                     t.start()\n    \
+                     t.join()\n",
+            ]));
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            (pid, py)
+        })
+        .collect();
+    assert_eq!(serial.len(), 2, "pyenv 3.9 and 3.12 fixtures");
+
     // SIGKILL after ~2.5 s of purepkg.
     let mut child = workload(&py, dir.path())
         .args([
@@ -355,6 +378,17 @@ fn forks_threads_kills_old_versions_and_non_python_hogs() {
             && own_a.min(own_b) as f64 >= 0.3 * total as f64,
         "two busy threads: {own_a} in purepkg, {own_b} in otherpkg, of {total}: {a} {b}"
     );
+
+    // Threads started one after another: all of their samples in purepkg.
+    for (pid, py) in &serial {
+        let t = r.one(*pid, "purepkg");
+        let (own, total) = (n(t, "cpu_samples_self"), n(t, "cpu_samples_total"));
+        assert!(
+            own as f64 >= 0.85 * total as f64 && total as f64 >= 0.5 * 2.4 * HZ as f64,
+            "threads one after another ({}): {own} of {total} in purepkg: {t}",
+            py.display()
+        );
+    }
 
     // The killed process's samples up to the kill are in its record.
     let k = r.one(killed, "purepkg");

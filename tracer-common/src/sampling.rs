@@ -9,8 +9,8 @@
 //! 2. `ts = *(interp + interp_tstate_head)`, then `ts = *(ts + tstate_next)` until
 //!    `*(ts + tstate_thread_id) == fsbase` (`pthread_self()` is the thread pointer on
 //!    x86-64: glibc and musl), at most [`THREADS_MAX`] thread states. Steps 1–2 are skipped
-//!    when the thread state found last in this process ([`PyProc::tstate`]) is the thread's;
-//!    that costs one read (its `thread_id`) instead of two and more per thread ahead of it;
+//!    when the thread found the thread state last ([`PyProc::tstate`]) and it is still its
+//!    own with a frame: one read (its `thread_id`) instead of two and more per thread ahead;
 //! 3. `f = *(ts + tstate_frame)`; when `cframe_current_frame != NONE`, `f = *(f +
 //!    cframe_current_frame)` (3.11–3.12 go through `_PyCFrame`);
 //! 4. per frame, `code = *(f + frame_code)` is sent, then `f = *(f + frame_back)`, at most
@@ -33,7 +33,8 @@ pub const FRAMES_MAX: usize = 96;
 /// Bytes of a frame read alone, from the lower of its link and its code object's offsets:
 /// both fields, however the version orders them (the daemon samples no layout whose two lie
 /// further apart). As few as that, not the frame's head: a read's fixed cost dominates, but
-/// a cold frame's read costs a cache miss per line it spans, and 24 bytes rarely span two.
+/// a cold frame's read costs a cache miss per line it spans: 24 bytes span one line in three
+/// reads of four (8-byte-aligned fields), 80 bytes always two or three.
 pub const FRAME_READ: u32 = 24;
 /// Bytes from a frame's start that hold its link and its code object in every sampled layout:
 /// a frame taken from a data-stack block must lie whole in the block by this much.
@@ -98,12 +99,16 @@ pub struct PyProc {
     /// four pages; 2 when four pages could not be read there (not tried again); back to 0
     /// after a walk of 1–32 frames.
     pub deep: u32,
-    /// Padding, zero.
-    pub _pad: u32,
-    /// Kept by the sampling program itself (the daemon writes 0): the `PyThreadState` it found
-    /// last in this process, tried first (a hint, checked by its `thread_id` every time). A
-    /// process whose one busy thread is sampled pays one read for its thread state, not a
-    /// walk of the list ahead of it.
+    /// Kept by the sampling program itself (the daemon writes 0): the thread (kernel tid)
+    /// whose `PyThreadState` is [`PyProc::tstate`].
+    pub tstate_tid: u32,
+    /// Kept by the sampling program itself (the daemon writes 0, the fork program clears it):
+    /// the `PyThreadState` its last walk of the thread list found, tried first for that same
+    /// thread. A process whose one busy thread is sampled pays one read for its thread state,
+    /// not a walk of the list ahead of it. A hint: used only for the thread that found it
+    /// (a new thread can have an exited one's thread pointer, whose freed state keeps its
+    /// `thread_id`), checked by its `thread_id`, and dropped when it yields no frame or a
+    /// read fails (a state freed and made again elsewhere by the same thread).
     pub tstate: u64,
 }
 

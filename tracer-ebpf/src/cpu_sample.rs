@@ -6,7 +6,7 @@
 //! (`task->thread.fsbase`), its frame chain is walked innermost first, and the code-object
 //! address of each frame is sent with the interrupted user instruction address (so that time
 //! inside an extension's `.so` is charged to the package that owns the file). The thread state
-//! found last in the process is tried first ([`PyProc::tstate`]). A frame costs one read of
+//! the thread found last is tried first ([`PyProc::tstate`]). A frame costs one read of
 //! user memory ([`FRAME_READ`] bytes: the frame's link and its code object, whichever comes
 //! first), except in 3.11+, whose frames lie in the thread's data
 //! stack: the two pages below the innermost frame are read at once (one read costs about as
@@ -102,12 +102,16 @@ fn set_deep(entry: *mut PyProc, deep: u32) {
     unsafe { (*entry).deep = deep };
 }
 
-/// Sets the sampled process's [`PyProc::tstate`], as [`set_deep`] does (a hint: checked before
-/// each use, so an entry reused for another process meanwhile costs that process one read).
+/// Sets the sampled process's [`PyProc::tstate`] and the thread that found it, as [`set_deep`]
+/// does (a hint: checked before each use, so an entry reused for another process meanwhile,
+/// or a pair torn by two CPUs' stores, costs at most one read).
 #[inline(always)]
-fn set_tstate(entry: *mut PyProc, ts: u64) {
+fn set_tstate(entry: *mut PyProc, ts: u64, tid: u32) {
     // SAFETY: a value pointer of `PYPROCS` from this run's lookup, valid for the run.
-    unsafe { (*entry).tstate = ts };
+    unsafe {
+        (*entry).tstate = ts;
+        (*entry).tstate_tid = tid;
+    }
 }
 
 #[inline(always)]
@@ -156,13 +160,9 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
     let Some(s) = scratch() else { return };
     let mut flags = 0;
     let mut n: usize = 0;
-    match thread_state(&cfg, p, entry) {
+    match innermost_frame(&cfg, p, entry, tid) {
         None => flags |= SAMPLE_FLAG_NO_THREAD,
-        Some(ts) => {
-            let mut f: u64 = user(ts + l.tstate_frame as u64).unwrap_or(0);
-            if l.cframe_current_frame != NONE && f != 0 {
-                f = user(f + l.cframe_current_frame as u64).unwrap_or(0);
-            }
+        Some(mut f) => {
             let (back, code) = (l.frame_back as usize, l.frame_code as usize);
             // A frame read alone is read from the lower of the two offsets.
             let base = if back < code { back } else { code };
@@ -233,6 +233,11 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
             if n == FRAMES_MAX && f != 0 {
                 flags |= SAMPLE_FLAG_TRUNCATED;
             }
+            if flags & SAMPLE_FLAG_READ_FAILED != 0 {
+                // Perhaps a thread state freed since it was found: the next sample walks the
+                // thread list.
+                set_tstate(entry, 0, 0);
+            }
         }
     }
     put(
@@ -283,16 +288,33 @@ fn word(s: &Scratch, off: usize) -> u64 {
     unsafe { core::ptr::read_unaligned(s.buf.as_ptr().add(at).cast::<u64>()) }
 }
 
-/// The interrupted thread's `PyThreadState` in the main interpreter: the one whose `thread_id`
-/// is the thread pointer. The one found last in the process ([`PyProc::tstate`]) is tried
-/// first: a freed thread state's memory would have to hold this live thread's pointer at the
-/// same offset to pass, which only this thread's own new state does.
+/// The interrupted thread's innermost frame (0: none), from its `PyThreadState` in the main
+/// interpreter: the one whose `thread_id` is the thread pointer (`None`: no such state).
+///
+/// The one this thread found last ([`PyProc::tstate`]) is tried first. Only by the same
+/// thread: a new thread can get an exited one's thread pointer (glibc reuses its stack and
+/// TCB), and the exited one's freed state keeps its `thread_id`. And only when it has a frame:
+/// a thread whose state was freed and made again elsewhere (`PyGILState_Release` and
+/// `_Ensure` on a thread that Python did not start) would find its old state without one, as
+/// CPython left it. A stale state whose memory was reused meanwhile gives a failed read, and
+/// the caller drops the hint.
 #[inline(always)]
-fn thread_state(cfg: &tracer_common::Config, p: &PyProc, entry: *mut PyProc) -> Option<u64> {
+fn innermost_frame(
+    cfg: &tracer_common::Config,
+    p: &PyProc,
+    entry: *mut PyProc,
+    tid: u32,
+) -> Option<u64> {
     let l = &p.layout;
     let fsbase: u64 = task::read(task::current(), cfg.task_fsbase)?;
-    if p.tstate != 0 && user::<u64>(p.tstate + l.tstate_thread_id as u64) == Some(fsbase) {
-        return Some(p.tstate);
+    if p.tstate != 0
+        && p.tstate_tid == tid
+        && user::<u64>(p.tstate + l.tstate_thread_id as u64) == Some(fsbase)
+    {
+        let f = frame_of(l, p.tstate);
+        if f != 0 {
+            return Some(f);
+        }
     }
     let interp: u64 = user(p.runtime + l.runtime_interp_head as u64)?;
     let mut ts: u64 = user(interp + l.interp_tstate_head as u64)?;
@@ -301,10 +323,20 @@ fn thread_state(cfg: &tracer_common::Config, p: &PyProc, entry: *mut PyProc) -> 
         i += 1;
         let id: u64 = user(ts + l.tstate_thread_id as u64)?;
         if id == fsbase {
-            set_tstate(entry, ts);
-            return Some(ts);
+            set_tstate(entry, ts, tid);
+            return Some(frame_of(l, ts));
         }
         ts = user(ts + l.tstate_next as u64)?;
     }
     None
+}
+
+/// A thread state's innermost frame (0: none or unreadable).
+#[inline(always)]
+fn frame_of(l: &PyLayout, ts: u64) -> u64 {
+    let f: u64 = user(ts + l.tstate_frame as u64).unwrap_or(0);
+    if l.cframe_current_frame != NONE && f != 0 {
+        return user(f + l.cframe_current_frame as u64).unwrap_or(0);
+    }
+    f
 }

@@ -525,7 +525,7 @@ impl Interpreter {
             runtime: self.runtime,
             layout: self.layout,
             deep: 0,
-            _pad: 0,
+            tstate_tid: 0,
             tstate: 0,
         }
     }
