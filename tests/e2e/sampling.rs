@@ -98,6 +98,28 @@ fn workdir(python: &Path) -> tempfile::TempDir {
     dir
 }
 
+/// Eight threads in purepkg one after another; after each, the main thread allocates (and
+/// keeps) as much as the exited thread's `PyThreadState` took, so that glibc gives it the freed
+/// state's memory and makes the next state elsewhere.
+const SERIAL_THREADS: &str = "\
+import ctypes, threading, purepkg
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc_usable_size.argtypes = [ctypes.c_void_p]
+state = ctypes.pythonapi.PyThreadState_Get
+state.restype = ctypes.c_void_p
+size = [0]
+def work():
+    size[0] = libc.malloc_usable_size(state())
+    purepkg.spin(0.3)
+held = []
+for _ in range(8):
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    held.append(libc.malloc(size[0]))
+";
+
 /// A workload command under `python` in `dir`: the packages on `PYTHONPATH`, BLAS on one
 /// thread (its threads' CPU would not be the phase's own).
 fn workload(python: &Path, dir: &Path) -> Command {
@@ -266,21 +288,15 @@ fn forks_threads_kills_old_versions_and_non_python_hogs() {
 
     // Short threads one after another, the main thread waiting in `join`: each new thread
     // gets the last one's thread pointer (glibc reuses its stack), and the last one's freed
-    // thread state keeps its `thread_id`. Every thread's samples are its own. (Here the new
-    // state is mostly made where the old one was; when the allocator puts it elsewhere, a
-    // hint trusted for any thread of that pointer found the old state, without a frame.)
+    // thread state keeps its `thread_id`. The main thread takes the freed state's memory after
+    // each join, so the next state is made elsewhere (left alone, the allocator mostly puts it
+    // where the old one was). Every thread's samples are its own: the old state, found again
+    // by the new thread's pointer, has no frame.
     let serial: Vec<(u32, PathBuf)> = pythons()
         .into_iter()
         .filter(|(n, _)| n == "pyenv-3.9" || n == "pyenv-3.12")
         .map(|(_, py)| {
-            let (pid, o) = run(workload(&py, dir.path()).args([
-                "-c",
-                "import threading, purepkg\n\
-                 for _ in range(8):\n    \
-                     t = threading.Thread(target=purepkg.spin, args=(0.3,))\n    \
-                     t.start()\n    \
-                     t.join()\n",
-            ]));
+            let (pid, o) = run(workload(&py, dir.path()).args(["-c", SERIAL_THREADS]));
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             (pid, py)
         })
