@@ -14,10 +14,11 @@
 //! 3. `f = *(ts + tstate_frame)`; when `cframe_current_frame != NONE`, `f = *(f +
 //!    cframe_current_frame)` (3.11–3.12 go through `_PyCFrame`);
 //! 4. per frame, `code = *(f + frame_code)` is sent, then `f = *(f + frame_back)`, at most
-//!    [`FRAMES_MAX`] frames (one read of [`FRAME_READ`] bytes covers both). 3.12+'s shim frames (the byte at `f + frame_owner` is
-//!    `owner_cstack`) are sent too: their code is no module's, and the daemon counts them for
-//!    none. With `frames_in_data_stack` (3.11+), the two pages below the innermost frame are
-//!    read at once and the frames inside them are taken from that copy.
+//!    [`FRAMES_MAX`] frames (one read of [`FRAME_READ`] bytes covers both). 3.12+'s shim
+//!    frames (the byte at `f + frame_owner` is `owner_cstack`) are sent too: their code is no
+//!    module's, and the daemon counts them for none. With `frames_in_data_stack` (3.11+), the
+//!    two pages below the innermost frame are read at once and the frames inside them are
+//!    taken from that copy.
 //!
 //! The daemon resolves each code object to its `co_filename` from the process's memory.
 

@@ -6,13 +6,12 @@
 //! (`task->thread.fsbase`), its frame chain is walked innermost first, and the code-object
 //! address of each frame is sent with the interrupted user instruction address (so that time
 //! inside an extension's `.so` is charged to the package that owns the file). The thread state
-//! the thread found last is tried first ([`PyProc::tstate`]). A frame costs one read of
-//! user memory ([`FRAME_READ`] bytes: the frame's link and its code object, whichever comes
-//! first), except in 3.11+, whose frames lie in the thread's data
-//! stack: the two pages below the innermost frame are read at once (one read costs about as
-//! much as a few small ones), and each frame found in them is taken from that copy; a process
-//! whose walk found callers in the two pages below them gets four (`PyProc::deep`, kept by
-//! this program). Reads never
+//! the thread found last is tried first ([`PyProc::tstate`]). A frame costs one read of user
+//! memory ([`FRAME_READ`] bytes from the frame's link or its code object, whichever comes
+//! first), except in 3.11+, whose frames lie in the thread's data stack: the two pages below
+//! the innermost frame are read at once (one read costs about as much as a few small ones),
+//! and each frame found in them is taken from that copy; a process whose walk found callers in
+//! the two pages below them gets four (`PyProc::deep`, kept by this program). Reads never
 //! fault pages in (`bpf_probe_read_user`), so a paged-out or hostile structure ends the walk
 //! (flagged), never stalls it.
 use aya_ebpf::{
@@ -197,8 +196,9 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
                 }
             }
             // Two paths per depth that meet again, and nothing else varying, so that the
-            // verifier's walk of the loop stays linear in `FRAMES_MAX`. Shim frames (3.12+'s C-stack entries)
-            // are sent too: their code is no module's, and the daemon counts them for none.
+            // verifier's walk of the loop stays linear in `FRAMES_MAX`. Shim frames (3.12+'s
+            // C-stack entries) are sent too: their code is no module's, and the daemon counts
+            // them for none.
             while n < FRAMES_MAX && f != 0 {
                 let at = f.wrapping_sub(lo);
                 let (c, b) = if span != 0 && at <= span - FRAME_SPAN as u64 {
