@@ -320,6 +320,9 @@ counters! {
     /// Successful module opens whose file the kernel's path walk could not read (a kernel
     /// read failed): the path as passed is recorded, unverified.
     KpathUnread = 13 => "kpath_unread",
+    /// Samples of young processes sent with a wake-up of the daemon, so that it reads their
+    /// code objects while the process lives ([`sampling::YOUNG_NS`]).
+    SampleWakeups = 14 => "sample_wakeups",
 }
 
 /// Number of counters (the size of the `COUNTERS` map).

@@ -20,7 +20,8 @@
 //!    two pages below the innermost frame are read at once and the frames inside them are
 //!    taken from that copy.
 //!
-//! The daemon resolves each code object to its `co_filename` from the process's memory.
+//! The daemon resolves each code object to its `co_filename` from the process's memory, which
+//! is gone once the process exits: so a sample of a young process wakes it ([`YOUNG_NS`]).
 
 /// An offset that does not exist in this version.
 pub const NONE: u32 = u32::MAX;
@@ -111,11 +112,27 @@ pub struct PyProc {
     /// `thread_id`), checked by its `thread_id`, and dropped when it yields no frame or a
     /// read fails (a state freed and made again elsewhere by the same thread).
     pub tstate: u64,
+    /// Kept by the sampling program itself (the daemon writes 0, the fork program clears it):
+    /// the boot-clock time (ns) of the process's first sample. Its samples in the
+    /// [`YOUNG_NS`] after it may wake the daemon (see [`YOUNG_NS`]).
+    pub first_sample_ns: u64,
 }
 
 // No padding holes (the daemon writes it as plain bytes): a field added to `PyLayout` keeps
 // its size a multiple of 8, with an explicit pad if need be.
-const _: () = assert!(core::mem::size_of::<PyProc>() == 24 + core::mem::size_of::<PyLayout>());
+const _: () = assert!(core::mem::size_of::<PyProc>() == 32 + core::mem::size_of::<PyLayout>());
+
+/// How long after its first sample a process's samples wake the daemon (at most one sample
+/// every [`SAMPLE_WAKE_EVERY_NS`] on the whole node). Its code objects are named only by
+/// reading the process's memory, which is gone once it exits; without a wake-up its samples
+/// wait up to the ring's timed drain (200 ms), so a process that ended sooner had none of its
+/// samples attributed. Its first second is when a process meets most of its code objects
+/// (its imports, then its main work); later ones are read at the timed drains, and only those
+/// first met in the last 200 ms before an exit are lost.
+pub const YOUNG_NS: u64 = 1_000_000_000;
+/// The least time between two samples that wake the daemon, node-wide: it bounds the
+/// wake-ups they cost to 50 a second, however many young processes run.
+pub const SAMPLE_WAKE_EVERY_NS: u64 = 20_000_000;
 
 /// Fixed part of a sample event, followed by `n_frames` code-object addresses (`u64`,
 /// innermost first).

@@ -13,27 +13,30 @@
 //! and each frame found in them is taken from that copy; a process whose walk found callers in
 //! the two pages below them gets four (`PyProc::deep`, kept by this program). Reads never
 //! fault pages in (`bpf_probe_read_user`), so a paged-out or hostile structure ends the walk
-//! (flagged), never stalls it.
+//! (flagged), never stalls it. A sample of a process in its first second wakes the daemon
+//! (at most one each 20 ms on the node: [`wakes`]), which must read the code objects before the
+//! process exits; others wait for its timed drain.
 use aya_ebpf::{
     bindings::bpf_perf_event_data,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_stack, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_boot_ns, bpf_probe_read_user,
+        bpf_probe_read_user_buf,
     },
     macros::{map, perf_event},
-    maps::HashMap,
+    maps::{Array, HashMap},
     programs::PerfEventContext,
 };
 use tracer_common::{
     sampling::{
         PyLayout, PyProc, SampleEvent, FRAMES_MAX, FRAME_READ, FRAME_SPAN, NONE,
         SAMPLE_FLAG_NO_THREAD, SAMPLE_FLAG_READ_FAILED, SAMPLE_FLAG_TRUNCATED, SAMPLE_FRAMES_OFF,
-        THREADS_MAX,
+        SAMPLE_WAKE_EVERY_NS, THREADS_MAX, YOUNG_NS,
     },
-    EventKind,
+    Counter, EventKind,
 };
 
 use crate::{
-    maps::{config, header, put, scratch, send, Scratch, Wake},
+    maps::{config, count, header, put, scratch, send_waking_if, Scratch},
     task,
 };
 
@@ -41,6 +44,11 @@ use crate::{
 /// children, removed at exec and exit. Sized by the loader.
 #[map]
 pub static PYPROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(16384, 0);
+
+/// The boot-clock time (ns) of the last sample that woke the daemon, node-wide (see
+/// [`SAMPLE_WAKE_EVERY_NS`]).
+#[map]
+pub static SAMPLE_WAKE: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Bytes of a frame read alone (see [`FRAME_READ`]).
 const WINDOW: usize = FRAME_READ as usize;
@@ -71,6 +79,10 @@ const DEEP_UNMAPPED: u32 = 2;
 /// Where in the scratch buffer the block is read to (the event's frames lie below it, the
 /// frame window above it).
 const BLOCK_OFF: usize = tracer_common::SCRATCH_SIZE / 2;
+/// Where in the scratch buffer the decision of [`wakes`] is kept during the walk (above the
+/// frame window).
+const WAKE_OFF: usize = tracer_common::SCRATCH_SIZE - 8;
+const _: () = assert!(WINDOW_OFF + WINDOW_MASK + 8 <= WAKE_OFF);
 const PAGE: u64 = 4096;
 const _: () = assert!(SAMPLE_FRAMES_OFF + FRAMES_MAX * 8 <= BLOCK_OFF);
 const _: () = assert!(BLOCK_OFF + BLOCK_DEEP + 8 <= WINDOW_OFF);
@@ -111,6 +123,47 @@ fn set_tstate(entry: *mut PyProc, ts: u64, tid: u32) {
         (*entry).tstate = ts;
         (*entry).tstate_tid = tid;
     }
+}
+
+/// Whether a sample wakes the daemon: one of a process in its first
+/// [`YOUNG_NS`], when no sample woke it in the last [`SAMPLE_WAKE_EVERY_NS`] (the daemon reads
+/// the code objects of every sample of its drain, while their process lives). Starts the
+/// process's clock at its first sample ([`PyProc::first_sample_ns`], a hint stored as
+/// [`set_deep`] stores: a torn or reused entry costs at most one wake-up more or less).
+#[inline(always)]
+fn wakes(p: &PyProc, entry: *mut PyProc) -> bool {
+    // SAFETY: helper with no preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let first = if p.first_sample_ns == 0 {
+        // SAFETY: a value pointer of `PYPROCS` from this run's lookup, valid for the run.
+        unsafe { (*entry).first_sample_ns = now };
+        now
+    } else {
+        p.first_sample_ns
+    };
+    if now.wrapping_sub(first) >= YOUNG_NS {
+        return false;
+    }
+    let Some(last) = SAMPLE_WAKE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: the map's one value, valid for the program's run. Two CPUs may both read the
+    // old time and both wake the daemon: the bound is approximate by one wake-up per CPU.
+    unsafe {
+        if now.wrapping_sub(*last) < SAMPLE_WAKE_EVERY_NS {
+            return false;
+        }
+        *last = now;
+    }
+    count(Counter::SampleWakeups);
+    true
+}
+
+/// The decision of [`wakes`] kept in the scratch buffer: 1 wake the daemon, 0 not.
+#[inline(always)]
+fn wake_word(s: &Scratch) -> u64 {
+    // SAFETY: `WAKE_OFF + 8 == SCRATCH_SIZE`.
+    unsafe { core::ptr::read_unaligned(s.buf.as_ptr().add(WAKE_OFF).cast::<u64>()) }
 }
 
 #[inline(always)]
@@ -157,6 +210,10 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
     let l: &PyLayout = &p.layout;
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(s) = scratch() else { return };
+    // Decided before the walk and kept in map memory, whose contents the verifier does not
+    // track: decided after it, or kept in a register, each of the verifier's many states of
+    // the walk would be verified again per outcome (past its limit).
+    put(s, WAKE_OFF, wakes(p, entry) as u64);
     let mut flags = 0;
     let mut n: usize = 0;
     match innermost_frame(&cfg, p, entry, tid) {
@@ -252,7 +309,7 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
             _pad: 0,
         },
     );
-    send(s, SAMPLE_FRAMES_OFF + n * 8, Wake::Later);
+    send_waking_if(s, SAMPLE_FRAMES_OFF + n * 8, wake_word(s));
     if p.deep != 0 && n != 0 && n <= SHALLOW {
         // A shallow walk (not a thread without a Python stack).
         set_deep(entry, 0);

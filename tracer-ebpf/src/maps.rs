@@ -275,7 +275,8 @@ pub fn scratch() -> Option<&'static mut Scratch> {
 /// Whether sending an event wakes the daemon.
 #[derive(Clone, Copy)]
 pub enum Wake {
-    /// Wake it now: a new Python process, whose `/proc` entry the daemon reads while it lives.
+    /// Wake it now: a new Python process, whose `/proc` entry the daemon reads while it lives,
+    /// or a young process's sample, whose code objects it reads while the process lives.
     Now,
     /// Do not: the daemon drains the ring on a timer anyway, and a wake-up per open would cost
     /// it a context switch per module file.
@@ -288,12 +289,25 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 /// Sends the first `len` bytes of the scratch buffer; counts success or a full ring.
 #[inline(always)]
 pub fn send(s: &Scratch, len: usize, wake: Wake) {
-    // Mask proves `len < SCRATCH_SIZE` to the verifier; callers never exceed it.
-    let len = len & (SCRATCH_SIZE - 1);
     let flags = match wake {
         Wake::Now => BPF_RB_FORCE_WAKEUP,
         Wake::Later => BPF_RB_NO_WAKEUP,
     };
+    send_flags(s, len, flags);
+}
+
+/// As [`send`], waking the daemon when `wake` is 1 ([`Wake::Now`]; 0: [`Wake::Later`]), by
+/// arithmetic: no branch on it, so a value the verifier does not know adds no path.
+#[inline(always)]
+pub fn send_waking_if(s: &Scratch, len: usize, wake: u64) {
+    const _: () = assert!(BPF_RB_NO_WAKEUP + 1 == BPF_RB_FORCE_WAKEUP);
+    send_flags(s, len, BPF_RB_NO_WAKEUP + (wake & 1));
+}
+
+#[inline(always)]
+fn send_flags(s: &Scratch, len: usize, flags: u64) {
+    // Mask proves `len < SCRATCH_SIZE` to the verifier; callers never exceed it.
+    let len = len & (SCRATCH_SIZE - 1);
     if !ring_share_left(len as u64) {
         return count(Counter::RingShare);
     }

@@ -47,10 +47,11 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) {
             track(child_tgid, STATE_PYTHON, 0);
             // A fork child runs the same interpreter at the same addresses: sampled at once,
             // before the daemon has even seen it. Not with the parent's thread-state hint: the
-            // child frees every thread state but the forking thread's.
+            // child frees every thread state but the forking thread's. Young from its own
+            // first sample: its code objects must be read while it lives, too.
             // SAFETY: the value is copied out immediately.
             if let Some(mut py) = unsafe { PYPROCS.get(parent) }.copied() {
-                (py.tstate, py.tstate_tid) = (0, 0);
+                (py.tstate, py.tstate_tid, py.first_sample_ns) = (0, 0, 0);
                 let _ = PYPROCS.insert(child_tgid, py, 0);
             }
             let Some(s) = scratch() else { return };

@@ -3,7 +3,9 @@
 //! system can delay records but never make the kernel drop events.
 //!
 //! It drains in batches. The kernel wakes the reader at once only for a new Python process
-//! (whose `/proc` entry the processor reads while the process lives); opens, mappings, forks
+//! (whose `/proc` entry the processor reads while the process lives) and for a CPU sample of a
+//! process in its first second (whose code objects the sampler reads while the process lives;
+//! at most 50 a second, `tracer_common::sampling::YOUNG_NS`); opens, mappings, forks
 //! and exits are written without a wake-up and read every [`DRAIN_EVERY`] (or with the next
 //! wake-up). Woken per event, the reader and the processor thread paid a context switch per
 //! module file, most of the daemon's CPU. The ring (16 MiB) holds far more than the events of

@@ -527,6 +527,7 @@ impl Interpreter {
             deep: 0,
             tstate_tid: 0,
             tstate: 0,
+            first_sample_ns: 0,
         }
     }
 
