@@ -230,7 +230,7 @@ def cost(binary, tmp, rounds, python):
             print(f"        share of one CPU at {hz} Hz: kernel {ns / samples * hz / 1e9 * 100:.4f} %, "
                   f"daemon {dcpu / samples * hz * 100:.4f} %")
     maps = extra[19][-1][3]
-    pyprocs = [m for m in maps if m[2] == 16384 and m[4] == 80]  # sizeof(PyProc)
+    pyprocs = [m for m in maps if m[2] == 16384 and m[4] == 88]  # sizeof(PyProc)
     print(f"\n# The sampler's own map (PYPROCS): {sum(m[5] for m in pyprocs) / 2**20:.2f} MiB; samples share the "
           f"import tracer's ring buffer")
     total = sum(m[5] for m in maps)

@@ -42,8 +42,12 @@ pub const FRAME_READ: u32 = 24;
 /// a frame taken from a data-stack block must lie whole in the block by this much.
 pub const FRAME_SPAN: u32 = 80;
 
-/// Whether the kernel's walk can read a layout's frames ([`FRAME_READ`], [`FRAME_SPAN`]).
+/// Whether the kernel's walk can read a layout's frames ([`FRAME_READ`], [`FRAME_SPAN`]; the
+/// walk reads whole 8-aligned words, as pointer fields are in every CPython).
 pub const fn frame_fields_fit(l: &PyLayout) -> bool {
+    if !l.frame_back.is_multiple_of(8) || !l.frame_code.is_multiple_of(8) {
+        return false;
+    }
     let (lo, hi) = if l.frame_back < l.frame_code {
         (l.frame_back, l.frame_code)
     } else {
@@ -116,19 +120,24 @@ pub struct PyProc {
     /// the boot-clock time (ns) of the process's first sample. Its samples in the
     /// [`YOUNG_NS`] after it may wake the daemon (see [`YOUNG_NS`]).
     pub first_sample_ns: u64,
+    /// Kept by the sampling program itself (the daemon writes 0, the fork program clears it):
+    /// the innermost code object of the process's last sample that woke the daemon. A sample
+    /// whose innermost code object is this one does not wake it: the daemon has it already.
+    pub wake_code: u64,
 }
 
 // No padding holes (the daemon writes it as plain bytes): a field added to `PyLayout` keeps
 // its size a multiple of 8, with an explicit pad if need be.
-const _: () = assert!(core::mem::size_of::<PyProc>() == 32 + core::mem::size_of::<PyLayout>());
+const _: () = assert!(core::mem::size_of::<PyProc>() == 40 + core::mem::size_of::<PyLayout>());
 
-/// How long after its first sample a process's samples wake the daemon (at most one sample
-/// every [`SAMPLE_WAKE_EVERY_NS`] on the whole node). Its code objects are named only by
-/// reading the process's memory, which is gone once it exits; without a wake-up its samples
-/// wait up to the ring's timed drain (200 ms), so a process that ended sooner had none of its
-/// samples attributed. Its first second is when a process meets most of its code objects
-/// (its imports, then its main work); later ones are read at the timed drains, and only those
-/// first met in the last 200 ms before an exit are lost.
+/// How long after its first sample a process's samples wake the daemon: those whose innermost
+/// code object differs from that of the process's last sample that woke it
+/// ([`PyProc::wake_code`]), at most one every [`SAMPLE_WAKE_EVERY_NS`] on the whole node. Its
+/// code objects are named only by reading the process's memory, which is gone once it exits;
+/// without a wake-up its samples wait up to the ring's timed drain (200 ms), so a process that
+/// ended sooner had none of its samples attributed. Its first second is when a process meets
+/// most of its code objects (its imports, then its main work); later ones are read at the
+/// timed drains, and only those first met in the last 200 ms before an exit are lost.
 pub const YOUNG_NS: u64 = 1_000_000_000;
 /// The least time between two samples that wake the daemon, node-wide: it bounds the
 /// wake-ups they cost to 50 a second, however many young processes run.

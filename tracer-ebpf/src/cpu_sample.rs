@@ -14,8 +14,9 @@
 //! the two pages below them gets four (`PyProc::deep`, kept by this program). Reads never
 //! fault pages in (`bpf_probe_read_user`), so a paged-out or hostile structure ends the walk
 //! (flagged), never stalls it. A sample of a process in its first second wakes the daemon
-//! (at most one each 20 ms on the node: [`wakes`]), which must read the code objects before the
-//! process exits; others wait for its timed drain.
+//! when its innermost code object is new (at most one each 20 ms on the node: [`young_turn`],
+//! [`wake_now`]): the daemon must read the code objects before the process exits. Other
+//! samples wait for its timed drain.
 use aya_ebpf::{
     bindings::bpf_perf_event_data,
     helpers::{
@@ -36,7 +37,7 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{config, count, header, put, scratch, send_waking_if, Scratch},
+    maps::{config, counter, header, put_aligned, scratch, send_waking_if, Scratch},
     task,
 };
 
@@ -79,7 +80,7 @@ const DEEP_UNMAPPED: u32 = 2;
 /// Where in the scratch buffer the block is read to (the event's frames lie below it, the
 /// frame window above it).
 const BLOCK_OFF: usize = tracer_common::SCRATCH_SIZE / 2;
-/// Where in the scratch buffer the decision of [`wakes`] is kept during the walk (above the
+/// Where in the scratch buffer [`young_turn`]'s answer is kept during the walk (above the
 /// frame window).
 const WAKE_OFF: usize = tracer_common::SCRATCH_SIZE - 8;
 const _: () = assert!(WINDOW_OFF + WINDOW_MASK + 8 <= WAKE_OFF);
@@ -125,13 +126,13 @@ fn set_tstate(entry: *mut PyProc, ts: u64, tid: u32) {
     }
 }
 
-/// Whether a sample wakes the daemon: one of a process in its first
-/// [`YOUNG_NS`], when no sample woke it in the last [`SAMPLE_WAKE_EVERY_NS`] (the daemon reads
-/// the code objects of every sample of its drain, while their process lives). Starts the
-/// process's clock at its first sample ([`PyProc::first_sample_ns`], a hint stored as
-/// [`set_deep`] stores: a torn or reused entry costs at most one wake-up more or less).
+/// The first half of whether a sample wakes the daemon, decided before the walk: the time now
+/// (boot clock, ns; never 0) when the process is in its first [`YOUNG_NS`] and no sample woke
+/// the daemon on the node in the last [`SAMPLE_WAKE_EVERY_NS`], else 0. Starts the process's
+/// clock at its first sample ([`PyProc::first_sample_ns`], a hint stored as [`set_deep`]
+/// stores: a torn or reused entry costs at most one wake-up more or less).
 #[inline(always)]
-fn wakes(p: &PyProc, entry: *mut PyProc) -> bool {
+fn young_turn(p: &PyProc, entry: *mut PyProc, turn: *const u64) -> u64 {
     // SAFETY: helper with no preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let first = if p.first_sample_ns == 0 {
@@ -141,29 +142,57 @@ fn wakes(p: &PyProc, entry: *mut PyProc) -> bool {
     } else {
         p.first_sample_ns
     };
-    if now.wrapping_sub(first) >= YOUNG_NS {
-        return false;
+    // SAFETY: `SAMPLE_WAKE`'s one value, valid for the program's run.
+    let last = unsafe { *turn };
+    if now.wrapping_sub(first) >= YOUNG_NS || now.wrapping_sub(last) < SAMPLE_WAKE_EVERY_NS {
+        return 0;
     }
-    let Some(last) = SAMPLE_WAKE.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: the map's one value, valid for the program's run. Two CPUs may both read the
-    // old time and both wake the daemon: the bound is approximate by one wake-up per CPU.
-    unsafe {
-        if now.wrapping_sub(*last) < SAMPLE_WAKE_EVERY_NS {
-            return false;
-        }
-        *last = now;
-    }
-    count(Counter::SampleWakeups);
-    true
+    now
 }
 
-/// The decision of [`wakes`] kept in the scratch buffer: 1 wake the daemon, 0 not.
+/// The second half, after the walk, by arithmetic alone (a branch here would be verified once
+/// per state the walk ends in): 1 (wake the daemon) when [`young_turn`] gave a time, the
+/// sample has frames, and its innermost code object is not the one of the process's last
+/// sample that woke the daemon ([`PyProc::wake_code`], which the daemon has read or is
+/// reading); then takes the node's turn and counts it. Two CPUs may both take the turn: the
+/// bound is approximate by one wake-up per CPU.
 #[inline(always)]
-fn wake_word(s: &Scratch) -> u64 {
-    // SAFETY: `WAKE_OFF + 8 == SCRATCH_SIZE`.
-    unsafe { core::ptr::read_unaligned(s.buf.as_ptr().add(WAKE_OFF).cast::<u64>()) }
+fn wake_now(
+    s: &Scratch,
+    p: &PyProc,
+    entry: *mut PyProc,
+    n: usize,
+    turn: *mut u64,
+    woke: *mut u64,
+) -> u64 {
+    let now = scratch_word(s, WAKE_OFF);
+    let code = scratch_word(s, SAMPLE_FRAMES_OFF);
+    let w = nonzero(now) & nonzero(n as u64) & nonzero(code ^ p.wake_code);
+    let take = w.wrapping_neg();
+    // SAFETY: value pointers of this run's lookups (`SAMPLE_WAKE`, this CPU's counter slot,
+    // `PYPROCS`), valid for the run; the stores change them only when `take` is all ones.
+    unsafe {
+        *turn ^= (*turn ^ now) & take;
+        *woke += w;
+        (*entry).wake_code = p.wake_code ^ ((p.wake_code ^ code) & take);
+    }
+    w
+}
+
+/// 1 when `x` is not 0, else 0, for `x` below 2^63 (times, counts, user addresses), without a
+/// comparison (which the compiler makes a branch).
+#[inline(always)]
+fn nonzero(x: u64) -> u64 {
+    x.wrapping_add(u64::MAX >> 1) >> 63
+}
+
+/// The `u64` at byte `off` of the scratch buffer, a constant multiple of 8: one load, where an
+/// unaligned read is eight.
+#[inline(always)]
+fn scratch_word(s: &Scratch, off: usize) -> u64 {
+    let at = off.min(tracer_common::SCRATCH_SIZE - 8) & !7;
+    // SAFETY: `at + 8 <= SCRATCH_SIZE`, and `at` is 8-aligned in the 8-aligned `Scratch`.
+    unsafe { core::ptr::read(s.buf.as_ptr().add(at).cast::<u64>()) }
 }
 
 #[inline(always)]
@@ -210,10 +239,18 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
     let l: &PyLayout = &p.layout;
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(s) = scratch() else { return };
-    // Decided before the walk and kept in map memory, whose contents the verifier does not
-    // track: decided after it, or kept in a register, each of the verifier's many states of
+    // Never missing (an array's one value, this CPU's counter slot): looked up before the walk,
+    // so that no branch on them comes after it.
+    let Some(turn) = SAMPLE_WAKE.get_ptr_mut(0) else {
+        return;
+    };
+    let Some(woke) = counter(Counter::SampleWakeups) else {
+        return;
+    };
+    // Half decided before the walk and kept in map memory, whose contents the verifier does
+    // not track: decided after it, or kept in a register, each of the verifier's many states of
     // the walk would be verified again per outcome (past its limit).
-    put(s, WAKE_OFF, wakes(p, entry) as u64);
+    put_aligned(s, WAKE_OFF, young_turn(p, entry, turn));
     let mut flags = 0;
     let mut n: usize = 0;
     match innermost_frame(&cfg, p, entry, tid) {
@@ -283,7 +320,7 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
                     }
                     (word(s, wcode), word(s, wback))
                 };
-                put(s, SAMPLE_FRAMES_OFF + n * 8, c);
+                put_aligned(s, SAMPLE_FRAMES_OFF + n * 8, c);
                 f = b;
                 n += 1;
             }
@@ -297,7 +334,7 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
             }
         }
     }
-    put(
+    put_aligned(
         s,
         0,
         SampleEvent {
@@ -309,7 +346,8 @@ fn sample(ctx: &PerfEventContext, tgid: u32, p: &PyProc, entry: *mut PyProc) {
             _pad: 0,
         },
     );
-    send_waking_if(s, SAMPLE_FRAMES_OFF + n * 8, wake_word(s));
+    let wake = wake_now(s, p, entry, n, turn, woke);
+    send_waking_if(s, SAMPLE_FRAMES_OFF + n * 8, wake);
     if p.deep != 0 && n != 0 && n <= SHALLOW {
         // A shallow walk (not a thread without a Python stack).
         set_deep(entry, 0);
@@ -328,21 +366,26 @@ fn read_block(s: &mut Scratch, addr: u64, len: usize) -> bool {
     }
 }
 
-/// The `u64` at byte `off` of the block read into the scratch buffer.
+/// The `u64` at byte `off` of the block read into the scratch buffer, rounded down to a
+/// multiple of 8: one load, where an unaligned read is eight, per frame walked. Frames and
+/// their fields are 8-aligned in every CPython (an odd frame pointer is a hostile or torn one,
+/// whose words are garbage either way, and the daemon checks what it names).
 #[inline(always)]
 fn block_word(s: &Scratch, off: usize) -> u64 {
-    let at = BLOCK_OFF + (off & (BLOCK_DEEP - 1));
+    let at = BLOCK_OFF + (off & (BLOCK_DEEP - 8));
     // SAFETY: `at + 8 <= SCRATCH_SIZE` (the mask bounds `off` below `BLOCK_DEEP`; the region
-    // and the frame window above it leave more than 8 bytes after it).
-    unsafe { core::ptr::read_unaligned(s.buf.as_ptr().add(at).cast::<u64>()) }
+    // and the frame window above it leave more than 8 bytes after it), and `at` is 8-aligned
+    // in the 8-aligned `Scratch`.
+    unsafe { core::ptr::read(s.buf.as_ptr().add(at).cast::<u64>()) }
 }
 
 /// The `u64` at byte `off` of the frame window read into the scratch buffer.
 #[inline(always)]
 fn word(s: &Scratch, off: usize) -> u64 {
-    let at = WINDOW_OFF + (off & WINDOW_MASK);
-    // SAFETY: `at + 8 <= SCRATCH_SIZE` (the mask bounds `off` to 127, the region has 256).
-    unsafe { core::ptr::read_unaligned(s.buf.as_ptr().add(at).cast::<u64>()) }
+    let at = WINDOW_OFF + (off & WINDOW_MASK & !7);
+    // SAFETY: `at + 8 <= SCRATCH_SIZE` (the mask bounds `off` to 127, the region has 256), and
+    // `at` is 8-aligned in the 8-aligned `Scratch` (a layout's offsets are multiples of 8).
+    unsafe { core::ptr::read(s.buf.as_ptr().add(at).cast::<u64>()) }
 }
 
 /// The interrupted thread's innermost frame (0: none), from its `PyThreadState` in the main

@@ -246,6 +246,12 @@ pub struct Scratch {
 #[map]
 pub static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
 
+/// This CPU's slot of a counter, to add to without a branch.
+#[inline(always)]
+pub fn counter(c: Counter) -> Option<*mut u64> {
+    COUNTERS.get_ptr_mut(c as u32)
+}
+
 /// Adds one to a counter.
 #[inline(always)]
 pub fn count(c: Counter) {
@@ -369,6 +375,20 @@ pub fn put<T: Copy>(s: &mut Scratch, off: usize, v: T) {
     if off + core::mem::size_of::<T>() <= SCRATCH_SIZE {
         // SAFETY: bounds checked above; unaligned write into a byte buffer.
         unsafe { core::ptr::write_unaligned(s.buf.as_mut_ptr().add(off).cast::<T>(), v) };
+    }
+}
+
+/// As [`put`], at an offset that is a multiple of `T`'s alignment (checked when `off` is a
+/// constant, as the compiler folds it): one store per field, where an unaligned write is one
+/// per byte. In a program verified once per path, as the sampler's end is, that counts.
+#[inline(always)]
+pub fn put_aligned<T: Copy>(s: &mut Scratch, off: usize, v: T) {
+    if off.is_multiple_of(core::mem::align_of::<T>())
+        && off + core::mem::size_of::<T>() <= SCRATCH_SIZE
+    {
+        // SAFETY: bounds checked above; `buf` starts the 8-aligned `Scratch`, so `off` keeps
+        // `T`'s alignment (at most 8 for every event type).
+        unsafe { core::ptr::write(s.buf.as_mut_ptr().add(off).cast::<T>(), v) };
     }
 }
 

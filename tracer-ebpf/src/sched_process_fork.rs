@@ -51,7 +51,8 @@ fn try_sched_process_fork(ctx: &RawTracePointContext) {
             // first sample: its code objects must be read while it lives, too.
             // SAFETY: the value is copied out immediately.
             if let Some(mut py) = unsafe { PYPROCS.get(parent) }.copied() {
-                (py.tstate, py.tstate_tid, py.first_sample_ns) = (0, 0, 0);
+                (py.tstate, py.tstate_tid) = (0, 0);
+                (py.first_sample_ns, py.wake_code) = (0, 0);
                 let _ = PYPROCS.insert(child_tgid, py, 0);
             }
             let Some(s) = scratch() else { return };

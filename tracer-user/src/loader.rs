@@ -99,7 +99,7 @@ pub struct MapSizes {
     pub ring_bytes: u32,
 }
 
-/// Entries of `PYPROCS`: Python processes sampled at once on one node (80 bytes each).
+/// Entries of `PYPROCS`: Python processes sampled at once on one node (88 bytes each).
 pub const PYPROCS_ENTRIES: u32 = 16384;
 
 /// Attaches the CPU sampler to every online CPU's software clock, firing every `1/hz` s of

@@ -528,6 +528,7 @@ impl Interpreter {
             tstate_tid: 0,
             tstate: 0,
             first_sample_ns: 0,
+            wake_code: 0,
         }
     }
 

@@ -413,8 +413,14 @@ mod tests {
             assert_eq!(l.frame_owner != NONE, minor >= 12);
             assert_eq!(l.owner_cstack != NONE, minor >= 12);
             assert_eq!(l.frames_in_data_stack == 1, minor >= 11);
-            // The kernel reads a frame's link and code object in one small read.
+            // The kernel reads a frame's link and code object in one small read, as whole
+            // aligned words: a layout (3.13's come from the process) with an odd one is refused.
             assert!(frame_fields_fit(&l), "3.{minor}");
+            let odd = PyLayout {
+                frame_code: l.frame_code + 4,
+                ..l
+            };
+            assert!(!frame_fields_fit(&odd), "3.{minor}");
             for o in [
                 l.runtime_interp_head,
                 l.interp_tstate_head,
