@@ -150,8 +150,8 @@ fn young_turn(p: &PyProc, entry: *mut PyProc, turn: *const u64) -> u64 {
     now
 }
 
-/// The second half, after the walk, by arithmetic alone (a branch here would be verified once
-/// per state the walk ends in): 1 (wake the daemon) when [`young_turn`] gave a time, the
+/// The second half, after the walk, by arithmetic but for one branch (each branch here is
+/// verified once per state the walk ends in): 1 (wake the daemon) when [`young_turn`] gave a time, the
 /// sample has frames, and its innermost code object is not the one of the process's last
 /// sample that woke the daemon ([`PyProc::wake_code`], which the daemon has read or is
 /// reading); then takes the node's turn and counts it. Two CPUs may both take the turn: the
@@ -168,13 +168,16 @@ fn wake_now(
     let now = scratch_word(s, WAKE_OFF);
     let code = scratch_word(s, SAMPLE_FRAMES_OFF);
     let w = nonzero(now) & nonzero(n as u64) & nonzero(code ^ p.wake_code);
-    let take = w.wrapping_neg();
-    // SAFETY: value pointers of this run's lookups (`SAMPLE_WAKE`, this CPU's counter slot,
-    // `PYPROCS`), valid for the run; the stores change them only when `take` is all ones.
-    unsafe {
-        *turn ^= (*turn ^ now) & take;
-        *woke += w;
-        (*entry).wake_code = p.wake_code ^ ((p.wake_code ^ code) & take);
+    // One branch, to store only on a wake-up: a store on every sample would dirty the node-wide
+    // `SAMPLE_WAKE` line on every CPU's every sample.
+    if w != 0 {
+        // SAFETY: value pointers of this run's lookups (`SAMPLE_WAKE`, this CPU's counter slot,
+        // `PYPROCS`), valid for the run.
+        unsafe {
+            *turn = now;
+            *woke += 1;
+            (*entry).wake_code = code;
+        }
     }
     w
 }
